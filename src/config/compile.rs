@@ -1,0 +1,736 @@
+//! `ConfigFile` → `Snapshot`: every cross-reference and range check, every error collected.
+
+use std::collections::HashMap;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use super::csv_keys;
+use super::error::{ConfigError, ErrorKind};
+use super::file::{ConfigFile, ThrottleFile, UnknownMethods, Weekday};
+use super::location::Path;
+use crate::engine::bucket::BucketSpec;
+use crate::snapshot::{
+    Api, ApiKey, KeyHash, KeySource, Method, Plan, Quota, Snapshot, Stage, Throttle, hash_key,
+};
+
+/// AWS's default account-level throttle (requests per second, burst).
+pub const AWS_ACCOUNT_RATE: f64 = 10_000.0;
+pub const AWS_ACCOUNT_BURST: u64 = 5_000;
+
+/// Key values shorter or longer than this are refused (AWS's bounds).
+pub const KEY_MIN_CHARS: usize = 20;
+pub const KEY_MAX_CHARS: usize = 128;
+
+/// The highest rate accepted, in requests per second.
+const MAX_RATE: f64 = 1e9;
+
+/// A compiled snapshot and the warnings its file deserves.
+#[derive(Debug)]
+pub struct Compiled {
+    pub snapshot: Snapshot,
+    pub warnings: Vec<String>,
+}
+
+/// One API key from the YAML file or a CSV file, before checks.
+pub(crate) struct KeyEntry {
+    pub id: String,
+    pub name: Option<String>,
+    pub hash: Result<KeyHash, String>,
+    pub enabled: bool,
+    pub customer_id: Option<String>,
+    pub plans: Vec<String>,
+    pub origin: Origin,
+}
+
+/// Where a key was written.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    Yaml(usize),
+    Csv { file: Arc<std::path::PathBuf>, line: u64 },
+}
+
+impl Origin {
+    fn describe(&self) -> String {
+        match self {
+            Origin::Yaml(i) => format!("api_keys[{i}]"),
+            Origin::Csv { file, line } => format!("{}:{line}", file.display()),
+        }
+    }
+
+    fn error(&self, sub: Option<&str>, kind: ErrorKind) -> ConfigError {
+        match self {
+            Origin::Yaml(i) => {
+                let mut p = Path::root().key("api_keys").index(*i);
+                if let Some(s) = sub {
+                    p = p.key(s);
+                }
+                ConfigError::new(p, kind)
+            }
+            Origin::Csv { file, line } => ConfigError {
+                file: Some(file.to_path_buf()),
+                at: Some(super::location::LineCol {
+                    line: usize::try_from(*line).unwrap_or(usize::MAX),
+                    col: 1,
+                }),
+                path: Path::root(),
+                kind,
+            },
+        }
+    }
+}
+
+/// Compiles a parsed file. `base_dir` resolves `api_keys_files`.
+pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<ConfigError>> {
+    let mut c = Compiler::default();
+    let root = Path::root();
+    if file.version != 1 {
+        c.err(root.key("version"), ErrorKind::Version(file.version));
+    }
+
+    let account = match file.account.as_ref().and_then(|a| a.throttle) {
+        Some(t) => c.throttle(&t, &root.key("account").key("throttle")),
+        None => Some(Throttle {
+            rate: AWS_ACCOUNT_RATE,
+            spec: BucketSpec {
+                rate_micro: (AWS_ACCOUNT_RATE * 1e6) as u64,
+                burst: AWS_ACCOUNT_BURST,
+            },
+        }),
+    };
+
+    let key_source = c.key_source(file);
+    let week_start = match file.quota_week_start.unwrap_or_default() {
+        Weekday::Monday => chrono::Weekday::Mon,
+        Weekday::Tuesday => chrono::Weekday::Tue,
+        Weekday::Wednesday => chrono::Weekday::Wed,
+        Weekday::Thursday => chrono::Weekday::Thu,
+        Weekday::Friday => chrono::Weekday::Fri,
+        Weekday::Saturday => chrono::Weekday::Sat,
+        Weekday::Sunday => chrono::Weekday::Sun,
+    };
+
+    let apis = c.apis(file);
+    let (plans, plan_index) = c.plans(file, &apis);
+
+    let mut entries = Vec::with_capacity(file.api_keys.len());
+    let mut plain = Vec::new();
+    for (i, k) in file.api_keys.iter().enumerate() {
+        let hash = match (&k.value, &k.value_sha256) {
+            (Some(_), Some(_)) => Err("has both `value` and `value_sha256`; give one".to_owned()),
+            (None, None) => Err("has neither `value` nor `value_sha256`".to_owned()),
+            (Some(v), None) => {
+                plain.push(k.id.clone());
+                check_value(v.expose()).map(|()| hash_key(v.expose()))
+            }
+            (None, Some(h)) => parse_sha256(h),
+        };
+        entries.push(KeyEntry {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            hash,
+            enabled: k.enabled,
+            customer_id: k.customer_id.clone(),
+            plans: k.usage_plans.clone(),
+            origin: Origin::Yaml(i),
+        });
+    }
+    for (i, name) in file.api_keys_files.iter().enumerate() {
+        let path = base_dir.join(name);
+        match csv_keys::read(&path) {
+            Ok(mut keys) => entries.append(&mut keys),
+            Err(mut errs) => {
+                for e in &mut errs {
+                    if e.file.is_none() {
+                        e.path = root.key("api_keys_files").index(i);
+                    }
+                }
+                c.errors.append(&mut errs);
+            }
+        }
+    }
+    let (keys, key_index) = c.keys(entries, &plans, &plan_index, &apis);
+
+    let mut default_api = None;
+    let mut default_stage = None;
+    if let Some(d) = &file.defaults {
+        if let Some(a) = &d.api {
+            if !apis.contains_key(a) {
+                c.err(
+                    root.key("defaults").key("api"),
+                    ErrorKind::UnknownDefault {
+                        what: "API",
+                        name: a.clone(),
+                    },
+                );
+            }
+            default_api = Some(a.clone());
+        }
+        if let Some(s) = &d.stage {
+            let known = match &default_api {
+                Some(a) => apis.get(a).is_some_and(|api| api.stages.contains_key(s)),
+                None => apis.values().any(|api| api.stages.contains_key(s)),
+            };
+            if !known {
+                c.err(
+                    root.key("defaults").key("stage"),
+                    ErrorKind::UnknownDefault {
+                        what: "stage",
+                        name: s.clone(),
+                    },
+                );
+            }
+            default_stage = Some(s.clone());
+        }
+    }
+
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+    let mut warnings = Vec::new();
+    if !plain.is_empty() {
+        let shown: Vec<&str> = plain.iter().take(5).map(String::as_str).collect();
+        warnings.push(format!(
+            "{} API key(s) given as plain-text `value` ({}{}); prefer `value_sha256` (see `plangate hash-key`)",
+            plain.len(),
+            shown.join(", "),
+            if plain.len() > shown.len() { ", …" } else { "" }
+        ));
+    }
+    for (id, p) in file.usage_plans.iter() {
+        if let Some(q) = &p.quota
+            && q.offset != 0
+            && q.starts_at.is_none()
+        {
+            warnings.push(format!(
+                "usage plan `{id}`: quota offset {} is ignored without `starts_at`",
+                q.offset
+            ));
+        }
+    }
+    let responses = file.responses.clone().unwrap_or_default();
+    Ok(Compiled {
+        snapshot: Snapshot {
+            generation: 0,
+            account,
+            key_source,
+            week_start,
+            default_api,
+            default_stage,
+            rate_limit_headers: responses.rate_limit_headers.unwrap_or_default(),
+            forward_api_key: responses.forward_api_key.unwrap_or(true),
+            apis,
+            plans,
+            plan_index,
+            keys,
+            key_index,
+        },
+        warnings,
+    })
+}
+
+/// Checks a plain-text key value's length (never quoting it).
+pub(crate) fn check_value(v: &str) -> Result<(), String> {
+    let n = v.chars().count();
+    if !(KEY_MIN_CHARS..=KEY_MAX_CHARS).contains(&n) {
+        return Err(format!(
+            "key value has {n} characters; {KEY_MIN_CHARS} to {KEY_MAX_CHARS} are required"
+        ));
+    }
+    if v.chars().any(|c| c.is_control()) {
+        return Err("key value contains control characters".to_owned());
+    }
+    Ok(())
+}
+
+fn parse_sha256(h: &str) -> Result<KeyHash, String> {
+    let mut out = [0u8; 32];
+    if h.len() != 64 {
+        return Err(format!(
+            "`value_sha256` must be 64 hex digits, found {} characters",
+            h.len()
+        ));
+    }
+    hex::decode_to_slice(h, &mut out)
+        .map_err(|_| "`value_sha256` must be 64 hex digits".to_owned())?;
+    Ok(out)
+}
+
+/// Names of APIs, stages and plans: they appear in counter names and metric labels.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if name.len() > 128 {
+        return Err("must be at most 128 characters".to_owned());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "`{name}` contains `{c}`; use letters, digits, `-`, `_` and `.`"
+        ));
+    }
+    Ok(())
+}
+
+/// Key ids: like names, plus `:` and `@` (customer-style ids).
+fn check_key_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err("key id must be 1 to 128 characters".to_owned());
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@')))
+    {
+        return Err(format!(
+            "key id `{id}` contains `{c}`; use letters, digits, `-`, `_`, `.`, `:` and `@`"
+        ));
+    }
+    Ok(())
+}
+
+/// Splits a method key `/pets/{petId}/GET` into a validated template and verb.
+pub(crate) fn method_key(key: &str) -> Result<(&str, &str), String> {
+    let Some((template, verb)) = key.rsplit_once('/') else {
+        return Err(format!(
+            "`{key}` is not `<path>/<VERB>` (e.g. `/pets/GET`, `//GET` for the root)"
+        ));
+    };
+    let template = if template.is_empty() { "/" } else { template };
+    if verb != "*" && (verb.is_empty() || !verb.bytes().all(|b| b.is_ascii_uppercase())) {
+        return Err(format!(
+            "`{key}`: the verb `{verb}` must be upper case (GET, POST, …) or `*`"
+        ));
+    }
+    if !template.starts_with('/') {
+        return Err(format!("`{key}`: the path must start with `/`"));
+    }
+    if template != "/" {
+        let segs: Vec<&str> = template[1..].split('/').collect();
+        for (i, seg) in segs.iter().enumerate() {
+            if seg.is_empty() {
+                return Err(format!("`{key}`: empty path segment"));
+            }
+            if let Some(inner) = seg.strip_prefix('{') {
+                let Some(name) = inner.strip_suffix('}') else {
+                    return Err(format!("`{key}`: segment `{seg}` has an unclosed `{{`"));
+                };
+                let (name, greedy) = match name.strip_suffix('+') {
+                    Some(n) => (n, true),
+                    None => (name, false),
+                };
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(format!("`{key}`: bad parameter name in `{seg}`"));
+                }
+                if greedy && i + 1 != segs.len() {
+                    return Err(format!(
+                        "`{key}`: a greedy `{seg}` must be the last segment"
+                    ));
+                }
+            } else if seg.contains(['{', '}']) {
+                return Err(format!(
+                    "`{key}`: segment `{seg}` mixes text and a parameter; a parameter is a whole segment"
+                ));
+            }
+        }
+    }
+    Ok((template, verb))
+}
+
+#[derive(Default)]
+struct Compiler {
+    errors: Vec<ConfigError>,
+}
+
+impl Compiler {
+    fn err(&mut self, path: Path, kind: ErrorKind) {
+        self.errors.push(ConfigError::new(path, kind));
+    }
+
+    fn invalid(&mut self, path: Path, what: &'static str, reason: impl Into<String>) {
+        self.err(
+            path,
+            ErrorKind::Invalid {
+                what,
+                reason: reason.into(),
+            },
+        );
+    }
+
+    fn throttle(&mut self, t: &ThrottleFile, path: &Path) -> Option<Throttle> {
+        let mut ok = true;
+        if !t.rate.is_finite() || t.rate < 0.0 || t.rate > MAX_RATE {
+            self.invalid(
+                path.key("rate"),
+                "throttle rate",
+                format!("{} is not a number from 0 to {MAX_RATE}", t.rate),
+            );
+            ok = false;
+        }
+        let rate_micro = (t.rate * 1e6).round();
+        if ok && t.rate > 0.0 && rate_micro < 1.0 {
+            self.invalid(
+                path.key("rate"),
+                "throttle rate",
+                format!("{} is below the smallest rate, 0.000001", t.rate),
+            );
+            ok = false;
+        }
+        if t.burst < 0 {
+            self.invalid(
+                path.key("burst"),
+                "throttle burst",
+                format!("{} is negative", t.burst),
+            );
+            ok = false;
+        }
+        ok.then(|| Throttle {
+            rate: t.rate,
+            spec: BucketSpec {
+                rate_micro: rate_micro as u64,
+                burst: t.burst as u64,
+            },
+        })
+    }
+
+    fn key_source(&mut self, file: &ConfigFile) -> KeySource {
+        let default = KeySource::Header("x-api-key".to_owned());
+        let Some(src) = &file.api_key_source else {
+            return default;
+        };
+        let path = Path::root().key("api_key_source");
+        match (&src.header, &src.metadata) {
+            (Some(_), Some(_)) => {
+                self.invalid(path, "API key source", "give `header` or `metadata`, not both");
+                default
+            }
+            (Some(h), None) => {
+                let valid = !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !valid {
+                    self.invalid(
+                        path.key("header"),
+                        "API key header",
+                        format!("`{h}` is not a header name"),
+                    );
+                }
+                KeySource::Header(h.to_ascii_lowercase())
+            }
+            (None, Some(m)) => {
+                if m.namespace.is_empty() || m.path.is_empty() {
+                    self.invalid(
+                        path.key("metadata"),
+                        "API key metadata",
+                        "needs a `namespace` and a non-empty `path`",
+                    );
+                }
+                KeySource::Metadata {
+                    namespace: m.namespace.clone(),
+                    path: m.path.clone(),
+                }
+            }
+            (None, None) => default,
+        }
+    }
+
+    fn apis(&mut self, file: &ConfigFile) -> HashMap<String, Api> {
+        let mut apis = HashMap::with_capacity(file.apis.len());
+        let mut stage_id = 0u32;
+        for (api_name, api) in &file.apis {
+            let api_path = Path::root().key("apis").key(api_name.as_str());
+            if let Err(e) = check_name(api_name) {
+                self.invalid(api_path.clone(), "API name", e);
+            }
+            let api_arc: Arc<str> = Arc::from(api_name.as_str());
+            let mut stages = HashMap::with_capacity(api.stages.len());
+            for (stage_name, st) in &api.stages {
+                let sp = api_path.key("stages").key(stage_name.as_str());
+                if let Err(e) = check_name(stage_name) {
+                    self.invalid(sp.clone(), "stage name", e);
+                }
+                let throttle = st
+                    .throttle
+                    .as_ref()
+                    .and_then(|t| self.throttle(t, &sp.key("throttle")));
+                let key_required = st.api_key_required.unwrap_or(true);
+                let mut stage = Stage::new(
+                    stage_id,
+                    api_arc.clone(),
+                    Arc::from(stage_name.as_str()),
+                    throttle,
+                    key_required,
+                    st.unknown_methods.unwrap_or(UnknownMethods::Allow),
+                );
+                stage_id += 1;
+                for (mkey, m) in &st.methods {
+                    let mp = sp.key("methods").key(mkey.as_str());
+                    let (template, verb) = match method_key(mkey) {
+                        Ok(tv) => tv,
+                        Err(e) => {
+                            self.invalid(mp, "method", e);
+                            continue;
+                        }
+                    };
+                    let own = m
+                        .throttle
+                        .as_ref()
+                        .map(|t| self.throttle(t, &mp.key("throttle")));
+                    let method = Method {
+                        name: Arc::from(mkey.as_str()),
+                        counter: Arc::from(format!("{api_name}/{stage_name} {mkey}")),
+                        throttle: own.unwrap_or(throttle),
+                        api_key_required: m.api_key_required.unwrap_or(key_required),
+                    };
+                    if let Err(e) = stage.add_method(template, verb, method) {
+                        self.invalid(mp, "method", format!("`{mkey}`: {e}"));
+                    }
+                }
+                stages.insert(stage_name.clone(), stage);
+            }
+            apis.insert(api_name.clone(), Api { stages });
+        }
+        apis
+    }
+
+    fn plans(
+        &mut self,
+        file: &ConfigFile,
+        apis: &HashMap<String, Api>,
+    ) -> (Vec<Plan>, HashMap<String, u32>) {
+        let mut plans = Vec::with_capacity(file.usage_plans.len());
+        let mut index = HashMap::with_capacity(file.usage_plans.len());
+        for (id, p) in &file.usage_plans {
+            let pp = Path::root().key("usage_plans").key(id.as_str());
+            if let Err(e) = check_name(id) {
+                self.invalid(pp.clone(), "usage plan id", e);
+            }
+            let throttle = p
+                .throttle
+                .as_ref()
+                .and_then(|t| self.throttle(t, &pp.key("throttle")));
+            let quota = p.quota.as_ref().and_then(|q| {
+                let qp = pp.key("quota");
+                let mut ok = true;
+                if q.limit < 0 {
+                    self.invalid(qp.key("limit"), "quota limit", format!("{} is negative", q.limit));
+                    ok = false;
+                }
+                if q.offset < 0 || (q.limit >= 0 && q.offset > q.limit) {
+                    self.invalid(
+                        qp.key("offset"),
+                        "quota offset",
+                        format!("{} is not between 0 and the limit", q.offset),
+                    );
+                    ok = false;
+                }
+                ok.then(|| Quota {
+                    limit: q.limit as u64,
+                    period: q.period,
+                    offset: if q.starts_at.is_some() {
+                        q.offset as u64
+                    } else {
+                        0
+                    },
+                    starts_at: q.starts_at,
+                })
+            });
+            let mut stages: Vec<(u32, Vec<(usize, Throttle)>)> = Vec::new();
+            for (i, s) in p.api_stages.iter().enumerate() {
+                let sp = pp.key("api_stages").index(i);
+                let Some(api) = apis.get(&s.api) else {
+                    self.err(
+                        sp.key("api"),
+                        ErrorKind::UnknownApi {
+                            plan: id.clone(),
+                            api: s.api.clone(),
+                        },
+                    );
+                    continue;
+                };
+                let Some(stage) = api.stages.get(&s.stage) else {
+                    self.err(
+                        sp.key("stage"),
+                        ErrorKind::UnknownStage {
+                            plan: id.clone(),
+                            api: s.api.clone(),
+                            stage: s.stage.clone(),
+                        },
+                    );
+                    continue;
+                };
+                if stages.iter().any(|(sid, _)| *sid == stage.id) {
+                    self.err(
+                        sp,
+                        ErrorKind::DuplicatePlanStage {
+                            plan: id.clone(),
+                            api: s.api.clone(),
+                            stage: s.stage.clone(),
+                        },
+                    );
+                    continue;
+                }
+                let mut methods = Vec::new();
+                for (mkey, t) in &s.throttle {
+                    let mp = sp.key("throttle").key(mkey.as_str());
+                    let Some(mi) = stage.method_by_name(mkey) else {
+                        self.err(
+                            mp,
+                            ErrorKind::UnknownPlanMethod {
+                                plan: id.clone(),
+                                api: s.api.clone(),
+                                stage: s.stage.clone(),
+                                method: mkey.clone(),
+                            },
+                        );
+                        continue;
+                    };
+                    if let Some(t) = self.throttle(t, &mp) {
+                        methods.push((mi, t));
+                    }
+                }
+                stages.push((stage.id, methods));
+            }
+            index.insert(id.clone(), plans.len() as u32);
+            plans.push(Plan {
+                id: Arc::from(id.as_str()),
+                name: p.name.clone(),
+                description: p.description.clone(),
+                throttle,
+                quota,
+                stages,
+            });
+        }
+        (plans, index)
+    }
+
+    fn keys(
+        &mut self,
+        entries: Vec<KeyEntry>,
+        plans: &[Plan],
+        plan_index: &HashMap<String, u32>,
+        apis: &HashMap<String, Api>,
+    ) -> (Vec<ApiKey>, HashMap<KeyHash, u32>) {
+        let mut stage_names = vec![(String::new(), String::new()); count_stages(apis)];
+        for (api, a) in apis {
+            for (name, st) in &a.stages {
+                stage_names[st.id as usize] = (api.clone(), name.clone());
+            }
+        }
+        let mut keys = Vec::with_capacity(entries.len());
+        let mut by_hash: HashMap<KeyHash, u32> = HashMap::with_capacity(entries.len());
+        let mut by_id: HashMap<String, u32> = HashMap::with_capacity(entries.len());
+        let mut origins: Vec<Origin> = Vec::new();
+        for e in entries {
+            let n = keys.len() as u32;
+            if let Err(msg) = check_key_id(&e.id) {
+                self.errors.push(e.origin.error(
+                    Some("id"),
+                    ErrorKind::Invalid {
+                        what: "API key id",
+                        reason: msg,
+                    },
+                ));
+            }
+            if let Some(&first) = by_id.get(&e.id) {
+                self.errors.push(e.origin.error(
+                    Some("id"),
+                    ErrorKind::Duplicate {
+                        what: "API key id",
+                        id: e.id.clone(),
+                        first: origins[first as usize].describe(),
+                    },
+                ));
+            } else {
+                by_id.insert(e.id.clone(), n);
+            }
+            match e.hash {
+                Err(reason) => self.errors.push(e.origin.error(
+                    None,
+                    ErrorKind::KeyValue {
+                        key: e.id.clone(),
+                        reason,
+                    },
+                )),
+                Ok(h) => {
+                    if let Some(&other) = by_hash.get(&h) {
+                        self.errors.push(e.origin.error(
+                            None,
+                            ErrorKind::DuplicateValue {
+                                key: e.id.clone(),
+                                other: keys
+                                    .get(other as usize)
+                                    .map(|k: &ApiKey| k.id.to_string())
+                                    .unwrap_or_default(),
+                            },
+                        ));
+                    } else {
+                        by_hash.insert(h, n);
+                    }
+                }
+            }
+            let mut key_plans: Vec<u32> = Vec::with_capacity(e.plans.len());
+            // Stage id → plan that grants it, to find a key in two plans for one stage.
+            let mut granted: Vec<(u32, u32)> = Vec::new();
+            for (j, plan_id) in e.plans.iter().enumerate() {
+                let Some(&pi) = plan_index.get(plan_id) else {
+                    self.errors.push(e.origin.error(
+                        Some("usage_plans"),
+                        ErrorKind::UnknownPlan {
+                            key: e.id.clone(),
+                            plan: plan_id.clone(),
+                        },
+                    ));
+                    continue;
+                };
+                if key_plans.contains(&pi) {
+                    self.errors.push(e.origin.error(
+                        Some("usage_plans"),
+                        ErrorKind::Duplicate {
+                            what: "usage plan",
+                            id: plan_id.clone(),
+                            first: format!("usage_plans[{j}] of key `{}`", e.id),
+                        },
+                    ));
+                    continue;
+                }
+                for (sid, _) in &plans[pi as usize].stages {
+                    if let Some(&(_, other)) = granted.iter().find(|(s, _)| s == sid) {
+                        let (api, stage) = stage_names[*sid as usize].clone();
+                        self.errors.push(e.origin.error(
+                            Some("usage_plans"),
+                            ErrorKind::KeyInTwoPlans {
+                                key: e.id.clone(),
+                                api,
+                                stage,
+                                first: plans[other as usize].id.to_string(),
+                                second: plan_id.clone(),
+                            },
+                        ));
+                    } else {
+                        granted.push((*sid, pi));
+                    }
+                }
+                key_plans.push(pi);
+            }
+            origins.push(e.origin);
+            keys.push(ApiKey {
+                id: Arc::from(e.id.as_str()),
+                name: e.name.map(String::into_boxed_str),
+                enabled: e.enabled,
+                customer_id: e.customer_id.map(|c| Arc::from(c.as_str())),
+                plans: key_plans,
+            });
+        }
+        (keys, by_hash)
+    }
+}
+
+fn count_stages(apis: &HashMap<String, Api>) -> usize {
+    apis.values().map(|a| a.stages.len()).sum()
+}

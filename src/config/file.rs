@@ -1,0 +1,296 @@
+//! The configuration file as users write it (shared/SPEC.md §2), deserialized as-is.
+//!
+//! Every type denies unknown fields so that a typo fails loudly. Numbers stay wide (`f64`, `i64`)
+//! here and are range-checked in `compile`, which can then report *every* bad value with its
+//! position instead of stopping at the first one.
+
+use std::fmt;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub version: u32,
+    #[serde(default)]
+    pub account: Option<AccountFile>,
+    #[serde(default)]
+    pub api_key_source: Option<ApiKeySourceFile>,
+    #[serde(default)]
+    pub quota_week_start: Option<Weekday>,
+    /// The API and stage used when a request does not name them (Envoy `context_extensions`).
+    #[serde(default)]
+    pub defaults: Option<DefaultsFile>,
+    #[serde(default)]
+    pub responses: Option<ResponsesFile>,
+    #[serde(default)]
+    pub apis: IndexMap<String, ApiFile>,
+    #[serde(default)]
+    pub usage_plans: IndexMap<String, UsagePlanFile>,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyFile>,
+    #[serde(default)]
+    pub api_keys_files: Vec<String>,
+}
+
+/// The names of the top-level fields, for the error collector (which walks the file by hand).
+pub(crate) const TOP_LEVEL_FIELDS: &[&str] = &[
+    "version",
+    "account",
+    "api_key_source",
+    "quota_week_start",
+    "defaults",
+    "responses",
+    "apis",
+    "usage_plans",
+    "api_keys",
+    "api_keys_files",
+];
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountFile {
+    #[serde(default)]
+    pub throttle: Option<ThrottleFile>,
+}
+
+/// Token bucket: `rate` requests per second refill (fractions allowed), `burst` capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleFile {
+    pub rate: f64,
+    pub burst: i64,
+}
+
+/// Where the API key comes from: a request header (AWS `HEADER`) or Envoy dynamic metadata set by
+/// an earlier filter such as `jwt_authn` (AWS `AUTHORIZER`). Exactly one of the two.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySourceFile {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<MetadataSourceFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataSourceFile {
+    pub namespace: String,
+    pub path: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsFile {
+    #[serde(default)]
+    pub api: Option<String>,
+    #[serde(default)]
+    pub stage: Option<String>,
+}
+
+/// What the answers carry besides the decision itself.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsesFile {
+    /// Rate-limit headers on answers: `ietf` (`RateLimit-Policy` + `RateLimit`), `x-ratelimit`
+    /// (`X-RateLimit-Limit/Remaining/Reset`) or `none`.
+    #[serde(default)]
+    pub rate_limit_headers: Option<RateLimitHeaders>,
+    /// Forward the client's API key header to the upstream (AWS does). Default true.
+    #[serde(default)]
+    pub forward_api_key: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateLimitHeaders {
+    #[default]
+    Ietf,
+    XRatelimit,
+    None,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiFile {
+    #[serde(default)]
+    pub stages: IndexMap<String, StageFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageFile {
+    /// Default throttle of each method of the stage (one bucket per method, shared by all callers).
+    #[serde(default)]
+    pub throttle: Option<ThrottleFile>,
+    /// Keyed by `<path template>/<VERB>`, e.g. `/pets/{petId}/GET`, `//GET` for the root, `*` verb.
+    #[serde(default)]
+    pub methods: IndexMap<String, MethodFile>,
+    #[serde(default)]
+    pub api_key_required: Option<bool>,
+    #[serde(default)]
+    pub unknown_methods: Option<UnknownMethods>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodFile {
+    #[serde(default)]
+    pub throttle: Option<ThrottleFile>,
+    #[serde(default)]
+    pub api_key_required: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownMethods {
+    /// Stage defaults apply to methods the stage does not list.
+    #[default]
+    Allow,
+    /// 403 Missing Authentication Token, as AWS answers for a resource that does not exist.
+    Forbid,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsagePlanFile {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub throttle: Option<ThrottleFile>,
+    #[serde(default)]
+    pub quota: Option<QuotaFile>,
+    #[serde(default)]
+    pub api_stages: Vec<ApiStageFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaFile {
+    pub limit: i64,
+    pub period: Period,
+    #[serde(default)]
+    pub offset: i64,
+    /// The day the plan's first quota period is counted from; `offset` applies to the period that
+    /// contains it.
+    #[serde(default)]
+    pub starts_at: Option<chrono::NaiveDate>,
+}
+
+/// AWS `QuotaSettings.period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Weekday {
+    #[default]
+    Monday,
+    Tuesday,
+    Wednesday,
+    Thursday,
+    Friday,
+    Saturday,
+    Sunday,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiStageFile {
+    pub api: String,
+    pub stage: String,
+    /// Per-method throttles of this plan on this stage, keyed like the stage's `methods`.
+    #[serde(default)]
+    pub throttle: IndexMap<String, ThrottleFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyFile {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub value: Option<Secret>,
+    #[serde(default)]
+    pub value_sha256: Option<String>,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    #[serde(default)]
+    pub usage_plans: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A secret string (an API key value). Its `Debug` is redacted and its deserialization errors
+/// never quote it, so it cannot leak through an error message or a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key value as a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_owned()))
+            }
+            // YAML reads an all-digit key as a number; take it as the text it was.
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            // Anything else is refused without quoting it (serde's default message would).
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom("a key value must be a string (quote it)"))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom("a key value must be a string (quote it)"))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}

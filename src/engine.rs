@@ -1,0 +1,474 @@
+//! The decision, in AWS order (shared/SPEC.md §3): resolve the stage and method, check the key,
+//! then ask the store to check and charge, all or nothing, every limit that applies:
+//!
+//! 1. plan per-method throttle (plan, key, method)
+//! 2. plan throttle (plan, key)
+//! 3. plan quota (plan, key, period)
+//! 4. stage method throttle (api, stage, method)
+//! 5. account throttle
+//!
+//! The engine knows nothing of protobuf; `grpc` turns a [`Decision`] into an answer.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::clock::{Clock, Nanos};
+use crate::config::file::{Period, UnknownMethods};
+use crate::snapshot::{MethodMatch, Snapshot, Throttle, hash_key};
+use crate::store::{LimitKey, LimitRef, LimitSpec, LimitState, Store, StoreError};
+
+pub mod bucket;
+pub mod quota;
+
+use quota::{QuotaSpec, effective_limit, window};
+
+/// A request to decide, as the gRPC layer extracted it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request<'a> {
+    /// From Envoy `context_extensions`; `None` uses the config default.
+    pub api: Option<&'a str>,
+    pub stage: Option<&'a str>,
+    /// HTTP verb.
+    pub method: &'a str,
+    /// Request path, without the query string.
+    pub path: &'a str,
+    /// The presented API key value, if any.
+    pub key: Option<&'a str>,
+    /// Units to charge (`0`: check only).
+    pub hits: u64,
+}
+
+/// How a request ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Admitted,
+    /// 403 `Forbidden`.
+    Forbidden,
+    /// 403 `Missing Authentication Token`: an unknown method under `unknown_methods: forbid`.
+    MissingAuthenticationToken,
+    /// 429 `Too Many Requests`: a throttle refused.
+    Throttled,
+    /// 429 `Limit Exceeded`: the quota refused.
+    QuotaExceeded,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Admitted => "admitted",
+            Outcome::Forbidden => "forbidden",
+            Outcome::MissingAuthenticationToken => "missing_authentication_token",
+            Outcome::Throttled => "throttled",
+            Outcome::QuotaExceeded => "quota_exceeded",
+        }
+    }
+}
+
+/// Why a request was refused before any limit was evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    UnknownApi,
+    UnknownStage,
+    UnknownMethod,
+    MissingKey,
+    UnknownKey,
+    DisabledKey,
+    KeyNotInPlan,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::UnknownApi => "unknown_api",
+            DenyReason::UnknownStage => "unknown_stage",
+            DenyReason::UnknownMethod => "unknown_method",
+            DenyReason::MissingKey => "missing_key",
+            DenyReason::UnknownKey => "unknown_key",
+            DenyReason::DisabledKey => "disabled_key",
+            DenyReason::KeyNotInPlan => "key_not_in_plan",
+        }
+    }
+}
+
+/// The kinds of limit, in evaluation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LimitKind {
+    PlanMethodThrottle,
+    PlanThrottle,
+    PlanQuota,
+    StageMethodThrottle,
+    AccountThrottle,
+}
+
+impl LimitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::PlanMethodThrottle => "plan_method_throttle",
+            LimitKind::PlanThrottle => "plan_throttle",
+            LimitKind::PlanQuota => "plan_quota",
+            LimitKind::StageMethodThrottle => "stage_method_throttle",
+            LimitKind::AccountThrottle => "account_throttle",
+        }
+    }
+}
+
+/// A limit's configuration, for reports and headers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LimitConfig {
+    Throttle { rate: f64, burst: u64 },
+    Quota {
+        limit: u64,
+        period: Period,
+        window_start: Nanos,
+        window_end: Nanos,
+    },
+}
+
+/// One evaluated limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimitReport {
+    pub kind: LimitKind,
+    pub config: LimitConfig,
+    pub state: LimitState,
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub reason: Option<DenyReason>,
+    /// The limit that refused (the first in evaluation order).
+    pub decided_by: Option<LimitKind>,
+    pub api: Option<Arc<str>>,
+    pub stage: Option<Arc<str>>,
+    /// The configured method that matched (`/pets/{petId}/GET`).
+    pub method: Option<Arc<str>>,
+    pub key_id: Option<Arc<str>>,
+    pub plan_id: Option<Arc<str>>,
+    pub customer_id: Option<Arc<str>>,
+    /// Every limit evaluated, in evaluation order.
+    pub limits: Vec<LimitReport>,
+    /// Seconds before a retry can succeed, for refused requests when known.
+    pub retry_after_secs: Option<u64>,
+    /// The snapshot generation that decided.
+    pub generation: u64,
+}
+
+impl Decision {
+    fn deny(outcome: Outcome, reason: DenyReason, generation: u64) -> Self {
+        Decision {
+            outcome,
+            reason: Some(reason),
+            decided_by: None,
+            api: None,
+            stage: None,
+            method: None,
+            key_id: None,
+            plan_id: None,
+            customer_id: None,
+            limits: Vec::new(),
+            retry_after_secs: None,
+            generation,
+        }
+    }
+
+    pub fn admitted(&self) -> bool {
+        self.outcome == Outcome::Admitted
+    }
+
+    /// The quota report, if a quota applied.
+    pub fn quota(&self) -> Option<&LimitReport> {
+        self.limits.iter().find(|l| l.kind == LimitKind::PlanQuota)
+    }
+}
+
+/// The decision engine: the current snapshot, a counter store and a clock.
+pub struct Engine {
+    snapshot: ArcSwap<Snapshot>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Engine {
+    pub fn new(snapshot: Snapshot, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Engine {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            store,
+            clock,
+        }
+    }
+
+    /// The snapshot in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Replaces the snapshot; counters are untouched.
+    pub fn swap(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    /// Decides `req` now.
+    pub async fn decide(&self, req: &Request<'_>) -> Result<Decision, StoreError> {
+        let now = self.clock.now();
+        self.decide_at(req, now).await
+    }
+
+    /// Decides `req` at `now`.
+    pub async fn decide_at(&self, req: &Request<'_>, now: Nanos) -> Result<Decision, StoreError> {
+        let snap = self.snapshot.load();
+        let mut planned = match plan(&snap, req, now) {
+            Ok(p) => p,
+            Err(d) => return Ok(d),
+        };
+        let charge = self
+            .store
+            .check_and_charge(&planned.refs, req.hits, now)
+            .await?;
+        planned.finish(&charge.states, charge.admitted);
+        Ok(planned.decision)
+    }
+}
+
+/// A request resolved up to its limits, waiting for the store.
+#[derive(Debug)]
+pub struct Planned {
+    pub decision: Decision,
+    /// The limits to check and charge, in evaluation order.
+    pub refs: Vec<LimitRef>,
+    /// What each limit is, for the report.
+    pub meta: Vec<(LimitKind, LimitConfig)>,
+}
+
+impl Planned {
+    fn push(&mut self, (r, kind, config): (LimitRef, LimitKind, LimitConfig)) {
+        self.refs.push(r);
+        self.meta.push((kind, config));
+    }
+}
+
+/// Resolves everything up to the list of limits; `Err` is a final answer (no limit involved).
+#[allow(clippy::result_large_err)]
+pub fn plan(snap: &Snapshot, req: &Request<'_>, now: Nanos) -> Result<Planned, Decision> {
+    let generation = snap.generation;
+    let api_name = req.api.or(snap.default_api.as_deref());
+    let stage_name = req.stage.or(snap.default_stage.as_deref());
+    let Some(api) = api_name.and_then(|a| snap.apis.get(a)) else {
+        return Err(Decision::deny(
+            Outcome::Forbidden,
+            DenyReason::UnknownApi,
+            generation,
+        ));
+    };
+    let Some(stage) = stage_name.and_then(|s| api.stages.get(s)) else {
+        let mut d = Decision::deny(Outcome::Forbidden, DenyReason::UnknownStage, generation);
+        d.api = Some(snap_api_name(api_name));
+        return Err(d);
+    };
+
+    let matched = stage.match_method(req.method, req.path);
+    let method = match matched {
+        MethodMatch::Known(i) => Some(&stage.methods[i]),
+        MethodMatch::Unknown if stage.unknown_methods == UnknownMethods::Forbid => {
+            let mut d = Decision::deny(
+                Outcome::MissingAuthenticationToken,
+                DenyReason::UnknownMethod,
+                generation,
+            );
+            d.api = Some(stage.api.clone());
+            d.stage = Some(stage.name.clone());
+            return Err(d);
+        }
+        MethodMatch::Unknown => None,
+    };
+    let key_required = method.map_or(stage.api_key_required, |m| m.api_key_required);
+    let stage_throttle = method.map_or(stage.throttle, |m| m.throttle);
+
+    let decision = Decision {
+        outcome: Outcome::Admitted,
+        reason: None,
+        decided_by: None,
+        api: Some(stage.api.clone()),
+        stage: Some(stage.name.clone()),
+        method: method.map(|m| m.name.clone()),
+        key_id: None,
+        plan_id: None,
+        customer_id: None,
+        limits: Vec::new(),
+        retry_after_secs: None,
+        generation,
+    };
+    let deny = |mut d: Decision, reason: DenyReason| {
+        d.outcome = Outcome::Forbidden;
+        d.reason = Some(reason);
+        d
+    };
+
+    let mut planned = Planned {
+        decision,
+        refs: Vec::with_capacity(5),
+        meta: Vec::with_capacity(5),
+    };
+    if key_required {
+        let decision = &mut planned.decision;
+        let Some(value) = req.key.filter(|k| !k.is_empty()) else {
+            return Err(deny(planned.decision, DenyReason::MissingKey));
+        };
+        let Some(key) = snap.key_by_hash(&hash_key(value)) else {
+            return Err(deny(planned.decision, DenyReason::UnknownKey));
+        };
+        decision.key_id = Some(key.id.clone());
+        decision.customer_id = key.customer_id.clone();
+        if !key.enabled {
+            return Err(deny(planned.decision, DenyReason::DisabledKey));
+        }
+        let Some((plan, plan_methods)) = snap.plan_for(key, stage.id) else {
+            return Err(deny(planned.decision, DenyReason::KeyNotInPlan));
+        };
+        decision.plan_id = Some(plan.id.clone());
+
+        // 1. The plan's per-method throttle.
+        if let MethodMatch::Known(mi) = matched
+            && let Some((_, t)) = plan_methods.iter().find(|(i, _)| *i == mi)
+        {
+            planned.push(throttle_limit(
+                LimitKey::PlanMethod {
+                    plan: plan.id.clone(),
+                    key: key.id.clone(),
+                    method: stage.methods[mi].counter.clone(),
+                },
+                LimitKind::PlanMethodThrottle,
+                t,
+            ));
+        }
+        // 2. The plan's throttle.
+        if let Some(t) = &plan.throttle {
+            planned.push(throttle_limit(
+                LimitKey::Plan {
+                    plan: plan.id.clone(),
+                    key: key.id.clone(),
+                },
+                LimitKind::PlanThrottle,
+                t,
+            ));
+        }
+        // 3. The plan's quota.
+        if let Some(q) = &plan.quota {
+            let w = window(q.period, snap.week_start, now);
+            let limit = effective_limit(q.limit, q.offset, q.starts_at, w);
+            planned.push((
+                LimitRef {
+                    key: LimitKey::Quota {
+                        plan: plan.id.clone(),
+                        key: key.id.clone(),
+                        window_start: w.start,
+                    },
+                    spec: LimitSpec::Quota(QuotaSpec { limit, window: w }),
+                },
+                LimitKind::PlanQuota,
+                LimitConfig::Quota {
+                    limit,
+                    period: q.period,
+                    window_start: w.start,
+                    window_end: w.end,
+                },
+            ));
+        }
+    }
+    // 4. The stage method's throttle.
+    if let Some(t) = &stage_throttle {
+        let counter = match method {
+            Some(m) => m.counter.clone(),
+            // An unlisted method of a stage that allows them: one bucket per verb and path,
+            // as if the method were listed with the stage default.
+            None => Arc::from(format!(
+                "{}/{} {}/{}",
+                stage.api,
+                stage.name,
+                crate::snapshot::normalize_path(req.path),
+                req.method.to_ascii_uppercase()
+            )),
+        };
+        planned.push(throttle_limit(
+            LimitKey::StageMethod { method: counter },
+            LimitKind::StageMethodThrottle,
+            t,
+        ));
+    }
+    // 5. The account's throttle.
+    if let Some(t) = &snap.account {
+        planned.push(throttle_limit(
+            LimitKey::Account,
+            LimitKind::AccountThrottle,
+            t,
+        ));
+    }
+    Ok(planned)
+}
+
+fn snap_api_name(name: Option<&str>) -> Arc<str> {
+    Arc::from(name.unwrap_or(""))
+}
+
+fn throttle_limit(key: LimitKey, kind: LimitKind, t: &Throttle) -> (LimitRef, LimitKind, LimitConfig) {
+    (
+        LimitRef {
+            key,
+            spec: LimitSpec::Bucket(t.spec),
+        },
+        kind,
+        LimitConfig::Throttle {
+            rate: t.rate,
+            burst: t.spec.burst,
+        },
+    )
+}
+
+impl Planned {
+    /// Completes the decision from the store's answer (one state per limit).
+    pub fn finish(&mut self, states: &[LimitState], admitted: bool) {
+        let decision = &mut self.decision;
+        decision.limits = self
+            .meta
+            .iter()
+            .zip(states)
+            .map(|((kind, config), state)| LimitReport {
+                kind: *kind,
+                config: *config,
+                state: *state,
+            })
+            .collect();
+        if admitted {
+            return;
+        }
+        let Some(refusing) = decision.limits.iter().find(|l| !l.state.admitted) else {
+            return;
+        };
+        decision.decided_by = Some(refusing.kind);
+        decision.outcome = if refusing.kind == LimitKind::PlanQuota {
+            Outcome::QuotaExceeded
+        } else {
+            Outcome::Throttled
+        };
+        // A retry succeeds only when every refusing limit admits again.
+        let mut wait: Option<Nanos> = Some(0);
+        for l in decision.limits.iter().filter(|l| !l.state.admitted) {
+            wait = match (wait, l.state.retry_after) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
+        decision.retry_after_secs = wait.map(|ns| {
+            let secs = u64::try_from(ns).unwrap_or(0).div_ceil(1_000_000_000);
+            secs.max(1)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,75 @@
+//! Calendar quota windows, in UTC: DAY from 00:00, WEEK from 00:00 of the configured weekday,
+//! MONTH from 00:00 of the 1st (AWS usage plan quota periods).
+
+use chrono::{Datelike, Days, Months, NaiveDate, NaiveTime};
+
+use crate::clock::{NANOS_PER_SEC, Nanos};
+use crate::config::file::Period;
+
+/// A quota's parameters, as the store sees them: the limit of the current window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QuotaSpec {
+    pub limit: u64,
+    pub window: Window,
+}
+
+/// A half-open window `[start, end)` in nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    pub start: Nanos,
+    pub end: Nanos,
+}
+
+impl Window {
+    pub fn contains(&self, t: Nanos) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+/// The window of `period` that contains `now`.
+pub fn window(period: Period, week_start: chrono::Weekday, now: Nanos) -> Window {
+    let date = chrono::DateTime::from_timestamp_nanos(now).date_naive();
+    let (start, end) = match period {
+        Period::Day => (date, date + Days::new(1)),
+        Period::Week => {
+            let back = (7 + date.weekday().num_days_from_monday()
+                - week_start.num_days_from_monday())
+                % 7;
+            let start = date - Days::new(u64::from(back));
+            (start, start + Days::new(7))
+        }
+        Period::Month => {
+            let start = date.with_day(1).unwrap_or(date);
+            (start, start + Months::new(1))
+        }
+    };
+    Window {
+        start: midnight(start),
+        end: midnight(end),
+    }
+}
+
+/// 00:00 UTC of `date`.
+pub fn midnight(date: NaiveDate) -> Nanos {
+    date.and_time(NaiveTime::MIN)
+        .and_utc()
+        .timestamp()
+        .saturating_mul(NANOS_PER_SEC)
+}
+
+/// The limit in force in `window`: `limit - offset` in the window that contains `starts_at`
+/// (AWS: the offset is subtracted in the initial period), `limit` otherwise.
+pub fn effective_limit(
+    limit: u64,
+    offset: u64,
+    starts_at: Option<NaiveDate>,
+    window: Window,
+) -> u64 {
+    match starts_at {
+        Some(day) if window.contains(midnight(day)) => limit.saturating_sub(offset),
+        _ => limit,
+    }
+}
+
+#[cfg(test)]
+mod tests;
