@@ -82,7 +82,9 @@ fn place(mut errors: Vec<ConfigError>, text: &str, origin: Option<&FsPath>) -> V
     errors
 }
 
-fn parser_error(e: &serde_yaml_ng::Error, base: &Path) -> ConfigError {
+/// A serde_yaml_ng error as a `ConfigError` under `base`. `located`: the error's line and column
+/// refer to the file being loaded (not to a re-serialized piece of it).
+fn parser_error(e: &serde_yaml_ng::Error, base: &Path, located: bool) -> ConfigError {
     let message = error::scrub(&e.to_string());
     // serde_yaml_ng ends messages with " at line L column C"; the position is kept apart.
     let message = match message.rfind(" at line ") {
@@ -94,9 +96,17 @@ fn parser_error(e: &serde_yaml_ng::Error, base: &Path) -> ConfigError {
         Some((p, rest)) if !p.contains(' ') && !p.is_empty() => (base.join_dotted(p), rest.to_owned()),
         _ => (base.clone(), message),
     };
+    // An unknown field is best shown where it is written.
+    let path = match message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split_once('`'))
+    {
+        Some((field, _)) => path.key(field),
+        None => path,
+    };
     ConfigError {
         file: None,
-        at: e.location().map(|l| LineCol {
+        at: e.location().filter(|_| located).map(|l| LineCol {
             line: l.line(),
             col: l.column(),
         }),
@@ -110,13 +120,19 @@ fn collect(text: &str, first: serde_yaml_ng::Error) -> Vec<ConfigError> {
     let value: Value = match serde_yaml_ng::from_str(text) {
         Ok(v) => v,
         // Not even YAML: the parser's one error is all there is.
-        Err(e) => return vec![parser_error(&e, &Path::root())],
+        Err(e) => return vec![parser_error(&e, &Path::root(), true)],
     };
     let root = Path::root();
     let mut errors = Vec::new();
     let Value::Mapping(map) = value else {
-        return vec![parser_error(&first, &root)];
+        return vec![parser_error(&first, &root, true)];
     };
+    if !map.contains_key("version") {
+        errors.push(ConfigError::new(
+            root.clone(),
+            ErrorKind::Parse("missing field `version` (write `version: 1`)".to_owned()),
+        ));
+    }
     for (k, v) in map {
         let Some(name) = k.as_str() else {
             errors.push(ConfigError::new(
@@ -174,16 +190,22 @@ fn collect(text: &str, first: serde_yaml_ng::Error) -> Vec<ConfigError> {
     }
     if errors.is_empty() {
         // Every piece reads on its own; the problem is the whole (e.g. a missing field).
-        errors.push(parser_error(&first, &root));
+        errors.push(parser_error(&first, &root, true));
     }
     errors
 }
 
 /// Deserializes `v` as `T`, recording a failure at `path`.
 fn check<T: DeserializeOwned>(v: Value, path: &Path, errors: &mut Vec<ConfigError>) {
-    if let Err(e) = serde_yaml_ng::from_value::<T>(v) {
-        errors.push(parser_error(&e, path));
-    }
+    let Err(e) = serde_yaml_ng::from_value::<T>(v.clone()) else {
+        return;
+    };
+    // Errors from a `Value` carry no path; reading the piece back from text gives one (`quota.
+    // period: …`), which the location index then turns into the position in the real file.
+    let retried = serde_yaml_ng::to_string(&v)
+        .ok()
+        .and_then(|text| serde_yaml_ng::from_str::<T>(&text).err());
+    errors.push(parser_error(retried.as_ref().unwrap_or(&e), path, false));
 }
 
 /// Calls `f` on each entry of a mapping (or records that `v` is not one).

@@ -1,3 +1,163 @@
-fn main() {
-    println!("Hello, world!");
+//! The `plangate` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use plangate::clock::{Clock, FakeClock, SystemClock, parse_rfc3339};
+use plangate::config;
+use plangate::engine::{Engine, Request};
+use plangate::store::MemoryStore;
+
+#[derive(Parser)]
+#[command(name = "plangate", version, about = "Amazon API Gateway usage plans for Envoy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a configuration file: exit 0, or print every error and exit 1.
+    Validate {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// Explain the decision for a request, limit by limit, as one JSON object per attempt.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        /// The API key value presented.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        api: Option<String>,
+        #[arg(long)]
+        stage: Option<String>,
+        /// HTTP verb.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Request path (a query string is ignored).
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Units to charge per attempt.
+        #[arg(long, default_value_t = 1)]
+        hits: u64,
+        /// Decide at this time (RFC 3339) instead of now; the clock stays there.
+        #[arg(long)]
+        at: Option<String>,
+        /// Attempts to make, one after the other, on the same counters.
+        #[arg(long, default_value_t = 1)]
+        repeat: u64,
+    },
+    /// Print the SHA-256 of a key value, for `value_sha256` (`-` reads the value from stdin).
+    HashKey { value: String },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PLANGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { file } => Ok(validate(&file)),
+        Command::Check {
+            config,
+            key,
+            api,
+            stage,
+            method,
+            path,
+            hits,
+            at,
+            repeat,
+        } => {
+            let compiled = match config::load_file(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let clock: Arc<dyn Clock> = match at {
+                Some(t) => Arc::new(FakeClock::new(
+                    parse_rfc3339(&t).map_err(anyhow::Error::msg).context("--at")?,
+                )),
+                None => Arc::new(SystemClock),
+            };
+            let engine = Engine::new(compiled.snapshot, Arc::new(MemoryStore::new()), clock);
+            let path = path.split_once('?').map_or(path.as_str(), |(p, _)| p);
+            let req = Request {
+                api: api.as_deref(),
+                stage: stage.as_deref(),
+                method: &method,
+                path,
+                key: key.as_deref(),
+                hits,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().build()?;
+            for attempt in 1..=repeat {
+                let d = rt.block_on(engine.decide(&req))?;
+                let mut v = d.explain();
+                if let serde_json::Value::Object(m) = &mut v {
+                    m.insert("attempt".into(), attempt.into());
+                }
+                println!("{v}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::HashKey { value } => {
+            let value = if value == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_line(&mut s)?;
+                s.trim_end_matches(['\n', '\r']).to_owned()
+            } else {
+                value
+            };
+            println!("{}", hex::encode(plangate::snapshot::hash_key(&value)));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn validate(file: &std::path::Path) -> ExitCode {
+    match config::load_file(file) {
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
+            let s = &c.snapshot;
+            let stages: usize = s.apis.values().map(|a| a.stages.len()).sum();
+            println!(
+                "{}: OK ({} APIs, {} stages, {} usage plans, {} API keys)",
+                file.display(),
+                s.apis.len(),
+                stages,
+                s.plans.len(),
+                s.keys.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            println!("{errors}");
+            println!("{}: {} error(s)", file.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
 }

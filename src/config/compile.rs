@@ -57,12 +57,16 @@ impl Origin {
         }
     }
 
-    fn error(&self, sub: Option<&str>, kind: ErrorKind) -> ConfigError {
+    /// An error about this key; `sub` is the field and index within a YAML key (`usage_plans`, 2).
+    fn error(&self, sub: Option<(&str, Option<usize>)>, kind: ErrorKind) -> ConfigError {
         match self {
             Origin::Yaml(i) => {
                 let mut p = Path::root().key("api_keys").index(*i);
-                if let Some(s) = sub {
-                    p = p.key(s);
+                if let Some((field, index)) = sub {
+                    p = p.key(field);
+                    if let Some(j) = index {
+                        p = p.index(j);
+                    }
                 }
                 ConfigError::new(p, kind)
             }
@@ -136,17 +140,14 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
     }
     for (i, name) in file.api_keys_files.iter().enumerate() {
         let path = base_dir.join(name);
-        match csv_keys::read(&path) {
-            Ok(mut keys) => entries.append(&mut keys),
-            Err(mut errs) => {
-                for e in &mut errs {
-                    if e.file.is_none() {
-                        e.path = root.key("api_keys_files").index(i);
-                    }
-                }
-                c.errors.append(&mut errs);
+        let (mut keys, mut errs) = csv_keys::read(&path);
+        entries.append(&mut keys);
+        for e in &mut errs {
+            if e.file.is_none() {
+                e.path = root.key("api_keys_files").index(i);
             }
         }
+        c.errors.append(&mut errs);
     }
     let (keys, key_index) = c.keys(entries, &plans, &plan_index, &apis);
 
@@ -630,7 +631,7 @@ impl Compiler {
             let n = keys.len() as u32;
             if let Err(msg) = check_key_id(&e.id) {
                 self.errors.push(e.origin.error(
-                    Some("id"),
+                    Some(("id", None)),
                     ErrorKind::Invalid {
                         what: "API key id",
                         reason: msg,
@@ -639,7 +640,7 @@ impl Compiler {
             }
             if let Some(&first) = by_id.get(&e.id) {
                 self.errors.push(e.origin.error(
-                    Some("id"),
+                    Some(("id", None)),
                     ErrorKind::Duplicate {
                         what: "API key id",
                         id: e.id.clone(),
@@ -680,7 +681,7 @@ impl Compiler {
             for (j, plan_id) in e.plans.iter().enumerate() {
                 let Some(&pi) = plan_index.get(plan_id) else {
                     self.errors.push(e.origin.error(
-                        Some("usage_plans"),
+                        Some(("usage_plans", Some(j))),
                         ErrorKind::UnknownPlan {
                             key: e.id.clone(),
                             plan: plan_id.clone(),
@@ -690,7 +691,7 @@ impl Compiler {
                 };
                 if key_plans.contains(&pi) {
                     self.errors.push(e.origin.error(
-                        Some("usage_plans"),
+                        Some(("usage_plans", Some(j))),
                         ErrorKind::Duplicate {
                             what: "usage plan",
                             id: plan_id.clone(),
@@ -703,7 +704,7 @@ impl Compiler {
                     if let Some(&(_, other)) = granted.iter().find(|(s, _)| s == sid) {
                         let (api, stage) = stage_names[*sid as usize].clone();
                         self.errors.push(e.origin.error(
-                            Some("usage_plans"),
+                            Some(("usage_plans", Some(j))),
                             ErrorKind::KeyInTwoPlans {
                                 key: e.id.clone(),
                                 api,

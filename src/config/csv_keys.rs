@@ -24,8 +24,16 @@ struct Columns {
     customer: Option<usize>,
 }
 
-/// Reads one key file. Errors carry the file and the line.
-pub(crate) fn read(path: &FsPath) -> Result<Vec<KeyEntry>, Vec<ConfigError>> {
+/// Reads one key file: the keys it could read and the errors (with file and line) it found.
+pub(crate) fn read(path: &FsPath) -> (Vec<KeyEntry>, Vec<ConfigError>) {
+    match read_inner(path) {
+        Ok(r) => r,
+        Err(errors) => (Vec::new(), errors),
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<ConfigError>> {
     let file = Arc::new(path.to_path_buf());
     let io_err = |reason: String| {
         vec![ConfigError::new(
@@ -147,11 +155,7 @@ pub(crate) fn read(path: &FsPath) -> Result<Vec<KeyEntry>, Vec<ConfigError>> {
             },
         });
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    Ok((out, errors))
 }
 
 /// A CSV error's description without any field content.

@@ -25,9 +25,9 @@ pub struct ConfigFile {
     pub defaults: Option<DefaultsFile>,
     #[serde(default)]
     pub responses: Option<ResponsesFile>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub apis: IndexMap<String, ApiFile>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub usage_plans: IndexMap<String, UsagePlanFile>,
     #[serde(default)]
     pub api_keys: Vec<ApiKeyFile>,
@@ -116,7 +116,7 @@ pub enum RateLimitHeaders {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiFile {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub stages: IndexMap<String, StageFile>,
 }
 
@@ -127,7 +127,7 @@ pub struct StageFile {
     #[serde(default)]
     pub throttle: Option<ThrottleFile>,
     /// Keyed by `<path template>/<VERB>`, e.g. `/pets/{petId}/GET`, `//GET` for the root, `*` verb.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub methods: IndexMap<String, MethodFile>,
     #[serde(default)]
     pub api_key_required: Option<bool>,
@@ -210,7 +210,7 @@ pub struct ApiStageFile {
     pub api: String,
     pub stage: String,
     /// Per-method throttles of this plan on this stage, keyed like the stage's `methods`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub throttle: IndexMap<String, ThrottleFile>,
 }
 
@@ -293,4 +293,35 @@ impl<'de> Deserialize<'de> for Secret {
         }
         deserializer.deserialize_any(V)
     }
+}
+
+/// A mapping whose keys must be unique: YAML itself does not forbid `gold:` twice, and a silent
+/// last-one-wins would drop a plan.
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<IndexMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Visit<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+        type Value = IndexMap<String, V>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(IndexMap::new())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = IndexMap::with_capacity(map.size_hint().unwrap_or(0));
+            while let Some(k) = map.next_key::<String>()? {
+                if out.contains_key(&k) {
+                    return Err(serde::de::Error::custom(format!("duplicate entry `{k}`")));
+                }
+                let v = map.next_value()?;
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Visit(std::marker::PhantomData))
 }
