@@ -119,8 +119,9 @@ fn parser_error(e: &serde_yaml_ng::Error, base: &Path, located: bool) -> ConfigE
 fn collect(text: &str, first: serde_yaml_ng::Error) -> Vec<ConfigError> {
     let value: Value = match serde_yaml_ng::from_str(text) {
         Ok(v) => v,
-        // Not even YAML: the parser's one error is all there is.
-        Err(e) => return vec![parser_error(&e, &Path::root(), true)],
+        // Not YAML that a `Value` can hold (a syntax error, a duplicate key, a 128-bit number):
+        // the first error is all there is.
+        Err(_) => return vec![parser_error(&first, &Path::root(), true)],
     };
     let root = Path::root();
     let mut errors = Vec::new();

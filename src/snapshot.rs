@@ -173,7 +173,13 @@ impl Stage {
                 let r = self.resources.len();
                 self.matcher
                     .insert(matchit_route(template), r)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| match e {
+                        matchit::InsertError::Conflict { with } => format!(
+                            "conflicts with `{}`: a path position takes one parameter name",
+                            aws_template(&with)
+                        ),
+                        other => other.to_string(),
+                    })?;
                 self.templates.insert(template.to_owned(), r);
                 self.resources.push(Resource::default());
                 r
@@ -232,6 +238,18 @@ fn matchit_route(template: &str) -> String {
         }
     }
     out
+}
+
+/// matchit's route back in AWS form: `{*proxy}` → `{proxy+}`.
+fn aws_template(route: &str) -> String {
+    route
+        .split('/')
+        .map(|seg| match seg.strip_prefix("{*") {
+            Some(rest) => format!("{{{}+}}", rest.trim_end_matches('}')),
+            None => seg.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Strips a trailing slash (AWS treats `/pets/` as `/pets`); an empty path is the root.

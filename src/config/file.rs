@@ -283,6 +283,12 @@ impl<'de> Deserialize<'de> for Secret {
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
                 Ok(Secret(v.to_string()))
             }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
             // Anything else is refused without quoting it (serde's default message would).
             fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
                 Err(E::custom("a key value must be a string (quote it)"))

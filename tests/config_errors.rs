@@ -1,0 +1,245 @@
+//! Every rejection rule of SPEC §2 has a fixture under tests/fixtures/invalid/ and a test on its
+//! message and position; no key value ever appears in an error.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/invalid")
+        .join(name)
+}
+
+/// Loads a fixture and returns its errors, one line each.
+fn errors(name: &str) -> Vec<String> {
+    match plangate::config::load_file(&fixture(name)) {
+        Ok(_) => panic!("{name} was accepted"),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+/// Asserts that some error is at `line` and contains every one of `parts`.
+#[track_caller]
+fn has(errors: &[String], line: usize, parts: &[&str]) {
+    let at = format!(".yaml:{line}:");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains(&at) && parts.iter().all(|p| e.contains(p))),
+        "no error at line {line} with {parts:?} in:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn unknown_field() {
+    let e = errors("unknown_field.yaml");
+    assert_eq!(e.len(), 1);
+    has(&e, 7, &["unknown field `thrtle`", "expected one of `throttle`"]);
+}
+
+#[test]
+fn duplicate_key_id() {
+    let e = errors("duplicate_key_id.yaml");
+    has(&e, 13, &["duplicate API key id `acme`", "first at api_keys[0]"]);
+}
+
+#[test]
+fn duplicate_plan_id() {
+    let e = errors("duplicate_plan.yaml");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("duplicate entry `gold`"), "{e:?}");
+}
+
+#[test]
+fn plan_names_unknown_api() {
+    has(
+        &errors("unknown_api.yaml"),
+        9,
+        &["usage plan `gold` names unknown API `bookstore`"],
+    );
+}
+
+#[test]
+fn plan_names_unknown_stage() {
+    has(
+        &errors("unknown_stage.yaml"),
+        9,
+        &["unknown stage `staging` of API `petstore`"],
+    );
+}
+
+#[test]
+fn key_names_unknown_plan() {
+    has(
+        &errors("unknown_plan.yaml"),
+        12,
+        &["API key `acme` names unknown usage plan `platinum`"],
+    );
+}
+
+#[test]
+fn plan_throttles_unknown_method() {
+    has(
+        &errors("unknown_plan_method.yaml"),
+        14,
+        &["throttles `/pets/POST`", "does not list"],
+    );
+}
+
+#[test]
+fn key_in_two_plans_for_one_stage_names_both() {
+    let e = errors("key_in_two_plans.yaml");
+    assert_eq!(e.len(), 1, "{e:?}");
+    has(
+        &e,
+        15,
+        &["`acme`", "`gold`", "`silver`", "petstore/prod", "at most one plan"],
+    );
+}
+
+#[test]
+fn negative_limits() {
+    let e = errors("negative_limits.yaml");
+    assert_eq!(e.len(), 3, "{e:?}");
+    has(&e, 3, &["account.throttle.rate", "-5"]);
+    has(&e, 8, &["throttle burst", "-1 is negative"]);
+    has(&e, 11, &["quota limit", "-100 is negative"]);
+}
+
+#[test]
+fn non_finite_limits() {
+    let e = errors("non_finite.yaml");
+    assert_eq!(e.len(), 2, "{e:?}");
+    has(&e, 6, &["throttle rate", "inf"]);
+    has(&e, 8, &["throttle rate", "NaN"]);
+}
+
+#[test]
+fn unknown_period() {
+    has(
+        &errors("unknown_period.yaml"),
+        8,
+        &["unknown variant `YEAR`", "`DAY`, `WEEK`, `MONTH`"],
+    );
+}
+
+#[test]
+fn two_keys_with_one_value() {
+    let e = errors("same_value.yaml");
+    assert_eq!(e.len(), 2, "{e:?}");
+    // The second is given as a hash: values are compared by hash.
+    has(&e, 13, &["`two` has the same value as API key `one`"]);
+    has(&e, 16, &["`three` has the same value as API key `one`"]);
+}
+
+#[test]
+fn short_key_value() {
+    has(
+        &errors("short_value.yaml"),
+        3,
+        &["`tiny`", "13 characters; 20 to 128 are required"],
+    );
+}
+
+#[test]
+fn value_and_hash_together_or_neither() {
+    let e = errors("value_and_hash.yaml");
+    has(&e, 3, &["`both`", "both `value` and `value_sha256`"]);
+    has(&e, 6, &["`neither`", "neither `value` nor `value_sha256`"]);
+}
+
+#[test]
+fn bad_templates() {
+    let e = errors("bad_template.yaml");
+    assert_eq!(e.len(), 3, "{e:?}");
+    has(&e, 7, &["verb `get` must be upper case"]);
+    has(&e, 8, &["greedy `{proxy+}` must be the last segment"]);
+    has(&e, 10, &["conflicts with `/pets/{id}`"]);
+}
+
+#[test]
+fn unsupported_version() {
+    has(&errors("bad_version.yaml"), 1, &["unsupported version 2"]);
+}
+
+#[test]
+fn every_error_of_a_file_is_listed() {
+    let e = errors("many_errors.yaml");
+    assert_eq!(e.len(), 4, "{e:?}");
+    has(&e, 6, &["throttle rate"]);
+    has(&e, 9, &["quota offset"]);
+    has(&e, 11, &["unknown API `nope`"]);
+    has(&e, 15, &["unknown usage plan `platinum`"]);
+}
+
+#[test]
+fn csv_key_file_errors_name_file_and_line() {
+    let e = errors("bad_csv.yaml");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("bad_keys.csv:1:1"), "{e:?}");
+    assert!(e[0].contains("unknown field `Colour`"), "{e:?}");
+}
+
+#[test]
+fn misplaced_value_is_not_quoted() {
+    let e = errors("misplaced_value.yaml");
+    has(&e, 4, &["enabled", "invalid type: a string, expected a boolean"]);
+}
+
+/// The secrets written in the fixtures above.
+const SECRETS: &[&str] = &[
+    "same-secret-value-0123456789",
+    "tiny-secret-9",
+    "both-secret-value-0123456789",
+    "csv-secret-key-0123456789",
+    "leaky-secret-value-0123456789",
+    "1234567890123456789012",
+];
+
+#[test]
+fn no_key_value_in_any_error_or_log() {
+    let bin = env!("CARGO_BIN_EXE_plangate");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "yaml") {
+            continue;
+        }
+        let out = Command::new(bin)
+            .arg("validate")
+            .arg(&path)
+            .env("PLANGATE_LOG", "trace")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{} was accepted", path.display());
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for s in SECRETS {
+            assert!(!text.contains(s), "{} leaks a key value:\n{text}", path.display());
+        }
+        // The library's errors too, including their Debug form.
+        let err = plangate::config::load_file(&path).unwrap_err();
+        let debug = format!("{err:?}");
+        for s in SECRETS {
+            assert!(!debug.contains(s), "{} leaks via Debug", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 18, "only {checked} fixtures");
+}
+
+#[test]
+fn validate_exits_zero_on_the_example() {
+    let bin = env!("CARGO_BIN_EXE_plangate");
+    let out = Command::new(bin)
+        .arg("validate")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/plans.example.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
