@@ -93,7 +93,9 @@ fn parser_error(e: &serde_yaml_ng::Error, base: &Path, located: bool) -> ConfigE
     };
     // …and starts them with the path of the failing node (`a.b[2].c: …`).
     let (path, message) = match message.split_once(": ") {
-        Some((p, rest)) if !p.contains(' ') && !p.is_empty() => (base.join_dotted(p), rest.to_owned()),
+        Some((p, rest)) if !p.contains(' ') && !p.is_empty() => {
+            (base.join_dotted(p), rest.to_owned())
+        }
         _ => (base.clone(), message),
     };
     // An unknown field is best shown where it is written.

@@ -117,7 +117,10 @@ impl LimitKind {
 /// A limit's configuration, for reports and headers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LimitConfig {
-    Throttle { rate: f64, burst: u64 },
+    Throttle {
+        rate: f64,
+        burst: u64,
+    },
     Quota {
         limit: u64,
         period: Period,
@@ -416,7 +419,11 @@ fn snap_api_name(name: Option<&str>) -> Arc<str> {
     Arc::from(name.unwrap_or(""))
 }
 
-fn throttle_limit(key: LimitKey, kind: LimitKind, t: &Throttle) -> (LimitRef, LimitKind, LimitConfig) {
+fn throttle_limit(
+    key: LimitKey,
+    kind: LimitKind,
+    t: &Throttle,
+) -> (LimitRef, LimitKind, LimitConfig) {
     (
         LimitRef {
             key,

@@ -13,7 +13,11 @@ use plangate::engine::{Engine, Request};
 use plangate::store::MemoryStore;
 
 #[derive(Parser)]
-#[command(name = "plangate", version, about = "Amazon API Gateway usage plans for Envoy")]
+#[command(
+    name = "plangate",
+    version,
+    about = "Amazon API Gateway usage plans for Envoy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -97,7 +101,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let clock: Arc<dyn Clock> = match at {
                 Some(t) => Arc::new(FakeClock::new(
-                    parse_rfc3339(&t).map_err(anyhow::Error::msg).context("--at")?,
+                    parse_rfc3339(&t)
+                        .map_err(anyhow::Error::msg)
+                        .context("--at")?,
                 )),
                 None => Arc::new(SystemClock),
             };

@@ -53,7 +53,10 @@ pub enum KeySource {
     /// A request header (lower-case name).
     Header(String),
     /// Envoy dynamic metadata: a namespace and a path of struct fields.
-    Metadata { namespace: String, path: Vec<String> },
+    Metadata {
+        namespace: String,
+        path: Vec<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -329,13 +332,25 @@ mod tests {
         ]);
         assert_eq!(name(&s, "GET", "/pets").as_deref(), Some("/pets/GET"));
         assert_eq!(name(&s, "GET", "/pets/").as_deref(), Some("/pets/GET"));
-        assert_eq!(name(&s, "GET", "/pets/42").as_deref(), Some("/pets/{petId}/GET"));
-        assert_eq!(name(&s, "DELETE", "/pets/42").as_deref(), Some("/pets/{petId}/*"));
-        assert_eq!(name(&s, "GET", "/pets/mine").as_deref(), Some("/pets/mine/GET"));
+        assert_eq!(
+            name(&s, "GET", "/pets/42").as_deref(),
+            Some("/pets/{petId}/GET")
+        );
+        assert_eq!(
+            name(&s, "DELETE", "/pets/42").as_deref(),
+            Some("/pets/{petId}/*")
+        );
+        assert_eq!(
+            name(&s, "GET", "/pets/mine").as_deref(),
+            Some("/pets/mine/GET")
+        );
         // The most specific resource lacks the verb: unknown (no fallback to {petId}).
         assert_eq!(name(&s, "POST", "/pets/mine"), None);
         assert_eq!(name(&s, "POST", "/pets"), None);
-        assert_eq!(name(&s, "GET", "/admin/a/b/c").as_deref(), Some("/admin/{proxy+}/*"));
+        assert_eq!(
+            name(&s, "GET", "/admin/a/b/c").as_deref(),
+            Some("/admin/{proxy+}/*")
+        );
         // {proxy+} needs at least one segment.
         assert_eq!(name(&s, "GET", "/admin"), None);
         assert_eq!(name(&s, "GET", "/").as_deref(), Some("//GET"));
@@ -346,11 +361,17 @@ mod tests {
     #[test]
     fn conflicting_parameter_names_are_refused() {
         let mut s = stage(&["/pets/{petId}/GET"]);
-        assert!(s.add_method("/pets/{id}", "PUT", method("/pets/{id}/PUT")).is_err());
+        assert!(
+            s.add_method("/pets/{id}", "PUT", method("/pets/{id}/PUT"))
+                .is_err()
+        );
         // Same template, another verb: fine.
         s.add_method("/pets/{petId}", "PUT", method("/pets/{petId}/PUT"))
             .unwrap();
-        assert_eq!(name(&s, "PUT", "/pets/1").as_deref(), Some("/pets/{petId}/PUT"));
+        assert_eq!(
+            name(&s, "PUT", "/pets/1").as_deref(),
+            Some("/pets/{petId}/PUT")
+        );
     }
 
     #[test]

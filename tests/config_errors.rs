@@ -35,13 +35,21 @@ fn has(errors: &[String], line: usize, parts: &[&str]) {
 fn unknown_field() {
     let e = errors("unknown_field.yaml");
     assert_eq!(e.len(), 1);
-    has(&e, 7, &["unknown field `thrtle`", "expected one of `throttle`"]);
+    has(
+        &e,
+        7,
+        &["unknown field `thrtle`", "expected one of `throttle`"],
+    );
 }
 
 #[test]
 fn duplicate_key_id() {
     let e = errors("duplicate_key_id.yaml");
-    has(&e, 13, &["duplicate API key id `acme`", "first at api_keys[0]"]);
+    has(
+        &e,
+        13,
+        &["duplicate API key id `acme`", "first at api_keys[0]"],
+    );
 }
 
 #[test]
@@ -94,7 +102,13 @@ fn key_in_two_plans_for_one_stage_names_both() {
     has(
         &e,
         15,
-        &["`acme`", "`gold`", "`silver`", "petstore/prod", "at most one plan"],
+        &[
+            "`acme`",
+            "`gold`",
+            "`silver`",
+            "petstore/prod",
+            "at most one plan",
+        ],
     );
 }
 
@@ -184,7 +198,11 @@ fn csv_key_file_errors_name_file_and_line() {
 #[test]
 fn misplaced_value_is_not_quoted() {
     let e = errors("misplaced_value.yaml");
-    has(&e, 4, &["enabled", "invalid type: a string, expected a boolean"]);
+    has(
+        &e,
+        4,
+        &["enabled", "invalid type: a string, expected a boolean"],
+    );
 }
 
 /// The secrets written in the fixtures above.
@@ -213,14 +231,23 @@ fn no_key_value_in_any_error_or_log() {
             .env("PLANGATE_LOG", "trace")
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{} was accepted", path.display());
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{} was accepted",
+            path.display()
+        );
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         for s in SECRETS {
-            assert!(!text.contains(s), "{} leaks a key value:\n{text}", path.display());
+            assert!(
+                !text.contains(s),
+                "{} leaks a key value:\n{text}",
+                path.display()
+            );
         }
         // The library's errors too, including their Debug form.
         let err = plangate::config::load_file(&path).unwrap_err();
@@ -241,5 +268,9 @@ fn validate_exits_zero_on_the_example() {
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/plans.example.yaml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -46,7 +46,10 @@ pub(crate) struct KeyEntry {
 #[derive(Debug, Clone)]
 pub(crate) enum Origin {
     Yaml(usize),
-    Csv { file: Arc<std::path::PathBuf>, line: u64 },
+    Csv {
+        file: Arc<std::path::PathBuf>,
+        line: u64,
+    },
 }
 
 impl Origin {
@@ -390,7 +393,7 @@ impl Compiler {
             );
             ok = false;
         }
-        ok.then(|| Throttle {
+        ok.then_some(Throttle {
             rate: t.rate,
             spec: BucketSpec {
                 rate_micro: rate_micro as u64,
@@ -407,7 +410,11 @@ impl Compiler {
         let path = Path::root().key("api_key_source");
         match (&src.header, &src.metadata) {
             (Some(_), Some(_)) => {
-                self.invalid(path, "API key source", "give `header` or `metadata`, not both");
+                self.invalid(
+                    path,
+                    "API key source",
+                    "give `header` or `metadata`, not both",
+                );
                 default
             }
             (Some(h), None) => {
@@ -519,7 +526,11 @@ impl Compiler {
                 let qp = pp.key("quota");
                 let mut ok = true;
                 if q.limit < 0 {
-                    self.invalid(qp.key("limit"), "quota limit", format!("{} is negative", q.limit));
+                    self.invalid(
+                        qp.key("limit"),
+                        "quota limit",
+                        format!("{} is negative", q.limit),
+                    );
                     ok = false;
                 }
                 if q.offset < 0 || (q.limit >= 0 && q.offset > q.limit) {
@@ -660,16 +671,18 @@ impl Compiler {
                 )),
                 Ok(h) => {
                     if let Some(&other) = by_hash.get(&h) {
-                        self.errors.push(e.origin.error(
-                            None,
-                            ErrorKind::DuplicateValue {
-                                key: e.id.clone(),
-                                other: keys
-                                    .get(other as usize)
-                                    .map(|k: &ApiKey| k.id.to_string())
-                                    .unwrap_or_default(),
-                            },
-                        ));
+                        self.errors.push(
+                            e.origin.error(
+                                None,
+                                ErrorKind::DuplicateValue {
+                                    key: e.id.clone(),
+                                    other: keys
+                                        .get(other as usize)
+                                        .map(|k: &ApiKey| k.id.to_string())
+                                        .unwrap_or_default(),
+                                },
+                            ),
+                        );
                     } else {
                         by_hash.insert(h, n);
                     }

@@ -317,7 +317,10 @@ where
         fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
             Ok(IndexMap::new())
         }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut out = IndexMap::with_capacity(map.size_hint().unwrap_or(0));
             while let Some(k) = map.next_key::<String>()? {
                 if out.contains_key(&k) {

@@ -72,7 +72,9 @@ impl std::fmt::Display for Path {
                         f.write_str(".")?;
                     }
                     // Method keys contain slashes and braces; quote anything unusual.
-                    if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                    if k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    {
                         f.write_str(k)?;
                     } else {
                         write!(f, "\"{k}\"")?;
@@ -212,7 +214,8 @@ impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
             Event::Scalar(..) | Event::Alias(..) => {
-                if !self.node(&ev, mark) {
+                let was_key = self.node(&ev, mark);
+                if !was_key {
                     self.value_done();
                 }
             }
@@ -270,7 +273,9 @@ mod tests {
 
     #[test]
     fn dotted_paths() {
-        let p = Path::root().key("apis").join_dotted("stages.prod.methods[2].x");
+        let p = Path::root()
+            .key("apis")
+            .join_dotted("stages.prod.methods[2].x");
         assert_eq!(p.to_string(), "apis.stages.prod.methods[2].x");
     }
 }

@@ -32,9 +32,8 @@ pub fn window(period: Period, week_start: chrono::Weekday, now: Nanos) -> Window
     let (start, end) = match period {
         Period::Day => (date, date + Days::new(1)),
         Period::Week => {
-            let back = (7 + date.weekday().num_days_from_monday()
-                - week_start.num_days_from_monday())
-                % 7;
+            let back =
+                (7 + date.weekday().num_days_from_monday() - week_start.num_days_from_monday()) % 7;
             let start = date - Days::new(u64::from(back));
             (start, start + Days::new(7))
         }

@@ -8,7 +8,8 @@
 //! Memory stays bounded without changing any answer: a bucket that has refilled to capacity is
 //! the same as a bucket never seen, and a quota counter of a window that has ended is never read
 //! again, so both can be dropped. A sweep runs whenever the map has doubled since the last one,
-//! which keeps its cost amortized O(1) per insert and the map at most twice the live set.
+//! which keeps its cost amortized O(1) per insert and the map at most twice the live set, and at
+//! least every 10 s of traffic, so that memory falls again after a peak.
 
 use std::collections::HashMap;
 
@@ -20,6 +21,8 @@ use crate::clock::Nanos;
 use crate::engine::bucket::BucketState;
 
 const MIN_SWEEP: usize = 4096;
+/// Also sweep this often (when there is anything to sweep), so memory falls after a peak.
+const SWEEP_INTERVAL: Nanos = 10 * crate::clock::NANOS_PER_SEC;
 
 /// Counters in this process's memory.
 #[derive(Debug)]
@@ -31,13 +34,20 @@ pub struct MemoryStore {
 struct Inner {
     cells: HashMap<LimitKey, Cell>,
     sweep_at: usize,
+    last_sweep: Nanos,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Cell {
     /// A bucket and the time it will be full again if nothing charges it (`Nanos::MAX`: never).
-    Bucket { state: BucketState, full_at: Nanos },
-    Quota { used: u64, end: Nanos },
+    Bucket {
+        state: BucketState,
+        full_at: Nanos,
+    },
+    Quota {
+        used: u64,
+        end: Nanos,
+    },
 }
 
 impl Default for MemoryStore {
@@ -52,6 +62,7 @@ impl MemoryStore {
             inner: Mutex::new(Inner {
                 cells: HashMap::new(),
                 sweep_at: MIN_SWEEP,
+                last_sweep: 0,
             }),
         }
     }
@@ -100,13 +111,14 @@ impl MemoryStore {
                         let full_at = spec
                             .time_to_full(b.level)
                             .map_or(Nanos::MAX, |t| now.saturating_add(t));
-                        inner.cells.insert(
-                            limit.key.clone(),
-                            Cell::Bucket { state: b, full_at },
-                        );
+                        inner
+                            .cells
+                            .insert(limit.key.clone(), Cell::Bucket { state: b, full_at });
                     }
                     LimitSpec::Quota(spec) => {
-                        let used = u64::try_from(level).unwrap_or(u64::MAX).saturating_add(hits);
+                        let used = u64::try_from(level)
+                            .unwrap_or(u64::MAX)
+                            .saturating_add(hits);
                         state.remaining = spec.limit.saturating_sub(used);
                         inner.cells.insert(
                             limit.key.clone(),
@@ -118,7 +130,10 @@ impl MemoryStore {
                     }
                 }
             }
-            if inner.cells.len() >= inner.sweep_at {
+            let len = inner.cells.len();
+            if len >= inner.sweep_at
+                || (len > MIN_SWEEP && now.saturating_sub(inner.last_sweep) >= SWEEP_INTERVAL)
+            {
                 inner.sweep(now);
             }
         }
@@ -146,6 +161,7 @@ impl Inner {
             Cell::Quota { end, .. } => *end > now,
         });
         self.sweep_at = (self.cells.len() * 2).max(MIN_SWEEP);
+        self.last_sweep = now;
     }
 }
 
@@ -158,5 +174,59 @@ impl Store for MemoryStore {
         now: Nanos,
     ) -> Result<Charge, StoreError> {
         Ok(self.check_and_charge_now(limits, hits, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::bucket::BucketSpec;
+
+    fn bucket(name: &str, rate_micro: u64, burst: u64) -> LimitRef {
+        LimitRef {
+            key: LimitKey::Plan {
+                plan: Arc::from("p"),
+                key: Arc::from(name),
+            },
+            spec: LimitSpec::Bucket(BucketSpec { rate_micro, burst }),
+        }
+    }
+
+    #[test]
+    fn idle_buckets_are_evicted_and_memory_stays_bounded() {
+        let store = MemoryStore::new();
+        let sec = 1_000_000_000i64;
+        // 100,000 distinct keys, one request each, one per 10 µs: at 1 token/s with burst 1,
+        // each bucket is full again 1 s after its request.
+        for i in 0..100_000i64 {
+            let l = [bucket(&format!("k{i}"), 1_000_000, 1)];
+            assert!(store.check_and_charge_now(&l, 1, i * 10_000).admitted);
+        }
+        // At most 1 s of keys (100,000 here) are live; the map never held more than twice the
+        // live set plus the sweep floor.
+        assert!(store.len() <= 2 * 100_000 + MIN_SWEEP);
+        // Later traffic sweeps the idle ones away.
+        let t = 20 * sec;
+        for i in 0..(MIN_SWEEP as i64 * 2) {
+            let l = [bucket(&format!("late{i}"), 1_000_000, 1)];
+            store.check_and_charge_now(&l, 1, t + i);
+        }
+        assert!(store.len() < 3 * MIN_SWEEP, "{} cells", store.len());
+    }
+
+    #[test]
+    fn eviction_changes_no_answer() {
+        let store = MemoryStore::new();
+        let l = [bucket("a", 1_000_000, 2)];
+        assert!(store.check_and_charge_now(&l, 2, 0).admitted);
+        assert!(!store.check_and_charge_now(&l, 1, 0).admitted);
+        // Full again after 2 s: whether or not the cell was dropped, 2 tokens are there.
+        let mut inner = store.inner.lock();
+        inner.sweep(2_000_000_000);
+        assert!(inner.cells.is_empty());
+        drop(inner);
+        assert!(store.check_and_charge_now(&l, 2, 2_000_000_000).admitted);
     }
 }

@@ -23,10 +23,8 @@ fn run(spec: BucketSpec, gaps: &[(i64, u64)]) -> Vec<(i64, u64)> {
 
 fn spec_strategy() -> impl Strategy<Value = BucketSpec> {
     // Rates from 0.000001 to 100,000 per second, bursts from 0 to 1,000.
-    (1u64..100_000_000_000, 0u64..1_000).prop_map(|(rate_micro, burst)| BucketSpec {
-        rate_micro,
-        burst,
-    })
+    (1u64..100_000_000_000, 0u64..1_000)
+        .prop_map(|(rate_micro, burst)| BucketSpec { rate_micro, burst })
 }
 
 proptest! {
@@ -91,25 +89,40 @@ proptest! {
 #[test]
 fn fractional_rate() {
     // 0.1 request per second, burst 1: one now, the next after 10 s, not before.
-    let spec = BucketSpec { rate_micro: 100_000, burst: 1 };
+    let spec = BucketSpec {
+        rate_micro: 100_000,
+        burst: 1,
+    };
     let c = spec.check(None, 1, 0);
     assert!(c.admitted);
     let s = spec.charge(c.level, 1, 0);
     assert!(!spec.check(Some(s), 1, 10 * SEC - 1).admitted);
-    assert_eq!(spec.retry_after(spec.level_at(Some(s), 0), 1), Some(10 * SEC));
+    assert_eq!(
+        spec.retry_after(spec.level_at(Some(s), 0), 1),
+        Some(10 * SEC)
+    );
     assert!(spec.check(Some(s), 1, 10 * SEC).admitted);
 }
 
 #[test]
 fn disabled_bucket_never_admits() {
-    let spec = BucketSpec { rate_micro: 0, burst: 0 };
+    let spec = BucketSpec {
+        rate_micro: 0,
+        burst: 0,
+    };
     assert!(!spec.check(None, 1, 0).admitted);
     assert_eq!(spec.retry_after(0, 1), None);
 }
 
 #[test]
 fn clock_going_back_refills_nothing() {
-    let spec = BucketSpec { rate_micro: 1_000_000, burst: 5 };
-    let s = BucketState { level: 0, last: 100 * SEC };
+    let spec = BucketSpec {
+        rate_micro: 1_000_000,
+        burst: 5,
+    };
+    let s = BucketState {
+        level: 0,
+        last: 100 * SEC,
+    };
     assert_eq!(spec.level_at(Some(s), 50 * SEC), 0);
 }
