@@ -8,5 +8,7 @@
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod grpc;
+pub mod server;
 pub mod snapshot;
 pub mod store;

@@ -57,6 +57,14 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         repeat: u64,
     },
+    /// Serve ext_authz (and gRPC health) to Envoy.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// gRPC listen address.
+        #[arg(long, default_value = "0.0.0.0:50051")]
+        grpc_addr: std::net::SocketAddr,
+    },
     /// Print the SHA-256 of a key value, for `value_sha256` (`-` reads the value from stdin).
     HashKey { value: String },
 }
@@ -127,6 +135,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{v}");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { config, grpc_addr } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            match rt.block_on(plangate::server::serve(plangate::server::ServeOptions {
+                config,
+                grpc_addr,
+            })) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(plangate::server::ServeError::Config(errors)) => {
+                    eprintln!("{errors}");
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::HashKey { value } => {
             let value = if value == "-" {

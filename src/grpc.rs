@@ -1,0 +1,8 @@
+//! The gRPC face of plangate: Envoy's ext_authz `Check` (`authz`), and the one module that maps a
+//! [`Decision`](crate::engine::Decision) onto the wire (`answer`). The services only translate;
+//! all deciding happens in the engine.
+
+pub mod answer;
+pub mod authz;
+
+pub use authz::AuthzService;

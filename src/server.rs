@@ -1,0 +1,115 @@
+//! `plangate serve`: the gRPC server (ext_authz + gRPC health) over one engine, with graceful
+//! shutdown on SIGTERM and SIGINT (in-flight calls finish).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tonic_health::ServingStatus;
+
+use crate::clock::SystemClock;
+use crate::config::{self, ConfigErrors};
+use crate::engine::Engine;
+use crate::grpc::AuthzService;
+use crate::store::MemoryStore;
+
+/// What `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub config: PathBuf,
+    pub grpc_addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("configuration rejected:\n{0}")]
+    Config(ConfigErrors),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The gRPC service name of ext_authz, as gRPC health reports it.
+pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+/// Loads the config and serves until SIGTERM/SIGINT.
+pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    let compiled = config::load_file(&opts.config).map_err(ServeError::Config)?;
+    for w in &compiled.warnings {
+        tracing::warn!("{w}");
+    }
+    let snap = &compiled.snapshot;
+    tracing::info!(
+        config = %opts.config.display(),
+        apis = snap.apis.len(),
+        usage_plans = snap.plans.len(),
+        api_keys = snap.keys.len(),
+        "configuration loaded"
+    );
+    let engine = Arc::new(Engine::new(
+        compiled.snapshot,
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+    ));
+    let listener = tokio::net::TcpListener::bind(opts.grpc_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: opts.grpc_addr,
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(opts.grpc_addr);
+    run(engine, listener, shutdown_signal()).await?;
+    tracing::info!(addr = %local, "stopped");
+    Ok(())
+}
+
+/// Serves gRPC on `listener` until `shutdown` completes.
+pub async fn run(
+    engine: Arc<Engine>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // The config is loaded before the server starts: SERVING from the first call.
+    health.set_service_status("", ServingStatus::Serving).await;
+    health
+        .set_service_status(AUTHZ_SERVICE, ServingStatus::Serving)
+        .await;
+    let addr = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, "gRPC listening (ext_authz, health)");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(AuthorizationServer::new(AuthzService::new(engine)))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight calls");
+}
