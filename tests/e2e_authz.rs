@@ -1,0 +1,161 @@
+//! End to end through a real Envoy 1.40 with the ext_authz filter (envoy/ext_authz.yaml): what a
+//! client sees (status, body, headers) and what the upstream receives.
+
+mod common;
+
+use common::{Stack, sha};
+
+const GOOD: &str = "good-key-0123456789abcdef";
+const OFF: &str = "disabled-key-0123456789abc";
+const DEV: &str = "dev-only-key-0123456789abc";
+const TIGHT: &str = "tight-key-0123456789abcdef";
+const QUOTA: &str = "quota-key-0123456789abcdef";
+
+fn plans() -> String {
+    format!(
+        r#"
+version: 1
+apis:
+  petstore:
+    stages:
+      prod:
+        throttle: {{ rate: 1000, burst: 1000 }}
+        unknown_methods: forbid
+        methods:
+          "/pets/GET": {{}}
+          "/pets/{{petId}}/GET": {{}}
+          "/health/GET": {{ api_key_required: false }}
+      dev: {{}}
+usage_plans:
+  gold:
+    throttle: {{ rate: 100, burst: 100 }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+  tight:
+    throttle: {{ rate: 0.01, burst: 2 }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+  small:
+    quota: {{ limit: 3, period: DAY }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+  devplan:
+    api_stages: [{{ api: petstore, stage: dev }}]
+api_keys:
+  - {{ id: good-1, value_sha256: {good}, usage_plans: [gold], customer_id: acme }}
+  - {{ id: off-1, value_sha256: {off}, usage_plans: [gold], enabled: false }}
+  - {{ id: dev-1, value_sha256: {dev}, usage_plans: [devplan] }}
+  - {{ id: tight-1, value_sha256: {tight}, usage_plans: [tight] }}
+  - {{ id: quota-1, value_sha256: {quota}, usage_plans: [small] }}
+"#,
+        good = sha(GOOD),
+        off = sha(OFF),
+        dev = sha(DEV),
+        tight = sha(TIGHT),
+        quota = sha(QUOTA),
+    )
+}
+
+fn stack() -> Stack {
+    Stack::start(&plans(), "ext_authz.yaml")
+}
+
+#[test]
+fn admitted_request_reaches_upstream_with_identity_headers() {
+    let s = stack();
+    let r = s.get(
+        "GET",
+        "/pets/42?color=red",
+        &[
+            ("x-api-key", GOOD),
+            // Spoofing attempts: overwritten or removed before the upstream.
+            ("x-plangate-api-key-id", "someone-else"),
+            ("x-plangate-usage-plan", "platinum"),
+            ("x-plangate-extra", "x"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", s.log("plangate.log"));
+    let up = r.upstream_headers();
+    assert_eq!(up.get("x-plangate-api-key-id").map(String::as_str), Some("good-1"));
+    assert_eq!(up.get("x-plangate-usage-plan").map(String::as_str), Some("gold"));
+    assert_eq!(up.get("x-plangate-customer-id").map(String::as_str), Some("acme"));
+    assert!(!up.contains_key("x-plangate-extra"), "{up:?}");
+    // The key is forwarded by default, as AWS does.
+    assert_eq!(up.get("x-api-key").map(String::as_str), Some(GOOD));
+    // Rate-limit headers reach the client.
+    assert!(r.header("ratelimit").is_some(), "{r:?}");
+    assert!(r.header("ratelimit-policy").is_some(), "{r:?}");
+    // The key value never appears in plangate's logs, even at debug level.
+    let log = s.log("plangate.log");
+    assert!(log.contains("good-1"), "{log}");
+    assert!(!log.contains(GOOD));
+}
+
+#[test]
+fn forbidden_answers() {
+    let s = stack();
+    let cases: [(&str, &[(&str, &str)]); 4] = [
+        ("missing key", &[]),
+        ("unknown key", &[("x-api-key", "not-a-configured-key-000")]),
+        ("disabled key", &[("x-api-key", OFF)]),
+        ("key not in a plan for this stage", &[("x-api-key", DEV)]),
+    ];
+    for (what, headers) in cases {
+        let r = s.get("GET", "/pets", headers);
+        assert_eq!(r.status, 403, "{what}: {r:?}");
+        assert_eq!(r.body, r#"{"message":"Forbidden"}"#, "{what}");
+        assert_eq!(r.header("x-amzn-errortype"), Some("ForbiddenException"), "{what}");
+        assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
+    }
+}
+
+#[test]
+fn unknown_method_is_missing_authentication_token() {
+    let s = stack();
+    let r = s.get("DELETE", "/pets", &[("x-api-key", GOOD)]);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.body, r#"{"message":"Missing Authentication Token"}"#);
+    assert_eq!(
+        r.header("x-amzn-errortype"),
+        Some("MissingAuthenticationTokenException")
+    );
+}
+
+#[test]
+fn spent_burst_is_429_too_many_requests() {
+    let s = stack();
+    for i in 0..2 {
+        let r = s.get("GET", "/pets", &[("x-api-key", TIGHT)]);
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+    }
+    let r = s.get("GET", "/pets", &[("x-api-key", TIGHT)]);
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(r.body, r#"{"message":"Too Many Requests"}"#);
+    assert_eq!(r.header("x-amzn-errortype"), Some("TooManyRequestsException"));
+    // One token at 0.01/s: 100 s.
+    assert_eq!(r.header("retry-after"), Some("100"));
+    assert!(r.header("ratelimit").unwrap().contains("r=0"), "{r:?}");
+}
+
+#[test]
+fn spent_quota_is_429_limit_exceeded() {
+    let s = stack();
+    for i in 0..3 {
+        let r = s.get("GET", "/pets/1", &[("x-api-key", QUOTA)]);
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+        assert_eq!(r.header("x-quota-limit"), Some("3"));
+        assert_eq!(r.header("x-quota-remaining"), Some(&*(2 - i).to_string()));
+    }
+    let r = s.get("GET", "/pets/1", &[("x-api-key", QUOTA)]);
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(r.body, r#"{"message":"Limit Exceeded"}"#);
+    assert_eq!(r.header("x-amzn-errortype"), Some("LimitExceededException"));
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry), "{retry}");
+}
+
+#[test]
+fn keyless_method_works_without_a_key() {
+    let s = stack();
+    let r = s.get("GET", "/health", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let up = r.upstream_headers();
+    assert!(!up.contains_key("x-plangate-api-key-id"));
+}
