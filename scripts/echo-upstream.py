@@ -2,7 +2,7 @@
 """A tiny upstream for the demo and end-to-end tests: answers every request with 200 and a JSON
 object of the method, path and the request headers it received (names lower-cased).
 
-usage: echo-upstream.py PORT   (listens on 127.0.0.1)"""
+usage: echo-upstream.py PORT [HOST]   (listens on 127.0.0.1 unless HOST is given)"""
 import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,4 +35,5 @@ class Echo(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
+    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    ThreadingHTTPServer((host, int(sys.argv[1])), Echo).serve_forever()

@@ -64,6 +64,9 @@ enum Command {
         /// gRPC listen address.
         #[arg(long, default_value = "0.0.0.0:50051")]
         grpc_addr: std::net::SocketAddr,
+        /// Seconds in-flight calls get to finish after SIGTERM/SIGINT.
+        #[arg(long, default_value_t = 5.0)]
+        shutdown_grace: f64,
     },
     /// Print the SHA-256 of a key value, for `value_sha256` (`-` reads the value from stdin).
     HashKey { value: String },
@@ -136,13 +139,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { config, grpc_addr } => {
+        Command::Serve {
+            config,
+            grpc_addr,
+            shutdown_grace,
+        } => {
+            let shutdown_grace = std::time::Duration::try_from_secs_f64(shutdown_grace)
+                .context("--shutdown-grace")?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             match rt.block_on(plangate::server::serve(plangate::server::ServeOptions {
                 config,
                 grpc_addr,
+                shutdown_grace,
             })) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(plangate::server::ServeError::Config(errors)) => {

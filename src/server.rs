@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tonic_health::ServingStatus;
@@ -19,6 +20,10 @@ use crate::store::MemoryStore;
 pub struct ServeOptions {
     pub config: PathBuf,
     pub grpc_addr: SocketAddr,
+    /// After a shutdown signal, how long in-flight calls may take before the remaining
+    /// connections are closed. Envoy keeps its HTTP/2 connections open, so without a bound a
+    /// graceful stop would never end.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,16 +68,18 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             source,
         })?;
     let local = listener.local_addr().unwrap_or(opts.grpc_addr);
-    run(engine, listener, shutdown_signal()).await?;
+    run(engine, listener, shutdown_signal(), opts.shutdown_grace).await?;
     tracing::info!(addr = %local, "stopped");
     Ok(())
 }
 
-/// Serves gRPC on `listener` until `shutdown` completes.
+/// Serves gRPC on `listener` until `shutdown` completes, then lets in-flight calls finish for
+/// at most `grace`.
 pub async fn run(
     engine: Arc<Engine>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
+    grace: Duration,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     // The config is loaded before the server starts: SERVING from the first call.
@@ -83,11 +90,27 @@ pub async fn run(
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "gRPC listening (ext_authz, health)");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.notify_one();
+        }
+    };
+    let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(AuthorizationServer::new(AuthzService::new(engine)))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, signal);
+    tokio::select! {
+        r = server => r?,
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace = ?grace, "grace period over; closing the remaining connections");
+        }
+    }
     Ok(())
 }
 

@@ -73,9 +73,18 @@ fn admitted_request_reaches_upstream_with_identity_headers() {
     );
     assert_eq!(r.status, 200, "{r:?}\n{}", s.log("plangate.log"));
     let up = r.upstream_headers();
-    assert_eq!(up.get("x-plangate-api-key-id").map(String::as_str), Some("good-1"));
-    assert_eq!(up.get("x-plangate-usage-plan").map(String::as_str), Some("gold"));
-    assert_eq!(up.get("x-plangate-customer-id").map(String::as_str), Some("acme"));
+    assert_eq!(
+        up.get("x-plangate-api-key-id").map(String::as_str),
+        Some("good-1")
+    );
+    assert_eq!(
+        up.get("x-plangate-usage-plan").map(String::as_str),
+        Some("gold")
+    );
+    assert_eq!(
+        up.get("x-plangate-customer-id").map(String::as_str),
+        Some("acme")
+    );
     assert!(!up.contains_key("x-plangate-extra"), "{up:?}");
     // The key is forwarded by default, as AWS does.
     assert_eq!(up.get("x-api-key").map(String::as_str), Some(GOOD));
@@ -101,7 +110,11 @@ fn forbidden_answers() {
         let r = s.get("GET", "/pets", headers);
         assert_eq!(r.status, 403, "{what}: {r:?}");
         assert_eq!(r.body, r#"{"message":"Forbidden"}"#, "{what}");
-        assert_eq!(r.header("x-amzn-errortype"), Some("ForbiddenException"), "{what}");
+        assert_eq!(
+            r.header("x-amzn-errortype"),
+            Some("ForbiddenException"),
+            "{what}"
+        );
         assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
     }
 }
@@ -128,7 +141,10 @@ fn spent_burst_is_429_too_many_requests() {
     let r = s.get("GET", "/pets", &[("x-api-key", TIGHT)]);
     assert_eq!(r.status, 429, "{r:?}");
     assert_eq!(r.body, r#"{"message":"Too Many Requests"}"#);
-    assert_eq!(r.header("x-amzn-errortype"), Some("TooManyRequestsException"));
+    assert_eq!(
+        r.header("x-amzn-errortype"),
+        Some("TooManyRequestsException")
+    );
     // One token at 0.01/s: 100 s.
     assert_eq!(r.header("retry-after"), Some("100"));
     assert!(r.header("ratelimit").unwrap().contains("r=0"), "{r:?}");

@@ -62,7 +62,8 @@ impl Stack {
     /// envoy/) as Envoy's, its ports rewritten to free ones.
     pub fn start(plans: &str, envoy_config: &str) -> Stack {
         let dir = tempfile::tempdir().unwrap();
-        let (listener, grpc, upstream, admin) = (free_port(), free_port(), free_port(), free_port());
+        let (listener, grpc, upstream, admin) =
+            (free_port(), free_port(), free_port(), free_port());
         let config = dir.path().join("plans.yaml");
         std::fs::write(&config, plans).unwrap();
         let envoy_yaml = std::fs::read_to_string(root().join("envoy").join(envoy_config))
@@ -110,9 +111,13 @@ impl Stack {
             .spawn()
             .expect("envoy");
         stack.children.push(("envoy".into(), envoy));
-        for (i, (port, name)) in [(upstream, "upstream"), (grpc, "plangate"), (listener, "envoy")]
-            .into_iter()
-            .enumerate()
+        for (i, (port, name)) in [
+            (upstream, "upstream"),
+            (grpc, "plangate"),
+            (listener, "envoy"),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let child = &mut stack.children[i].1;
             wait_for_port(port, name, child);
@@ -148,7 +153,9 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 
     /// The echo upstream's view of the request headers.

@@ -1,0 +1,166 @@
+//! The ext_authz handler called directly: answers for well-formed and malformed requests.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use plangate::clock::FakeClock;
+use plangate::engine::Engine;
+use plangate::grpc::AuthzService;
+use plangate::store::MemoryStore;
+
+const KEY: &str = "handler-key-0123456789abcdef";
+
+fn service() -> AuthzService {
+    let text = format!(
+        r#"
+version: 1
+apis:
+  petstore:
+    stages:
+      prod:
+        methods:
+          "/pets/GET": {{}}
+usage_plans:
+  gold:
+    api_stages: [{{ api: petstore, stage: prod }}]
+api_keys:
+  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
+"#,
+        hex::encode(plangate::snapshot::hash_key(KEY))
+    );
+    let c = plangate::config::load_str(&text, None, Path::new(".")).unwrap();
+    let engine = Engine::new(
+        c.snapshot,
+        Arc::new(MemoryStore::new()),
+        Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
+    );
+    AuthzService::new(Arc::new(engine))
+}
+
+fn request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    ext: &[(&str, &str)],
+) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: ext
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn check(s: &AuthzService, r: CheckRequest) -> CheckResponse {
+    s.check(tonic::Request::new(r))
+        .await
+        .expect("an answer, not an RPC error")
+        .into_inner()
+}
+
+/// (gRPC code, HTTP status of a denial, body of a denial).
+fn summary(r: &CheckResponse) -> (i32, Option<i32>, String) {
+    let code = r.status.as_ref().map_or(-1, |s| s.code);
+    match &r.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => {
+            (code, d.status.as_ref().map(|s| s.code), d.body.clone())
+        }
+        _ => (code, None, String::new()),
+    }
+}
+
+const EXT: &[(&str, &str)] = &[("api", "petstore"), ("stage", "prod")];
+
+#[tokio::test]
+async fn admits_with_query_string_in_path() {
+    let s = service();
+    let r = check(
+        &s,
+        request("GET", "/pets?limit=10", &[("x-api-key", KEY)], EXT),
+    )
+    .await;
+    assert_eq!(summary(&r).0, 0);
+    let meta = r.dynamic_metadata.unwrap();
+    assert!(meta.fields.contains_key("api_key_id"));
+}
+
+#[tokio::test]
+async fn no_attributes_is_400() {
+    let s = service();
+    let r = check(&s, CheckRequest { attributes: None }).await;
+    assert_eq!(
+        summary(&r),
+        (3, Some(400), r#"{"message":"Bad Request"}"#.into())
+    );
+}
+
+#[tokio::test]
+async fn no_http_request_is_400() {
+    let s = service();
+    let r = check(
+        &s,
+        CheckRequest {
+            attributes: Some(AttributeContext::default()),
+        },
+    )
+    .await;
+    assert_eq!(summary(&r).1, Some(400));
+}
+
+#[tokio::test]
+async fn empty_path_is_400() {
+    let s = service();
+    let r = check(&s, request("GET", "", &[("x-api-key", KEY)], EXT)).await;
+    assert_eq!(summary(&r).1, Some(400));
+}
+
+#[tokio::test]
+async fn unknown_api_or_stage_is_403() {
+    let s = service();
+    for ext in [
+        &[("api", "bookstore"), ("stage", "prod")][..],
+        &[("api", "petstore"), ("stage", "qa")][..],
+        &[][..],
+    ] {
+        let r = check(&s, request("GET", "/pets", &[("x-api-key", KEY)], ext)).await;
+        assert_eq!(
+            summary(&r),
+            (7, Some(403), r#"{"message":"Forbidden"}"#.into()),
+            "{ext:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn huge_and_odd_header_values_are_refused_cleanly() {
+    let s = service();
+    let huge = "k".repeat(64 * 1024);
+    let odd = "ke\u{0}y\u{7f}\u{fffd}€-0123456789abcdefgh";
+    for v in [huge.as_str(), odd, "", ",", "\u{2028}"] {
+        let r = check(&s, request("GET", "/pets", &[("x-api-key", v)], EXT)).await;
+        assert_eq!(summary(&r).1, Some(403));
+    }
+    // A huge path is just an unknown method (stage defaults: no key → 403).
+    let path = format!("/{}", "p/".repeat(30_000));
+    let r = check(&s, request("GET", &path, &[], EXT)).await;
+    assert_eq!(summary(&r).1, Some(403));
+}

@@ -1,0 +1,73 @@
+//! `plangate serve` as a process: gRPC health reports SERVING once the config is loaded, a bad
+//! config exits 1 listing its errors, SIGTERM stops it cleanly.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+fn example() -> std::path::PathBuf {
+    common::root().join("envoy/plans.example.yaml")
+}
+
+#[tokio::test]
+async fn health_serving_then_clean_shutdown_on_sigterm() {
+    let port = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args(["serve", "--config"])
+        .arg(example())
+        .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
+        .args(["--shutdown-grace", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut client = loop {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+        match endpoint.connect().await {
+            Ok(c) => break HealthClient::new(c),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("plangate did not come up: {e}"),
+        }
+    };
+    for service in ["", "envoy.service.auth.v3.Authorization"] {
+        let r = client
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status, 1, "{service:?} not SERVING"); // 1 = SERVING
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("shutdown signal received"), "{err}");
+}
+
+#[test]
+fn bad_config_exits_1_with_every_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args(["serve", "--config"])
+        .arg(common::root().join("tests/fixtures/invalid/many_errors.yaml"))
+        .args(["--grpc-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("many_errors.yaml:").count(), 4, "{err}");
+}
