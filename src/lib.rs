@@ -5,6 +5,7 @@
 //! [`store::Store`] check and charge them all at once, and the resulting [`engine::Decision`] is
 //! mapped back onto the wire.
 
+pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod engine;

@@ -64,6 +64,9 @@ enum Command {
         /// gRPC listen address.
         #[arg(long, default_value = "0.0.0.0:50051")]
         grpc_addr: std::net::SocketAddr,
+        /// Admin HTTP listen address (`/healthz`, `/readyz`).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_addr: std::net::SocketAddr,
         /// Seconds in-flight calls get to finish after SIGTERM/SIGINT.
         #[arg(long, default_value_t = 5.0)]
         shutdown_grace: f64,
@@ -142,6 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve {
             config,
             grpc_addr,
+            admin_addr,
             shutdown_grace,
         } => {
             let shutdown_grace = std::time::Duration::try_from_secs_f64(shutdown_grace)
@@ -152,6 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match rt.block_on(plangate::server::serve(plangate::server::ServeOptions {
                 config,
                 grpc_addr,
+                admin_addr,
                 shutdown_grace,
             })) {
                 Ok(()) => Ok(ExitCode::SUCCESS),

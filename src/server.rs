@@ -20,6 +20,8 @@ use crate::store::MemoryStore;
 pub struct ServeOptions {
     pub config: PathBuf,
     pub grpc_addr: SocketAddr,
+    /// Admin HTTP address (`/healthz`, `/readyz`).
+    pub admin_addr: SocketAddr,
     /// After a shutdown signal, how long in-flight calls may take before the remaining
     /// connections are closed. Envoy keeps its HTTP/2 connections open, so without a bound a
     /// graceful stop would never end.
@@ -67,8 +69,23 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             addr: opts.grpc_addr,
             source,
         })?;
+    let admin = tokio::net::TcpListener::bind(opts.admin_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: opts.admin_addr,
+            source,
+        })?;
+    tracing::info!(addr = %opts.admin_addr, "admin HTTP listening (/healthz, /readyz)");
+    let admin_router = crate::admin::router(engine.clone());
+    let admin_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin, admin_router).await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
     let local = listener.local_addr().unwrap_or(opts.grpc_addr);
-    run(engine, listener, shutdown_signal(), opts.shutdown_grace).await?;
+    let result = run(engine, listener, shutdown_signal(), opts.shutdown_grace).await;
+    admin_task.abort();
+    result?;
     tracing::info!(addr = %local, "stopped");
     Ok(())
 }

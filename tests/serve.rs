@@ -16,11 +16,13 @@ fn example() -> std::path::PathBuf {
 #[tokio::test]
 async fn health_serving_then_clean_shutdown_on_sigterm() {
     let port = common::free_port();
+    let admin = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
         .args(["serve", "--config"])
         .arg(example())
         .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
         .args(["--shutdown-grace", "1"])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -47,6 +49,15 @@ async fn health_serving_then_clean_shutdown_on_sigterm() {
             .into_inner();
         assert_eq!(r.status, 1, "{service:?} not SERVING"); // 1 = SERVING
     }
+    for path in ["/healthz", "/readyz"] {
+        let r = common::http(admin, "GET", path, &[]);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+    }
+    assert!(
+        common::http(admin, "GET", "/readyz", &[])
+            .body
+            .contains("3 API keys")
+    );
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -64,7 +75,7 @@ fn bad_config_exits_1_with_every_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
         .args(["serve", "--config"])
         .arg(common::root().join("tests/fixtures/invalid/many_errors.yaml"))
-        .args(["--grpc-addr", "127.0.0.1:0"])
+        .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

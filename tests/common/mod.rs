@@ -95,6 +95,7 @@ impl Stack {
             .args(["serve", "--config"])
             .arg(&config)
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+            .args(["--admin-addr", "127.0.0.1:0"])
             .env("PLANGATE_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log("plangate.log"))
