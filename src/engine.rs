@@ -162,8 +162,16 @@ pub struct Decision {
 impl Decision {
     fn deny(outcome: Outcome, reason: DenyReason, generation: u64) -> Self {
         Decision {
-            outcome,
             reason: Some(reason),
+            ..Decision::new(outcome, generation)
+        }
+    }
+
+    /// A decision with nothing resolved yet.
+    fn new(outcome: Outcome, generation: u64) -> Self {
+        Decision {
+            outcome,
+            reason: None,
             decided_by: None,
             api: None,
             stage: None,
@@ -225,8 +233,19 @@ impl Engine {
 
     /// Decides `req` at `now`.
     pub async fn decide_at(&self, req: &Request<'_>, now: Nanos) -> Result<Decision, StoreError> {
-        let snap = self.snapshot.load();
-        let mut planned = match plan(&snap, req, now) {
+        let snap = self.snapshot.load_full();
+        self.decide_in(&snap, req, now).await
+    }
+
+    /// Decides `req` at `now` against `snap` (a caller that read the snapshot already, e.g. for
+    /// the key source, decides with that same snapshot across a reload).
+    pub async fn decide_in(
+        &self,
+        snap: &Snapshot,
+        req: &Request<'_>,
+        now: Nanos,
+    ) -> Result<Decision, StoreError> {
+        let mut planned = match plan(snap, req, now) {
             Ok(p) => p,
             Err(d) => return Ok(d),
         };
@@ -294,18 +313,10 @@ pub fn plan(snap: &Snapshot, req: &Request<'_>, now: Nanos) -> Result<Planned, D
     let stage_throttle = method.map_or(stage.throttle, |m| m.throttle);
 
     let decision = Decision {
-        outcome: Outcome::Admitted,
-        reason: None,
-        decided_by: None,
         api: Some(stage.api.clone()),
         stage: Some(stage.name.clone()),
         method: method.map(|m| m.name.clone()),
-        key_id: None,
-        plan_id: None,
-        customer_id: None,
-        limits: Vec::new(),
-        retry_after_secs: None,
-        generation,
+        ..Decision::new(Outcome::Admitted, generation)
     };
     let deny = |mut d: Decision, reason: DenyReason| {
         d.outcome = Outcome::Forbidden;

@@ -232,7 +232,8 @@ impl Authorization for AuthzService {
             key,
             hits: 1,
         };
-        let decision = match self.engine.decide(&er).await {
+        let now = self.engine.clock().now();
+        let decision = match self.engine.decide_in(&snap, &er, now).await {
             Ok(d) => d,
             // The memory store never fails; a shared store's failure policy is applied by the
             // engine. What reaches here is an error Envoy should treat as one: UNAVAILABLE makes
