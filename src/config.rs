@@ -152,6 +152,7 @@ fn collect(text: &str, first: serde_yaml_ng::Error) -> Vec<ConfigError> {
             "quota_week_start" => check::<file::Weekday>(v, &p, &mut errors),
             "defaults" => check::<file::DefaultsFile>(v, &p, &mut errors),
             "responses" => check::<file::ResponsesFile>(v, &p, &mut errors),
+            "rate_limit_service" => check::<file::RateLimitServiceFile>(v, &p, &mut errors),
             "api_keys_files" => check::<Vec<String>>(v, &p, &mut errors),
             "apis" => each_entry(v, &p, &mut errors, |name, api, p, errors| {
                 let Value::Mapping(api) = api else {

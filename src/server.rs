@@ -1,4 +1,4 @@
-//! `plangate serve`: the gRPC server (ext_authz + gRPC health) over one engine, with graceful
+//! `plangate serve`: the gRPC server (ext_authz + RLS + gRPC health) over one engine, with graceful
 //! shutdown on SIGTERM and SIGINT (in-flight calls finish).
 
 use std::net::SocketAddr;
@@ -12,8 +12,9 @@ use tonic_health::ServingStatus;
 use crate::clock::SystemClock;
 use crate::config::{self, ConfigErrors};
 use crate::engine::Engine;
-use crate::grpc::AuthzService;
+use crate::grpc::{AuthzService, RlsService};
 use crate::store::MemoryStore;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 
 /// What `serve` needs.
 #[derive(Debug, Clone)]
@@ -43,6 +44,9 @@ pub enum ServeError {
 
 /// The gRPC service name of ext_authz, as gRPC health reports it.
 pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+/// The gRPC service name of RLS.
+pub const RLS_SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 
 /// Loads the config and serves until SIGTERM/SIGINT.
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
@@ -101,11 +105,13 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     // The config is loaded before the server starts: SERVING from the first call.
     health.set_service_status("", ServingStatus::Serving).await;
-    health
-        .set_service_status(AUTHZ_SERVICE, ServingStatus::Serving)
-        .await;
+    for service in [AUTHZ_SERVICE, RLS_SERVICE] {
+        health
+            .set_service_status(service, ServingStatus::Serving)
+            .await;
+    }
     let addr = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "gRPC listening (ext_authz, health)");
+    tracing::info!(addr = ?addr, "gRPC listening (ext_authz, RLS, health)");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = {
@@ -117,7 +123,8 @@ pub async fn run(
     };
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(AuthzService::new(engine)))
+        .add_service(AuthorizationServer::new(AuthzService::new(engine.clone())))
+        .add_service(RateLimitServiceServer::new(RlsService::new(engine)))
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::select! {
         r = server => r?,

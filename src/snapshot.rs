@@ -33,6 +33,7 @@ pub struct Snapshot {
     pub default_stage: Option<String>,
     pub rate_limit_headers: RateLimitHeaders,
     pub forward_api_key: bool,
+    pub rls: RlsSettings,
     pub apis: HashMap<String, Api>,
     pub plans: Vec<Plan>,
     pub plan_index: HashMap<String, u32>,
@@ -45,6 +46,30 @@ pub struct Snapshot {
 pub struct Throttle {
     pub rate: f64,
     pub spec: BucketSpec,
+}
+
+/// How RLS requests are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RlsSettings {
+    pub domain: String,
+    pub api: String,
+    pub stage: String,
+    pub api_key: String,
+    pub method: String,
+    pub path: String,
+}
+
+impl Default for RlsSettings {
+    fn default() -> Self {
+        RlsSettings {
+            domain: "plangate".into(),
+            api: "api".into(),
+            stage: "stage".into(),
+            api_key: "api_key".into(),
+            method: "method".into(),
+            path: "path".into(),
+        }
+    }
 }
 
 /// Where the API key is read from.

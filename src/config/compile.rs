@@ -10,7 +10,8 @@ use super::file::{ConfigFile, ThrottleFile, UnknownMethods, Weekday};
 use super::location::Path;
 use crate::engine::bucket::BucketSpec;
 use crate::snapshot::{
-    Api, ApiKey, KeyHash, KeySource, Method, Plan, Quota, Snapshot, Stage, Throttle, hash_key,
+    Api, ApiKey, KeyHash, KeySource, Method, Plan, Quota, RlsSettings, Snapshot, Stage, Throttle,
+    hash_key,
 };
 
 /// AWS's default account-level throttle (requests per second, burst).
@@ -212,6 +213,10 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
         }
     }
     let responses = file.responses.clone().unwrap_or_default();
+    let rls = rls_settings(file, &mut c);
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
     Ok(Compiled {
         snapshot: Snapshot {
             generation: 0,
@@ -222,6 +227,7 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
             default_stage,
             rate_limit_headers: responses.rate_limit_headers.unwrap_or_default(),
             forward_api_key: responses.forward_api_key.unwrap_or(true),
+            rls,
             apis,
             plans,
             plan_index,
@@ -230,6 +236,49 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
         },
         warnings,
     })
+}
+
+/// The RLS domain and descriptor keys: non-empty, and the keys distinct.
+fn rls_settings(file: &ConfigFile, c: &mut Compiler) -> RlsSettings {
+    let mut rls = RlsSettings::default();
+    let Some(f) = &file.rate_limit_service else {
+        return rls;
+    };
+    let path = Path::root().key("rate_limit_service");
+    if let Some(d) = &f.domain {
+        if d.is_empty() {
+            c.invalid(path.key("domain"), "RLS domain", "must not be empty");
+        }
+        rls.domain = d.clone();
+    }
+    if let Some(k) = &f.descriptor_keys {
+        let kp = path.key("descriptor_keys");
+        for (name, given, slot) in [
+            ("api", &k.api, &mut rls.api),
+            ("stage", &k.stage, &mut rls.stage),
+            ("api_key", &k.api_key, &mut rls.api_key),
+            ("method", &k.method, &mut rls.method),
+            ("path", &k.path, &mut rls.path),
+        ] {
+            if let Some(v) = given {
+                if v.is_empty() {
+                    c.invalid(kp.key(name), "descriptor key", "must not be empty");
+                }
+                *slot = v.clone();
+            }
+        }
+        let all = [&rls.api, &rls.stage, &rls.api_key, &rls.method, &rls.path];
+        for (i, a) in all.iter().enumerate() {
+            if all[..i].contains(a) {
+                c.invalid(
+                    kp.clone(),
+                    "descriptor keys",
+                    format!("`{a}` names two parts of a request"),
+                );
+            }
+        }
+    }
+    rls
 }
 
 /// Checks a plain-text key value's length (never quoting it).

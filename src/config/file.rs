@@ -25,6 +25,9 @@ pub struct ConfigFile {
     pub defaults: Option<DefaultsFile>,
     #[serde(default)]
     pub responses: Option<ResponsesFile>,
+    /// How Envoy's RateLimitService requests name a request.
+    #[serde(default)]
+    pub rate_limit_service: Option<RateLimitServiceFile>,
     #[serde(default, deserialize_with = "unique_keys")]
     pub apis: IndexMap<String, ApiFile>,
     #[serde(default, deserialize_with = "unique_keys")]
@@ -43,6 +46,7 @@ pub(crate) const TOP_LEVEL_FIELDS: &[&str] = &[
     "quota_week_start",
     "defaults",
     "responses",
+    "rate_limit_service",
     "apis",
     "usage_plans",
     "api_keys",
@@ -102,6 +106,33 @@ pub struct ResponsesFile {
     /// Forward the client's API key header to the upstream (AWS does). Default true.
     #[serde(default)]
     pub forward_api_key: Option<bool>,
+}
+
+/// RLS settings: the domain plangate answers, and the descriptor entry keys it reads.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitServiceFile {
+    /// Default `plangate`.
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub descriptor_keys: Option<DescriptorKeysFile>,
+}
+
+/// The descriptor entry keys that carry each part of a request (defaults: the field names).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescriptorKeysFile {
+    #[serde(default)]
+    pub api: Option<String>,
+    #[serde(default)]
+    pub stage: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

@@ -103,6 +103,17 @@ pub fn answer(d: &Decision, style: RateLimitHeaders) -> Answer {
     }
 }
 
+/// The limit to show a client: the first that refused, else the one with the fewest units left
+/// (the first of those on a tie).
+pub fn tightest<'a>(
+    limits: impl Iterator<Item = &'a LimitReport> + Clone,
+) -> Option<&'a LimitReport> {
+    limits
+        .clone()
+        .find(|l| !l.state.admitted)
+        .or_else(|| limits.min_by_key(|l| l.state.remaining))
+}
+
 /// A throttle as a rate-limit policy: `q` requests (the burst) per window `w`, the seconds an
 /// empty bucket takes to refill.
 fn policy(l: &LimitReport) -> Option<(u64, u64)> {
@@ -129,12 +140,7 @@ fn rate_limit_headers(d: &Decision, style: RateLimitHeaders, out: &mut Vec<(Stri
         .iter()
         .filter(|l| matches!(l.config, LimitConfig::Throttle { .. }))
         .collect();
-    // The tightest: a refusing throttle if any, else the one with the fewest requests left.
-    let Some(tight) = throttles
-        .iter()
-        .find(|l| !l.state.admitted)
-        .or_else(|| throttles.iter().min_by_key(|l| l.state.remaining))
-    else {
+    let Some(tight) = tightest(throttles.iter().copied()) else {
         return;
     };
     let Some((q, w)) = policy(tight) else {
