@@ -1,0 +1,265 @@
+//! The RLS handler called directly, and RLS and ext_authz sharing one engine's counters.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest};
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{Code, rate_limit::Unit};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::UInt64Value;
+use plangate::clock::FakeClock;
+use plangate::engine::Engine;
+use plangate::grpc::rls::rate_unit;
+use plangate::grpc::{AuthzService, RlsService};
+use plangate::store::MemoryStore;
+
+const KEY: &str = "rls-key-0123456789abcdefgh";
+
+fn engine() -> Arc<Engine> {
+    let text = format!(
+        r#"
+version: 1
+apis:
+  petstore:
+    stages:
+      prod:
+        throttle: {{ rate: 0.5, burst: 1000 }}
+        methods:
+          "/pets/GET": {{}}
+usage_plans:
+  gold:
+    throttle: {{ rate: 10, burst: 100 }}
+    quota: {{ limit: 10, period: DAY }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+api_keys:
+  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
+"#,
+        hex::encode(plangate::snapshot::hash_key(KEY))
+    );
+    let c = plangate::config::load_str(&text, None, Path::new(".")).unwrap();
+    Arc::new(Engine::new(
+        c.snapshot,
+        Arc::new(MemoryStore::new()),
+        Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
+    ))
+}
+
+fn descriptor(key: Option<&str>, hits: Option<u64>) -> RateLimitDescriptor {
+    let mut entries = vec![
+        ("api", "petstore"),
+        ("stage", "prod"),
+        ("method", "GET"),
+        ("path", "/pets?page=2"),
+    ];
+    if let Some(k) = key {
+        entries.push(("api_key", k));
+    }
+    RateLimitDescriptor {
+        entries: entries
+            .into_iter()
+            .map(|(k, v)| Entry {
+                key: k.into(),
+                value: v.into(),
+            })
+            .collect(),
+        hits_addend: hits.map(|value| UInt64Value { value }),
+        ..Default::default()
+    }
+}
+
+async fn rls(
+    s: &RlsService,
+    descriptors: Vec<RateLimitDescriptor>,
+    hits: u32,
+) -> RateLimitResponse {
+    s.should_rate_limit(tonic::Request::new(RateLimitRequest {
+        domain: "plangate".into(),
+        descriptors,
+        hits_addend: hits,
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+fn headers(r: &RateLimitResponse) -> HashMap<String, String> {
+    r.response_headers_to_add
+        .iter()
+        .map(|h| (h.key.to_ascii_lowercase(), h.value.clone()))
+        .collect()
+}
+
+fn quota_left(r: &RateLimitResponse) -> u64 {
+    headers(r)["x-quota-remaining"].parse().unwrap()
+}
+
+#[tokio::test]
+async fn admits_with_statuses_and_identity_headers() {
+    let s = RlsService::new(engine());
+    let r = rls(&s, vec![descriptor(Some(KEY), None)], 0).await;
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(r.statuses.len(), 1);
+    let st = &r.statuses[0];
+    assert_eq!(st.code, Code::Ok as i32);
+    // Tightest limit: the quota (9 left) — fewer than any bucket.
+    let cl = st.current_limit.as_ref().unwrap();
+    assert_eq!(
+        (cl.requests_per_unit, cl.unit, cl.name.as_str()),
+        (10, Unit::Day as i32, "plan_quota")
+    );
+    assert_eq!(st.limit_remaining, 9);
+    assert!(st.duration_until_reset.is_some());
+    let up: HashMap<_, _> = r
+        .request_headers_to_add
+        .iter()
+        .map(|h| (h.key.clone(), h.value.clone()))
+        .collect();
+    assert_eq!(up["x-plangate-api-key-id"], "k1");
+    assert_eq!(up["x-plangate-usage-plan"], "gold");
+    assert!(r.raw_body.is_empty());
+}
+
+#[tokio::test]
+async fn identity_failure_is_over_limit_with_the_403_body() {
+    let s = RlsService::new(engine());
+    for key in [None, Some("unknown-key-0123456789abcdef")] {
+        let r = rls(&s, vec![descriptor(key, None)], 1).await;
+        assert_eq!(r.overall_code, Code::OverLimit as i32);
+        assert_eq!(r.raw_body, br#"{"message":"Forbidden"}"#);
+        assert_eq!(headers(&r)["x-amzn-errortype"], "ForbiddenException");
+    }
+}
+
+#[tokio::test]
+async fn hits_addend_rules() {
+    let s = RlsService::new(engine());
+    // Request-level 0 means 1.
+    let r = rls(&s, vec![descriptor(Some(KEY), None)], 0).await;
+    assert_eq!(quota_left(&r), 9);
+    // Request-level 3.
+    let r = rls(&s, vec![descriptor(Some(KEY), None)], 3).await;
+    assert_eq!(quota_left(&r), 6);
+    // A descriptor's own hits_addend wins over the request's.
+    let r = rls(&s, vec![descriptor(Some(KEY), Some(2))], 3).await;
+    assert_eq!(quota_left(&r), 4);
+    // Per-descriptor 0: check only, nothing charged.
+    let r = rls(&s, vec![descriptor(Some(KEY), Some(0))], 5).await;
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(quota_left(&r), 4);
+    // 5 do not fit in 4: refused with Limit Exceeded, nothing charged.
+    let r = rls(&s, vec![descriptor(Some(KEY), Some(5))], 0).await;
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(r.raw_body, br#"{"message":"Limit Exceeded"}"#);
+    assert_eq!(r.statuses[0].limit_remaining, 0);
+    let r = rls(&s, vec![descriptor(Some(KEY), Some(4))], 0).await;
+    assert_eq!(r.overall_code, Code::Ok as i32);
+}
+
+#[tokio::test]
+async fn one_status_per_descriptor_never_unknown() {
+    let s = RlsService::new(engine());
+    let r = rls(
+        &s,
+        vec![
+            descriptor(Some(KEY), None),
+            descriptor(None, None),
+            descriptor(Some(KEY), Some(0)),
+        ],
+        1,
+    )
+    .await;
+    assert_eq!(r.statuses.len(), 3);
+    let codes: Vec<i32> = r.statuses.iter().map(|s| s.code).collect();
+    assert_eq!(
+        codes,
+        vec![Code::Ok as i32, Code::OverLimit as i32, Code::Ok as i32]
+    );
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    // No descriptor at all: OK.
+    let r = rls(&s, vec![], 1).await;
+    assert_eq!(r.overall_code, Code::Ok as i32);
+}
+
+#[tokio::test]
+async fn unknown_domain_is_ok_and_counted() {
+    let s = RlsService::new(engine());
+    let r = s
+        .should_rate_limit(tonic::Request::new(RateLimitRequest {
+            domain: "elsewhere".into(),
+            descriptors: vec![descriptor(None, None)],
+            hits_addend: 1,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(r.statuses.len(), 1);
+    assert_eq!(s.unknown_domain_requests(), 1);
+}
+
+fn check_request() -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/pets".into(),
+                    headers: [("x-api-key".to_string(), KEY.to_string())].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: [
+                ("api".to_string(), "petstore".to_string()),
+                ("stage".to_string(), "prod".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// One key alternately through Check and ShouldRateLimit drains a single quota.
+#[tokio::test]
+async fn check_and_rls_share_one_quota() {
+    let e = engine();
+    let authz = AuthzService::new(e.clone());
+    let rl = RlsService::new(e);
+    let mut admitted = 0;
+    for i in 0..20 {
+        let ok = if i % 2 == 0 {
+            let r = authz
+                .check(tonic::Request::new(check_request()))
+                .await
+                .unwrap()
+                .into_inner();
+            r.status.unwrap().code == 0
+        } else {
+            rls(&rl, vec![descriptor(Some(KEY), None)], 1)
+                .await
+                .overall_code
+                == Code::Ok as i32
+        };
+        if ok {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 10, "the quota of 10 is shared");
+}
+
+#[test]
+fn rates_map_to_whole_units() {
+    assert_eq!(rate_unit(10.0), (10, Unit::Second));
+    assert_eq!(rate_unit(0.5), (30, Unit::Minute));
+    assert_eq!(rate_unit(0.1), (6, Unit::Minute));
+    assert_eq!(rate_unit(1.0 / 7200.0), (12, Unit::Day));
+    // No unit makes 1/7 per second whole: per DAY, rounded.
+    assert_eq!(rate_unit(1.0 / 7.0), (12343, Unit::Day));
+    assert_eq!(rate_unit(0.0), (0, Unit::Day));
+}
