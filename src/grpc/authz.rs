@@ -224,13 +224,20 @@ impl Authorization for AuthzService {
         // An over-long value cannot be a key; don't hash 64 KiB per request.
         let key = key.map(|k| if k.len() > MAX_KEY_LEN { "" } else { k });
         let ext = &attrs.context_extensions;
+        // `hits` (optional): units to charge; "0" checks without charging, for deployments where
+        // the ratelimit filter charges (envoy/both.yaml).
+        let hits = match ext.get("hits").map(|h| h.parse::<u64>()) {
+            None => 1,
+            Some(Ok(h)) => h,
+            Some(Err(_)) => return bad("context extension `hits` is not a whole number"),
+        };
         let er = engine::Request {
             api: ext.get("api").map(String::as_str),
             stage: ext.get("stage").map(String::as_str),
             method,
             path,
             key,
-            hits: 1,
+            hits,
         };
         let now = self.engine.clock().now();
         let decision = match self.engine.decide_in(&snap, &er, now).await {
