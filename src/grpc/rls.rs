@@ -90,10 +90,13 @@ fn current_limit(l: &LimitReport) -> RateLimit {
     }
 }
 
+/// Whole seconds, rounded up: Envoy truncates `duration_until_reset` to seconds for
+/// `X-RateLimit-Reset`, and "0" would tell a client to retry at once when it must not.
 fn duration(ns: i64) -> PbDuration {
     PbDuration {
-        seconds: ns / 1_000_000_000,
-        nanos: (ns % 1_000_000_000) as i32,
+        seconds: i64::try_from(u64::try_from(ns).unwrap_or(0).div_ceil(1_000_000_000))
+            .unwrap_or(i64::MAX),
+        nanos: 0,
     }
 }
 
