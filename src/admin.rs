@@ -1,26 +1,88 @@
-//! The admin HTTP listener (default `127.0.0.1:9090`): liveness and readiness for orchestrators.
-//! Metrics, config and usage endpoints join it later (shared/SPEC.md §4).
+//! The admin HTTP listener (default `127.0.0.1:9090`): `/metrics`, `/healthz`, `/readyz`,
+//! `GET /v1/config` (redacted), `POST /v1/reload`. With a token configured, `/v1/*` requires
+//! `Authorization: Bearer <token>`.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
 
 use crate::engine::Engine;
+use crate::engine::explain::period_name;
+use crate::metrics::Metrics;
+use crate::reload::{Reloaded, Reloader};
+use crate::snapshot::{KeySource, Snapshot, Throttle};
 
-/// The admin routes over an engine.
-pub fn router(engine: Arc<Engine>) -> Router {
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    /// `None` when plangate was not started from a file (tests): reload is then unavailable.
+    pub reloader: Option<Arc<Reloader>>,
+    /// Bearer token required by `/v1/*`, if set.
+    pub token: Option<Arc<str>>,
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/config", get(config))
+        .route("/v1/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(engine)
+        .merge(v1)
+        .with_state(state)
+}
+
+fn json_response(status: StatusCode, v: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// Compares in time independent of where the strings differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same(presented.as_bytes(), token.as_bytes()) {
+            return json_response(StatusCode::UNAUTHORIZED, json!({"message": "Unauthorized"}));
+        }
+    }
+    next.run(req).await
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Ready once a configuration is loaded (plangate never serves without one).
-async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
-    let snap = engine.snapshot();
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let snap = state.engine.snapshot();
     (
         StatusCode::OK,
         format!(
@@ -30,4 +92,164 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
             snap.plans.len()
         ),
     )
+        .into_response()
+}
+
+async fn reload(State(state): State<AdminState>) -> Response {
+    let Some(reloader) = &state.reloader else {
+        return json_response(
+            StatusCode::NOT_IMPLEMENTED,
+            json!({"message": "not started from a configuration file"}),
+        );
+    };
+    match reloader.reload("admin").await {
+        Ok(Reloaded::Swapped { generation }) => json_response(
+            StatusCode::OK,
+            json!({"result": "success", "generation": generation}),
+        ),
+        Ok(Reloaded::Unchanged) => json_response(
+            StatusCode::OK,
+            json!({"result": "unchanged", "generation": state.engine.snapshot().generation}),
+        ),
+        Err(errors) => json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({
+                "result": "error",
+                "generation": state.engine.snapshot().generation,
+                "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            }),
+        ),
+    }
+}
+
+async fn config(State(state): State<AdminState>) -> Response {
+    json_response(StatusCode::OK, redacted(&state.engine.snapshot()))
+}
+
+fn throttle(t: &Option<Throttle>) -> Value {
+    match t {
+        Some(t) => json!({"rate": t.rate, "burst": t.spec.burst}),
+        None => Value::Null,
+    }
+}
+
+/// The configuration in force, as JSON, without any key value or key hash.
+pub fn redacted(snap: &Snapshot) -> Value {
+    let mut stage_names: Vec<(String, String)> = Vec::new();
+    let mut apis = serde_json::Map::new();
+    let mut api_names: Vec<&String> = snap.apis.keys().collect();
+    api_names.sort();
+    for name in api_names {
+        let api = &snap.apis[name];
+        let mut stages = serde_json::Map::new();
+        let mut names: Vec<&String> = api.stages.keys().collect();
+        names.sort();
+        for sname in names {
+            let st = &api.stages[sname];
+            if stage_names.len() <= st.id as usize {
+                stage_names.resize(st.id as usize + 1, (String::new(), String::new()));
+            }
+            stage_names[st.id as usize] = (name.clone(), sname.clone());
+            let methods: serde_json::Map<String, Value> = st
+                .methods
+                .iter()
+                .map(|m| {
+                    (
+                        m.name.to_string(),
+                        json!({"throttle": throttle(&m.throttle), "api_key_required": m.api_key_required}),
+                    )
+                })
+                .collect();
+            stages.insert(
+                sname.clone(),
+                json!({
+                    "throttle": throttle(&st.throttle),
+                    "api_key_required": st.api_key_required,
+                    "unknown_methods": format!("{:?}", st.unknown_methods).to_lowercase(),
+                    "methods": methods,
+                }),
+            );
+        }
+        apis.insert(name.clone(), json!({"stages": stages}));
+    }
+    let plans: serde_json::Map<String, Value> = snap
+        .plans
+        .iter()
+        .map(|p| {
+            let api_stages: Vec<Value> = p
+                .stages
+                .iter()
+                .map(|(sid, methods)| {
+                    let (api, stage) = stage_names.get(*sid as usize).cloned().unwrap_or_default();
+                    let st = snap.stage(&api, &stage);
+                    let throttles: serde_json::Map<String, Value> = methods
+                        .iter()
+                        .map(|(mi, t)| {
+                            let name = st
+                                .and_then(|s| s.methods.get(*mi))
+                                .map(|m| m.name.to_string())
+                                .unwrap_or_default();
+                            (name, throttle(&Some(*t)))
+                        })
+                        .collect();
+                    json!({"api": api, "stage": stage, "throttle": throttles})
+                })
+                .collect();
+            (
+                p.id.to_string(),
+                json!({
+                    "name": p.name,
+                    "description": p.description,
+                    "throttle": throttle(&p.throttle),
+                    "quota": p.quota.map(|q| json!({
+                        "limit": q.limit,
+                        "period": period_name(q.period),
+                        "offset": q.offset,
+                        "starts_at": q.starts_at.map(|d| d.to_string()),
+                    })),
+                    "api_stages": api_stages,
+                }),
+            )
+        })
+        .collect();
+    let keys: Vec<Value> = snap
+        .keys
+        .iter()
+        .map(|k| {
+            json!({
+                "id": &*k.id,
+                "name": k.name.as_deref(),
+                "enabled": k.enabled,
+                "customer_id": k.customer_id.as_deref(),
+                "usage_plans": k.plans.iter().map(|&p| snap.plans[p as usize].id.to_string()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let key_source = match &snap.key_source {
+        KeySource::Header(h) => json!({"header": h}),
+        KeySource::Metadata { namespace, path } => {
+            json!({"metadata": {"namespace": namespace, "path": path}})
+        }
+    };
+    json!({
+        "generation": snap.generation,
+        "account": {"throttle": throttle(&snap.account)},
+        "api_key_source": key_source,
+        "quota_week_start": format!("{:?}", snap.week_start),
+        "defaults": {"api": snap.default_api, "stage": snap.default_stage},
+        "responses": {
+            "rate_limit_headers": format!("{:?}", snap.rate_limit_headers).to_lowercase(),
+            "forward_api_key": snap.forward_api_key,
+        },
+        "rate_limit_service": {
+            "domain": snap.rls.domain,
+            "descriptor_keys": {
+                "api": snap.rls.api, "stage": snap.rls.stage, "api_key": snap.rls.api_key,
+                "method": snap.rls.method, "path": snap.rls.path,
+            },
+        },
+        "apis": apis,
+        "usage_plans": plans,
+        "api_keys": keys,
+    })
 }

@@ -2,7 +2,7 @@
 //! UTC); this is the one place that reads the system clock, so tests can use [`FakeClock`].
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Nanoseconds since 1970-01-01T00:00:00Z. `i64` covers the years 1677–2262.
 pub type Nanos = i64;
@@ -66,4 +66,18 @@ pub fn format_rfc3339(t: Nanos) -> String {
     chrono::DateTime::from_timestamp_nanos(t)
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
+}
+
+/// Measures elapsed time for metrics (monotonic; never used for decisions).
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch(Instant);
+
+impl Stopwatch {
+    pub fn start() -> Self {
+        Stopwatch(Instant::now())
+    }
+
+    pub fn seconds(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
 }

@@ -33,8 +33,10 @@ pub fn load_file(path: &FsPath) -> Result<Compiled, ConfigErrors> {
             },
         )])
     })?;
-    let base = path.parent().unwrap_or(FsPath::new("."));
-    load_str(&text, Some(path), base)
+    let base = base_dir(path);
+    let mut compiled = load_str(&text, Some(path), &base)?;
+    compiled.sources.insert(0, path.to_path_buf());
+    Ok(compiled)
 }
 
 /// Parses and compiles configuration text. `origin` names the file in errors; `base_dir`

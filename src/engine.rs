@@ -19,7 +19,7 @@ use crate::snapshot::{MethodMatch, Snapshot, Throttle, hash_key};
 use crate::store::{LimitKey, LimitRef, LimitSpec, LimitState, Store, StoreError};
 
 pub mod bucket;
-mod explain;
+pub mod explain;
 pub mod quota;
 
 use quota::{QuotaSpec, effective_limit, window};

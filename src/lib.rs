@@ -10,6 +10,8 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod grpc;
+pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod store;

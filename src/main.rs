@@ -67,6 +67,15 @@ enum Command {
         /// Admin HTTP listen address (`/healthz`, `/readyz`).
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_addr: std::net::SocketAddr,
+        /// Bearer token for the admin `/v1/*` endpoints (or PLANGATE_ADMIN_TOKEN).
+        #[arg(long, env = "PLANGATE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Do not watch the configuration files (reload on SIGHUP or POST /v1/reload only).
+        #[arg(long)]
+        no_watch: bool,
+        /// Seconds file events settle before a reload.
+        #[arg(long, default_value_t = 1.0)]
+        watch_debounce: f64,
         /// Seconds in-flight calls get to finish after SIGTERM/SIGINT.
         #[arg(long, default_value_t = 5.0)]
         shutdown_grace: f64,
@@ -146,8 +155,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             grpc_addr,
             admin_addr,
+            admin_token,
+            no_watch,
+            watch_debounce,
             shutdown_grace,
         } => {
+            let watch_debounce = std::time::Duration::try_from_secs_f64(watch_debounce)
+                .context("--watch-debounce")?;
             let shutdown_grace = std::time::Duration::try_from_secs_f64(shutdown_grace)
                 .context("--shutdown-grace")?;
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -157,6 +171,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config,
                 grpc_addr,
                 admin_addr,
+                admin_token,
+                watch: !no_watch,
+                watch_debounce,
                 shutdown_grace,
             })) {
                 Ok(()) => Ok(ExitCode::SUCCESS),

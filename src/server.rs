@@ -1,5 +1,6 @@
-//! `plangate serve`: the gRPC server (ext_authz + RLS + gRPC health) over one engine, with graceful
-//! shutdown on SIGTERM and SIGINT (in-flight calls finish).
+//! `plangate serve`: the gRPC server (ext_authz + RLS + gRPC health) and the admin listener over
+//! one engine; reload on file change, SIGHUP and `POST /v1/reload`; graceful shutdown on SIGTERM
+//! and SIGINT (in-flight calls finish, within a grace period).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,22 +8,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use tonic_health::ServingStatus;
 
-use crate::clock::SystemClock;
+use crate::admin::{self, AdminState};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{self, ConfigErrors};
 use crate::engine::Engine;
 use crate::grpc::{AuthzService, RlsService};
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use crate::store::MemoryStore;
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 
 /// What `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub config: PathBuf,
     pub grpc_addr: SocketAddr,
-    /// Admin HTTP address (`/healthz`, `/readyz`).
+    /// Admin HTTP address.
     pub admin_addr: SocketAddr,
+    /// Bearer token for the admin `/v1/*` endpoints.
+    pub admin_token: Option<String>,
+    /// Watch the config and key files and reload on change.
+    pub watch: bool,
+    /// How long file events settle before a reload.
+    pub watch_debounce: Duration,
     /// After a shutdown signal, how long in-flight calls may take before the remaining
     /// connections are closed. Envoy keeps its HTTP/2 connections open, so without a bound a
     /// graceful stop would never end.
@@ -38,66 +48,113 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot watch the configuration: {0}")]
+    Watch(#[from] notify::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
 /// The gRPC service name of ext_authz, as gRPC health reports it.
 pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
-
 /// The gRPC service name of RLS.
 pub const RLS_SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
 /// Loads the config and serves until SIGTERM/SIGINT.
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
-    let compiled = config::load_file(&opts.config).map_err(ServeError::Config)?;
+    let metrics = Arc::new(Metrics::new());
+    let path = opts.config.clone();
+    let compiled = tokio::task::spawn_blocking(move || config::load_file(&path))
+        .await
+        .map_err(|e| ServeError::Bind {
+            addr: opts.grpc_addr,
+            source: std::io::Error::other(e),
+        })?
+        .map_err(ServeError::Config)?;
     for w in &compiled.warnings {
         tracing::warn!("{w}");
     }
-    let snap = &compiled.snapshot;
+    let mut snapshot = compiled.snapshot;
+    snapshot.generation = 1;
     tracing::info!(
         config = %opts.config.display(),
-        apis = snap.apis.len(),
-        usage_plans = snap.plans.len(),
-        api_keys = snap.keys.len(),
+        apis = snapshot.apis.len(),
+        usage_plans = snapshot.plans.len(),
+        api_keys = snapshot.keys.len(),
         "configuration loaded"
     );
+    metrics.loaded(&snapshot, SystemClock.now() as f64 / 1e9);
     let engine = Arc::new(Engine::new(
-        compiled.snapshot,
+        snapshot,
         Arc::new(MemoryStore::new()),
         Arc::new(SystemClock),
     ));
-    let listener = tokio::net::TcpListener::bind(opts.grpc_addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: opts.grpc_addr,
-            source,
-        })?;
-    let admin = tokio::net::TcpListener::bind(opts.admin_addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: opts.admin_addr,
-            source,
-        })?;
-    tracing::info!(addr = %opts.admin_addr, "admin HTTP listening (/healthz, /readyz)");
-    let admin_router = crate::admin::router(engine.clone());
+    let reloader = Arc::new(Reloader::new(
+        opts.config.clone(),
+        engine.clone(),
+        metrics.clone(),
+        compiled.sources,
+    ));
+
+    let grpc = bind(opts.grpc_addr).await?;
+    let admin_listener = bind(opts.admin_addr).await?;
+    let admin_router = admin::router(AdminState {
+        engine: engine.clone(),
+        metrics: metrics.clone(),
+        reloader: Some(reloader.clone()),
+        token: opts.admin_token.as_deref().map(Arc::from),
+    });
+    tracing::info!(addr = %opts.admin_addr, "admin HTTP listening");
     let admin_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin, admin_router).await {
+        if let Err(e) = axum::serve(admin_listener, admin_router).await {
             tracing::error!(error = %e, "admin listener failed");
         }
     });
-    let local = listener.local_addr().unwrap_or(opts.grpc_addr);
-    let result = run(engine, listener, shutdown_signal(), opts.shutdown_grace).await;
+    let hup_task = tokio::spawn(reload_on_sighup(reloader.clone()));
+    if opts.watch {
+        reloader.watch(opts.watch_debounce).await?;
+    }
+
+    let result = run(
+        engine,
+        metrics,
+        grpc,
+        shutdown_signal(),
+        opts.shutdown_grace,
+    )
+    .await;
     admin_task.abort();
+    hup_task.abort();
     result?;
-    tracing::info!(addr = %local, "stopped");
+    tracing::info!("stopped");
     Ok(())
 }
+
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        // Errors are logged and counted by the reloader.
+        let _ = reloader.reload("sighup").await;
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_: Arc<Reloader>) {}
 
 /// Serves gRPC on `listener` until `shutdown` completes, then lets in-flight calls finish for
 /// at most `grace`.
 pub async fn run(
     engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
     grace: Duration,
@@ -123,8 +180,13 @@ pub async fn run(
     };
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(AuthzService::new(engine.clone())))
-        .add_service(RateLimitServiceServer::new(RlsService::new(engine)))
+        .add_service(AuthorizationServer::new(AuthzService::new(
+            engine.clone(),
+            metrics.clone(),
+        )))
+        .add_service(RateLimitServiceServer::new(RlsService::new(
+            engine, metrics,
+        )))
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::select! {
         r = server => r?,

@@ -38,7 +38,7 @@ api_keys:
         Arc::new(MemoryStore::new()),
         Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
     );
-    AuthzService::new(Arc::new(engine))
+    AuthzService::new(Arc::new(engine), Default::default())
 }
 
 fn request(

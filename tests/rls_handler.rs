@@ -101,7 +101,7 @@ fn quota_left(r: &RateLimitResponse) -> u64 {
 
 #[tokio::test]
 async fn admits_with_statuses_and_identity_headers() {
-    let s = RlsService::new(engine());
+    let s = RlsService::new(engine(), Default::default());
     let r = rls(&s, vec![descriptor(Some(KEY), None)], 0).await;
     assert_eq!(r.overall_code, Code::Ok as i32);
     assert_eq!(r.statuses.len(), 1);
@@ -127,7 +127,7 @@ async fn admits_with_statuses_and_identity_headers() {
 
 #[tokio::test]
 async fn identity_failure_is_over_limit_with_the_403_body() {
-    let s = RlsService::new(engine());
+    let s = RlsService::new(engine(), Default::default());
     for key in [None, Some("unknown-key-0123456789abcdef")] {
         let r = rls(&s, vec![descriptor(key, None)], 1).await;
         assert_eq!(r.overall_code, Code::OverLimit as i32);
@@ -138,7 +138,7 @@ async fn identity_failure_is_over_limit_with_the_403_body() {
 
 #[tokio::test]
 async fn hits_addend_rules() {
-    let s = RlsService::new(engine());
+    let s = RlsService::new(engine(), Default::default());
     // Request-level 0 means 1.
     let r = rls(&s, vec![descriptor(Some(KEY), None)], 0).await;
     assert_eq!(quota_left(&r), 9);
@@ -163,7 +163,7 @@ async fn hits_addend_rules() {
 
 #[tokio::test]
 async fn one_status_per_descriptor_never_unknown() {
-    let s = RlsService::new(engine());
+    let s = RlsService::new(engine(), Default::default());
     let r = rls(
         &s,
         vec![
@@ -188,7 +188,8 @@ async fn one_status_per_descriptor_never_unknown() {
 
 #[tokio::test]
 async fn unknown_domain_is_ok_and_counted() {
-    let s = RlsService::new(engine());
+    let metrics = Arc::new(plangate::metrics::Metrics::new());
+    let s = RlsService::new(engine(), metrics.clone());
     let r = s
         .should_rate_limit(tonic::Request::new(RateLimitRequest {
             domain: "elsewhere".into(),
@@ -200,7 +201,7 @@ async fn unknown_domain_is_ok_and_counted() {
         .into_inner();
     assert_eq!(r.overall_code, Code::Ok as i32);
     assert_eq!(r.statuses.len(), 1);
-    assert_eq!(s.unknown_domain_requests(), 1);
+    assert_eq!(metrics.rls_unknown_domain.get(), 1);
 }
 
 fn check_request() -> CheckRequest {
@@ -229,8 +230,8 @@ fn check_request() -> CheckRequest {
 #[tokio::test]
 async fn check_and_rls_share_one_quota() {
     let e = engine();
-    let authz = AuthzService::new(e.clone());
-    let rl = RlsService::new(e);
+    let authz = AuthzService::new(e.clone(), Default::default());
+    let rl = RlsService::new(e, Default::default());
     let mut admitted = 0;
     for i in 0..20 {
         let ok = if i % 2 == 0 {

@@ -30,6 +30,9 @@ const MAX_RATE: f64 = 1e9;
 pub struct Compiled {
     pub snapshot: Snapshot,
     pub warnings: Vec<String>,
+    /// The files the snapshot was built from (the config file, when loaded from one, and the
+    /// key files it names): what reload watches.
+    pub sources: Vec<std::path::PathBuf>,
 }
 
 /// One API key from the YAML file or a CSV file, before checks.
@@ -120,6 +123,11 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
     let apis = c.apis(file);
     let (plans, plan_index) = c.plans(file, &apis);
 
+    let sources: Vec<std::path::PathBuf> = file
+        .api_keys_files
+        .iter()
+        .map(|f| base_dir.join(f))
+        .collect();
     let mut entries = Vec::with_capacity(file.api_keys.len());
     let mut plain = Vec::new();
     for (i, k) in file.api_keys.iter().enumerate() {
@@ -235,6 +243,7 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
             key_index,
         },
         warnings,
+        sources,
     })
 }
 

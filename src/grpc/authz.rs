@@ -18,7 +18,9 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use tonic::{Request, Response, Status};
 
 use super::answer::{self, Answer, IDENTITY_PREFIX};
+use crate::clock::Stopwatch;
 use crate::engine::{self, Decision, Engine};
+use crate::metrics::{Metrics, Service};
 use crate::snapshot::KeySource;
 
 /// Longest key value worth hashing: longer ones cannot be configured keys (AWS bound).
@@ -27,11 +29,12 @@ const MAX_KEY_LEN: usize = crate::config::compile::KEY_MAX_CHARS * 4;
 /// The ext_authz service over an engine.
 pub struct AuthzService {
     engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
 }
 
 impl AuthzService {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        AuthzService { engine }
+    pub fn new(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Self {
+        AuthzService { engine, metrics }
     }
 }
 
@@ -239,13 +242,18 @@ impl Authorization for AuthzService {
             key,
             hits,
         };
+        let watch = Stopwatch::start();
         let now = self.engine.clock().now();
         let decision = match self.engine.decide_in(&snap, &er, now).await {
-            Ok(d) => d,
+            Ok(d) => {
+                self.metrics.decided(Service::ExtAuthz, &d, watch.seconds());
+                d
+            }
             // The memory store never fails; a shared store's failure policy is applied by the
             // engine. What reaches here is an error Envoy should treat as one: UNAVAILABLE makes
             // Envoy apply `failure_mode_allow` (deny by default, with `status_on_error`).
             Err(e) => {
+                self.metrics.store_errors.inc();
                 tracing::error!(error = %e, "ext_authz: store error");
                 return Err(Status::unavailable("counter store unavailable"));
             }

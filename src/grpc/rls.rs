@@ -7,7 +7,6 @@
 //! must be OK or OVER_LIMIT (Envoy treats UNKNOWN as an error); `:path` includes the query string.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
@@ -19,27 +18,21 @@ use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use tonic::{Request, Response, Status};
 
 use super::answer;
+use crate::clock::Stopwatch;
 use crate::config::file::Period;
 use crate::engine::{self, Decision, Engine, LimitConfig, LimitReport};
+use crate::metrics::{Metrics, Service};
 use crate::snapshot::Snapshot;
 
 /// The RLS service over an engine.
 pub struct RlsService {
     engine: Arc<Engine>,
-    unknown_domain: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl RlsService {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        RlsService {
-            engine,
-            unknown_domain: AtomicU64::new(0),
-        }
-    }
-
-    /// Requests answered OK because they named another domain.
-    pub fn unknown_domain_requests(&self) -> u64 {
-        self.unknown_domain.load(Ordering::Relaxed)
+    pub fn new(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Self {
+        RlsService { engine, metrics }
     }
 }
 
@@ -172,7 +165,7 @@ impl RateLimitService for RlsService {
         let req = request.into_inner();
         let snap = self.engine.snapshot();
         if req.domain != snap.rls.domain {
-            self.unknown_domain.fetch_add(1, Ordering::Relaxed);
+            self.metrics.rls_unknown_domain.inc();
             tracing::warn!(
                 domain = %req.domain,
                 expected = %snap.rls.domain,
@@ -204,10 +197,15 @@ impl RateLimitService for RlsService {
                 (None, false) => request_hits,
             };
             let er = descriptor_request(&snap, &desc.entries, hits);
+            let watch = Stopwatch::start();
             let d = match self.engine.decide_in(&snap, &er, now).await {
-                Ok(d) => d,
+                Ok(d) => {
+                    self.metrics.decided(Service::Rls, &d, watch.seconds());
+                    d
+                }
                 // See grpc::authz: UNAVAILABLE lets Envoy's failure_mode_deny decide.
                 Err(e) => {
+                    self.metrics.store_errors.inc();
                     tracing::error!(error = %e, "RLS: store error");
                     return Err(Status::unavailable("counter store unavailable"));
                 }

@@ -1,0 +1,170 @@
+//! Prometheus metrics on an explicit registry (no global state: each server, and each test, has
+//! its own). Labels are bounded by the configuration — api, stage, plan, outcome — never a key.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::engine::Decision;
+use crate::snapshot::Snapshot;
+
+/// Every metric plangate exports.
+pub struct Metrics {
+    registry: Registry,
+    pub decisions: IntCounterVec,
+    pub decision_duration: HistogramVec,
+    pub config_generation: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub config_last_success: Gauge,
+    pub api_keys: IntGauge,
+    pub usage_plans: IntGauge,
+    pub store_errors: IntCounter,
+    pub rls_unknown_domain: IntCounter,
+}
+
+/// Which gRPC service decided.
+#[derive(Debug, Clone, Copy)]
+pub enum Service {
+    ExtAuthz,
+    Rls,
+}
+
+impl Service {
+    fn as_str(self) -> &'static str {
+        match self {
+            Service::ExtAuthz => "ext_authz",
+            Service::Rls => "rls",
+        }
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics on a new registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        // Unwraps below: metric definitions are constants; a failure is a programming error
+        // caught by every test, never a runtime condition.
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "plangate_decisions_total",
+                "Decisions made, by service, api, stage, usage plan and outcome.",
+            ),
+            &["service", "api", "stage", "plan", "outcome"],
+        )
+        .expect("metric definition");
+        let decision_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "plangate_decision_duration_seconds",
+                "Time to decide one request (engine and store), by service.",
+            )
+            .buckets(vec![
+                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+                0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+            ]),
+            &["service"],
+        )
+        .expect("metric definition");
+        let config_generation = IntGauge::new(
+            "plangate_config_generation",
+            "Generation of the configuration in force (1 at start, +1 per successful reload).",
+        )
+        .expect("metric definition");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "plangate_config_reloads_total",
+                "Configuration reloads, by result (success, error).",
+            ),
+            &["result"],
+        )
+        .expect("metric definition");
+        let config_last_success = Gauge::new(
+            "plangate_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.",
+        )
+        .expect("metric definition");
+        let api_keys =
+            IntGauge::new("plangate_api_keys", "API keys loaded.").expect("metric definition");
+        let usage_plans = IntGauge::new("plangate_usage_plans", "Usage plans loaded.")
+            .expect("metric definition");
+        let store_errors = IntCounter::new(
+            "plangate_store_errors_total",
+            "Counter store operations that failed.",
+        )
+        .expect("metric definition");
+        let rls_unknown_domain = IntCounter::new(
+            "plangate_rls_unknown_domain_total",
+            "RLS requests for a domain plangate does not serve (answered OK without limits).",
+        )
+        .expect("metric definition");
+        for c in [
+            Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(decision_duration.clone()),
+            Box::new(config_generation.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_last_success.clone()),
+            Box::new(api_keys.clone()),
+            Box::new(usage_plans.clone()),
+            Box::new(store_errors.clone()),
+            Box::new(rls_unknown_domain.clone()),
+        ] {
+            registry.register(c).expect("metric registration");
+        }
+        // Both results exist from the start, so a rate() over them works before the first error.
+        config_reloads.with_label_values(&["success"]);
+        config_reloads.with_label_values(&["error"]);
+        Metrics {
+            registry,
+            decisions,
+            decision_duration,
+            config_generation,
+            config_reloads,
+            config_last_success,
+            api_keys,
+            usage_plans,
+            store_errors,
+            rls_unknown_domain,
+        }
+    }
+
+    /// Records one decision and how long it took.
+    pub fn decided(&self, service: Service, d: &Decision, seconds: f64) {
+        self.decisions
+            .with_label_values(&[
+                service.as_str(),
+                d.api.as_deref().unwrap_or(""),
+                d.stage.as_deref().unwrap_or(""),
+                d.plan_id.as_deref().unwrap_or(""),
+                d.outcome.as_str(),
+            ])
+            .inc();
+        self.decision_duration
+            .with_label_values(&[service.as_str()])
+            .observe(seconds);
+    }
+
+    /// Records a snapshot now in force, loaded at `unix_seconds`.
+    pub fn loaded(&self, snap: &Snapshot, unix_seconds: f64) {
+        self.config_generation
+            .set(i64::try_from(snap.generation).unwrap_or(i64::MAX));
+        self.api_keys.set(snap.keys.len() as i64);
+        self.usage_plans.set(snap.plans.len() as i64);
+        self.config_last_success.set(unix_seconds);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if TextEncoder::new().encode(&families, &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,227 @@
+//! Reloading the configuration without a restart: on a change of the files (watched), on SIGHUP,
+//! and on `POST /v1/reload`.
+//!
+//! A reload compiles the new snapshot on a blocking thread (never on the request path) and swaps
+//! it in whole; requests in flight finish on the snapshot they started with. Counters live in the
+//! store, not the snapshot, so they survive. A file with errors keeps the old snapshot serving.
+//!
+//! Watching: the *directories* of the config and key files are watched (editors and Kubernetes
+//! replace files rather than write them: a ConfigMap update swaps the `..data` symlink). Events
+//! are debounced, then a fingerprint of the files — canonical path and content — is compared with
+//! the last load's, so only a real change reloads.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, ConfigError, ConfigErrors, ErrorKind};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+
+/// Reloads one configuration file into one engine.
+pub struct Reloader {
+    path: PathBuf,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    state: tokio::sync::Mutex<State>,
+    watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+struct State {
+    sources: Vec<PathBuf>,
+    fingerprint: [u8; 32],
+    watched: Vec<PathBuf>,
+}
+
+/// The outcome of a reload.
+#[derive(Debug)]
+pub enum Reloaded {
+    /// The new snapshot is in force.
+    Swapped { generation: u64 },
+    /// The files are as last loaded (watch only).
+    Unchanged,
+}
+
+impl Reloader {
+    /// `sources`: the files the current snapshot was built from.
+    pub fn new(
+        path: PathBuf,
+        engine: Arc<Engine>,
+        metrics: Arc<Metrics>,
+        sources: Vec<PathBuf>,
+    ) -> Self {
+        let fingerprint = fingerprint(&sources);
+        Reloader {
+            path,
+            engine,
+            metrics,
+            state: tokio::sync::Mutex::new(State {
+                sources,
+                fingerprint,
+                watched: Vec::new(),
+            }),
+            watcher: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Reloads now (SIGHUP, the admin API). `trigger` is for the log.
+    pub async fn reload(&self, trigger: &str) -> Result<Reloaded, ConfigErrors> {
+        self.reload_inner(trigger, false).await
+    }
+
+    /// Reloads if the files changed since the last load (the watcher).
+    pub async fn reload_if_changed(&self) -> Result<Reloaded, ConfigErrors> {
+        self.reload_inner("watch", true).await
+    }
+
+    async fn reload_inner(
+        &self,
+        trigger: &str,
+        only_if_changed: bool,
+    ) -> Result<Reloaded, ConfigErrors> {
+        // One reload at a time; requests never wait on this lock.
+        let mut state = self.state.lock().await;
+        let sources = state.sources.clone();
+        let last = state.fingerprint;
+        let path = self.path.clone();
+        // Fingerprint and compile off the async workers: a large key file takes seconds.
+        let (now_print, loaded) = tokio::task::spawn_blocking(move || {
+            let now_print = fingerprint(&sources);
+            if only_if_changed && now_print == last {
+                return (now_print, None);
+            }
+            (now_print, Some(config::load_file(&path)))
+        })
+        .await
+        .map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                config::location::Path::root(),
+                ErrorKind::Io {
+                    file: self.path.display().to_string(),
+                    reason: format!("reload task failed: {e}"),
+                },
+            )])
+        })?;
+        let Some(loaded) = loaded else {
+            return Ok(Reloaded::Unchanged);
+        };
+        match loaded {
+            Ok(compiled) => {
+                for w in &compiled.warnings {
+                    tracing::warn!("{w}");
+                }
+                let mut snapshot = compiled.snapshot;
+                snapshot.generation = self.engine.snapshot().generation + 1;
+                let generation = snapshot.generation;
+                self.metrics.loaded(&snapshot, unix_seconds());
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["success"])
+                    .inc();
+                tracing::info!(
+                    trigger,
+                    generation,
+                    api_keys = snapshot.keys.len(),
+                    usage_plans = snapshot.plans.len(),
+                    "configuration reloaded"
+                );
+                self.engine.swap(snapshot);
+                state.fingerprint = fingerprint(&compiled.sources);
+                state.sources = compiled.sources;
+                self.watch_new_dirs(&mut state);
+                Ok(Reloaded::Swapped { generation })
+            }
+            Err(errors) => {
+                // Remember this version too, so that a watcher does not retry it in a loop.
+                state.fingerprint = now_print;
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                tracing::error!(
+                    trigger,
+                    errors = errors.0.len(),
+                    "configuration rejected; the previous one keeps serving"
+                );
+                for e in &errors.0 {
+                    tracing::error!("{e}");
+                }
+                Err(errors)
+            }
+        }
+    }
+
+    /// Starts watching the files' directories; changes reload after `debounce`. The watch ends
+    /// when the reloader is dropped.
+    pub async fn watch(self: &Arc<Self>, debounce: Duration) -> Result<(), notify::Error> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.send(());
+            }
+        })?;
+        *self.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(watcher);
+        {
+            let mut state = self.state.lock().await;
+            self.watch_new_dirs(&mut state);
+        }
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                tokio::time::sleep(debounce).await;
+                while rx.try_recv().is_ok() {}
+                let Some(reloader) = me.upgrade() else { break };
+                // Errors are logged and counted inside.
+                let _ = reloader.reload_if_changed().await;
+            }
+        });
+        Ok(())
+    }
+
+    fn watch_new_dirs(&self, state: &mut State) {
+        let mut guard = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(watcher) = guard.as_mut() else {
+            return;
+        };
+        for src in &state.sources {
+            let dir = config::base_dir(src);
+            if state.watched.contains(&dir) {
+                continue;
+            }
+            match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "watching for configuration changes");
+                    state.watched.push(dir);
+                }
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch"),
+            }
+        }
+    }
+}
+
+/// SHA-256 over each file's canonical path and content: a symlink swap to an identical file
+/// still counts as a change of source, a touch without change does not.
+fn fingerprint(sources: &[PathBuf]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for src in sources {
+        let canonical = std::fs::canonicalize(src).unwrap_or_else(|_| src.clone());
+        h.update(canonical.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        match std::fs::read(Path::new(&canonical)) {
+            Ok(bytes) => {
+                h.update((bytes.len() as u64).to_le_bytes());
+                h.update(&bytes);
+            }
+            Err(_) => h.update(b"<unreadable>"),
+        }
+    }
+    h.finalize().into()
+}
+
+fn unix_seconds() -> f64 {
+    SystemClock.now() as f64 / 1e9
+}

@@ -1,0 +1,487 @@
+//! Hot reload under load, the admin API and metrics.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use plangate::admin::{self, AdminState};
+use plangate::clock::SystemClock;
+use plangate::engine::Engine;
+use plangate::metrics::Metrics;
+use plangate::reload::{Reloaded, Reloader};
+use plangate::store::MemoryStore;
+
+const KEY: &str = "reload-key-0123456789abcdef";
+const OTHER: &str = "other-key-0123456789abcdefg";
+
+/// A config whose plan id and plan burst identify it: plan `p{n}` has burst 1,000,000 + n.
+fn config(n: u32, quota: u64, other_enabled: bool) -> String {
+    format!(
+        r#"
+version: 1
+account:
+  throttle: {{ rate: 1000000, burst: 1000000 }}
+defaults: {{ api: petstore, stage: prod }}
+apis:
+  petstore:
+    stages:
+      prod: {{}}
+usage_plans:
+  p{n}:
+    throttle: {{ rate: 1000000, burst: {burst} }}
+    quota: {{ limit: {quota}, period: DAY }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+api_keys:
+  - {{ id: k1, value_sha256: {key}, usage_plans: [p{n}] }}
+  - {{ id: k2, value_sha256: {other}, usage_plans: [p{n}], enabled: {other_enabled} }}
+"#,
+        burst = 1_000_000 + n,
+        key = common::sha(KEY),
+        other = common::sha(OTHER),
+    )
+}
+
+struct Served {
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    reloader: Arc<Reloader>,
+    path: PathBuf,
+    grpc: u16,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+async fn serve(text: &str) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.yaml");
+    std::fs::write(&path, text).unwrap();
+    let compiled = plangate::config::load_file(&path).unwrap();
+    let mut snap = compiled.snapshot;
+    snap.generation = 1;
+    let metrics = Arc::new(Metrics::new());
+    metrics.loaded(&snap, 0.0);
+    let engine = Arc::new(Engine::new(
+        snap,
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+    ));
+    let reloader = Arc::new(Reloader::new(
+        path.clone(),
+        engine.clone(),
+        metrics.clone(),
+        compiled.sources,
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(plangate::server::run(
+        engine.clone(),
+        metrics.clone(),
+        listener,
+        async {
+            let _ = rx.await;
+        },
+        Duration::from_secs(1),
+    ));
+    Served {
+        engine,
+        metrics,
+        reloader,
+        path,
+        grpc,
+        _dir: dir,
+        stop: Some(tx),
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn check_request(key: &str) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/pets".into(),
+                    headers: [("x-api-key".to_string(), key.to_string())].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn client(port: u16) -> AuthorizationClient<tonic::transport::Channel> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            Ok(c) => return AuthorizationClient::new(c),
+            Err(e) if Instant::now() > deadline => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// The plan named upstream and the plan burst in the rate-limit policy: both must come from one
+/// snapshot.
+fn plan_and_burst(r: &envoy_types::ext_authz::v3::pb::CheckResponse) -> (String, String) {
+    let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
+        panic!("not admitted: {r:?}");
+    };
+    let header = |list: &[envoy_types::ext_authz::v3::pb::HeaderValueOption], name: &str| {
+        list.iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == name)
+            .map(|h| h.value.clone())
+            .unwrap_or_default()
+    };
+    let plan = header(&ok.headers, "x-plangate-usage-plan");
+    let policy = header(&ok.response_headers_to_add, "ratelimit-policy");
+    let burst = policy
+        .split(", ")
+        .find(|p| p.starts_with("\"plan_throttle\""))
+        .and_then(|p| p.split(";q=").nth(1))
+        .and_then(|q| q.split(';').next())
+        .unwrap_or_default()
+        .to_owned();
+    (plan, burst)
+}
+
+/// 50 reloads (some of them of an invalid file) during 20,000 concurrent Check calls: no call
+/// fails, and every answer comes wholly from one snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_answer_from_one_snapshot() {
+    let s = serve(&config(0, 1_000_000, true)).await;
+    let c = client(s.grpc).await;
+    let failures = Arc::new(AtomicU64::new(0));
+    let seen_plans = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let mut c = c.clone();
+        let failures = failures.clone();
+        let seen = seen_plans.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..625 {
+                match c.check(check_request(KEY)).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        if r.status.as_ref().map(|s| s.code) != Some(0) {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        let (plan, burst) = plan_and_burst(&r);
+                        let n: u64 = plan.trim_start_matches('p').parse().unwrap();
+                        assert_eq!(
+                            burst,
+                            (1_000_000 + n).to_string(),
+                            "mixed snapshots: {plan} with burst {burst}"
+                        );
+                        seen.lock().unwrap().insert(n);
+                    }
+                    Err(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let mut swapped = 0;
+    let mut rejected = 0;
+    for i in 1..=50u32 {
+        let text = if i % 10 == 5 {
+            "version: 1\napis: [broken\n".to_owned()
+        } else {
+            config(i, 1_000_000, true)
+        };
+        std::fs::write(&s.path, text).unwrap();
+        match s.reloader.reload("test").await {
+            Ok(Reloaded::Swapped { .. }) => swapped += 1,
+            Ok(Reloaded::Unchanged) => unreachable!(),
+            Err(_) => rejected += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    assert_eq!((swapped, rejected), (45, 5));
+    assert_eq!(s.engine.snapshot().generation, 46);
+    assert!(
+        seen_plans.lock().unwrap().len() > 1,
+        "the load did not overlap the reloads"
+    );
+    assert_eq!(
+        s.metrics.config_reloads.with_label_values(&["error"]).get(),
+        5
+    );
+    assert_eq!(s.metrics.config_generation.get(), 46);
+}
+
+#[tokio::test]
+async fn invalid_file_keeps_the_old_snapshot_and_counters_survive() {
+    let s = serve(&config(1, 5, true)).await;
+    let mut c = client(s.grpc).await;
+    for _ in 0..3 {
+        let r = c.check(check_request(KEY)).await.unwrap().into_inner();
+        assert_eq!(r.status.unwrap().code, 0);
+    }
+    std::fs::write(&s.path, "version: 1\nnope: true\n").unwrap();
+    assert!(s.reloader.reload("test").await.is_err());
+    let r = c.check(check_request(KEY)).await.unwrap().into_inner();
+    assert_eq!(r.status.unwrap().code, 0, "the old snapshot keeps serving");
+    // Raise the quota 5 → 6: the 4 used stay used, 2 remain.
+    std::fs::write(&s.path, config(1, 6, true)).unwrap();
+    assert!(matches!(
+        s.reloader.reload("test").await,
+        Ok(Reloaded::Swapped { .. })
+    ));
+    let mut admitted = 0;
+    for _ in 0..5 {
+        if c.check(check_request(KEY))
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+            .code
+            == 0
+        {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 2);
+    // Disable k2: refused from the next request.
+    assert_eq!(
+        c.check(check_request(OTHER))
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+            .code,
+        0
+    );
+    std::fs::write(&s.path, config(1, 6, false)).unwrap();
+    s.reloader.reload("test").await.unwrap();
+    assert_eq!(
+        c.check(check_request(OTHER))
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+            .code,
+        7
+    );
+}
+
+/// Kubernetes ConfigMap update: `plans.yaml → ..data/plans.yaml`, `..data` swapped atomically.
+#[tokio::test]
+async fn configmap_symlink_swap_triggers_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("..v1")).unwrap();
+    std::fs::write(d.join("..v1/plans.yaml"), config(1, 100, true)).unwrap();
+    std::os::unix::fs::symlink("..v1", d.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/plans.yaml", d.join("plans.yaml")).unwrap();
+    let path = d.join("plans.yaml");
+    let compiled = plangate::config::load_file(&path).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(Engine::new(
+        compiled.snapshot,
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+    ));
+    let reloader = Arc::new(Reloader::new(
+        path,
+        engine.clone(),
+        metrics,
+        compiled.sources,
+    ));
+    reloader.watch(Duration::from_millis(100)).await.unwrap();
+
+    std::fs::create_dir(d.join("..v2")).unwrap();
+    std::fs::write(d.join("..v2/plans.yaml"), config(2, 100, true)).unwrap();
+    std::os::unix::fs::symlink("..v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    std::fs::remove_dir_all(d.join("..v1")).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !engine.snapshot().plan_index.contains_key("p2") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload after the symlink swap"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn get_metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn sighup_reloads_and_admin_api_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.yaml");
+    std::fs::write(&path, config(1, 100, true)).unwrap();
+    let (grpc, admin) = (common::free_port(), common::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args(["serve", "--no-watch", "--config"])
+        .arg(&path)
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .env("PLANGATE_ADMIN_TOKEN", "s3cret-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = || common::http(admin, "GET", "/metrics", &[]).body;
+    common::wait_until("admin listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    assert_eq!(
+        get_metric(&metrics(), "plangate_config_generation"),
+        Some(1.0)
+    );
+    std::fs::write(&path, config(2, 100, true)).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    common::wait_until("generation 2 after SIGHUP", || {
+        get_metric(&metrics(), "plangate_config_generation") == Some(2.0)
+    });
+    // /v1/* needs the token.
+    let r = common::http(admin, "GET", "/v1/config", &[]);
+    assert_eq!(r.status, 401);
+    let auth = [("authorization", "Bearer s3cret-token")];
+    let r = common::http(admin, "GET", "/v1/config", &auth);
+    assert_eq!(r.status, 200);
+    // Redacted: ids yes, key values and key hashes no.
+    assert!(r.body.contains("\"k1\""));
+    for secret in [
+        KEY.to_owned(),
+        OTHER.to_owned(),
+        common::sha(KEY),
+        common::sha(OTHER),
+    ] {
+        assert!(!r.body.contains(&secret), "/v1/config leaks {secret}");
+    }
+    // POST /v1/reload: an invalid file is refused with its errors, the old config serves on.
+    std::fs::write(&path, "version: 1\nnope: 1\n").unwrap();
+    let r = common::http(admin, "POST", "/v1/reload", &auth);
+    assert_eq!(r.status, 422, "{r:?}");
+    assert!(r.body.contains("unknown field `nope`"), "{}", r.body);
+    let m = metrics();
+    assert_eq!(get_metric(&m, "plangate_config_generation"), Some(2.0));
+    assert_eq!(
+        get_metric(&m, "plangate_config_reloads_total{result=\"error\"}"),
+        Some(1.0)
+    );
+    std::fs::write(&path, config(3, 100, true)).unwrap();
+    let r = common::http(admin, "POST", "/v1/reload", &auth);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, r#"{"result":"success","generation":3}"#)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Every sample line of the exposition parses; decision counters match the decisions made.
+#[tokio::test]
+async fn metrics_text_parses_and_counts_decisions() {
+    let s = serve(&config(1, 3, true)).await;
+    let mut c = client(s.grpc).await;
+    for _ in 0..5 {
+        c.check(check_request(KEY)).await.unwrap();
+    }
+    for _ in 0..2 {
+        c.check(check_request("unknown-key-0123456789abcdef"))
+            .await
+            .unwrap();
+    }
+    let router = admin::router(AdminState {
+        engine: s.engine.clone(),
+        metrics: s.metrics.clone(),
+        reloader: None,
+        token: None,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let text = tokio::task::spawn_blocking(move || common::http(port, "GET", "/metrics", &[]).body)
+        .await
+        .unwrap();
+    let mut samples = 0;
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line}"));
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        assert!(series[..name_end].starts_with("plangate_"), "{line}");
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "{line}");
+        }
+        samples += 1;
+    }
+    assert!(samples > 10);
+    let count = |labels: &str| {
+        get_metric(&text, &format!("plangate_decisions_total{{{labels}}}")).unwrap_or(0.0)
+    };
+    assert_eq!(
+        count(r#"api="petstore",outcome="admitted",plan="p1",service="ext_authz",stage="prod""#),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        count(
+            r#"api="petstore",outcome="quota_exceeded",plan="p1",service="ext_authz",stage="prod""#
+        ),
+        2.0
+    );
+    assert_eq!(
+        count(r#"api="petstore",outcome="forbidden",plan="",service="ext_authz",stage="prod""#),
+        2.0
+    );
+    assert_eq!(
+        get_metric(
+            &text,
+            "plangate_decision_duration_seconds_count{service=\"ext_authz\"}"
+        ),
+        Some(7.0)
+    );
+    assert_eq!(get_metric(&text, "plangate_api_keys"), Some(2.0));
+    assert!(!text.contains("k1"), "no per-key label");
+}
