@@ -80,9 +80,17 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         .into_response()
 }
 
-/// Ready once a configuration is loaded (plangate never serves without one).
+/// Ready once a configuration is loaded (plangate never serves without one) and while the
+/// counter store answers.
 async fn readyz(State(state): State<AdminState>) -> Response {
     let snap = state.engine.snapshot();
+    if let Err(e) = state.engine.store().ping().await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: counter store unreachable: {}\n", e.message),
+        )
+            .into_response();
+    }
     (
         StatusCode::OK,
         format!(

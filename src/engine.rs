@@ -52,6 +52,8 @@ pub enum Outcome {
     Throttled,
     /// 429 `Limit Exceeded`: the quota refused.
     QuotaExceeded,
+    /// 503: the counter store failed and the failure policy is `closed`.
+    Unavailable,
 }
 
 impl Outcome {
@@ -62,6 +64,7 @@ impl Outcome {
             Outcome::MissingAuthenticationToken => "missing_authentication_token",
             Outcome::Throttled => "throttled",
             Outcome::QuotaExceeded => "quota_exceeded",
+            Outcome::Unavailable => "unavailable",
         }
     }
 }
@@ -157,6 +160,8 @@ pub struct Decision {
     pub retry_after_secs: Option<u64>,
     /// The snapshot generation that decided.
     pub generation: u64,
+    /// Set when the counter store failed and the failure policy decided instead.
+    pub store_error: Option<StoreError>,
 }
 
 impl Decision {
@@ -182,6 +187,7 @@ impl Decision {
             limits: Vec::new(),
             retry_after_secs: None,
             generation,
+            store_error: None,
         }
     }
 
@@ -195,11 +201,26 @@ impl Decision {
     }
 }
 
+/// What a request gets when the counter store fails (times out, is unreachable).
+///
+/// Decided here, in one place. Identity checks (key known, enabled, in a plan) never need the
+/// store, so they hold under either policy; only the limits are at stake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Admit, without limits: an outage of the counter store does not take the API down. The
+    /// default — see docs/redis.md for why, and for how it combines with Envoy's failure modes.
+    #[default]
+    Open,
+    /// Refuse with 503: no request goes unmetered.
+    Closed,
+}
+
 /// The decision engine: the current snapshot, a counter store and a clock.
 pub struct Engine {
     snapshot: ArcSwap<Snapshot>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    failure: FailurePolicy,
 }
 
 impl Engine {
@@ -208,7 +229,19 @@ impl Engine {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
             clock,
+            failure: FailurePolicy::default(),
         }
+    }
+
+    /// Sets what happens when the store fails.
+    pub fn with_failure_policy(mut self, failure: FailurePolicy) -> Self {
+        self.failure = failure;
+        self
+    }
+
+    /// The counter store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// The snapshot in force.
@@ -226,35 +259,42 @@ impl Engine {
     }
 
     /// Decides `req` now.
-    pub async fn decide(&self, req: &Request<'_>) -> Result<Decision, StoreError> {
+    pub async fn decide(&self, req: &Request<'_>) -> Decision {
         let now = self.clock.now();
         self.decide_at(req, now).await
     }
 
     /// Decides `req` at `now`.
-    pub async fn decide_at(&self, req: &Request<'_>, now: Nanos) -> Result<Decision, StoreError> {
+    pub async fn decide_at(&self, req: &Request<'_>, now: Nanos) -> Decision {
         let snap = self.snapshot.load_full();
         self.decide_in(&snap, req, now).await
     }
 
     /// Decides `req` at `now` against `snap` (a caller that read the snapshot already, e.g. for
     /// the key source, decides with that same snapshot across a reload).
-    pub async fn decide_in(
-        &self,
-        snap: &Snapshot,
-        req: &Request<'_>,
-        now: Nanos,
-    ) -> Result<Decision, StoreError> {
+    pub async fn decide_in(&self, snap: &Snapshot, req: &Request<'_>, now: Nanos) -> Decision {
         let mut planned = match plan(snap, req, now) {
             Ok(p) => p,
-            Err(d) => return Ok(d),
+            Err(d) => return d,
         };
-        let charge = self
+        match self
             .store
             .check_and_charge(&planned.refs, req.hits, now)
-            .await?;
-        planned.finish(&charge.states, charge.admitted);
-        Ok(planned.decision)
+            .await
+        {
+            Ok(charge) => {
+                planned.finish(&charge.states, charge.admitted);
+                planned.decision
+            }
+            Err(e) => {
+                let mut d = planned.decision;
+                if self.failure == FailurePolicy::Closed {
+                    d.outcome = Outcome::Unavailable;
+                }
+                d.store_error = Some(e);
+                d
+            }
+        }
     }
 }
 

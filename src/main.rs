@@ -76,12 +76,31 @@ enum Command {
         /// Seconds file events settle before a reload.
         #[arg(long, default_value_t = 1.0)]
         watch_debounce: f64,
+        /// Where counters live: `memory` (default), or `redis://host:port[/db]` to share them
+        /// between replicas.
+        #[arg(long, default_value = "memory")]
+        store: String,
+        /// Redis key prefix (and Cluster hash tag).
+        #[arg(long, default_value = "plangate")]
+        store_prefix: String,
+        /// Bound on one Redis operation, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        store_timeout_ms: u64,
+        /// When the store fails: `open` admits without limits, `closed` refuses with 503.
+        #[arg(long, value_enum, default_value = "open")]
+        store_failure: StoreFailure,
         /// Seconds in-flight calls get to finish after SIGTERM/SIGINT.
         #[arg(long, default_value_t = 5.0)]
         shutdown_grace: f64,
     },
     /// Print the SHA-256 of a key value, for `value_sha256` (`-` reads the value from stdin).
     HashKey { value: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StoreFailure {
+    Open,
+    Closed,
 }
 
 fn main() -> ExitCode {
@@ -142,7 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let rt = tokio::runtime::Builder::new_current_thread().build()?;
             for attempt in 1..=repeat {
-                let d = rt.block_on(engine.decide(&req))?;
+                let d = rt.block_on(engine.decide(&req));
                 let mut v = d.explain();
                 if let serde_json::Value::Object(m) = &mut v {
                     m.insert("attempt".into(), attempt.into());
@@ -158,8 +177,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             admin_token,
             no_watch,
             watch_debounce,
+            store,
+            store_prefix,
+            store_timeout_ms,
+            store_failure,
             shutdown_grace,
         } => {
+            let redis = match store.as_str() {
+                "memory" => None,
+                url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                    Some(plangate::store::RedisOptions {
+                        url: url.to_owned(),
+                        prefix: store_prefix,
+                        timeout: std::time::Duration::from_millis(store_timeout_ms.max(1)),
+                    })
+                }
+                other => anyhow::bail!("--store: `{other}` is neither `memory` nor a redis:// URL"),
+            };
             let watch_debounce = std::time::Duration::try_from_secs_f64(watch_debounce)
                 .context("--watch-debounce")?;
             let shutdown_grace = std::time::Duration::try_from_secs_f64(shutdown_grace)
@@ -173,6 +207,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin_addr,
                 admin_token,
                 watch: !no_watch,
+                redis,
+                store_failure: match store_failure {
+                    StoreFailure::Open => plangate::engine::FailurePolicy::Open,
+                    StoreFailure::Closed => plangate::engine::FailurePolicy::Closed,
+                },
                 watch_debounce,
                 shutdown_grace,
             })) {

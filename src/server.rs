@@ -14,11 +14,11 @@ use tonic_health::ServingStatus;
 use crate::admin::{self, AdminState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, ConfigErrors};
-use crate::engine::Engine;
+use crate::engine::{Engine, FailurePolicy};
 use crate::grpc::{AuthzService, RlsService};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, RedisOptions, RedisStore, Store, StoreError};
 
 /// What `serve` needs.
 #[derive(Debug, Clone)]
@@ -33,6 +33,10 @@ pub struct ServeOptions {
     pub watch: bool,
     /// How long file events settle before a reload.
     pub watch_debounce: Duration,
+    /// `None`: counters in memory. `Some`: counters in Redis.
+    pub redis: Option<RedisOptions>,
+    /// What requests get when the store fails.
+    pub store_failure: FailurePolicy,
     /// After a shutdown signal, how long in-flight calls may take before the remaining
     /// connections are closed. Envoy keeps its HTTP/2 connections open, so without a bound a
     /// graceful stop would never end.
@@ -48,6 +52,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot connect to the counter store: {0}")]
+    Store(#[from] StoreError),
     #[error("cannot watch the configuration: {0}")]
     Watch(#[from] notify::Error),
     #[error("gRPC server failed: {0}")]
@@ -89,11 +95,17 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         "configuration loaded"
     );
     metrics.loaded(&snapshot, SystemClock.now() as f64 / 1e9);
-    let engine = Arc::new(Engine::new(
-        snapshot,
-        Arc::new(MemoryStore::new()),
-        Arc::new(SystemClock),
-    ));
+    let store: Arc<dyn Store> = match &opts.redis {
+        None => Arc::new(MemoryStore::new()),
+        Some(r) => {
+            let store = RedisStore::connect(r).await?;
+            tracing::info!(url = %redact_url(&r.url), prefix = %r.prefix, "counters in Redis");
+            Arc::new(store)
+        }
+    };
+    let engine = Arc::new(
+        Engine::new(snapshot, store, Arc::new(SystemClock)).with_failure_policy(opts.store_failure),
+    );
     let reloader = Arc::new(Reloader::new(
         opts.config.clone(),
         engine.clone(),
@@ -133,6 +145,14 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A Redis URL without its password, for logs.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(i), Some(j)) if j > i => format!("{}://…@{}", &url[..i], &url[j + 1..]),
+        _ => url.to_owned(),
+    }
 }
 
 #[cfg(unix)]

@@ -11,8 +11,10 @@ use crate::engine::bucket::BucketSpec;
 use crate::engine::quota::QuotaSpec;
 
 pub mod memory;
+pub mod redis;
 
 pub use memory::MemoryStore;
+pub use redis::{RedisOptions, RedisStore};
 
 /// The identity of a counter. Names are stable across reloads (ids from the config, not
 /// positions), so counters survive a reload that reorders or edits the file.
@@ -97,6 +99,11 @@ pub trait Store: Send + Sync {
         hits: u64,
         now: Nanos,
     ) -> Result<Charge, StoreError>;
+
+    /// Whether the store is reachable (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The state of a quota counter with `used` units counted, for `need` more.

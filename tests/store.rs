@@ -1,10 +1,15 @@
-//! Store behaviour, written once and run against every store implementation.
+//! Store behaviour, written once and run against every store implementation: memory, and Redis
+//! (a real redis-server started on a free port).
+
+mod common;
 
 use std::sync::Arc;
 
 use plangate::engine::bucket::BucketSpec;
 use plangate::engine::quota::{QuotaSpec, Window};
-use plangate::store::{LimitKey, LimitRef, LimitSpec, MemoryStore, Store};
+use plangate::store::{
+    LimitKey, LimitRef, LimitSpec, MemoryStore, RedisOptions, RedisStore, Store,
+};
 
 const SEC: i64 = 1_000_000_000;
 
@@ -131,6 +136,56 @@ async fn buckets_refill(store: &dyn Store) {
     assert_eq!(c.states[0].remaining, 2);
 }
 
+async fn fractional_rates_agree_with_the_memory_store(store: &dyn Store) {
+    // 0.3/s with burst 7, and an odd arrival pattern: the store must answer exactly as the
+    // memory store's arithmetic does.
+    let reference = MemoryStore::new();
+    let spec = LimitSpec::Bucket(BucketSpec {
+        rate_micro: 300_000,
+        burst: 7,
+    });
+    let limits = [LimitRef {
+        key: LimitKey::Account,
+        spec,
+    }];
+    let mut t = 5 * SEC;
+    for i in 0..200i64 {
+        t += (i * 7_919_731) % (3 * SEC);
+        let hits = 1 + (i as u64 % 3);
+        let want = reference.check_and_charge(&limits, hits, t).await.unwrap();
+        let got = store.check_and_charge(&limits, hits, t).await.unwrap();
+        assert_eq!(got, want, "attempt {i} at {t}");
+    }
+}
+
+/// A store to test, and what keeps it alive (a redis-server).
+struct Subject {
+    store: Box<dyn Store>,
+    _redis: Option<common::RedisServer>,
+}
+
+fn memory() -> Subject {
+    Subject {
+        store: Box::new(MemoryStore::new()),
+        _redis: None,
+    }
+}
+
+async fn redis() -> Subject {
+    let server = common::RedisServer::start();
+    let store = RedisStore::connect(&RedisOptions {
+        url: server.url(),
+        prefix: "test".into(),
+        timeout: std::time::Duration::from_secs(2),
+    })
+    .await
+    .unwrap();
+    Subject {
+        store: Box::new(store),
+        _redis: Some(server),
+    }
+}
+
 macro_rules! store_suite {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -138,22 +193,27 @@ macro_rules! store_suite {
 
             #[tokio::test]
             async fn all_or_nothing() {
-                super::all_or_nothing(&$make).await;
+                super::all_or_nothing(&*$make.store).await;
             }
             #[tokio::test]
             async fn probe_charges_nothing() {
-                super::probe_charges_nothing(&$make).await;
+                super::probe_charges_nothing(&*$make.store).await;
             }
             #[tokio::test]
             async fn windows_are_separate_counters() {
-                super::windows_are_separate_counters(&$make).await;
+                super::windows_are_separate_counters(&*$make.store).await;
             }
             #[tokio::test]
             async fn buckets_refill() {
-                super::buckets_refill(&$make).await;
+                super::buckets_refill(&*$make.store).await;
+            }
+            #[tokio::test]
+            async fn fractional_rates_agree_with_the_memory_store() {
+                super::fractional_rates_agree_with_the_memory_store(&*$make.store).await;
             }
         }
     };
 }
 
-store_suite!(memory, MemoryStore::new());
+store_suite!(memory_store, memory());
+store_suite!(redis_store, redis().await);

@@ -66,6 +66,11 @@ pub fn answer(d: &Decision, style: RateLimitHeaders) -> Answer {
             Some(r#"{"message":"Limit Exceeded"}"#),
             Some("LimitExceededException"),
         ),
+        Outcome::Unavailable => (
+            503,
+            Some(r#"{"message":"Service Unavailable"}"#),
+            Some("ServiceUnavailableException"),
+        ),
     };
     let mut client_headers: Vec<(String, String)> = Vec::new();
     if let Some(t) = error_type {

@@ -145,6 +145,7 @@ fn to_check_response(
         denied.set_http_status(match a.http_status {
             400 => HttpStatusCode::BadRequest,
             429 => HttpStatusCode::TooManyRequests,
+            503 => HttpStatusCode::ServiceUnavailable,
             _ => HttpStatusCode::Forbidden,
         });
         for (k, v) in &a.client_headers {
@@ -161,6 +162,7 @@ fn to_check_response(
         let status = match a.http_status {
             400 => Status::invalid_argument("bad request"),
             429 => Status::resource_exhausted("rate limited"),
+            503 => Status::unavailable("counter store unavailable"),
             _ => Status::permission_denied("forbidden"),
         };
         resp.set_status(status);
@@ -244,20 +246,13 @@ impl Authorization for AuthzService {
         };
         let watch = Stopwatch::start();
         let now = self.engine.clock().now();
-        let decision = match self.engine.decide_in(&snap, &er, now).await {
-            Ok(d) => {
-                self.metrics.decided(Service::ExtAuthz, &d, watch.seconds());
-                d
-            }
-            // The memory store never fails; a shared store's failure policy is applied by the
-            // engine. What reaches here is an error Envoy should treat as one: UNAVAILABLE makes
-            // Envoy apply `failure_mode_allow` (deny by default, with `status_on_error`).
-            Err(e) => {
-                self.metrics.store_errors.inc();
-                tracing::error!(error = %e, "ext_authz: store error");
-                return Err(Status::unavailable("counter store unavailable"));
-            }
-        };
+        let decision = self.engine.decide_in(&snap, &er, now).await;
+        self.metrics
+            .decided(Service::ExtAuthz, &decision, watch.seconds());
+        if let Some(e) = &decision.store_error {
+            self.metrics.store_errors.inc();
+            tracing::warn!(error = %e, outcome = decision.outcome.as_str(), "ext_authz: store error; failure policy applied");
+        }
         tracing::debug!(
             outcome = decision.outcome.as_str(),
             reason = decision.reason.map(|r| r.as_str()),

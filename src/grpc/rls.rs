@@ -198,18 +198,12 @@ impl RateLimitService for RlsService {
             };
             let er = descriptor_request(&snap, &desc.entries, hits);
             let watch = Stopwatch::start();
-            let d = match self.engine.decide_in(&snap, &er, now).await {
-                Ok(d) => {
-                    self.metrics.decided(Service::Rls, &d, watch.seconds());
-                    d
-                }
-                // See grpc::authz: UNAVAILABLE lets Envoy's failure_mode_deny decide.
-                Err(e) => {
-                    self.metrics.store_errors.inc();
-                    tracing::error!(error = %e, "RLS: store error");
-                    return Err(Status::unavailable("counter store unavailable"));
-                }
-            };
+            let d = self.engine.decide_in(&snap, &er, now).await;
+            self.metrics.decided(Service::Rls, &d, watch.seconds());
+            if let Some(e) = &d.store_error {
+                self.metrics.store_errors.inc();
+                tracing::warn!(error = %e, outcome = d.outcome.as_str(), "RLS: store error; failure policy applied");
+            }
             tracing::debug!(
                 outcome = d.outcome.as_str(),
                 reason = d.reason.map(|r| r.as_str()),

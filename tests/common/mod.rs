@@ -222,3 +222,195 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// A redis-server on a free loopback port, stopped on drop. `port` can be reused after a stop
+/// to bring "the same" Redis back.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port.
+    pub fn restart(&mut self) {
+        let bin = which("redis-server").expect(
+            "redis-server not found: install the Debian package redis-server (.ci/run does)",
+        );
+        let mut child = Command::new(bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        wait_for_port(self.port, "redis-server", &mut child);
+        self.child = Some(child);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs a command with redis-cli-free plain RESP and returns the raw reply.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut out = Vec::new();
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if out.ends_with(b"\r\n") && n < buf.len() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// An ext_authz client to a plangate on `port`, retrying the connection for up to 20 s.
+pub async fn authz_client(
+    port: u16,
+) -> envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
+    tonic::transport::Channel,
+> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+        match endpoint.connect().await {
+            Ok(c) => {
+                return envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(c);
+            }
+            Err(e) if Instant::now() > deadline => panic!("cannot reach plangate: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A Check for `GET path` with `x-api-key: key` (API and stage from the config's defaults).
+pub fn check_request(key: &str, path: &str) -> envoy_types::ext_authz::v3::pb::CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    envoy_types::ext_authz::v3::pb::CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: path.into(),
+                    headers: [("x-api-key".to_string(), key.to_string())].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The HTTP status a CheckResponse gives the client (200 when admitted).
+pub fn check_status(r: &envoy_types::ext_authz::v3::pb::CheckResponse) -> i32 {
+    use envoy_types::ext_authz::v3::pb::HttpResponse;
+    match &r.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().map_or(403, |s| s.code),
+        _ if r.status.as_ref().is_some_and(|s| s.code == 0) => 200,
+        _ => 403,
+    }
+}
+
+/// A running `plangate serve` process, killed on drop.
+pub struct Plangate {
+    pub grpc: u16,
+    pub admin: u16,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Plangate {
+    pub fn start(config: &Path, extra: &[&str], log: PathBuf) -> Plangate {
+        let (grpc, admin) = (free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
+            .args(["serve", "--no-watch", "--config"])
+            .arg(config)
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .args(extra)
+            .env("PLANGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("plangate");
+        wait_for_port(admin, "plangate", &mut child);
+        Plangate {
+            grpc,
+            admin,
+            child,
+            log,
+        }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        http(self.admin, "GET", "/metrics", &[])
+            .body
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+impl Drop for Plangate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,274 @@
+//! The Redis store: counters shared by several plangate replicas.
+//!
+//! One decision is one round trip: a Lua script (EVALSHA, re-sent with EVAL after a NOSCRIPT)
+//! checks every limit and charges them all or none, atomically, inside Redis.
+//!
+//! Exactness: Lua numbers are doubles, exact to 2^53. Each bucket therefore counts in its own
+//! unit, 1/D token with D = 10¹⁵ / gcd(rate_micro, 10¹⁵), which makes the refill per nanosecond
+//! (rate_micro / gcd) a whole number: the same rational arithmetic as the memory store, scaled,
+//! so both stores give the same answers. That holds while burst × D < 2^53 — any rate with up to
+//! three decimals and a burst up to 9,007, any whole rate with a burst up to 9,007,199 — beyond
+//! that the bucket is approximated to within one part in 2^53.
+//!
+//! Keys: `{prefix}|b|…` for buckets (a hash: level, seconds, nanoseconds), `{prefix}|q|…` for
+//! quota counters. The braces are a Redis Cluster hash tag: every key of plangate lives in one
+//! slot, because one decision touches the account bucket, which every request shares.
+//! Buckets expire when they would be full again, quota counters when their window ends.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{Charge, LimitKey, LimitRef, LimitSpec, LimitState, Store, StoreError};
+use crate::clock::{NANOS_PER_SEC, Nanos};
+use crate::engine::bucket::{BucketSpec, UNITS_PER_TOKEN};
+
+const SCRIPT: &str = include_str!("redis/check_and_charge.lua");
+const MAX_EXACT: u128 = 1 << 53;
+/// Extra lifetime of keys past the moment they stop mattering, in ms.
+const TTL_SLACK_MS: u64 = 60_000;
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://host:port[/db]` (`rediss://` needs a build with TLS).
+    pub url: String,
+    /// Key prefix; becomes the hash tag `{prefix}`.
+    pub prefix: String,
+    /// Bound on one operation, connecting included.
+    pub timeout: Duration,
+}
+
+/// Counters in Redis.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    script: redis::Script,
+    prefix: String,
+    timeout: Duration,
+}
+
+fn store_error(e: &redis::RedisError) -> StoreError {
+    StoreError {
+        message: e.to_string(),
+        transient: e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal(),
+    }
+}
+
+fn timeout_error(t: Duration) -> StoreError {
+    StoreError {
+        message: format!("redis did not answer within {t:?}"),
+        transient: true,
+    }
+}
+
+/// A bucket in the script's terms: (unit D, refill per ns, capacity, scale to memory units).
+fn bucket_params(spec: &BucketSpec) -> (u128, u128, u128, u128) {
+    if spec.rate_micro == 0 {
+        // No refill: count whole tokens.
+        return (1, 0, u128::from(spec.burst), UNITS_PER_TOKEN);
+    }
+    let rate = u128::from(spec.rate_micro);
+    let g = gcd(rate, UNITS_PER_TOKEN);
+    let d = UNITS_PER_TOKEN / g;
+    let cap = u128::from(spec.burst) * d;
+    if cap < MAX_EXACT {
+        return (d, rate / g, cap, g);
+    }
+    // Too fine for doubles: a coarser unit (see the module doc).
+    let burst = u128::from(spec.burst.max(1));
+    let d2 = (MAX_EXACT / burst).max(1);
+    let scale = UNITS_PER_TOKEN / d2;
+    (
+        d2,
+        (rate / scale).max(1),
+        u128::from(spec.burst) * d2,
+        scale,
+    )
+}
+
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+impl RedisStore {
+    /// Connects (within the timeout). The connection reconnects by itself afterwards.
+    pub async fn connect(opts: &RedisOptions) -> Result<Self, StoreError> {
+        let client = redis::Client::open(opts.url.as_str()).map_err(|e| StoreError {
+            message: format!("bad Redis URL: {e}"),
+            transient: false,
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(opts.timeout))
+            .set_response_timeout(Some(opts.timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = tokio::time::timeout(
+            opts.timeout.max(Duration::from_secs(2)),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| timeout_error(opts.timeout))?
+        .map_err(|e| store_error(&e))?;
+        Ok(RedisStore {
+            conn,
+            script: redis::Script::new(SCRIPT),
+            prefix: opts.prefix.clone(),
+            timeout: opts.timeout,
+        })
+    }
+
+    /// The Redis key of a counter. `|` cannot occur in plan or key ids, and the method name,
+    /// which may contain anything, comes last.
+    pub fn key_name(&self, key: &LimitKey) -> String {
+        let p = &self.prefix;
+        match key {
+            LimitKey::PlanMethod { plan, key, method } => {
+                format!("{{{p}}}|b|pm|{plan}|{key}|{method}")
+            }
+            LimitKey::Plan { plan, key } => format!("{{{p}}}|b|p|{plan}|{key}"),
+            LimitKey::Quota {
+                plan,
+                key,
+                window_start,
+            } => format!("{{{p}}}|q|{plan}|{key}|{}", window_start / NANOS_PER_SEC),
+            LimitKey::StageMethod { method } => format!("{{{p}}}|b|s|{method}"),
+            LimitKey::Account => format!("{{{p}}}|b|a"),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn check_and_charge(
+        &self,
+        limits: &[LimitRef],
+        hits: u64,
+        now: Nanos,
+    ) -> Result<Charge, StoreError> {
+        let mut inv = self.script.prepare_invoke();
+        inv.arg(now.div_euclid(NANOS_PER_SEC))
+            .arg(now.rem_euclid(NANOS_PER_SEC))
+            .arg(hits)
+            .arg(TTL_SLACK_MS);
+        let mut params = Vec::with_capacity(limits.len());
+        for l in limits {
+            inv.key(self.key_name(&l.key));
+            match &l.spec {
+                LimitSpec::Bucket(spec) => {
+                    let (d, refill, cap, scale) = bucket_params(spec);
+                    inv.arg("b")
+                        .arg(d.to_string())
+                        .arg(refill.to_string())
+                        .arg(cap.to_string())
+                        .arg(0);
+                    params.push(scale);
+                }
+                LimitSpec::Quota(q) => {
+                    inv.arg("q")
+                        .arg(q.limit)
+                        .arg((q.window.end.saturating_sub(now) / 1_000_000).max(0))
+                        .arg(0)
+                        .arg(0);
+                    params.push(1);
+                }
+            }
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
+            .await
+            .map_err(|_| timeout_error(self.timeout))?
+            .map_err(|e| store_error(&e))?;
+        if reply.len() != limits.len() + 1 {
+            return Err(StoreError {
+                message: format!("unexpected script reply of {} values", reply.len()),
+                transient: false,
+            });
+        }
+        let admitted = reply[0] == 1;
+        let need = hits.max(1);
+        let mut states = Vec::with_capacity(limits.len());
+        for ((l, &raw), scale) in limits.iter().zip(&reply[1..]).zip(params) {
+            let raw = u128::try_from(raw.max(0)).unwrap_or(0);
+            let state = match &l.spec {
+                LimitSpec::Bucket(spec) => {
+                    let level = (raw * scale).min(spec.capacity());
+                    let mut st = super::bucket_state(spec, level, need);
+                    if admitted && hits > 0 {
+                        let after = level.saturating_sub(u128::from(hits) * UNITS_PER_TOKEN);
+                        st = LimitState {
+                            remaining: BucketSpec::remaining(after),
+                            reset_after: spec.time_to_full(after),
+                            ..st
+                        };
+                    }
+                    st
+                }
+                LimitSpec::Quota(q) => {
+                    let used = u64::try_from(raw).unwrap_or(u64::MAX);
+                    let mut st = super::quota_state(q, used, need, now);
+                    if admitted && hits > 0 {
+                        st.remaining = q.limit.saturating_sub(used.saturating_add(hits));
+                    }
+                    st
+                }
+            };
+            states.push(state);
+        }
+        Ok(Charge { admitted, states })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let pong: String =
+            tokio::time::timeout(self.timeout, redis::cmd("PING").query_async(&mut conn))
+                .await
+                .map_err(|_| timeout_error(self.timeout))?
+                .map_err(|e| store_error(&e))?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError {
+                message: format!("PING answered {pong}"),
+                transient: true,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_units_are_exact_for_common_rates() {
+        // 1/s, burst 5: D = 10⁹, refill 1 per ns.
+        assert_eq!(
+            bucket_params(&BucketSpec {
+                rate_micro: 1_000_000,
+                burst: 5
+            }),
+            (1_000_000_000, 1, 5_000_000_000, 1_000_000)
+        );
+        // 0.1/s.
+        let (d, refill, cap, scale) = bucket_params(&BucketSpec {
+            rate_micro: 100_000,
+            burst: 2,
+        });
+        assert_eq!((d * scale, refill * scale), (UNITS_PER_TOKEN, 100_000));
+        assert!(cap < MAX_EXACT);
+        // 10,000/s, burst 5,000 (AWS account default).
+        let (d, _, cap, _) = bucket_params(&BucketSpec {
+            rate_micro: 10_000_000_000,
+            burst: 5000,
+        });
+        assert_eq!(d, 100_000);
+        assert!(cap < MAX_EXACT);
+    }
+}

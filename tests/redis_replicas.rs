@@ -1,0 +1,246 @@
+//! Several plangate replicas sharing limits through a real redis-server.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Plangate, RedisServer, authz_client, check_request, check_status, sha};
+
+const KEY: &str = "replica-key-0123456789abcdef";
+const BURSTY: &str = "bursty-key-0123456789abcdefg";
+
+fn config() -> String {
+    format!(
+        r#"
+version: 1
+account:
+  throttle: {{ rate: 1000000, burst: 1000000 }}
+defaults: {{ api: petstore, stage: prod }}
+apis:
+  petstore:
+    stages:
+      prod: {{}}
+usage_plans:
+  quota1000:
+    quota: {{ limit: 1000, period: MONTH }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+  burst300:
+    # One token per ~11.6 days: nothing refills during the test.
+    throttle: {{ rate: 0.000001, burst: 300 }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+api_keys:
+  - {{ id: q, value_sha256: {q}, usage_plans: [quota1000] }}
+  - {{ id: b, value_sha256: {b}, usage_plans: [burst300] }}
+"#,
+        q = sha(KEY),
+        b = sha(BURSTY),
+    )
+}
+
+struct Fleet {
+    _dir: tempfile::TempDir,
+    redis: RedisServer,
+    replicas: Vec<Plangate>,
+}
+
+fn fleet(n: usize, extra: &[&str]) -> Fleet {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.yaml");
+    std::fs::write(&path, config()).unwrap();
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let replicas = (0..n)
+        .map(|i| {
+            let mut args = vec!["--store", url.as_str()];
+            args.extend_from_slice(extra);
+            Plangate::start(&path, &args, dir.path().join(format!("plangate-{i}.log")))
+        })
+        .collect();
+    Fleet {
+        _dir: dir,
+        redis,
+        replicas,
+    }
+}
+
+/// 200 concurrent clients split over two replicas, 10 attempts each on one key.
+async fn admitted_across_replicas(f: &Fleet, key: &'static str) -> u64 {
+    let admitted = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for r in &f.replicas {
+        clients.push(authz_client(r.grpc).await);
+    }
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let mut c = clients[i % clients.len()].clone();
+        let admitted = admitted.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let r = c
+                    .check(check_request(key, "/pets"))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                match check_status(&r) {
+                    200 => {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    429 => {}
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    admitted.load(Ordering::Relaxed)
+}
+
+/// Exactness needs every decision to reach Redis: a generous timeout, and a closed policy so
+/// that a store error would show (as a 503) instead of admitting.
+const EXACT: &[&str] = &["--store-timeout-ms", "10000", "--store-failure", "closed"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_is_exact_across_two_replicas() {
+    let f = fleet(2, EXACT);
+    assert_eq!(admitted_across_replicas(&f, KEY).await, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_is_exact_across_two_replicas() {
+    let f = fleet(2, EXACT);
+    assert_eq!(admitted_across_replicas(&f, BURSTY).await, 300);
+}
+
+/// One decision is one Redis round trip: MONITOR shows every command a client sends (commands
+/// run inside a script are shown apart, as `lua`), so the client-sent ones are counted.
+#[tokio::test]
+async fn one_round_trip_per_decision() {
+    use std::io::{BufRead, BufReader, Write};
+    let f = fleet(1, EXACT);
+    let mut c = authz_client(f.replicas[0].grpc).await;
+    // Warm up: the first call may load the script (NOSCRIPT → EVAL).
+    c.check(check_request(KEY, "/pets")).await.unwrap();
+    let mut monitor = std::net::TcpStream::connect(("127.0.0.1", f.redis.port)).unwrap();
+    monitor.write_all(b"*1\r\n$7\r\nMONITOR\r\n").unwrap();
+    let mut lines = BufReader::new(monitor.try_clone().unwrap());
+    let mut ok = String::new();
+    lines.read_line(&mut ok).unwrap();
+    assert_eq!(ok.trim(), "+OK");
+    for _ in 0..100 {
+        c.check(check_request(KEY, "/pets")).await.unwrap();
+    }
+    // A marker command from this test ends the capture.
+    let mut marker = std::net::TcpStream::connect(("127.0.0.1", f.redis.port)).unwrap();
+    marker
+        .write_all(b"*2\r\n$4\r\nECHO\r\n$3\r\nend\r\n")
+        .unwrap();
+    monitor
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut client_commands, mut script_commands, mut evalsha) = (0, 0, 0);
+    loop {
+        let mut line = String::new();
+        if lines.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if line.contains("\"ECHO\" \"end\"") {
+            break;
+        }
+        if line.contains(" lua] ") {
+            script_commands += 1;
+        } else {
+            client_commands += 1;
+            if line.to_ascii_uppercase().contains("\"EVALSHA\"") {
+                evalsha += 1;
+            }
+        }
+    }
+    assert_eq!((client_commands, evalsha), (100, 100));
+    eprintln!(
+        "100 decisions: {client_commands} round trips (EVALSHA), {script_commands} commands inside the script"
+    );
+}
+
+/// Redis stops during load and comes back: no crash, the failure policy answers meanwhile,
+/// `/readyz` says not ready, store errors are counted, and normal answers resume by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_follows_the_policy_and_recovers() {
+    let mut f = fleet(
+        1,
+        &["--store-failure", "closed", "--store-timeout-ms", "100"],
+    );
+    let port = f.replicas[0].grpc;
+    let admin = f.replicas[0].admin;
+    let mut c = authz_client(port).await;
+    let ok = |r: &envoy_types::ext_authz::v3::pb::CheckResponse| check_status(r);
+    assert_eq!(
+        ok(&c
+            .check(check_request(KEY, "/pets"))
+            .await
+            .unwrap()
+            .into_inner()),
+        200
+    );
+    assert_eq!(common::http(admin, "GET", "/readyz", &[]).status, 200);
+
+    f.redis.stop();
+    for _ in 0..20 {
+        let r = c
+            .check(check_request(KEY, "/pets"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            ok(&r),
+            503,
+            "closed policy refuses while Redis is down: {r:?}"
+        );
+    }
+    // Identity needs no store: an unknown key is still a 403.
+    let r = c
+        .check(check_request("unknown-key-0123456789abcdef", "/pets"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok(&r), 403);
+    assert_eq!(common::http(admin, "GET", "/readyz", &[]).status, 503);
+    assert!(f.replicas[0].metric("plangate_store_errors_total").unwrap() >= 20.0);
+
+    f.redis.restart();
+    let back = Instant::now();
+    let mut recovered = None;
+    while back.elapsed() < Duration::from_secs(15) {
+        let r = c
+            .check(check_request(KEY, "/pets"))
+            .await
+            .unwrap()
+            .into_inner();
+        if ok(&r) == 200 {
+            recovered = Some(back.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let recovered = recovered.expect("no normal answer after Redis came back");
+    eprintln!("normal answers {recovered:?} after redis-server was back");
+    assert!(f.replicas[0].alive(), "plangate crashed");
+    assert_eq!(common::http(admin, "GET", "/readyz", &[]).status, 200);
+}
+
+#[tokio::test]
+async fn open_policy_admits_during_an_outage() {
+    let mut f = fleet(1, &["--store-timeout-ms", "100"]);
+    let mut c = authz_client(f.replicas[0].grpc).await;
+    f.redis.stop();
+    let r = c
+        .check(check_request(KEY, "/pets"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(check_status(&r), 200);
+    assert!(f.replicas[0].alive());
+}
