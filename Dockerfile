@@ -6,10 +6,11 @@ COPY src ./src
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 plangate
+RUN useradd --system --uid 10001 plangate && mkdir -p /var/lib/plangate && chown plangate /var/lib/plangate
 COPY --from=build /src/target/release/plangate /usr/local/bin/plangate
 COPY envoy/plans.example.yaml /etc/plangate/plans.yaml
 USER plangate
-EXPOSE 50051
+VOLUME /var/lib/plangate
+EXPOSE 50051 9090
 ENTRYPOINT ["plangate"]
-CMD ["serve", "--config", "/etc/plangate/plans.yaml", "--grpc-addr", "0.0.0.0:50051"]
+CMD ["serve", "--config", "/etc/plangate/plans.yaml", "--grpc-addr", "0.0.0.0:50051", "--data-dir", "/var/lib/plangate"]

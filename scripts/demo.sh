@@ -21,7 +21,7 @@ cleanup() {
 trap cleanup EXIT
 
 python3 scripts/echo-upstream.py 8080 & pids+=($!)
-target/release/plangate serve --config envoy/plans.example.yaml --grpc-addr 127.0.0.1:50051 \
+target/release/plangate serve --config envoy/plans.example.yaml --grpc-addr 127.0.0.1:50051 --data-dir "$work/data" \
   2>"$work/plangate.log" & pids+=($!)
 "$envoy" -c envoy/ext_authz.yaml --log-level warn 2>"$work/envoy.log" & pids+=($!)
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,7 @@ use crate::engine::explain::period_name;
 use crate::metrics::Metrics;
 use crate::reload::{Reloaded, Reloader};
 use crate::snapshot::{KeySource, Snapshot, Throttle};
+use crate::usage::{self, UsageError};
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -34,6 +35,11 @@ pub fn router(state: AdminState) -> Router {
     let v1 = Router::new()
         .route("/v1/config", get(config))
         .route("/v1/reload", post(reload))
+        .route("/v1/usageplans/{plan}/usage", get(usage_report))
+        .route(
+            "/v1/usageplans/{plan}/keys/{key}/usage",
+            get(key_usage).patch(update_usage),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))
@@ -127,6 +133,82 @@ async fn reload(State(state): State<AdminState>) -> Response {
                 "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             }),
         ),
+    }
+}
+
+fn usage_error(e: UsageError) -> Response {
+    let status = match &e {
+        UsageError::UnknownPlan(_)
+        | UsageError::UnknownKey(_)
+        | UsageError::KeyNotInPlan { .. } => StatusCode::NOT_FOUND,
+        UsageError::NoQuota(_) | UsageError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        UsageError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    json_response(status, json!({"message": e.to_string()}))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageQuery {
+    start_date: String,
+    end_date: String,
+    key_id: Option<String>,
+}
+
+/// AWS GetUsage.
+async fn usage_report(
+    State(state): State<AdminState>,
+    Path(plan): Path<String>,
+    Query(q): Query<UsageQuery>,
+) -> Response {
+    let result = async {
+        let start = usage::parse_date(&q.start_date)?;
+        let end = usage::parse_date(&q.end_date)?;
+        usage::report(&state.engine, &plan, start, end, q.key_id.as_deref()).await
+    }
+    .await;
+    match result {
+        Ok(r) => json_response(StatusCode::OK, json!(r)),
+        Err(e) => usage_error(e),
+    }
+}
+
+/// One key's current quota period.
+async fn key_usage(
+    State(state): State<AdminState>,
+    Path((plan, key)): Path<(String, String)>,
+) -> Response {
+    let now = state.engine.clock().now();
+    match usage::current(&state.engine, &plan, &key, now).await {
+        Ok(c) => json_response(StatusCode::OK, json!(c)),
+        Err(e) => usage_error(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct UpdateBody {
+    remaining: u64,
+}
+
+/// AWS UpdateUsage: `{"remaining": N}` sets the remaining quota of the current period.
+async fn update_usage(
+    State(state): State<AdminState>,
+    Path((plan, key)): Path<(String, String)>,
+    body: Result<axum::Json<UpdateBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(axum::Json(body)) = body else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"message": "body must be {\"remaining\": <whole number>}"}),
+        );
+    };
+    let now = state.engine.clock().now();
+    match usage::update(&state.engine, &plan, &key, body.remaining, now).await {
+        Ok(c) => {
+            tracing::info!(plan = %plan, key_id = %key, remaining = body.remaining, "usage updated");
+            json_response(StatusCode::OK, json!(c))
+        }
+        Err(e) => usage_error(e),
     }
 }
 

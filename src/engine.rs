@@ -221,7 +221,11 @@ pub struct Engine {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     failure: FailurePolicy,
+    usage_retention_days: u32,
 }
+
+/// Days of daily usage kept for reports, unless configured.
+pub const DEFAULT_USAGE_RETENTION_DAYS: u32 = 90;
 
 impl Engine {
     pub fn new(snapshot: Snapshot, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
@@ -230,7 +234,14 @@ impl Engine {
             store,
             clock,
             failure: FailurePolicy::default(),
+            usage_retention_days: DEFAULT_USAGE_RETENTION_DAYS,
         }
+    }
+
+    /// Sets how many days of daily usage the store keeps.
+    pub fn with_usage_retention_days(mut self, days: u32) -> Self {
+        self.usage_retention_days = days;
+        self
     }
 
     /// Sets what happens when the store fails.
@@ -273,7 +284,7 @@ impl Engine {
     /// Decides `req` at `now` against `snap` (a caller that read the snapshot already, e.g. for
     /// the key source, decides with that same snapshot across a reload).
     pub async fn decide_in(&self, snap: &Snapshot, req: &Request<'_>, now: Nanos) -> Decision {
-        let mut planned = match plan(snap, req, now) {
+        let mut planned = match plan(snap, req, now, self.usage_retention_days) {
             Ok(p) => p,
             Err(d) => return d,
         };
@@ -302,7 +313,8 @@ impl Engine {
 #[derive(Debug)]
 pub struct Planned {
     pub decision: Decision,
-    /// The limits to check and charge, in evaluation order.
+    /// The limits to check and charge, in evaluation order, then the usage counter (which has
+    /// no `meta`).
     pub refs: Vec<LimitRef>,
     /// What each limit is, for the report.
     pub meta: Vec<(LimitKind, LimitConfig)>,
@@ -317,7 +329,12 @@ impl Planned {
 
 /// Resolves everything up to the list of limits; `Err` is a final answer (no limit involved).
 #[allow(clippy::result_large_err)]
-pub fn plan(snap: &Snapshot, req: &Request<'_>, now: Nanos) -> Result<Planned, Decision> {
+pub fn plan(
+    snap: &Snapshot,
+    req: &Request<'_>,
+    now: Nanos,
+    usage_retention_days: u32,
+) -> Result<Planned, Decision> {
     let generation = snap.generation;
     let api_name = req.api.or(snap.default_api.as_deref());
     let stage_name = req.stage.or(snap.default_stage.as_deref());
@@ -462,6 +479,23 @@ pub fn plan(snap: &Snapshot, req: &Request<'_>, now: Nanos) -> Result<Planned, D
             LimitKind::AccountThrottle,
             t,
         ));
+    }
+    // Last, and not a limit: the day's usage of the plan by the key, for usage reports. It
+    // never refuses and is charged with the rest, so it counts exactly the admitted units.
+    if let (Some(plan), Some(key)) = (&planned.decision.plan_id, &planned.decision.key_id) {
+        let day = window(Period::Day, snap.week_start, now);
+        let keep =
+            i64::from(usage_retention_days).saturating_mul(86_400 * crate::clock::NANOS_PER_SEC);
+        planned.refs.push(LimitRef {
+            key: LimitKey::Usage {
+                plan: plan.clone(),
+                key: key.clone(),
+                day_start: day.start,
+            },
+            spec: LimitSpec::Usage {
+                retain_until: day.end.saturating_add(keep),
+            },
+        });
     }
     Ok(planned)
 }

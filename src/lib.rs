@@ -15,3 +15,4 @@ pub mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod usage;

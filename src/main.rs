@@ -89,12 +89,54 @@ enum Command {
         /// When the store fails: `open` admits without limits, `closed` refuses with 503.
         #[arg(long, value_enum, default_value = "open")]
         store_failure: StoreFailure,
+        /// Memory store: where quota counters and daily usage are persisted.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Memory store: keep counters in memory only (a restart forgets them).
+        #[arg(long)]
+        no_persist: bool,
+        /// Seconds between writes of the persisted counters: the most a crash can lose.
+        #[arg(long, default_value_t = 1.0)]
+        flush_interval: f64,
+        /// Days of daily usage kept for usage reports.
+        #[arg(long, default_value_t = plangate::engine::DEFAULT_USAGE_RETENTION_DAYS)]
+        usage_retention_days: u32,
         /// Seconds in-flight calls get to finish after SIGTERM/SIGINT.
         #[arg(long, default_value_t = 5.0)]
         shutdown_grace: f64,
     },
+    /// Print a usage plan's daily usage per key (AWS GetUsage) from a running plangate, as a
+    /// table or CSV (for billing exports).
+    Usage {
+        /// The admin address of a running plangate.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        #[arg(long)]
+        plan: String,
+        /// First day, YYYY-MM-DD.
+        #[arg(long)]
+        start: String,
+        /// Last day, YYYY-MM-DD (inclusive).
+        #[arg(long)]
+        end: String,
+        /// Only this key id.
+        #[arg(long)]
+        key_id: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: UsageFormat,
+        /// Bearer token of the admin API (or PLANGATE_ADMIN_TOKEN).
+        #[arg(long, env = "PLANGATE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Print the SHA-256 of a key value, for `value_sha256` (`-` reads the value from stdin).
     HashKey { value: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum UsageFormat {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -181,8 +223,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store_prefix,
             store_timeout_ms,
             store_failure,
+            data_dir,
+            no_persist,
+            flush_interval,
+            usage_retention_days,
             shutdown_grace,
         } => {
+            let flush_interval = std::time::Duration::try_from_secs_f64(flush_interval)
+                .context("--flush-interval")?;
             let redis = match store.as_str() {
                 "memory" => None,
                 url if url.starts_with("redis://") || url.starts_with("rediss://") => {
@@ -208,6 +256,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin_token,
                 watch: !no_watch,
                 redis,
+                data_dir: (!no_persist).then_some(data_dir),
+                flush_interval,
+                usage_retention_days,
                 store_failure: match store_failure {
                     StoreFailure::Open => plangate::engine::FailurePolicy::Open,
                     StoreFailure::Closed => plangate::engine::FailurePolicy::Closed,
@@ -222,6 +273,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => Err(e.into()),
             }
+        }
+        Command::Usage {
+            admin,
+            plan,
+            start,
+            end,
+            key_id,
+            format,
+            token,
+        } => {
+            let report = plangate::usage::fetch_report(
+                &admin,
+                &plan,
+                &start,
+                &end,
+                key_id.as_deref(),
+                token.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            match format {
+                UsageFormat::Table => print!("{}", report.to_table()),
+                UsageFormat::Csv => print!("{}", report.to_csv()),
+                UsageFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::HashKey { value } => {
             let value = if value == "-" {

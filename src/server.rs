@@ -18,6 +18,7 @@ use crate::engine::{Engine, FailurePolicy};
 use crate::grpc::{AuthzService, RlsService};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
+use crate::store::persist::Persistence;
 use crate::store::{MemoryStore, RedisOptions, RedisStore, Store, StoreError};
 
 /// What `serve` needs.
@@ -37,6 +38,12 @@ pub struct ServeOptions {
     pub redis: Option<RedisOptions>,
     /// What requests get when the store fails.
     pub store_failure: FailurePolicy,
+    /// Memory store only: where quota and usage counters are persisted (`None`: not at all).
+    pub data_dir: Option<PathBuf>,
+    /// How often persisted counters are written (the most a crash can lose).
+    pub flush_interval: Duration,
+    /// Days of daily usage kept for reports.
+    pub usage_retention_days: u32,
     /// After a shutdown signal, how long in-flight calls may take before the remaining
     /// connections are closed. Envoy keeps its HTTP/2 connections open, so without a bound a
     /// graceful stop would never end.
@@ -96,7 +103,15 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     );
     metrics.loaded(&snapshot, SystemClock.now() as f64 / 1e9);
     let store: Arc<dyn Store> = match &opts.redis {
-        None => Arc::new(MemoryStore::new()),
+        None => match &opts.data_dir {
+            None => Arc::new(MemoryStore::new()),
+            Some(dir) => {
+                let p = Arc::new(Persistence::open(dir)?);
+                let store = MemoryStore::with_persistence(p, SystemClock.now())?;
+                tracing::info!(dir = %dir.display(), flush_interval = ?opts.flush_interval, "counters in memory, persisted");
+                Arc::new(store)
+            }
+        },
         Some(r) => {
             let store = RedisStore::connect(r).await?;
             tracing::info!(url = %redact_url(&r.url), prefix = %r.prefix, "counters in Redis");
@@ -104,8 +119,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         }
     };
     let engine = Arc::new(
-        Engine::new(snapshot, store, Arc::new(SystemClock)).with_failure_policy(opts.store_failure),
+        Engine::new(snapshot, store.clone(), Arc::new(SystemClock))
+            .with_failure_policy(opts.store_failure)
+            .with_usage_retention_days(opts.usage_retention_days),
     );
+    let flush_task = tokio::spawn(flush_every(store.clone(), opts.flush_interval));
     let reloader = Arc::new(Reloader::new(
         opts.config.clone(),
         engine.clone(),
@@ -142,9 +160,26 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     .await;
     admin_task.abort();
     hup_task.abort();
+    flush_task.abort();
+    // Graceful stop: everything counted is written before exit.
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "final flush of the counters failed");
+    }
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Writes persisted counters every `interval` (a no-op for stores that need none).
+async fn flush_every(store: Arc<dyn Store>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.flush().await {
+            tracing::error!(error = %e, "flushing counters failed; retrying at the next tick");
+        }
+    }
 }
 
 /// A Redis URL without its password, for logs.

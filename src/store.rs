@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::clock::Nanos;
+use crate::clock::{NANOS_PER_SEC, Nanos};
 use crate::engine::bucket::BucketSpec;
 use crate::engine::quota::QuotaSpec;
 
 pub mod memory;
+pub mod persist;
 pub mod redis;
 
 pub use memory::MemoryStore;
@@ -38,6 +39,70 @@ pub enum LimitKey {
     StageMethod { method: Arc<str> },
     /// The account-wide throttle.
     Account,
+    /// Daily usage of a plan by a key (for usage reports), for the UTC day starting at
+    /// `day_start`. Never refuses.
+    Usage {
+        plan: Arc<str>,
+        key: Arc<str>,
+        day_start: Nanos,
+    },
+}
+
+impl LimitKey {
+    /// A stable text name, used for Redis keys and persisted counters. `|` cannot occur in plan
+    /// or key ids; a method name, which may contain anything, always comes last.
+    pub fn name(&self) -> String {
+        match self {
+            LimitKey::PlanMethod { plan, key, method } => format!("b|pm|{plan}|{key}|{method}"),
+            LimitKey::Plan { plan, key } => format!("b|p|{plan}|{key}"),
+            LimitKey::Quota {
+                plan,
+                key,
+                window_start,
+            } => format!("q|{plan}|{key}|{}", window_start.div_euclid(NANOS_PER_SEC)),
+            LimitKey::StageMethod { method } => format!("b|s|{method}"),
+            LimitKey::Account => "b|a".to_owned(),
+            LimitKey::Usage {
+                plan,
+                key,
+                day_start,
+            } => format!("u|{plan}|{key}|{}", day_start.div_euclid(NANOS_PER_SEC)),
+        }
+    }
+
+    /// Reads back a quota or usage counter's name (the persisted kinds).
+    pub fn parse_counter(name: &str) -> Option<LimitKey> {
+        let mut parts = name.split('|');
+        let kind = parts.next()?;
+        let plan: Arc<str> = Arc::from(parts.next()?);
+        let key: Arc<str> = Arc::from(parts.next()?);
+        let secs: i64 = parts.next()?.parse().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        let start = secs.checked_mul(NANOS_PER_SEC)?;
+        match kind {
+            "q" => Some(LimitKey::Quota {
+                plan,
+                key,
+                window_start: start,
+            }),
+            "u" => Some(LimitKey::Usage {
+                plan,
+                key,
+                day_start: start,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// One day of one key's usage of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub key: String,
+    pub day_start: Nanos,
+    pub used: u64,
 }
 
 /// What kind of counter a limit is and its parameters.
@@ -45,6 +110,10 @@ pub enum LimitKey {
 pub enum LimitSpec {
     Bucket(BucketSpec),
     Quota(QuotaSpec),
+    /// A usage counter, kept until `retain_until`.
+    Usage {
+        retain_until: Nanos,
+    },
 }
 
 /// One limit of a request.
@@ -102,6 +171,17 @@ pub trait Store: Send + Sync {
 
     /// Whether the store is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Daily usage of `plan`, for days starting in `[from, to)`, in no particular order.
+    async fn usage(&self, plan: &str, from: Nanos, to: Nanos) -> Result<Vec<UsageRow>, StoreError>;
+
+    /// Sets a quota counter's used count (AWS UpdateUsage). `limit` must be a quota.
+    async fn set_used(&self, limit: &LimitRef, used: u64, now: Nanos) -> Result<(), StoreError>;
+
+    /// Writes what must survive a restart (persisted stores); a no-op elsewhere.
+    async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }

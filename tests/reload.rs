@@ -351,7 +351,7 @@ fn sighup_reloads_and_admin_api_works() {
     std::fs::write(&path, config(1, 100, true)).unwrap();
     let (grpc, admin) = (common::free_port(), common::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
-        .args(["serve", "--no-watch", "--config"])
+        .args(["serve", "--no-watch", "--no-persist", "--config"])
         .arg(&path)
         .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
         .args(["--admin-addr", &format!("127.0.0.1:{admin}")])

@@ -18,7 +18,7 @@ async fn health_serving_then_clean_shutdown_on_sigterm() {
     let port = common::free_port();
     let admin = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
-        .args(["serve", "--config"])
+        .args(["serve", "--no-persist", "--config"])
         .arg(example())
         .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
         .args(["--shutdown-grace", "1"])
@@ -73,7 +73,7 @@ async fn health_serving_then_clean_shutdown_on_sigterm() {
 #[test]
 fn bad_config_exits_1_with_every_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
-        .args(["serve", "--config"])
+        .args(["serve", "--no-persist", "--config"])
         .arg(common::root().join("tests/fixtures/invalid/many_errors.yaml"))
         .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
         .output()

@@ -1,4 +1,4 @@
-//! The in-memory store: exact under any concurrency, bounded in memory.
+//! The in-memory store: exact under any concurrency, bounded in memory, optionally persisted.
 //!
 //! One mutex guards all counters. Every request charges the account bucket, and most charge a
 //! shared stage-method bucket too, so requests serialize on those counters whatever the locking
@@ -7,47 +7,51 @@
 //!
 //! Memory stays bounded without changing any answer: a bucket that has refilled to capacity is
 //! the same as a bucket never seen, and a quota counter of a window that has ended is never read
-//! again, so both can be dropped. A sweep runs whenever the map has doubled since the last one,
-//! which keeps its cost amortized O(1) per insert and the map at most twice the live set, and at
-//! least every 10 s of traffic, so that memory falls again after a peak.
+//! again, so both can be dropped (usage counters are kept for their retention). A sweep runs
+//! whenever the map has doubled since the last one, which keeps its cost amortized O(1) per
+//! insert and the map at most twice the live set, and at least every 10 s of traffic, so that
+//! memory falls again after a peak.
+//!
+//! Persistence (`with_persistence`): quota and usage counters are written to an embedded
+//! database (see `persist`) every flush interval and at shutdown, and read back at start.
+//! Buckets are not persisted: after a restart they start full, which AWS's own throttles do too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{Charge, LimitKey, LimitRef, LimitSpec, LimitState, Store, StoreError};
+use super::persist::Persistence;
+use super::{Charge, LimitKey, LimitRef, LimitSpec, LimitState, Store, StoreError, UsageRow};
 use crate::clock::Nanos;
-use crate::engine::bucket::BucketState;
+use crate::engine::bucket::{BucketSpec, BucketState};
 
 const MIN_SWEEP: usize = 4096;
 /// Also sweep this often (when there is anything to sweep), so memory falls after a peak.
 const SWEEP_INTERVAL: Nanos = 10 * crate::clock::NANOS_PER_SEC;
 
 /// Counters in this process's memory.
-#[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    persistence: Option<Arc<Persistence>>,
 }
 
-#[derive(Debug)]
 struct Inner {
     cells: HashMap<LimitKey, Cell>,
     sweep_at: usize,
     last_sweep: Nanos,
+    /// Persisted counters changed since the last flush (only with persistence).
+    dirty: HashSet<LimitKey>,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Cell {
+/// A counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cell {
     /// A bucket and the time it will be full again if nothing charges it (`Nanos::MAX`: never).
-    Bucket {
-        state: BucketState,
-        full_at: Nanos,
-    },
-    Quota {
-        used: u64,
-        end: Nanos,
-    },
+    Bucket { state: BucketState, full_at: Nanos },
+    /// A quota or usage counter, and when it stops mattering.
+    Count { used: u64, until: Nanos },
 }
 
 impl Default for MemoryStore {
@@ -63,8 +67,25 @@ impl MemoryStore {
                 cells: HashMap::new(),
                 sweep_at: MIN_SWEEP,
                 last_sweep: 0,
+                dirty: HashSet::new(),
             }),
+            persistence: None,
         }
+    }
+
+    /// A store whose quota and usage counters live on in `persistence`; loads what it holds.
+    pub fn with_persistence(persistence: Arc<Persistence>, now: Nanos) -> Result<Self, StoreError> {
+        let store = MemoryStore {
+            persistence: Some(persistence.clone()),
+            ..MemoryStore::new()
+        };
+        let loaded = persistence.load(now)?;
+        let mut inner = store.inner.lock();
+        for (key, used, until) in loaded {
+            inner.cells.insert(key, Cell::Count { used, until });
+        }
+        drop(inner);
+        Ok(store)
     }
 
     /// The synchronous core of [`Store::check_and_charge`].
@@ -87,24 +108,30 @@ impl MemoryStore {
                     super::bucket_state(spec, level, need)
                 }
                 LimitSpec::Quota(spec) => {
-                    let used = match cell {
-                        Some(Cell::Quota { used, .. }) => used,
-                        _ => 0,
-                    };
+                    let used = count(cell);
                     levels.push(u128::from(used));
                     super::quota_state(spec, used, need, now)
+                }
+                LimitSpec::Usage { .. } => {
+                    let used = count(cell);
+                    levels.push(u128::from(used));
+                    usage_state(used)
                 }
             };
             admitted &= state.admitted;
             states.push(state);
         }
         if admitted && hits > 0 {
+            let persist = self.persistence.is_some();
             for ((limit, level), state) in limits.iter().zip(levels).zip(states.iter_mut()) {
+                let used = u64::try_from(level)
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(hits);
                 match &limit.spec {
                     LimitSpec::Bucket(spec) => {
                         let b = spec.charge(level, hits, now);
                         *state = LimitState {
-                            remaining: crate::engine::bucket::BucketSpec::remaining(b.level),
+                            remaining: BucketSpec::remaining(b.level),
                             reset_after: spec.time_to_full(b.level),
                             ..*state
                         };
@@ -116,17 +143,30 @@ impl MemoryStore {
                             .insert(limit.key.clone(), Cell::Bucket { state: b, full_at });
                     }
                     LimitSpec::Quota(spec) => {
-                        let used = u64::try_from(level)
-                            .unwrap_or(u64::MAX)
-                            .saturating_add(hits);
                         state.remaining = spec.limit.saturating_sub(used);
                         inner.cells.insert(
                             limit.key.clone(),
-                            Cell::Quota {
+                            Cell::Count {
                                 used,
-                                end: spec.window.end,
+                                until: spec.window.end,
                             },
                         );
+                        if persist {
+                            inner.dirty.insert(limit.key.clone());
+                        }
+                    }
+                    LimitSpec::Usage { retain_until } => {
+                        state.remaining = used;
+                        inner.cells.insert(
+                            limit.key.clone(),
+                            Cell::Count {
+                                used,
+                                until: *retain_until,
+                            },
+                        );
+                        if persist {
+                            inner.dirty.insert(limit.key.clone());
+                        }
                     }
                 }
             }
@@ -148,17 +188,48 @@ impl MemoryStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The changed persisted counters, taken out of the dirty set.
+    fn take_dirty(&self) -> Vec<(LimitKey, u64, Nanos)> {
+        let mut inner = self.inner.lock();
+        let dirty = std::mem::take(&mut inner.dirty);
+        dirty
+            .into_iter()
+            .filter_map(|k| match inner.cells.get(&k) {
+                Some(Cell::Count { used, until }) => Some((k, *used, *until)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn count(cell: Option<Cell>) -> u64 {
+    match cell {
+        Some(Cell::Count { used, .. }) => used,
+        _ => 0,
+    }
+}
+
+/// A usage counter never refuses; `remaining` reports the count.
+fn usage_state(used: u64) -> LimitState {
+    LimitState {
+        admitted: true,
+        remaining: used,
+        reset_after: None,
+        retry_after: None,
+    }
 }
 
 impl Inner {
     /// Drops every counter whose absence means the same as its presence: buckets that are full
-    /// again, quota counters of windows that have ended. (A bucket's refill time is computed
-    /// with the parameters of its last charge; after a reload that lowers a rate, an idle
-    /// bucket is forgotten at the old refill time, which can only err towards a full bucket.)
+    /// again, quota counters of windows that have ended, usage past its retention. (A bucket's
+    /// refill time is computed with the parameters of its last charge; after a reload that
+    /// lowers a rate, an idle bucket is forgotten at the old refill time, which can only err
+    /// towards a full bucket.)
     fn sweep(&mut self, now: Nanos) {
         self.cells.retain(|_, cell| match cell {
             Cell::Bucket { full_at, .. } => *full_at > now,
-            Cell::Quota { end, .. } => *end > now,
+            Cell::Count { until, .. } => *until > now,
         });
         self.sweep_at = (self.cells.len() * 2).max(MIN_SWEEP);
         self.last_sweep = now;
@@ -174,6 +245,74 @@ impl Store for MemoryStore {
         now: Nanos,
     ) -> Result<Charge, StoreError> {
         Ok(self.check_and_charge_now(limits, hits, now))
+    }
+
+    async fn usage(&self, plan: &str, from: Nanos, to: Nanos) -> Result<Vec<UsageRow>, StoreError> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .cells
+            .iter()
+            .filter_map(|(k, c)| match (k, c) {
+                (
+                    LimitKey::Usage {
+                        plan: p,
+                        key,
+                        day_start,
+                    },
+                    Cell::Count { used, .. },
+                ) if &**p == plan && (from..to).contains(day_start) => Some(UsageRow {
+                    key: key.to_string(),
+                    day_start: *day_start,
+                    used: *used,
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn set_used(&self, limit: &LimitRef, used: u64, _now: Nanos) -> Result<(), StoreError> {
+        let LimitSpec::Quota(q) = &limit.spec else {
+            return Err(StoreError {
+                message: "set_used takes a quota".into(),
+                transient: false,
+            });
+        };
+        let mut inner = self.inner.lock();
+        inner.cells.insert(
+            limit.key.clone(),
+            Cell::Count {
+                used,
+                until: q.window.end,
+            },
+        );
+        if self.persistence.is_some() {
+            inner.dirty.insert(limit.key.clone());
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let Some(p) = &self.persistence else {
+            return Ok(());
+        };
+        let dirty = self.take_dirty();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<LimitKey> = dirty.iter().map(|(k, _, _)| k.clone()).collect();
+        let p = p.clone();
+        let result = tokio::task::spawn_blocking(move || p.write(&dirty))
+            .await
+            .map_err(|e| StoreError {
+                message: format!("flush task failed: {e}"),
+                transient: true,
+            })?;
+        if result.is_err() {
+            // Written values are absolute counts: marking the keys dirty again makes the next
+            // flush write their current values, so a failed flush loses nothing.
+            self.inner.lock().dirty.extend(keys);
+        }
+        result
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Charge, LimitKey, LimitRef, LimitSpec, LimitState, Store, StoreError};
+use super::{Charge, LimitKey, LimitRef, LimitSpec, LimitState, Store, StoreError, UsageRow};
 use crate::clock::{NANOS_PER_SEC, Nanos};
 use crate::engine::bucket::{BucketSpec, UNITS_PER_TOKEN};
 
@@ -124,23 +124,23 @@ impl RedisStore {
         })
     }
 
-    /// The Redis key of a counter. `|` cannot occur in plan or key ids, and the method name,
-    /// which may contain anything, comes last.
+    /// The Redis key of a counter: `{prefix}|<name>` (see [`LimitKey::name`]).
     pub fn key_name(&self, key: &LimitKey) -> String {
-        let p = &self.prefix;
-        match key {
-            LimitKey::PlanMethod { plan, key, method } => {
-                format!("{{{p}}}|b|pm|{plan}|{key}|{method}")
-            }
-            LimitKey::Plan { plan, key } => format!("{{{p}}}|b|p|{plan}|{key}"),
-            LimitKey::Quota {
-                plan,
-                key,
-                window_start,
-            } => format!("{{{p}}}|q|{plan}|{key}|{}", window_start / NANOS_PER_SEC),
-            LimitKey::StageMethod { method } => format!("{{{p}}}|b|s|{method}"),
-            LimitKey::Account => format!("{{{p}}}|b|a"),
-        }
+        format!("{{{}}}|{}", self.prefix, key.name())
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, f)
+            .await
+            .map_err(|_| timeout_error(self.timeout))?
+            .map_err(|e| store_error(&e))
     }
 }
 
@@ -178,13 +178,18 @@ impl Store for RedisStore {
                         .arg(0);
                     params.push(1);
                 }
+                LimitSpec::Usage { retain_until } => {
+                    inv.arg("u")
+                        .arg(0)
+                        .arg((retain_until.saturating_sub(now) / 1_000_000).max(1))
+                        .arg(0)
+                        .arg(0);
+                    params.push(1);
+                }
             }
         }
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
-            .await
-            .map_err(|_| timeout_error(self.timeout))?
-            .map_err(|e| store_error(&e))?;
+        let mut conn = self.conn();
+        let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
         if reply.len() != limits.len() + 1 {
             return Err(StoreError {
                 message: format!("unexpected script reply of {} values", reply.len()),
@@ -218,10 +223,107 @@ impl Store for RedisStore {
                     }
                     st
                 }
+                LimitSpec::Usage { .. } => {
+                    let used = u64::try_from(raw).unwrap_or(u64::MAX);
+                    LimitState {
+                        admitted: true,
+                        remaining: if admitted {
+                            used.saturating_add(hits)
+                        } else {
+                            used
+                        },
+                        reset_after: None,
+                        retry_after: None,
+                    }
+                }
             };
             states.push(state);
         }
         Ok(Charge { admitted, states })
+    }
+
+    async fn usage(&self, plan: &str, from: Nanos, to: Nanos) -> Result<Vec<UsageRow>, StoreError> {
+        // Usage keys of a plan: `{prefix}|u|<plan>|<key>|<day>`. SCAN walks them without
+        // blocking Redis; this serves the admin API, not the request path.
+        let pattern = format!("{{{}}}|u|{}|*", self.prefix, plan);
+        let mut conn = self.conn();
+        let mut cursor: u64 = 0;
+        let mut names: Vec<String> = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .bounded(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            names.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let head = format!("{{{}}}|", self.prefix);
+        let keys: Vec<(String, LimitKey)> = names
+            .into_iter()
+            .filter_map(|n| {
+                let k = LimitKey::parse_counter(n.strip_prefix(&head)?)?;
+                match &k {
+                    LimitKey::Usage { day_start, .. } if (from..to).contains(day_start) => {
+                        Some((n, k))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<u64>> = self
+            .bounded(
+                redis::cmd("MGET")
+                    .arg(keys.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>())
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .filter_map(|((_, k), v)| match (k, v) {
+                (LimitKey::Usage { key, day_start, .. }, Some(used)) => Some(UsageRow {
+                    key: key.to_string(),
+                    day_start,
+                    used,
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn set_used(&self, limit: &LimitRef, used: u64, now: Nanos) -> Result<(), StoreError> {
+        let LimitSpec::Quota(q) = &limit.spec else {
+            return Err(StoreError {
+                message: "set_used takes a quota".into(),
+                transient: false,
+            });
+        };
+        let ttl = (q.window.end.saturating_sub(now) / 1_000_000).max(1) + TTL_SLACK_MS as i64;
+        let mut conn = self.conn();
+        let _: () = self
+            .bounded(
+                redis::cmd("SET")
+                    .arg(self.key_name(&limit.key))
+                    .arg(used)
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -92,7 +92,7 @@ impl Stack {
             .expect("python3");
         stack.children.push(("upstream".into(), upstream_child));
         let plangate = Command::new(env!("CARGO_BIN_EXE_plangate"))
-            .args(["serve", "--config"])
+            .args(["serve", "--no-persist", "--config"])
             .arg(&config)
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
             .args(["--admin-addr", "127.0.0.1:0"])
@@ -374,9 +374,15 @@ pub struct Plangate {
 impl Plangate {
     pub fn start(config: &Path, extra: &[&str], log: PathBuf) -> Plangate {
         let (grpc, admin) = (free_port(), free_port());
+        let persist: &[&str] = if extra.contains(&"--data-dir") {
+            &[]
+        } else {
+            &["--no-persist"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
             .args(["serve", "--no-watch", "--config"])
             .arg(config)
+            .args(persist)
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(extra)

@@ -10,6 +10,7 @@
 -- Then 5 ARGV per limit, in KEYS order:
 --   bucket: "b", unit (D), refill per ns, capacity (burst × D), unused
 --   quota:  "q", limit, ms from now to the window's end, unused, unused
+--   usage:  "u", unused, ms to keep it, unused, unused (a daily usage count; never refuses)
 -- (TTLs are relative: plangate's clock, not Redis's, says what time it is.)
 -- Returns { admitted (0/1), level or used of each limit before charging ... }.
 
@@ -52,11 +53,13 @@ for i = 1, #KEYS do
     end
     levels[i] = level
     if level < need * unit then admitted = 0 end
-  else
+  elseif kind == "q" then
     local limit = tonumber(ARGV[a + 2])
     local used = tonumber(redis.call("GET", KEYS[i]) or "0")
     levels[i] = used
     if used + need > limit then admitted = 0 end
+  else
+    levels[i] = tonumber(redis.call("GET", KEYS[i]) or "0")
   end
 end
 
@@ -82,6 +85,7 @@ if admitted == 1 and hits > 0 then
         redis.call("PERSIST", KEYS[i])
       end
     else
+      -- A quota or usage counter.
       redis.call("INCRBY", KEYS[i], int(hits))
       redis.call("PEXPIRE", KEYS[i], int(tonumber(ARGV[a + 3]) + slack))
     end

@@ -1,0 +1,86 @@
+//! Embedded persistence for the memory store: quota and usage counters in a redb file
+//! (`<data-dir>/counters.redb`), so that a restart loses nothing (graceful stop: a final flush)
+//! or at most one flush interval of counts (crash). redb is crash-safe (copy-on-write B-trees,
+//! atomic commits): a flush is wholly on disk or not at all.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{LimitKey, StoreError};
+use crate::clock::Nanos;
+
+/// Counter name → (used, until).
+const COUNTERS: TableDefinition<&str, (u64, i64)> = TableDefinition::new("counters");
+
+/// The counters file.
+pub struct Persistence {
+    db: Database,
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError {
+        message: format!("{what}: {e}"),
+        transient: false,
+    }
+}
+
+impl Persistence {
+    /// Opens (or creates) `<dir>/counters.redb`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(&format!("cannot create {}", dir.display()), e))?;
+        let path = dir.join("counters.redb");
+        let db = Database::create(&path)
+            .map_err(|e| err(&format!("cannot open {}", path.display()), e))?;
+        // Make sure the table exists, so that reads of a new file succeed.
+        let tx = db.begin_write().map_err(|e| err("write", e))?;
+        tx.open_table(COUNTERS).map_err(|e| err("table", e))?;
+        tx.commit().map_err(|e| err("commit", e))?;
+        Ok(Persistence { db })
+    }
+
+    /// Every counter still current at `now`; expired ones are deleted.
+    pub fn load(&self, now: Nanos) -> Result<Vec<(LimitKey, u64, Nanos)>, StoreError> {
+        let mut out = Vec::new();
+        let mut expired = Vec::new();
+        {
+            let tx = self.db.begin_read().map_err(|e| err("read", e))?;
+            let table = tx.open_table(COUNTERS).map_err(|e| err("table", e))?;
+            for row in table.iter().map_err(|e| err("scan", e))? {
+                let (k, v) = row.map_err(|e| err("scan", e))?;
+                let (used, until) = v.value();
+                let name = k.value().to_owned();
+                match LimitKey::parse_counter(&name) {
+                    Some(key) if until > now => out.push((key, used, until)),
+                    _ => expired.push(name),
+                }
+            }
+        }
+        if !expired.is_empty() {
+            let tx = self.db.begin_write().map_err(|e| err("write", e))?;
+            {
+                let mut table = tx.open_table(COUNTERS).map_err(|e| err("table", e))?;
+                for name in &expired {
+                    table.remove(name.as_str()).map_err(|e| err("remove", e))?;
+                }
+            }
+            tx.commit().map_err(|e| err("commit", e))?;
+        }
+        Ok(out)
+    }
+
+    /// Writes counters' current values in one transaction.
+    pub fn write(&self, rows: &[(LimitKey, u64, Nanos)]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| err("write", e))?;
+        {
+            let mut table = tx.open_table(COUNTERS).map_err(|e| err("table", e))?;
+            for (key, used, until) in rows {
+                table
+                    .insert(key.name().as_str(), (*used, *until))
+                    .map_err(|e| err("insert", e))?;
+            }
+        }
+        tx.commit().map_err(|e| err("commit", e))
+    }
+}
