@@ -158,16 +158,94 @@ async fn fractional_rates_agree_with_the_memory_store(store: &dyn Store) {
     }
 }
 
+async fn usage_counts_admitted_units(store: &dyn Store) {
+    let day = 86_400 * SEC;
+    let usage = |key: &str, d: i64| LimitRef {
+        key: LimitKey::Usage {
+            plan: Arc::from("plan"),
+            key: Arc::from(key),
+            day_start: d * day,
+        },
+        spec: LimitSpec::Usage {
+            retain_until: (d + 90) * day,
+        },
+    };
+    let q = quota("uk", 3, 0, 100 * day);
+    // 3 admitted (one of 2 units), then a refusal that must not count.
+    for (hits, ok) in [(1, true), (2, true), (1, false)] {
+        let c = store
+            .check_and_charge(&[q.clone(), usage("uk", 0)], hits, SEC)
+            .await
+            .unwrap();
+        assert_eq!(c.admitted, ok);
+    }
+    store
+        .check_and_charge(&[usage("uk", 1)], 4, day + SEC)
+        .await
+        .unwrap();
+    store
+        .check_and_charge(&[usage("other", 1)], 1, day + SEC)
+        .await
+        .unwrap();
+    let mut rows = store.usage("plan", 0, 2 * day).await.unwrap();
+    rows.sort_by(|a, b| (&a.key, a.day_start).cmp(&(&b.key, b.day_start)));
+    let got: Vec<(String, i64, u64)> = rows
+        .into_iter()
+        .map(|r| (r.key, r.day_start / day, r.used))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("other".into(), 1, 1),
+            ("uk".into(), 0, 3),
+            ("uk".into(), 1, 4)
+        ]
+    );
+    assert_eq!(store.usage("plan", day, 2 * day).await.unwrap().len(), 2);
+    assert!(store.usage("nope", 0, 2 * day).await.unwrap().is_empty());
+}
+
+async fn set_used_sets_the_quota(store: &dyn Store) {
+    let q = quota("su", 10, 0, 100 * SEC);
+    store.set_used(&q, 8, SEC).await.unwrap();
+    let c = store
+        .check_and_charge(std::slice::from_ref(&q), 0, SEC)
+        .await
+        .unwrap();
+    assert_eq!(c.states[0].remaining, 2);
+    assert!(
+        store
+            .check_and_charge(std::slice::from_ref(&q), 2, SEC)
+            .await
+            .unwrap()
+            .admitted
+    );
+    assert!(!store.check_and_charge(&[q], 1, SEC).await.unwrap().admitted);
+}
+
 /// A store to test, and what keeps it alive (a redis-server).
 struct Subject {
     store: Box<dyn Store>,
     _redis: Option<common::RedisServer>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 fn memory() -> Subject {
     Subject {
         store: Box::new(MemoryStore::new()),
         _redis: None,
+        _dir: None,
+    }
+}
+
+/// A memory store with persistence: it must behave exactly like the plain one.
+fn persisted() -> Subject {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Arc::new(plangate::store::persist::Persistence::open(dir.path()).unwrap());
+    Subject {
+        store: Box::new(MemoryStore::with_persistence(p, 0).unwrap()),
+        _redis: None,
+        _dir: Some(dir),
     }
 }
 
@@ -183,6 +261,7 @@ async fn redis() -> Subject {
     Subject {
         store: Box::new(store),
         _redis: Some(server),
+        _dir: None,
     }
 }
 
@@ -208,6 +287,14 @@ macro_rules! store_suite {
                 super::buckets_refill(&*$make.store).await;
             }
             #[tokio::test]
+            async fn usage_counts_admitted_units() {
+                super::usage_counts_admitted_units(&*$make.store).await;
+            }
+            #[tokio::test]
+            async fn set_used_sets_the_quota() {
+                super::set_used_sets_the_quota(&*$make.store).await;
+            }
+            #[tokio::test]
             async fn fractional_rates_agree_with_the_memory_store() {
                 super::fractional_rates_agree_with_the_memory_store(&*$make.store).await;
             }
@@ -216,4 +303,5 @@ macro_rules! store_suite {
 }
 
 store_suite!(memory_store, memory());
+store_suite!(persisted_memory_store, persisted());
 store_suite!(redis_store, redis().await);
