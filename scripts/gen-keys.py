@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Writes a large plangate config for compile benchmarks.
 
-usage: gen-keys.py N OUT_DIR   → OUT_DIR/keys.yaml (N keys as value_sha256 in YAML)
-                                 OUT_DIR/keys-csv.yaml + OUT_DIR/keys.csv (N keys in AWS CSV)
+usage: gen-keys.py N OUT_DIR [--high-limits]
+  → OUT_DIR/keys.yaml (N keys as value_sha256 in YAML)
+    OUT_DIR/keys-csv.yaml + OUT_DIR/keys.csv (N keys in AWS CSV)
+  --high-limits: limits no benchmark reaches, so every request is admitted and fully charged
 Key values are derived from their index ("bench-key-%012d"), so a benchmark can present them.
 """
 import hashlib
@@ -26,17 +28,29 @@ usage_plans:
 """
 
 
+HIGH = {
+    "rate: 1000, burst: 2000": "rate: 100000000, burst: 100000000",
+    "rate: 50, burst: 100": "rate: 100000000, burst: 100000000",
+    "limit: 5000, period: MONTH": "limit: 1000000000000, period: MONTH",
+}
+
+
 def main():
     n, out = int(sys.argv[1]), sys.argv[2]
+    header = HEADER
+    if "--high-limits" in sys.argv[3:]:
+        for a, b in HIGH.items():
+            header = header.replace(a, b)
+        header = header.replace("version: 1\n", "version: 1\naccount:\n  throttle: { rate: 100000000, burst: 100000000 }\n")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "keys.yaml"), "w") as f:
-        f.write(HEADER)
+        f.write(header)
         f.write("api_keys:\n")
         for i in range(n):
             h = hashlib.sha256(b"bench-key-%012d" % i).hexdigest()
             f.write(f"  - {{ id: k{i}, value_sha256: {h}, usage_plans: [gold] }}\n")
     with open(os.path.join(out, "keys-csv.yaml"), "w") as f:
-        f.write(HEADER)
+        f.write(header)
         f.write("api_keys_files: [keys.csv]\n")
     with open(os.path.join(out, "keys.csv"), "w") as f:
         f.write("Name,Key,Description,Enabled,UsagePlanIds\n")

@@ -5,6 +5,7 @@
 
 pub mod answer;
 pub mod authz;
+pub mod baseline;
 pub mod rls;
 
 pub use authz::AuthzService;

@@ -6,6 +6,7 @@
 //! mapped back onto the wire.
 
 pub mod admin;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod engine;

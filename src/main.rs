@@ -128,8 +128,62 @@ enum Command {
         #[arg(long, env = "PLANGATE_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Load a running plangate over gRPC (Check or ShouldRateLimit) and report throughput and
+    /// latency; with --baseline, also the ratio to a baseline server measured in the same run.
+    Bench {
+        /// plangate's gRPC address.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        target: String,
+        /// A `plangate baseline` address to compare with.
+        #[arg(long)]
+        baseline: Option<String>,
+        #[arg(long, value_enum, default_value = "check")]
+        api: BenchApi,
+        /// gRPC connections (HTTP/2).
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Concurrent calls per connection.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Stop each run after this many requests instead.
+        #[arg(long)]
+        requests: Option<u64>,
+        /// Seconds of unmeasured warm-up per run.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Distinct keys (`bench-key-%012d`, as scripts/gen-keys.py writes them).
+        #[arg(long, default_value_t = 1000)]
+        keys: usize,
+        /// Alternating rounds (baseline, target) when comparing.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value = "petstore")]
+        api_name: String,
+        #[arg(long, default_value = "prod")]
+        stage: String,
+        #[arg(long, default_value = "/pets")]
+        path: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve ext_authz and RLS answering OK without any engine: the transport's cost, for
+    /// `plangate bench --baseline`.
+    Baseline {
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        grpc_addr: std::net::SocketAddr,
+    },
     /// Print the SHA-256 of a key value, for `value_sha256` (`-` reads the value from stdin).
     HashKey { value: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchApi {
+    Check,
+    Rls,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -297,6 +351,84 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 UsageFormat::Csv => print!("{}", report.to_csv()),
                 UsageFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            target,
+            baseline,
+            api,
+            connections,
+            concurrency,
+            duration,
+            requests,
+            warmup,
+            keys,
+            rounds,
+            api_name,
+            stage,
+            path,
+            json,
+        } => {
+            use plangate::bench;
+            let o = bench::BenchOptions {
+                api: match api {
+                    BenchApi::Check => bench::Api::Check,
+                    BenchApi::Rls => bench::Api::Rls,
+                },
+                connections,
+                concurrency,
+                duration: std::time::Duration::try_from_secs_f64(duration).context("--duration")?,
+                requests,
+                warmup: std::time::Duration::try_from_secs_f64(warmup).context("--warmup")?,
+                keys,
+                api_name,
+                stage,
+                path,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            match baseline {
+                None => {
+                    let r = rt
+                        .block_on(bench::run(&target, &o))
+                        .map_err(anyhow::Error::msg)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&r)?);
+                    } else {
+                        println!("{}", r.line());
+                    }
+                }
+                Some(b) => {
+                    let c = rt
+                        .block_on(bench::compare(&b, &target, &o, rounds))
+                        .map_err(anyhow::Error::msg)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&c)?);
+                    } else {
+                        for (i, (b, t)) in c.rounds.iter().enumerate() {
+                            println!("round {}: baseline {}", i + 1, b.line());
+                            println!("round {}: plangate {}", i + 1, t.line());
+                        }
+                        println!(
+                            "median: baseline {:.0} req/s, plangate {:.0} req/s, ratio {:.3}",
+                            c.baseline_rps_median, c.target_rps_median, c.ratio
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Baseline { grpc_addr } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let l = tokio::net::TcpListener::bind(grpc_addr).await?;
+                tracing::info!(addr = %grpc_addr, "baseline gRPC server (answers OK, no engine)");
+                plangate::grpc::baseline::serve(l, plangate::server::shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::HashKey { value } => {

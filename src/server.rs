@@ -224,7 +224,7 @@ pub async fn run(
     }
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "gRPC listening (ext_authz, RLS, health)");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = incoming(listener);
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = {
         let stopping = stopping.clone();
@@ -253,6 +253,20 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off: a gRPC answer is small and must leave at
+/// once (with Nagle on, a response split over two writes waits for the peer's delayed ACK,
+/// ~40 ms on Linux).
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        let s = s?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    })
 }
 
 /// Completes on SIGTERM or SIGINT.
