@@ -10,8 +10,8 @@ use super::file::{ConfigFile, ThrottleFile, UnknownMethods, Weekday};
 use super::location::Path;
 use crate::engine::bucket::BucketSpec;
 use crate::snapshot::{
-    Api, ApiKey, KeyHash, KeySource, Method, Plan, Quota, RlsSettings, Snapshot, Stage, Throttle,
-    hash_key,
+    Api, ApiKey, FastMap, KeyHash, KeySource, Method, Plan, Quota, RlsSettings, Snapshot, Stage,
+    Throttle, hash_key,
 };
 
 /// AWS's default account-level throttle (requests per second, burst).
@@ -505,8 +505,8 @@ impl Compiler {
         }
     }
 
-    fn apis(&mut self, file: &ConfigFile) -> HashMap<String, Api> {
-        let mut apis = HashMap::with_capacity(file.apis.len());
+    fn apis(&mut self, file: &ConfigFile) -> FastMap<String, Api> {
+        let mut apis = FastMap::with_capacity_and_hasher(file.apis.len(), Default::default());
         let mut stage_id = 0u32;
         for (api_name, api) in &file.apis {
             let api_path = Path::root().key("apis").key(api_name.as_str());
@@ -514,7 +514,7 @@ impl Compiler {
                 self.invalid(api_path.clone(), "API name", e);
             }
             let api_arc: Arc<str> = Arc::from(api_name.as_str());
-            let mut stages = HashMap::with_capacity(api.stages.len());
+            let mut stages = FastMap::with_capacity_and_hasher(api.stages.len(), Default::default());
             for (stage_name, st) in &api.stages {
                 let sp = api_path.key("stages").key(stage_name.as_str());
                 if let Err(e) = check_name(stage_name) {
@@ -567,7 +567,7 @@ impl Compiler {
     fn plans(
         &mut self,
         file: &ConfigFile,
-        apis: &HashMap<String, Api>,
+        apis: &FastMap<String, Api>,
     ) -> (Vec<Plan>, HashMap<String, u32>) {
         let mut plans = Vec::with_capacity(file.usage_plans.len());
         let mut index = HashMap::with_capacity(file.usage_plans.len());
@@ -684,8 +684,8 @@ impl Compiler {
         entries: Vec<KeyEntry>,
         plans: &[Plan],
         plan_index: &HashMap<String, u32>,
-        apis: &HashMap<String, Api>,
-    ) -> (Vec<ApiKey>, HashMap<KeyHash, u32>) {
+        apis: &FastMap<String, Api>,
+    ) -> (Vec<ApiKey>, FastMap<KeyHash, u32>) {
         let mut stage_names = vec![(String::new(), String::new()); count_stages(apis)];
         for (api, a) in apis {
             for (name, st) in &a.stages {
@@ -693,7 +693,8 @@ impl Compiler {
             }
         }
         let mut keys = Vec::with_capacity(entries.len());
-        let mut by_hash: HashMap<KeyHash, u32> = HashMap::with_capacity(entries.len());
+        let mut by_hash: FastMap<KeyHash, u32> =
+            FastMap::with_capacity_and_hasher(entries.len(), Default::default());
         let mut by_id: HashMap<String, u32> = HashMap::with_capacity(entries.len());
         let mut origins: Vec<Origin> = Vec::new();
         for e in entries {
@@ -803,6 +804,6 @@ impl Compiler {
     }
 }
 
-fn count_stages(apis: &HashMap<String, Api>) -> usize {
+fn count_stages(apis: &FastMap<String, Api>) -> usize {
     apis.values().map(|a| a.stages.len()).sum()
 }

@@ -16,7 +16,7 @@
 //! database (see `persist`) every flush interval and at shutdown, and read back at start.
 //! Buckets are not persisted: after a restart they start full, which AWS's own throttles do too.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,6 +26,7 @@ use super::persist::Persistence;
 use super::{Charge, LimitKey, LimitRef, LimitSpec, LimitState, Store, StoreError, UsageRow};
 use crate::clock::Nanos;
 use crate::engine::bucket::{BucketSpec, BucketState};
+use crate::snapshot::FastMap;
 
 const MIN_SWEEP: usize = 4096;
 /// Also sweep this often (when there is anything to sweep), so memory falls after a peak.
@@ -38,7 +39,7 @@ pub struct MemoryStore {
 }
 
 struct Inner {
-    cells: HashMap<LimitKey, Cell>,
+    cells: FastMap<LimitKey, Cell>,
     sweep_at: usize,
     last_sweep: Nanos,
     /// Persisted counters changed since the last flush (only with persistence).
@@ -64,7 +65,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         MemoryStore {
             inner: Mutex::new(Inner {
-                cells: HashMap::new(),
+                cells: FastMap::default(),
                 sweep_at: MIN_SWEEP,
                 last_sweep: 0,
                 dirty: HashSet::new(),
