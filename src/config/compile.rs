@@ -514,7 +514,8 @@ impl Compiler {
                 self.invalid(api_path.clone(), "API name", e);
             }
             let api_arc: Arc<str> = Arc::from(api_name.as_str());
-            let mut stages = FastMap::with_capacity_and_hasher(api.stages.len(), Default::default());
+            let mut stages =
+                FastMap::with_capacity_and_hasher(api.stages.len(), Default::default());
             for (stage_name, st) in &api.stages {
                 let sp = api_path.key("stages").key(stage_name.as_str());
                 if let Err(e) = check_name(stage_name) {

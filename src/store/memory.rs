@@ -139,14 +139,17 @@ impl MemoryStore {
                         let full_at = spec
                             .time_to_full(b.level)
                             .map_or(Nanos::MAX, |t| now.saturating_add(t));
-                        inner
-                            .cells
-                            .insert(limit.key.clone(), Cell::Bucket { state: b, full_at });
+                        put(
+                            &mut inner.cells,
+                            &limit.key,
+                            Cell::Bucket { state: b, full_at },
+                        );
                     }
                     LimitSpec::Quota(spec) => {
                         state.remaining = spec.limit.saturating_sub(used);
-                        inner.cells.insert(
-                            limit.key.clone(),
+                        put(
+                            &mut inner.cells,
+                            &limit.key,
                             Cell::Count {
                                 used,
                                 until: spec.window.end,
@@ -158,8 +161,9 @@ impl MemoryStore {
                     }
                     LimitSpec::Usage { retain_until } => {
                         state.remaining = used;
-                        inner.cells.insert(
-                            limit.key.clone(),
+                        put(
+                            &mut inner.cells,
+                            &limit.key,
                             Cell::Count {
                                 used,
                                 until: *retain_until,
@@ -201,6 +205,16 @@ impl MemoryStore {
                 _ => None,
             })
             .collect()
+    }
+}
+
+/// Sets a cell, in place when it exists (no key clone, one lookup).
+fn put(cells: &mut FastMap<LimitKey, Cell>, key: &LimitKey, cell: Cell) {
+    match cells.get_mut(key) {
+        Some(c) => *c = cell,
+        None => {
+            cells.insert(key.clone(), cell);
+        }
     }
 }
 
