@@ -186,6 +186,17 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// The quota of a limit, for operations that only take quotas.
+pub(crate) fn quota_of(limit: &LimitRef) -> Result<&QuotaSpec, StoreError> {
+    match &limit.spec {
+        LimitSpec::Quota(q) => Ok(q),
+        _ => Err(StoreError {
+            message: "set_used takes a quota".into(),
+            transient: false,
+        }),
+    }
+}
+
 /// The state of a quota counter with `used` units counted, for `need` more.
 pub(crate) fn quota_state(spec: &QuotaSpec, used: u64, need: u64, now: Nanos) -> LimitState {
     let admitted = used.saturating_add(need) <= spec.limit;

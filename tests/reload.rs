@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::ext_authz::v3::pb::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use plangate::admin::{self, AdminState};
 use plangate::clock::SystemClock;
@@ -110,36 +108,12 @@ impl Drop for Served {
     }
 }
 
-fn check_request(key: &str) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: "/pets".into(),
-                    headers: [("x-api-key".to_string(), key.to_string())].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+fn check_request(key: &str) -> envoy_types::ext_authz::v3::pb::CheckRequest {
+    common::check_request(key, "/pets")
 }
 
 async fn client(port: u16) -> AuthorizationClient<tonic::transport::Channel> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            Ok(c) => return AuthorizationClient::new(c),
-            Err(e) if Instant::now() > deadline => panic!("{e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    common::authz_client(port).await
 }
 
 /// The plan named upstream and the plan burst in the rate-limit policy: both must come from one

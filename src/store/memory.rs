@@ -286,12 +286,7 @@ impl Store for MemoryStore {
     }
 
     async fn set_used(&self, limit: &LimitRef, used: u64, _now: Nanos) -> Result<(), StoreError> {
-        let LimitSpec::Quota(q) = &limit.spec else {
-            return Err(StoreError {
-                message: "set_used takes a quota".into(),
-                transient: false,
-            });
-        };
+        let q = super::quota_of(limit)?;
         let mut inner = self.inner.lock();
         inner.cells.insert(
             limit.key.clone(),

@@ -305,12 +305,7 @@ impl Store for RedisStore {
     }
 
     async fn set_used(&self, limit: &LimitRef, used: u64, now: Nanos) -> Result<(), StoreError> {
-        let LimitSpec::Quota(q) = &limit.spec else {
-            return Err(StoreError {
-                message: "set_used takes a quota".into(),
-                transient: false,
-            });
-        };
+        let q = super::quota_of(limit)?;
         let ttl = (q.window.end.saturating_sub(now) / 1_000_000).max(1) + TTL_SLACK_MS as i64;
         let mut conn = self.conn();
         let _: () = self
