@@ -330,6 +330,7 @@ pub fn redacted(snap: &Snapshot) -> Value {
         "responses": {
             "rate_limit_headers": format!("{:?}", snap.rate_limit_headers).to_lowercase(),
             "forward_api_key": snap.forward_api_key,
+            "dynamic_metadata": snap.dynamic_metadata,
         },
         "rate_limit_service": {
             "domain": snap.rls.domain,

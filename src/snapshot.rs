@@ -37,6 +37,7 @@ pub struct Snapshot {
     pub default_stage: Option<String>,
     pub rate_limit_headers: RateLimitHeaders,
     pub forward_api_key: bool,
+    pub dynamic_metadata: bool,
     pub rls: RlsSettings,
     pub apis: FastMap<String, Api>,
     pub plans: Vec<Plan>,

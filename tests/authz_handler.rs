@@ -15,9 +15,14 @@ use plangate::store::MemoryStore;
 const KEY: &str = "handler-key-0123456789abcdef";
 
 fn service() -> AuthzService {
+    service_with("")
+}
+
+fn service_with(extra: &str) -> AuthzService {
     let text = format!(
         r#"
 version: 1
+{extra}
 apis:
   petstore:
     stages:
@@ -101,6 +106,14 @@ async fn admits_with_query_string_in_path() {
     assert_eq!(summary(&r).0, 0);
     let meta = r.dynamic_metadata.unwrap();
     assert!(meta.fields.contains_key("api_key_id"));
+}
+
+#[tokio::test]
+async fn dynamic_metadata_can_be_turned_off() {
+    let s = service_with("responses: { dynamic_metadata: false }");
+    let r = check(&s, request("GET", "/pets", &[("x-api-key", KEY)], EXT)).await;
+    assert_eq!(summary(&r).0, 0);
+    assert!(r.dynamic_metadata.is_none());
 }
 
 #[tokio::test]

@@ -235,6 +235,7 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
             default_stage,
             rate_limit_headers: responses.rate_limit_headers.unwrap_or_default(),
             forward_api_key: responses.forward_api_key.unwrap_or(true),
+            dynamic_metadata: responses.dynamic_metadata.unwrap_or(true),
             rls,
             apis,
             plans,

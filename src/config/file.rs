@@ -106,6 +106,10 @@ pub struct ResponsesFile {
     /// Forward the client's API key header to the upstream (AWS does). Default true.
     #[serde(default)]
     pub forward_api_key: Option<bool>,
+    /// Attach dynamic metadata (key id, plan, outcome, …) to ext_authz answers for Envoy's
+    /// access logs. Default true.
+    #[serde(default)]
+    pub dynamic_metadata: Option<bool>,
 }
 
 /// RLS settings: the domain plangate answers, and the descriptor entry keys it reads.

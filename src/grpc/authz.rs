@@ -106,7 +106,7 @@ fn metadata(d: &Decision) -> Struct {
 /// Builds the `CheckResponse` for an answer.
 fn to_check_response(
     a: &Answer,
-    d: Option<&Decision>,
+    metadata_of: Option<&Decision>,
     client_identity_headers: &[String],
     drop_key_header: Option<&str>,
 ) -> CheckResponse {
@@ -168,7 +168,7 @@ fn to_check_response(
         resp.set_status(status);
         resp.set_http_response(denied.build());
     }
-    if let Some(d) = d {
+    if let Some(d) = metadata_of {
         resp.set_dynamic_metadata(Some(metadata(d)));
     }
     resp
@@ -274,9 +274,10 @@ impl Authorization for AuthzService {
         } else {
             key_header
         };
+        let meta = snap.dynamic_metadata.then_some(&decision);
         Ok(Response::new(to_check_response(
             &a,
-            Some(&decision),
+            meta,
             &client_identity,
             drop_key,
         )))
