@@ -116,6 +116,40 @@ async fn dynamic_metadata_can_be_turned_off() {
     assert!(r.dynamic_metadata.is_none());
 }
 
+/// With `encode_raw_headers`, Envoy sends `header_map` instead of `headers`: the key is read
+/// from it, and client-sent identity headers in it are removed too.
+#[tokio::test]
+async fn raw_header_map_is_read() {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let s = service();
+    let mut r = request("GET", "/pets", &[], EXT);
+    let http = r
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .unwrap();
+    http.header_map = Some(HeaderMap {
+        headers: [("x-api-key", KEY), ("x-plangate-extra", "spoof")]
+            .into_iter()
+            .map(|(k, v)| HeaderValue {
+                key: k.into(),
+                value: String::new(),
+                raw_value: v.as_bytes().to_vec(),
+            })
+            .collect(),
+    });
+    let resp = check(&s, r).await;
+    assert_eq!(summary(&resp).0, 0);
+    let Some(HttpResponse::OkResponse(ok)) = &resp.http_response else {
+        panic!("not admitted")
+    };
+    assert!(
+        ok.headers_to_remove.iter().any(|h| h == "x-plangate-extra"),
+        "{ok:?}"
+    );
+}
+
 #[tokio::test]
 async fn no_attributes_is_400() {
     let s = service();

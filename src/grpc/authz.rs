@@ -263,9 +263,16 @@ impl Authorization for AuthzService {
             "ext_authz decision"
         );
         let a = answer::answer(&decision, snap.rate_limit_headers);
+        // Client-sent identity headers, from whichever encoding Envoy used (names arrive
+        // lower-case in both).
+        let raw_names = http
+            .header_map
+            .iter()
+            .flat_map(|m| m.headers.iter().map(|h| &h.key));
         let client_identity: Vec<String> = http
             .headers
             .keys()
+            .chain(raw_names)
             .filter(|k| k.starts_with(IDENTITY_PREFIX))
             .cloned()
             .collect();
