@@ -150,6 +150,46 @@ async fn raw_header_map_is_read() {
     );
 }
 
+/// AWS AUTHORIZER key source: the key comes from dynamic metadata set by an earlier filter.
+#[tokio::test]
+async fn key_from_metadata_context() {
+    use envoy_types::pb::envoy::config::core::v3::Metadata;
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    let s = service_with(
+        "api_key_source: { metadata: { namespace: envoy.filters.http.jwt_authn, path: [payload, usage_key] } }",
+    );
+    let string = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.into())),
+    };
+    let payload = Struct {
+        fields: [("usage_key".to_string(), string(KEY))].into(),
+    };
+    let ns = Struct {
+        fields: [(
+            "payload".to_string(),
+            Value {
+                kind: Some(Kind::StructValue(payload)),
+            },
+        )]
+        .into(),
+    };
+    // The header is ignored with a metadata source.
+    let mut r = request(
+        "GET",
+        "/pets",
+        &[("x-api-key", "ignored-header-value-0000")],
+        EXT,
+    );
+    r.attributes.as_mut().unwrap().metadata_context = Some(Metadata {
+        filter_metadata: [("envoy.filters.http.jwt_authn".to_string(), ns)].into(),
+        ..Default::default()
+    });
+    assert_eq!(summary(&check(&s, r).await).0, 0);
+    // No metadata: no key.
+    let r = request("GET", "/pets", &[("x-api-key", KEY)], EXT);
+    assert_eq!(summary(&check(&s, r).await).1, Some(403));
+}
+
 #[tokio::test]
 async fn no_attributes_is_400() {
     let s = service();
