@@ -322,7 +322,6 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::bucket::BucketSpec;
 
     fn method(name: &str) -> Method {
         Method {
@@ -410,9 +409,5 @@ mod tests {
             hex::encode(hash_key("abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        let _ = BucketSpec {
-            rate_micro: 1,
-            burst: 1,
-        };
     }
 }

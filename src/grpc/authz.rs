@@ -5,7 +5,6 @@
 //! `encode_raw_headers` the headers come in `header_map` instead of `headers`. A `CheckResponse`
 //! whose status is not OK is a denial, and its `denied_response` is what the client sees.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
@@ -290,6 +289,3 @@ impl Authorization for AuthzService {
         )))
     }
 }
-
-/// The context extensions map type, for tests building requests.
-pub type ContextExtensions = HashMap<String, String>;
