@@ -31,7 +31,7 @@ pub enum Service {
 }
 
 impl Service {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Service::ExtAuthz => "ext_authz",
             Service::Rls => "rls",

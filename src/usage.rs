@@ -8,6 +8,7 @@ use chrono::{Days, NaiveDate};
 use serde::Serialize;
 
 use crate::clock::{NANOS_PER_SEC, Nanos, format_rfc3339};
+use crate::config::file::Period;
 use crate::engine::Engine;
 use crate::engine::explain::period_name;
 use crate::engine::quota::{QuotaSpec, Window, effective_limit, midnight, window};
@@ -82,29 +83,61 @@ fn check_key(snap: &Snapshot, plan_id: &str, key_id: &str) -> Result<(), UsageEr
     Ok(())
 }
 
-/// The quota counter of `key_id` in `plan` at `now`, with its effective limit and window.
-fn quota_ref(
-    snap: &Snapshot,
-    plan: &Plan,
+/// The quota counter of one key in one plan at one time.
+struct Target {
+    counter: LimitRef,
+    limit: u64,
+    period: Period,
+    window: Window,
+}
+
+/// Resolves plan, key and the quota period containing `now`, with its effective limit.
+fn target(snap: &Snapshot, plan_id: &str, key_id: &str, now: Nanos) -> Result<Target, UsageError> {
+    let p = plan(snap, plan_id)?;
+    check_key(snap, plan_id, key_id)?;
+    let q = p
+        .quota
+        .ok_or_else(|| UsageError::NoQuota(plan_id.to_owned()))?;
+    let window = window(q.period, snap.week_start, now);
+    let limit = effective_limit(q.limit, q.offset, q.starts_at, window);
+    Ok(Target {
+        counter: LimitRef {
+            key: LimitKey::Quota {
+                plan: p.id.clone(),
+                key: key_id.into(),
+                window_start: window.start,
+            },
+            spec: LimitSpec::Quota(QuotaSpec { limit, window }),
+        },
+        limit,
+        period: q.period,
+        window,
+    })
+}
+
+/// Reads a target's counter (a check of 0 units charges nothing).
+async fn read(
+    engine: &Engine,
+    t: &Target,
+    plan_id: &str,
     key_id: &str,
     now: Nanos,
-) -> Result<(LimitRef, Window), UsageError> {
-    let q = plan
-        .quota
-        .ok_or_else(|| UsageError::NoQuota(plan.id.to_string()))?;
-    let w = window(q.period, snap.week_start, now);
-    let limit = effective_limit(q.limit, q.offset, q.starts_at, w);
-    Ok((
-        LimitRef {
-            key: LimitKey::Quota {
-                plan: plan.id.clone(),
-                key: key_id.into(),
-                window_start: w.start,
-            },
-            spec: LimitSpec::Quota(QuotaSpec { limit, window: w }),
-        },
-        w,
-    ))
+) -> Result<Current, UsageError> {
+    let charge = engine
+        .store()
+        .check_and_charge(std::slice::from_ref(&t.counter), 0, now)
+        .await?;
+    let remaining = charge.states.first().map_or(t.limit, |s| s.remaining);
+    Ok(Current {
+        usage_plan_id: plan_id.to_owned(),
+        key_id: key_id.to_owned(),
+        limit: t.limit,
+        used: t.limit.saturating_sub(remaining),
+        remaining,
+        period: period_name(t.period),
+        period_start: format_rfc3339(t.window.start),
+        period_end: format_rfc3339(t.window.end),
+    })
 }
 
 /// The current period of one key.
@@ -114,33 +147,8 @@ pub async fn current(
     key_id: &str,
     now: Nanos,
 ) -> Result<Current, UsageError> {
-    let snap = engine.snapshot();
-    let p = plan(&snap, plan_id)?;
-    check_key(&snap, plan_id, key_id)?;
-    let (r, w) = quota_ref(&snap, p, key_id, now)?;
-    let LimitSpec::Quota(q) = r.spec else {
-        unreachable!("quota_ref builds a quota")
-    };
-    // A check of 0 units reads the counter without charging it.
-    let charge = engine
-        .store()
-        .check_and_charge(std::slice::from_ref(&r), 0, now)
-        .await?;
-    let remaining = charge.states.first().map_or(q.limit, |s| s.remaining);
-    Ok(Current {
-        usage_plan_id: plan_id.to_owned(),
-        key_id: key_id.to_owned(),
-        limit: q.limit,
-        used: q.limit.saturating_sub(remaining),
-        remaining,
-        period: period_name(
-            p.quota
-                .map(|q| q.period)
-                .unwrap_or(crate::config::file::Period::Day),
-        ),
-        period_start: format_rfc3339(w.start),
-        period_end: format_rfc3339(w.end),
-    })
+    let t = target(&engine.snapshot(), plan_id, key_id, now)?;
+    read(engine, &t, plan_id, key_id, now).await
 }
 
 /// AWS UpdateUsage: after this, exactly `remaining` more units are admitted in this period.
@@ -151,24 +159,18 @@ pub async fn update(
     remaining: u64,
     now: Nanos,
 ) -> Result<Current, UsageError> {
-    let snap = engine.snapshot();
-    let p = plan(&snap, plan_id)?;
-    check_key(&snap, plan_id, key_id)?;
-    let (r, _) = quota_ref(&snap, p, key_id, now)?;
-    let LimitSpec::Quota(q) = r.spec else {
-        unreachable!("quota_ref builds a quota")
-    };
-    if remaining > q.limit {
+    let t = target(&engine.snapshot(), plan_id, key_id, now)?;
+    if remaining > t.limit {
         return Err(UsageError::BadRequest(format!(
             "remaining {remaining} is above the period's limit {}",
-            q.limit
+            t.limit
         )));
     }
     engine
         .store()
-        .set_used(&r, q.limit - remaining, now)
+        .set_used(&t.counter, t.limit - remaining, now)
         .await?;
-    current(engine, plan_id, key_id, now).await
+    read(engine, &t, plan_id, key_id, now).await
 }
 
 /// Parses an AWS date (`2026-11-25`).

@@ -112,6 +112,12 @@ fn check_request(key: &str) -> envoy_types::ext_authz::v3::pb::CheckRequest {
     common::check_request(key, "/pets")
 }
 
+/// The gRPC status code plangate answers a Check for `key` with (0: admitted).
+async fn code(c: &mut AuthorizationClient<tonic::transport::Channel>, key: &str) -> i32 {
+    let r = c.check(check_request(key)).await.unwrap().into_inner();
+    r.status.map_or(-1, |s| s.code)
+}
+
 async fn client(port: u16) -> AuthorizationClient<tonic::transport::Channel> {
     common::authz_client(port).await
 }
@@ -217,13 +223,11 @@ async fn invalid_file_keeps_the_old_snapshot_and_counters_survive() {
     let s = serve(&config(1, 5, true)).await;
     let mut c = client(s.grpc).await;
     for _ in 0..3 {
-        let r = c.check(check_request(KEY)).await.unwrap().into_inner();
-        assert_eq!(r.status.unwrap().code, 0);
+        assert_eq!(code(&mut c, KEY).await, 0);
     }
     std::fs::write(&s.path, "version: 1\nnope: true\n").unwrap();
     assert!(s.reloader.reload("test").await.is_err());
-    let r = c.check(check_request(KEY)).await.unwrap().into_inner();
-    assert_eq!(r.status.unwrap().code, 0, "the old snapshot keeps serving");
+    assert_eq!(code(&mut c, KEY).await, 0, "the old snapshot keeps serving");
     // Raise the quota 5 → 6: the 4 used stay used, 2 remain.
     std::fs::write(&s.path, config(1, 6, true)).unwrap();
     assert!(matches!(
@@ -232,42 +236,16 @@ async fn invalid_file_keeps_the_old_snapshot_and_counters_survive() {
     ));
     let mut admitted = 0;
     for _ in 0..5 {
-        if c.check(check_request(KEY))
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap()
-            .code
-            == 0
-        {
+        if code(&mut c, KEY).await == 0 {
             admitted += 1;
         }
     }
     assert_eq!(admitted, 2);
     // Disable k2: refused from the next request.
-    assert_eq!(
-        c.check(check_request(OTHER))
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap()
-            .code,
-        0
-    );
+    assert_eq!(code(&mut c, OTHER).await, 0);
     std::fs::write(&s.path, config(1, 6, false)).unwrap();
     s.reloader.reload("test").await.unwrap();
-    assert_eq!(
-        c.check(check_request(OTHER))
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap()
-            .code,
-        7
-    );
+    assert_eq!(code(&mut c, OTHER).await, 7);
 }
 
 /// Kubernetes ConfigMap update: `plans.yaml → ..data/plans.yaml`, `..data` swapped atomically.

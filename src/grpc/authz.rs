@@ -17,7 +17,6 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use tonic::{Request, Response, Status};
 
 use super::answer::{self, Answer, IDENTITY_PREFIX};
-use crate::clock::Stopwatch;
 use crate::engine::{self, Decision, Engine};
 use crate::metrics::{Metrics, Service};
 use crate::snapshot::KeySource;
@@ -243,24 +242,16 @@ impl Authorization for AuthzService {
             key,
             hits,
         };
-        let watch = Stopwatch::start();
         let now = self.engine.clock().now();
-        let decision = self.engine.decide_in(&snap, &er, now).await;
-        self.metrics
-            .decided(Service::ExtAuthz, &decision, watch.seconds());
-        if let Some(e) = &decision.store_error {
-            self.metrics.store_errors.inc();
-            tracing::warn!(error = %e, outcome = decision.outcome.as_str(), "ext_authz: store error; failure policy applied");
-        }
-        tracing::debug!(
-            outcome = decision.outcome.as_str(),
-            reason = decision.reason.map(|r| r.as_str()),
-            decided_by = decision.decided_by.map(|k| k.as_str()),
-            key_id = decision.key_id.as_deref(),
-            api = decision.api.as_deref(),
-            stage = decision.stage.as_deref(),
-            "ext_authz decision"
-        );
+        let decision = super::decide(
+            &self.engine,
+            &self.metrics,
+            Service::ExtAuthz,
+            &snap,
+            &er,
+            now,
+        )
+        .await;
         let a = answer::answer(&decision, snap.rate_limit_headers);
         // Client-sent identity headers, from whichever encoding Envoy used (names arrive
         // lower-case in both).

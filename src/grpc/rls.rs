@@ -18,7 +18,6 @@ use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use tonic::{Request, Response, Status};
 
 use super::answer;
-use crate::clock::Stopwatch;
 use crate::config::file::Period;
 use crate::engine::{self, Decision, Engine, LimitConfig, LimitReport};
 use crate::metrics::{Metrics, Service};
@@ -197,21 +196,7 @@ impl RateLimitService for RlsService {
                 (None, false) => request_hits,
             };
             let er = descriptor_request(&snap, &desc.entries, hits);
-            let watch = Stopwatch::start();
-            let d = self.engine.decide_in(&snap, &er, now).await;
-            self.metrics.decided(Service::Rls, &d, watch.seconds());
-            if let Some(e) = &d.store_error {
-                self.metrics.store_errors.inc();
-                tracing::warn!(error = %e, outcome = d.outcome.as_str(), "RLS: store error; failure policy applied");
-            }
-            tracing::debug!(
-                outcome = d.outcome.as_str(),
-                reason = d.reason.map(|r| r.as_str()),
-                decided_by = d.decided_by.map(|k| k.as_str()),
-                key_id = d.key_id.as_deref(),
-                hits,
-                "RLS decision"
-            );
+            let d = super::decide(&self.engine, &self.metrics, Service::Rls, &snap, &er, now).await;
             decisions.push(d);
         }
         let statuses: Vec<DescriptorStatus> = decisions.iter().map(status).collect();
