@@ -35,17 +35,40 @@ pub fn envoy_bin() -> PathBuf {
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    if let Err(e) = try_wait_for_port(port, what, child) {
+        panic!("{e}");
+    }
+}
+
+/// Waits until something listens on `port` while `child` runs.
+fn try_wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early: {status}");
+            return Err(format!("{what} exited early: {status}"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{what} did not listen on {port} within 30 s");
+    Err(format!("{what} did not listen on {port} within 30 s"))
+}
+
+/// Free ports are picked by binding port 0 and letting go, so a parallel test (or a server
+/// binding port 0) can take one before our process binds it. Such a start is detected — our
+/// process exits on the bind error, or another process answers — and tried again on new ports.
+const START_ATTEMPTS: usize = 4;
+
+fn still_running(children: &mut [(String, Child)]) -> Result<(), String> {
+    // A process that lost its port exits at once; give it the time to.
+    std::thread::sleep(Duration::from_millis(150));
+    for (name, c) in children.iter_mut() {
+        if let Ok(Some(status)) = c.try_wait() {
+            return Err(format!("{name} exited: {status}"));
+        }
+    }
+    Ok(())
 }
 
 /// A running Envoy + plangate + upstream.
@@ -61,6 +84,17 @@ impl Stack {
     /// Starts everything with `plans` as plangate's config and `envoy_config` (a file under
     /// envoy/) as Envoy's, its ports rewritten to free ones.
     pub fn start(plans: &str, envoy_config: &str) -> Stack {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start(plans, envoy_config) {
+                Ok(s) => return s,
+                Err(e) => last = e,
+            }
+        }
+        panic!("the Envoy stack did not start: {last}");
+    }
+
+    fn try_start(plans: &str, envoy_config: &str) -> Result<Stack, String> {
         let dir = tempfile::tempdir().unwrap();
         let (listener, grpc, upstream, admin) =
             (free_port(), free_port(), free_port(), free_port());
@@ -121,9 +155,15 @@ impl Stack {
         .enumerate()
         {
             let child = &mut stack.children[i].1;
-            wait_for_port(port, name, child);
+            try_wait_for_port(port, name, child)?;
         }
-        stack
+        still_running(&mut stack.children)?;
+        // The listener must be our Envoy's, not another process that took the port.
+        let probe = http(listener, "GET", "/__plangate_probe", &[]);
+        if probe.header("server") != Some("envoy") {
+            return Err(format!("port {listener} is not our Envoy: {probe:?}"));
+        }
+        Ok(stack)
     }
 
     pub fn log(&self, name: &str) -> String {
@@ -388,6 +428,20 @@ pub struct Plangate {
 
 impl Plangate {
     pub fn start(config: &Path, extra: &[&str], log: PathBuf) -> Plangate {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start(config, extra, log.clone()) {
+                Ok(p) => return p,
+                Err(e) => last = e,
+            }
+        }
+        panic!(
+            "plangate did not start: {last}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    fn try_start(config: &Path, extra: &[&str], log: PathBuf) -> Result<Plangate, String> {
         let (grpc, admin) = (free_port(), free_port());
         let persist: &[&str] = if extra.contains(&"--data-dir") {
             &[]
@@ -406,13 +460,20 @@ impl Plangate {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("plangate");
-        wait_for_port(admin, "plangate", &mut child);
-        Plangate {
+        let started = try_wait_for_port(admin, "plangate", &mut child)
+            .and_then(|()| try_wait_for_port(grpc, "plangate", &mut child));
+        let mut p = Plangate {
             grpc,
             admin,
             child,
             log,
+        };
+        started?;
+        std::thread::sleep(Duration::from_millis(150));
+        if !p.alive() {
+            return Err("plangate exited (a port was taken?)".into());
         }
+        Ok(p)
     }
 
     pub fn pid(&self) -> u32 {
