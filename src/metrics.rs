@@ -9,18 +9,19 @@ use prometheus::{
 use crate::engine::Decision;
 use crate::snapshot::Snapshot;
 
-/// Every metric plangate exports.
+/// Every metric plangate exports. Fields are private: each event has one method, so that a
+/// metric is updated in one way only.
 pub struct Metrics {
     registry: Registry,
-    pub decisions: IntCounterVec,
-    pub decision_duration: HistogramVec,
-    pub config_generation: IntGauge,
-    pub config_reloads: IntCounterVec,
-    pub config_last_success: Gauge,
-    pub api_keys: IntGauge,
-    pub usage_plans: IntGauge,
-    pub store_errors: IntCounter,
-    pub rls_unknown_domain: IntCounter,
+    decisions: IntCounterVec,
+    decision_duration: HistogramVec,
+    config_generation: IntGauge,
+    config_reloads: IntCounterVec,
+    config_last_success: Gauge,
+    api_keys: IntGauge,
+    usage_plans: IntGauge,
+    store_errors: IntCounter,
+    rls_unknown_domain: IntCounter,
 }
 
 /// Which gRPC service decided.
@@ -143,7 +144,29 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Records a snapshot now in force, loaded at `unix_seconds`.
+    /// A counter store operation failed.
+    pub fn store_failed(&self) {
+        self.store_errors.inc();
+    }
+
+    /// An RLS request named a domain plangate does not serve.
+    pub fn rls_unknown_domain(&self) {
+        self.rls_unknown_domain.inc();
+    }
+
+    /// A reload put `snap` in force at `unix_seconds`.
+    pub fn reloaded(&self, snap: &Snapshot, unix_seconds: f64) {
+        self.loaded(snap, unix_seconds);
+        self.config_reloads.with_label_values(&["success"]).inc();
+    }
+
+    /// A reload was rejected; the previous configuration keeps serving.
+    pub fn reload_failed(&self) {
+        self.config_reloads.with_label_values(&["error"]).inc();
+    }
+
+    /// Records a snapshot now in force, loaded at `unix_seconds` (at start; reloads call
+    /// [`Metrics::reloaded`]).
     pub fn loaded(&self, snap: &Snapshot, unix_seconds: f64) {
         self.config_generation
             .set(i64::try_from(snap.generation).unwrap_or(i64::MAX));

@@ -15,12 +15,34 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, ConfigError, ConfigErrors, ErrorKind};
+use crate::config::{self, Compiled, ConfigError, ConfigErrors, ErrorKind};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+
+/// SHA-256 over the canonical path and content of each source file.
+pub type Fingerprint = [u8; 32];
+
+/// A configuration loaded from its file, with the fingerprint of the files it was built from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub compiled: Compiled,
+    pub fingerprint: Fingerprint,
+}
+
+/// Loads `path` and fingerprints its sources, in one step. Reads files: call it off the async
+/// workers (`spawn_blocking`), as `serve` and reloads do.
+pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let compiled = config::load_file(path)?;
+    let fingerprint = fingerprint(&compiled.sources);
+    Ok(Loaded {
+        compiled,
+        fingerprint,
+    })
+}
 
 /// Reloads one configuration file into one engine.
 pub struct Reloader {
@@ -28,12 +50,12 @@ pub struct Reloader {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     state: tokio::sync::Mutex<State>,
-    watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
 }
 
 struct State {
     sources: Vec<PathBuf>,
-    fingerprint: [u8; 32],
+    fingerprint: Fingerprint,
     watched: Vec<PathBuf>,
 }
 
@@ -47,14 +69,15 @@ pub enum Reloaded {
 }
 
 impl Reloader {
-    /// `sources`: the files the current snapshot was built from.
+    /// `sources`: the files the current snapshot was built from; `fingerprint`: theirs when it
+    /// was built (see [`load`]). Reads no file.
     pub fn new(
         path: PathBuf,
         engine: Arc<Engine>,
         metrics: Arc<Metrics>,
         sources: Vec<PathBuf>,
+        fingerprint: Fingerprint,
     ) -> Self {
-        let fingerprint = fingerprint(&sources);
         Reloader {
             path,
             engine,
@@ -64,7 +87,7 @@ impl Reloader {
                 fingerprint,
                 watched: Vec::new(),
             }),
-            watcher: std::sync::Mutex::new(None),
+            watcher: Mutex::new(None),
         }
     }
 
@@ -94,7 +117,7 @@ impl Reloader {
             if only_if_changed && now_print == last {
                 return (now_print, None);
             }
-            (now_print, Some(config::load_file(&path)))
+            (now_print, Some(load(&path)))
         })
         .await
         .map_err(|e| {
@@ -110,18 +133,17 @@ impl Reloader {
             return Ok(Reloaded::Unchanged);
         };
         match loaded {
-            Ok(compiled) => {
+            Ok(Loaded {
+                compiled,
+                fingerprint,
+            }) => {
                 for w in &compiled.warnings {
                     tracing::warn!("{w}");
                 }
                 let mut snapshot = compiled.snapshot;
                 snapshot.generation = self.engine.snapshot().generation + 1;
                 let generation = snapshot.generation;
-                self.metrics.loaded(&snapshot, unix_seconds());
-                self.metrics
-                    .config_reloads
-                    .with_label_values(&["success"])
-                    .inc();
+                self.metrics.reloaded(&snapshot, unix_seconds());
                 tracing::info!(
                     trigger,
                     generation,
@@ -130,7 +152,7 @@ impl Reloader {
                     "configuration reloaded"
                 );
                 self.engine.swap(snapshot);
-                state.fingerprint = fingerprint(&compiled.sources);
+                state.fingerprint = fingerprint;
                 state.sources = compiled.sources;
                 self.watch_new_dirs(&mut state);
                 Ok(Reloaded::Swapped { generation })
@@ -138,10 +160,7 @@ impl Reloader {
             Err(errors) => {
                 // Remember this version too, so that a watcher does not retry it in a loop.
                 state.fingerprint = now_print;
-                self.metrics
-                    .config_reloads
-                    .with_label_values(&["error"])
-                    .inc();
+                self.metrics.reload_failed();
                 tracing::error!(
                     trigger,
                     errors = errors.0.len(),
@@ -164,7 +183,7 @@ impl Reloader {
                 let _ = tx.send(());
             }
         })?;
-        *self.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(watcher);
+        *self.watcher.lock() = Some(watcher);
         {
             let mut state = self.state.lock().await;
             self.watch_new_dirs(&mut state);
@@ -183,7 +202,7 @@ impl Reloader {
     }
 
     fn watch_new_dirs(&self, state: &mut State) {
-        let mut guard = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.watcher.lock();
         let Some(watcher) = guard.as_mut() else {
             return;
         };
@@ -204,8 +223,8 @@ impl Reloader {
 }
 
 /// SHA-256 over each file's canonical path and content: a symlink swap to an identical file
-/// still counts as a change of source, a touch without change does not.
-fn fingerprint(sources: &[PathBuf]) -> [u8; 32] {
+/// still counts as a change of source, a touch without change does not. Reads the files.
+pub fn fingerprint(sources: &[PathBuf]) -> Fingerprint {
     let mut h = Sha256::new();
     for src in sources {
         let canonical = std::fs::canonicalize(src).unwrap_or_else(|_| src.clone());

@@ -13,13 +13,12 @@ use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, ConfigErrors};
+use crate::config::ConfigErrors;
 use crate::engine::{Engine, FailurePolicy};
 use crate::grpc::{AuthzService, RlsService};
 use crate::metrics::Metrics;
-use crate::reload::Reloader;
-use crate::store::persist::Persistence;
-use crate::store::{MemoryStore, RedisOptions, RedisStore, Store, StoreError};
+use crate::reload::{self, Reloader};
+use crate::store::{self, Store, StoreError, StoreOptions};
 
 /// What `serve` needs.
 #[derive(Debug, Clone)]
@@ -34,12 +33,10 @@ pub struct ServeOptions {
     pub watch: bool,
     /// How long file events settle before a reload.
     pub watch_debounce: Duration,
-    /// `None`: counters in memory. `Some`: counters in Redis.
-    pub redis: Option<RedisOptions>,
+    /// Where counters live.
+    pub store: StoreOptions,
     /// What requests get when the store fails.
     pub store_failure: FailurePolicy,
-    /// Memory store only: where quota and usage counters are persisted (`None`: not at all).
-    pub data_dir: Option<PathBuf>,
     /// How often persisted counters are written (the most a crash can lose).
     pub flush_interval: Duration,
     /// Days of daily usage kept for reports.
@@ -59,8 +56,13 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot connect to the counter store: {0}")]
+    #[error("cannot open the counter store: {0}")]
     Store(#[from] StoreError),
+    #[error("{what} failed: {source}")]
+    Task {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
     #[error("cannot watch the configuration: {0}")]
     Watch(#[from] notify::Error),
     #[error("gRPC server failed: {0}")]
@@ -82,13 +84,14 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
     let path = opts.config.clone();
-    let compiled = tokio::task::spawn_blocking(move || config::load_file(&path))
+    let loaded = tokio::task::spawn_blocking(move || reload::load(&path))
         .await
-        .map_err(|e| ServeError::Bind {
-            addr: opts.grpc_addr,
-            source: std::io::Error::other(e),
+        .map_err(|source| ServeError::Task {
+            what: "loading the configuration",
+            source,
         })?
         .map_err(ServeError::Config)?;
+    let compiled = loaded.compiled;
     for w in &compiled.warnings {
         tracing::warn!("{w}");
     }
@@ -102,22 +105,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         "configuration loaded"
     );
     metrics.loaded(&snapshot, SystemClock.now() as f64 / 1e9);
-    let store: Arc<dyn Store> = match &opts.redis {
-        None => match &opts.data_dir {
-            None => Arc::new(MemoryStore::new()),
-            Some(dir) => {
-                let p = Arc::new(Persistence::open(dir)?);
-                let store = MemoryStore::with_persistence(p, SystemClock.now())?;
-                tracing::info!(dir = %dir.display(), flush_interval = ?opts.flush_interval, "counters in memory, persisted");
-                Arc::new(store)
-            }
-        },
-        Some(r) => {
-            let store = RedisStore::connect(r).await?;
-            tracing::info!(url = %redact_url(&r.url), prefix = %r.prefix, "counters in Redis");
-            Arc::new(store)
-        }
-    };
+    let store = store::open(&opts.store, SystemClock.now()).await?;
     let engine = Arc::new(
         Engine::new(snapshot, store.clone(), Arc::new(SystemClock))
             .with_failure_policy(opts.store_failure)
@@ -129,6 +117,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         engine.clone(),
         metrics.clone(),
         compiled.sources,
+        loaded.fingerprint,
     ));
 
     let grpc = bind(opts.grpc_addr).await?;
@@ -179,14 +168,6 @@ async fn flush_every(store: Arc<dyn Store>, interval: Duration) {
         if let Err(e) = store.flush().await {
             tracing::error!(error = %e, "flushing counters failed; retrying at the next tick");
         }
-    }
-}
-
-/// A Redis URL without its password, for logs.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(i), Some(j)) if j > i => format!("{}://…@{}", &url[..i], &url[j + 1..]),
-        _ => url.to_owned(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The compiled, immutable plans: what the engine reads on every request.
+//! The compiled, immutable plans: what the engine reads on every request — the model that the
+//! configuration file is compiled into, and whose types the file format borrows.
 //!
 //! Built by `config::compile`, swapped whole by reload. Keys are indexed by the SHA-256 of their
 //! value; no plaintext value survives compilation. Each stage has a method matcher (matchit) that
@@ -7,18 +8,77 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::file::{Period, RateLimitHeaders, UnknownMethods};
-use crate::engine::bucket::BucketSpec;
+pub use crate::limit::FastMap;
+use crate::limit::{BucketSpec, Quota};
 
 /// SHA-256 of a key value.
 pub type KeyHash = [u8; 32];
 
-/// A hash map with a fast hasher (foldhash, randomly seeded per process) for the request
-/// path: SipHash, std's default, costs several times more per lookup.
-pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// Key values shorter or longer than this, in characters, are refused (AWS's bounds).
+pub const KEY_MIN_CHARS: usize = 20;
+pub const KEY_MAX_CHARS: usize = 128;
+/// The longest presented key value worth hashing, in bytes (the longest key in UTF-8).
+pub const MAX_KEY_BYTES: usize = KEY_MAX_CHARS * 4;
+
+/// What happens to a request for a method the stage does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownMethods {
+    /// Stage defaults apply to methods the stage does not list.
+    #[default]
+    Allow,
+    /// 403 Missing Authentication Token, as AWS answers for a resource that does not exist.
+    Forbid,
+}
+
+impl UnknownMethods {
+    /// As the config file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownMethods::Allow => "allow",
+            UnknownMethods::Forbid => "forbid",
+        }
+    }
+}
+
+/// A weekday as the config file spells it (`quota_week_start: MONDAY`).
+pub fn weekday_name(day: chrono::Weekday) -> &'static str {
+    match day {
+        chrono::Weekday::Mon => "MONDAY",
+        chrono::Weekday::Tue => "TUESDAY",
+        chrono::Weekday::Wed => "WEDNESDAY",
+        chrono::Weekday::Thu => "THURSDAY",
+        chrono::Weekday::Fri => "FRIDAY",
+        chrono::Weekday::Sat => "SATURDAY",
+        chrono::Weekday::Sun => "SUNDAY",
+    }
+}
+
+/// Which rate-limit headers answers carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateLimitHeaders {
+    /// `RateLimit-Policy` and `RateLimit` (IETF draft).
+    #[default]
+    Ietf,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
+    XRatelimit,
+    None,
+}
+
+impl RateLimitHeaders {
+    /// As the config file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateLimitHeaders::Ietf => "ietf",
+            RateLimitHeaders::XRatelimit => "x-ratelimit",
+            RateLimitHeaders::None => "none",
+        }
+    }
+}
 
 /// Hashes a presented key value.
 pub fn hash_key(value: &str) -> KeyHash {
@@ -40,6 +100,8 @@ pub struct Snapshot {
     pub dynamic_metadata: bool,
     pub rls: RlsSettings,
     pub apis: FastMap<String, Api>,
+    /// Stage id → (API name, stage name).
+    pub stage_names: Vec<(Arc<str>, Arc<str>)>,
     pub plans: Vec<Plan>,
     pub plan_index: HashMap<String, u32>,
     pub keys: Vec<ApiKey>,
@@ -138,15 +200,6 @@ pub struct Plan {
     pub quota: Option<Quota>,
     /// Stage id → per-method throttles of this plan on that stage (by method index).
     pub stages: Vec<(u32, Vec<(usize, Throttle)>)>,
-}
-
-/// A plan's quota as configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    pub limit: u64,
-    pub period: Period,
-    pub offset: u64,
-    pub starts_at: Option<NaiveDate>,
 }
 
 #[derive(Debug)]
@@ -300,6 +353,12 @@ impl Snapshot {
     /// The stage `api`/`stage`, if configured.
     pub fn stage(&self, api: &str, stage: &str) -> Option<&Stage> {
         self.apis.get(api)?.stages.get(stage)
+    }
+
+    /// The stage with id `id`.
+    pub fn stage_by_id(&self, id: u32) -> Option<&Stage> {
+        let (api, stage) = self.stage_names.get(id as usize)?;
+        self.stage(api, stage)
     }
 
     /// The key whose value hashes to `hash`.

@@ -1,19 +1,18 @@
 //! Usage of usage plans: the AWS GetUsage report (per key, per day, `[used, remaining]`), the
 //! current period of one key, and AWS UpdateUsage (set the remaining quota of the current
-//! period). Shared by the admin API and `plangate usage`.
+//! period). The admin API serves them; `plangate usage` prints the report.
 
 use std::collections::BTreeMap;
 
 use chrono::{Days, NaiveDate};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::{NANOS_PER_SEC, Nanos, format_rfc3339};
-use crate::config::file::Period;
 use crate::engine::Engine;
-use crate::engine::explain::period_name;
-use crate::engine::quota::{QuotaSpec, Window, effective_limit, midnight, window};
+use crate::limit::quota::{midnight, window};
+use crate::limit::{LimitRef, Period, Window};
 use crate::snapshot::{Plan, Snapshot};
-use crate::store::{LimitKey, LimitRef, LimitSpec, StoreError};
+use crate::store::StoreError;
 
 /// The longest report, in days.
 pub const MAX_REPORT_DAYS: u64 = 366;
@@ -35,7 +34,7 @@ pub enum UsageError {
 }
 
 /// AWS GetUsage's shape.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub usage_plan_id: String,
@@ -98,20 +97,12 @@ fn target(snap: &Snapshot, plan_id: &str, key_id: &str, now: Nanos) -> Result<Ta
     let q = p
         .quota
         .ok_or_else(|| UsageError::NoQuota(plan_id.to_owned()))?;
-    let window = window(q.period, snap.week_start, now);
-    let limit = effective_limit(q.limit, q.offset, q.starts_at, window);
+    let spec = q.spec_at(snap.week_start, now);
     Ok(Target {
-        counter: LimitRef {
-            key: LimitKey::Quota {
-                plan: p.id.clone(),
-                key: key_id.into(),
-                window_start: window.start,
-            },
-            spec: LimitSpec::Quota(QuotaSpec { limit, window }),
-        },
-        limit,
+        counter: LimitRef::quota(p.id.clone(), key_id.into(), spec),
+        limit: spec.limit,
         period: q.period,
-        window,
+        window: spec.window,
     })
 }
 
@@ -134,7 +125,7 @@ async fn read(
         limit: t.limit,
         used: t.limit.saturating_sub(remaining),
         remaining,
-        period: period_name(t.period),
+        period: t.period.as_str(),
         period_start: format_rfc3339(t.window.start),
         period_end: format_rfc3339(t.window.end),
     })
@@ -234,10 +225,9 @@ pub async fn report(
             let day = first + i * day_ns;
             let used = by_day.get(&day).copied().unwrap_or(0);
             let remaining = p.quota.map(|q| {
-                let w = window(q.period, snap.week_start, day);
-                let limit = effective_limit(q.limit, q.offset, q.starts_at, w);
-                let so_far: u64 = by_day.range(w.start..=day).map(|(_, u)| *u).sum();
-                limit.saturating_sub(so_far)
+                let spec = q.spec_at(snap.week_start, day);
+                let so_far: u64 = by_day.range(spec.window.start..=day).map(|(_, u)| *u).sum();
+                spec.limit.saturating_sub(so_far)
             });
             out.push((used, remaining));
         }
@@ -249,111 +239,4 @@ pub async fn report(
         end_date: end.to_string(),
         items,
     })
-}
-
-/// Fetches a report from a running plangate's admin API (`http://host:port`), for the CLI.
-pub fn fetch_report(
-    admin: &str,
-    plan_id: &str,
-    start: &str,
-    end: &str,
-    key_id: Option<&str>,
-    token: Option<&str>,
-) -> Result<Report, String> {
-    use std::io::{Read, Write};
-    let hostport = admin
-        .strip_prefix("http://")
-        .ok_or("--admin must be an http:// address")?
-        .trim_end_matches('/');
-    let mut path = format!("/v1/usageplans/{plan_id}/usage?startDate={start}&endDate={end}");
-    if let Some(k) = key_id {
-        path.push_str(&format!("&keyId={k}"));
-    }
-    let mut s = std::net::TcpStream::connect(hostport).map_err(|e| format!("{hostport}: {e}"))?;
-    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: {hostport}\r\n{auth}connection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
-    let (head, body) = raw.split_once("\r\n\r\n").ok_or("malformed HTTP answer")?;
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        return Err(format!("admin API answered {status}: {body}"));
-    }
-    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
-    let items = v["items"]
-        .as_object()
-        .ok_or("no items in the answer")?
-        .iter()
-        .map(|(k, days)| {
-            let days = days
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|d| (d[0].as_u64().unwrap_or(0), d[1].as_u64()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (k.clone(), days)
-        })
-        .collect();
-    Ok(Report {
-        usage_plan_id: v["usagePlanId"].as_str().unwrap_or(plan_id).to_owned(),
-        start_date: v["startDate"].as_str().unwrap_or(start).to_owned(),
-        end_date: v["endDate"].as_str().unwrap_or(end).to_owned(),
-        items,
-    })
-}
-
-impl Report {
-    /// One row per key and day: `key_id,date,used,remaining`.
-    pub fn rows(&self) -> Vec<(String, String, u64, Option<u64>)> {
-        let Ok(start) = NaiveDate::parse_from_str(&self.start_date, "%Y-%m-%d") else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (key, days) in &self.items {
-            for (i, (used, remaining)) in days.iter().enumerate() {
-                let day = start + Days::new(i as u64);
-                out.push((key.clone(), day.to_string(), *used, *remaining));
-            }
-        }
-        out
-    }
-
-    pub fn to_csv(&self) -> String {
-        let mut s = String::from("usage_plan_id,key_id,date,used,remaining\n");
-        for (key, day, used, remaining) in self.rows() {
-            let rem = remaining.map_or(String::new(), |r| r.to_string());
-            s.push_str(&format!(
-                "{},{key},{day},{used},{rem}\n",
-                self.usage_plan_id
-            ));
-        }
-        s
-    }
-
-    pub fn to_table(&self) -> String {
-        let mut s = format!(
-            "usage plan {} from {} to {}\n{:<24} {:<10} {:>12} {:>12}\n",
-            self.usage_plan_id,
-            self.start_date,
-            self.end_date,
-            "key id",
-            "date",
-            "used",
-            "remaining"
-        );
-        let mut total = 0;
-        for (key, day, used, remaining) in self.rows() {
-            total += used;
-            let rem = remaining.map_or("-".to_owned(), |r| r.to_string());
-            s.push_str(&format!("{key:<24} {day:<10} {used:>12} {rem:>12}\n"));
-        }
-        s.push_str(&format!("{:<24} {:<10} {total:>12}\n", "total", ""));
-        s
-    }
 }

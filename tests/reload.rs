@@ -71,11 +71,13 @@ async fn serve(text: &str) -> Served {
         Arc::new(MemoryStore::new()),
         Arc::new(SystemClock),
     ));
+    let fingerprint = plangate::reload::fingerprint(&compiled.sources);
     let reloader = Arc::new(Reloader::new(
         path.clone(),
         engine.clone(),
         metrics.clone(),
         compiled.sources,
+        fingerprint,
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc = listener.local_addr().unwrap().port();
@@ -211,11 +213,15 @@ async fn reloads_under_load_answer_from_one_snapshot() {
         seen_plans.lock().unwrap().len() > 1,
         "the load did not overlap the reloads"
     );
+    let exposition = s.metrics.render();
     assert_eq!(
-        s.metrics.config_reloads.with_label_values(&["error"]).get(),
-        5
+        get_metric(&exposition, r#"plangate_config_reloads_total{result="error"}"#),
+        Some(5.0)
     );
-    assert_eq!(s.metrics.config_generation.get(), 46);
+    assert_eq!(
+        get_metric(&exposition, "plangate_config_generation"),
+        Some(46.0)
+    );
 }
 
 #[tokio::test]
@@ -265,11 +271,13 @@ async fn configmap_symlink_swap_triggers_a_reload() {
         Arc::new(MemoryStore::new()),
         Arc::new(SystemClock),
     ));
+    let fingerprint = plangate::reload::fingerprint(&compiled.sources);
     let reloader = Arc::new(Reloader::new(
         path,
         engine.clone(),
         metrics,
         compiled.sources,
+        fingerprint,
     ));
     reloader.watch(Duration::from_millis(100)).await.unwrap();
 

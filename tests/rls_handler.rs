@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimit
 use envoy_types::pb::google::protobuf::UInt64Value;
 use plangate::clock::FakeClock;
 use plangate::engine::Engine;
-use plangate::grpc::rls::rate_unit;
+use plangate::grpc::answer::rate_unit;
 use plangate::grpc::{AuthzService, RlsService};
 use plangate::store::MemoryStore;
 
@@ -201,7 +201,14 @@ async fn unknown_domain_is_ok_and_counted() {
         .into_inner();
     assert_eq!(r.overall_code, Code::Ok as i32);
     assert_eq!(r.statuses.len(), 1);
-    assert_eq!(metrics.rls_unknown_domain.get(), 1);
+    assert!(
+        metrics
+            .render()
+            .lines()
+            .any(|l| l == "plangate_rls_unknown_domain_total 1"),
+        "{}",
+        metrics.render()
+    );
 }
 
 fn check_request() -> CheckRequest {

@@ -5,11 +5,8 @@ mod common;
 
 use std::sync::Arc;
 
-use plangate::engine::bucket::BucketSpec;
-use plangate::engine::quota::{QuotaSpec, Window};
-use plangate::store::{
-    LimitKey, LimitRef, LimitSpec, MemoryStore, RedisOptions, RedisStore, Store,
-};
+use plangate::limit::{BucketSpec, LimitKey, LimitRef, LimitSpec, QuotaSpec, Window};
+use plangate::store::{MemoryStore, RedisOptions, RedisStore, Store};
 
 const SEC: i64 = 1_000_000_000;
 

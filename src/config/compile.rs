@@ -4,23 +4,19 @@ use std::collections::HashMap;
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
-use super::csv_keys;
 use super::error::{ConfigError, ErrorKind};
-use super::file::{ConfigFile, ThrottleFile, UnknownMethods, Weekday};
+use super::file::{ConfigFile, ThrottleFile, Weekday};
+use super::keys::{self, KeyEntry, Origin};
 use super::location::Path;
-use crate::engine::bucket::BucketSpec;
+use crate::limit::{BucketSpec, FastMap, Quota};
 use crate::snapshot::{
-    Api, ApiKey, FastMap, KeyHash, KeySource, Method, Plan, Quota, RlsSettings, Snapshot, Stage,
-    Throttle, hash_key,
+    Api, ApiKey, KeyHash, KeySource, Method, Plan, RlsSettings, Snapshot, Stage, Throttle,
+    UnknownMethods,
 };
 
 /// AWS's default account-level throttle (requests per second, burst).
 pub const AWS_ACCOUNT_RATE: f64 = 10_000.0;
 pub const AWS_ACCOUNT_BURST: u64 = 5_000;
-
-/// Key values shorter or longer than this are refused (AWS's bounds).
-pub const KEY_MIN_CHARS: usize = 20;
-pub const KEY_MAX_CHARS: usize = 128;
 
 /// The highest rate accepted, in requests per second.
 const MAX_RATE: f64 = 1e9;
@@ -33,61 +29,6 @@ pub struct Compiled {
     /// The files the snapshot was built from (the config file, when loaded from one, and the
     /// key files it names): what reload watches.
     pub sources: Vec<std::path::PathBuf>,
-}
-
-/// One API key from the YAML file or a CSV file, before checks.
-pub(crate) struct KeyEntry {
-    pub id: String,
-    pub name: Option<String>,
-    pub hash: Result<KeyHash, String>,
-    pub enabled: bool,
-    pub customer_id: Option<String>,
-    pub plans: Vec<String>,
-    pub origin: Origin,
-}
-
-/// Where a key was written.
-#[derive(Debug, Clone)]
-pub(crate) enum Origin {
-    Yaml(usize),
-    Csv {
-        file: Arc<std::path::PathBuf>,
-        line: u64,
-    },
-}
-
-impl Origin {
-    fn describe(&self) -> String {
-        match self {
-            Origin::Yaml(i) => format!("api_keys[{i}]"),
-            Origin::Csv { file, line } => format!("{}:{line}", file.display()),
-        }
-    }
-
-    /// An error about this key; `sub` is the field and index within a YAML key (`usage_plans`, 2).
-    fn error(&self, sub: Option<(&str, Option<usize>)>, kind: ErrorKind) -> ConfigError {
-        match self {
-            Origin::Yaml(i) => {
-                let mut p = Path::root().key("api_keys").index(*i);
-                if let Some((field, index)) = sub {
-                    p = p.key(field);
-                    if let Some(j) = index {
-                        p = p.index(j);
-                    }
-                }
-                ConfigError::new(p, kind)
-            }
-            Origin::Csv { file, line } => ConfigError {
-                file: Some(file.to_path_buf()),
-                at: Some(super::location::LineCol {
-                    line: usize::try_from(*line).unwrap_or(usize::MAX),
-                    col: 1,
-                }),
-                path: Path::root(),
-                kind,
-            },
-        }
-    }
 }
 
 /// Compiles a parsed file. `base_dir` resolves `api_keys_files`.
@@ -121,6 +62,7 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
     };
 
     let apis = c.apis(file);
+    let stage_names = stage_names(&apis);
     let (plans, plan_index) = c.plans(file, &apis);
 
     let sources: Vec<std::path::PathBuf> = file
@@ -128,31 +70,10 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
         .iter()
         .map(|f| base_dir.join(f))
         .collect();
-    let mut entries = Vec::with_capacity(file.api_keys.len());
-    let mut plain = Vec::new();
-    for (i, k) in file.api_keys.iter().enumerate() {
-        let hash = match (&k.value, &k.value_sha256) {
-            (Some(_), Some(_)) => Err("has both `value` and `value_sha256`; give one".to_owned()),
-            (None, None) => Err("has neither `value` nor `value_sha256`".to_owned()),
-            (Some(v), None) => {
-                plain.push(k.id.clone());
-                check_value(v.expose()).map(|()| hash_key(v.expose()))
-            }
-            (None, Some(h)) => parse_sha256(h),
-        };
-        entries.push(KeyEntry {
-            id: k.id.clone(),
-            name: k.name.clone(),
-            hash,
-            enabled: k.enabled,
-            customer_id: k.customer_id.clone(),
-            plans: k.usage_plans.clone(),
-            origin: Origin::Yaml(i),
-        });
-    }
+    let (mut entries, plain) = keys::yaml_entries(file);
     for (i, name) in file.api_keys_files.iter().enumerate() {
         let path = base_dir.join(name);
-        let (mut keys, mut errs) = csv_keys::read(&path);
+        let (mut keys, mut errs) = keys::read_csv(&path);
         entries.append(&mut keys);
         for e in &mut errs {
             if e.file.is_none() {
@@ -161,7 +82,7 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
         }
         c.errors.append(&mut errs);
     }
-    let (keys, key_index) = c.keys(entries, &plans, &plan_index, &apis);
+    let (keys, key_index) = c.keys(entries, &plans, &plan_index, &stage_names);
 
     let mut default_api = None;
     let mut default_stage = None;
@@ -196,6 +117,10 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
         }
     }
 
+    let responses = file.responses.clone().unwrap_or_default();
+    let rls = rls_settings(file, &mut c);
+
+    // Every error of the file, in one pass.
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
@@ -220,11 +145,6 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
             ));
         }
     }
-    let responses = file.responses.clone().unwrap_or_default();
-    let rls = rls_settings(file, &mut c);
-    if !c.errors.is_empty() {
-        return Err(c.errors);
-    }
     Ok(Compiled {
         snapshot: Snapshot {
             generation: 0,
@@ -238,6 +158,7 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
             dynamic_metadata: responses.dynamic_metadata.unwrap_or(true),
             rls,
             apis,
+            stage_names,
             plans,
             plan_index,
             keys,
@@ -291,33 +212,6 @@ fn rls_settings(file: &ConfigFile, c: &mut Compiler) -> RlsSettings {
     rls
 }
 
-/// Checks a plain-text key value's length (never quoting it).
-pub(crate) fn check_value(v: &str) -> Result<(), String> {
-    let n = v.chars().count();
-    if !(KEY_MIN_CHARS..=KEY_MAX_CHARS).contains(&n) {
-        return Err(format!(
-            "key value has {n} characters; {KEY_MIN_CHARS} to {KEY_MAX_CHARS} are required"
-        ));
-    }
-    if v.chars().any(|c| c.is_control()) {
-        return Err("key value contains control characters".to_owned());
-    }
-    Ok(())
-}
-
-fn parse_sha256(h: &str) -> Result<KeyHash, String> {
-    let mut out = [0u8; 32];
-    if h.len() != 64 {
-        return Err(format!(
-            "`value_sha256` must be 64 hex digits, found {} characters",
-            h.len()
-        ));
-    }
-    hex::decode_to_slice(h, &mut out)
-        .map_err(|_| "`value_sha256` must be 64 hex digits".to_owned())?;
-    Ok(out)
-}
-
 /// Names of APIs, stages and plans: they appear in counter names and metric labels.
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
@@ -332,22 +226,6 @@ fn check_name(name: &str) -> Result<(), String> {
     {
         return Err(format!(
             "`{name}` contains `{c}`; use letters, digits, `-`, `_` and `.`"
-        ));
-    }
-    Ok(())
-}
-
-/// Key ids: like names, plus `:` and `@` (customer-style ids).
-fn check_key_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 128 {
-        return Err("key id must be 1 to 128 characters".to_owned());
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@')))
-    {
-        return Err(format!(
-            "key id `{id}` contains `{c}`; use letters, digits, `-`, `_`, `.`, `:` and `@`"
         ));
     }
     Ok(())
@@ -686,14 +564,8 @@ impl Compiler {
         entries: Vec<KeyEntry>,
         plans: &[Plan],
         plan_index: &HashMap<String, u32>,
-        apis: &FastMap<String, Api>,
+        stage_names: &[(Arc<str>, Arc<str>)],
     ) -> (Vec<ApiKey>, FastMap<KeyHash, u32>) {
-        let mut stage_names = vec![(String::new(), String::new()); count_stages(apis)];
-        for (api, a) in apis {
-            for (name, st) in &a.stages {
-                stage_names[st.id as usize] = (api.clone(), name.clone());
-            }
-        }
         let mut keys = Vec::with_capacity(entries.len());
         let mut by_hash: FastMap<KeyHash, u32> =
             FastMap::with_capacity_and_hasher(entries.len(), Default::default());
@@ -701,7 +573,7 @@ impl Compiler {
         let mut origins: Vec<Origin> = Vec::new();
         for e in entries {
             let n = keys.len() as u32;
-            if let Err(msg) = check_key_id(&e.id) {
+            if let Err(msg) = keys::check_key_id(&e.id) {
                 self.errors.push(e.origin.error(
                     Some(("id", None)),
                     ErrorKind::Invalid {
@@ -776,13 +648,13 @@ impl Compiler {
                 }
                 for (sid, _) in &plans[pi as usize].stages {
                     if let Some(&(_, other)) = granted.iter().find(|(s, _)| s == sid) {
-                        let (api, stage) = stage_names[*sid as usize].clone();
+                        let (api, stage) = &stage_names[*sid as usize];
                         self.errors.push(e.origin.error(
                             Some(("usage_plans", Some(j))),
                             ErrorKind::KeyInTwoPlans {
                                 key: e.id.clone(),
-                                api,
-                                stage,
+                                api: api.to_string(),
+                                stage: stage.to_string(),
                                 first: plans[other as usize].id.to_string(),
                                 second: plan_id.clone(),
                             },
@@ -806,6 +678,14 @@ impl Compiler {
     }
 }
 
-fn count_stages(apis: &FastMap<String, Api>) -> usize {
-    apis.values().map(|a| a.stages.len()).sum()
+/// Stage id → (API name, stage name): ids are dense over all stages of all APIs.
+fn stage_names(apis: &FastMap<String, Api>) -> Vec<(Arc<str>, Arc<str>)> {
+    let count = apis.values().map(|a| a.stages.len()).sum();
+    let mut names: Vec<(Arc<str>, Arc<str>)> = vec![(Arc::from(""), Arc::from("")); count];
+    for a in apis.values() {
+        for st in a.stages.values() {
+            names[st.id as usize] = (st.api.clone(), st.name.clone());
+        }
+    }
+    names
 }

@@ -1,13 +1,18 @@
-//! The configuration file as users write it (shared/SPEC.md §2), deserialized as-is.
+//! The configuration file as users write it (docs/config.md), deserialized as-is.
 //!
 //! Every type denies unknown fields so that a typo fails loudly. Numbers stay wide (`f64`, `i64`)
 //! here and are range-checked in `compile`, which can then report *every* bad value with its
-//! position instead of stopping at the first one.
+//! position instead of stopping at the first one. Enumerations that the compiled model keeps
+//! (`Period`, `UnknownMethods`, `RateLimitHeaders`) are the model's own types: the file sits at
+//! the edge and borrows them; nothing downstream reads this module.
 
 use std::fmt;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer, Serialize};
+
+pub use crate::limit::Period;
+pub use crate::snapshot::{RateLimitHeaders, UnknownMethods};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -139,15 +144,6 @@ pub struct DescriptorKeysFile {
     pub path: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RateLimitHeaders {
-    #[default]
-    Ietf,
-    XRatelimit,
-    None,
-}
-
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiFile {
@@ -179,16 +175,6 @@ pub struct MethodFile {
     pub api_key_required: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnknownMethods {
-    /// Stage defaults apply to methods the stage does not list.
-    #[default]
-    Allow,
-    /// 403 Missing Authentication Token, as AWS answers for a resource that does not exist.
-    Forbid,
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsagePlanFile {
@@ -217,15 +203,7 @@ pub struct QuotaFile {
     pub starts_at: Option<chrono::NaiveDate>,
 }
 
-/// AWS `QuotaSettings.period`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Period {
-    Day,
-    Week,
-    Month,
-}
-
+/// The first day of a WEEK quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Weekday {

@@ -4,7 +4,6 @@ use serde_json::{Value, json};
 
 use super::{Decision, LimitConfig, LimitReport};
 use crate::clock::format_rfc3339;
-use crate::config::file::Period;
 
 impl Decision {
     /// The decision and every limit evaluated, as a JSON object.
@@ -42,7 +41,7 @@ impl LimitReport {
             } => json!({
                 "limit": self.kind.as_str(),
                 "quota": limit,
-                "period": period_name(period),
+                "period": period.as_str(),
                 "period_start": format_rfc3339(window_start),
                 "period_end": format_rfc3339(window_end),
             }),
@@ -59,13 +58,5 @@ impl LimitReport {
             }
         }
         v
-    }
-}
-
-pub fn period_name(p: Period) -> &'static str {
-    match p {
-        Period::Day => "DAY",
-        Period::Week => "WEEK",
-        Period::Month => "MONTH",
     }
 }

@@ -1,1 +1,134 @@
+//! `Request::new` (the one way a request is read) and `plan` (the limits a request meets).
 
+use std::path::Path;
+
+use super::*;
+use crate::limit::LimitKey;
+
+const KEY: &str = "engine-test-key-0123456789";
+
+#[test]
+fn the_query_string_is_cut_off() {
+    let r = Request::new(None, None, "GET", "/pets/1?a=b?c", None, 1);
+    assert_eq!(r.path, "/pets/1");
+    assert_eq!(Request::new(None, None, "GET", "/?", None, 1).path, "/");
+    assert_eq!(Request::new(None, None, "GET", "", None, 1).path, "");
+}
+
+#[test]
+fn an_over_long_key_is_taken_as_absent() {
+    let longest = "é".repeat(crate::snapshot::KEY_MAX_CHARS); // 256 bytes
+    let r = Request::new(None, None, "GET", "/", Some(&longest), 1);
+    assert_eq!(r.key, Some(longest.as_str()));
+    let at_bound = "k".repeat(MAX_KEY_BYTES);
+    let r = Request::new(None, None, "GET", "/", Some(&at_bound), 1);
+    assert_eq!(r.key.map(str::len), Some(MAX_KEY_BYTES));
+    let over = "k".repeat(MAX_KEY_BYTES + 1);
+    assert_eq!(Request::new(None, None, "GET", "/", Some(&over), 1).key, None);
+}
+
+fn snapshot(extra_stage: &str) -> Snapshot {
+    let text = format!(
+        r#"
+version: 1
+apis:
+  petstore:
+    stages:
+      prod:
+        throttle: {{ rate: 10, burst: 10 }}
+        methods:
+          "/pets/GET": {{}}
+          "/pets/{{id}}/GET": {{}}
+{extra_stage}
+usage_plans:
+  gold:
+    throttle: {{ rate: 5, burst: 5 }}
+    quota: {{ limit: 100, period: DAY }}
+    api_stages:
+      - api: petstore
+        stage: prod
+        throttle:
+          "/pets/{{id}}/GET": {{ rate: 1, burst: 1 }}
+api_keys:
+  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
+"#,
+        hex::encode(hash_key(KEY))
+    );
+    crate::config::load_str(&text, None, Path::new("."))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .snapshot
+}
+
+fn planned(snap: &Snapshot, method: &str, path: &str) -> Planned {
+    let req = Request::new(
+        Some("petstore"),
+        Some("prod"),
+        method,
+        path,
+        Some(KEY),
+        1,
+    );
+    plan(snap, &req, 0, 90).unwrap_or_else(|d| panic!("refused: {:?}", d.reason))
+}
+
+#[test]
+fn limits_come_in_aws_order_then_usage() {
+    let snap = snapshot("");
+    let p = planned(&snap, "GET", "/pets/7?x=1");
+    let kinds: Vec<LimitKind> = p.meta.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        [
+            LimitKind::PlanMethodThrottle,
+            LimitKind::PlanThrottle,
+            LimitKind::PlanQuota,
+            LimitKind::StageMethodThrottle,
+            LimitKind::AccountThrottle,
+        ]
+    );
+    // One more ref than reports: the usage counter, last.
+    assert_eq!(p.refs.len(), kinds.len() + 1);
+    assert!(matches!(p.refs.last().map(|r| &r.key), Some(LimitKey::Usage { .. })));
+    assert_eq!(p.decision.method.as_deref(), Some("/pets/{id}/GET"));
+}
+
+#[test]
+fn unlisted_methods_get_a_bucket_per_verb_and_path() {
+    let snap = snapshot("");
+    let counter = |method, path| {
+        let p = planned(&snap, method, path);
+        p.refs
+            .iter()
+            .find_map(|r| match &r.key {
+                LimitKey::StageMethod { method } => Some(method.to_string()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(counter("DELETE", "/pets/"), "petstore/prod /pets/DELETE");
+    assert_eq!(counter("delete", "/pets"), "petstore/prod /pets/DELETE");
+    assert_ne!(counter("POST", "/other"), counter("POST", "/other2"));
+}
+
+#[test]
+fn refusals_before_any_limit_name_their_reason() {
+    let snap = snapshot("");
+    let refuse = |req: Request<'_>| plan(&snap, &req, 0, 90).err().and_then(|d| d.reason);
+    assert_eq!(
+        refuse(Request::new(Some("nope"), Some("prod"), "GET", "/pets", Some(KEY), 1)),
+        Some(DenyReason::UnknownApi)
+    );
+    assert_eq!(
+        refuse(Request::new(Some("petstore"), Some("qa"), "GET", "/pets", Some(KEY), 1)),
+        Some(DenyReason::UnknownStage)
+    );
+    assert_eq!(
+        refuse(Request::new(Some("petstore"), Some("prod"), "GET", "/pets", None, 1)),
+        Some(DenyReason::MissingKey)
+    );
+    let other = "another-key-0123456789abc";
+    assert_eq!(
+        refuse(Request::new(Some("petstore"), Some("prod"), "GET", "/pets", Some(other), 1)),
+        Some(DenyReason::UnknownKey)
+    );
+}

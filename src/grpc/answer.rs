@@ -1,12 +1,27 @@
-//! Decision → what Envoy sends to the client and to the upstream (shared/SPEC.md §3): status,
-//! JSON body, `x-amzn-ErrorType`, `Retry-After`, rate-limit and quota headers, the `x-plangate-*`
-//! identity headers, and dynamic metadata for access logs.
+//! Decision → the wire (docs/semantics.md, "Answers"): what Envoy sends to the client and to the
+//! upstream — status, JSON body, `x-amzn-ErrorType`, `Retry-After`, rate-limit and quota headers,
+//! the `x-plangate-*` identity headers — as an ext_authz `CheckResponse` (with dynamic metadata
+//! for access logs) or an RLS `RateLimitResponse`.
 //!
-//! This is the only place that knows what an outcome looks like on the wire, so that ext_authz
-//! and RLS answers cannot drift apart.
+//! This is the only module that builds responses, so that ext_authz and RLS answers cannot drift
+//! apart: [`answer`] decides what a client sees, [`check_response`] and [`rls_response`] put it
+//! on each wire. `authz` and `rls` only read requests.
 
-use crate::config::file::RateLimitHeaders;
+use envoy_types::ext_authz::v3::pb::{CheckResponse, HeaderAppendAction, HttpStatusCode};
+use envoy_types::ext_authz::v3::{
+    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+};
+use envoy_types::pb::envoy::config::core::v3::HeaderValue;
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    Code, DescriptorStatus, RateLimit, rate_limit::Unit,
+};
+use envoy_types::pb::google::protobuf::{Duration as PbDuration, Struct, Value, value::Kind};
+use tonic::Status;
+
 use crate::engine::{Decision, LimitConfig, LimitReport, Outcome};
+use crate::limit::Period;
+use crate::snapshot::{RateLimitHeaders, Snapshot};
 
 /// Headers plangate sets on admitted requests; any the client sent are removed first.
 pub const IDENTITY_PREFIX: &str = "x-plangate-";
@@ -192,5 +207,279 @@ fn quota_headers(q: &LimitReport, out: &mut Vec<(String, String)>) {
             "x-quota-reset".into(),
             secs_ceil(q.state.reset_after).to_string(),
         ));
+    }
+}
+
+// ---- ext_authz: CheckResponse ----
+
+fn string_value(s: impl Into<String>) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s.into())),
+    }
+}
+
+/// Dynamic metadata for access logs (namespace `envoy.filters.http.ext_authz`).
+fn metadata(d: &Decision) -> Struct {
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("outcome".to_owned(), string_value(d.outcome.as_str()));
+    let opt = [
+        ("api_key_id", d.key_id.as_deref()),
+        ("usage_plan", d.plan_id.as_deref()),
+        ("customer_id", d.customer_id.as_deref()),
+        ("api", d.api.as_deref()),
+        ("stage", d.stage.as_deref()),
+        ("method", d.method.as_deref()),
+        ("decided_by", d.decided_by.map(|k| k.as_str())),
+        ("reason", d.reason.map(|r| r.as_str())),
+    ];
+    for (k, v) in opt {
+        if let Some(v) = v {
+            fields.insert(k.to_owned(), string_value(v));
+        }
+    }
+    Struct {
+        fields: fields.into_iter().collect(),
+    }
+}
+
+/// The ext_authz answer to a request plangate cannot read (no HTTP attributes, no path).
+pub fn check_bad_request() -> CheckResponse {
+    to_check_response(&Answer::bad_request(), None, &[], None)
+}
+
+/// The ext_authz answer for `d`, decided against `snap`. `client_identity_headers`: the
+/// `x-plangate-*` headers the client sent (removed unless overwritten); `key_header`: the header
+/// the key was read from (removed when the config does not forward it).
+pub fn check_response(
+    d: &Decision,
+    snap: &Snapshot,
+    client_identity_headers: &[String],
+    key_header: Option<&str>,
+) -> CheckResponse {
+    let a = answer(d, snap.rate_limit_headers);
+    let drop_key = if snap.forward_api_key {
+        None
+    } else {
+        key_header
+    };
+    let meta = snap.dynamic_metadata.then_some(d);
+    to_check_response(&a, meta, client_identity_headers, drop_key)
+}
+
+fn to_check_response(
+    a: &Answer,
+    metadata_of: Option<&Decision>,
+    client_identity_headers: &[String],
+    drop_key_header: Option<&str>,
+) -> CheckResponse {
+    let mut resp = CheckResponse::new();
+    if a.http_status == 200 {
+        let mut ok = OkHttpResponseBuilder::new();
+        for (k, v) in &a.upstream_headers {
+            ok.add_header(
+                *k,
+                v.clone(),
+                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                false,
+            );
+        }
+        // Client-sent x-plangate-* headers that plangate does not overwrite are removed.
+        for h in client_identity_headers {
+            if !a.upstream_headers.iter().any(|(k, _)| k == h) {
+                ok.remove_header(h.clone());
+            }
+        }
+        if let Some(h) = drop_key_header {
+            ok.remove_header(h);
+        }
+        for (k, v) in &a.client_headers {
+            ok.add_response_header(
+                k.clone(),
+                v.clone(),
+                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                false,
+            );
+        }
+        resp.set_status(Status::ok(""));
+        resp.set_http_response(ok.build());
+    } else {
+        let mut denied = DeniedHttpResponseBuilder::new();
+        denied.set_http_status(match a.http_status {
+            400 => HttpStatusCode::BadRequest,
+            429 => HttpStatusCode::TooManyRequests,
+            503 => HttpStatusCode::ServiceUnavailable,
+            _ => HttpStatusCode::Forbidden,
+        });
+        for (k, v) in &a.client_headers {
+            denied.add_header(
+                k.clone(),
+                v.clone(),
+                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                false,
+            );
+        }
+        if let Some(b) = a.body {
+            denied.set_body(b);
+        }
+        let status = match a.http_status {
+            400 => Status::invalid_argument("bad request"),
+            429 => Status::resource_exhausted("rate limited"),
+            503 => Status::unavailable("counter store unavailable"),
+            _ => Status::permission_denied("forbidden"),
+        };
+        resp.set_status(status);
+        resp.set_http_response(denied.build());
+    }
+    if let Some(d) = metadata_of {
+        resp.set_dynamic_metadata(Some(metadata(d)));
+    }
+    resp
+}
+
+// ---- RLS: RateLimitResponse ----
+
+/// A token bucket's rate as `requests_per_unit` per `unit`: the smallest unit in which the rate
+/// is a whole number (10/s → 10 per SECOND, 0.5/s → 30 per MINUTE), else per DAY, rounded.
+pub fn rate_unit(rate: f64) -> (u32, Unit) {
+    const UNITS: [(f64, Unit); 4] = [
+        (1.0, Unit::Second),
+        (60.0, Unit::Minute),
+        (3600.0, Unit::Hour),
+        (86400.0, Unit::Day),
+    ];
+    for (secs, unit) in UNITS {
+        let n = rate * secs;
+        if n >= 1.0 && (n - n.round()).abs() < 1e-6 {
+            return (clamp_u32(n.round()), unit);
+        }
+    }
+    (clamp_u32((rate * 86400.0).round()), Unit::Day)
+}
+
+fn clamp_u32(n: f64) -> u32 {
+    if n >= u32::MAX as f64 {
+        u32::MAX
+    } else if n > 0.0 {
+        n as u32
+    } else {
+        0
+    }
+}
+
+fn current_limit(l: &LimitReport) -> RateLimit {
+    let (requests_per_unit, unit) = match l.config {
+        LimitConfig::Throttle { rate, .. } => rate_unit(rate),
+        LimitConfig::Quota { limit, period, .. } => (
+            u32::try_from(limit).unwrap_or(u32::MAX),
+            match period {
+                Period::Day => Unit::Day,
+                Period::Week => Unit::Week,
+                Period::Month => Unit::Month,
+            },
+        ),
+    };
+    RateLimit {
+        name: l.kind.as_str().to_owned(),
+        requests_per_unit,
+        unit: unit as i32,
+    }
+}
+
+/// Whole seconds, rounded up: Envoy truncates `duration_until_reset` to seconds for
+/// `X-RateLimit-Reset`, and "0" would tell a client to retry at once when it must not.
+fn duration(ns: i64) -> PbDuration {
+    PbDuration {
+        seconds: i64::try_from(u64::try_from(ns).unwrap_or(0).div_ceil(1_000_000_000))
+            .unwrap_or(i64::MAX),
+        nanos: 0,
+    }
+}
+
+/// One descriptor's status: the refusing limit, else the limit with the fewest units left.
+fn descriptor_status(d: &Decision) -> DescriptorStatus {
+    let code = if d.admitted() {
+        Code::Ok
+    } else {
+        Code::OverLimit
+    };
+    let Some(l) = tightest(d.limits.iter()) else {
+        return DescriptorStatus {
+            code: code as i32,
+            ..Default::default()
+        };
+    };
+    let until = if l.state.admitted {
+        l.state.reset_after
+    } else {
+        l.state.retry_after.or(l.state.reset_after)
+    };
+    DescriptorStatus {
+        code: code as i32,
+        current_limit: Some(current_limit(l)),
+        limit_remaining: if d.admitted() {
+            u32::try_from(l.state.remaining).unwrap_or(u32::MAX)
+        } else {
+            0
+        },
+        duration_until_reset: until.map(duration),
+        ..Default::default()
+    }
+}
+
+fn header_value(k: impl Into<String>, v: impl Into<String>) -> HeaderValue {
+    HeaderValue {
+        key: k.into(),
+        value: v.into(),
+        raw_value: Vec::new(),
+    }
+}
+
+/// The RLS answer for one decision per descriptor, in the request's order, decided against
+/// `snap`. The overall code and the headers follow the first refused descriptor, else the
+/// first one.
+pub fn rls_response(decisions: &[Decision], snap: &Snapshot) -> RateLimitResponse {
+    let statuses: Vec<DescriptorStatus> = decisions.iter().map(descriptor_status).collect();
+    let deciding = decisions
+        .iter()
+        .find(|d| !d.admitted())
+        .or(decisions.first());
+    let over = decisions.iter().any(|d| !d.admitted());
+    let mut resp = RateLimitResponse {
+        overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
+        statuses,
+        ..Default::default()
+    };
+    if let Some(d) = deciding {
+        let a = answer(d, snap.rate_limit_headers);
+        resp.response_headers_to_add = a
+            .client_headers
+            .iter()
+            .map(|(k, v)| header_value(k.clone(), v.clone()))
+            .collect();
+        if over {
+            resp.raw_body = a.body.unwrap_or_default().as_bytes().to_vec();
+        } else {
+            resp.request_headers_to_add = a
+                .upstream_headers
+                .iter()
+                .map(|(k, v)| header_value(*k, v.clone()))
+                .collect();
+        }
+    }
+    resp
+}
+
+/// The RLS answer for a domain plangate does not serve: OK for each of `descriptors`, no limits.
+pub fn rls_unknown_domain(descriptors: usize) -> RateLimitResponse {
+    RateLimitResponse {
+        overall_code: Code::Ok as i32,
+        statuses: vec![
+            DescriptorStatus {
+                code: Code::Ok as i32,
+                ..Default::default()
+            };
+            descriptors
+        ],
+        ..Default::default()
     }
 }

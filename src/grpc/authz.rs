@@ -7,22 +7,15 @@
 
 use std::sync::Arc;
 
-use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
-};
-use envoy_types::ext_authz::v3::{
-    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
-};
+use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use tonic::{Request, Response, Status};
 
-use super::answer::{self, Answer, IDENTITY_PREFIX};
-use crate::engine::{self, Decision, Engine};
+use super::answer::{self, IDENTITY_PREFIX};
+use super::record;
+use crate::engine::{self, Engine};
 use crate::metrics::{Metrics, Service};
 use crate::snapshot::KeySource;
-
-/// Longest key value worth hashing: longer ones cannot be configured keys (AWS bound).
-const MAX_KEY_LEN: usize = crate::config::compile::KEY_MAX_CHARS * 4;
 
 /// The ext_authz service over an engine.
 pub struct AuthzService {
@@ -71,107 +64,6 @@ fn metadata_key<'a>(root: &'a Struct, path: &[String]) -> Option<&'a str> {
     }
 }
 
-fn string_value(s: impl Into<String>) -> Value {
-    Value {
-        kind: Some(Kind::StringValue(s.into())),
-    }
-}
-
-/// Dynamic metadata for access logs (namespace `envoy.filters.http.ext_authz`).
-fn metadata(d: &Decision) -> Struct {
-    let mut fields = std::collections::BTreeMap::new();
-    fields.insert("outcome".to_owned(), string_value(d.outcome.as_str()));
-    let opt = [
-        ("api_key_id", d.key_id.as_deref()),
-        ("usage_plan", d.plan_id.as_deref()),
-        ("customer_id", d.customer_id.as_deref()),
-        ("api", d.api.as_deref()),
-        ("stage", d.stage.as_deref()),
-        ("method", d.method.as_deref()),
-        ("decided_by", d.decided_by.map(|k| k.as_str())),
-        ("reason", d.reason.map(|r| r.as_str())),
-    ];
-    for (k, v) in opt {
-        if let Some(v) = v {
-            fields.insert(k.to_owned(), string_value(v));
-        }
-    }
-    Struct {
-        fields: fields.into_iter().collect(),
-    }
-}
-
-/// Builds the `CheckResponse` for an answer.
-fn to_check_response(
-    a: &Answer,
-    metadata_of: Option<&Decision>,
-    client_identity_headers: &[String],
-    drop_key_header: Option<&str>,
-) -> CheckResponse {
-    let mut resp = CheckResponse::new();
-    if a.http_status == 200 {
-        let mut ok = OkHttpResponseBuilder::new();
-        for (k, v) in &a.upstream_headers {
-            ok.add_header(
-                *k,
-                v.clone(),
-                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-                false,
-            );
-        }
-        // Client-sent x-plangate-* headers that plangate does not overwrite are removed.
-        for h in client_identity_headers {
-            if !a.upstream_headers.iter().any(|(k, _)| k == h) {
-                ok.remove_header(h.clone());
-            }
-        }
-        if let Some(h) = drop_key_header {
-            ok.remove_header(h);
-        }
-        for (k, v) in &a.client_headers {
-            ok.add_response_header(
-                k.clone(),
-                v.clone(),
-                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-                false,
-            );
-        }
-        resp.set_status(Status::ok(""));
-        resp.set_http_response(ok.build());
-    } else {
-        let mut denied = DeniedHttpResponseBuilder::new();
-        denied.set_http_status(match a.http_status {
-            400 => HttpStatusCode::BadRequest,
-            429 => HttpStatusCode::TooManyRequests,
-            503 => HttpStatusCode::ServiceUnavailable,
-            _ => HttpStatusCode::Forbidden,
-        });
-        for (k, v) in &a.client_headers {
-            denied.add_header(
-                k.clone(),
-                v.clone(),
-                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-                false,
-            );
-        }
-        if let Some(b) = a.body {
-            denied.set_body(b);
-        }
-        let status = match a.http_status {
-            400 => Status::invalid_argument("bad request"),
-            429 => Status::resource_exhausted("rate limited"),
-            503 => Status::unavailable("counter store unavailable"),
-            _ => Status::permission_denied("forbidden"),
-        };
-        resp.set_status(status);
-        resp.set_http_response(denied.build());
-    }
-    if let Some(d) = metadata_of {
-        resp.set_dynamic_metadata(Some(metadata(d)));
-    }
-    resp
-}
-
 #[tonic::async_trait]
 impl Authorization for AuthzService {
     async fn check(
@@ -184,12 +76,7 @@ impl Authorization for AuthzService {
                 problem = why,
                 "ext_authz: unreadable request, answering 400"
             );
-            Ok(Response::new(to_check_response(
-                &Answer::bad_request(),
-                None,
-                &[],
-                None,
-            )))
+            Ok(Response::new(answer::check_bad_request()))
         };
         let Some(attrs) = req.attributes.as_ref() else {
             return bad("no attributes");
@@ -207,9 +94,7 @@ impl Authorization for AuthzService {
         } else {
             http.path.as_str()
         };
-        // Envoy sends the path with its query string.
-        let path = raw_path.split_once('?').map_or(raw_path, |(p, _)| p);
-        if method.is_empty() || !path.starts_with('/') {
+        if method.is_empty() || !raw_path.starts_with('/') {
             return bad("empty method or path");
         }
         let snap = self.engine.snapshot();
@@ -224,8 +109,6 @@ impl Authorization for AuthzService {
                 None,
             ),
         };
-        // An over-long value cannot be a key; don't hash 64 KiB per request.
-        let key = key.map(|k| if k.len() > MAX_KEY_LEN { "" } else { k });
         let ext = &attrs.context_extensions;
         // `hits` (optional): units to charge; "0" checks without charging, for deployments where
         // the ratelimit filter charges (envoy/both.yaml).
@@ -234,16 +117,17 @@ impl Authorization for AuthzService {
             Some(Ok(h)) => h,
             Some(Err(_)) => return bad("context extension `hits` is not a whole number"),
         };
-        let er = engine::Request {
-            api: ext.get("api").map(String::as_str),
-            stage: ext.get("stage").map(String::as_str),
+        // Envoy sends the path with its query string; the constructor cuts it off.
+        let er = engine::Request::new(
+            ext.get("api").map(String::as_str),
+            ext.get("stage").map(String::as_str),
             method,
-            path,
+            raw_path,
             key,
             hits,
-        };
+        );
         let now = self.engine.clock().now();
-        let decision = super::decide(
+        let decision = record::decide(
             &self.engine,
             &self.metrics,
             Service::ExtAuthz,
@@ -252,7 +136,6 @@ impl Authorization for AuthzService {
             now,
         )
         .await;
-        let a = answer::answer(&decision, snap.rate_limit_headers);
         // Client-sent identity headers, from whichever encoding Envoy used (names arrive
         // lower-case in both).
         let raw_names = http
@@ -266,17 +149,11 @@ impl Authorization for AuthzService {
             .filter(|k| k.starts_with(IDENTITY_PREFIX))
             .cloned()
             .collect();
-        let drop_key = if snap.forward_api_key {
-            None
-        } else {
-            key_header
-        };
-        let meta = snap.dynamic_metadata.then_some(&decision);
-        Ok(Response::new(to_check_response(
-            &a,
-            meta,
+        Ok(Response::new(answer::check_response(
+            &decision,
+            &snap,
             &client_identity,
-            drop_key,
+            key_header,
         )))
     }
 }

@@ -22,11 +22,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
+use super::backend::{Charge, Store, UsageRow, quota_of};
+use super::error::{StoreError, StoreErrorKind};
 use super::persist::Persistence;
-use super::{Charge, LimitKey, LimitRef, LimitSpec, LimitState, Store, StoreError, UsageRow};
 use crate::clock::Nanos;
-use crate::engine::bucket::{BucketSpec, BucketState};
-use crate::snapshot::FastMap;
+use crate::limit::{BucketState, FastMap, LimitKey, LimitRef, LimitSpec, count};
 
 const MIN_SWEEP: usize = 4096;
 /// Also sweep this often (when there is anything to sweep), so memory falls after a peak.
@@ -97,82 +97,41 @@ impl MemoryStore {
         let mut levels = Vec::with_capacity(limits.len());
         let mut admitted = true;
         for limit in limits {
-            let cell = inner.cells.get(&limit.key).copied();
-            let state = match &limit.spec {
-                LimitSpec::Bucket(spec) => {
-                    let prev = match cell {
-                        Some(Cell::Bucket { state, .. }) => Some(state),
-                        _ => None,
-                    };
-                    let level = spec.level_at(prev, now);
-                    levels.push(level);
-                    super::bucket_state(spec, level, need)
+            let level = match (&limit.spec, inner.cells.get(&limit.key)) {
+                (LimitSpec::Bucket(spec), Some(Cell::Bucket { state, .. })) => {
+                    spec.level_at(Some(*state), now)
                 }
-                LimitSpec::Quota(spec) => {
-                    let used = count(cell);
-                    levels.push(u128::from(used));
-                    super::quota_state(spec, used, need, now)
-                }
-                LimitSpec::Usage { .. } => {
-                    let used = count(cell);
-                    levels.push(u128::from(used));
-                    usage_state(used)
-                }
+                (LimitSpec::Bucket(spec), _) => spec.level_at(None, now),
+                (_, Some(Cell::Count { used, .. })) => u128::from(*used),
+                (_, _) => 0,
             };
+            let state = limit.spec.check(level, need, now);
             admitted &= state.admitted;
             states.push(state);
+            levels.push(level);
         }
         if admitted && hits > 0 {
             let persist = self.persistence.is_some();
             for ((limit, level), state) in limits.iter().zip(levels).zip(states.iter_mut()) {
-                let used = u64::try_from(level)
-                    .unwrap_or(u64::MAX)
-                    .saturating_add(hits);
-                match &limit.spec {
-                    LimitSpec::Bucket(spec) => {
-                        let b = spec.charge(level, hits, now);
-                        *state = LimitState {
-                            remaining: BucketSpec::remaining(b.level),
-                            reset_after: spec.time_to_full(b.level),
-                            ..*state
-                        };
-                        let full_at = spec
-                            .time_to_full(b.level)
-                            .map_or(Nanos::MAX, |t| now.saturating_add(t));
-                        put(
-                            &mut inner.cells,
-                            &limit.key,
-                            Cell::Bucket { state: b, full_at },
-                        );
-                    }
-                    LimitSpec::Quota(spec) => {
-                        state.remaining = spec.limit.saturating_sub(used);
-                        put(
-                            &mut inner.cells,
-                            &limit.key,
-                            Cell::Count {
-                                used,
-                                until: spec.window.end,
-                            },
-                        );
-                        if persist {
-                            inner.dirty.insert(limit.key.clone());
-                        }
-                    }
-                    LimitSpec::Usage { retain_until } => {
-                        state.remaining = used;
-                        put(
-                            &mut inner.cells,
-                            &limit.key,
-                            Cell::Count {
-                                used,
-                                until: *retain_until,
-                            },
-                        );
-                        if persist {
-                            inner.dirty.insert(limit.key.clone());
-                        }
-                    }
+                let (after, charged) = limit.spec.charge(level, hits, now);
+                *state = charged;
+                let until = limit.spec.expires_at(after, now).unwrap_or(Nanos::MAX);
+                let cell = match limit.spec {
+                    LimitSpec::Bucket(_) => Cell::Bucket {
+                        state: BucketState {
+                            level: after,
+                            last: now,
+                        },
+                        full_at: until,
+                    },
+                    LimitSpec::Quota(_) | LimitSpec::Usage { .. } => Cell::Count {
+                        used: count(after),
+                        until,
+                    },
+                };
+                put(&mut inner.cells, &limit.key, cell);
+                if persist && matches!(cell, Cell::Count { .. }) {
+                    inner.dirty.insert(limit.key.clone());
                 }
             }
             let len = inner.cells.len();
@@ -215,23 +174,6 @@ fn put(cells: &mut FastMap<LimitKey, Cell>, key: &LimitKey, cell: Cell) {
         None => {
             cells.insert(key.clone(), cell);
         }
-    }
-}
-
-fn count(cell: Option<Cell>) -> u64 {
-    match cell {
-        Some(Cell::Count { used, .. }) => used,
-        _ => 0,
-    }
-}
-
-/// A usage counter never refuses; `remaining` reports the count.
-fn usage_state(used: u64) -> LimitState {
-    LimitState {
-        admitted: true,
-        remaining: used,
-        reset_after: None,
-        retry_after: None,
     }
 }
 
@@ -286,7 +228,7 @@ impl Store for MemoryStore {
     }
 
     async fn set_used(&self, limit: &LimitRef, used: u64, _now: Nanos) -> Result<(), StoreError> {
-        let q = super::quota_of(limit)?;
+        let q = quota_of(limit)?;
         let mut inner = self.inner.lock();
         inner.cells.insert(
             limit.key.clone(),
@@ -313,10 +255,7 @@ impl Store for MemoryStore {
         let p = p.clone();
         let result = tokio::task::spawn_blocking(move || p.write(&dirty))
             .await
-            .map_err(|e| StoreError {
-                message: format!("flush task failed: {e}"),
-                transient: true,
-            })?;
+            .map_err(|e| StoreError::caused_by(StoreErrorKind::Disk, "flush task failed", e))?;
         if result.is_err() {
             // Written values are absolute counts: marking the keys dirty again makes the next
             // flush write their current values, so a failed flush loses nothing.
@@ -331,7 +270,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::engine::bucket::BucketSpec;
+    use crate::limit::BucketSpec;
 
     fn bucket(name: &str, rate_micro: u64, burst: u64) -> LimitRef {
         LimitRef {

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{LimitKey, StoreError};
+use super::error::{StoreError, StoreErrorKind};
 use crate::clock::Nanos;
+use crate::limit::LimitKey;
 
 /// Counter name → (used, until).
 const COUNTERS: TableDefinition<&str, (u64, i64)> = TableDefinition::new("counters");
@@ -18,11 +19,8 @@ pub struct Persistence {
     db: Database,
 }
 
-fn err(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError {
-        message: format!("{what}: {e}"),
-        transient: false,
-    }
+fn err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::caused_by(StoreErrorKind::Disk, format!("{what}: {e}"), e)
 }
 
 impl Persistence {

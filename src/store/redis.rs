@@ -10,19 +10,26 @@
 //! three decimals and a burst up to 9,007, any whole rate with a burst up to 9,007,199 — beyond
 //! that the bucket is approximated to within one part in 2^53.
 //!
-//! Keys: `{prefix}|b|…` for buckets (a hash: level, seconds, nanoseconds), `{prefix}|q|…` for
-//! quota counters. The braces are a Redis Cluster hash tag: every key of plangate lives in one
-//! slot, because one decision touches the account bucket, which every request shares.
-//! Buckets expire when they would be full again, quota counters when their window ends.
+//! Keys (names from [`LimitKey::name`]): `{prefix}|b|…` for buckets (a hash: level, seconds,
+//! nanoseconds), `{prefix}|q|<plan>|<key>|<window start>` for quota counters and
+//! `{prefix}|u|<plan>|<key>|<day start>` for daily usage counters (plain integers; starts in Unix
+//! seconds). The braces are a Redis Cluster hash tag: every key of plangate lives in one slot,
+//! because one decision touches the account bucket, which every request shares. Buckets expire
+//! when they would be full again, quota counters when their window ends, usage counters after
+//! their retention.
+//!
+//! The script only keeps counters; what a level means (admitted, remaining, reset) is computed
+//! back here by the same [`crate::limit`] functions the memory store calls.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Charge, LimitKey, LimitRef, LimitSpec, LimitState, Store, StoreError, UsageRow};
+use super::backend::{Charge, Store, UsageRow, quota_of};
+use super::error::{StoreError, StoreErrorKind};
 use crate::clock::{NANOS_PER_SEC, Nanos};
-use crate::engine::bucket::{BucketSpec, UNITS_PER_TOKEN};
+use crate::limit::{BucketSpec, LimitKey, LimitRef, LimitSpec, UNITS_PER_TOKEN};
 
 const SCRIPT: &str = include_str!("redis/check_and_charge.lua");
 const MAX_EXACT: u128 = 1 << 53;
@@ -48,21 +55,24 @@ pub struct RedisStore {
     timeout: Duration,
 }
 
-fn store_error(e: &redis::RedisError) -> StoreError {
-    StoreError {
-        message: e.to_string(),
-        transient: e.is_io_error()
-            || e.is_timeout()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal(),
-    }
+fn store_error(e: redis::RedisError) -> StoreError {
+    let kind = if e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+    {
+        StoreErrorKind::Unavailable
+    } else {
+        StoreErrorKind::Protocol
+    };
+    StoreError::caused_by(kind, e.to_string(), e)
 }
 
 fn timeout_error(t: Duration) -> StoreError {
-    StoreError {
-        message: format!("redis did not answer within {t:?}"),
-        transient: true,
-    }
+    StoreError::new(
+        StoreErrorKind::Unavailable,
+        format!("redis did not answer within {t:?}"),
+    )
 }
 
 /// A bucket in the script's terms: (unit D, refill per ns, capacity, scale to memory units).
@@ -100,9 +110,8 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
 impl RedisStore {
     /// Connects (within the timeout). The connection reconnects by itself afterwards.
     pub async fn connect(opts: &RedisOptions) -> Result<Self, StoreError> {
-        let client = redis::Client::open(opts.url.as_str()).map_err(|e| StoreError {
-            message: format!("bad Redis URL: {e}"),
-            transient: false,
+        let client = redis::Client::open(opts.url.as_str()).map_err(|e| {
+            StoreError::caused_by(StoreErrorKind::Config, format!("bad Redis URL: {e}"), e)
         })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(opts.timeout))
@@ -115,7 +124,7 @@ impl RedisStore {
         )
         .await
         .map_err(|_| timeout_error(opts.timeout))?
-        .map_err(|e| store_error(&e))?;
+        .map_err(store_error)?;
         Ok(RedisStore {
             conn,
             script: redis::Script::new(SCRIPT),
@@ -140,7 +149,7 @@ impl RedisStore {
         tokio::time::timeout(self.timeout, f)
             .await
             .map_err(|_| timeout_error(self.timeout))?
-            .map_err(|e| store_error(&e))
+            .map_err(store_error)
     }
 }
 
@@ -191,53 +200,26 @@ impl Store for RedisStore {
         let mut conn = self.conn();
         let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
         if reply.len() != limits.len() + 1 {
-            return Err(StoreError {
-                message: format!("unexpected script reply of {} values", reply.len()),
-                transient: false,
-            });
+            return Err(StoreError::new(
+                StoreErrorKind::Protocol,
+                format!("unexpected script reply of {} values", reply.len()),
+            ));
         }
         let admitted = reply[0] == 1;
         let need = hits.max(1);
         let mut states = Vec::with_capacity(limits.len());
         for ((l, &raw), scale) in limits.iter().zip(&reply[1..]).zip(params) {
+            // The level before this request, back in the memory store's units.
             let raw = u128::try_from(raw.max(0)).unwrap_or(0);
-            let state = match &l.spec {
-                LimitSpec::Bucket(spec) => {
-                    let level = (raw * scale).min(spec.capacity());
-                    let mut st = super::bucket_state(spec, level, need);
-                    if admitted && hits > 0 {
-                        let after = level.saturating_sub(u128::from(hits) * UNITS_PER_TOKEN);
-                        st = LimitState {
-                            remaining: BucketSpec::remaining(after),
-                            reset_after: spec.time_to_full(after),
-                            ..st
-                        };
-                    }
-                    st
-                }
-                LimitSpec::Quota(q) => {
-                    let used = u64::try_from(raw).unwrap_or(u64::MAX);
-                    let mut st = super::quota_state(q, used, need, now);
-                    if admitted && hits > 0 {
-                        st.remaining = q.limit.saturating_sub(used.saturating_add(hits));
-                    }
-                    st
-                }
-                LimitSpec::Usage { .. } => {
-                    let used = u64::try_from(raw).unwrap_or(u64::MAX);
-                    LimitState {
-                        admitted: true,
-                        remaining: if admitted {
-                            used.saturating_add(hits)
-                        } else {
-                            used
-                        },
-                        reset_after: None,
-                        retry_after: None,
-                    }
-                }
+            let level = match &l.spec {
+                LimitSpec::Bucket(spec) => (raw * scale).min(spec.capacity()),
+                LimitSpec::Quota(_) | LimitSpec::Usage { .. } => raw,
             };
-            states.push(state);
+            states.push(if admitted && hits > 0 {
+                l.spec.charge(level, hits, now).1
+            } else {
+                l.spec.check(level, need, now)
+            });
         }
         Ok(Charge { admitted, states })
     }
@@ -305,7 +287,7 @@ impl Store for RedisStore {
     }
 
     async fn set_used(&self, limit: &LimitRef, used: u64, now: Nanos) -> Result<(), StoreError> {
-        let q = super::quota_of(limit)?;
+        let q = quota_of(limit)?;
         let ttl = (q.window.end.saturating_sub(now) / 1_000_000).max(1) + TTL_SLACK_MS as i64;
         let mut conn = self.conn();
         let _: () = self
@@ -327,14 +309,14 @@ impl Store for RedisStore {
             tokio::time::timeout(self.timeout, redis::cmd("PING").query_async(&mut conn))
                 .await
                 .map_err(|_| timeout_error(self.timeout))?
-                .map_err(|e| store_error(&e))?;
+                .map_err(store_error)?;
         if pong == "PONG" {
             Ok(())
         } else {
-            Err(StoreError {
-                message: format!("PING answered {pong}"),
-                transient: true,
-            })
+            Err(StoreError::new(
+                StoreErrorKind::Protocol,
+                format!("PING answered {pong}"),
+            ))
         }
     }
 }

@@ -1,24 +1,39 @@
-use proptest::prelude::*;
+//! Token-bucket properties, through the path production runs: limits as the engine builds them,
+//! checked and charged by the memory store (`check_and_charge_now`, the core of its
+//! `Store::check_and_charge`), which calls the same `limit` functions as the Redis store.
 
-use super::*;
+use std::sync::Arc;
+
+use plangate::limit::{BucketSpec, LimitKey, LimitRef, LimitSpec, UNITS_PER_TOKEN};
+use plangate::store::MemoryStore;
+use proptest::prelude::*;
 
 const SEC: i64 = 1_000_000_000;
 
-/// Runs arrivals (gaps in ns, each with a hit count) through one bucket; returns (time, hits)
-/// of each admitted request.
-fn run(spec: BucketSpec, gaps: &[(i64, u64)]) -> Vec<(i64, u64)> {
-    let mut state = None;
+fn limit(spec: BucketSpec) -> [LimitRef; 1] {
+    [LimitRef {
+        key: LimitKey::Plan {
+            plan: Arc::from("p"),
+            key: Arc::from("k"),
+        },
+        spec: LimitSpec::Bucket(spec),
+    }]
+}
+
+/// Runs arrivals (gaps in ns, each with a hit count) through one bucket of a fresh store;
+/// returns (time, hits) of each admitted request, and the store with the time reached.
+fn run(spec: BucketSpec, gaps: &[(i64, u64)]) -> (Vec<(i64, u64)>, MemoryStore, i64) {
+    let store = MemoryStore::new();
+    let l = limit(spec);
     let mut now = 0;
     let mut admitted = Vec::new();
     for &(gap, hits) in gaps {
         now += gap;
-        let c = spec.check(state, hits, now);
-        if c.admitted {
-            state = Some(spec.charge(c.level, hits, now));
+        if store.check_and_charge_now(&l, hits, now).admitted {
             admitted.push((now, hits));
         }
     }
-    admitted
+    (admitted, store, now)
 }
 
 fn spec_strategy() -> impl Strategy<Value = BucketSpec> {
@@ -34,7 +49,7 @@ proptest! {
         spec in spec_strategy(),
         gaps in prop::collection::vec((0i64..2 * SEC, 1u64..4), 1..300),
     ) {
-        let admitted = run(spec, &gaps);
+        let (admitted, _, _) = run(spec, &gaps);
         for i in 0..admitted.len() {
             let mut sum: u128 = 0;
             for j in i..admitted.len() {
@@ -61,7 +76,7 @@ proptest! {
         let interval = i64::try_from(UNITS_PER_TOKEN.div_ceil(u128::from(rate_micro))).unwrap();
         let mut gaps = vec![(start_offset, 1)];
         gaps.extend(std::iter::repeat_n((interval, 1), n));
-        prop_assert_eq!(run(spec, &gaps).len(), n + 1);
+        prop_assert_eq!(run(spec, &gaps).0.len(), n + 1);
     }
 
     /// After an idle time ≥ burst/rate the whole burst is available again.
@@ -70,59 +85,15 @@ proptest! {
         spec in spec_strategy(),
         gaps in prop::collection::vec((0i64..SEC, 1u64..4), 0..100),
     ) {
-        let mut state = None;
-        let mut now = 0;
-        for &(gap, hits) in &gaps {
-            now += gap;
-            let c = spec.check(state, hits, now);
-            if c.admitted {
-                state = Some(spec.charge(c.level, hits, now));
-            }
-        }
+        let (_, store, now) = run(spec, &gaps);
         let idle = i64::try_from(spec.capacity().div_ceil(u128::from(spec.rate_micro))).unwrap();
-        let c = spec.check(state, spec.burst, now + idle);
-        prop_assert!(c.admitted);
-        prop_assert_eq!(BucketSpec::remaining(c.level), spec.burst);
+        // A check (0 hits) reports the level without charging; then the whole burst is taken.
+        let c = store.check_and_charge_now(&limit(spec), 0, now + idle);
+        prop_assert_eq!(c.states[0].remaining, spec.burst);
+        if spec.burst > 0 {
+            let c = store.check_and_charge_now(&limit(spec), spec.burst, now + idle);
+            prop_assert!(c.admitted);
+            prop_assert_eq!(c.states[0].remaining, 0);
+        }
     }
-}
-
-#[test]
-fn fractional_rate() {
-    // 0.1 request per second, burst 1: one now, the next after 10 s, not before.
-    let spec = BucketSpec {
-        rate_micro: 100_000,
-        burst: 1,
-    };
-    let c = spec.check(None, 1, 0);
-    assert!(c.admitted);
-    let s = spec.charge(c.level, 1, 0);
-    assert!(!spec.check(Some(s), 1, 10 * SEC - 1).admitted);
-    assert_eq!(
-        spec.retry_after(spec.level_at(Some(s), 0), 1),
-        Some(10 * SEC)
-    );
-    assert!(spec.check(Some(s), 1, 10 * SEC).admitted);
-}
-
-#[test]
-fn disabled_bucket_never_admits() {
-    let spec = BucketSpec {
-        rate_micro: 0,
-        burst: 0,
-    };
-    assert!(!spec.check(None, 1, 0).admitted);
-    assert_eq!(spec.retry_after(0, 1), None);
-}
-
-#[test]
-fn clock_going_back_refills_nothing() {
-    let spec = BucketSpec {
-        rate_micro: 1_000_000,
-        burst: 5,
-    };
-    let s = BucketState {
-        level: 0,
-        last: 100 * SEC,
-    };
-    assert_eq!(spec.level_at(Some(s), 50 * SEC), 0);
 }

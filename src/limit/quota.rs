@@ -1,10 +1,40 @@
 //! Calendar quota windows, in UTC: DAY from 00:00, WEEK from 00:00 of the configured weekday,
-//! MONTH from 00:00 of the 1st (AWS usage plan quota periods).
+//! MONTH from 00:00 of the 1st (AWS usage plan quota periods), and the limit in force in each.
 
 use chrono::{Datelike, Days, Months, NaiveDate, NaiveTime};
+use serde::{Deserialize, Serialize};
 
 use crate::clock::{NANOS_PER_SEC, Nanos};
-use crate::config::file::Period;
+
+/// A quota period (AWS `QuotaSettings.period`). The config file spells it as here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+}
+
+impl Period {
+    /// As AWS and the config file spell it: `DAY`, `WEEK`, `MONTH`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "DAY",
+            Period::Week => "WEEK",
+            Period::Month => "MONTH",
+        }
+    }
+}
+
+/// A usage plan's quota as configured: `limit` units per `period`, less `offset` in the period
+/// that contains `starts_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u64,
+    pub period: Period,
+    pub offset: u64,
+    pub starts_at: Option<NaiveDate>,
+}
 
 /// A quota's parameters, as the store sees them: the limit of the current window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,6 +53,24 @@ pub struct Window {
 impl Window {
     pub fn contains(&self, t: Nanos) -> bool {
         self.start <= t && t < self.end
+    }
+}
+
+impl Quota {
+    /// The window that contains `now` and the limit in force in it.
+    pub fn spec_at(&self, week_start: chrono::Weekday, now: Nanos) -> QuotaSpec {
+        let window = window(self.period, week_start, now);
+        QuotaSpec {
+            limit: effective_limit(self.limit, self.offset, self.starts_at, window),
+            window,
+        }
+    }
+}
+
+impl QuotaSpec {
+    /// Whether a counter at `used` admits `need` more units: the one admission test of a quota.
+    pub fn admits(&self, used: u64, need: u64) -> bool {
+        used.saturating_add(need) <= self.limit
     }
 }
 

@@ -1,17 +1,144 @@
-//! API keys from CSV files in AWS's import format (`Name,Key,Description,Enabled,UsagePlanIds`),
-//! plus optional `Id` and `CustomerId` columns. Headers are case-insensitive; `UsagePlanIds` may
-//! hold several ids, comma-separated inside quotes.
+//! API keys as written, before cross-checks: entries from the YAML `api_keys` list and from CSV
+//! key files in AWS's import format, each with its origin (for errors), and the checks of a key
+//! value, a hash and an id. `compile` cross-checks the entries against plans and each other.
 //!
-//! Records are read as plain strings (not through serde) so that no error message can quote a
-//! field: the `Key` column holds secrets.
+//! CSV files: `Name,Key,Description,Enabled,UsagePlanIds`, plus optional `Id` and `CustomerId`
+//! columns. Headers are case-insensitive; `UsagePlanIds` may hold several ids, comma-separated
+//! inside quotes. Records are read as plain strings (not through serde) so that no error message
+//! can quote a field: the `Key` column holds secrets.
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
-use super::compile::{KeyEntry, Origin, check_value};
 use super::error::{ConfigError, ErrorKind};
+use super::file::ConfigFile;
 use super::location::{LineCol, Path};
-use crate::snapshot::hash_key;
+use crate::snapshot::{KEY_MAX_CHARS, KEY_MIN_CHARS, KeyHash, hash_key};
+
+/// One API key from the YAML file or a CSV file, before checks.
+pub(crate) struct KeyEntry {
+    pub id: String,
+    pub name: Option<String>,
+    pub hash: Result<KeyHash, String>,
+    pub enabled: bool,
+    pub customer_id: Option<String>,
+    pub plans: Vec<String>,
+    pub origin: Origin,
+}
+
+/// Where a key was written.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    Yaml(usize),
+    Csv {
+        file: Arc<std::path::PathBuf>,
+        line: u64,
+    },
+}
+
+impl Origin {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Origin::Yaml(i) => format!("api_keys[{i}]"),
+            Origin::Csv { file, line } => format!("{}:{line}", file.display()),
+        }
+    }
+
+    /// An error about this key; `sub` is the field and index within a YAML key (`usage_plans`, 2).
+    pub(crate) fn error(&self, sub: Option<(&str, Option<usize>)>, kind: ErrorKind) -> ConfigError {
+        match self {
+            Origin::Yaml(i) => {
+                let mut p = Path::root().key("api_keys").index(*i);
+                if let Some((field, index)) = sub {
+                    p = p.key(field);
+                    if let Some(j) = index {
+                        p = p.index(j);
+                    }
+                }
+                ConfigError::new(p, kind)
+            }
+            Origin::Csv { file, line } => ConfigError {
+                file: Some(file.to_path_buf()),
+                at: Some(LineCol {
+                    line: usize::try_from(*line).unwrap_or(usize::MAX),
+                    col: 1,
+                }),
+                path: Path::root(),
+                kind,
+            },
+        }
+    }
+}
+
+/// The keys of the YAML `api_keys` list, and the ids of those given as plain-text `value`.
+pub(crate) fn yaml_entries(file: &ConfigFile) -> (Vec<KeyEntry>, Vec<String>) {
+    let mut entries = Vec::with_capacity(file.api_keys.len());
+    let mut plain = Vec::new();
+    for (i, k) in file.api_keys.iter().enumerate() {
+        let hash = match (&k.value, &k.value_sha256) {
+            (Some(_), Some(_)) => Err("has both `value` and `value_sha256`; give one".to_owned()),
+            (None, None) => Err("has neither `value` nor `value_sha256`".to_owned()),
+            (Some(v), None) => {
+                plain.push(k.id.clone());
+                check_value(v.expose()).map(|()| hash_key(v.expose()))
+            }
+            (None, Some(h)) => parse_sha256(h),
+        };
+        entries.push(KeyEntry {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            hash,
+            enabled: k.enabled,
+            customer_id: k.customer_id.clone(),
+            plans: k.usage_plans.clone(),
+            origin: Origin::Yaml(i),
+        });
+    }
+    (entries, plain)
+}
+
+/// Checks a plain-text key value's length (never quoting it).
+pub(crate) fn check_value(v: &str) -> Result<(), String> {
+    let n = v.chars().count();
+    if !(KEY_MIN_CHARS..=KEY_MAX_CHARS).contains(&n) {
+        return Err(format!(
+            "key value has {n} characters; {KEY_MIN_CHARS} to {KEY_MAX_CHARS} are required"
+        ));
+    }
+    if v.chars().any(|c| c.is_control()) {
+        return Err("key value contains control characters".to_owned());
+    }
+    Ok(())
+}
+
+fn parse_sha256(h: &str) -> Result<KeyHash, String> {
+    let mut out = [0u8; 32];
+    if h.len() != 64 {
+        return Err(format!(
+            "`value_sha256` must be 64 hex digits, found {} characters",
+            h.len()
+        ));
+    }
+    hex::decode_to_slice(h, &mut out)
+        .map_err(|_| "`value_sha256` must be 64 hex digits".to_owned())?;
+    Ok(out)
+}
+
+/// Key ids: like names, plus `:` and `@` (customer-style ids).
+pub(crate) fn check_key_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err("key id must be 1 to 128 characters".to_owned());
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@')))
+    {
+        return Err(format!(
+            "key id `{id}` contains `{c}`; use letters, digits, `-`, `_`, `.`, `:` and `@`"
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Default)]
 struct Columns {
@@ -25,7 +152,7 @@ struct Columns {
 }
 
 /// Reads one key file: the keys it could read and the errors (with file and line) it found.
-pub(crate) fn read(path: &FsPath) -> (Vec<KeyEntry>, Vec<ConfigError>) {
+pub(crate) fn read_csv(path: &FsPath) -> (Vec<KeyEntry>, Vec<ConfigError>) {
     match read_inner(path) {
         Ok(r) => r,
         Err(errors) => (Vec::new(), errors),

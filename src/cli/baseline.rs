@@ -1,6 +1,9 @@
-//! The baseline server: ext_authz and RLS that answer OK at once, touching no engine. Benchmarks
-//! measure plangate against it in the same run, so the ratio shows plangate's own cost over
-//! the gRPC transport's.
+//! `plangate baseline`, the baseline server: ext_authz and RLS that answer OK at once, touching no
+//! engine. Benchmarks measure plangate against it in the same run, so the ratio shows plangate's
+//! own cost over the gRPC transport's. A yardstick, not part of the service: it lives in the CLI.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
 
 use envoy_types::ext_authz::v3::CheckResponseExt;
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
@@ -9,9 +12,35 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::R
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use tonic::{Request, Response, Status};
 
+use super::error::CliError;
+use super::runtime;
+
+/// Arguments of `plangate baseline`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    grpc_addr: SocketAddr,
+}
+
+/// Runs `plangate baseline` until SIGTERM/SIGINT.
+pub fn run(a: Args) -> Result<ExitCode, CliError> {
+    runtime::multi_thread()?.block_on(async {
+        let l = tokio::net::TcpListener::bind(a.grpc_addr)
+            .await
+            .map_err(|source| CliError::Bind {
+                addr: a.grpc_addr,
+                source,
+            })?;
+        tracing::info!(addr = %a.grpc_addr, "baseline gRPC server (answers OK, no engine)");
+        serve(l, plangate::server::shutdown_signal()).await?;
+        Ok::<_, CliError>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Answers every Check with OK and every ShouldRateLimit with OK.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Baseline;
+struct Baseline;
 
 #[tonic::async_trait]
 impl Authorization for Baseline {
@@ -42,7 +71,7 @@ impl RateLimitService for Baseline {
 }
 
 /// Serves the baseline on `listener` until `shutdown` completes.
-pub async fn serve(
+async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -51,6 +80,6 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(AuthorizationServer::new(Baseline))
         .add_service(RateLimitServiceServer::new(Baseline))
-        .serve_with_incoming_shutdown(crate::server::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(plangate::server::incoming(listener), shutdown)
         .await
 }

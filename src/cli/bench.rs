@@ -1,12 +1,13 @@
-//! The load generator behind `plangate bench`: drives Check or ShouldRateLimit over gRPC with
+//! `plangate bench`, the load generator: drives Check or ShouldRateLimit over gRPC with
 //! N connections × M concurrent calls, for a duration or a count, over K distinct keys, and
 //! reports throughput and latency percentiles (HdrHistogram). With a baseline target it runs
 //! both in alternating rounds and reports plangate's throughput as a ratio to the baseline's,
-//! measured in the same run.
+//! measured in the same run. A client of the service, not part of it: it lives in the CLI.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
@@ -17,11 +18,105 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use hdrhistogram::Histogram;
+use plangate::clock::Stopwatch;
 use serde::Serialize;
 use tonic::transport::Channel;
 
+use super::error::CliError;
+use super::out::Out;
+use super::runtime;
+
+/// Arguments of `plangate bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// plangate's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    target: String,
+    /// A `plangate baseline` address to compare with.
+    #[arg(long)]
+    baseline: Option<String>,
+    #[arg(long, value_enum, default_value = "check")]
+    api: Api,
+    /// gRPC connections (HTTP/2).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Concurrent calls per connection.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Stop each run after this many requests instead.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Seconds of unmeasured warm-up per run.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Distinct keys (`bench-key-%012d`, as scripts/gen-keys.py writes them).
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// Alternating rounds (baseline, target) when comparing.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[arg(long, default_value = "petstore")]
+    api_name: String,
+    #[arg(long, default_value = "prod")]
+    stage: String,
+    #[arg(long, default_value = "/pets")]
+    path: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `plangate bench`.
+pub fn run(a: Args) -> Result<ExitCode, CliError> {
+    let o = BenchOptions {
+        api: a.api,
+        connections: a.connections,
+        concurrency: a.concurrency,
+        duration: runtime::seconds("--duration", a.duration)?,
+        requests: a.requests,
+        warmup: runtime::seconds("--warmup", a.warmup)?,
+        keys: a.keys,
+        api_name: a.api_name,
+        stage: a.stage,
+        path: a.path,
+    };
+    let rt = runtime::multi_thread()?;
+    let mut out = Out::stdout();
+    match a.baseline {
+        None => {
+            let r = rt.block_on(load(&a.target, &o)).map_err(CliError::Bench)?;
+            if a.json {
+                out.line(serde_json::to_string_pretty(&r)?);
+            } else {
+                out.line(r.line());
+            }
+        }
+        Some(b) => {
+            let c = rt
+                .block_on(compare(&b, &a.target, &o, a.rounds))
+                .map_err(CliError::Bench)?;
+            if a.json {
+                out.line(serde_json::to_string_pretty(&c)?);
+            } else {
+                for (i, (b, t)) in c.rounds.iter().enumerate() {
+                    out.line(format!("round {}: baseline {}", i + 1, b.line()));
+                    out.line(format!("round {}: plangate {}", i + 1, t.line()));
+                }
+                out.line(format!(
+                    "median: baseline {:.0} req/s, plangate {:.0} req/s, ratio {:.3}",
+                    c.baseline_rps_median, c.target_rps_median, c.ratio
+                ));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Which API to drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
     Check,
@@ -118,7 +213,7 @@ fn rls_request(o: &BenchOptions, key: &str) -> RateLimitRequest {
 }
 
 /// Loads `target` (`host:port`) once.
-pub async fn run(target: &str, o: &BenchOptions) -> Result<RunResult, String> {
+pub async fn load(target: &str, o: &BenchOptions) -> Result<RunResult, String> {
     let mut channels = Vec::with_capacity(o.connections);
     for _ in 0..o.connections.max(1) {
         let ch = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
@@ -146,7 +241,7 @@ pub async fn run(target: &str, o: &BenchOptions) -> Result<RunResult, String> {
     tokio::time::sleep(o.warmup).await;
     issued.store(0, Ordering::SeqCst);
     measuring.store(true, Ordering::SeqCst);
-    let started = Instant::now();
+    let started = Stopwatch::start();
     match o.requests {
         Some(n) => {
             while issued.load(Ordering::Relaxed) < n {
@@ -156,7 +251,7 @@ pub async fn run(target: &str, o: &BenchOptions) -> Result<RunResult, String> {
         None => tokio::time::sleep(o.duration).await,
     }
     stop.store(true, Ordering::SeqCst);
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = started.seconds();
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let (mut requests, mut errors) = (0, 0);
@@ -199,13 +294,13 @@ async fn worker(
     while !stop.load(Ordering::Relaxed) {
         let key = &keys[i % keys.len()];
         i = i.wrapping_add(7919);
-        let t = Instant::now();
+        let t = Stopwatch::start();
         let ok = match o.api {
             Api::Check => authz.check(check_request(&o, key)).await.is_ok(),
             Api::Rls => rls.should_rate_limit(rls_request(&o, key)).await.is_ok(),
         };
         if measuring.load(Ordering::Relaxed) {
-            let us = t.elapsed().as_micros().max(1) as u64;
+            let us = ((t.seconds() * 1e6) as u64).max(1);
             let _ = hist.record(us.min(60_000_000));
             requests += 1;
             if !ok {
@@ -242,8 +337,8 @@ pub async fn compare(
 ) -> Result<Comparison, String> {
     let mut out = Vec::new();
     for _ in 0..rounds.max(1) {
-        let b = run(baseline, o).await?;
-        let t = run(target, o).await?;
+        let b = load(baseline, o).await?;
+        let t = load(target, o).await?;
         out.push((b, t));
     }
     let b = median(out.iter().map(|r| r.0.requests_per_second).collect());

@@ -26,22 +26,14 @@ pub struct BucketState {
     pub last: Nanos,
 }
 
-/// What a check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BucketCheck {
-    /// The level now, before any charge.
-    pub level: u128,
-    pub admitted: bool,
+/// `tokens` in units.
+pub fn units(tokens: u64) -> u128 {
+    u128::from(tokens) * UNITS_PER_TOKEN
 }
 
 impl BucketSpec {
     pub fn capacity(&self) -> u128 {
-        u128::from(self.burst) * UNITS_PER_TOKEN
-    }
-
-    /// The rate in tokens per second.
-    pub fn rate(&self) -> f64 {
-        self.rate_micro as f64 / 1e6
+        units(self.burst)
     }
 
     /// The level at `now` of a bucket last seen as `state` (a bucket never seen is full). Time
@@ -58,21 +50,14 @@ impl BucketSpec {
         }
     }
 
-    /// Whether `need` tokens are available at `now`.
-    pub fn check(&self, state: Option<BucketState>, need: u64, now: Nanos) -> BucketCheck {
-        let level = self.level_at(state, now);
-        BucketCheck {
-            level,
-            admitted: level >= u128::from(need) * UNITS_PER_TOKEN,
-        }
+    /// Whether a bucket at `level` holds `need` tokens: the one admission test of a bucket.
+    pub fn admits(level: u128, need: u64) -> bool {
+        level >= units(need)
     }
 
-    /// The state after taking `hits` tokens from `level` at `now`. Call only when admitted.
-    pub fn charge(&self, level: u128, hits: u64, now: Nanos) -> BucketState {
-        BucketState {
-            level: level.saturating_sub(u128::from(hits) * UNITS_PER_TOKEN),
-            last: now,
-        }
+    /// The level after taking `hits` tokens from `level`. Call only when admitted.
+    pub fn take(level: u128, hits: u64) -> u128 {
+        level.saturating_sub(units(hits))
     }
 
     /// Whole tokens in `level`.
@@ -96,7 +81,7 @@ impl BucketSpec {
 
     /// Nanoseconds until `need` tokens are available.
     pub fn retry_after(&self, level: u128, need: u64) -> Option<Nanos> {
-        self.time_to(level, u128::from(need) * UNITS_PER_TOKEN)
+        self.time_to(level, units(need))
     }
 
     /// Nanoseconds until the bucket is full again.
@@ -104,6 +89,3 @@ impl BucketSpec {
         self.time_to(level, self.capacity())
     }
 }
-
-#[cfg(test)]
-mod tests;

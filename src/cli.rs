@@ -1,0 +1,79 @@
+//! The command line: one file per command under `cli/`, each with its `Args` and `run`. The
+//! service itself is the `plangate` library; commands only read flags, call it and print.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod baseline;
+mod bench;
+mod check;
+mod error;
+mod hash_key;
+mod out;
+mod runtime;
+mod serve;
+mod usage;
+mod validate;
+
+/// Amazon API Gateway usage plans for Envoy.
+#[derive(Parser)]
+#[command(name = "plangate", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a configuration file: exit 0, or print every error and exit 1.
+    Validate(validate::Args),
+    /// Explain the decision for a request, limit by limit, as one JSON object per attempt.
+    Check(check::Args),
+    /// Serve ext_authz, RLS and gRPC health to Envoy, and the admin HTTP API.
+    Serve(Box<serve::Args>),
+    /// Print a usage plan's daily usage per key (AWS GetUsage) from a running plangate, as a
+    /// table or CSV (for billing exports).
+    Usage(usage::Args),
+    /// Load a running plangate over gRPC (Check or ShouldRateLimit) and report throughput and
+    /// latency; with --baseline, also the ratio to a baseline server measured in the same run.
+    Bench(bench::Args),
+    /// Serve ext_authz and RLS answering OK without any engine: the transport's cost, for
+    /// `plangate bench --baseline`.
+    Baseline(baseline::Args),
+    /// Print the SHA-256 of a key value, for `value_sha256` (`-` reads the value from stdin).
+    HashKey(hash_key::Args),
+}
+
+impl Cli {
+    /// Runs the command. Exit codes: 0 success, 1 a rejected configuration, 2 any other error.
+    pub fn run(self) -> ExitCode {
+        let result = match self.command {
+            Command::Validate(a) => validate::run(a),
+            Command::Check(a) => check::run(a),
+            Command::Serve(a) => serve::run(*a),
+            Command::Usage(a) => usage::run(a),
+            Command::Bench(a) => bench::run(a),
+            Command::Baseline(a) => baseline::run(a),
+            Command::HashKey(a) => hash_key::run(a),
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `PLANGATE_LOG` (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PLANGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,106 @@
+//! `plangate serve`: flags → [`ServeOptions`], then the library's server until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use plangate::engine::{DEFAULT_USAGE_RETENTION_DAYS, FailurePolicy};
+use plangate::server::{self, ServeError, ServeOptions};
+use plangate::store::StoreOptions;
+
+use super::error::CliError;
+use super::runtime;
+
+/// Arguments of `plangate serve`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    config: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, default_value = "0.0.0.0:50051")]
+    grpc_addr: SocketAddr,
+    /// Admin HTTP listen address (`/healthz`, `/readyz`, `/metrics`, `/v1/*`).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_addr: SocketAddr,
+    /// Bearer token for the admin `/v1/*` endpoints (or PLANGATE_ADMIN_TOKEN).
+    #[arg(long, env = "PLANGATE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Do not watch the configuration files (reload on SIGHUP or POST /v1/reload only).
+    #[arg(long)]
+    no_watch: bool,
+    /// Seconds file events settle before a reload.
+    #[arg(long, default_value_t = 1.0)]
+    watch_debounce: f64,
+    /// Where counters live: `memory` (default), or `redis://host:port[/db]` to share them
+    /// between replicas.
+    #[arg(long, default_value = "memory")]
+    store: String,
+    /// Redis key prefix (and Cluster hash tag).
+    #[arg(long, default_value = "plangate")]
+    store_prefix: String,
+    /// Bound on one Redis operation, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    store_timeout_ms: u64,
+    /// When the store fails: `open` admits without limits, `closed` refuses with 503.
+    #[arg(long, value_enum, default_value = "open")]
+    store_failure: StoreFailure,
+    /// Memory store: where quota counters and daily usage are persisted.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Memory store: keep counters in memory only (a restart forgets them).
+    #[arg(long)]
+    no_persist: bool,
+    /// Seconds between writes of the persisted counters: the most a crash can lose.
+    #[arg(long, default_value_t = 1.0)]
+    flush_interval: f64,
+    /// Days of daily usage kept for usage reports.
+    #[arg(long, default_value_t = DEFAULT_USAGE_RETENTION_DAYS)]
+    usage_retention_days: u32,
+    /// Seconds in-flight calls get to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 5.0)]
+    shutdown_grace: f64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StoreFailure {
+    Open,
+    Closed,
+}
+
+/// Runs `plangate serve`.
+pub fn run(a: Args) -> Result<ExitCode, CliError> {
+    let store = StoreOptions::parse(
+        &a.store,
+        (!a.no_persist).then_some(a.data_dir),
+        &a.store_prefix,
+        std::time::Duration::from_millis(a.store_timeout_ms),
+    )
+    .map_err(|e| CliError::Flag {
+        flag: "--store",
+        reason: e.message().to_owned(),
+    })?;
+    let opts = ServeOptions {
+        config: a.config,
+        grpc_addr: a.grpc_addr,
+        admin_addr: a.admin_addr,
+        admin_token: a.admin_token,
+        watch: !a.no_watch,
+        watch_debounce: runtime::seconds("--watch-debounce", a.watch_debounce)?,
+        store,
+        store_failure: match a.store_failure {
+            StoreFailure::Open => FailurePolicy::Open,
+            StoreFailure::Closed => FailurePolicy::Closed,
+        },
+        flush_interval: runtime::seconds("--flush-interval", a.flush_interval)?,
+        usage_retention_days: a.usage_retention_days,
+        shutdown_grace: runtime::seconds("--shutdown-grace", a.shutdown_grace)?,
+    };
+    match runtime::multi_thread()?.block_on(server::serve(opts)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(ServeError::Config(errors)) => {
+            eprintln!("{errors}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

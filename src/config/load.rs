@@ -1,0 +1,239 @@
+//! The loader: reads a file, parses it into the file types, compiles it, and reports every error
+//! of the file with its line and column.
+//!
+//! The fast path deserializes the whole file in one go. When that fails, serde has stopped at the
+//! first problem, so the loader walks the file again item by item (each API, stage, plan and key
+//! on its own) to list every problem, and positions each one with a location index built from the
+//! YAML events.
+
+use std::path::{Path as FsPath, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+
+use super::compile::{Compiled, compile};
+use super::error::{self, ConfigError, ConfigErrors, ErrorKind};
+use super::file::{self, ConfigFile};
+use super::location::{LineCol, LocationIndex, Path};
+
+/// Reads, parses and compiles a configuration file.
+pub fn load_file(path: &FsPath) -> Result<Compiled, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError::new(
+            Path::root(),
+            ErrorKind::Io {
+                file: path.display().to_string(),
+                reason: e.to_string(),
+            },
+        )])
+    })?;
+    let base = base_dir(path);
+    let mut compiled = load_str(&text, Some(path), &base)?;
+    compiled.sources.insert(0, path.to_path_buf());
+    Ok(compiled)
+}
+
+/// Parses and compiles configuration text. `origin` names the file in errors; `base_dir`
+/// resolves relative `api_keys_files`.
+pub fn load_str(
+    text: &str,
+    origin: Option<&FsPath>,
+    base_dir: &FsPath,
+) -> Result<Compiled, ConfigErrors> {
+    let parsed = parse(text);
+    let result = match parsed {
+        Ok(file) => compile(&file, base_dir),
+        Err(errors) => Err(errors),
+    };
+    result.map_err(|errors| ConfigErrors(place(errors, text, origin)))
+}
+
+/// Parses configuration text into the file types (no cross-reference checks).
+pub fn parse(text: &str) -> Result<ConfigFile, Vec<ConfigError>> {
+    match serde_yaml_ng::from_str::<ConfigFile>(text) {
+        Ok(f) => Ok(f),
+        Err(first) => Err(collect(text, first)),
+    }
+}
+
+/// Fills in file and position of errors that only know their path, and sorts them by position.
+fn place(mut errors: Vec<ConfigError>, text: &str, origin: Option<&FsPath>) -> Vec<ConfigError> {
+    let mut index: Option<LocationIndex> = None;
+    for e in &mut errors {
+        if e.file.is_some() {
+            continue; // An error in another file (a CSV key file) carries its own position.
+        }
+        e.file = origin.map(FsPath::to_path_buf);
+        if e.at.is_none() && !e.path.0.is_empty() {
+            let idx = index.get_or_insert_with(|| LocationIndex::build(text));
+            e.at = idx.find(&e.path);
+        }
+    }
+    // Errors of the main file first, by position; then other files'.
+    errors.sort_by(|a, b| {
+        let ka = (a.file.as_deref() != origin, a.file.clone(), a.at);
+        let kb = (b.file.as_deref() != origin, b.file.clone(), b.at);
+        ka.cmp(&kb)
+    });
+    errors
+}
+
+/// A serde_yaml_ng error as a `ConfigError` under `base`. `located`: the error's line and column
+/// refer to the file being loaded (not to a re-serialized piece of it).
+fn parser_error(e: &serde_yaml_ng::Error, base: &Path, located: bool) -> ConfigError {
+    let message = error::scrub(&e.to_string());
+    // serde_yaml_ng ends messages with " at line L column C"; the position is kept apart.
+    let message = match message.rfind(" at line ") {
+        Some(i) if e.location().is_some() => message[..i].to_owned(),
+        _ => message,
+    };
+    // …and starts them with the path of the failing node (`a.b[2].c: …`).
+    let (path, message) = match message.split_once(": ") {
+        Some((p, rest)) if !p.contains(' ') && !p.is_empty() => {
+            (base.join_dotted(p), rest.to_owned())
+        }
+        _ => (base.clone(), message),
+    };
+    // An unknown field is best shown where it is written.
+    let path = match message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split_once('`'))
+    {
+        Some((field, _)) => path.key(field),
+        None => path,
+    };
+    ConfigError {
+        file: None,
+        at: e.location().filter(|_| located).map(|l| LineCol {
+            line: l.line(),
+            col: l.column(),
+        }),
+        path,
+        kind: ErrorKind::Parse(message),
+    }
+}
+
+/// Lists every parse problem of a file that failed to deserialize in one go.
+fn collect(text: &str, first: serde_yaml_ng::Error) -> Vec<ConfigError> {
+    let value: Value = match serde_yaml_ng::from_str(text) {
+        Ok(v) => v,
+        // Not YAML that a `Value` can hold (a syntax error, a duplicate key, a 128-bit number):
+        // the first error is all there is.
+        Err(_) => return vec![parser_error(&first, &Path::root(), true)],
+    };
+    let root = Path::root();
+    let mut errors = Vec::new();
+    let Value::Mapping(map) = value else {
+        return vec![parser_error(&first, &root, true)];
+    };
+    if !map.contains_key("version") {
+        errors.push(ConfigError::new(
+            root.clone(),
+            ErrorKind::Parse("missing field `version` (write `version: 1`)".to_owned()),
+        ));
+    }
+    for (k, v) in map {
+        let Some(name) = k.as_str() else {
+            errors.push(ConfigError::new(
+                root.clone(),
+                ErrorKind::Parse("top-level keys must be strings".to_owned()),
+            ));
+            continue;
+        };
+        let p = root.key(name);
+        match name {
+            "version" => check::<u32>(v, &p, &mut errors),
+            "account" => check::<file::AccountFile>(v, &p, &mut errors),
+            "api_key_source" => check::<file::ApiKeySourceFile>(v, &p, &mut errors),
+            "quota_week_start" => check::<file::Weekday>(v, &p, &mut errors),
+            "defaults" => check::<file::DefaultsFile>(v, &p, &mut errors),
+            "responses" => check::<file::ResponsesFile>(v, &p, &mut errors),
+            "rate_limit_service" => check::<file::RateLimitServiceFile>(v, &p, &mut errors),
+            "api_keys_files" => check::<Vec<String>>(v, &p, &mut errors),
+            "apis" => each_entry(v, &p, &mut errors, |name, api, p, errors| {
+                let Value::Mapping(api) = api else {
+                    return check::<file::ApiFile>(api, p, errors);
+                };
+                for (field, fv) in api {
+                    let fname = field.as_str().unwrap_or("?");
+                    if fname != "stages" {
+                        errors.push(ConfigError::new(
+                            p.key(fname),
+                            ErrorKind::UnknownField(format!("{fname}` in API `{name}")),
+                        ));
+                        continue;
+                    }
+                    each_entry(fv, &p.key("stages"), errors, |_, st, sp, errors| {
+                        check::<file::StageFile>(st, sp, errors)
+                    });
+                }
+            }),
+            "usage_plans" => each_entry(v, &p, &mut errors, |_, plan, pp, errors| {
+                check::<file::UsagePlanFile>(plan, pp, errors)
+            }),
+            "api_keys" => match v {
+                Value::Sequence(items) => {
+                    for (i, item) in items.into_iter().enumerate() {
+                        check::<file::ApiKeyFile>(item, &p.index(i), &mut errors);
+                    }
+                }
+                other => check::<Vec<file::ApiKeyFile>>(other, &p, &mut errors),
+            },
+            other => errors.push(ConfigError::new(
+                p.clone(),
+                ErrorKind::UnknownField(format!(
+                    "{other}`, expected one of `{}",
+                    file::TOP_LEVEL_FIELDS.join("`, `")
+                )),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        // Every piece reads on its own; the problem is the whole (e.g. a missing field).
+        errors.push(parser_error(&first, &root, true));
+    }
+    errors
+}
+
+/// Deserializes `v` as `T`, recording a failure at `path`.
+fn check<T: DeserializeOwned>(v: Value, path: &Path, errors: &mut Vec<ConfigError>) {
+    let Err(e) = serde_yaml_ng::from_value::<T>(v.clone()) else {
+        return;
+    };
+    // Errors from a `Value` carry no path; reading the piece back from text gives one (`quota.
+    // period: …`), which the location index then turns into the position in the real file.
+    let retried = serde_yaml_ng::to_string(&v)
+        .ok()
+        .and_then(|text| serde_yaml_ng::from_str::<T>(&text).err());
+    errors.push(parser_error(retried.as_ref().unwrap_or(&e), path, false));
+}
+
+/// Calls `f` on each entry of a mapping (or records that `v` is not one).
+fn each_entry(
+    v: Value,
+    path: &Path,
+    errors: &mut Vec<ConfigError>,
+    mut f: impl FnMut(&str, Value, &Path, &mut Vec<ConfigError>),
+) {
+    match v {
+        Value::Mapping(m) => {
+            for (k, item) in m {
+                let name = match k.as_str() {
+                    Some(s) => s.to_owned(),
+                    None => format!("{k:?}"),
+                };
+                f(&name, item, &path.key(name.as_str()), errors);
+            }
+        }
+        Value::Null => {}
+        other => check::<indexmap::IndexMap<String, Value>>(other, path, errors),
+    }
+}
+
+/// The directory to watch and resolve relative paths against, for a config path.
+pub fn base_dir(path: &FsPath) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(FsPath::new("."))
+        .to_path_buf()
+}

@@ -1,0 +1,67 @@
+//! The counter store's contract: one semantic operation, [`Store::check_and_charge`], that checks
+//! every limit of a request and charges them all only if all admit. One operation (not
+//! get-then-set) is what lets a shared store do the whole decision atomically in one round trip.
+
+use async_trait::async_trait;
+
+use super::error::StoreError;
+use crate::clock::Nanos;
+use crate::limit::{LimitRef, LimitState};
+
+/// One day of one key's usage of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub key: String,
+    pub day_start: Nanos,
+    pub used: u64,
+}
+
+/// The store's answer for a whole request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// True only if every limit admitted; then every limit was charged.
+    pub admitted: bool,
+    /// One state per limit, in the order given.
+    pub states: Vec<LimitState>,
+}
+
+/// A place where counters live.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Checks every limit at `now` for `hits` units. If all admit, charges them all; if any
+    /// refuses, charges nothing. `hits == 0` asks whether one unit would be admitted, charging
+    /// nothing (RLS `hits_addend: 0`).
+    async fn check_and_charge(
+        &self,
+        limits: &[LimitRef],
+        hits: u64,
+        now: Nanos,
+    ) -> Result<Charge, StoreError>;
+
+    /// Whether the store is reachable (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Daily usage of `plan`, for days starting in `[from, to)`, in no particular order.
+    async fn usage(&self, plan: &str, from: Nanos, to: Nanos) -> Result<Vec<UsageRow>, StoreError>;
+
+    /// Sets a quota counter's used count (AWS UpdateUsage). `limit` must be a quota.
+    async fn set_used(&self, limit: &LimitRef, used: u64, now: Nanos) -> Result<(), StoreError>;
+
+    /// Writes what must survive a restart (persisted stores); a no-op elsewhere.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The quota of a limit, for operations that only take quotas.
+pub(crate) fn quota_of(limit: &LimitRef) -> Result<&crate::limit::QuotaSpec, StoreError> {
+    match &limit.spec {
+        crate::limit::LimitSpec::Quota(q) => Ok(q),
+        _ => Err(StoreError::new(
+            super::error::StoreErrorKind::Unsupported,
+            "set_used takes a quota",
+        )),
+    }
+}
