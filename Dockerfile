@@ -3,6 +3,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The manifest declares the criterion benches: cargo refuses to build without their files.
+COPY benches ./benches
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim

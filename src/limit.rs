@@ -107,7 +107,9 @@ pub enum LimitSpec {
     Bucket(BucketSpec),
     Quota(QuotaSpec),
     /// A usage counter, kept until `retain_until`.
-    Usage { retain_until: Nanos },
+    Usage {
+        retain_until: Nanos,
+    },
 }
 
 /// One limit of a request: which counter, and what it is.

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use crate::limit::FastMap;
-use crate::limit::{BucketSpec, Quota};
+use crate::limit::{BucketSpec, FastMap, Quota};
 
 /// SHA-256 of a key value.
 pub type KeyHash = [u8; 32];

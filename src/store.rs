@@ -54,7 +54,10 @@ impl StoreOptions {
             }
             other => Err(StoreError::new(
                 StoreErrorKind::Config,
-                format!("`{}` is neither `memory` nor a redis:// URL", redact_url(other)),
+                format!(
+                    "`{}` is neither `memory` nor a redis:// URL",
+                    redact_url(other)
+                ),
             )),
         }
     }
@@ -79,7 +82,9 @@ pub async fn open(opts: &StoreOptions, now: Nanos) -> Result<Arc<dyn Store>, Sto
                 Ok::<_, StoreError>(store)
             })
             .await
-            .map_err(|e| StoreError::caused_by(StoreErrorKind::Disk, "loading counters failed", e))??;
+            .map_err(|e| {
+                StoreError::caused_by(StoreErrorKind::Disk, "loading counters failed", e)
+            })??;
             Ok(Arc::new(store))
         }
         StoreOptions::Redis(r) => {

@@ -1,5 +1,6 @@
-//! Every rejection rule of SPEC §2 has a fixture under tests/fixtures/invalid/ and a test on its
-//! message and position; no key value ever appears in an error.
+//! Every rejection rule of the configuration (docs/config.md) has a fixture under
+//! tests/fixtures/invalid/ and a test on its message and position; no key value ever appears in
+//! an error.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -185,6 +186,21 @@ fn every_error_of_a_file_is_listed() {
     has(&e, 9, &["quota offset"]);
     has(&e, 11, &["unknown API `nope`"]);
     has(&e, 15, &["unknown usage plan `platinum`"]);
+}
+
+#[test]
+fn rate_limit_service_errors_come_in_the_same_pass() {
+    // They used to appear only once every other error was fixed.
+    let e = errors("rls_and_other_errors.yaml");
+    assert_eq!(e.len(), 4, "{e:?}");
+    has(&e, 3, &["RLS domain", "must not be empty"]);
+    has(
+        &e,
+        6,
+        &["descriptor keys", "`key` names two parts of a request"],
+    );
+    has(&e, 11, &["throttle rate"]);
+    has(&e, 15, &["unknown API `nope`"]);
 }
 
 #[test]

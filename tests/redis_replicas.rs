@@ -4,7 +4,9 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use plangate::clock::Stopwatch;
 
 use common::{Plangate, RedisServer, authz_client, check_request, check_status, sha};
 
@@ -189,9 +191,10 @@ async fn redis_outage_follows_the_policy_and_recovers() {
 
     // Load from 8 clients throughout the outage.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let counts = Arc::new(std::sync::Mutex::new(
-        std::collections::BTreeMap::<i32, u64>::new(),
-    ));
+    let counts = Arc::new(parking_lot::Mutex::new(std::collections::BTreeMap::<
+        i32,
+        u64,
+    >::new()));
     let mut load = Vec::new();
     for _ in 0..8 {
         let (mut c, stop, counts) = (c.clone(), stop.clone(), counts.clone());
@@ -202,18 +205,18 @@ async fn redis_outage_follows_the_policy_and_recovers() {
                     .await
                     .unwrap()
                     .into_inner();
-                *counts.lock().unwrap().entry(check_status(&r)).or_default() += 1;
+                *counts.lock().entry(check_status(&r)).or_default() += 1;
             }
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     f.redis.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    counts.lock().unwrap().clear();
+    counts.lock().clear();
     tokio::time::sleep(Duration::from_millis(500)).await;
     {
         // While Redis is down, every answer is the closed policy's 503.
-        let during = counts.lock().unwrap().clone();
+        let during = counts.lock().clone();
         assert!(during.get(&503).copied().unwrap_or(0) > 0, "{during:?}");
         assert_eq!(
             during.keys().copied().collect::<Vec<_>>(),
@@ -232,7 +235,7 @@ async fn redis_outage_follows_the_policy_and_recovers() {
     assert!(f.replicas[0].metric("plangate_store_errors_total").unwrap() >= 1.0);
 
     f.redis.restart();
-    let back = Instant::now();
+    let back = Stopwatch::start();
     let mut recovered = None;
     while back.elapsed() < Duration::from_secs(15) {
         let r = c

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use plangate::admin::{self, AdminState};
-use plangate::clock::SystemClock;
+use plangate::clock::{Stopwatch, SystemClock};
 use plangate::engine::Engine;
 use plangate::metrics::Metrics;
 use plangate::reload::{Reloaded, Reloader};
@@ -156,7 +156,7 @@ async fn reloads_under_load_answer_from_one_snapshot() {
     let s = serve(&config(0, 1_000_000, true)).await;
     let c = client(s.grpc).await;
     let failures = Arc::new(AtomicU64::new(0));
-    let seen_plans = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let seen_plans = Arc::new(parking_lot::Mutex::new(std::collections::BTreeSet::new()));
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let mut c = c.clone();
@@ -178,7 +178,7 @@ async fn reloads_under_load_answer_from_one_snapshot() {
                             (1_000_000 + n).to_string(),
                             "mixed snapshots: {plan} with burst {burst}"
                         );
-                        seen.lock().unwrap().insert(n);
+                        seen.lock().insert(n);
                     }
                     Err(_) => {
                         failures.fetch_add(1, Ordering::Relaxed);
@@ -210,12 +210,15 @@ async fn reloads_under_load_answer_from_one_snapshot() {
     assert_eq!((swapped, rejected), (45, 5));
     assert_eq!(s.engine.snapshot().generation, 46);
     assert!(
-        seen_plans.lock().unwrap().len() > 1,
+        seen_plans.lock().len() > 1,
         "the load did not overlap the reloads"
     );
     let exposition = s.metrics.render();
     assert_eq!(
-        get_metric(&exposition, r#"plangate_config_reloads_total{result="error"}"#),
+        get_metric(
+            &exposition,
+            r#"plangate_config_reloads_total{result="error"}"#
+        ),
         Some(5.0)
     );
     assert_eq!(
@@ -287,10 +290,10 @@ async fn configmap_symlink_swap_triggers_a_reload() {
     std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
     std::fs::remove_dir_all(d.join("..v1")).unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let waited = Stopwatch::start();
     while !engine.snapshot().plan_index.contains_key("p2") {
         assert!(
-            Instant::now() < deadline,
+            waited.elapsed() < Duration::from_secs(10),
             "no reload after the symlink swap"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -444,4 +447,41 @@ async fn metrics_text_parses_and_counts_decisions() {
     );
     assert_eq!(get_metric(&text, "plangate_api_keys"), Some(2.0));
     assert!(!text.contains("k1"), "no per-key label");
+}
+
+/// `GET /v1/config` spells every setting as the file does, so that it can be read back.
+#[test]
+fn config_in_force_reads_like_the_file() {
+    let text = r#"
+version: 1
+quota_week_start: SUNDAY
+responses: { rate_limit_headers: x-ratelimit }
+apis:
+  petstore:
+    stages:
+      prod:
+        unknown_methods: forbid
+        methods: { "/pets/GET": {} }
+usage_plans:
+  gold:
+    quota: { limit: 10, period: WEEK }
+    api_stages: [{ api: petstore, stage: prod }]
+"#;
+    let c = plangate::config::load_str(text, None, std::path::Path::new(".")).unwrap();
+    let v = admin::redacted(&c.snapshot);
+    assert_eq!(v["quota_week_start"], "SUNDAY");
+    assert_eq!(v["responses"]["rate_limit_headers"], "x-ratelimit");
+    assert_eq!(
+        v["apis"]["petstore"]["stages"]["prod"]["unknown_methods"],
+        "forbid"
+    );
+    assert_eq!(v["usage_plans"]["gold"]["quota"]["period"], "WEEK");
+    assert_eq!(v["usage_plans"]["gold"]["api_stages"][0]["stage"], "prod");
+    // What it prints is a valid value for the file.
+    let week: plangate::config::file::Weekday =
+        serde_json::from_value(v["quota_week_start"].clone()).unwrap();
+    assert_eq!(week, plangate::config::file::Weekday::Sunday);
+    let style: plangate::snapshot::RateLimitHeaders =
+        serde_json::from_value(v["responses"]["rate_limit_headers"].clone()).unwrap();
+    assert_eq!(style, plangate::snapshot::RateLimitHeaders::XRatelimit);
 }

@@ -4,7 +4,9 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use plangate::clock::Stopwatch;
 
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -27,13 +29,13 @@ async fn health_serving_then_clean_shutdown_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let waited = Stopwatch::start();
     let mut client = loop {
         let endpoint =
             tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
         match endpoint.connect().await {
             Ok(c) => break HealthClient::new(c),
-            Err(_) if Instant::now() < deadline => {
+            Err(_) if waited.elapsed() < Duration::from_secs(20) => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             Err(e) => panic!("plangate did not come up: {e}"),

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Plangate, authz_client, check_request, check_status, sha};
-use plangate::clock::{FakeClock, parse_rfc3339};
+use plangate::clock::{Clock, FakeClock, Stopwatch, SystemClock, parse_rfc3339};
 use plangate::engine::{Engine, Request};
 use plangate::store::MemoryStore;
 use plangate::usage;
@@ -144,8 +144,9 @@ async fn update_usage_sets_what_remains() {
 struct Load {
     stop: Arc<AtomicBool>,
     admitted: Arc<AtomicU64>,
-    /// Instants of admissions, for the crash bound.
-    times: Arc<std::sync::Mutex<Vec<Instant>>>,
+    /// When each admission happened (time since `clock` started), for the crash bound.
+    times: Arc<parking_lot::Mutex<Vec<Duration>>>,
+    clock: Stopwatch,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -153,7 +154,8 @@ async fn start_load(port: u16) -> Load {
     let c = authz_client(port).await;
     let stop = Arc::new(AtomicBool::new(false));
     let admitted = Arc::new(AtomicU64::new(0));
-    let times = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let times = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let clock = Stopwatch::start();
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (mut c, stop, admitted, times) =
@@ -163,7 +165,7 @@ async fn start_load(port: u16) -> Load {
                 match c.check(check_request(KEY, "/pets")).await {
                     Ok(r) if check_status(r.get_ref()) == 200 => {
                         admitted.fetch_add(1, Ordering::Relaxed);
-                        times.lock().unwrap().push(Instant::now());
+                        times.lock().push(clock.elapsed());
                     }
                     Ok(_) => {}
                     // The server went away: this load is over.
@@ -176,17 +178,18 @@ async fn start_load(port: u16) -> Load {
         stop,
         admitted,
         times,
+        clock,
         tasks,
     }
 }
 
 impl Load {
-    async fn finish(self) -> (u64, Vec<Instant>) {
+    async fn finish(self) -> (u64, Vec<Duration>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
             let _ = t.await;
         }
-        let times = self.times.lock().unwrap().clone();
+        let times = self.times.lock().clone();
         (self.admitted.load(Ordering::Relaxed), times)
     }
 }
@@ -235,7 +238,9 @@ async fn graceful_stop_loses_nothing() {
     let used = used_after_restart(&data, &config);
     assert_eq!(used, admitted, "graceful stop lost counts");
     // The daily usage survived too.
-    let today = chrono::Utc::now().date_naive().to_string();
+    let today = chrono::DateTime::from_timestamp_nanos(SystemClock.now())
+        .date_naive()
+        .to_string();
     let p2 = Plangate::start(
         &config,
         &["--data-dir", data.to_str().unwrap()],
@@ -277,7 +282,7 @@ async fn crash_loses_at_most_one_flush_interval() {
     );
     let load = start_load(p.grpc).await;
     tokio::time::sleep(Duration::from_millis(1800)).await;
-    let killed_at = Instant::now();
+    let killed_at = load.clock.elapsed();
     Command::new("kill")
         .args(["-KILL", &p.pid().to_string()])
         .status()
@@ -292,7 +297,7 @@ async fn crash_loses_at_most_one_flush_interval() {
     let window = interval + Duration::from_millis(500);
     let at_risk = times
         .iter()
-        .filter(|t| killed_at.saturating_duration_since(**t) <= window)
+        .filter(|t| killed_at.saturating_sub(**t) <= window)
         .count() as u64;
     eprintln!(
         "kill -9: {admitted} admitted, {used} persisted, {lost} lost, {at_risk} admitted in the last {window:?}"
@@ -330,7 +335,9 @@ fn usage_cli_prints_table_and_csv() {
     assert!(r.body.contains(r#""used":7"#), "{}", r.body);
     let r = common::http(p.admin, "GET", url, &[]);
     assert!(r.body.contains(r#""remaining":999993"#), "{}", r.body);
-    let today = chrono::Utc::now().date_naive().to_string();
+    let today = chrono::DateTime::from_timestamp_nanos(SystemClock.now())
+        .date_naive()
+        .to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
         .args(["usage", "--admin", &format!("http://127.0.0.1:{}", p.admin)])
         .args([

@@ -198,13 +198,21 @@ fn rls_settings(file: &ConfigFile, c: &mut Compiler) -> RlsSettings {
                 *slot = v.clone();
             }
         }
-        let all = [&rls.api, &rls.stage, &rls.api_key, &rls.method, &rls.path];
-        for (i, a) in all.iter().enumerate() {
-            if all[..i].contains(a) {
+        let all = [
+            ("api", &rls.api, k.api.is_some()),
+            ("stage", &rls.stage, k.stage.is_some()),
+            ("api_key", &rls.api_key, k.api_key.is_some()),
+            ("method", &rls.method, k.method.is_some()),
+            ("path", &rls.path, k.path.is_some()),
+        ];
+        for (i, (name, key, given)) in all.iter().enumerate() {
+            if all[..i].iter().any(|(_, k, _)| k == key) {
+                // Shown where the second use is written (the mapping, if it is a default).
+                let at = if *given { kp.key(*name) } else { kp.clone() };
                 c.invalid(
-                    kp.clone(),
+                    at,
                     "descriptor keys",
-                    format!("`{a}` names two parts of a request"),
+                    format!("`{key}` names two parts of a request"),
                 );
             }
         }

@@ -24,7 +24,10 @@ fn an_over_long_key_is_taken_as_absent() {
     let r = Request::new(None, None, "GET", "/", Some(&at_bound), 1);
     assert_eq!(r.key.map(str::len), Some(MAX_KEY_BYTES));
     let over = "k".repeat(MAX_KEY_BYTES + 1);
-    assert_eq!(Request::new(None, None, "GET", "/", Some(&over), 1).key, None);
+    assert_eq!(
+        Request::new(None, None, "GET", "/", Some(&over), 1).key,
+        None
+    );
 }
 
 fn snapshot(extra_stage: &str) -> Snapshot {
@@ -60,14 +63,7 @@ api_keys:
 }
 
 fn planned(snap: &Snapshot, method: &str, path: &str) -> Planned {
-    let req = Request::new(
-        Some("petstore"),
-        Some("prod"),
-        method,
-        path,
-        Some(KEY),
-        1,
-    );
+    let req = Request::new(Some("petstore"), Some("prod"), method, path, Some(KEY), 1);
     plan(snap, &req, 0, 90).unwrap_or_else(|d| panic!("refused: {:?}", d.reason))
 }
 
@@ -88,7 +84,10 @@ fn limits_come_in_aws_order_then_usage() {
     );
     // One more ref than reports: the usage counter, last.
     assert_eq!(p.refs.len(), kinds.len() + 1);
-    assert!(matches!(p.refs.last().map(|r| &r.key), Some(LimitKey::Usage { .. })));
+    assert!(matches!(
+        p.refs.last().map(|r| &r.key),
+        Some(LimitKey::Usage { .. })
+    ));
     assert_eq!(p.decision.method.as_deref(), Some("/pets/{id}/GET"));
 }
 
@@ -115,20 +114,48 @@ fn refusals_before_any_limit_name_their_reason() {
     let snap = snapshot("");
     let refuse = |req: Request<'_>| plan(&snap, &req, 0, 90).err().and_then(|d| d.reason);
     assert_eq!(
-        refuse(Request::new(Some("nope"), Some("prod"), "GET", "/pets", Some(KEY), 1)),
+        refuse(Request::new(
+            Some("nope"),
+            Some("prod"),
+            "GET",
+            "/pets",
+            Some(KEY),
+            1
+        )),
         Some(DenyReason::UnknownApi)
     );
     assert_eq!(
-        refuse(Request::new(Some("petstore"), Some("qa"), "GET", "/pets", Some(KEY), 1)),
+        refuse(Request::new(
+            Some("petstore"),
+            Some("qa"),
+            "GET",
+            "/pets",
+            Some(KEY),
+            1
+        )),
         Some(DenyReason::UnknownStage)
     );
     assert_eq!(
-        refuse(Request::new(Some("petstore"), Some("prod"), "GET", "/pets", None, 1)),
+        refuse(Request::new(
+            Some("petstore"),
+            Some("prod"),
+            "GET",
+            "/pets",
+            None,
+            1
+        )),
         Some(DenyReason::MissingKey)
     );
     let other = "another-key-0123456789abc";
     assert_eq!(
-        refuse(Request::new(Some("petstore"), Some("prod"), "GET", "/pets", Some(other), 1)),
+        refuse(Request::new(
+            Some("petstore"),
+            Some("prod"),
+            "GET",
+            "/pets",
+            Some(other),
+            1
+        )),
         Some(DenyReason::UnknownKey)
     );
 }

@@ -32,11 +32,7 @@ impl RlsService {
 }
 
 /// The engine request a descriptor names.
-fn descriptor_request<'a>(
-    snap: &Snapshot,
-    entries: &'a [Entry],
-    hits: u64,
-) -> engine::Request<'a> {
+fn descriptor_request<'a>(snap: &Snapshot, entries: &'a [Entry], hits: u64) -> engine::Request<'a> {
     let rls = &snap.rls;
     let get = |k: &str| {
         entries
@@ -86,7 +82,8 @@ impl RateLimitService for RlsService {
                 (None, false) => request_hits,
             };
             let er = descriptor_request(&snap, &desc.entries, hits);
-            let d = record::decide(&self.engine, &self.metrics, Service::Rls, &snap, &er, now).await;
+            let d =
+                record::decide(&self.engine, &self.metrics, Service::Rls, &snap, &er, now).await;
             decisions.push(d);
         }
         Ok(Response::new(answer::rls_response(&decisions, &snap)))

@@ -26,7 +26,11 @@ fn fractional_rate() {
     assert!(!early.admitted);
     assert_eq!(early.retry_after, Some(1));
     assert_eq!(limit.check(after, 1, 0).retry_after, Some(10 * SEC));
-    assert!(limit.check(spec.level_at(kept, 10 * SEC), 1, 10 * SEC).admitted);
+    assert!(
+        limit
+            .check(spec.level_at(kept, 10 * SEC), 1, 10 * SEC)
+            .admitted
+    );
 }
 
 #[test]
@@ -35,7 +39,11 @@ fn disabled_bucket_never_admits() {
     let s = limit.check(spec.level_at(None, 0), 1, 0);
     assert!(!s.admitted);
     assert_eq!(s.retry_after, None);
-    assert_eq!(limit.expires_at(0, 0), Some(0), "an empty bucket of 0 is full");
+    assert_eq!(
+        limit.expires_at(0, 0),
+        Some(0),
+        "an empty bucket of 0 is full"
+    );
 }
 
 #[test]
@@ -78,7 +86,10 @@ fn quota_admits_up_to_its_limit_and_resets_at_the_window_end() {
     let now = 40 * SEC;
     let s = limit.check(2, 1, now);
     assert!(s.admitted);
-    assert_eq!((s.remaining, s.reset_after, s.retry_after), (1, Some(60 * SEC), None));
+    assert_eq!(
+        (s.remaining, s.reset_after, s.retry_after),
+        (1, Some(60 * SEC), None)
+    );
     let (after, s) = limit.charge(2, 1, now);
     assert_eq!((after, s.remaining), (3, 0));
     let s = limit.check(3, 1, now);

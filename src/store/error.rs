@@ -5,7 +5,7 @@ use std::sync::Arc;
 /// A counter store failure: what kind, a message for operators, and the underlying error.
 ///
 /// What a failure does to an answer is decided in one place, the engine's
-/// [`FailurePolicy`](crate::engine::FailurePolicy); a store only reports.
+/// failure policy (`FailurePolicy`, in the engine, above the stores); a store only reports.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("counter store {}: {message}", kind.as_str())]
 pub struct StoreError {
@@ -71,10 +71,5 @@ impl StoreError {
     /// The message without the kind (the kind is in `Display`).
     pub fn message(&self) -> &str {
         &self.message
-    }
-
-    /// Whether retrying may succeed (the connection dropped, the store was slow).
-    pub fn is_transient(&self) -> bool {
-        self.kind == StoreErrorKind::Unavailable
     }
 }

@@ -8,7 +8,9 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use plangate::clock::Stopwatch;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -42,8 +44,8 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
 
 /// Waits until something listens on `port` while `child` runs.
 fn try_wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
+    let waited = Stopwatch::start();
+    while waited.elapsed() < Duration::from_secs(30) {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
         }
@@ -264,8 +266,8 @@ pub fn sha(value: &str) -> String {
 }
 
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
+    let waited = Stopwatch::start();
+    while waited.elapsed() < Duration::from_secs(20) {
         if f() {
             return;
         }
@@ -374,7 +376,7 @@ pub async fn authz_client(
 ) -> envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
     tonic::transport::Channel,
 > {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let waited = Stopwatch::start();
     loop {
         let endpoint =
             tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
@@ -382,7 +384,9 @@ pub async fn authz_client(
             Ok(c) => {
                 return envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(c);
             }
-            Err(e) if Instant::now() > deadline => panic!("cannot reach plangate: {e}"),
+            Err(e) if waited.elapsed() > Duration::from_secs(20) => {
+                panic!("cannot reach plangate: {e}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }

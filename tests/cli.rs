@@ -1,0 +1,108 @@
+//! The command line as a shell uses it.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn plangate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_plangate"))
+}
+
+/// Runs `args` with standard output closed by the reader before anything is written (as `| head
+/// -1` does once it has its line): the command must end with its own exit code, not a panic.
+fn with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = plangate()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (child.wait().unwrap().code(), stderr)
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn a_closed_pipe_ends_output_without_a_panic() {
+    // Errors: exit 1, as when every line is read.
+    let (code, stderr) = with_closed_stdout(&["validate", &fixture("invalid/many_errors.yaml")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Many lines of `check`: exit 0.
+    let (code, stderr) = with_closed_stdout(&[
+        "check",
+        "--config",
+        &fixture("../../envoy/plans.example.yaml"),
+        "--repeat",
+        "2000",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (code, stderr) = with_closed_stdout(&["hash-key", "a-key-value-of-twenty-chars"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn check_reads_a_request_like_the_services() {
+    // The query string is cut off before matching (as ext_authz and RLS do).
+    let out = plangate()
+        .args([
+            "check",
+            "--config",
+            &fixture("../../envoy/plans.example.yaml"),
+        ])
+        .args([
+            "--api",
+            "petstore",
+            "--stage",
+            "prod",
+            "--path",
+            "/health?probe=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["method"], "/health/GET", "{v}");
+    assert_eq!(v["outcome"], "admitted", "{v}");
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    let out = plangate()
+        .args(["serve", "--config", "x.yaml", "--store", "postgres://db"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--store: `postgres://db` is neither `memory` nor a redis:// URL"),
+        "{stderr}"
+    );
+    let out = plangate()
+        .args([
+            "check",
+            "--config",
+            &fixture("../../envoy/plans.example.yaml"),
+        ])
+        .args(["--at", "yesterday"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--at: `yesterday`"));
+}
