@@ -331,16 +331,30 @@ impl Engine {
 pub struct Planned {
     pub decision: Decision,
     /// The limits to check and charge, in evaluation order, then the usage counter (which has
-    /// no `meta`).
+    /// no entry in `meta`).
     pub refs: Vec<LimitRef>,
-    /// What each limit is, for the report.
-    pub meta: Vec<(LimitKind, LimitConfig)>,
+    /// What each limit is, for the report: the first `kinds` entries (one per kind at most, so
+    /// a fixed array, not an allocation per request).
+    meta: [(LimitKind, LimitConfig); LIMIT_KINDS],
+    kinds: usize,
 }
+
+/// How many kinds of limit there are: the most a request meets.
+const LIMIT_KINDS: usize = 5;
 
 impl Planned {
     fn push(&mut self, (r, kind, config): (LimitRef, LimitKind, LimitConfig)) {
         self.refs.push(r);
-        self.meta.push((kind, config));
+        // Each kind is pushed at most once (see `plan`), so there is always room.
+        if let Some(slot) = self.meta.get_mut(self.kinds) {
+            *slot = (kind, config);
+            self.kinds += 1;
+        }
+    }
+
+    /// What each limit is, in evaluation order.
+    pub fn meta(&self) -> &[(LimitKind, LimitConfig)] {
+        &self.meta[..self.kinds]
     }
 }
 
@@ -400,8 +414,16 @@ pub fn plan(
 
     let mut planned = Planned {
         decision,
-        refs: Vec::with_capacity(5),
-        meta: Vec::with_capacity(5),
+        // Every kind of limit, and the usage counter.
+        refs: Vec::with_capacity(LIMIT_KINDS + 1),
+        meta: [(
+            LimitKind::AccountThrottle,
+            LimitConfig::Throttle {
+                rate: 0.0,
+                burst: 0,
+            },
+        ); LIMIT_KINDS],
+        kinds: 0,
     };
     if key_required {
         let decision = &mut planned.decision;
@@ -528,8 +550,7 @@ impl Planned {
     /// Completes the decision from the store's answer (one state per limit).
     pub fn finish(&mut self, states: &[LimitState], admitted: bool) {
         let decision = &mut self.decision;
-        decision.limits = self
-            .meta
+        decision.limits = self.meta[..self.kinds]
             .iter()
             .zip(states)
             .map(|((kind, config), state)| LimitReport {

@@ -1,7 +1,7 @@
 //! Limits, the layer below both the engine and the counter stores: token-bucket and calendar-quota
 //! arithmetic (`bucket`, `quota`), the identity of a counter ([`LimitKey`]), what kind of counter
 //! it is ([`LimitSpec`]), and the two functions every store calls to turn what it found into an
-//! answer: [`LimitSpec::check`] (before a charge) and [`LimitSpec::charge`] (after one).
+//! answer: [`LimitSpec::check`] (before a charge) and [`LimitSpec::charge`] (a charge).
 //!
 //! The engine decides which limits apply; a store keeps their counters, atomically; what a counter
 //! *means* — when it admits, what is left, when it resets — is written here, once.
@@ -175,6 +175,7 @@ impl LimitSpec {
     /// The state of a counter found at `level` — a bucket's level in units, refilled up to
     /// `now`, or a count of units — for a request of `need` units (at least 1), before any
     /// charge.
+    #[inline] // Called per limit in every store's loop.
     pub fn check(&self, level: u128, need: u64, now: Nanos) -> LimitState {
         match self {
             LimitSpec::Bucket(spec) => {
@@ -211,9 +212,11 @@ impl LimitSpec {
         }
     }
 
-    /// Charges `hits` units to a counter found at `level`: the level to keep, and the state to
-    /// report. Call only when every limit of the request admitted it.
-    pub fn charge(&self, level: u128, hits: u64, now: Nanos) -> (u128, LimitState) {
+    /// Charges `hits` units to a counter found at `level`: the level to keep, the state to
+    /// report, and when the kept counter stops mattering. Call only when every limit of the
+    /// request admitted it.
+    #[inline] // Called per limit in every store's loop.
+    pub fn charge(&self, level: u128, hits: u64, now: Nanos) -> Charged {
         let admitted = |remaining, reset_after| LimitState {
             admitted: true,
             remaining,
@@ -223,32 +226,47 @@ impl LimitSpec {
         match self {
             LimitSpec::Bucket(spec) => {
                 let after = BucketSpec::take(level, hits);
-                let state = admitted(BucketSpec::remaining(after), spec.time_to_full(after));
-                (after, state)
+                let to_full = spec.time_to_full(after);
+                Charged {
+                    level: after,
+                    state: admitted(BucketSpec::remaining(after), to_full),
+                    // Full again, it is the same as a bucket never seen.
+                    expires_at: to_full.map(|t| now.saturating_add(t)),
+                }
             }
             LimitSpec::Quota(spec) => {
                 let used = count(level).saturating_add(hits);
                 let until_end = spec.window.end.saturating_sub(now).max(0);
-                let state = admitted(spec.limit.saturating_sub(used), Some(until_end));
-                (u128::from(used), state)
+                Charged {
+                    level: u128::from(used),
+                    state: admitted(spec.limit.saturating_sub(used), Some(until_end)),
+                    // A window that has ended is never read again.
+                    expires_at: Some(spec.window.end),
+                }
             }
-            LimitSpec::Usage { .. } => {
+            LimitSpec::Usage { retain_until } => {
                 let used = count(level).saturating_add(hits);
-                (u128::from(used), admitted(used, None))
+                Charged {
+                    level: u128::from(used),
+                    state: admitted(used, None),
+                    expires_at: Some(*retain_until),
+                }
             }
         }
     }
+}
 
-    /// When a counter kept at `level` at `now` stops mattering and may be forgotten without
-    /// changing any answer: a bucket once full again, a quota once its window ends, a usage
-    /// count after its retention. `None`: never (a bucket that does not refill).
-    pub fn expires_at(&self, level: u128, now: Nanos) -> Option<Nanos> {
-        match self {
-            LimitSpec::Bucket(spec) => spec.time_to_full(level).map(|t| now.saturating_add(t)),
-            LimitSpec::Quota(spec) => Some(spec.window.end),
-            LimitSpec::Usage { retain_until } => Some(*retain_until),
-        }
-    }
+/// A counter after a charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charged {
+    /// The level to keep.
+    pub level: u128,
+    /// What the limit reports.
+    pub state: LimitState,
+    /// When the kept counter stops mattering and may be forgotten without changing any answer:
+    /// a bucket once full again, a quota once its window ends, a usage count after its
+    /// retention. `None`: never (a bucket that does not refill).
+    pub expires_at: Option<Nanos>,
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ fn planned(snap: &Snapshot, method: &str, path: &str) -> Planned {
 fn limits_come_in_aws_order_then_usage() {
     let snap = snapshot("");
     let p = planned(&snap, "GET", "/pets/7?x=1");
-    let kinds: Vec<LimitKind> = p.meta.iter().map(|(k, _)| *k).collect();
+    let kinds: Vec<LimitKind> = p.meta().iter().map(|(k, _)| *k).collect();
     assert_eq!(
         kinds,
         [

@@ -16,8 +16,10 @@ fn fractional_rate() {
     let (spec, limit) = bucket(100_000, 1);
     let level = spec.level_at(None, 0);
     assert!(limit.check(level, 1, 0).admitted);
-    let (after, state) = limit.charge(level, 1, 0);
+    let c = limit.charge(level, 1, 0);
+    let (after, state) = (c.level, c.state);
     assert_eq!((state.remaining, state.reset_after), (0, Some(10 * SEC)));
+    assert_eq!(c.expires_at, Some(10 * SEC));
     let kept = Some(BucketState {
         level: after,
         last: 0,
@@ -40,19 +42,19 @@ fn disabled_bucket_never_admits() {
     assert!(!s.admitted);
     assert_eq!(s.retry_after, None);
     assert_eq!(
-        limit.expires_at(0, 0),
-        Some(0),
-        "an empty bucket of 0 is full"
+        limit.charge(0, 0, 5).expires_at,
+        Some(5),
+        "a bucket of 0 is always full"
     );
 }
 
 #[test]
 fn a_bucket_that_never_refills_never_expires() {
     let (spec, limit) = bucket(0, 3);
-    let (after, state) = limit.charge(spec.level_at(None, 0), 1, 0);
-    assert_eq!(state.remaining, 2);
-    assert_eq!(state.reset_after, None);
-    assert_eq!(limit.expires_at(after, 0), None);
+    let c = limit.charge(spec.level_at(None, 0), 1, 0);
+    assert_eq!(c.state.remaining, 2);
+    assert_eq!(c.state.reset_after, None);
+    assert_eq!(c.expires_at, None);
 }
 
 #[test]
@@ -90,14 +92,14 @@ fn quota_admits_up_to_its_limit_and_resets_at_the_window_end() {
         (s.remaining, s.reset_after, s.retry_after),
         (1, Some(60 * SEC), None)
     );
-    let (after, s) = limit.charge(2, 1, now);
-    assert_eq!((after, s.remaining), (3, 0));
+    let c = limit.charge(2, 1, now);
+    assert_eq!((c.level, c.state.remaining), (3, 0));
     let s = limit.check(3, 1, now);
     assert!(!s.admitted);
     assert_eq!(s.retry_after, Some(60 * SEC));
     // Two units on one left: refused whole.
     assert!(!limit.check(2, 2, now).admitted);
-    assert_eq!(limit.expires_at(3, now), Some(100 * SEC));
+    assert_eq!(c.expires_at, Some(100 * SEC));
 }
 
 #[test]
@@ -106,9 +108,9 @@ fn usage_never_refuses_and_reports_its_count() {
     let s = limit.check(u128::from(u64::MAX), 1, 0);
     assert!(s.admitted);
     assert_eq!(s.remaining, u64::MAX);
-    let (after, s) = limit.charge(5, 2, 0);
-    assert_eq!((after, s.remaining), (7, 7));
-    assert_eq!(limit.expires_at(after, 0), Some(7));
+    let c = limit.charge(5, 2, 0);
+    assert_eq!((c.level, c.state.remaining), (7, 7));
+    assert_eq!(c.expires_at, Some(7));
 }
 
 #[test]

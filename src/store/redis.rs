@@ -216,7 +216,7 @@ impl Store for RedisStore {
                 LimitSpec::Quota(_) | LimitSpec::Usage { .. } => raw,
             };
             states.push(if admitted && hits > 0 {
-                l.spec.charge(level, hits, now).1
+                l.spec.charge(level, hits, now).state
             } else {
                 l.spec.check(level, need, now)
             });
