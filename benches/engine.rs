@@ -60,14 +60,7 @@ fn decision(c: &mut Criterion) {
         Arc::new(MemoryStore::new()),
         Arc::new(SystemClock),
     );
-    let req = Request {
-        api: Some("petstore"),
-        stage: Some("prod"),
-        method: "GET",
-        path: "/pets/42",
-        key: Some(KEY),
-        hits: 1,
-    };
+    let req = Request::new("GET", "/pets/42", Some(KEY), 1).stage(Some("petstore"), Some("prod"));
     let d = ready(engine.decide(&req));
     assert!(d.admitted());
     let kinds: Vec<_> = d.limits.iter().map(|l| l.kind).collect();

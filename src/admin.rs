@@ -330,11 +330,32 @@ pub fn redacted(snap: &Snapshot) -> Value {
             "domain": snap.rls.domain,
             "descriptor_keys": {
                 "api": snap.rls.api, "stage": snap.rls.stage, "api_key": snap.rls.api_key,
-                "method": snap.rls.method, "path": snap.rls.path,
+                "method": snap.rls.method, "path": snap.rls.path, "host": snap.rls.host,
             },
         },
         "apis": apis,
+        "domain_names": domain_names(snap),
         "usage_plans": plans,
         "api_keys": keys,
     })
+}
+
+/// `domain_names` as the file writes them: base paths with their API and stage.
+fn domain_names(snap: &Snapshot) -> Value {
+    let mut out = serde_json::Map::new();
+    for (name, mappings) in snap.domains.list() {
+        let mappings: Vec<Value> = mappings
+            .into_iter()
+            .map(|(base, stage)| {
+                let (api, stage) = snap
+                    .stage_names
+                    .get(stage as usize)
+                    .map_or(("", ""), |(a, s)| (&**a, &**s));
+                let base = if base.is_empty() { "(none)" } else { base };
+                json!({"base_path": base, "api": api, "stage": stage})
+            })
+            .collect();
+        out.insert(name, json!({"base_path_mappings": mappings}));
+    }
+    Value::Object(out)
 }

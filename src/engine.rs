@@ -16,18 +16,24 @@ use arc_swap::ArcSwap;
 
 use crate::clock::{Clock, Nanos};
 use crate::limit::{LimitKey, LimitRef, LimitSpec, LimitState, Period};
-use crate::snapshot::{MAX_KEY_BYTES, MethodMatch, Snapshot, Throttle, UnknownMethods, hash_key};
+use crate::snapshot::{
+    HostMatch, MAX_KEY_BYTES, MethodMatch, Snapshot, Stage, Throttle, UnknownMethods, hash_key,
+};
 use crate::store::{Store, StoreError};
 
 pub mod explain;
 
-/// A request to decide. Build it with [`Request::new`], which every caller (ext_authz, RLS,
-/// `plangate check`) uses, so that all read a request alike.
+/// A request to decide. Build it with [`Request::new`] (then [`Request::stage`] and
+/// [`Request::host`]), which every caller uses — ext_authz, RLS, `plangate check` — so that all
+/// read a request alike.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Request<'a> {
-    /// From Envoy `context_extensions`; `None` uses the config default.
+    /// From Envoy `context_extensions` (or RLS entries). When both are `None`, the host's custom
+    /// domain name decides, else the config's defaults.
     pub api: Option<&'a str>,
     pub stage: Option<&'a str>,
+    /// The host the request was sent to (`:authority`), for custom domain names.
+    pub host: Option<&'a str>,
     /// HTTP verb.
     pub method: &'a str,
     /// Request path, without the query string.
@@ -43,21 +49,28 @@ impl<'a> Request<'a> {
     /// `:path` includes it; methods match on the path alone). A `key` longer than any
     /// configurable key ([`MAX_KEY_BYTES`]) is taken as absent: it cannot match, and hashing a
     /// 64 KiB header per request is what an attacker would want.
-    pub fn new(
-        api: Option<&'a str>,
-        stage: Option<&'a str>,
-        method: &'a str,
-        path: &'a str,
-        key: Option<&'a str>,
-        hits: u64,
-    ) -> Self {
+    pub fn new(method: &'a str, path: &'a str, key: Option<&'a str>, hits: u64) -> Self {
         Request {
-            api,
-            stage,
+            api: None,
+            stage: None,
+            host: None,
             method,
             path: path.split_once('?').map_or(path, |(p, _)| p),
             key: key.filter(|k| k.len() <= MAX_KEY_BYTES),
             hits,
+        }
+    }
+
+    /// Names the API and stage (Envoy `context_extensions`, RLS descriptor entries).
+    pub fn stage(self, api: Option<&'a str>, stage: Option<&'a str>) -> Self {
+        Request { api, stage, ..self }
+    }
+
+    /// The host the request was sent to, for custom domain names (empty counts as none).
+    pub fn host(self, host: Option<&'a str>) -> Self {
+        Request {
+            host: host.filter(|h| !h.is_empty()),
+            ..self
         }
     }
 }
@@ -96,6 +109,10 @@ impl Outcome {
 pub enum DenyReason {
     UnknownApi,
     UnknownStage,
+    /// No custom domain name for the request's host (and no defaults).
+    UnknownDomain,
+    /// The host's custom domain name maps none of the path's base paths.
+    UnknownBasePath,
     UnknownMethod,
     MissingKey,
     UnknownKey,
@@ -108,6 +125,8 @@ impl DenyReason {
         match self {
             DenyReason::UnknownApi => "unknown_api",
             DenyReason::UnknownStage => "unknown_stage",
+            DenyReason::UnknownDomain => "unknown_domain",
+            DenyReason::UnknownBasePath => "unknown_base_path",
             DenyReason::UnknownMethod => "unknown_method",
             DenyReason::MissingKey => "missing_key",
             DenyReason::UnknownKey => "unknown_key",
@@ -367,22 +386,9 @@ pub fn plan(
     usage_retention_days: u32,
 ) -> Result<Planned, Decision> {
     let generation = snap.generation;
-    let api_name = req.api.or(snap.default_api.as_deref());
-    let stage_name = req.stage.or(snap.default_stage.as_deref());
-    let Some(api) = api_name.and_then(|a| snap.apis.get(a)) else {
-        return Err(Decision::deny(
-            Outcome::Forbidden,
-            DenyReason::UnknownApi,
-            generation,
-        ));
-    };
-    let Some(stage) = stage_name.and_then(|s| api.stages.get(s)) else {
-        let mut d = Decision::deny(Outcome::Forbidden, DenyReason::UnknownStage, generation);
-        d.api = Some(snap_api_name(api_name));
-        return Err(d);
-    };
+    let (stage, path) = resolve_stage(snap, req)?;
 
-    let matched = stage.match_method(req.method, req.path);
+    let matched = stage.match_method(req.method, path);
     let method = match matched {
         MethodMatch::Known(i) => Some(&stage.methods[i]),
         MethodMatch::Unknown if stage.unknown_methods == UnknownMethods::Forbid => {
@@ -493,7 +499,7 @@ pub fn plan(
                 "{}/{} {}/{}",
                 stage.api,
                 stage.name,
-                crate::snapshot::normalize_path(req.path),
+                crate::snapshot::normalize_path(path),
                 req.method.to_ascii_uppercase()
             )),
         };
@@ -524,8 +530,48 @@ pub fn plan(
     Ok(planned)
 }
 
-fn snap_api_name(name: Option<&str>) -> Arc<str> {
-    Arc::from(name.unwrap_or(""))
+/// The stage a request is for, and the path its methods match: from the request's API and
+/// stage names (Envoy context extensions) when it has them; else from its host's custom domain
+/// name, the base path stripped; else from the config's defaults. `Err` is a 403.
+#[allow(clippy::result_large_err)]
+fn resolve_stage<'s, 'r>(
+    snap: &'s Snapshot,
+    req: &Request<'r>,
+) -> Result<(&'s Stage, &'r str), Decision> {
+    let generation = snap.generation;
+    let deny = |reason| Decision::deny(Outcome::Forbidden, reason, generation);
+    if req.api.is_none()
+        && req.stage.is_none()
+        && let Some(host) = req.host
+        && !snap.domains.is_empty()
+    {
+        match snap.domains.resolve(host, req.path) {
+            HostMatch::Stage { stage, path } => {
+                // Ids come from the same snapshot: always found.
+                return snap
+                    .stage_by_id(stage)
+                    .map(|s| (s, path))
+                    .ok_or_else(|| deny(DenyReason::UnknownStage));
+            }
+            HostMatch::NoBasePath => return Err(deny(DenyReason::UnknownBasePath)),
+            // A host no domain claims falls back to the defaults, when there are any.
+            HostMatch::NoDomain if snap.default_api.is_none() && snap.default_stage.is_none() => {
+                return Err(deny(DenyReason::UnknownDomain));
+            }
+            HostMatch::NoDomain => {}
+        }
+    }
+    let api_name = req.api.or(snap.default_api.as_deref());
+    let stage_name = req.stage.or(snap.default_stage.as_deref());
+    let Some(api) = api_name.and_then(|a| snap.apis.get(a)) else {
+        return Err(deny(DenyReason::UnknownApi));
+    };
+    let Some(stage) = stage_name.and_then(|s| api.stages.get(s)) else {
+        let mut d = deny(DenyReason::UnknownStage);
+        d.api = Some(Arc::from(api_name.unwrap_or("")));
+        return Err(d);
+    };
+    Ok((stage, req.path))
 }
 
 fn throttle_limit(

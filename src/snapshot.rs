@@ -101,6 +101,8 @@ pub struct Snapshot {
     pub apis: FastMap<String, Api>,
     /// Stage id → (API name, stage name).
     pub stage_names: Vec<(Arc<str>, Arc<str>)>,
+    /// Custom domain names: host and base path → stage.
+    pub domains: Domains,
     pub plans: Vec<Plan>,
     pub plan_index: HashMap<String, u32>,
     pub keys: Vec<ApiKey>,
@@ -123,6 +125,7 @@ pub struct RlsSettings {
     pub api_key: String,
     pub method: String,
     pub path: String,
+    pub host: String,
 }
 
 impl Default for RlsSettings {
@@ -134,6 +137,7 @@ impl Default for RlsSettings {
             api_key: "api_key".into(),
             method: "method".into(),
             path: "path".into(),
+            host: "host".into(),
         }
     }
 }
@@ -209,6 +213,158 @@ pub struct ApiKey {
     pub customer_id: Option<Arc<str>>,
     /// Plan indices.
     pub plans: Vec<u32>,
+}
+
+/// Custom domain names (AWS `DomainName` + `BasePathMapping`): a host and the leading segments of
+/// a path lead to a stage. Hosts compare case-insensitively, without a port; an exact domain
+/// beats a wildcard, and a longer wildcard a shorter one; then the longest base path made of
+/// whole leading segments wins, and `(none)` takes what no base path matches.
+#[derive(Debug, Default)]
+pub struct Domains {
+    exact: FastMap<String, Domain>,
+    /// `*.tenants.example.net` as `.tenants.example.net`, longest first.
+    wildcards: Vec<(String, Domain)>,
+}
+
+/// One custom domain name's base path mappings.
+#[derive(Debug, Default)]
+pub struct Domain {
+    /// (base path without slashes at the ends, stage id), longest first; `(none)` is "" and
+    /// comes last.
+    mappings: Vec<(String, u32)>,
+}
+
+/// Where a host and a path lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostMatch<'p> {
+    /// No custom domain name for this host.
+    NoDomain,
+    /// A domain, but none of its base paths (and no `(none)`) matches the path.
+    NoBasePath,
+    /// A stage, and the path with the base path stripped (what the stage's methods match).
+    Stage { stage: u32, path: &'p str },
+}
+
+impl Domain {
+    /// Adds a mapping; `false` if the base path is mapped already.
+    pub(crate) fn add(&mut self, base_path: &str, stage: u32) -> bool {
+        if self.mappings.iter().any(|(b, _)| b == base_path) {
+            return false;
+        }
+        self.mappings.push((base_path.to_owned(), stage));
+        // Longest first: the first match is the longest.
+        self.mappings.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        true
+    }
+
+    fn resolve<'p>(&self, path: &'p str) -> HostMatch<'p> {
+        for (base, stage) in &self.mappings {
+            if let Some(rest) = strip_base_path(path, base) {
+                return HostMatch::Stage {
+                    stage: *stage,
+                    path: rest,
+                };
+            }
+        }
+        HostMatch::NoBasePath
+    }
+}
+
+/// `path` without the base path `base` (whole leading segments), or `None` if it does not
+/// start with them: `/v1/pets` less `v1` is `/pets`, `/v1` less `v1` is `/`, `/v1x` keeps
+/// no match.
+fn strip_base_path<'p>(path: &'p str, base: &str) -> Option<&'p str> {
+    if base.is_empty() {
+        return Some(path);
+    }
+    let rest = path.strip_prefix('/')?.strip_prefix(base)?;
+    if rest.is_empty() {
+        Some("/")
+    } else if rest.starts_with('/') {
+        Some(rest)
+    } else {
+        None
+    }
+}
+
+/// A host as domains compare it: no port, no trailing dot, lower case (allocating only when
+/// the host has upper-case letters).
+pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
+    let host = match host.strip_prefix('[') {
+        // An IPv6 literal, `[::1]:8080`.
+        Some(_) => host.find(']').map_or(host, |i| &host[..=i]),
+        None => match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        },
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
+impl Domains {
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcards.is_empty()
+    }
+
+    /// The domain named `name` (lower case; `*.` for a wildcard), created if new.
+    pub(crate) fn entry(&mut self, name: &str) -> &mut Domain {
+        match name.strip_prefix('*') {
+            Some(suffix) => {
+                let i = match self.wildcards.iter().position(|(s, _)| s == suffix) {
+                    Some(i) => i,
+                    None => {
+                        self.wildcards.push((suffix.to_owned(), Domain::default()));
+                        self.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                        self.wildcards
+                            .iter()
+                            .position(|(s, _)| s == suffix)
+                            .unwrap_or(0)
+                    }
+                };
+                &mut self.wildcards[i].1
+            }
+            None => self.exact.entry(name.to_owned()).or_default(),
+        }
+    }
+
+    /// Where `host` and `path` lead.
+    pub fn resolve<'p>(&self, host: &str, path: &'p str) -> HostMatch<'p> {
+        let host = normalize_host(host);
+        if let Some(d) = self.exact.get(host.as_ref()) {
+            return d.resolve(path);
+        }
+        for (suffix, d) in &self.wildcards {
+            // `*.example.net` covers `a.example.net` and `a.b.example.net`, not `example.net`.
+            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                return d.resolve(path);
+            }
+        }
+        HostMatch::NoDomain
+    }
+
+    /// The domains, for reports: (name, base paths with their stage ids).
+    pub fn list(&self) -> Vec<(String, Vec<(&str, u32)>)> {
+        fn mapped(d: &Domain) -> Vec<(&str, u32)> {
+            d.mappings.iter().map(|(b, s)| (b.as_str(), *s)).collect()
+        }
+        let mut out: Vec<(String, Vec<(&str, u32)>)> = self
+            .exact
+            .iter()
+            .map(|(n, d)| (n.clone(), mapped(d)))
+            .chain(
+                self.wildcards
+                    .iter()
+                    .map(|(s, d)| (format!("*{s}"), mapped(d))),
+            )
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
 }
 
 /// The result of matching a request's method against a stage.
@@ -459,6 +615,67 @@ mod tests {
             name(&s, "PUT", "/pets/1").as_deref(),
             Some("/pets/{petId}/PUT")
         );
+    }
+
+    fn domains() -> Domains {
+        let mut d = Domains::default();
+        let api = d.entry("api.example.com");
+        assert!(api.add("v1", 1));
+        assert!(api.add("", 2));
+        assert!(api.add("orders/v1/items", 3));
+        assert!(!api.add("v1", 9), "a base path twice");
+        assert!(d.entry("*.tenants.example.net").add("", 4));
+        assert!(d.entry("*.example.net").add("", 5));
+        d
+    }
+
+    #[test]
+    fn hosts_and_base_paths_lead_to_stages() {
+        let d = domains();
+        let at = |host, path| d.resolve(host, path);
+        let stage = |stage, path| HostMatch::Stage { stage, path };
+        assert_eq!(at("api.example.com", "/v1/pets"), stage(1, "/pets"));
+        assert_eq!(at("api.example.com", "/v1"), stage(1, "/"));
+        assert_eq!(at("api.example.com", "/v1/"), stage(1, "/"));
+        // Whole segments only: `/v10` is not under `v1`; it goes to (none), unstripped.
+        assert_eq!(at("api.example.com", "/v10/pets"), stage(2, "/v10/pets"));
+        assert_eq!(at("api.example.com", "/pets"), stage(2, "/pets"));
+        // The longest base path wins.
+        assert_eq!(at("api.example.com", "/orders/v1/items/7"), stage(3, "/7"));
+        assert_eq!(at("api.example.com", "/orders/v1"), stage(2, "/orders/v1"));
+        // Hosts: any case, a port, a trailing dot.
+        assert_eq!(at("API.Example.COM:8443", "/v1/x"), stage(1, "/x"));
+        assert_eq!(at("api.example.com.", "/v1/x"), stage(1, "/x"));
+        // Wildcards: any depth below, the longest suffix first; not the bare domain.
+        assert_eq!(at("acme.tenants.example.net", "/p"), stage(4, "/p"));
+        assert_eq!(at("a.b.tenants.example.net", "/p"), stage(4, "/p"));
+        assert_eq!(at("other.example.net", "/p"), stage(5, "/p"));
+        assert_eq!(at("tenants.example.net", "/p"), stage(5, "/p"));
+        assert_eq!(at("example.net", "/p"), HostMatch::NoDomain);
+        assert_eq!(at("nope.example.org", "/p"), HostMatch::NoDomain);
+    }
+
+    #[test]
+    fn a_domain_without_none_refuses_other_paths() {
+        let mut d = Domains::default();
+        assert!(d.entry("api.example.com").add("v1", 1));
+        assert_eq!(d.resolve("api.example.com", "/v2/x"), HostMatch::NoBasePath);
+        assert_eq!(d.resolve("api.example.com", "/"), HostMatch::NoBasePath);
+        assert!(!d.is_empty());
+        assert!(Domains::default().is_empty());
+    }
+
+    #[test]
+    fn host_normalization() {
+        assert_eq!(normalize_host("a.b:80"), "a.b");
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert_eq!(normalize_host("A.B."), "a.b");
+        assert!(matches!(
+            normalize_host("a.b"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        // Not a port: kept (and then matches no domain).
+        assert_eq!(normalize_host("a.b:x"), "a.b:x");
     }
 
     #[test]

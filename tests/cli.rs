@@ -106,3 +106,46 @@ fn bad_flags_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--at: `yesterday`"));
 }
+
+#[test]
+fn check_takes_a_host_for_custom_domain_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plans.yaml");
+    std::fs::write(
+        &config,
+        r#"
+version: 1
+apis:
+  petstore:
+    stages:
+      prod:
+        api_key_required: false
+        methods: { "/pets/GET": {} }
+domain_names:
+  api.example.com:
+    base_path_mappings: [{ base_path: v1, api: petstore, stage: prod }]
+"#,
+    )
+    .unwrap();
+    let run = |host: &str| {
+        let out = plangate()
+            .args(["check", "--config", config.to_str().unwrap()])
+            .args(["--host", host, "--path", "/v1/pets"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = run("api.example.com");
+    assert_eq!(
+        (v["outcome"].as_str(), v["method"].as_str()),
+        (Some("admitted"), Some("/pets/GET")),
+        "{v}"
+    );
+    let v = run("other.example.com");
+    assert_eq!(
+        (v["outcome"].as_str(), v["reason"].as_str()),
+        (Some("forbidden"), Some("unknown_domain")),
+        "{v}"
+    );
+}

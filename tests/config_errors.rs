@@ -204,6 +204,26 @@ fn rate_limit_service_errors_come_in_the_same_pass() {
 }
 
 #[test]
+fn domain_name_errors_are_all_listed_with_their_positions() {
+    let e = errors("domain_names.yaml");
+    assert_eq!(e.len(), 10, "{e:?}");
+    has(&e, 10, &["maps base path `v1` twice"]);
+    has(
+        &e,
+        11,
+        &["`/v2`: write a base path without slashes at its ends"],
+    );
+    has(&e, 12, &["unknown API `bookstore`"]);
+    has(&e, 13, &["unknown stage `qa` of API `petstore`"]);
+    has(&e, 15, &["maps base path `(none)` twice"]);
+    has(&e, 16, &["a domain name has no port"]);
+    has(&e, 18, &["`API.Example.com` is `api.example.com` again"]);
+    has(&e, 20, &["a wildcard is only allowed as the first label"]);
+    has(&e, 21, &["label `under_score`"]);
+    has(&e, 24, &["`a//b` has an empty segment"]);
+}
+
+#[test]
 fn csv_key_file_errors_name_file_and_line() {
     let e = errors("bad_csv.yaml");
     assert_eq!(e.len(), 1, "{e:?}");

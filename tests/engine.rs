@@ -84,14 +84,7 @@ fn engine() -> (Engine, Arc<FakeClock>) {
 }
 
 fn req<'a>(key: Option<&'a str>, method: &'a str, path: &'a str) -> Request<'a> {
-    Request {
-        api: Some("petstore"),
-        stage: Some("prod"),
-        method,
-        path,
-        key,
-        hits: 1,
-    }
+    Request::new(method, path, key, 1).stage(Some("petstore"), Some("prod"))
 }
 
 #[tokio::test]

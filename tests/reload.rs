@@ -462,6 +462,9 @@ apis:
       prod:
         unknown_methods: forbid
         methods: { "/pets/GET": {} }
+domain_names:
+  "*.Example.com":
+    base_path_mappings: [{ base_path: v1, api: petstore, stage: prod }, { api: petstore, stage: prod }]
 usage_plans:
   gold:
     quota: { limit: 10, period: WEEK }
@@ -477,6 +480,10 @@ usage_plans:
     );
     assert_eq!(v["usage_plans"]["gold"]["quota"]["period"], "WEEK");
     assert_eq!(v["usage_plans"]["gold"]["api_stages"][0]["stage"], "prod");
+    let m = &v["domain_names"]["*.example.com"]["base_path_mappings"];
+    assert_eq!(m[0]["base_path"], "v1");
+    assert_eq!(m[1]["base_path"], "(none)");
+    assert_eq!(m[1]["stage"], "prod");
     // What it prints is a valid value for the file.
     let week: plangate::config::file::Weekday =
         serde_json::from_value(v["quota_week_start"].clone()).unwrap();

@@ -51,13 +51,7 @@ fn engine(limit: u64, at: &str) -> (Engine, Arc<FakeClock>) {
 }
 
 fn req(key: &str) -> Request<'_> {
-    Request {
-        method: "GET",
-        path: "/pets",
-        key: Some(key),
-        hits: 1,
-        ..Default::default()
-    }
+    Request::new("GET", "/pets", Some(key), 1)
 }
 
 async fn admit(e: &Engine, key: &str, n: usize) -> usize {

@@ -26,6 +26,10 @@ pub struct Args {
     api: Option<String>,
     #[arg(long)]
     stage: Option<String>,
+    /// The host the request is sent to (`api.example.com`), for custom domain names; used
+    /// when --api and --stage are not given.
+    #[arg(long)]
+    host: Option<String>,
     /// HTTP verb.
     #[arg(long, default_value = "GET")]
     method: String,
@@ -62,14 +66,9 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         None => Arc::new(SystemClock),
     };
     let engine = Engine::new(compiled.snapshot, Arc::new(MemoryStore::new()), clock);
-    let req = Request::new(
-        a.api.as_deref(),
-        a.stage.as_deref(),
-        &a.method,
-        &a.path,
-        a.key.as_deref(),
-        a.hits,
-    );
+    let req = Request::new(&a.method, &a.path, a.key.as_deref(), a.hits)
+        .stage(a.api.as_deref(), a.stage.as_deref())
+        .host(a.host.as_deref());
     let rt = runtime::current_thread()?;
     let mut out = Out::stdout();
     for attempt in 1..=a.repeat {

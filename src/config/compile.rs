@@ -10,7 +10,7 @@ use super::keys::{self, KeyEntry, Origin};
 use super::location::Path;
 use crate::limit::{BucketSpec, FastMap, Quota};
 use crate::snapshot::{
-    Api, ApiKey, KeyHash, KeySource, Method, Plan, RlsSettings, Snapshot, Stage, Throttle,
+    Api, ApiKey, Domains, KeyHash, KeySource, Method, Plan, RlsSettings, Snapshot, Stage, Throttle,
     UnknownMethods,
 };
 
@@ -63,6 +63,7 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
 
     let apis = c.apis(file);
     let stage_names = stage_names(&apis);
+    let domains = c.domains(file, &apis);
     let (plans, plan_index) = c.plans(file, &apis);
 
     let sources: Vec<std::path::PathBuf> = file
@@ -159,6 +160,7 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
             rls,
             apis,
             stage_names,
+            domains,
             plans,
             plan_index,
             keys,
@@ -190,6 +192,7 @@ fn rls_settings(file: &ConfigFile, c: &mut Compiler) -> RlsSettings {
             ("api_key", &k.api_key, &mut rls.api_key),
             ("method", &k.method, &mut rls.method),
             ("path", &k.path, &mut rls.path),
+            ("host", &k.host, &mut rls.host),
         ] {
             if let Some(v) = given {
                 if v.is_empty() {
@@ -204,6 +207,7 @@ fn rls_settings(file: &ConfigFile, c: &mut Compiler) -> RlsSettings {
             ("api_key", &rls.api_key, k.api_key.is_some()),
             ("method", &rls.method, k.method.is_some()),
             ("path", &rls.path, k.path.is_some()),
+            ("host", &rls.host, k.host.is_some()),
         ];
         for (i, (name, key, given)) in all.iter().enumerate() {
             if all[..i].iter().any(|(_, k, _)| k == key) {
@@ -452,6 +456,67 @@ impl Compiler {
         apis
     }
 
+    fn domains(&mut self, file: &ConfigFile, apis: &FastMap<String, Api>) -> Domains {
+        let mut domains = Domains::default();
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for (name, d) in &file.domain_names {
+            let dp = Path::root().key("domain_names").key(name.as_str());
+            let lower = name.to_ascii_lowercase();
+            if let Err(e) = check_domain(&lower) {
+                self.invalid(dp.clone(), "domain name", e);
+                continue;
+            }
+            if let Some(first) = seen.insert(lower.clone(), name.clone()) {
+                self.invalid(
+                    dp.clone(),
+                    "domain name",
+                    format!("`{name}` is `{first}` again (domain names ignore case)"),
+                );
+                continue;
+            }
+            let domain = domains.entry(&lower);
+            for (i, m) in d.base_path_mappings.iter().enumerate() {
+                let mp = dp.key("base_path_mappings").index(i);
+                let base = match m.base_path.as_deref() {
+                    None | Some("") | Some("(none)") => "",
+                    Some(b) => b,
+                };
+                if let Err(e) = check_base_path(base) {
+                    self.invalid(mp.key("base_path"), "base path", e);
+                    continue;
+                }
+                let Some(api) = apis.get(&m.api) else {
+                    self.invalid(
+                        mp.key("api"),
+                        "base path mapping",
+                        format!("domain `{name}` maps to unknown API `{}`", m.api),
+                    );
+                    continue;
+                };
+                let Some(stage) = api.stages.get(&m.stage) else {
+                    self.invalid(
+                        mp.key("stage"),
+                        "base path mapping",
+                        format!(
+                            "domain `{name}` maps to unknown stage `{}` of API `{}`",
+                            m.stage, m.api
+                        ),
+                    );
+                    continue;
+                };
+                if !domain.add(base, stage.id) {
+                    let shown = if base.is_empty() { "(none)" } else { base };
+                    self.invalid(
+                        mp.key("base_path"),
+                        "base path mapping",
+                        format!("domain `{name}` maps base path `{shown}` twice"),
+                    );
+                }
+            }
+        }
+        domains
+    }
+
     fn plans(
         &mut self,
         file: &ConfigFile,
@@ -684,6 +749,64 @@ impl Compiler {
         }
         (keys, by_hash)
     }
+}
+
+/// A domain name as AWS takes it: labels of letters, digits and `-` (not at either end of a
+/// label), separated by dots; `*.` first for a wildcard; no port, no scheme, no path.
+fn check_domain(name: &str) -> Result<(), String> {
+    if name.contains("://") || name.contains('/') {
+        return Err(format!("`{name}` is not a host name (no scheme, no path)"));
+    }
+    if name.contains(':') {
+        return Err(format!("`{name}`: a domain name has no port"));
+    }
+    let labels = name.strip_prefix("*.").unwrap_or(name);
+    if labels.is_empty() || name.len() > 253 {
+        return Err(format!("`{name}` is not 1 to 253 characters of labels"));
+    }
+    for label in labels.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            let why = if label.contains('*') {
+                "a wildcard is only allowed as the first label (`*.example.com`)".to_owned()
+            } else {
+                format!("label `{label}` must be 1 to 63 letters, digits or `-` (not at its ends)")
+            };
+            return Err(format!("`{name}`: {why}"));
+        }
+    }
+    Ok(())
+}
+
+/// A base path: path segments without slashes at the ends (`v1`, `orders/v1`), in the
+/// characters AWS allows; `""` is `(none)`.
+fn check_base_path(base: &str) -> Result<(), String> {
+    if base.is_empty() {
+        return Ok(());
+    }
+    if base.starts_with('/') || base.ends_with('/') {
+        return Err(format!(
+            "`{base}`: write a base path without slashes at its ends (`v1`, `orders/v1`)"
+        ));
+    }
+    for seg in base.split('/') {
+        if seg.is_empty() {
+            return Err(format!("`{base}` has an empty segment"));
+        }
+        if let Some(c) = seg
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "$-_.+!*'()".contains(*c)))
+        {
+            return Err(format!("`{base}` contains `{c}`"));
+        }
+    }
+    Ok(())
 }
 
 /// Stage id → (API name, stage name): ids are dense over all stages of all APIs.

@@ -35,6 +35,9 @@ pub struct ConfigFile {
     pub rate_limit_service: Option<RateLimitServiceFile>,
     #[serde(default, deserialize_with = "unique_keys")]
     pub apis: IndexMap<String, ApiFile>,
+    /// Custom domain names (AWS `DomainName`): which API stage a host and base path lead to.
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub domain_names: IndexMap<String, DomainNameFile>,
     #[serde(default, deserialize_with = "unique_keys")]
     pub usage_plans: IndexMap<String, UsagePlanFile>,
     #[serde(default)]
@@ -53,6 +56,7 @@ pub(crate) const TOP_LEVEL_FIELDS: &[&str] = &[
     "responses",
     "rate_limit_service",
     "apis",
+    "domain_names",
     "usage_plans",
     "api_keys",
     "api_keys_files",
@@ -142,6 +146,9 @@ pub struct DescriptorKeysFile {
     pub method: Option<String>,
     #[serde(default)]
     pub path: Option<String>,
+    /// The host (`:authority`), for custom domain names; used when `api`/`stage` are absent.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -149,6 +156,26 @@ pub struct DescriptorKeysFile {
 pub struct ApiFile {
     #[serde(default, deserialize_with = "unique_keys")]
     pub stages: IndexMap<String, StageFile>,
+}
+
+/// A custom domain name: its base path mappings (AWS `BasePathMapping`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainNameFile {
+    #[serde(default)]
+    pub base_path_mappings: Vec<BasePathMappingFile>,
+}
+
+/// `https://{domain}/{base_path}/…` → an API stage, the base path stripped before matching.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasePathMappingFile {
+    /// Leading path segment(s) without slashes at the ends (`v1`, `orders/v1`); `(none)`, empty
+    /// or absent: the mapping of every path no other base path matches.
+    #[serde(default)]
+    pub base_path: Option<String>,
+    pub api: String,
+    pub stage: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

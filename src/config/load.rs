@@ -168,6 +168,9 @@ fn collect(text: &str, first: serde_yaml_ng::Error) -> Vec<ConfigError> {
                     });
                 }
             }),
+            "domain_names" => each_entry(v, &p, &mut errors, |_, d, dp, errors| {
+                check::<file::DomainNameFile>(d, dp, errors)
+            }),
             "usage_plans" => each_entry(v, &p, &mut errors, |_, plan, pp, errors| {
                 check::<file::UsagePlanFile>(plan, pp, errors)
             }),

@@ -9,25 +9,22 @@ const KEY: &str = "engine-test-key-0123456789";
 
 #[test]
 fn the_query_string_is_cut_off() {
-    let r = Request::new(None, None, "GET", "/pets/1?a=b?c", None, 1);
+    let r = Request::new("GET", "/pets/1?a=b?c", None, 1);
     assert_eq!(r.path, "/pets/1");
-    assert_eq!(Request::new(None, None, "GET", "/?", None, 1).path, "/");
-    assert_eq!(Request::new(None, None, "GET", "", None, 1).path, "");
+    assert_eq!(Request::new("GET", "/?", None, 1).path, "/");
+    assert_eq!(Request::new("GET", "", None, 1).path, "");
 }
 
 #[test]
 fn an_over_long_key_is_taken_as_absent() {
     let longest = "é".repeat(crate::snapshot::KEY_MAX_CHARS); // 256 bytes
-    let r = Request::new(None, None, "GET", "/", Some(&longest), 1);
+    let r = Request::new("GET", "/", Some(&longest), 1);
     assert_eq!(r.key, Some(longest.as_str()));
     let at_bound = "k".repeat(MAX_KEY_BYTES);
-    let r = Request::new(None, None, "GET", "/", Some(&at_bound), 1);
+    let r = Request::new("GET", "/", Some(&at_bound), 1);
     assert_eq!(r.key.map(str::len), Some(MAX_KEY_BYTES));
     let over = "k".repeat(MAX_KEY_BYTES + 1);
-    assert_eq!(
-        Request::new(None, None, "GET", "/", Some(&over), 1).key,
-        None
-    );
+    assert_eq!(Request::new("GET", "/", Some(&over), 1).key, None);
 }
 
 fn snapshot(extra_stage: &str) -> Snapshot {
@@ -63,7 +60,7 @@ api_keys:
 }
 
 fn planned(snap: &Snapshot, method: &str, path: &str) -> Planned {
-    let req = Request::new(Some("petstore"), Some("prod"), method, path, Some(KEY), 1);
+    let req = Request::new(method, path, Some(KEY), 1).stage(Some("petstore"), Some("prod"));
     plan(snap, &req, 0, 90).unwrap_or_else(|d| panic!("refused: {:?}", d.reason))
 }
 
@@ -114,48 +111,20 @@ fn refusals_before_any_limit_name_their_reason() {
     let snap = snapshot("");
     let refuse = |req: Request<'_>| plan(&snap, &req, 0, 90).err().and_then(|d| d.reason);
     assert_eq!(
-        refuse(Request::new(
-            Some("nope"),
-            Some("prod"),
-            "GET",
-            "/pets",
-            Some(KEY),
-            1
-        )),
+        refuse(Request::new("GET", "/pets", Some(KEY), 1).stage(Some("nope"), Some("prod"))),
         Some(DenyReason::UnknownApi)
     );
     assert_eq!(
-        refuse(Request::new(
-            Some("petstore"),
-            Some("qa"),
-            "GET",
-            "/pets",
-            Some(KEY),
-            1
-        )),
+        refuse(Request::new("GET", "/pets", Some(KEY), 1).stage(Some("petstore"), Some("qa"))),
         Some(DenyReason::UnknownStage)
     );
     assert_eq!(
-        refuse(Request::new(
-            Some("petstore"),
-            Some("prod"),
-            "GET",
-            "/pets",
-            None,
-            1
-        )),
+        refuse(Request::new("GET", "/pets", None, 1).stage(Some("petstore"), Some("prod"))),
         Some(DenyReason::MissingKey)
     );
     let other = "another-key-0123456789abc";
     assert_eq!(
-        refuse(Request::new(
-            Some("petstore"),
-            Some("prod"),
-            "GET",
-            "/pets",
-            Some(other),
-            1
-        )),
+        refuse(Request::new("GET", "/pets", Some(other), 1).stage(Some("petstore"), Some("prod"))),
         Some(DenyReason::UnknownKey)
     );
 }

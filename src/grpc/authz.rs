@@ -117,15 +117,20 @@ impl Authorization for AuthzService {
             Some(Ok(h)) => h,
             Some(Err(_)) => return bad("context extension `hits` is not a whole number"),
         };
-        // Envoy sends the path with its query string; the constructor cuts it off.
-        let er = engine::Request::new(
-            ext.get("api").map(String::as_str),
-            ext.get("stage").map(String::as_str),
-            method,
-            raw_path,
-            key,
-            hits,
-        );
+        // Envoy sends the path with its query string; the constructor cuts it off. Without
+        // `api`/`stage` context extensions (Istio cannot set them), the host decides.
+        // Envoy sets `host` from `:authority` (HTTP/1 `Host`).
+        let host = if http.host.is_empty() {
+            header(http, ":authority").or_else(|| header(http, "host"))
+        } else {
+            Some(http.host.as_str())
+        };
+        let er = engine::Request::new(method, raw_path, key, hits)
+            .stage(
+                ext.get("api").map(String::as_str),
+                ext.get("stage").map(String::as_str),
+            )
+            .host(host);
         let now = self.engine.clock().now();
         let decision = record::decide(
             &self.engine,

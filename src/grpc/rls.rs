@@ -1,8 +1,8 @@
 //! Envoy's RateLimitService: `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`.
 //!
-//! Each descriptor names one request through its entries (`api`, `stage`, `api_key`, `method`,
-//! `path`; the keys are configurable) and is decided by the same engine as ext_authz, on the same
-//! counters. Envoy quirks handled here: request-level `hits_addend` 0 means 1; a descriptor's own
+//! Each descriptor names one request through its entries (`api` and `stage`, or `host` for
+//! custom domain names; `api_key`, `method`, `path`; the keys are configurable) and is decided
+//! by the same engine as ext_authz, on the same counters. Envoy quirks handled here: request-level `hits_addend` 0 means 1; a descriptor's own
 //! `hits_addend` (when present) wins, and 0 there means "check without charging"; `overall_code`
 //! must be OK or OVER_LIMIT (Envoy treats UNKNOWN as an error); `:path` includes the query string.
 
@@ -41,13 +41,13 @@ fn descriptor_request<'a>(snap: &Snapshot, entries: &'a [Entry], hits: u64) -> e
             .map(|e| e.value.as_str())
     };
     engine::Request::new(
-        get(&rls.api),
-        get(&rls.stage),
         get(&rls.method).unwrap_or(""),
         get(&rls.path).unwrap_or(""),
         get(&rls.api_key),
         hits,
     )
+    .stage(get(&rls.api), get(&rls.stage))
+    .host(get(&rls.host))
 }
 
 #[tonic::async_trait]
