@@ -253,7 +253,7 @@ impl Domain {
         }
         self.mappings.push((base_path.to_owned(), stage));
         // Longest first: the first match is the longest.
-        self.mappings.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.mappings.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
         true
     }
 
@@ -319,7 +319,7 @@ impl Domains {
                     Some(i) => i,
                     None => {
                         self.wildcards.push((suffix.to_owned(), Domain::default()));
-                        self.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                        self.wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
                         self.wildcards
                             .iter()
                             .position(|(s, _)| s == suffix)
