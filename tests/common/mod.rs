@@ -80,15 +80,37 @@ pub struct Stack {
     pub grpc: u16,
     pub admin: u16,
     children: Vec<(String, Child)>,
+    /// Versions written into a ConfigMap-style mount (see [`Stack::start_configmap`]).
+    configmap_versions: std::cell::Cell<u32>,
+}
+
+/// How plangate's config file is laid out on disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `dir/plans.yaml`.
+    File,
+    /// As the kubelet mounts a ConfigMap (without `subPath`): `dir/cm/plans.yaml` →
+    /// `..data/plans.yaml`, `..data` → `..<version>`, updated by swapping `..data`.
+    ConfigMap,
 }
 
 impl Stack {
     /// Starts everything with `plans` as plangate's config and `envoy_config` (a file under
     /// envoy/) as Envoy's, its ports rewritten to free ones.
     pub fn start(plans: &str, envoy_config: &str) -> Stack {
+        Self::start_with(plans, envoy_config, Layout::File)
+    }
+
+    /// [`Stack::start`] with plangate's config mounted as Kubernetes mounts a ConfigMap; update
+    /// it with [`Stack::swap_configmap`].
+    pub fn start_configmap(plans: &str, envoy_config: &str) -> Stack {
+        Self::start_with(plans, envoy_config, Layout::ConfigMap)
+    }
+
+    fn start_with(plans: &str, envoy_config: &str, layout: Layout) -> Stack {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(plans, envoy_config) {
+            match Self::try_start(plans, envoy_config, layout) {
                 Ok(s) => return s,
                 Err(e) => last = e,
             }
@@ -96,12 +118,39 @@ impl Stack {
         panic!("the Envoy stack did not start: {last}");
     }
 
-    fn try_start(plans: &str, envoy_config: &str) -> Result<Stack, String> {
+    /// Publishes `plans` as the kubelet updates a mounted ConfigMap: the new version in a new
+    /// `..<version>` directory, a `..data_tmp` link to it renamed over `..data` (one atomic
+    /// step), the old version removed.
+    pub fn swap_configmap(&self, plans: &str) {
+        let cm = self.dir.path().join("cm");
+        let old = self.configmap_versions.get();
+        let new = old + 1;
+        write_configmap_version(&cm, new, plans);
+        std::os::unix::fs::symlink(version_dir(new), cm.join("..data_tmp")).unwrap();
+        std::fs::rename(cm.join("..data_tmp"), cm.join("..data")).unwrap();
+        std::fs::remove_dir_all(cm.join(version_dir(old))).unwrap();
+        self.configmap_versions.set(new);
+    }
+
+    fn try_start(plans: &str, envoy_config: &str, layout: Layout) -> Result<Stack, String> {
         let dir = tempfile::tempdir().unwrap();
         let (listener, grpc, upstream, admin) =
             (free_port(), free_port(), free_port(), free_port());
-        let config = dir.path().join("plans.yaml");
-        std::fs::write(&config, plans).unwrap();
+        let config = match layout {
+            Layout::File => {
+                let config = dir.path().join("plans.yaml");
+                std::fs::write(&config, plans).unwrap();
+                config
+            }
+            Layout::ConfigMap => {
+                let cm = dir.path().join("cm");
+                std::fs::create_dir(&cm).unwrap();
+                write_configmap_version(&cm, 1, plans);
+                std::os::unix::fs::symlink(version_dir(1), cm.join("..data")).unwrap();
+                std::os::unix::fs::symlink("..data/plans.yaml", cm.join("plans.yaml")).unwrap();
+                cm.join("plans.yaml")
+            }
+        };
         let envoy_yaml = std::fs::read_to_string(root().join("envoy").join(envoy_config))
             .unwrap()
             .replace("port_value: 10000", &format!("port_value: {listener}"))
@@ -117,6 +166,7 @@ impl Stack {
             grpc,
             admin,
             children: Vec::new(),
+            configmap_versions: std::cell::Cell::new(1),
         };
         let log = |name: &str| std::fs::File::create(stack.dir.path().join(name)).unwrap();
         let upstream_child = Command::new("python3")
@@ -178,6 +228,17 @@ impl Stack {
     }
 }
 
+/// The kubelet's version directory names are timestamps (`..2026_11_26_10_00_00.123456789`).
+fn version_dir(n: u32) -> String {
+    format!("..2026_11_26_10_00_00.{n:09}")
+}
+
+fn write_configmap_version(cm: &Path, n: u32, plans: &str) {
+    let d = cm.join(version_dir(n));
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("plans.yaml"), plans).unwrap();
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         for (_, c) in self.children.iter_mut().rev() {
@@ -229,7 +290,13 @@ pub fn http_with_body(
 ) -> HttpResponse {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
+    // `host: localhost` unless the caller names the host.
+    let host = if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        ""
+    } else {
+        "host: localhost\r\n"
+    };
+    let mut req = format!("{method} {path} HTTP/1.1\r\n{host}connection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }

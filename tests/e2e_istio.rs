@@ -1,0 +1,246 @@
+//! End to end through a real Envoy 1.40 configured as Istio configures it (envoy/istio/): the
+//! ext_authz filter behind an RBAC shadow policy, as istiod renders an `AuthorizationPolicy` with
+//! `action: CUSTOM`; the ratelimit filter with descriptors from request headers only, as the
+//! EnvoyFilters of Istio's global rate limiting produce. Neither carries an API or stage: plangate
+//! finds them from the host and base path (`domain_names`). And the config mounted as a
+//! ConfigMap, updated as the kubelet updates it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Stack, sha};
+use plangate::clock::Stopwatch;
+
+const GOOD: &str = "istio-good-key-0123456789ab";
+const TIGHT: &str = "istio-tight-key-0123456789a";
+const QUOTA: &str = "istio-quota-key-0123456789a";
+
+fn plans(extra_mapping: &str) -> String {
+    format!(
+        r#"
+version: 1
+apis:
+  petstore:
+    stages:
+      prod:
+        methods:
+          "/pets/GET": {{}}
+      beta:
+        methods:
+          "/pets/GET": {{}}
+domain_names:
+  api.example.com:
+    base_path_mappings:
+      - {{ base_path: v1, api: petstore, stage: prod }}
+      - {{ base_path: "(none)", api: petstore, stage: beta }}
+{extra_mapping}
+  "*.tenants.example.net":
+    base_path_mappings:
+      - {{ base_path: "(none)", api: petstore, stage: prod }}
+usage_plans:
+  gold:
+    api_stages: [{{ api: petstore, stage: prod }}, {{ api: petstore, stage: beta }}]
+  tight:
+    throttle: {{ rate: 0.01, burst: 2 }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+  small:
+    quota: {{ limit: 3, period: DAY }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+api_keys:
+  - {{ id: good-1, value_sha256: {good}, usage_plans: [gold], customer_id: acme }}
+  - {{ id: tight-1, value_sha256: {tight}, usage_plans: [tight] }}
+  - {{ id: quota-1, value_sha256: {quota}, usage_plans: [small] }}
+"#,
+        good = sha(GOOD),
+        tight = sha(TIGHT),
+        quota = sha(QUOTA),
+    )
+}
+
+fn get(s: &Stack, host: &str, path: &str, key: Option<&str>) -> common::HttpResponse {
+    let mut headers = vec![("host", host)];
+    if let Some(k) = key {
+        headers.push(("x-api-key", k));
+    }
+    s.get("GET", path, &headers)
+}
+
+/// The cases both filters answer alike (a throttle and a quota, identity upstream, every kind of
+/// mapping); `refused_identity` is the status of an unknown domain (ext_authz 403, RLS 429).
+fn common_cases(s: &Stack, refused_identity: u16) {
+    // A base path: /v1/pets on api.example.com is prod's /pets.
+    let r = get(s, "api.example.com", "/v1/pets", Some(GOOD));
+    assert_eq!(r.status, 200, "{r:?}");
+    let up = r.upstream_headers();
+    assert_eq!(
+        up.get("x-plangate-api-key-id").map(String::as_str),
+        Some("good-1")
+    );
+    assert_eq!(
+        up.get("x-plangate-usage-plan").map(String::as_str),
+        Some("gold")
+    );
+    // The upstream gets the path as sent: the base path is a routing matter for plangate only.
+    assert!(r.body.contains(r#""path": "/v1/pets""#), "{}", r.body);
+    // (none): the rest of api.example.com is beta.
+    assert_eq!(get(s, "api.example.com", "/pets", Some(GOOD)).status, 200);
+    // A wildcard domain.
+    assert_eq!(
+        get(s, "acme.tenants.example.net", "/pets", Some(GOOD)).status,
+        200
+    );
+    assert_eq!(
+        get(s, "acme.tenants.example.net:8080", "/pets", Some(GOOD)).status,
+        200
+    );
+    // A host no domain claims.
+    let r = get(s, "unknown.example.org", "/pets", Some(GOOD));
+    assert_eq!(r.status, refused_identity, "{r:?}");
+    assert_eq!(r.body, r#"{"message":"Forbidden"}"#);
+    // A key only prod grants, on beta's base path.
+    assert_eq!(
+        get(s, "api.example.com", "/pets", Some(TIGHT)).status,
+        refused_identity
+    );
+    // The throttle: burst 2, through two hosts that lead to prod.
+    assert_eq!(
+        get(s, "api.example.com", "/v1/pets", Some(TIGHT)).status,
+        200
+    );
+    assert_eq!(
+        get(s, "b.tenants.example.net", "/pets", Some(TIGHT)).status,
+        200
+    );
+    let r = get(s, "api.example.com", "/v1/pets", Some(TIGHT));
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(r.body, r#"{"message":"Too Many Requests"}"#);
+    assert_eq!(
+        r.header("x-amzn-errortype"),
+        Some("TooManyRequestsException")
+    );
+    // The quota: 3 a day.
+    for _ in 0..3 {
+        assert_eq!(
+            get(s, "api.example.com", "/v1/pets", Some(QUOTA)).status,
+            200
+        );
+    }
+    let r = get(s, "api.example.com", "/v1/pets", Some(QUOTA));
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(r.body, r#"{"message":"Limit Exceeded"}"#);
+    assert_eq!(r.header("x-amzn-errortype"), Some("LimitExceededException"));
+}
+
+#[test]
+fn ext_authz_as_istio_renders_a_custom_authorization_policy() {
+    let s = Stack::start(&plans(""), "istio/ext_authz.yaml");
+    common_cases(&s, 403);
+    // A missing key is a 403 too.
+    let r = get(&s, "api.example.com", "/v1/pets", None);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (403, r#"{"message":"Forbidden"}"#)
+    );
+    // A path the policy does not select passes without a Check: not even a host plangate does
+    // not know is refused there.
+    let r = get(&s, "unknown.example.org", "/healthz", None);
+    assert_eq!(r.status, 200, "{r:?}");
+    // Client-sent identity headers never reach the upstream as sent.
+    let r = s.get(
+        "GET",
+        "/v1/pets",
+        &[
+            ("host", "api.example.com"),
+            ("x-api-key", GOOD),
+            ("x-plangate-api-key-id", "someone-else"),
+        ],
+    );
+    assert_eq!(
+        r.upstream_headers()
+            .get("x-plangate-api-key-id")
+            .map(String::as_str),
+        Some("good-1")
+    );
+    // plangate decided from the host alone: its log names the stages the hosts led to.
+    let log = strip_ansi(&s.log("plangate.log"));
+    assert!(log.contains("stage=\"prod\""), "{log}");
+    assert!(log.contains("stage=\"beta\""), "{log}");
+    assert!(!log.contains(GOOD), "a key value in plangate's log");
+}
+
+/// The log without terminal colour codes.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ … m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn ratelimit_as_istio_global_rate_limiting_wires_it() {
+    let s = Stack::start(&plans(""), "istio/ratelimit.yaml");
+    // RLS cannot answer 403: identity failures are 429 with the Forbidden body.
+    common_cases(&s, 429);
+    // A keyless request still sends its descriptor (`skip_if_absent`), and is refused.
+    let r = get(&s, "api.example.com", "/v1/pets", None);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (429, r#"{"message":"Forbidden"}"#)
+    );
+}
+
+/// Polls `f` until it holds, for at most `secs` seconds.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let waited = Stopwatch::start();
+    while waited.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[test]
+fn a_configmap_update_serves_within_seconds_and_keeps_counters() {
+    let s = Stack::start_configmap(&plans(""), "istio/ext_authz.yaml");
+    // Two of the quota's three used before the update.
+    for _ in 0..2 {
+        assert_eq!(
+            get(&s, "api.example.com", "/v1/pets", Some(QUOTA)).status,
+            200
+        );
+    }
+    assert_eq!(
+        get(&s, "api.example.com", "/v2/pets", Some(GOOD)).status,
+        200,
+        "beta via (none)"
+    );
+    // The update maps /v2 to prod, where the quota key is known.
+    s.swap_configmap(&plans(
+        "      - { base_path: v2, api: petstore, stage: prod }",
+    ));
+    assert!(
+        eventually(15, || get(&s, "api.example.com", "/v2/pets", Some(QUOTA))
+            .status
+            == 200),
+        "the new mapping was not served within 15 s:\n{}",
+        s.log("plangate.log")
+    );
+    // That was the third of three: the counter survived the reload.
+    let r = get(&s, "api.example.com", "/v1/pets", Some(QUOTA));
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(r.body, r#"{"message":"Limit Exceeded"}"#);
+}
