@@ -1,5 +1,7 @@
 //! One decision in the engine: one key, every limit (plan per-method throttle, plan throttle,
-//! plan quota, stage method throttle, account throttle) plus the usage counter, memory store.
+//! plan quota, stage method throttle, account throttle) plus the usage counter, memory store —
+//! with the API stage named by context extensions, and by a custom domain name (host and base
+//! path, as under Istio), in the same run.
 
 use std::future::Future;
 use std::path::Path;
@@ -37,6 +39,14 @@ apis:
         methods:
           "/pets/GET": {{}}
           "/pets/{{petId}}/GET": {{}}
+domain_names:
+  api.example.com:
+    base_path_mappings:
+      - {{ base_path: v1, api: petstore, stage: prod }}
+      - {{ base_path: "(none)", api: petstore, stage: prod }}
+  "*.tenants.example.net":
+    base_path_mappings:
+      - {{ api: petstore, stage: prod }}
 usage_plans:
   gold:
     throttle: {{ rate: 100000000, burst: 100000000 }}
@@ -77,6 +87,16 @@ fn decision(c: &mut Criterion) {
     c.bench_function("engine decision (all limits, memory store)", |b| {
         b.iter(|| ready(engine.decide(std::hint::black_box(&req))))
     });
+    // The same decision, the stage found from the host (with a port) and the base path.
+    let by_host =
+        Request::new("GET", "/v1/pets/42", Some(KEY), 1).host(Some("api.example.com:443"));
+    let d = ready(engine.decide(&by_host));
+    assert!(d.admitted());
+    assert_eq!(d.limits.len(), kinds.len());
+    c.bench_function(
+        "engine decision via host mapping (all limits, memory store)",
+        |b| b.iter(|| ready(engine.decide(std::hint::black_box(&by_host)))),
+    );
 }
 
 criterion_group!(benches, decision);

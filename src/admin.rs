@@ -347,12 +347,8 @@ fn domain_names(snap: &Snapshot) -> Value {
         let mappings: Vec<Value> = mappings
             .into_iter()
             .map(|(base, stage)| {
-                let (api, stage) = snap
-                    .stage_names
-                    .get(stage as usize)
-                    .map_or(("", ""), |(a, s)| (&**a, &**s));
                 let base = if base.is_empty() { "(none)" } else { base };
-                json!({"base_path": base, "api": api, "stage": stage})
+                json!({"base_path": base, "api": &*stage.api, "stage": &*stage.name})
             })
             .collect();
         out.insert(name, json!({"base_path_mappings": mappings}));

@@ -546,13 +546,7 @@ fn resolve_stage<'s, 'r>(
         && !snap.domains.is_empty()
     {
         match snap.domains.resolve(host, req.path) {
-            HostMatch::Stage { stage, path } => {
-                // Ids come from the same snapshot: always found.
-                return snap
-                    .stage_by_id(stage)
-                    .map(|s| (s, path))
-                    .ok_or_else(|| deny(DenyReason::UnknownStage));
-            }
+            HostMatch::Stage { stage, path } => return Ok((stage, path)),
             HostMatch::NoBasePath => return Err(deny(DenyReason::UnknownBasePath)),
             // A host no domain claims falls back to the defaults, when there are any.
             HostMatch::NoDomain if snap.default_api.is_none() && snap.default_stage.is_none() => {

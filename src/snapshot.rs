@@ -156,7 +156,8 @@ pub enum KeySource {
 
 #[derive(Debug)]
 pub struct Api {
-    pub stages: FastMap<String, Stage>,
+    /// Shared with the custom domain names that lead to them.
+    pub stages: FastMap<String, Arc<Stage>>,
 }
 
 #[derive(Debug)]
@@ -229,25 +230,25 @@ pub struct Domains {
 /// One custom domain name's base path mappings.
 #[derive(Debug, Default)]
 pub struct Domain {
-    /// (base path without slashes at the ends, stage id), longest first; `(none)` is "" and
-    /// comes last.
-    mappings: Vec<(String, u32)>,
+    /// (base path without slashes at the ends, stage), longest first; `(none)` is "" and comes
+    /// last. The stage itself, not its name: resolving a host costs one lookup, not three.
+    mappings: Vec<(String, Arc<Stage>)>,
 }
 
 /// Where a host and a path lead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostMatch<'p> {
+#[derive(Debug, Clone, Copy)]
+pub enum HostMatch<'s, 'p> {
     /// No custom domain name for this host.
     NoDomain,
     /// A domain, but none of its base paths (and no `(none)`) matches the path.
     NoBasePath,
     /// A stage, and the path with the base path stripped (what the stage's methods match).
-    Stage { stage: u32, path: &'p str },
+    Stage { stage: &'s Stage, path: &'p str },
 }
 
 impl Domain {
     /// Adds a mapping; `false` if the base path is mapped already.
-    pub(crate) fn add(&mut self, base_path: &str, stage: u32) -> bool {
+    pub(crate) fn add(&mut self, base_path: &str, stage: Arc<Stage>) -> bool {
         if self.mappings.iter().any(|(b, _)| b == base_path) {
             return false;
         }
@@ -257,13 +258,10 @@ impl Domain {
         true
     }
 
-    fn resolve<'p>(&self, path: &'p str) -> HostMatch<'p> {
+    fn resolve<'p>(&self, path: &'p str) -> HostMatch<'_, 'p> {
         for (base, stage) in &self.mappings {
             if let Some(rest) = strip_base_path(path, base) {
-                return HostMatch::Stage {
-                    stage: *stage,
-                    path: rest,
-                };
+                return HostMatch::Stage { stage, path: rest };
             }
         }
         HostMatch::NoBasePath
@@ -333,7 +331,7 @@ impl Domains {
     }
 
     /// Where `host` and `path` lead.
-    pub fn resolve<'p>(&self, host: &str, path: &'p str) -> HostMatch<'p> {
+    pub fn resolve<'p>(&self, host: &str, path: &'p str) -> HostMatch<'_, 'p> {
         let host = normalize_host(host);
         if let Some(d) = self.exact.get(host.as_ref()) {
             return d.resolve(path);
@@ -347,12 +345,12 @@ impl Domains {
         HostMatch::NoDomain
     }
 
-    /// The domains, for reports: (name, base paths with their stage ids).
-    pub fn list(&self) -> Vec<(String, Vec<(&str, u32)>)> {
-        fn mapped(d: &Domain) -> Vec<(&str, u32)> {
-            d.mappings.iter().map(|(b, s)| (b.as_str(), *s)).collect()
+    /// The domains, for reports: (name, base paths with their stages).
+    pub fn list(&self) -> Vec<(String, Vec<(&str, &Stage)>)> {
+        fn mapped(d: &Domain) -> Vec<(&str, &Stage)> {
+            d.mappings.iter().map(|(b, s)| (b.as_str(), &**s)).collect()
         }
-        let mut out: Vec<(String, Vec<(&str, u32)>)> = self
+        let mut out: Vec<(String, Vec<(&str, &Stage)>)> = self
             .exact
             .iter()
             .map(|(n, d)| (n.clone(), mapped(d)))
@@ -507,7 +505,7 @@ pub fn normalize_path(path: &str) -> &str {
 impl Snapshot {
     /// The stage `api`/`stage`, if configured.
     pub fn stage(&self, api: &str, stage: &str) -> Option<&Stage> {
-        self.apis.get(api)?.stages.get(stage)
+        self.apis.get(api)?.stages.get(stage).map(|s| &**s)
     }
 
     /// The stage with id `id`.
@@ -617,50 +615,69 @@ mod tests {
         );
     }
 
+    fn st(id: u32) -> Arc<Stage> {
+        Arc::new(Stage::new(
+            id,
+            "a".into(),
+            "s".into(),
+            None,
+            true,
+            UnknownMethods::Allow,
+        ))
+    }
+
     fn domains() -> Domains {
         let mut d = Domains::default();
         let api = d.entry("api.example.com");
-        assert!(api.add("v1", 1));
-        assert!(api.add("", 2));
-        assert!(api.add("orders/v1/items", 3));
-        assert!(!api.add("v1", 9), "a base path twice");
-        assert!(d.entry("*.tenants.example.net").add("", 4));
-        assert!(d.entry("*.example.net").add("", 5));
+        assert!(api.add("v1", st(1)));
+        assert!(api.add("", st(2)));
+        assert!(api.add("orders/v1/items", st(3)));
+        assert!(!api.add("v1", st(9)), "a base path twice");
+        assert!(d.entry("*.tenants.example.net").add("", st(4)));
+        assert!(d.entry("*.example.net").add("", st(5)));
         d
+    }
+
+    /// (stage id, stripped path), or `Err` with what refused.
+    fn at<'p>(d: &Domains, host: &str, path: &'p str) -> Result<(u32, &'p str), &'static str> {
+        match d.resolve(host, path) {
+            HostMatch::Stage { stage, path } => Ok((stage.id, path)),
+            HostMatch::NoDomain => Err("no domain"),
+            HostMatch::NoBasePath => Err("no base path"),
+        }
     }
 
     #[test]
     fn hosts_and_base_paths_lead_to_stages() {
         let d = domains();
-        let at = |host, path| d.resolve(host, path);
-        let stage = |stage, path| HostMatch::Stage { stage, path };
-        assert_eq!(at("api.example.com", "/v1/pets"), stage(1, "/pets"));
-        assert_eq!(at("api.example.com", "/v1"), stage(1, "/"));
-        assert_eq!(at("api.example.com", "/v1/"), stage(1, "/"));
+        let at = |host, path| at(&d, host, path);
+        assert_eq!(at("api.example.com", "/v1/pets"), Ok((1, "/pets")));
+        assert_eq!(at("api.example.com", "/v1"), Ok((1, "/")));
+        assert_eq!(at("api.example.com", "/v1/"), Ok((1, "/")));
         // Whole segments only: `/v10` is not under `v1`; it goes to (none), unstripped.
-        assert_eq!(at("api.example.com", "/v10/pets"), stage(2, "/v10/pets"));
-        assert_eq!(at("api.example.com", "/pets"), stage(2, "/pets"));
+        assert_eq!(at("api.example.com", "/v10/pets"), Ok((2, "/v10/pets")));
+        assert_eq!(at("api.example.com", "/pets"), Ok((2, "/pets")));
         // The longest base path wins.
-        assert_eq!(at("api.example.com", "/orders/v1/items/7"), stage(3, "/7"));
-        assert_eq!(at("api.example.com", "/orders/v1"), stage(2, "/orders/v1"));
+        assert_eq!(at("api.example.com", "/orders/v1/items/7"), Ok((3, "/7")));
+        assert_eq!(at("api.example.com", "/orders/v1"), Ok((2, "/orders/v1")));
         // Hosts: any case, a port, a trailing dot.
-        assert_eq!(at("API.Example.COM:8443", "/v1/x"), stage(1, "/x"));
-        assert_eq!(at("api.example.com.", "/v1/x"), stage(1, "/x"));
+        assert_eq!(at("API.Example.COM:8443", "/v1/x"), Ok((1, "/x")));
+        assert_eq!(at("api.example.com.", "/v1/x"), Ok((1, "/x")));
         // Wildcards: any depth below, the longest suffix first; not the bare domain.
-        assert_eq!(at("acme.tenants.example.net", "/p"), stage(4, "/p"));
-        assert_eq!(at("a.b.tenants.example.net", "/p"), stage(4, "/p"));
-        assert_eq!(at("other.example.net", "/p"), stage(5, "/p"));
-        assert_eq!(at("tenants.example.net", "/p"), stage(5, "/p"));
-        assert_eq!(at("example.net", "/p"), HostMatch::NoDomain);
-        assert_eq!(at("nope.example.org", "/p"), HostMatch::NoDomain);
+        assert_eq!(at("acme.tenants.example.net", "/p"), Ok((4, "/p")));
+        assert_eq!(at("a.b.tenants.example.net", "/p"), Ok((4, "/p")));
+        assert_eq!(at("other.example.net", "/p"), Ok((5, "/p")));
+        assert_eq!(at("tenants.example.net", "/p"), Ok((5, "/p")));
+        assert_eq!(at("example.net", "/p"), Err("no domain"));
+        assert_eq!(at("nope.example.org", "/p"), Err("no domain"));
     }
 
     #[test]
     fn a_domain_without_none_refuses_other_paths() {
         let mut d = Domains::default();
-        assert!(d.entry("api.example.com").add("v1", 1));
-        assert_eq!(d.resolve("api.example.com", "/v2/x"), HostMatch::NoBasePath);
-        assert_eq!(d.resolve("api.example.com", "/"), HostMatch::NoBasePath);
+        assert!(d.entry("api.example.com").add("v1", st(1)));
+        assert_eq!(at(&d, "api.example.com", "/v2/x"), Err("no base path"));
+        assert_eq!(at(&d, "api.example.com", "/"), Err("no base path"));
         assert!(!d.is_empty());
         assert!(Domains::default().is_empty());
     }

@@ -449,7 +449,7 @@ impl Compiler {
                         self.invalid(mp, "method", format!("`{mkey}`: {e}"));
                     }
                 }
-                stages.insert(stage_name.clone(), stage);
+                stages.insert(stage_name.clone(), Arc::new(stage));
             }
             apis.insert(api_name.clone(), Api { stages });
         }
@@ -504,7 +504,7 @@ impl Compiler {
                     );
                     continue;
                 };
-                if !domain.add(base, stage.id) {
+                if !domain.add(base, stage.clone()) {
                     let shown = if base.is_empty() { "(none)" } else { base };
                     self.invalid(
                         mp.key("base_path"),

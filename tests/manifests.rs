@@ -1,0 +1,441 @@
+//! The Kubernetes and Istio manifests under deploy/. No cluster runs here, so what can be checked
+//! without one is: every manifest parses; the essentials of each resource hold (probes, security
+//! context, ports, no subPath); the example plans and keys are a valid plangate config; the Istio
+//! resources agree with each other and with the Service; and the Envoy pieces inside the
+//! EnvoyFilter, assembled into a config as istiod would patch them in, pass the real Envoy binary's
+//! validation — and are the ones the Istio-shaped end-to-end test runs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_yaml_ng::Value;
+
+fn deploy() -> PathBuf {
+    common::root().join("deploy")
+}
+
+/// Every YAML document under `dir`, with its file.
+fn documents(dir: &Path) -> Vec<(PathBuf, Value)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut docs = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let v = Value::deserialize_from(doc, &f);
+            if !v.is_null() {
+                docs.push((f.clone(), v));
+            }
+        }
+    }
+    docs
+}
+
+trait FromDoc {
+    fn deserialize_from(doc: serde_yaml_ng::Deserializer<'_>, f: &Path) -> Value;
+}
+
+impl FromDoc for Value {
+    fn deserialize_from(doc: serde_yaml_ng::Deserializer<'_>, f: &Path) -> Value {
+        use serde::Deserialize;
+        Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+    }
+}
+
+fn kind_named<'a>(docs: &'a [(PathBuf, Value)], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .map(|(_, v)| v)
+        .find(|v| v["kind"] == kind && v["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn seq(v: &Value) -> &[Value] {
+    v.as_sequence().map_or(&[], |s| s.as_slice())
+}
+
+#[test]
+fn kubernetes_base_has_the_essentials() {
+    let base = deploy().join("kubernetes");
+    let docs = documents(&base);
+    // Everything kustomize is told to read exists, and nothing else lies around unread.
+    let kustomization = std::fs::read_to_string(base.join("kustomization.yaml")).unwrap();
+    let k: Value = serde_yaml_ng::from_str(&kustomization).unwrap();
+    for r in seq(&k["resources"]) {
+        assert!(
+            base.join(s(r)).is_file(),
+            "kustomization names missing {}",
+            s(r)
+        );
+    }
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    ] {
+        assert!(docs.iter().any(|(_, v)| v["kind"] == kind), "no {kind}");
+    }
+
+    let d = kind_named(&docs, "Deployment", "plangate");
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let labels = &d["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(&d["spec"]["selector"]["matchLabels"], labels);
+    let c = &seq(&pod["containers"])[0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(seq(&sc["capabilities"]["drop"]), [Value::from("ALL")]);
+    assert!(!c["resources"]["requests"]["cpu"].is_null());
+    assert!(!c["resources"]["requests"]["memory"].is_null());
+    assert!(!c["resources"]["limits"]["memory"].is_null());
+    // Probes on plangate's own endpoints, on the admin port.
+    let port_named = |name: &str| {
+        seq(&c["ports"])
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["containerPort"].as_u64().unwrap())
+            .unwrap_or_else(|| panic!("no container port {name}"))
+    };
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let admin_port = s(&c["readinessProbe"]["httpGet"]["port"]);
+    let args: Vec<&str> = seq(&c["args"]).iter().map(s).collect();
+    assert_eq!(args[0], "serve");
+    assert!(
+        args.contains(&format!("--admin-addr=0.0.0.0:{}", port_named(admin_port)).as_str()),
+        "the admin address must be reachable by the probes: {args:?}"
+    );
+    assert!(args.contains(&format!("--grpc-addr=0.0.0.0:{}", port_named("grpc")).as_str()));
+    // The admin API is guarded by a token from a Secret.
+    let token = seq(&c["env"])
+        .iter()
+        .find(|e| e["name"] == "PLANGATE_ADMIN_TOKEN")
+        .expect("PLANGATE_ADMIN_TOKEN");
+    let secret = s(&token["valueFrom"]["secretKeyRef"]["name"]);
+    kind_named(&docs, "Secret", secret);
+    // The config comes from the ConfigMap, as a directory.
+    let config_arg = args.iter().find(|a| a.starts_with("--config=")).unwrap();
+    let config_dir = Path::new(config_arg.trim_start_matches("--config="))
+        .parent()
+        .unwrap();
+    let mount = seq(&c["volumeMounts"])
+        .iter()
+        .find(|m| Path::new(s(&m["mountPath"])) == config_dir)
+        .expect("a mount at the config's directory");
+    let volume = seq(&pod["volumes"])
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    kind_named(&docs, "ConfigMap", s(&volume["configMap"]["name"]));
+
+    // The Service: gRPC named and declared as such, and a port for metrics.
+    let svc = kind_named(&docs, "Service", "plangate");
+    let grpc = seq(&svc["spec"]["ports"])
+        .iter()
+        .find(|p| p["name"] == "grpc")
+        .expect("a port named grpc");
+    assert_eq!(grpc["appProtocol"], "grpc");
+    assert!(
+        seq(&svc["spec"]["ports"])
+            .iter()
+            .any(|p| p["targetPort"] == admin_port),
+        "no Service port for /metrics"
+    );
+    let pdb = kind_named(&docs, "PodDisruptionBudget", "plangate");
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels);
+}
+
+#[test]
+fn no_manifest_mounts_with_subpath() {
+    // The kubelet never updates a subPath mount: a ConfigMap edit would never reach plangate.
+    for (f, v) in documents(&deploy()) {
+        let text = serde_yaml_ng::to_string(&v).unwrap();
+        assert!(!text.contains("subPath"), "{} uses subPath", f.display());
+    }
+}
+
+#[test]
+fn the_example_plans_and_keys_are_a_valid_configuration() {
+    let docs = documents(&deploy().join("kubernetes"));
+    let plans =
+        s(&kind_named(&docs, "ConfigMap", "plangate-plans")["data"]["plans.yaml"]).to_owned();
+    let keys =
+        s(&kind_named(&docs, "Secret", "plangate-keys")["stringData"]["keys.csv"]).to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keys.csv"), keys).unwrap();
+    let plans = plans.replace(
+        "/etc/plangate-keys/keys.csv",
+        &dir.path().join("keys.csv").display().to_string(),
+    );
+    std::fs::write(dir.path().join("plans.yaml"), &plans).unwrap();
+    let c = plangate::config::load_file(&dir.path().join("plans.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.snapshot.keys.len(), 1);
+    assert!(
+        !c.snapshot.domains.is_empty(),
+        "the example names stages by host, for Istio"
+    );
+}
+
+#[test]
+fn redis_component_runs_two_replicas_on_redis() {
+    let dir = deploy().join("kubernetes/components/redis");
+    let k: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(k["kind"], "Component");
+    for r in seq(&k["resources"]) {
+        assert!(dir.join(s(r)).is_file());
+    }
+    // The JSON patches on plangate's Deployment.
+    let ops: Vec<Value> = seq(&k["patches"])
+        .iter()
+        .filter(|p| p["target"]["kind"] == "Deployment")
+        .flat_map(|p| serde_yaml_ng::from_str::<Vec<Value>>(s(&p["patch"])).unwrap())
+        .collect();
+    let op = |path: &str| {
+        ops.iter()
+            .find(|o| o["path"] == path)
+            .unwrap_or_else(|| panic!("no patch of {path}"))
+    };
+    assert!(op("/spec/replicas")["value"].as_u64() >= Some(2));
+    let store = op("/spec/template/spec/containers/0/args/-");
+    assert_eq!(store["op"], "add");
+    assert!(s(&store["value"]).starts_with("--store=redis://redis."));
+    let docs = documents(&dir);
+    kind_named(&docs, "Deployment", "redis");
+    let svc = kind_named(&docs, "Service", "redis");
+    assert_eq!(seq(&svc["spec"]["ports"])[0]["port"], 6379);
+    let m = deploy().join("kubernetes/components/monitoring");
+    let docs = documents(&m);
+    kind_named(&docs, "ServiceMonitor", "plangate");
+    kind_named(&docs, "PrometheusRule", "plangate");
+}
+
+/// The Service's in-cluster name and gRPC port.
+fn plangate_service() -> (String, u64) {
+    let docs = documents(&deploy().join("kubernetes"));
+    let ns = s(&kind_named(&docs, "Namespace", "plangate")["metadata"]["name"]).to_owned();
+    let svc = kind_named(&docs, "Service", "plangate");
+    let port = seq(&svc["spec"]["ports"])
+        .iter()
+        .find(|p| p["name"] == "grpc")
+        .and_then(|p| p["port"].as_u64())
+        .unwrap();
+    (format!("plangate.{ns}.svc.cluster.local"), port)
+}
+
+#[test]
+fn istio_resources_agree_with_each_other_and_the_service() {
+    let docs = documents(&deploy().join("istio"));
+    let (host, port) = plangate_service();
+    let mesh = docs
+        .iter()
+        .map(|(_, v)| v)
+        .find(|v| v["kind"] == "IstioOperator")
+        .unwrap();
+    let provider = seq(&mesh["spec"]["meshConfig"]["extensionProviders"])
+        .iter()
+        .find(|p| !p["envoyExtAuthzGrpc"].is_null())
+        .expect("an envoyExtAuthzGrpc provider");
+    assert_eq!(s(&provider["envoyExtAuthzGrpc"]["service"]), host);
+    assert_eq!(provider["envoyExtAuthzGrpc"]["port"].as_u64(), Some(port));
+    assert_eq!(provider["envoyExtAuthzGrpc"]["failOpen"], false);
+    let policy = docs
+        .iter()
+        .map(|(_, v)| v)
+        .find(|v| v["kind"] == "AuthorizationPolicy")
+        .unwrap();
+    assert_eq!(policy["spec"]["action"], "CUSTOM");
+    assert_eq!(policy["spec"]["provider"]["name"], provider["name"]);
+
+    let ef = docs
+        .iter()
+        .map(|(_, v)| v)
+        .find(|v| v["kind"] == "EnvoyFilter")
+        .unwrap();
+    let patches = seq(&ef["spec"]["configPatches"]);
+    let patch = |to: &str| {
+        patches
+            .iter()
+            .find(|p| p["applyTo"] == to)
+            .unwrap_or_else(|| panic!("no {to} patch"))
+    };
+    let filter = patch("HTTP_FILTER");
+    assert_eq!(filter["patch"]["operation"], "INSERT_BEFORE");
+    assert_eq!(
+        filter["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+        "envoy.filters.http.router"
+    );
+    let cluster = &patch("CLUSTER")["patch"]["value"];
+    let rls = &filter["patch"]["value"]["typed_config"];
+    assert_eq!(
+        rls["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"],
+        cluster["name"]
+    );
+    assert_eq!(rls["domain"], "plangate", "plangate's default RLS domain");
+    let address = &seq(&seq(&cluster["load_assignment"]["endpoints"])[0]["lb_endpoints"])[0]["endpoint"]
+        ["address"]["socket_address"];
+    assert_eq!(s(&address["address"]), host);
+    assert_eq!(address["port_value"].as_u64(), Some(port));
+    // Descriptors from request headers only, with plangate's default entry keys.
+    let vh = patch("VIRTUAL_HOST");
+    assert_eq!(vh["patch"]["operation"], "MERGE");
+    let actions = seq(&seq(&vh["patch"]["value"]["rate_limits"])[0]["actions"]);
+    let keys: Vec<&str> = actions
+        .iter()
+        .map(|a| s(&a["request_headers"]["descriptor_key"]))
+        .collect();
+    assert_eq!(keys, ["host", "api_key", "method", "path"]);
+    assert!(actions.iter().all(|a| !a["request_headers"].is_null()));
+    let key_action = actions
+        .iter()
+        .find(|a| a["request_headers"]["descriptor_key"] == "api_key")
+        .unwrap();
+    assert_eq!(key_action["request_headers"]["skip_if_absent"], true);
+}
+
+/// The Envoy config the EnvoyFilter's patches produce on a minimal sidecar listener, as istiod
+/// applies them: the filter inserted before the router, the cluster added, the virtual host
+/// merged.
+fn assembled_ratelimit_config() -> Value {
+    let docs = documents(&deploy().join("istio"));
+    let ef = docs
+        .iter()
+        .map(|(_, v)| v)
+        .find(|v| v["kind"] == "EnvoyFilter")
+        .unwrap();
+    let patch = |to: &str| {
+        seq(&ef["spec"]["configPatches"])
+            .iter()
+            .find(|p| p["applyTo"] == to)
+            .map(|p| p["patch"]["value"].clone())
+            .unwrap()
+    };
+    let mut base: Value = serde_yaml_ng::from_str(
+        r#"
+static_resources:
+  listeners:
+    - name: virtualInbound
+      address: { socket_address: { address: 127.0.0.1, port_value: 15006 } }
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: inbound_0.0.0.0_8080
+                route_config:
+                  name: inbound|8080||
+                  virtual_hosts:
+                    - name: inbound|http|8080
+                      domains: ["*"]
+                      routes: [{ match: { prefix: "/" }, route: { cluster: "inbound|8080||" } }]
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+    - name: inbound|8080||
+      type: STATIC
+      load_assignment:
+        cluster_name: inbound|8080||
+        endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8080 } } } }] }]
+"#,
+    )
+    .unwrap();
+    let hcm = &mut base["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let filters = hcm["http_filters"].as_sequence_mut().unwrap();
+    let router = filters
+        .iter()
+        .position(|f| f["name"] == "envoy.filters.http.router")
+        .unwrap();
+    filters.insert(router, patch("HTTP_FILTER"));
+    let vh = hcm["route_config"]["virtual_hosts"][0]
+        .as_mapping_mut()
+        .unwrap();
+    for (k, v) in patch("VIRTUAL_HOST").as_mapping().unwrap() {
+        vh.insert(k.clone(), v.clone());
+    }
+    base["static_resources"]["clusters"]
+        .as_sequence_mut()
+        .unwrap()
+        .push(patch("CLUSTER"));
+    base
+}
+
+#[test]
+fn the_envoyfilter_patches_make_a_config_real_envoy_accepts() {
+    let config = assembled_ratelimit_config();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("assembled.yaml");
+    std::fs::write(&path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    let out = Command::new(common::envoy_bin())
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "envoy refused the assembled config:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        serde_yaml_ng::to_string(&config).unwrap()
+    );
+}
+
+#[test]
+fn the_istio_shaped_e2e_config_runs_what_the_envoyfilter_ships() {
+    // tests/e2e_istio.rs runs envoy/istio/ratelimit.yaml: its filter and descriptors must be the
+    // EnvoyFilter's (only the cluster's address differs: loopback there).
+    let assembled = assembled_ratelimit_config();
+    let e2e: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(common::root().join("envoy/istio/ratelimit.yaml")).unwrap(),
+    )
+    .unwrap();
+    let hcm = |v: &Value| {
+        v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            .clone()
+    };
+    let (a, b) = (hcm(&assembled), hcm(&e2e));
+    let rls = |h: &Value| {
+        seq(&h["http_filters"])
+            .iter()
+            .find(|f| f["name"] == "envoy.filters.http.ratelimit")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(rls(&a), rls(&b));
+    assert_eq!(
+        a["route_config"]["virtual_hosts"][0]["rate_limits"],
+        b["route_config"]["virtual_hosts"][0]["rate_limits"]
+    );
+    let names = |v: &Value| -> Vec<String> {
+        seq(&v["static_resources"]["clusters"])
+            .iter()
+            .map(|c| s(&c["name"]).to_owned())
+            .collect()
+    };
+    assert!(names(&e2e).contains(&"plangate-ratelimit".to_owned()));
+    assert!(names(&assembled).contains(&"plangate-ratelimit".to_owned()));
+}
