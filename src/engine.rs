@@ -19,7 +19,7 @@ use crate::limit::{LimitKey, LimitRef, LimitSpec, LimitState, Period};
 use crate::snapshot::{
     HostMatch, MAX_KEY_BYTES, MethodMatch, Snapshot, Stage, Throttle, UnknownMethods, hash_key,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{Charge, Store, StoreError};
 
 pub mod explain;
 
@@ -320,15 +320,32 @@ impl Engine {
     /// Decides `req` at `now` against `snap` (a caller that read the snapshot already, e.g. for
     /// the key source, decides with that same snapshot across a reload).
     pub async fn decide_in(&self, snap: &Snapshot, req: &Request<'_>, now: Nanos) -> Decision {
-        let mut planned = match plan(snap, req, now, self.usage_retention_days) {
+        let planned = match plan(snap, req, now, self.usage_retention_days) {
             Ok(p) => p,
             Err(d) => return d,
         };
-        match self
+        let charge = self
             .store
             .check_and_charge(&planned.refs, req.hits, now)
-            .await
-        {
+            .await;
+        self.settle(planned, charge)
+    }
+
+    /// The decision `decide_in` would make for `req` at `now` against `snap` — for `req.hits`
+    /// units, 0 meaning 1 — on the same counters, charging nothing (`plangate check`, the
+    /// management API's Explain).
+    pub async fn explain_in(&self, snap: &Snapshot, req: &Request<'_>, now: Nanos) -> Decision {
+        let planned = match plan(snap, req, now, self.usage_retention_days) {
+            Ok(p) => p,
+            Err(d) => return d,
+        };
+        let charge = self.store.check(&planned.refs, req.hits.max(1), now).await;
+        self.settle(planned, charge)
+    }
+
+    /// The decision from the store's answer, or from the failure policy when the store failed.
+    fn settle(&self, mut planned: Planned, charge: Result<Charge, StoreError>) -> Decision {
+        match charge {
             Ok(charge) => {
                 planned.finish(&charge.states, charge.admitted);
                 planned.decision

@@ -8,7 +8,9 @@
 //! Layers, each importing only those below it:
 //!
 //! ```text
-//! server, admin, reload        serve: listeners, admin HTTP API, hot reload
+//! server                       serve: listeners, wiring
+//! management                   the typed gRPC management API (proto/plangate/v1)
+//! admin, reload                admin HTTP API, hot reload
 //! grpc, usage, metrics         the wire; usage reports; Prometheus
 //! engine                       the decision in AWS order
 //! config                       file → compile → snapshot
@@ -26,6 +28,7 @@ pub mod config;
 pub mod engine;
 pub mod grpc;
 pub mod limit;
+pub mod management;
 pub mod metrics;
 pub mod reload;
 pub mod server;

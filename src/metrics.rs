@@ -1,13 +1,39 @@
 //! Prometheus metrics on an explicit registry (no global state: each server, and each test, has
 //! its own). Labels are bounded by the configuration — api, stage, plan, outcome — never a key.
+//!
+//! Also the decision tap: every decision, as a [`Watched`] record, to whoever watches (the
+//! management API's WatchDecisions). Nothing is built or sent while nobody watches, and a slow
+//! watcher loses records rather than slowing decisions (a bounded broadcast channel).
 
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
 
-use crate::engine::Decision;
+use std::sync::Arc;
+
+use crate::clock::Nanos;
+use crate::engine::{Decision, DenyReason, LimitKind, Outcome};
 use crate::snapshot::Snapshot;
+
+/// Records the tap holds for a watcher that falls behind; older ones are dropped (and counted
+/// by the watcher).
+const TAP_CAPACITY: usize = 4096;
+
+/// One decision, as a watcher sees it: no key value, the key by its id.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub time: Nanos,
+    pub service: Service,
+    pub outcome: Outcome,
+    pub reason: Option<DenyReason>,
+    pub decided_by: Option<LimitKind>,
+    pub api: Option<Arc<str>>,
+    pub stage: Option<Arc<str>>,
+    pub method: Option<Arc<str>>,
+    pub key_id: Option<Arc<str>>,
+    pub plan_id: Option<Arc<str>>,
+}
 
 /// Every metric plangate exports. Fields are private: each event has one method, so that a
 /// metric is updated in one way only.
@@ -22,6 +48,7 @@ pub struct Metrics {
     usage_plans: IntGauge,
     store_errors: IntCounter,
     rls_unknown_domain: IntCounter,
+    tap: tokio::sync::broadcast::Sender<Arc<Watched>>,
 }
 
 /// Which gRPC service decided.
@@ -115,6 +142,7 @@ impl Metrics {
         config_reloads.with_label_values(&["success"]);
         config_reloads.with_label_values(&["error"]);
         Metrics {
+            tap: tokio::sync::broadcast::channel(TAP_CAPACITY).0,
             registry,
             decisions,
             decision_duration,
@@ -128,8 +156,24 @@ impl Metrics {
         }
     }
 
-    /// Records one decision and how long it took.
-    pub fn decided(&self, service: Service, d: &Decision, seconds: f64) {
+    /// Records one decision, made at `now`, and how long it took; and hands it to watchers, if
+    /// any.
+    pub fn decided(&self, service: Service, d: &Decision, seconds: f64, now: Nanos) {
+        if self.tap.receiver_count() > 0 {
+            // A send fails only when the last watcher has just gone: nothing to do then.
+            let _ = self.tap.send(Arc::new(Watched {
+                time: now,
+                service,
+                outcome: d.outcome,
+                reason: d.reason,
+                decided_by: d.decided_by,
+                api: d.api.clone(),
+                stage: d.stage.clone(),
+                method: d.method.clone(),
+                key_id: d.key_id.clone(),
+                plan_id: d.plan_id.clone(),
+            }));
+        }
         self.decisions
             .with_label_values(&[
                 service.as_str(),
@@ -173,6 +217,11 @@ impl Metrics {
         self.api_keys.set(snap.keys.len() as i64);
         self.usage_plans.set(snap.plans.len() as i64);
         self.config_last_success.set(unix_seconds);
+    }
+
+    /// A new watcher of decisions: every decision from now on, while it keeps up.
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<Arc<Watched>> {
+        self.tap.subscribe()
     }
 
     /// The Prometheus text exposition of every metric.

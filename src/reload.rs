@@ -91,6 +91,11 @@ impl Reloader {
         }
     }
 
+    /// The fingerprint of the files the configuration in force was built from.
+    pub async fn fingerprint(&self) -> Fingerprint {
+        self.state.lock().await.fingerprint
+    }
+
     /// Reloads now (SIGHUP, the admin API). `trigger` is for the log.
     pub async fn reload(&self, trigger: &str) -> Result<Reloaded, ConfigErrors> {
         self.reload_inner(trigger, false).await

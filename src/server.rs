@@ -16,6 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigErrors;
 use crate::engine::{Engine, FailurePolicy};
 use crate::grpc::{AuthzService, RlsService};
+use crate::management;
 use crate::metrics::Metrics;
 use crate::reload::{self, Reloader};
 use crate::store::{self, Store, StoreError, StoreOptions};
@@ -67,6 +68,8 @@ pub enum ServeError {
     Watch(#[from] notify::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// The gRPC service name of ext_authz, as gRPC health reports it.
@@ -122,12 +125,17 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 
     let grpc = bind(opts.grpc_addr).await?;
     let admin_listener = bind(opts.admin_addr).await?;
+    let token: Option<Arc<str>> = opts.admin_token.as_deref().map(Arc::from);
+    let management =
+        management::ManagementService::new(engine.clone(), metrics.clone(), Some(reloader.clone()));
+    // One port, two protocols: the HTTP admin API and the gRPC management API (HTTP/2).
     let admin_router = admin::router(AdminState {
         engine: engine.clone(),
         metrics: metrics.clone(),
         reloader: Some(reloader.clone()),
-        token: opts.admin_token.as_deref().map(Arc::from),
-    });
+        token: token.clone(),
+    })
+    .merge(management::routes(management, token).await?);
     tracing::info!(addr = %opts.admin_addr, "admin HTTP listening");
     let admin_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(admin_listener, admin_router).await {
@@ -214,8 +222,16 @@ pub async fn run(
             stopping.notify_one();
         }
     };
+    // Reflection lists what has descriptors: gRPC health. (envoy-types ships the Envoy services'
+    // generated code but not their descriptors; clients of those know the Envoy protos anyway.)
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .add_service(AuthorizationServer::new(AuthzService::new(
             engine.clone(),
             metrics.clone(),

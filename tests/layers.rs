@@ -25,7 +25,8 @@ const RANKS: &[(&str, u32)] = &[
     ("grpc", 6),
     ("reload", 6),
     ("admin", 7),
-    ("server", 8),
+    ("management", 8),
+    ("server", 9),
 ];
 
 fn src() -> PathBuf {

@@ -262,6 +262,32 @@ async fn redis() -> Subject {
     }
 }
 
+/// `check` answers for N units as `check_and_charge` would, and charges nothing.
+async fn check_answers_for_n_units_and_charges_nothing(store: &dyn Store) {
+    let limits = [bucket("n", 1, 5), quota("n", 4, 0, 100 * SEC)];
+    for _ in 0..3 {
+        let c = store.check(&limits, 4, SEC).await.unwrap();
+        assert!(c.admitted);
+        assert_eq!((c.states[0].remaining, c.states[1].remaining), (5, 4));
+    }
+    // Five units: the quota (4) refuses; a charge of five would too.
+    let c = store.check(&limits, 5, SEC).await.unwrap();
+    assert!(!c.admitted);
+    assert!(c.states[0].admitted && !c.states[1].admitted);
+    assert!(
+        !store
+            .check_and_charge(&limits, 5, SEC)
+            .await
+            .unwrap()
+            .admitted
+    );
+    // Nothing was charged: four units still go through, once.
+    let c = store.check_and_charge(&limits, 4, SEC).await.unwrap();
+    assert!(c.admitted);
+    assert_eq!((c.states[0].remaining, c.states[1].remaining), (1, 0));
+    assert!(!store.check(&limits, 1, SEC).await.unwrap().admitted);
+}
+
 macro_rules! store_suite {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -274,6 +300,10 @@ macro_rules! store_suite {
             #[tokio::test]
             async fn probe_charges_nothing() {
                 super::probe_charges_nothing(&*$make.store).await;
+            }
+            #[tokio::test]
+            async fn check_answers_for_n_units_and_charges_nothing() {
+                super::check_answers_for_n_units_and_charges_nothing(&*$make.store).await;
             }
             #[tokio::test]
             async fn windows_are_separate_counters() {

@@ -17,7 +17,7 @@ pub(crate) async fn decide(
 ) -> Decision {
     let watch = Stopwatch::start();
     let d = engine.decide_in(snap, req, now).await;
-    metrics.decided(service, &d, watch.seconds());
+    metrics.decided(service, &d, watch.seconds(), now);
     if let Some(e) = &d.store_error {
         metrics.store_failed();
         tracing::warn!(

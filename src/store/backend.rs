@@ -38,6 +38,11 @@ pub trait Store: Send + Sync {
         now: Nanos,
     ) -> Result<Charge, StoreError>;
 
+    /// Checks every limit at `now` for `need` units (at least 1) and charges nothing: what
+    /// [`Store::check_and_charge`] would answer for `need` hits (`plangate check`, Explain).
+    async fn check(&self, limits: &[LimitRef], need: u64, now: Nanos)
+    -> Result<Charge, StoreError>;
+
     /// Whether the store is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())

@@ -93,7 +93,16 @@ impl MemoryStore {
 
     /// The synchronous core of [`Store::check_and_charge`].
     pub fn check_and_charge_now(&self, limits: &[LimitRef], hits: u64, now: Nanos) -> Charge {
-        let need = hits.max(1);
+        self.run(limits, hits, hits.max(1), now)
+    }
+
+    /// The synchronous core of [`Store::check`].
+    pub fn check_now(&self, limits: &[LimitRef], need: u64, now: Nanos) -> Charge {
+        self.run(limits, 0, need.max(1), now)
+    }
+
+    /// Checks `need` units of every limit; if all admit and `hits > 0`, charges `hits`.
+    fn run(&self, limits: &[LimitRef], hits: u64, need: u64, now: Nanos) -> Charge {
         // The levels found, kept for the charge: on the stack for the usual handful of limits
         // (a request has at most six), which saves an allocation per decision.
         let mut on_stack = [0u128; STACK_LIMITS];
@@ -214,6 +223,15 @@ impl Store for MemoryStore {
         now: Nanos,
     ) -> Result<Charge, StoreError> {
         Ok(self.check_and_charge_now(limits, hits, now))
+    }
+
+    async fn check(
+        &self,
+        limits: &[LimitRef],
+        need: u64,
+        now: Nanos,
+    ) -> Result<Charge, StoreError> {
+        Ok(self.check_now(limits, need, now))
     }
 
     async fn usage(&self, plan: &str, from: Nanos, to: Nanos) -> Result<Vec<UsageRow>, StoreError> {

@@ -153,18 +153,25 @@ impl RedisStore {
     }
 }
 
-#[async_trait]
-impl Store for RedisStore {
-    async fn check_and_charge(
+impl RedisStore {
+    /// One run of the script: check `need` units of every limit, and charge `hits` if all admit
+    /// and `hits > 0` (the script takes a dry run as negative hits).
+    async fn run(
         &self,
         limits: &[LimitRef],
         hits: u64,
+        need: u64,
         now: Nanos,
     ) -> Result<Charge, StoreError> {
+        let hits_arg: i128 = if hits > 0 {
+            i128::from(hits)
+        } else {
+            -i128::from(need.max(1))
+        };
         let mut inv = self.script.prepare_invoke();
         inv.arg(now.div_euclid(NANOS_PER_SEC))
             .arg(now.rem_euclid(NANOS_PER_SEC))
-            .arg(hits)
+            .arg(hits_arg.to_string())
             .arg(TTL_SLACK_MS);
         let mut params = Vec::with_capacity(limits.len());
         for l in limits {
@@ -206,7 +213,7 @@ impl Store for RedisStore {
             ));
         }
         let admitted = reply[0] == 1;
-        let need = hits.max(1);
+        let need = need.max(1);
         let mut states = Vec::with_capacity(limits.len());
         for ((l, &raw), scale) in limits.iter().zip(&reply[1..]).zip(params) {
             // The level before this request, back in the memory store's units.
@@ -222,6 +229,27 @@ impl Store for RedisStore {
             });
         }
         Ok(Charge { admitted, states })
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn check_and_charge(
+        &self,
+        limits: &[LimitRef],
+        hits: u64,
+        now: Nanos,
+    ) -> Result<Charge, StoreError> {
+        self.run(limits, hits, hits.max(1), now).await
+    }
+
+    async fn check(
+        &self,
+        limits: &[LimitRef],
+        need: u64,
+        now: Nanos,
+    ) -> Result<Charge, StoreError> {
+        self.run(limits, 0, need, now).await
     }
 
     async fn usage(&self, plan: &str, from: Nanos, to: Nanos) -> Result<Vec<UsageRow>, StoreError> {

@@ -6,7 +6,8 @@
 --  * each bucket counts in its own unit, 1/D token, chosen by plangate so that the refill per
 --    nanosecond is a whole number (see store/redis.rs); levels never exceed the capacity.
 --
--- ARGV[3] = hits (0: check one unit, charge nothing), ARGV[4] = TTL slack in ms.
+-- ARGV[3] = hits (0: check one unit, charge nothing; -N: check N units, charge nothing),
+-- ARGV[4] = TTL slack in ms.
 -- Then 5 ARGV per limit, in KEYS order:
 --   bucket: "b", unit (D), refill per ns, capacity (burst × D), unused
 --   quota:  "q", limit, ms from now to the window's end, unused, unused
@@ -20,6 +21,7 @@ local hits = tonumber(ARGV[3])
 local slack = tonumber(ARGV[4])
 local need = hits
 if need == 0 then need = 1 end
+if need < 0 then need = -need end
 
 -- Lua 5.1 turns numbers into strings with 14 significant digits: format integers explicitly.
 local function int(x) return string.format("%.0f", x) end

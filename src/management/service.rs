@@ -1,0 +1,420 @@
+//! The `plangate.v1.Management` service over the engine, the metrics' decision tap and the
+//! reloader. Every answer is built from the same functions as the HTTP admin API and the CLI:
+//! Explain is `Engine::explain_in`, usage is `crate::usage`, the configuration is
+//! `admin::redacted`.
+
+use std::sync::Arc;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::pb;
+use super::pb::management_server::Management;
+use crate::admin;
+use crate::clock::{NANOS_PER_SEC, Nanos};
+use crate::engine::{Decision, Engine, LimitConfig, Outcome};
+use crate::metrics::{Metrics, Watched};
+use crate::reload::{Reloaded, Reloader};
+use crate::usage::{self, UsageError};
+
+/// Decisions a watcher's stream buffers before it loses them.
+const WATCH_BUFFER: usize = 256;
+
+/// The management API.
+pub struct ManagementService {
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    /// `None` when plangate was not started from a file (tests): Reload is then unavailable.
+    reloader: Option<Arc<Reloader>>,
+}
+
+impl ManagementService {
+    pub fn new(
+        engine: Arc<Engine>,
+        metrics: Arc<Metrics>,
+        reloader: Option<Arc<Reloader>>,
+    ) -> Self {
+        ManagementService {
+            engine,
+            metrics,
+            reloader,
+        }
+    }
+}
+
+fn timestamp(t: Nanos) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.div_euclid(NANOS_PER_SEC),
+        nanos: i32::try_from(t.rem_euclid(NANOS_PER_SEC)).unwrap_or(0),
+    }
+}
+
+fn duration(ns: Nanos) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: ns.div_euclid(NANOS_PER_SEC),
+        nanos: i32::try_from(ns.rem_euclid(NANOS_PER_SEC)).unwrap_or(0),
+    }
+}
+
+/// The wire form of an outcome.
+pub fn outcome(o: Outcome) -> pb::Outcome {
+    match o {
+        Outcome::Admitted => pb::Outcome::Admitted,
+        Outcome::Forbidden => pb::Outcome::Forbidden,
+        Outcome::MissingAuthenticationToken => pb::Outcome::MissingAuthenticationToken,
+        Outcome::Throttled => pb::Outcome::Throttled,
+        Outcome::QuotaExceeded => pb::Outcome::QuotaExceeded,
+        Outcome::Unavailable => pb::Outcome::Unavailable,
+    }
+}
+
+fn opt(s: &Option<Arc<str>>) -> String {
+    s.as_deref().unwrap_or("").to_owned()
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn explained(d: &Decision) -> pb::ExplainResponse {
+    pb::ExplainResponse {
+        outcome: outcome(d.outcome) as i32,
+        outcome_name: d.outcome.as_str().to_owned(),
+        reason: d.reason.map_or("", |r| r.as_str()).to_owned(),
+        decided_by: d.decided_by.map_or("", |k| k.as_str()).to_owned(),
+        api: opt(&d.api),
+        stage: opt(&d.stage),
+        method: opt(&d.method),
+        api_key_id: opt(&d.key_id),
+        usage_plan_id: opt(&d.plan_id),
+        customer_id: opt(&d.customer_id),
+        limits: d
+            .limits
+            .iter()
+            .map(|l| pb::LimitReport {
+                limit: l.kind.as_str().to_owned(),
+                admitted: l.state.admitted,
+                remaining: l.state.remaining,
+                reset_after: l.state.reset_after.map(duration),
+                retry_after: if l.state.admitted {
+                    None
+                } else {
+                    l.state.retry_after.map(duration)
+                },
+                config: Some(match l.config {
+                    LimitConfig::Throttle { rate, burst } => {
+                        pb::limit_report::Config::Throttle(pb::Throttle { rate, burst })
+                    }
+                    LimitConfig::Quota {
+                        limit,
+                        period,
+                        window_start,
+                        window_end,
+                    } => pb::limit_report::Config::Quota(pb::QuotaPeriod {
+                        limit,
+                        period: period.as_str().to_owned(),
+                        period_start: Some(timestamp(window_start)),
+                        period_end: Some(timestamp(window_end)),
+                    }),
+                }),
+            })
+            .collect(),
+        retry_after_seconds: d.retry_after_secs,
+    }
+}
+
+fn usage_status(e: UsageError) -> Status {
+    match &e {
+        UsageError::UnknownPlan(_)
+        | UsageError::UnknownKey(_)
+        | UsageError::KeyNotInPlan { .. } => Status::not_found(e.to_string()),
+        UsageError::NoQuota(_) => Status::failed_precondition(e.to_string()),
+        UsageError::BadRequest(_) => Status::invalid_argument(e.to_string()),
+        UsageError::Store(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+/// A page token: an opaque form of the position to resume at.
+fn token(position: &str) -> String {
+    hex::encode(position)
+}
+
+fn position(token: &str) -> Result<String, Status> {
+    hex::decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| Status::invalid_argument("page_token is not one this server gave"))
+}
+
+fn page_size(asked: u32, default: u32, max: u32) -> usize {
+    (if asked == 0 { default } else { asked.min(max) }) as usize
+}
+
+fn watched(w: &Watched, dropped: u64) -> pb::DecisionEvent {
+    pb::DecisionEvent {
+        time: Some(timestamp(w.time)),
+        service: w.service.as_str().to_owned(),
+        outcome: outcome(w.outcome) as i32,
+        reason: w.reason.map_or("", |r| r.as_str()).to_owned(),
+        decided_by: w.decided_by.map_or("", |k| k.as_str()).to_owned(),
+        api: opt(&w.api),
+        stage: opt(&w.stage),
+        method: opt(&w.method),
+        api_key_id: opt(&w.key_id),
+        usage_plan_id: opt(&w.plan_id),
+        dropped,
+    }
+}
+
+#[tonic::async_trait]
+impl Management for ManagementService {
+    async fn explain(
+        &self,
+        request: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let r = request.into_inner();
+        if r.method.is_empty() || !r.path.starts_with('/') {
+            return Err(Status::invalid_argument(
+                "method and path (starting with /) are required",
+            ));
+        }
+        let now = match r.at {
+            Some(t) => t
+                .seconds
+                .checked_mul(NANOS_PER_SEC)
+                .and_then(|s| s.checked_add(i64::from(t.nanos)))
+                .ok_or_else(|| Status::invalid_argument("`at` is out of range"))?,
+            None => self.engine.clock().now(),
+        };
+        let req = crate::engine::Request::new(&r.method, &r.path, non_empty(&r.api_key), r.hits)
+            .stage(non_empty(&r.api), non_empty(&r.stage))
+            .host(non_empty(&r.host));
+        let snap = self.engine.snapshot();
+        let d = self.engine.explain_in(&snap, &req, now).await;
+        Ok(Response::new(explained(&d)))
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::GetUsageResponse>, Status> {
+        let r = request.into_inner();
+        let start = usage::parse_date(&r.start_date).map_err(usage_status)?;
+        let end = usage::parse_date(&r.end_date).map_err(usage_status)?;
+        let report = usage::report(
+            &self.engine,
+            &r.usage_plan_id,
+            start,
+            end,
+            non_empty(&r.key_id),
+        )
+        .await
+        .map_err(usage_status)?;
+        // Pages of keys, in key order; a page resumes after the last key of the previous one.
+        let after = match r.page_token.as_str() {
+            "" => None,
+            t => Some(position(t)?),
+        };
+        let size = page_size(r.page_size, 25, 500);
+        let mut keys = report
+            .items
+            .iter()
+            .filter(|(k, _)| after.as_deref().is_none_or(|a| k.as_str() > a));
+        let mut items = std::collections::HashMap::new();
+        let mut last = None;
+        for (key, days) in keys.by_ref().take(size) {
+            last = Some(key.clone());
+            let days = days
+                .iter()
+                .map(|(used, remaining)| pb::UsageDay {
+                    used: *used,
+                    remaining: *remaining,
+                })
+                .collect();
+            items.insert(key.clone(), pb::DailyUsage { days });
+        }
+        let next_page_token = match (keys.next(), last) {
+            (Some(_), Some(last)) => token(&last),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::GetUsageResponse {
+            usage_plan_id: report.usage_plan_id,
+            start_date: report.start_date,
+            end_date: report.end_date,
+            items,
+            next_page_token,
+        }))
+    }
+
+    async fn update_usage(
+        &self,
+        request: Request<pb::UpdateUsageRequest>,
+    ) -> Result<Response<pb::KeyUsage>, Status> {
+        let r = request.into_inner();
+        let now = self.engine.clock().now();
+        let c = usage::update(&self.engine, &r.usage_plan_id, &r.key_id, r.remaining, now)
+            .await
+            .map_err(usage_status)?;
+        tracing::info!(plan = %r.usage_plan_id, key_id = %r.key_id, remaining = r.remaining, "usage updated (gRPC)");
+        let window = |s: &str| crate::clock::parse_rfc3339(s).ok().map(timestamp);
+        Ok(Response::new(pb::KeyUsage {
+            period_start: window(&c.period_start),
+            period_end: window(&c.period_end),
+            usage_plan_id: c.usage_plan_id,
+            key_id: c.key_id,
+            limit: c.limit,
+            used: c.used,
+            remaining: c.remaining,
+            period: c.period.to_owned(),
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let r = request.into_inner();
+        let snap = self.engine.snapshot();
+        let start: usize = match r.page_token.as_str() {
+            "" => 0,
+            t => position(t)?
+                .parse()
+                .map_err(|_| Status::invalid_argument("page_token is not one this server gave"))?,
+        };
+        let size = page_size(r.page_size, 100, 1000);
+        let api_keys = snap
+            .keys
+            .iter()
+            .skip(start)
+            .take(size)
+            .map(|k| pb::ApiKey {
+                id: k.id.to_string(),
+                name: k.name.as_deref().unwrap_or("").to_owned(),
+                customer_id: k.customer_id.as_deref().unwrap_or("").to_owned(),
+                enabled: k.enabled,
+                usage_plan_ids: k
+                    .plans
+                    .iter()
+                    .map(|&p| snap.plans[p as usize].id.to_string())
+                    .collect(),
+            })
+            .collect::<Vec<_>>();
+        let next = start + api_keys.len();
+        Ok(Response::new(pb::ListApiKeysResponse {
+            api_keys,
+            next_page_token: if next < snap.keys.len() {
+                token(&next.to_string())
+            } else {
+                String::new()
+            },
+        }))
+    }
+
+    async fn get_config(
+        &self,
+        _: Request<pb::GetConfigRequest>,
+    ) -> Result<Response<pb::Config>, Status> {
+        let snap = self.engine.snapshot();
+        let fingerprint = match &self.reloader {
+            Some(r) => hex::encode(r.fingerprint().await),
+            None => String::new(),
+        };
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(Response::new(pb::Config {
+            generation: snap.generation,
+            source_fingerprint: fingerprint,
+            apis: count(snap.apis.len()),
+            stages: count(snap.stage_names.len()),
+            usage_plans: count(snap.plans.len()),
+            api_keys: count(snap.keys.len()),
+            domain_names: count(snap.domains.list().len()),
+            redacted_json: admin::redacted(&snap).to_string(),
+        }))
+    }
+
+    async fn reload(
+        &self,
+        _: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        use pb::reload_response::Result as R;
+        let Some(reloader) = &self.reloader else {
+            return Err(Status::unimplemented(
+                "not started from a configuration file",
+            ));
+        };
+        let (result, errors) = match reloader.reload("grpc").await {
+            Ok(Reloaded::Swapped { .. }) => (R::Swapped, Vec::new()),
+            Ok(Reloaded::Unchanged) => (R::Unchanged, Vec::new()),
+            Err(errors) => (
+                R::Rejected,
+                errors
+                    .0
+                    .iter()
+                    .map(|e| pb::ConfigError {
+                        file: e
+                            .file
+                            .as_ref()
+                            .map(|f| f.display().to_string())
+                            .unwrap_or_default(),
+                        line: e.at.map_or(0, |a| u32::try_from(a.line).unwrap_or(0)),
+                        column: e.at.map_or(0, |a| u32::try_from(a.col).unwrap_or(0)),
+                        path: e.path.to_string(),
+                        message: e.kind.to_string(),
+                    })
+                    .collect(),
+            ),
+        };
+        Ok(Response::new(pb::ReloadResponse {
+            result: result as i32,
+            generation: self.engine.snapshot().generation,
+            errors,
+        }))
+    }
+
+    type WatchDecisionsStream = ReceiverStream<Result<pb::DecisionEvent, Status>>;
+
+    async fn watch_decisions(
+        &self,
+        request: Request<pb::WatchDecisionsRequest>,
+    ) -> Result<Response<Self::WatchDecisionsStream>, Status> {
+        let r = request.into_inner();
+        let key = non_empty(&r.api_key_id).map(str::to_owned);
+        let want = pb::Outcome::try_from(r.outcome).unwrap_or(pb::Outcome::Unspecified);
+        let mut tap = self.metrics.watch();
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        // A task per watcher between the tap and the stream: it never waits on a slow reader
+        // (a full buffer counts a drop), and ends when the watcher goes.
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            let mut dropped = 0u64;
+            loop {
+                let next = tokio::select! {
+                    next = tap.recv() => next,
+                    // The watcher went away.
+                    () = tx.closed() => break,
+                };
+                let w = match next {
+                    Ok(w) => w,
+                    Err(RecvError::Lagged(n)) => {
+                        dropped += n;
+                        continue;
+                    }
+                    Err(RecvError::Closed) => break,
+                };
+                if key
+                    .as_deref()
+                    .is_some_and(|k| w.key_id.as_deref() != Some(k))
+                    || (want != pb::Outcome::Unspecified && outcome(w.outcome) != want)
+                {
+                    continue;
+                }
+                match tx.try_send(Ok(watched(&w, dropped))) {
+                    Ok(()) => dropped = 0,
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => dropped += 1,
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
