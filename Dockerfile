@@ -1,7 +1,9 @@
 # plangate: build with the Rust toolchain, run on a slim Debian.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
+# build.rs compiles the management API's .proto files (with protox: no protoc needed).
+COPY proto ./proto
 COPY src ./src
 # The manifest declares the criterion benches: cargo refuses to build without their files.
 COPY benches ./benches

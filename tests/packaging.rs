@@ -49,6 +49,10 @@ fn the_image_build_copies_every_file_the_manifest_names() {
     {
         needed.push("build.rs".to_owned());
     }
+    // What build.rs reads.
+    if Path::new(env!("CARGO_MANIFEST_DIR")).join("proto").is_dir() {
+        needed.push("proto".to_owned());
+    }
     for n in &needed {
         assert!(
             copied.contains(n),

@@ -38,8 +38,9 @@ pub trait Store: Send + Sync {
         now: Nanos,
     ) -> Result<Charge, StoreError>;
 
-    /// Checks every limit at `now` for `need` units (at least 1) and charges nothing: what
-    /// [`Store::check_and_charge`] would answer for `need` hits (`plangate check`, Explain).
+    /// Answers exactly what [`Store::check_and_charge`] would for `need` hits (at least 1) —
+    /// when admitted, the states after the charge — and stores nothing (the management API's
+    /// Explain).
     async fn check(&self, limits: &[LimitRef], need: u64, now: Nanos)
     -> Result<Charge, StoreError>;
 

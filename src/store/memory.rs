@@ -93,16 +93,21 @@ impl MemoryStore {
 
     /// The synchronous core of [`Store::check_and_charge`].
     pub fn check_and_charge_now(&self, limits: &[LimitRef], hits: u64, now: Nanos) -> Charge {
-        self.run(limits, hits, hits.max(1), now)
+        match hits {
+            0 => self.run(limits, 1, Mode::Probe, now),
+            hits => self.run(limits, hits, Mode::Charge, now),
+        }
     }
 
     /// The synchronous core of [`Store::check`].
     pub fn check_now(&self, limits: &[LimitRef], need: u64, now: Nanos) -> Charge {
-        self.run(limits, 0, need.max(1), now)
+        self.run(limits, need.max(1), Mode::DryRun, now)
     }
 
-    /// Checks `need` units of every limit; if all admit and `hits > 0`, charges `hits`.
-    fn run(&self, limits: &[LimitRef], hits: u64, need: u64, now: Nanos) -> Charge {
+    /// Checks `units` of every limit; if all admit, charges them (or, in a dry run, reports
+    /// the states a charge would leave, storing nothing).
+    fn run(&self, limits: &[LimitRef], units: u64, mode: Mode, now: Nanos) -> Charge {
+        let need = units;
         // The levels found, kept for the charge: on the stack for the usual handful of limits
         // (a request has at most six), which saves an allocation per decision.
         let mut on_stack = [0u128; STACK_LIMITS];
@@ -130,7 +135,14 @@ impl MemoryStore {
             states.push(state);
             *slot = level;
         }
-        if admitted && hits > 0 {
+        if admitted && mode == Mode::DryRun {
+            for ((limit, &level), state) in limits.iter().zip(levels.iter()).zip(states.iter_mut())
+            {
+                *state = limit.spec.charge(level, units, now).state;
+            }
+        }
+        if admitted && mode == Mode::Charge {
+            let hits = units;
             let persist = self.persistence.is_some();
             for ((limit, &level), state) in limits.iter().zip(levels.iter()).zip(states.iter_mut())
             {
@@ -186,6 +198,17 @@ impl MemoryStore {
             })
             .collect()
     }
+}
+
+/// What a pass over the limits does once all admit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Charge them.
+    Charge,
+    /// Nothing: report the states found (RLS `hits_addend: 0`).
+    Probe,
+    /// Report the states a charge would leave; store nothing.
+    DryRun,
 }
 
 /// Sets a cell, in place when it exists (no key clone, one lookup).

@@ -154,17 +154,19 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// One run of the script: check `need` units of every limit, and charge `hits` if all admit
-    /// and `hits > 0` (the script takes a dry run as negative hits).
+    /// One run of the script: check `need` units of every limit, and if all admit, charge
+    /// them (`charge`), or report the states a charge would leave (`!charge`, a dry run: the
+    /// script takes it as negative hits and stores nothing). `need == 0` is a probe of one unit
+    /// that reports the states found.
     async fn run(
         &self,
         limits: &[LimitRef],
-        hits: u64,
         need: u64,
+        charge: bool,
         now: Nanos,
     ) -> Result<Charge, StoreError> {
-        let hits_arg: i128 = if hits > 0 {
-            i128::from(hits)
+        let hits_arg: i128 = if charge {
+            i128::from(need)
         } else {
             -i128::from(need.max(1))
         };
@@ -213,6 +215,8 @@ impl RedisStore {
             ));
         }
         let admitted = reply[0] == 1;
+        // A probe reports what it found; a charge or a dry run, what the charge leaves.
+        let after = admitted && need > 0;
         let need = need.max(1);
         let mut states = Vec::with_capacity(limits.len());
         for ((l, &raw), scale) in limits.iter().zip(&reply[1..]).zip(params) {
@@ -222,8 +226,8 @@ impl RedisStore {
                 LimitSpec::Bucket(spec) => (raw * scale).min(spec.capacity()),
                 LimitSpec::Quota(_) | LimitSpec::Usage { .. } => raw,
             };
-            states.push(if admitted && hits > 0 {
-                l.spec.charge(level, hits, now).state
+            states.push(if after {
+                l.spec.charge(level, need, now).state
             } else {
                 l.spec.check(level, need, now)
             });
@@ -240,7 +244,8 @@ impl Store for RedisStore {
         hits: u64,
         now: Nanos,
     ) -> Result<Charge, StoreError> {
-        self.run(limits, hits, hits.max(1), now).await
+        // `hits == 0` is a probe: the script checks one unit and charges nothing.
+        self.run(limits, hits, true, now).await
     }
 
     async fn check(
@@ -249,7 +254,7 @@ impl Store for RedisStore {
         need: u64,
         now: Nanos,
     ) -> Result<Charge, StoreError> {
-        self.run(limits, 0, need, now).await
+        self.run(limits, need.max(1), false, now).await
     }
 
     async fn usage(&self, plan: &str, from: Nanos, to: Nanos) -> Result<Vec<UsageRow>, StoreError> {
