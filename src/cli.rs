@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod baseline;
 mod bench;
 mod check;
 mod error;
+mod explain;
 mod hash_key;
 mod out;
 mod runtime;
@@ -28,8 +30,12 @@ pub struct Cli {
 enum Command {
     /// Check a configuration file: exit 0, or print every error and exit 1.
     Validate(validate::Args),
-    /// Explain the decision for a request, limit by limit, as one JSON object per attempt.
+    /// Explain the decision for a request, limit by limit, as one JSON object per attempt (local:
+    /// the file, a fresh store).
     Check(check::Args),
+    /// Explain the decision a running plangate would make for a request, on its live counters,
+    /// charging nothing (the management API's Explain); the same JSON as `check`.
+    Explain(explain::Args),
     /// Serve ext_authz, RLS and gRPC health to Envoy, and the admin HTTP API.
     Serve(Box<serve::Args>),
     /// Print a usage plan's daily usage per key (AWS GetUsage) from a running plangate, as a
@@ -51,6 +57,7 @@ impl Cli {
         let result = match self.command {
             Command::Validate(a) => validate::run(a),
             Command::Check(a) => check::run(a),
+            Command::Explain(a) => explain::run(a),
             Command::Serve(a) => serve::run(*a),
             Command::Usage(a) => usage::run(a),
             Command::Bench(a) => bench::run(a),

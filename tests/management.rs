@@ -460,3 +460,39 @@ async fn usage_is_typed_and_paged() {
         .await;
     assert_eq!(missing.unwrap_err().code(), Code::NotFound);
 }
+
+#[test]
+fn the_explain_command_prints_what_check_prints() {
+    let s = serve();
+    let run = |cmd: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
+            .args(cmd)
+            .args([
+                "--api", "petstore", "--stage", "prod", "--path", "/pets", "--key", OTHER,
+            ])
+            .args(["--at", "2026-11-26T12:00:00Z"])
+            .env("PLANGATE_ADMIN_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let admin = format!("http://127.0.0.1:{}", s.p.admin);
+    let explained = run(&["explain", "--admin", &admin]);
+    let config = s.dir.path().join("plans.yaml");
+    let mut checked = run(&["check", "--config", config.to_str().unwrap()]);
+    checked.as_object_mut().unwrap().remove("attempt");
+    assert_eq!(explained, checked);
+    // Without the token: a clear error, exit 2.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args(["explain", "--admin", &admin, "--path", "/pets"])
+        .env_remove("PLANGATE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"));
+}

@@ -1,13 +1,17 @@
 //! `plangate usage`: a usage plan's daily usage per key (AWS GetUsage) from a running plangate's
-//! admin API, printed as a table, CSV (billing exports) or JSON.
+//! management API (gRPC on the admin address), printed as a table, CSV (billing exports) or JSON.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use chrono::{Days, NaiveDate};
+use plangate::management::pb;
 use plangate::usage::Report;
 
+use super::admin::{Admin, status};
 use super::error::CliError;
 use super::out::Out;
+use super::runtime;
 
 /// Arguments of `plangate usage`.
 #[derive(clap::Args)]
@@ -42,15 +46,7 @@ enum Format {
 
 /// Runs `plangate usage`.
 pub fn run(a: Args) -> Result<ExitCode, CliError> {
-    let report = fetch_report(
-        &a.admin,
-        &a.plan,
-        &a.start,
-        &a.end,
-        a.key_id.as_deref(),
-        a.token.as_deref(),
-    )
-    .map_err(CliError::Admin)?;
+    let report = runtime::current_thread()?.block_on(fetch_report(&a))?;
     let mut out = Out::stdout();
     match a.format {
         Format::Table => out.text(to_table(&report)),
@@ -60,39 +56,41 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Fetches a report from a running plangate's admin API (`http://host:port`).
-fn fetch_report(
-    admin: &str,
-    plan_id: &str,
-    start: &str,
-    end: &str,
-    key_id: Option<&str>,
-    token: Option<&str>,
-) -> Result<Report, String> {
-    use std::io::{Read, Write};
-    let hostport = admin
-        .strip_prefix("http://")
-        .ok_or("--admin must be an http:// address")?
-        .trim_end_matches('/');
-    let mut path = format!("/v1/usageplans/{plan_id}/usage?startDate={start}&endDate={end}");
-    if let Some(k) = key_id {
-        path.push_str(&format!("&keyId={k}"));
-    }
-    let mut s = std::net::TcpStream::connect(hostport).map_err(|e| format!("{hostport}: {e}"))?;
-    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: {hostport}\r\n{auth}connection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
-    let (head, body) = raw.split_once("\r\n\r\n").ok_or("malformed HTTP answer")?;
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        return Err(format!("admin API answered {status}: {body}"));
-    }
-    serde_json::from_str(body).map_err(|e| format!("unreadable answer from the admin API: {e}"))
+/// Fetches a report, every page of it, from a running plangate's management API.
+async fn fetch_report(a: &Args) -> Result<Report, CliError> {
+    let mut admin = Admin::connect(&a.admin, a.token.clone()).await?;
+    let mut items = BTreeMap::new();
+    let mut page_token = String::new();
+    let (start_date, end_date) = loop {
+        let req = admin.request(pb::GetUsageRequest {
+            usage_plan_id: a.plan.clone(),
+            start_date: a.start.clone(),
+            end_date: a.end.clone(),
+            key_id: a.key_id.clone().unwrap_or_default(),
+            page_size: 500,
+            page_token: page_token.clone(),
+        });
+        let page = admin
+            .client()
+            .get_usage(req)
+            .await
+            .map_err(status)?
+            .into_inner();
+        for (key, usage) in page.items {
+            let days = usage.days.iter().map(|d| (d.used, d.remaining)).collect();
+            items.insert(key, days);
+        }
+        if page.next_page_token.is_empty() {
+            break (page.start_date, page.end_date);
+        }
+        page_token = page.next_page_token;
+    };
+    Ok(Report {
+        usage_plan_id: a.plan.clone(),
+        start_date,
+        end_date,
+        items,
+    })
 }
 
 /// One row per key and day: `key_id,date,used,remaining`.
