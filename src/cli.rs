@@ -17,6 +17,7 @@ mod runtime;
 mod serve;
 mod usage;
 mod validate;
+mod watch;
 
 /// Amazon API Gateway usage plans for Envoy.
 #[derive(Parser)]
@@ -47,6 +48,9 @@ enum Command {
     /// Serve ext_authz and RLS answering OK without any engine: the transport's cost, for
     /// `plangate bench --baseline`.
     Baseline(baseline::Args),
+    /// Tail a running plangate's decisions, one JSON object per line (lossy: a slow reader is
+    /// told how many it missed, never slows plangate).
+    Watch(watch::Args),
     /// Print the SHA-256 of a key value, for `value_sha256` (`-` reads the value from stdin).
     HashKey(hash_key::Args),
 }
@@ -63,6 +67,7 @@ impl Cli {
             Command::Bench(a) => bench::run(a),
             Command::Baseline(a) => baseline::run(a),
             Command::HashKey(a) => hash_key::run(a),
+            Command::Watch(a) => watch::run(a),
         };
         match result {
             Ok(code) => code,

@@ -49,6 +49,9 @@ pub struct Args {
     /// Stop each run after this many requests instead.
     #[arg(long)]
     requests: Option<u64>,
+    /// Offer this many requests per second in all, paced (default: as many as answered).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Seconds of unmeasured warm-up per run.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
@@ -77,6 +80,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         concurrency: a.concurrency,
         duration: runtime::seconds("--duration", a.duration)?,
         requests: a.requests,
+        rate: a.rate,
         warmup: runtime::seconds("--warmup", a.warmup)?,
         keys: a.keys,
         api_name: a.api_name,
@@ -134,6 +138,8 @@ pub struct BenchOptions {
     /// Stop after this many requests in all.
     pub requests: Option<u64>,
     pub warmup: Duration,
+    /// Requests per second offered in all (paced per worker); `None`: closed loop.
+    pub rate: Option<f64>,
     /// Keys `bench-key-000000000000` … (as `scripts/gen-keys.py` writes them).
     pub keys: usize,
     pub api_name: String,
@@ -291,7 +297,17 @@ async fn worker(
     let mut rls = RateLimitServiceClient::new(ch);
     let (mut requests, mut errors) = (0u64, 0u64);
     let mut i = offset;
+    // Paced: each of the workers offers its share of the rate.
+    let mut pace = o.rate.filter(|r| *r > 0.0).map(|r| {
+        let workers = (o.connections.max(1) * o.concurrency.max(1)) as f64;
+        let mut t = tokio::time::interval(Duration::from_secs_f64(workers / r));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     while !stop.load(Ordering::Relaxed) {
+        if let Some(t) = pace.as_mut() {
+            t.tick().await;
+        }
         let key = &keys[i % keys.len()];
         i = i.wrapping_add(7919);
         let t = Stopwatch::start();
