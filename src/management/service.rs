@@ -150,8 +150,8 @@ fn page_size(asked: u32, default: u32, max: u32) -> usize {
     (if asked == 0 { default } else { asked.min(max) }) as usize
 }
 
-fn watched(w: &Watched, dropped: u64) -> pb::DecisionEvent {
-    pb::DecisionEvent {
+fn watched(w: &Watched, dropped: u64) -> pb::WatchDecisionsResponse {
+    pb::WatchDecisionsResponse {
         time: Some(timestamp(w.time)),
         service: w.service.as_str().to_owned(),
         outcome: outcome(w.outcome) as i32,
@@ -249,7 +249,7 @@ impl Management for ManagementService {
     async fn update_usage(
         &self,
         request: Request<pb::UpdateUsageRequest>,
-    ) -> Result<Response<pb::KeyUsage>, Status> {
+    ) -> Result<Response<pb::UpdateUsageResponse>, Status> {
         let r = request.into_inner();
         let now = self.engine.clock().now();
         let c = usage::update(&self.engine, &r.usage_plan_id, &r.key_id, r.remaining, now)
@@ -257,7 +257,7 @@ impl Management for ManagementService {
             .map_err(usage_status)?;
         tracing::info!(plan = %r.usage_plan_id, key_id = %r.key_id, remaining = r.remaining, "usage updated (gRPC)");
         let window = |s: &str| crate::clock::parse_rfc3339(s).ok().map(timestamp);
-        Ok(Response::new(pb::KeyUsage {
+        Ok(Response::new(pb::UpdateUsageResponse {
             period_start: window(&c.period_start),
             period_end: window(&c.period_end),
             usage_plan_id: c.usage_plan_id,
@@ -313,14 +313,14 @@ impl Management for ManagementService {
     async fn get_config(
         &self,
         _: Request<pb::GetConfigRequest>,
-    ) -> Result<Response<pb::Config>, Status> {
+    ) -> Result<Response<pb::GetConfigResponse>, Status> {
         let snap = self.engine.snapshot();
         let fingerprint = match &self.reloader {
             Some(r) => hex::encode(r.fingerprint().await),
             None => String::new(),
         };
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Ok(Response::new(pb::Config {
+        Ok(Response::new(pb::GetConfigResponse {
             generation: snap.generation,
             source_fingerprint: fingerprint,
             apis: count(snap.apis.len()),
@@ -371,7 +371,7 @@ impl Management for ManagementService {
         }))
     }
 
-    type WatchDecisionsStream = ReceiverStream<Result<pb::DecisionEvent, Status>>;
+    type WatchDecisionsStream = ReceiverStream<Result<pb::WatchDecisionsResponse, Status>>;
 
     async fn watch_decisions(
         &self,
