@@ -11,6 +11,7 @@ use prometheus::{
 };
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::clock::Nanos;
 use crate::engine::{Decision, DenyReason, LimitKind, Outcome};
@@ -49,6 +50,28 @@ pub struct Metrics {
     store_errors: IntCounter,
     rls_unknown_domain: IntCounter,
     tap: tokio::sync::broadcast::Sender<Arc<Watched>>,
+    /// Watchers alive: read on every decision with one relaxed load (the channel's own
+    /// `receiver_count` takes a lock).
+    watchers: Arc<AtomicUsize>,
+}
+
+/// A watcher of decisions (see [`Metrics::watch`]); counted while it lives.
+pub struct Watcher {
+    rx: tokio::sync::broadcast::Receiver<Arc<Watched>>,
+    watchers: Arc<AtomicUsize>,
+}
+
+impl Watcher {
+    /// The next decision; `Lagged(n)` when `n` were lost because this watcher fell behind.
+    pub async fn recv(&mut self) -> Result<Arc<Watched>, tokio::sync::broadcast::error::RecvError> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Which gRPC service decided.
@@ -143,6 +166,7 @@ impl Metrics {
         config_reloads.with_label_values(&["error"]);
         Metrics {
             tap: tokio::sync::broadcast::channel(TAP_CAPACITY).0,
+            watchers: Arc::new(AtomicUsize::new(0)),
             registry,
             decisions,
             decision_duration,
@@ -159,7 +183,7 @@ impl Metrics {
     /// Records one decision, made at `now`, and how long it took; and hands it to watchers, if
     /// any.
     pub fn decided(&self, service: Service, d: &Decision, seconds: f64, now: Nanos) {
-        if self.tap.receiver_count() > 0 {
+        if self.watchers.load(Ordering::Relaxed) > 0 {
             // A send fails only when the last watcher has just gone: nothing to do then.
             let _ = self.tap.send(Arc::new(Watched {
                 time: now,
@@ -220,8 +244,12 @@ impl Metrics {
     }
 
     /// A new watcher of decisions: every decision from now on, while it keeps up.
-    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<Arc<Watched>> {
-        self.tap.subscribe()
+    pub fn watch(&self) -> Watcher {
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        Watcher {
+            rx: self.tap.subscribe(),
+            watchers: self.watchers.clone(),
+        }
     }
 
     /// The Prometheus text exposition of every metric.
