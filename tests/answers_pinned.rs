@@ -159,7 +159,7 @@ fn pinned(name: &str, got: &str) {
 #[tokio::test]
 async fn check_answers_are_pinned() {
     let s = AuthzService::new(engine(), Arc::new(plangate::metrics::Metrics::new()));
-    let mut call = async |key: &str, path: &str| {
+    let call = async |key: &str, path: &str| {
         check_bytes(
             s.check(tonic::Request::new(check_request(key, path)))
                 .await
@@ -184,7 +184,7 @@ async fn check_answers_are_pinned() {
 #[tokio::test]
 async fn rls_answers_are_pinned() {
     let s = RlsService::new(engine(), Arc::new(plangate::metrics::Metrics::new()));
-    let mut call = async |key: &str, path: &str| {
+    let call = async |key: &str, path: &str| {
         let r = s
             .should_rate_limit(tonic::Request::new(rls_request(key, path)))
             .await
