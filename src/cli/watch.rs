@@ -44,7 +44,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         let mut admin = Admin::connect(&a.admin, a.token.clone()).await?;
         let req = admin.request(pb::WatchDecisionsRequest {
             api_key_id: a.key_id.clone().unwrap_or_default(),
-            outcome: outcome.unwrap_or(pb::Outcome::Unspecified) as i32,
+            outcome: outcome.unwrap_or(pb::Outcome::Unset) as i32,
         });
         let mut stream = admin
             .client()

@@ -379,7 +379,7 @@ impl Management for ManagementService {
     ) -> Result<Response<Self::WatchDecisionsStream>, Status> {
         let r = request.into_inner();
         let key = non_empty(&r.api_key_id).map(str::to_owned);
-        let want = pb::Outcome::try_from(r.outcome).unwrap_or(pb::Outcome::Unspecified);
+        let want = pb::Outcome::try_from(r.outcome).unwrap_or(pb::Outcome::Unset);
         let mut tap = self.metrics.watch();
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         // A task per watcher between the tap and the stream: it never waits on a slow reader
@@ -404,7 +404,7 @@ impl Management for ManagementService {
                 if key
                     .as_deref()
                     .is_some_and(|k| w.key_id.as_deref() != Some(k))
-                    || (want != pb::Outcome::Unspecified && outcome(w.outcome) != want)
+                    || (want != pb::Outcome::Unset && outcome(w.outcome) != want)
                 {
                     continue;
                 }
