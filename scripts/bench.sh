@@ -37,35 +37,58 @@ for f in keys-csv.yaml keys.yaml; do
 done 2>&1
 echo
 
-echo "## gRPC: plangate vs the baseline server (same client, alternating rounds)"
-python3 scripts/gen-keys.py 10000 "$work/bk" --high-limits
-target/release/plangate serve --config "$work/bk/keys.yaml" --grpc-addr 127.0.0.1:50071 \
-  --admin-addr 127.0.0.1:9171 --data-dir "$work/data" 2>"$work/plangate.log" & pg=$!; pids+=($pg)
-target/release/plangate baseline --grpc-addr 127.0.0.1:50072 2>"$work/baseline.log" & bl=$!; pids+=($bl)
-sleep 1
+echo "## gRPC: plangate vs the empty handler (plangate baseline), one run"
+# The table of docs/benchmarks.md: for Check and ShouldRateLimit, calls/s (2 connections × 32 in
+# flight, 1,000 keys, every request admitted and charged: 5 limits + usage), server CPU per call
+# (/proc/PID/stat), and the p50 latency added with 1 call in flight; unpinned, then pinned (both
+# servers on core 0, the load generator on core 1: the steadiest figure on shared machines).
+python3 scripts/gen-keys.py 1000 "$work/bk" --high-limits
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 tick=$(getconf CLK_TCK)
-for api in check rls; do
-  c0=$(cpu $pg); b0=$(cpu $bl)
-  target/release/plangate bench --api $api --target 127.0.0.1:50071 --baseline 127.0.0.1:50072 \
-    --duration $dur --rounds $rounds --keys 10000 --json > "$work/$api.json"
-  c1=$(cpu $pg); b1=$(cpu $bl)
-  python3 - "$work/$api.json" "$api" $((c1 - c0)) $((b1 - b0)) "$tick" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1])); api = sys.argv[2]
-pg_ticks, bl_ticks, tick = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-# CPU includes warm-up requests too; count them as the measured rate times the warm-up.
-pg_req = sum(t["requests"] * (1 + 1 / t["seconds"]) for _, t in r["rounds"])
-bl_req = sum(b["requests"] * (1 + 1 / b["seconds"]) for b, _ in r["rounds"])
-for i, (b, t) in enumerate(r["rounds"], 1):
-    for name, x in (("baseline", b), ("plangate", t)):
-        l = x["latency_us"]
-        print(f"{api} round {i} {name:8} {x['requests_per_second']:9.0f} req/s  p50 {l['p50']} µs  p90 {l['p90']} µs  p99 {l['p99']} µs  p99.9 {l['p999']} µs  errors {x['errors']}")
-print(f"{api}: median baseline {r['baseline_rps_median']:.0f} req/s, plangate {r['target_rps_median']:.0f} req/s, ratio {r['ratio']:.3f}")
-print(f"{api}: server CPU per request: plangate {pg_ticks / tick / pg_req * 1e6:.1f} µs, baseline {bl_ticks / tick / bl_req * 1e6:.1f} µs")
+grpc_table() { # mode: unpinned | pinned
+  local mode="$1" srv=() gen=()
+  [ "$mode" = pinned ] && { srv=(taskset -c 0); gen=(taskset -c 1); }
+  "${srv[@]}" target/release/plangate serve --config "$work/bk/keys.yaml" --grpc-addr 127.0.0.1:50071 \
+    --admin-addr 127.0.0.1:9171 --no-persist 2>"$work/plangate-$mode.log" & local pg=$!; pids+=($pg)
+  "${srv[@]}" target/release/plangate baseline --grpc-addr 127.0.0.1:50072 2>"$work/baseline-$mode.log" & local bl=$!; pids+=($bl)
+  sleep 1
+  for api in check rls; do
+    local c0 b0 c1 b1
+    c0=$(cpu $pg); b0=$(cpu $bl)
+    "${gen[@]}" target/release/plangate bench --api $api --target 127.0.0.1:50071 --baseline 127.0.0.1:50072 \
+      --duration $dur --rounds $rounds --keys 1000 --connections 2 --concurrency 32 --json > "$work/$mode-$api.json"
+    c1=$(cpu $pg); b1=$(cpu $bl)
+    "${gen[@]}" target/release/plangate bench --api $api --target 127.0.0.1:50071 --baseline 127.0.0.1:50072 \
+      --duration 2 --warmup 0.5 --rounds $rounds --keys 1000 --connections 1 --concurrency 1 --json > "$work/$mode-$api-p50.json"
+    echo "$((c1 - c0)) $((b1 - b0))" > "$work/$mode-$api.cpu"
+  done
+  kill $pg $bl; wait $pg $bl 2>/dev/null || true
+}
+grpc_table unpinned
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then grpc_table pinned; fi
+python3 - "$work" "$tick" <<'PY'
+import json, os, statistics, sys
+w, tick = sys.argv[1], int(sys.argv[2])
+print("| | empty handler | plangate | ratio |")
+print("|---|---|---|---|")
+for mode in ("unpinned", "pinned"):
+    for api, name in (("check", "Check"), ("rls", "ShouldRateLimit")):
+        f = f"{w}/{mode}-{api}.json"
+        if not os.path.exists(f):
+            continue
+        r = json.load(open(f))
+        pg_ticks, bl_ticks = map(int, open(f"{w}/{mode}-{api}.cpu").read().split())
+        # CPU includes each round's warm-up second: count it at the measured rate.
+        n_pg = sum(t["requests"] * (1 + 1 / t["seconds"]) for _, t in r["rounds"])
+        n_bl = sum(b["requests"] * (1 + 1 / b["seconds"]) for b, _ in r["rounds"])
+        cpu_pg, cpu_bl = pg_ticks / tick / n_pg * 1e6, bl_ticks / tick / n_bl * 1e6
+        p = json.load(open(f"{w}/{mode}-{api}-p50.json"))
+        p50_bl = statistics.median(b["latency_us"]["p50"] for b, _ in p["rounds"])
+        p50_pg = statistics.median(t["latency_us"]["p50"] for _, t in p["rounds"])
+        print(f"| {name}, {mode}: calls/s | {r['baseline_rps_median']:.0f} | {r['target_rps_median']:.0f} | **{r['ratio']:.3f}** |")
+        print(f"| {name}, {mode}: server CPU per call | {cpu_bl:.1f} µs | {cpu_pg:.1f} µs | **{cpu_pg / cpu_bl:.2f}×** |")
+        print(f"| {name}, {mode}: unloaded p50 (1 call in flight) | {p50_bl:.0f} µs | {p50_pg:.0f} µs | +{p50_pg - p50_bl:.0f} µs |")
 PY
-done
-kill $pg $bl; wait $pg $bl 2>/dev/null || true
 echo
 
 echo "## Envoy end to end (wrk, 2 threads, 32 connections, ${wrk_dur}s each)"
