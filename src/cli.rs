@@ -23,8 +23,23 @@ mod watch;
 #[derive(Parser)]
 #[command(name = "plangate", version)]
 pub struct Cli {
+    /// Log lines as `text` (coloured on a terminal only) or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "PLANGATE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -56,6 +71,27 @@ enum Command {
 }
 
 impl Cli {
+    /// Logs to stderr, filtered by `PLANGATE_LOG` (default `warn,plangate=info`: plangate's own
+    /// events at info, its dependencies' — h2, hyper, tonic — only when they warn; debug
+    /// plangate with `PLANGATE_LOG=plangate=debug`).
+    pub fn init_logging(&self) {
+        use std::io::IsTerminal;
+        let filter = tracing_subscriber::EnvFilter::try_from_env("PLANGATE_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,plangate=info"));
+        let fmt = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+            LogFormat::Json => fmt
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .init(),
+        }
+    }
+
     /// Runs the command. Exit codes: 0 success, 1 a rejected configuration, 2 any other error.
     pub fn run(self) -> ExitCode {
         let result = match self.command {
@@ -77,15 +113,4 @@ impl Cli {
             }
         }
     }
-}
-
-/// Logs to stderr, filtered by `PLANGATE_LOG` (default `info`).
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PLANGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
 }

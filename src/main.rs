@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    cli::init_logging();
-    cli::Cli::parse().run()
+    let cli = cli::Cli::parse();
+    cli.init_logging();
+    cli.run()
 }

@@ -211,8 +211,10 @@ pub async fn run(
             .set_service_status(service, ServingStatus::Serving)
             .await;
     }
-    let addr = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "gRPC listening (ext_authz, RLS, health)");
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "gRPC listening (ext_authz, RLS, health)"),
+        Err(e) => tracing::info!(error = %e, "gRPC listening (ext_authz, RLS, health)"),
+    }
     let incoming = incoming(listener);
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = {

@@ -132,6 +132,9 @@ impl Authorization for AuthzService {
             )
             .host(host);
         let now = self.engine.clock().now();
+        // Envoy's request id, for the log: the `x-request-id` header it sets, else its stream id.
+        let request_id = header(http, "x-request-id")
+            .or_else(|| (!http.id.is_empty()).then_some(http.id.as_str()));
         let decision = record::decide(
             &self.engine,
             &self.metrics,
@@ -139,6 +142,7 @@ impl Authorization for AuthzService {
             &snap,
             &er,
             now,
+            request_id,
         )
         .await;
         // Client-sent identity headers, from whichever encoding Envoy used (names arrive

@@ -1,12 +1,17 @@
-//! One decide-and-record step for both gRPC services: the decision, its metrics, and a store
-//! failure (which the engine's failure policy has already answered) counted and logged.
+//! One decide-and-record step for both gRPC services: the decision, its metrics, its log event,
+//! and a store failure (which the engine's failure policy has already answered) counted and
+//! logged.
+//!
+//! The log event (target `plangate::decision`): every refused request at `info`, every admitted
+//! one at `debug`, with Envoy's request id and the decision's names — never a key value.
 
 use crate::clock::{Nanos, Stopwatch};
 use crate::engine::{self, Decision, Engine};
 use crate::metrics::{Metrics, Service};
 use crate::snapshot::Snapshot;
 
-/// Decides `req` at `now` against `snap` for `service`, and records it.
+/// Decides `req` at `now` against `snap` for `service`, and records it. `request_id`: Envoy's
+/// request id, for the log.
 pub(crate) async fn decide(
     engine: &Engine,
     metrics: &Metrics,
@@ -14,6 +19,7 @@ pub(crate) async fn decide(
     snap: &Snapshot,
     req: &engine::Request<'_>,
     now: Nanos,
+    request_id: Option<&str>,
 ) -> Decision {
     let watch = Stopwatch::start();
     let d = engine.decide_in(snap, req, now).await;
@@ -28,16 +34,36 @@ pub(crate) async fn decide(
             "store error; failure policy applied"
         );
     }
-    tracing::debug!(
-        service = service.as_str(),
-        outcome = d.outcome.as_str(),
-        reason = d.reason.map(|r| r.as_str()),
-        decided_by = d.decided_by.map(|k| k.as_str()),
-        key_id = d.key_id.as_deref(),
-        api = d.api.as_deref(),
-        stage = d.stage.as_deref(),
-        hits = req.hits,
-        "decision"
-    );
+    if d.admitted() {
+        tracing::debug!(
+            target: "plangate::decision",
+            service = service.as_str(),
+            request_id,
+            outcome = d.outcome.as_str(),
+            api = d.api.as_deref(),
+            stage = d.stage.as_deref(),
+            method = d.method.as_deref(),
+            key_id = d.key_id.as_deref(),
+            plan = d.plan_id.as_deref(),
+            hits = req.hits,
+            "admitted"
+        );
+    } else {
+        tracing::info!(
+            target: "plangate::decision",
+            service = service.as_str(),
+            request_id,
+            outcome = d.outcome.as_str(),
+            reason = d.reason.map(|r| r.as_str()),
+            decided_by = d.decided_by.map(|k| k.as_str()),
+            api = d.api.as_deref(),
+            stage = d.stage.as_deref(),
+            method = d.method.as_deref(),
+            key_id = d.key_id.as_deref(),
+            plan = d.plan_id.as_deref(),
+            hits = req.hits,
+            "refused"
+        );
+    }
     d
 }

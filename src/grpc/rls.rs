@@ -56,6 +56,12 @@ impl RateLimitService for RlsService {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
+        // Envoy's request id, when it passes one in the call's metadata (for the log).
+        let request_id = request
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let req = request.into_inner();
         let snap = self.engine.snapshot();
         if req.domain != snap.rls.domain {
@@ -82,8 +88,16 @@ impl RateLimitService for RlsService {
                 (None, false) => request_hits,
             };
             let er = descriptor_request(&snap, &desc.entries, hits);
-            let d =
-                record::decide(&self.engine, &self.metrics, Service::Rls, &snap, &er, now).await;
+            let d = record::decide(
+                &self.engine,
+                &self.metrics,
+                Service::Rls,
+                &snap,
+                &er,
+                now,
+                request_id.as_deref(),
+            )
+            .await;
             decisions.push(d);
         }
         Ok(Response::new(answer::rls_response(&decisions, &snap)))

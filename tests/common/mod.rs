@@ -36,7 +36,7 @@ pub fn envoy_bin() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+pub fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     if let Err(e) = try_wait_for_port(port, what, child) {
         panic!("{e}");
     }
