@@ -16,5 +16,7 @@ COPY envoy/plans.example.yaml /etc/plangate/plans.yaml
 USER plangate
 VOLUME /var/lib/plangate
 EXPOSE 50051 9090
+# Alive while the admin address answers /healthz (use `plangate health --ready` for readiness).
+HEALTHCHECK --interval=10s --timeout=3s CMD ["plangate", "health", "--admin", "127.0.0.1:9090"]
 ENTRYPOINT ["plangate"]
 CMD ["serve", "--config", "/etc/plangate/plans.yaml", "--grpc-addr", "0.0.0.0:50051", "--data-dir", "/var/lib/plangate"]

@@ -12,6 +12,7 @@ mod check;
 mod error;
 mod explain;
 mod hash_key;
+mod health;
 mod out;
 mod runtime;
 mod serve;
@@ -66,6 +67,9 @@ enum Command {
     /// Tail a running plangate's decisions, one JSON object per line (lossy: a slow reader is
     /// told how many it missed, never slows plangate).
     Watch(watch::Args),
+    /// Ask a running plangate whether it is alive (or, with --ready, ready): exit 0 or 1, for
+    /// container HEALTHCHECKs and exec probes.
+    Health(health::Args),
     /// Print the SHA-256 of a key value, for `value_sha256` (`-` reads the value from stdin).
     HashKey(hash_key::Args),
 }
@@ -103,6 +107,7 @@ impl Cli {
             Command::Bench(a) => bench::run(a),
             Command::Baseline(a) => baseline::run(a),
             Command::HashKey(a) => hash_key::run(a),
+            Command::Health(a) => health::run(a),
             Command::Watch(a) => watch::run(a),
         };
         match result {

@@ -149,3 +149,110 @@ domain_names:
         "{v}"
     );
 }
+
+#[test]
+fn a_byte_order_mark_starts_a_config_or_key_file_harmlessly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("keys.csv"),
+        "\u{feff}Name,Key,Enabled,UsagePlanIds,Id\nacme,bom-key-0123456789abcdefgh,TRUE,gold,acme-1\n",
+    )
+    .unwrap();
+    let config = dir.path().join("plans.yaml");
+    std::fs::write(
+        &config,
+        "\u{feff}version: 1\napis: { petstore: { stages: { prod: {} } } }\nusage_plans:\n  gold: { api_stages: [{ api: petstore, stage: prod }] }\napi_keys_files: [keys.csv]\n",
+    )
+    .unwrap();
+    let out = plangate().arg("validate").arg(&config).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("1 API keys"), "{stdout}");
+}
+
+/// Free loopback ports for a server of the test.
+fn ports() -> (u16, u16) {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    (free(), free())
+}
+
+#[test]
+fn serve_takes_every_flag_from_the_environment_and_health_answers() {
+    // --help names the variable of every flag.
+    let help = plangate().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "config",
+        "grpc-addr",
+        "admin-addr",
+        "admin-token",
+        "no-watch",
+        "watch-debounce",
+        "store",
+        "store-prefix",
+        "store-timeout-ms",
+        "store-failure",
+        "data-dir",
+        "no-persist",
+        "flush-interval",
+        "usage-retention-days",
+        "shutdown-grace",
+    ] {
+        let env = format!("PLANGATE_{}", flag.to_uppercase().replace('-', "_"));
+        assert!(
+            help.contains(&format!("[env: {env}")),
+            "--{flag} has no {env} in --help"
+        );
+    }
+    // A server configured by the environment alone.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plans.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\napis: { petstore: { stages: { prod: {} } } }\n",
+    )
+    .unwrap();
+    let (grpc, admin) = ports();
+    let mut child = plangate()
+        .arg("serve")
+        .env("PLANGATE_CONFIG", &config)
+        .env("PLANGATE_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
+        .env("PLANGATE_ADMIN_ADDR", format!("127.0.0.1:{admin}"))
+        .env("PLANGATE_NO_PERSIST", "true")
+        .env("PLANGATE_NO_WATCH", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let health = |args: &[&str]| {
+        plangate()
+            .arg("health")
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let waited = plangate::clock::Stopwatch::start();
+    while !health(&[]).status.success() {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(20),
+            "plangate did not come up from its environment"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ready = health(&["--ready"]);
+    assert!(ready.status.success());
+    assert!(String::from_utf8_lossy(&ready.stdout).starts_with("ready"));
+    let _ = child.kill();
+    let _ = child.wait();
+    // Nothing listening: exit 1, and why.
+    let down = health(&[]);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(!down.stderr.is_empty());
+}

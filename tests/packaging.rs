@@ -60,3 +60,41 @@ fn the_image_build_copies_every_file_the_manifest_names() {
         );
     }
 }
+
+#[test]
+fn the_image_checks_its_health_and_leaves_local_state_out() {
+    let dockerfile = read("Dockerfile");
+    let runtime = dockerfile.split("\nFROM ").nth(2).unwrap_or("");
+    assert!(
+        runtime.contains(r#"HEALTHCHECK"#) && runtime.contains(r#""plangate", "health""#),
+        "the runtime image has no HEALTHCHECK with `plangate health`"
+    );
+    let ignore = read(".dockerignore");
+    for path in ["target/", ".venv/", ".git/"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == path),
+            ".dockerignore lacks {path}"
+        );
+    }
+    // Compose publishes the admin address (so it must listen beyond loopback) and checks health.
+    let compose: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("docker-compose.yml")).unwrap();
+    let p = &compose["services"]["plangate"];
+    let command: Vec<&str> = p["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let admin = command
+        .iter()
+        .position(|a| *a == "--admin-addr")
+        .map(|i| command[i + 1])
+        .expect("--admin-addr in compose");
+    assert!(admin.starts_with("0.0.0.0:"), "{admin}");
+    assert!(p["ports"].as_sequence().is_some_and(|s| !s.is_empty()));
+    assert_eq!(p["healthcheck"]["test"][1], "plangate");
+    // The license, in the repository and the manifest.
+    assert!(read("LICENSE").contains("Apache License"));
+    assert!(read("Cargo.toml").contains("license = \"Apache-2.0\""));
+}

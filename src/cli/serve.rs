@@ -11,53 +11,65 @@ use plangate::store::StoreOptions;
 use super::error::CliError;
 use super::runtime;
 
-/// Arguments of `plangate serve`.
+/// Arguments of `plangate serve`. Every flag can also be set by its `PLANGATE_*` environment
+/// variable (shown in `--help`); a flag on the command line wins.
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
+    #[arg(long, env = "PLANGATE_CONFIG")]
     config: PathBuf,
     /// gRPC listen address.
-    #[arg(long, default_value = "0.0.0.0:50051")]
+    #[arg(long, env = "PLANGATE_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     grpc_addr: SocketAddr,
     /// Admin HTTP listen address (`/healthz`, `/readyz`, `/metrics`, `/v1/*`).
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    #[arg(long, env = "PLANGATE_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
     admin_addr: SocketAddr,
     /// Bearer token for the admin `/v1/*` endpoints (or PLANGATE_ADMIN_TOKEN).
     #[arg(long, env = "PLANGATE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Do not watch the configuration files (reload on SIGHUP or POST /v1/reload only).
-    #[arg(long)]
+    #[arg(long, env = "PLANGATE_NO_WATCH")]
     no_watch: bool,
     /// Seconds file events settle before a reload.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, env = "PLANGATE_WATCH_DEBOUNCE", default_value_t = 1.0)]
     watch_debounce: f64,
     /// Where counters live: `memory` (default), or `redis://host:port[/db]` to share them
-    /// between replicas.
-    #[arg(long, default_value = "memory")]
+    /// between replicas. A URL with a password is better given as PLANGATE_STORE, which keeps
+    /// it out of `ps`.
+    #[arg(
+        long,
+        env = "PLANGATE_STORE",
+        hide_env_values = true,
+        default_value = "memory"
+    )]
     store: String,
     /// Redis key prefix (and Cluster hash tag).
-    #[arg(long, default_value = "plangate")]
+    #[arg(long, env = "PLANGATE_STORE_PREFIX", default_value = "plangate")]
     store_prefix: String,
     /// Bound on one Redis operation, in milliseconds.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, env = "PLANGATE_STORE_TIMEOUT_MS", default_value_t = 50)]
     store_timeout_ms: u64,
     /// When the store fails: `open` admits without limits, `closed` refuses with 503.
-    #[arg(long, value_enum, default_value = "open")]
+    #[arg(
+        long,
+        env = "PLANGATE_STORE_FAILURE",
+        value_enum,
+        default_value = "open"
+    )]
     store_failure: StoreFailure,
     /// Memory store: where quota counters and daily usage are persisted.
-    #[arg(long, default_value = "data")]
+    #[arg(long, env = "PLANGATE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
     /// Memory store: keep counters in memory only (a restart forgets them).
-    #[arg(long)]
+    #[arg(long, env = "PLANGATE_NO_PERSIST")]
     no_persist: bool,
     /// Seconds between writes of the persisted counters: the most a crash can lose.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, env = "PLANGATE_FLUSH_INTERVAL", default_value_t = 1.0)]
     flush_interval: f64,
     /// Days of daily usage kept for usage reports.
-    #[arg(long, default_value_t = DEFAULT_USAGE_RETENTION_DAYS)]
+    #[arg(long, env = "PLANGATE_USAGE_RETENTION_DAYS", default_value_t = DEFAULT_USAGE_RETENTION_DAYS)]
     usage_retention_days: u32,
     /// Seconds in-flight calls get to finish after SIGTERM/SIGINT.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, env = "PLANGATE_SHUTDOWN_GRACE", default_value_t = 5.0)]
     shutdown_grace: f64,
 }
 

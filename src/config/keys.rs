@@ -172,11 +172,13 @@ fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<Co
         )]
     };
     let data = std::fs::read(path).map_err(|e| io_err(e.to_string()))?;
+    // A UTF-8 byte order mark (spreadsheets write one) is not part of the first column's name.
+    let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&data);
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
         .trim(csv::Trim::All)
-        .from_reader(data.as_slice());
+        .from_reader(data);
     let at = |line: u64, kind: ErrorKind| ConfigError {
         file: Some(path.to_path_buf()),
         at: Some(LineCol {

@@ -40,6 +40,8 @@ pub fn load_str(
     origin: Option<&FsPath>,
     base_dir: &FsPath,
 ) -> Result<Compiled, ConfigErrors> {
+    // Editors on Windows start UTF-8 files with a byte order mark; it is not part of the YAML.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let parsed = parse(text);
     let result = match parsed {
         Ok(file) => compile(&file, base_dir),
