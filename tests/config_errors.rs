@@ -227,8 +227,50 @@ fn domain_name_errors_are_all_listed_with_their_positions() {
 fn csv_key_file_errors_name_file_and_line() {
     let e = errors("bad_csv.yaml");
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].contains("bad_keys.csv:1:1"), "{e:?}");
-    assert!(e[0].contains("unknown field `Colour`"), "{e:?}");
+    // Line 1, column 6; the cell is named by its position, never quoted (see below).
+    assert!(e[0].contains("bad_keys.csv:1:6"), "{e:?}");
+    assert!(e[0].contains("column 6 of the header line"), "{e:?}");
+    assert!(!e[0].contains("Colour"), "{e:?}");
+}
+
+#[test]
+fn a_key_file_without_its_header_line_never_shows_a_key() {
+    // The first line is a key row: its cells are taken for the header, and none may appear in an
+    // error (they reach `validate`'s output and the body of a refused reload).
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "acme-LEAKME-key-0123456789abcdef";
+    std::fs::write(
+        dir.path().join("keys.csv"),
+        format!(
+            "acme,{secret},first key,TRUE,gold\nbeta,beta-LEAKME-key-0123456789ab,,maybe,gold\n"
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("plans.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\napis: { petstore: { stages: { prod: {} } } }\nusage_plans:\n  gold: { api_stages: [{ api: petstore, stage: prod }] }\napi_keys_files: [keys.csv]\n",
+    )
+    .unwrap();
+    let errors = plangate::config::load_file(&config)
+        .unwrap_err()
+        .to_string();
+    assert!(!errors.contains("LEAKME"), "{errors}");
+    assert!(!errors.contains("maybe"), "{errors}");
+    assert!(errors.contains("keys.csv:1:2"), "{errors}");
+    assert!(errors.contains("is the header line missing?"), "{errors}");
+    let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .arg("validate")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(!all.contains("LEAKME"), "{all}");
 }
 
 #[test]

@@ -208,8 +208,20 @@ fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<Co
             "usageplanids" => &mut cols.plans,
             "id" => &mut cols.id,
             "customerid" => &mut cols.customer,
+            // The cell is not quoted: in a file without a header line, the first line is a
+            // key row, and its "header" cells are key values.
             _ => {
-                errors.push(at(1, ErrorKind::UnknownField(h.to_owned())));
+                let mut e = at(
+                    1,
+                    invalid(format!(
+                        "column {} of the header line is not one of Name, Key, Description, Enabled, UsagePlanIds, Id, CustomerId (is the header line missing?)",
+                        i + 1
+                    )),
+                );
+                if let Some(at) = &mut e.at {
+                    at.col = i + 1;
+                }
+                errors.push(e);
                 continue;
             }
         };
@@ -256,7 +268,7 @@ fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<Co
             Some(other) => {
                 errors.push(at(
                     line,
-                    invalid(format!("Enabled is `{other}`; use TRUE or FALSE")),
+                    invalid("the Enabled column must be TRUE or FALSE".to_owned()),
                 ));
                 true
             }
