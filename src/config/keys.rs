@@ -265,7 +265,7 @@ fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<Co
         let enabled = match get(cols.enabled).map(str::to_ascii_lowercase).as_deref() {
             None | Some("true") => true,
             Some("false") => false,
-            Some(other) => {
+            Some(_) => {
                 errors.push(at(
                     line,
                     invalid("the Enabled column must be TRUE or FALSE".to_owned()),
