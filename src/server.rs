@@ -42,6 +42,8 @@ pub struct ServeOptions {
     pub flush_interval: Duration,
     /// Days of daily usage kept for reports.
     pub usage_retention_days: u32,
+    /// What one data-plane request may carry.
+    pub limits: RequestLimits,
     /// After a shutdown signal, how long in-flight calls may take before the remaining
     /// connections are closed. Envoy keeps its HTTP/2 connections open, so without a bound a
     /// graceful stop would never end.
@@ -147,12 +149,13 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         reloader.watch(opts.watch_debounce).await?;
     }
 
-    let result = run(
+    let result = run_with(
         engine,
         metrics,
         grpc,
         shutdown_signal(),
         opts.shutdown_grace,
+        opts.limits,
     )
     .await;
     admin_task.abort();
@@ -203,6 +206,51 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send,
     grace: Duration,
 ) -> Result<(), ServeError> {
+    run_with(
+        engine,
+        metrics,
+        listener,
+        shutdown,
+        grace,
+        RequestLimits::default(),
+    )
+    .await
+}
+
+/// Bounds on what one gRPC request to the data plane may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Largest request message, in bytes: refused (OUT_OF_RANGE) from its length prefix, before
+    /// decoding. Envoy's default request headers are at most 60 KiB; raise it when Envoy sends
+    /// request bodies to ext_authz (`with_request_body`).
+    pub max_request_bytes: usize,
+    /// Most descriptors in one RLS request, most entries in one descriptor.
+    pub max_descriptors: usize,
+    pub max_descriptor_entries: usize,
+}
+
+/// The default request size bound: 256 KiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_descriptors: crate::grpc::rls::DEFAULT_MAX_DESCRIPTORS,
+            max_descriptor_entries: crate::grpc::rls::DEFAULT_MAX_DESCRIPTOR_ENTRIES,
+        }
+    }
+}
+
+/// [`run`] with explicit request bounds.
+pub async fn run_with(
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    grace: Duration,
+    limits: RequestLimits,
+) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     // The config is loaded before the server starts: SERVING from the first call.
     health.set_service_status("", ServingStatus::Serving).await;
@@ -234,13 +282,17 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(AuthorizationServer::new(AuthzService::new(
-            engine.clone(),
-            metrics.clone(),
-        )))
-        .add_service(RateLimitServiceServer::new(RlsService::new(
-            engine, metrics,
-        )))
+        .add_service(
+            AuthorizationServer::new(AuthzService::new(engine.clone(), metrics.clone()))
+                .max_decoding_message_size(limits.max_request_bytes),
+        )
+        .add_service(
+            RateLimitServiceServer::new(
+                RlsService::new(engine, metrics)
+                    .with_limits(limits.max_descriptors, limits.max_descriptor_entries),
+            )
+            .max_decoding_message_size(limits.max_request_bytes),
+        )
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::select! {
         r = server => r?,

@@ -271,3 +271,34 @@ fn rates_map_to_whole_units() {
     assert_eq!(rate_unit(1.0 / 7.0), (12343, Unit::Day));
     assert_eq!(rate_unit(0.0), (0, Unit::Day));
 }
+
+#[tokio::test]
+async fn requests_envoy_would_never_send_are_refused_whole_and_charge_nothing() {
+    let e = engine();
+    let s =
+        RlsService::new(e.clone(), Arc::new(plangate::metrics::Metrics::new())).with_limits(4, 6);
+    let ask = |descriptors: Vec<RateLimitDescriptor>| {
+        s.should_rate_limit(tonic::Request::new(RateLimitRequest {
+            domain: "plangate".into(),
+            descriptors,
+            hits_addend: 1,
+        }))
+    };
+    // Five descriptors, one over the bound: refused, none of them decided.
+    let five = vec![descriptor(Some(KEY), None); 5];
+    let err = ask(five).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("at most 4"), "{}", err.message());
+    // A descriptor of seven entries.
+    let mut long = descriptor(Some(KEY), None);
+    long.entries
+        .extend(long.entries.clone().into_iter().take(2));
+    assert_eq!(long.entries.len(), 7);
+    assert_eq!(
+        ask(vec![long]).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+    // Nothing was charged: the quota (10) is whole.
+    let r = rls(&s, vec![descriptor(Some(KEY), None)], 1).await;
+    assert_eq!(quota_left(&r), 9);
+}

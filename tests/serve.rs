@@ -84,3 +84,43 @@ fn bad_config_exits_1_with_every_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("many_errors.yaml:").count(), 4, "{err}");
 }
+
+/// A 4 MiB RLS request of two million empty descriptors is refused from its length prefix,
+/// before it is decoded, and the server answers normally after it.
+#[tokio::test]
+async fn an_oversized_request_is_refused_before_decoding() {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plans.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\napis: { petstore: { stages: { prod: {} } } }\n",
+    )
+    .unwrap();
+    let p = common::Plangate::start(&config, &[], dir.path().join("plangate.log"));
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", p.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = RateLimitServiceClient::new(ch).max_encoding_message_size(64 << 20);
+    let huge = RateLimitRequest {
+        domain: "plangate".into(),
+        descriptors: vec![RateLimitDescriptor::default(); 2_100_000],
+        hits_addend: 1,
+    };
+    let err = c.should_rate_limit(huge).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    // Still serving.
+    let ok = c
+        .should_rate_limit(RateLimitRequest {
+            domain: "plangate".into(),
+            descriptors: vec![RateLimitDescriptor::default()],
+            hits_addend: 1,
+        })
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+}

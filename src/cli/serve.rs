@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use plangate::engine::{DEFAULT_USAGE_RETENTION_DAYS, FailurePolicy};
-use plangate::server::{self, ServeError, ServeOptions};
+use plangate::grpc::rls::{DEFAULT_MAX_DESCRIPTOR_ENTRIES, DEFAULT_MAX_DESCRIPTORS};
+use plangate::server::{self, DEFAULT_MAX_REQUEST_BYTES, RequestLimits, ServeError, ServeOptions};
 use plangate::store::StoreOptions;
 
 use super::error::CliError;
@@ -68,6 +69,17 @@ pub struct Args {
     /// Days of daily usage kept for usage reports.
     #[arg(long, env = "PLANGATE_USAGE_RETENTION_DAYS", default_value_t = DEFAULT_USAGE_RETENTION_DAYS)]
     usage_retention_days: u32,
+    /// Largest gRPC request accepted on the data plane, in bytes (refused before decoding).
+    /// Envoy's request headers are at most 60 KiB by default; raise it if Envoy sends request
+    /// bodies to ext_authz.
+    #[arg(long, env = "PLANGATE_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: usize,
+    /// Most descriptors in one RLS request.
+    #[arg(long, env = "PLANGATE_MAX_DESCRIPTORS", default_value_t = DEFAULT_MAX_DESCRIPTORS)]
+    max_descriptors: usize,
+    /// Most entries in one RLS descriptor.
+    #[arg(long, env = "PLANGATE_MAX_DESCRIPTOR_ENTRIES", default_value_t = DEFAULT_MAX_DESCRIPTOR_ENTRIES)]
+    max_descriptor_entries: usize,
     /// Seconds in-flight calls get to finish after SIGTERM/SIGINT.
     #[arg(long, env = "PLANGATE_SHUTDOWN_GRACE", default_value_t = 5.0)]
     shutdown_grace: f64,
@@ -105,6 +117,11 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         },
         flush_interval: runtime::seconds("--flush-interval", a.flush_interval)?,
         usage_retention_days: a.usage_retention_days,
+        limits: RequestLimits {
+            max_request_bytes: a.max_request_bytes,
+            max_descriptors: a.max_descriptors,
+            max_descriptor_entries: a.max_descriptor_entries,
+        },
         shutdown_grace: runtime::seconds("--shutdown-grace", a.shutdown_grace)?,
     };
     match runtime::multi_thread()?.block_on(server::serve(opts)) {

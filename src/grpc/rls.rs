@@ -23,11 +23,32 @@ use crate::snapshot::Snapshot;
 pub struct RlsService {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
+    max_descriptors: usize,
+    max_entries: usize,
 }
+
+/// Descriptors one request may carry, and entries one descriptor may carry, unless configured:
+/// far above what Envoy sends (one descriptor per `rate_limits` entry of a route, a handful of
+/// entries each), far below what a hostile client can pack into a request.
+pub const DEFAULT_MAX_DESCRIPTORS: usize = 64;
+pub const DEFAULT_MAX_DESCRIPTOR_ENTRIES: usize = 32;
 
 impl RlsService {
     pub fn new(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Self {
-        RlsService { engine, metrics }
+        RlsService {
+            engine,
+            metrics,
+            max_descriptors: DEFAULT_MAX_DESCRIPTORS,
+            max_entries: DEFAULT_MAX_DESCRIPTOR_ENTRIES,
+        }
+    }
+
+    /// Bounds what one request may carry; beyond them it is refused (INVALID_ARGUMENT) before
+    /// any decision.
+    pub fn with_limits(mut self, max_descriptors: usize, max_entries: usize) -> Self {
+        self.max_descriptors = max_descriptors;
+        self.max_entries = max_entries;
+        self
     }
 }
 
@@ -63,6 +84,25 @@ impl RateLimitService for RlsService {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let req = request.into_inner();
+        // A request Envoy would never send is refused whole, before any decision or charge.
+        if req.descriptors.len() > self.max_descriptors {
+            return Err(Status::invalid_argument(format!(
+                "{} descriptors; at most {} (--max-descriptors)",
+                req.descriptors.len(),
+                self.max_descriptors
+            )));
+        }
+        if let Some(d) = req
+            .descriptors
+            .iter()
+            .find(|d| d.entries.len() > self.max_entries)
+        {
+            return Err(Status::invalid_argument(format!(
+                "a descriptor of {} entries; at most {} (--max-descriptor-entries)",
+                d.entries.len(),
+                self.max_entries
+            )));
+        }
         let snap = self.engine.snapshot();
         if req.domain != snap.rls.domain {
             self.metrics.rls_unknown_domain();
