@@ -27,6 +27,9 @@ pub struct AdminState {
     pub reloader: Option<Arc<Reloader>>,
     /// Bearer token required by `/v1/*`, if set.
     pub token: Option<Arc<str>>,
+    /// Set once a shutdown began: `/readyz` answers 503 from then on, so that load balancers
+    /// stop sending requests while the ones in flight finish.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The admin routes.
@@ -88,6 +91,13 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 /// Ready once a configuration is loaded (plangate never serves without one) and while the
 /// counter store answers.
 async fn readyz(State(state): State<AdminState>) -> Response {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: draining (shutting down)\n",
+        )
+            .into_response();
+    }
     let snap = state.engine.snapshot();
     if let Err(e) = state.engine.store().ping().await {
         return (

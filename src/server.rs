@@ -44,6 +44,9 @@ pub struct ServeOptions {
     pub usage_retention_days: u32,
     /// What one data-plane request may carry.
     pub limits: RequestLimits,
+    /// After a shutdown signal, how long to keep serving while health and `/readyz` already say
+    /// not ready (so that load balancers move away first).
+    pub drain_delay: Duration,
     /// After a shutdown signal, how long in-flight calls may take before the remaining
     /// connections are closed. Envoy keeps its HTTP/2 connections open, so without a bound a
     /// graceful stop would never end.
@@ -128,6 +131,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let grpc = bind(opts.grpc_addr).await?;
     let admin_listener = bind(opts.admin_addr).await?;
     let token: Option<Arc<str>> = opts.admin_token.as_deref().map(Arc::from);
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let management =
         management::ManagementService::new(engine.clone(), metrics.clone(), Some(reloader.clone()));
     // One port, two protocols: the HTTP admin API and the gRPC management API (HTTP/2).
@@ -136,6 +140,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         metrics: metrics.clone(),
         reloader: Some(reloader.clone()),
         token: token.clone(),
+        draining: draining.clone(),
     })
     .merge(management::routes(management, token).await?);
     tracing::info!(addr = %opts.admin_addr, "admin HTTP listening");
@@ -156,6 +161,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         shutdown_signal(),
         opts.shutdown_grace,
         opts.limits,
+        Drain {
+            delay: opts.drain_delay,
+            flag: draining,
+        },
     )
     .await;
     admin_task.abort();
@@ -213,8 +222,18 @@ pub async fn run(
         shutdown,
         grace,
         RequestLimits::default(),
+        Drain::default(),
     )
     .await
+}
+
+/// The first step of a stop: from the shutdown signal, gRPC health answers NOT_SERVING and
+/// `flag` is set (`/readyz` answers 503), while requests are still served for `delay`; then the
+/// listener closes and in-flight calls get the grace period.
+#[derive(Debug, Clone, Default)]
+pub struct Drain {
+    pub delay: Duration,
+    pub flag: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Bounds on what one gRPC request to the data plane may carry.
@@ -250,6 +269,7 @@ pub async fn run_with(
     shutdown: impl std::future::Future<Output = ()> + Send,
     grace: Duration,
     limits: RequestLimits,
+    drain: Drain,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     // The config is loaded before the server starts: SERVING from the first call.
@@ -267,8 +287,19 @@ pub async fn run_with(
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = {
         let stopping = stopping.clone();
+        let health = health.clone();
         async move {
             shutdown.await;
+            drain.flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            for service in ["", AUTHZ_SERVICE, RLS_SERVICE] {
+                health
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
+            if !drain.delay.is_zero() {
+                tracing::info!(delay = ?drain.delay, "draining: not ready, still serving");
+                tokio::time::sleep(drain.delay).await;
+            }
             stopping.notify_one();
         }
     };

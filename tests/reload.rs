@@ -394,6 +394,7 @@ async fn metrics_text_parses_and_counts_decisions() {
         metrics: s.metrics.clone(),
         reloader: None,
         token: None,
+        draining: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

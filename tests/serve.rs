@@ -124,3 +124,69 @@ async fn an_oversized_request_is_refused_before_decoding() {
         .await;
     assert!(ok.is_ok(), "{ok:?}");
 }
+
+/// SIGTERM with a drain delay: at once gRPC health says NOT_SERVING and /readyz 503, while
+/// requests are still answered; after the delay the server stops by itself, exit 0.
+#[tokio::test]
+async fn sigterm_drains_before_stopping() {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = common::Plangate::start(
+        &example(),
+        &["--drain-delay", "3", "--shutdown-grace", "1"],
+        dir.path().join("plangate.log"),
+    );
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", p.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(ch.clone());
+    let mut authz = AuthorizationClient::new(ch);
+    let status = async |h: &mut HealthClient<tonic::transport::Channel>| {
+        h.check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+    };
+    assert_eq!(status(&mut health).await, 1);
+    assert_eq!(common::http(p.admin, "GET", "/readyz", &[]).status, 200);
+
+    Command::new("kill")
+        .args(["-TERM", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    // Not ready at once (polled: the signal takes a moment to arrive)…
+    let waited = Stopwatch::start();
+    while common::http(p.admin, "GET", "/readyz", &[]).status != 503 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(2),
+            "/readyz still 200 while draining"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        status(&mut health).await,
+        2,
+        "gRPC health NOT_SERVING while draining"
+    ); // 2 = NOT_SERVING
+    // …while requests are still answered (a denial for an unknown key is an answer).
+    let r = authz
+        .check(envoy_types::ext_authz::v3::pb::CheckRequest::default())
+        .await;
+    assert!(r.is_ok(), "a call during the drain failed: {r:?}");
+    // Then it stops by itself, cleanly.
+    let waited = Stopwatch::start();
+    while p.alive() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "did not stop after the drain"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(p.wait().success());
+}

@@ -80,7 +80,11 @@ pub struct Args {
     /// Most entries in one RLS descriptor.
     #[arg(long, env = "PLANGATE_MAX_DESCRIPTOR_ENTRIES", default_value_t = DEFAULT_MAX_DESCRIPTOR_ENTRIES)]
     max_descriptor_entries: usize,
-    /// Seconds in-flight calls get to finish after SIGTERM/SIGINT.
+    /// Seconds to keep serving after SIGTERM/SIGINT while gRPC health and /readyz already say
+    /// not ready, so that load balancers stop sending requests first (e.g. 5 on Kubernetes).
+    #[arg(long, env = "PLANGATE_DRAIN_DELAY", default_value_t = 0.0)]
+    drain_delay: f64,
+    /// Seconds in-flight calls get to finish after SIGTERM/SIGINT (after the drain).
     #[arg(long, env = "PLANGATE_SHUTDOWN_GRACE", default_value_t = 5.0)]
     shutdown_grace: f64,
 }
@@ -123,6 +127,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
             max_descriptor_entries: a.max_descriptor_entries,
         },
         shutdown_grace: runtime::seconds("--shutdown-grace", a.shutdown_grace)?,
+        drain_delay: runtime::seconds("--drain-delay", a.drain_delay)?,
     };
     match runtime::multi_thread()?.block_on(server::serve(opts)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
