@@ -11,9 +11,12 @@ use prometheus::{
 };
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
-use crate::clock::Nanos;
+use crate::clock::{NANOS_PER_SEC, Nanos};
+
+/// At most one log line about store failures per this interval (with their count).
+const STORE_ERROR_LOG_INTERVAL: Nanos = NANOS_PER_SEC;
 use crate::engine::{Decision, DenyReason, LimitKind, Outcome};
 use crate::snapshot::Snapshot;
 
@@ -53,6 +56,9 @@ pub struct Metrics {
     /// Watchers alive: read on every decision with one relaxed load (the channel's own
     /// `receiver_count` takes a lock).
     watchers: Arc<AtomicUsize>,
+    /// Store failures not yet logged, and when the last log line about them was written.
+    store_errors_unlogged: AtomicU64,
+    store_error_logged_at: AtomicI64,
 }
 
 /// A watcher of decisions (see [`Metrics::watch`]); counted while it lives.
@@ -167,6 +173,8 @@ impl Metrics {
         Metrics {
             tap: tokio::sync::broadcast::channel(TAP_CAPACITY).0,
             watchers: Arc::new(AtomicUsize::new(0)),
+            store_errors_unlogged: AtomicU64::new(0),
+            store_error_logged_at: AtomicI64::new(i64::MIN),
             registry,
             decisions,
             decision_duration,
@@ -212,9 +220,22 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// A counter store operation failed.
-    pub fn store_failed(&self) {
+    /// A counter store operation failed at `now`. Counted always; `Some(n)` when a log line is
+    /// due — at most one per second, for the `n` failures since the last one — so that an outage
+    /// does not write a line per request.
+    pub fn store_failed(&self, now: Nanos) -> Option<u64> {
         self.store_errors.inc();
+        self.store_errors_unlogged.fetch_add(1, Ordering::Relaxed);
+        let last = self.store_error_logged_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < STORE_ERROR_LOG_INTERVAL
+            || self
+                .store_error_logged_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        Some(self.store_errors_unlogged.swap(0, Ordering::Relaxed))
     }
 
     /// An RLS request named a domain plangate does not serve.
@@ -266,5 +287,27 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_failures_are_logged_once_a_second_with_their_count() {
+        let m = Metrics::new();
+        let t0 = 1_000 * NANOS_PER_SEC;
+        assert_eq!(
+            m.store_failed(t0),
+            Some(1),
+            "the first failure is logged at once"
+        );
+        for i in 1..1000 {
+            assert_eq!(m.store_failed(t0 + i * 1_000_000), None);
+        }
+        // A second later, one line for the 999 since.
+        assert_eq!(m.store_failed(t0 + NANOS_PER_SEC), Some(1000));
+        assert!(m.render().contains("plangate_store_errors_total 1001"));
     }
 }

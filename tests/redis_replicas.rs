@@ -272,3 +272,39 @@ async fn open_policy_admits_during_an_outage() {
     assert_eq!(check_status(&r), 200);
     assert!(f.replicas[0].alive());
 }
+
+/// A wrong or missing Redis password is named as such at start (not "did not answer").
+#[test]
+fn redis_authentication_errors_are_named_at_start() {
+    let r = common::RedisServer::start();
+    assert!(
+        r.command(&["CONFIG", "SET", "requirepass", "s3cret-pass"])
+            .starts_with("+OK")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plans.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\napis: { petstore: { stages: { prod: {} } } }\n",
+    )
+    .unwrap();
+    let serve = |url: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .env("PLANGATE_STORE", url)
+            .output()
+            .unwrap()
+    };
+    let wrong = serve(format!("redis://:wrong-pass@127.0.0.1:{}", r.port));
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+    assert!(
+        !stderr.contains("wrong-pass"),
+        "the password in an error: {stderr}"
+    );
+    let none = serve(format!("redis://127.0.0.1:{}", r.port));
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert!(stderr.contains("authentication required"), "{stderr}");
+}

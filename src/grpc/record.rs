@@ -24,14 +24,16 @@ pub(crate) async fn decide(
     let watch = Stopwatch::start();
     let d = engine.decide_in(snap, req, now).await;
     metrics.decided(service, &d, watch.seconds(), now);
-    if let Some(e) = &d.store_error {
-        metrics.store_failed();
+    if let Some(e) = &d.store_error
+        && let Some(failures) = metrics.store_failed(now)
+    {
         tracing::warn!(
             service = service.as_str(),
             error = %e,
             kind = e.kind().as_str(),
             outcome = d.outcome.as_str(),
-            "store error; failure policy applied"
+            failures,
+            "store errors; failure policy applied (one line a second at most)"
         );
     }
     if d.admitted() {

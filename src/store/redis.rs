@@ -68,6 +68,29 @@ fn store_error(e: redis::RedisError) -> StoreError {
     StoreError::caused_by(kind, e.to_string(), e)
 }
 
+/// A connection or PING error, with authentication failures named as such.
+fn auth_error(e: redis::RedisError) -> StoreError {
+    let text = e.to_string();
+    if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || text.contains("WRONGPASS")
+        || text.contains("invalid password")
+    {
+        StoreError::caused_by(
+            StoreErrorKind::Config,
+            "authentication failed: check the password (and user) in the Redis URL",
+            e,
+        )
+    } else if text.contains("NOAUTH") {
+        StoreError::caused_by(
+            StoreErrorKind::Config,
+            "authentication required: Redis asks for a password the URL does not give",
+            e,
+        )
+    } else {
+        store_error(e)
+    }
+}
+
 fn timeout_error(t: Duration) -> StoreError {
     StoreError::new(
         StoreErrorKind::Unavailable,
@@ -113,6 +136,18 @@ impl RedisStore {
         let client = redis::Client::open(opts.url.as_str()).map_err(|e| {
             StoreError::caused_by(StoreErrorKind::Config, format!("bad Redis URL: {e}"), e)
         })?;
+        // One plain connection first, to name what is wrong at start: a wrong or missing
+        // password (the reconnecting manager below would only retry until its timeout).
+        let setup = opts.timeout.max(Duration::from_secs(2));
+        let mut probe = tokio::time::timeout(setup, client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| timeout_error(setup))?
+            .map_err(auth_error)?;
+        let _: String = tokio::time::timeout(setup, redis::cmd("PING").query_async(&mut probe))
+            .await
+            .map_err(|_| timeout_error(setup))?
+            .map_err(auth_error)?;
+        drop(probe);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(opts.timeout))
             .set_response_timeout(Some(opts.timeout))
