@@ -184,7 +184,7 @@ impl Reloader {
     pub async fn watch(self: &Arc<Self>, debounce: Duration) -> Result<(), notify::Error> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            if event.is_ok_and(|e| completes_a_write(&e.kind)) {
                 let _ = tx.send(());
             }
         })?;
@@ -224,6 +224,24 @@ impl Reloader {
                 Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch"),
             }
         }
+    }
+}
+
+/// Whether a file event means a file is complete: closed after writing, or moved or renamed into
+/// place (editors writing a temporary file, the kubelet swapping a ConfigMap's `..data` link),
+/// or deleted. Not every modification: a writer that truncates a file and writes it in pieces
+/// would otherwise have its first half loaded (and served) when the debounce ends mid-write.
+fn completes_a_write(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => true,
+        // A new symbolic link is complete once created (the kubelet's `..data_tmp` link).
+        EventKind::Create(notify::event::CreateKind::Other) => true,
+        // Backends that cannot say more (not inotify) report plain modifications.
+        EventKind::Modify(ModifyKind::Any) | EventKind::Any => !cfg!(target_os = "linux"),
+        _ => false,
     }
 }
 

@@ -493,3 +493,68 @@ usage_plans:
         serde_json::from_value(v["responses"]["rate_limit_headers"].clone()).unwrap();
     assert_eq!(style, plangate::snapshot::RateLimitHeaders::XRatelimit);
 }
+
+/// A writer that truncates the file, writes half, pauses, then writes the rest: the half is never
+/// loaded (it is valid YAML on its own, with fewer keys), only the finished file.
+#[tokio::test]
+async fn a_file_is_reloaded_when_its_writer_is_done_not_half_written() {
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.yaml");
+    let keys = |n: usize| -> String {
+        (1..=n)
+            .map(|i| {
+                format!(
+                    "  - {{ id: k{i}, value_sha256: {}, usage_plans: [gold] }}\n",
+                    common::sha(&format!("slow-writer-key-{i:04}-0123456789"))
+                )
+            })
+            .collect()
+    };
+    let head = "version: 1\napis: { petstore: { stages: { prod: {} } } }\nusage_plans:\n  gold: { api_stages: [{ api: petstore, stage: prod }] }\napi_keys:\n";
+    std::fs::write(&path, format!("{head}{}", keys(2))).unwrap();
+    let compiled = plangate::config::load_file(&path).unwrap();
+    let engine = Arc::new(Engine::new(
+        compiled.snapshot,
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+    ));
+    let fingerprint = plangate::reload::fingerprint(&compiled.sources);
+    let reloader = Arc::new(Reloader::new(
+        path.clone(),
+        engine.clone(),
+        Arc::new(Metrics::new()),
+        compiled.sources,
+        fingerprint,
+    ));
+    reloader.watch(Duration::from_millis(100)).await.unwrap();
+
+    // The new file has 3 keys; its first half ends after key 1: a valid config of 1 key.
+    let full = format!("{head}{}", keys(3));
+    let cut = full.find("  - { id: k2").unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(&full.as_bytes()[..cut]).unwrap();
+    f.flush().unwrap();
+    // Well past the debounce: the half-written file must not be in force.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        engine.snapshot().keys.len(),
+        2,
+        "the half-written file was loaded"
+    );
+    f.write_all(&full.as_bytes()[cut..]).unwrap();
+    drop(f);
+    let waited = Stopwatch::start();
+    while engine.snapshot().keys.len() != 3 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the finished file was not loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -135,6 +135,9 @@ async fn update_usage_sets_what_remains() {
     assert!(usage::update(&e, "billed", "nobody", 1, now).await.is_err());
 }
 
+/// Concurrent clients of the load in the persistence tests.
+const LOAD_CLIENTS: u64 = 8;
+
 struct Load {
     stop: Arc<AtomicBool>,
     admitted: Arc<AtomicU64>,
@@ -151,7 +154,7 @@ async fn start_load(port: u16) -> Load {
     let times = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let clock = Stopwatch::start();
     let mut tasks = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..LOAD_CLIENTS {
         let (mut c, stop, admitted, times) =
             (c.clone(), stop.clone(), admitted.clone(), times.clone());
         tasks.push(tokio::spawn(async move {
@@ -284,8 +287,13 @@ async fn crash_loses_at_most_one_flush_interval() {
     let (admitted, times) = load.finish().await;
     drop(p);
     let used = used_after_restart(&data, &config);
-    assert!(used <= admitted, "{used} counted, {admitted} admitted");
-    let lost = admitted - used;
+    // A call in flight at the kill may have been charged (and flushed) while its answer died
+    // with the process: counted, never seen as admitted. At most one per client.
+    assert!(
+        used <= admitted + LOAD_CLIENTS,
+        "{used} counted, {admitted} admitted by {LOAD_CLIENTS} clients"
+    );
+    let lost = admitted.saturating_sub(used);
     // Admissions that a flush may not have covered: the last interval, plus the time a flush
     // takes to reach the disk (generous, so that a slow disk does not fail the test).
     let window = interval + Duration::from_millis(500);
