@@ -352,3 +352,26 @@ fn validate_exits_zero_on_the_example() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn deep_nesting_is_refused_before_parsing() {
+    // 64k levels of `[` took the YAML parser tens of seconds; refused by a scan now.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\napis: {}{}\n",
+            "[".repeat(65_536),
+            "]".repeat(65_536)
+        ),
+    )
+    .unwrap();
+    let e: Vec<String> = match plangate::config::load_file(&path) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    };
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("deep.yaml:2:71"), "{e:?}");
+    assert!(e[0].contains("nested more than 64 deep"), "{e:?}");
+}

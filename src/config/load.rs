@@ -18,6 +18,24 @@ use super::location::{LineCol, LocationIndex, Path};
 
 /// Reads, parses and compiles a configuration file.
 pub fn load_file(path: &FsPath) -> Result<Compiled, ConfigErrors> {
+    let io = |reason: String| {
+        ConfigErrors(vec![ConfigError::new(
+            Path::root(),
+            ErrorKind::Io {
+                file: path.display().to_string(),
+                reason,
+            },
+        )])
+    };
+    // Sized before it is read: a huge file is refused without holding it in memory.
+    let size = std::fs::metadata(path)
+        .map_err(|e| io(e.to_string()))?
+        .len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(io(format!(
+            "{size} bytes; a configuration file may have at most {MAX_CONFIG_BYTES} (put large key sets in CSV key files)"
+        )));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError::new(
             Path::root(),
@@ -42,12 +60,115 @@ pub fn load_str(
 ) -> Result<Compiled, ConfigErrors> {
     // Editors on Windows start UTF-8 files with a byte order mark; it is not part of the YAML.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // Deep nesting costs the YAML parser superlinear time (tens of seconds for 64k levels of
+    // `[`); no configuration nests more than a handful of levels, so it is refused before parsing.
+    if let Some(at) = too_deep(text, MAX_FLOW_DEPTH) {
+        let mut e = ConfigError::new(
+            Path::root(),
+            ErrorKind::Parse(format!(
+                "collections (`[`, `{{`) nested more than {MAX_FLOW_DEPTH} deep; a plangate configuration needs a handful"
+            )),
+        );
+        e.file = origin.map(FsPath::to_path_buf);
+        e.at = Some(at);
+        return Err(ConfigErrors(vec![e]));
+    }
     let parsed = parse(text);
     let result = match parsed {
         Ok(file) => compile(&file, base_dir),
         Err(errors) => Err(errors),
     };
     result.map_err(|errors| ConfigErrors(place(errors, text, origin)))
+}
+
+/// The largest configuration file read, in bytes (1,000,000 keys in YAML take ~121 MB; large key
+/// sets belong in CSV key files).
+pub const MAX_CONFIG_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The deepest nesting of flow collections (`[…]`, `{…}`) accepted.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// Where flow collections first nest deeper than `max`, found by a scan of the text (no parse):
+/// a `[` or `{` counts when it opens a value (at a line's start, after `:`, `-`, `?`, `,` or
+/// another opening bracket), not inside quotes, comments or plain text like `a[1]`.
+fn too_deep(text: &str, max: usize) -> Option<LineCol> {
+    let opens_value = |prev: char| matches!(prev, '\n' | ':' | '-' | '?' | ',' | '[' | '{');
+    let (mut depth, mut line, mut col) = (0usize, 1usize, 0usize);
+    // `prev`: the last character that was not a space; `last`: the character just before;
+    // `plain`: inside plain text (`x[1]`), where brackets open nothing.
+    let (mut prev, mut last, mut plain) = ('\n', '\n', false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        col += 1;
+        match c {
+            '\n' => {
+                (line, col, prev, last, plain) = (line + 1, 0, '\n', '\n', false);
+                continue;
+            }
+            '#' if last.is_whitespace() => {
+                // A comment: to the end of the line.
+                while chars.peek().is_some_and(|&n| n != '\n') {
+                    chars.next();
+                }
+                continue;
+            }
+            '"' | '\'' if opens_value(prev) => {
+                // A quoted scalar: skip it (`\"` escapes in double quotes, `''` in single).
+                let mut escaped = false;
+                while let Some(n) = chars.next() {
+                    col += 1;
+                    if n == '\n' {
+                        (line, col) = (line + 1, 0);
+                    }
+                    if c == '"' && n == '\\' && !escaped {
+                        escaped = true;
+                        continue;
+                    }
+                    if n == c && !escaped {
+                        if c == '\'' && chars.peek() == Some(&'\'') {
+                            chars.next();
+                            col += 1;
+                            continue;
+                        }
+                        break;
+                    }
+                    escaped = false;
+                }
+                (prev, last) = (c, c);
+                continue;
+            }
+            // Inside a flow collection, `,` `[` `]` `{` `}` end plain text.
+            '[' | ']' | '{' | '}' | ',' if plain && depth > 0 => {
+                plain = false;
+                match c {
+                    '[' | '{' if opens_value(prev) => depth += 1,
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                if depth > max {
+                    return Some(LineCol { line, col });
+                }
+            }
+            '[' | '{' if opens_value(prev) && !plain => {
+                depth += 1;
+                if depth > max {
+                    return Some(LineCol { line, col });
+                }
+            }
+            ']' | '}' if !plain => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if c.is_whitespace() {
+            plain = false;
+        } else if !matches!(c, '[' | ']' | '{' | '}' | ',' | ':') {
+            plain = true;
+        }
+        if !c.is_whitespace() {
+            prev = c;
+        }
+        last = c;
+    }
+    None
 }
 
 /// Parses configuration text into the file types (no cross-reference checks).
@@ -241,4 +362,27 @@ pub fn base_dir(path: &FsPath) -> PathBuf {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(FsPath::new("."))
         .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_is_measured_without_parsing() {
+        let deep = format!("apis: {}{}", "[".repeat(70), "]".repeat(70));
+        assert_eq!(too_deep(&deep, 64), Some(LineCol { line: 1, col: 71 }));
+        assert_eq!(too_deep(&format!("a: {}", "{".repeat(64)), 64), None);
+        // Brackets that open nothing: in quotes, comments and plain text.
+        let harmless = format!(
+            "a: \"{0}\"\nb: '{0}'' {0}'\n# {0}\nc: x{0}\nd: x #{0}\n- {1}\n",
+            "[".repeat(100),
+            "[".repeat(3)
+        );
+        assert_eq!(too_deep(&harmless, 64), None);
+        // Nested flow collections in a list item, a key, a value.
+        assert_eq!(too_deep("- [[1], {a: [2]}]\n? {k: v}\n", 3), None);
+        assert!(too_deep("- [[1], {a: [2]}]\n", 2).is_some());
+        assert!(too_deep("- [[[1]]]\n", 2).is_some());
+    }
 }
