@@ -308,3 +308,35 @@ fn redis_authentication_errors_are_named_at_start() {
     let stderr = String::from_utf8_lossy(&none.stderr);
     assert!(stderr.contains("authentication required"), "{stderr}");
 }
+
+/// The store URL, password included, can come from a file (a mounted Secret).
+#[test]
+fn the_store_url_can_come_from_a_file() {
+    let r = common::RedisServer::start();
+    assert!(
+        r.command(&["CONFIG", "SET", "requirepass", "file-pass-123"])
+            .starts_with("+OK")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plans.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\napis: { petstore: { stages: { prod: {} } } }\n",
+    )
+    .unwrap();
+    let url_file = dir.path().join("store-url");
+    std::fs::write(
+        &url_file,
+        format!("redis://:file-pass-123@127.0.0.1:{}\n", r.port),
+    )
+    .unwrap();
+    let p = Plangate::start(
+        &config,
+        &["--store-file", url_file.to_str().unwrap()],
+        dir.path().join("plangate.log"),
+    );
+    assert_eq!(common::http(p.admin, "GET", "/readyz", &[]).status, 200);
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    assert!(log.contains("counters in Redis"), "{log}");
+    assert!(!log.contains("file-pass-123"), "the password in the log");
+}

@@ -43,6 +43,10 @@ pub struct Args {
         default_value = "memory"
     )]
     store: String,
+    /// Read the --store value from this file (e.g. a mounted Secret holding a Redis URL with its
+    /// password), instead of the command line or the environment.
+    #[arg(long, env = "PLANGATE_STORE_FILE", conflicts_with = "store")]
+    store_file: Option<PathBuf>,
     /// Redis key prefix (and Cluster hash tag).
     #[arg(long, env = "PLANGATE_STORE_PREFIX", default_value = "plangate")]
     store_prefix: String,
@@ -97,8 +101,18 @@ enum StoreFailure {
 
 /// Runs `plangate serve`.
 pub fn run(a: Args) -> Result<ExitCode, CliError> {
+    let store_value = match &a.store_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| CliError::Flag {
+                flag: "--store-file",
+                reason: format!("{}: {e}", path.display()),
+            })?
+            .trim()
+            .to_owned(),
+        None => a.store.clone(),
+    };
     let store = StoreOptions::parse(
-        &a.store,
+        &store_value,
         (!a.no_persist).then_some(a.data_dir),
         &a.store_prefix,
         std::time::Duration::from_millis(a.store_timeout_ms),
