@@ -184,26 +184,17 @@ fn ports() -> (u16, u16) {
 
 #[test]
 fn serve_takes_every_flag_from_the_environment_and_health_answers() {
-    // --help names the variable of every flag.
+    // --help names the variable of every flag (all of them: read from --help itself).
     let help = plangate().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for flag in [
-        "config",
-        "grpc-addr",
-        "admin-addr",
-        "admin-token",
-        "no-watch",
-        "watch-debounce",
-        "store",
-        "store-prefix",
-        "store-timeout-ms",
-        "store-failure",
-        "data-dir",
-        "no-persist",
-        "flush-interval",
-        "usage-retention-days",
-        "shutdown-grace",
-    ] {
+    let flags: Vec<&str> = help
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .map(|l| l.split([' ', '<']).next().unwrap_or(""))
+        .filter(|f| !matches!(*f, "help" | "version"))
+        .collect();
+    assert!(flags.len() >= 20, "{flags:?}");
+    for flag in flags {
         let env = format!("PLANGATE_{}", flag.to_uppercase().replace('-', "_"));
         assert!(
             help.contains(&format!("[env: {env}")),
