@@ -29,7 +29,12 @@ pub use redis::{RedisOptions, RedisStore};
 #[derive(Debug, Clone)]
 pub enum StoreOptions {
     /// In this process's memory; quota and usage counters persisted under `data_dir` when set.
-    Memory { data_dir: Option<PathBuf> },
+    /// `recover`: a counters file that cannot be read is moved aside and plangate starts with
+    /// empty counters (otherwise it refuses to start).
+    Memory {
+        data_dir: Option<PathBuf>,
+        recover: bool,
+    },
     /// In Redis, shared between replicas.
     Redis(RedisOptions),
 }
@@ -44,7 +49,10 @@ impl StoreOptions {
         timeout: Duration,
     ) -> Result<Self, StoreError> {
         match store {
-            "memory" => Ok(StoreOptions::Memory { data_dir }),
+            "memory" => Ok(StoreOptions::Memory {
+                data_dir,
+                recover: false,
+            }),
             url if url.starts_with("redis://") || url.starts_with("rediss://") => {
                 Ok(StoreOptions::Redis(RedisOptions {
                     url: url.to_owned(),
@@ -66,18 +74,31 @@ impl StoreOptions {
 /// Opens the store `opts` names: loads persisted counters (as of `now`), or connects to Redis.
 pub async fn open(opts: &StoreOptions, now: Nanos) -> Result<Arc<dyn Store>, StoreError> {
     match opts {
-        StoreOptions::Memory { data_dir: None } => {
+        StoreOptions::Memory { data_dir: None, .. } => {
             tracing::info!("counters in memory, not persisted");
             Ok(Arc::new(MemoryStore::new()))
         }
         StoreOptions::Memory {
             data_dir: Some(dir),
+            recover,
         } => {
-            let dir = dir.clone();
+            let (dir, recover) = (dir.clone(), *recover);
             // Opening and reading the database is file I/O: off the async workers.
             let store = tokio::task::spawn_blocking(move || {
-                let p = Arc::new(persist::Persistence::open(&dir)?);
-                let store = MemoryStore::with_persistence(p, now)?;
+                let store = match load_persisted(&dir, now) {
+                    Ok(store) => store,
+                    Err(e) if recover => {
+                        let aside = persist::move_aside(&dir, now)?;
+                        tracing::error!(
+                            error = %e,
+                            moved_to = %aside.display(),
+                            "the counters file could not be read: moved aside (--data-recover); \
+                             quotas and usage START FROM ZERO"
+                        );
+                        load_persisted(&dir, now)?
+                    }
+                    Err(e) => return Err(e),
+                };
                 tracing::info!(dir = %dir.display(), "counters in memory, persisted");
                 Ok::<_, StoreError>(store)
             })
@@ -92,6 +113,36 @@ pub async fn open(opts: &StoreOptions, now: Nanos) -> Result<Arc<dyn Store>, Sto
             tracing::info!(url = %redact_url(&r.url), prefix = %r.prefix, "counters in Redis");
             Ok(Arc::new(store))
         }
+    }
+}
+
+/// The memory store with the counters persisted under `dir`. The database is read under
+/// `catch_unwind`: redb panics on some corrupt files, and that must be an error that names the
+/// file, not a crash.
+fn load_persisted(dir: &std::path::Path, now: Nanos) -> Result<MemoryStore, StoreError> {
+    let file = dir.join(persist::FILE_NAME);
+    if std::fs::metadata(&file).is_ok_and(|m| m.len() == 0) {
+        tracing::warn!(file = %file.display(), "the counters file is empty: quotas and usage start from zero");
+    }
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let p = Arc::new(persist::Persistence::open(dir)?);
+        MemoryStore::with_persistence(p, now)
+    }));
+    let advice = "start with --data-recover to move it aside and start with empty counters";
+    match opened {
+        Ok(result) => result.map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::Disk,
+                format!("{} cannot be read ({e}); {advice}", file.display()),
+            )
+        }),
+        Err(_) => Err(StoreError::new(
+            StoreErrorKind::Disk,
+            format!(
+                "{} is corrupt (reading it failed); {advice}",
+                file.display()
+            ),
+        )),
     }
 }
 

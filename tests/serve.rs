@@ -190,3 +190,74 @@ async fn sigterm_drains_before_stopping() {
     }
     assert!(p.wait().success());
 }
+
+/// A corrupt counters file is a clear refusal to start (redb panics on some: not a crash, not a
+/// silent reset); `--data-recover` moves it aside and starts empty, loudly; a 0-byte file is
+/// started from with a warning.
+#[test]
+fn a_corrupt_counters_file_is_refused_or_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        // A real counters file, then 8 KiB of noise inside it.
+        let p = plangate::store::persist::Persistence::open(&data).unwrap();
+        drop(p);
+    }
+    let file = data.join("counters.redb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    if bytes.len() < 4096 + 8192 {
+        bytes.resize(4096 + 8192, 0);
+    }
+    let mut x: u32 = 0x9e37_79b9;
+    for b in &mut bytes[4096..4096 + 8192] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let serve = |extra: &[&str]| {
+        let child = Command::new(env!("CARGO_BIN_EXE_plangate"))
+            .args(["serve", "--config"])
+            .arg(example())
+            .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(extra)
+            .env("PLANGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Started (or refused) within a few seconds; then stopped.
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = serve(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is corrupt") || stderr.contains("cannot be read"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--data-recover"), "{stderr}");
+    let (code, stderr) = serve(&["--data-recover"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("START FROM ZERO"), "{stderr}");
+    let aside: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("counters.redb.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the bad file is kept aside");
+    // A 0-byte file: a warning.
+    std::fs::write(&file, b"").unwrap();
+    let (_, stderr) = serve(&[]);
+    assert!(stderr.contains("the counters file is empty"), "{stderr}");
+}

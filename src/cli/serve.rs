@@ -64,6 +64,10 @@ pub struct Args {
     /// Memory store: where quota counters and daily usage are persisted.
     #[arg(long, env = "PLANGATE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
+    /// Memory store: if the counters file cannot be read, move it aside and start with empty
+    /// counters (loudly), instead of refusing to start.
+    #[arg(long, env = "PLANGATE_DATA_RECOVER")]
+    data_recover: bool,
     /// Memory store: keep counters in memory only (a restart forgets them).
     #[arg(long, env = "PLANGATE_NO_PERSIST")]
     no_persist: bool,
@@ -121,6 +125,13 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         flag: "--store",
         reason: e.message().to_owned(),
     })?;
+    let store = match store {
+        StoreOptions::Memory { data_dir, .. } => StoreOptions::Memory {
+            data_dir,
+            recover: a.data_recover,
+        },
+        other => other,
+    };
     let opts = ServeOptions {
         config: a.config,
         grpc_addr: a.grpc_addr,

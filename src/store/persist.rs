@@ -14,6 +14,21 @@ use crate::limit::LimitKey;
 /// Counter name → (used, until).
 const COUNTERS: TableDefinition<&str, (u64, i64)> = TableDefinition::new("counters");
 
+/// The counters file's name in the data directory.
+pub const FILE_NAME: &str = "counters.redb";
+
+/// Moves `<dir>/counters.redb` aside to `counters.redb.corrupt-<unix seconds>`; returns where.
+pub fn move_aside(dir: &Path, now: Nanos) -> Result<std::path::PathBuf, StoreError> {
+    let from = dir.join(FILE_NAME);
+    let to = dir.join(format!(
+        "{FILE_NAME}.corrupt-{}",
+        now.div_euclid(crate::clock::NANOS_PER_SEC)
+    ));
+    std::fs::rename(&from, &to)
+        .map_err(|e| err(&format!("cannot move {} aside", from.display()), e))?;
+    Ok(to)
+}
+
 /// The counters file.
 pub struct Persistence {
     db: Database,
@@ -28,7 +43,7 @@ impl Persistence {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| err(&format!("cannot create {}", dir.display()), e))?;
-        let path = dir.join("counters.redb");
+        let path = dir.join(FILE_NAME);
         let db = Database::create(&path)
             .map_err(|e| err(&format!("cannot open {}", path.display()), e))?;
         // Make sure the table exists, so that reads of a new file succeed.
