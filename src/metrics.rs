@@ -46,6 +46,7 @@ pub struct Metrics {
     decisions: IntCounterVec,
     decision_duration: HistogramVec,
     config_generation: IntGauge,
+    config_fingerprint: IntGauge,
     config_reloads: IntCounterVec,
     config_last_success: Gauge,
     api_keys: IntGauge,
@@ -124,7 +125,13 @@ impl Metrics {
         .expect("metric definition");
         let config_generation = IntGauge::new(
             "plangate_config_generation",
-            "Generation of the configuration in force (1 at start, +1 per successful reload).",
+            "Generation of the configuration in force (1 at start, +1 per reload that changed it).",
+        )
+        .expect("metric definition");
+        let config_fingerprint = IntGauge::new(
+            "plangate_config_fingerprint",
+            "The first 48 bits of the SHA-256 of the configuration files in force: replicas serving \
+             the same content show the same value.",
         )
         .expect("metric definition");
         let config_reloads = IntCounterVec::new(
@@ -158,6 +165,7 @@ impl Metrics {
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(decision_duration.clone()),
             Box::new(config_generation.clone()),
+            Box::new(config_fingerprint.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_success.clone()),
             Box::new(api_keys.clone()),
@@ -179,6 +187,7 @@ impl Metrics {
             decisions,
             decision_duration,
             config_generation,
+            config_fingerprint,
             config_reloads,
             config_last_success,
             api_keys,
@@ -243,9 +252,9 @@ impl Metrics {
         self.rls_unknown_domain.inc();
     }
 
-    /// A reload put `snap` in force at `unix_seconds`.
-    pub fn reloaded(&self, snap: &Snapshot, unix_seconds: f64) {
-        self.loaded(snap, unix_seconds);
+    /// A reload put `snap`, built from files of SHA-256 `fingerprint`, in force at `unix_seconds`.
+    pub fn reloaded(&self, snap: &Snapshot, fingerprint: &[u8; 32], unix_seconds: f64) {
+        self.loaded(snap, fingerprint, unix_seconds);
         self.config_reloads.with_label_values(&["success"]).inc();
     }
 
@@ -256,9 +265,13 @@ impl Metrics {
 
     /// Records a snapshot now in force, loaded at `unix_seconds` (at start; reloads call
     /// [`Metrics::reloaded`]).
-    pub fn loaded(&self, snap: &Snapshot, unix_seconds: f64) {
+    pub fn loaded(&self, snap: &Snapshot, fingerprint: &[u8; 32], unix_seconds: f64) {
         self.config_generation
             .set(i64::try_from(snap.generation).unwrap_or(i64::MAX));
+        // 48 bits: exact in the float64 a Prometheus sample is.
+        let mut top = [0u8; 8];
+        top[2..].copy_from_slice(&fingerprint[..6]);
+        self.config_fingerprint.set(i64::from_be_bytes(top));
         self.api_keys.set(snap.keys.len() as i64);
         self.usage_plans.set(snap.plans.len() as i64);
         self.config_last_success.set(unix_seconds);

@@ -7,8 +7,10 @@
 //!
 //! Watching: the *directories* of the config and key files are watched (editors and Kubernetes
 //! replace files rather than write them: a ConfigMap update swaps the `..data` symlink). Events
-//! are debounced, then a fingerprint of the files — canonical path and content — is compared with
-//! the last load's, so only a real change reloads.
+//! are debounced, then a fingerprint of the files' content is compared with the last load's, so
+//! only a real change reloads. Any reload whose content equals the configuration in force is
+//! `Unchanged` and keeps its generation: generations count changes, and replicas serving the same
+//! files export the same `plangate_config_fingerprint`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +25,9 @@ use crate::config::{self, Compiled, ConfigError, ConfigErrors, ErrorKind};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 
-/// SHA-256 over the canonical path and content of each source file.
+/// SHA-256 over the content of each source file, in load order. Paths are left out: a
+/// Kubernetes ConfigMap mount resolves to a per-pod timestamped directory, and replicas serving
+/// the same content must agree.
 pub type Fingerprint = [u8; 32];
 
 /// A configuration loaded from its file, with the fingerprint of the files it was built from.
@@ -55,7 +59,10 @@ pub struct Reloader {
 
 struct State {
     sources: Vec<PathBuf>,
-    fingerprint: Fingerprint,
+    /// The files last looked at, loaded or rejected: the watcher's "changed since".
+    seen: Fingerprint,
+    /// The files the configuration in force was built from.
+    serving: Fingerprint,
     watched: Vec<PathBuf>,
 }
 
@@ -64,7 +71,8 @@ struct State {
 pub enum Reloaded {
     /// The new snapshot is in force.
     Swapped { generation: u64 },
-    /// The files are as last loaded (watch only).
+    /// The files are as last looked at (watch), or their content is the configuration in force
+    /// (any trigger): nothing swapped, the generation kept.
     Unchanged,
 }
 
@@ -84,7 +92,8 @@ impl Reloader {
             metrics,
             state: tokio::sync::Mutex::new(State {
                 sources,
-                fingerprint,
+                seen: fingerprint,
+                serving: fingerprint,
                 watched: Vec::new(),
             }),
             watcher: Mutex::new(None),
@@ -93,7 +102,7 @@ impl Reloader {
 
     /// The fingerprint of the files the configuration in force was built from.
     pub async fn fingerprint(&self) -> Fingerprint {
-        self.state.lock().await.fingerprint
+        self.state.lock().await.serving
     }
 
     /// Reloads now (SIGHUP, the admin API). `trigger` is for the log.
@@ -114,7 +123,7 @@ impl Reloader {
         // One reload at a time; requests never wait on this lock.
         let mut state = self.state.lock().await;
         let sources = state.sources.clone();
-        let last = state.fingerprint;
+        let last = state.seen;
         let path = self.path.clone();
         // Fingerprint and compile off the async workers: a large key file takes seconds.
         let (now_print, loaded) = tokio::task::spawn_blocking(move || {
@@ -138,6 +147,13 @@ impl Reloader {
             return Ok(Reloaded::Unchanged);
         };
         match loaded {
+            Ok(Loaded { fingerprint, .. }) if fingerprint == state.serving => {
+                // The same content as in force (a no-op `POST /v1/reload`, a ConfigMap update
+                // that changed nothing): no swap, no new generation.
+                state.seen = fingerprint;
+                tracing::debug!(trigger, "configuration unchanged");
+                Ok(Reloaded::Unchanged)
+            }
             Ok(Loaded {
                 compiled,
                 fingerprint,
@@ -148,7 +164,8 @@ impl Reloader {
                 let mut snapshot = compiled.snapshot;
                 snapshot.generation = self.engine.snapshot().generation + 1;
                 let generation = snapshot.generation;
-                self.metrics.reloaded(&snapshot, unix_seconds());
+                self.metrics
+                    .reloaded(&snapshot, &fingerprint, unix_seconds());
                 tracing::info!(
                     trigger,
                     generation,
@@ -157,14 +174,15 @@ impl Reloader {
                     "configuration reloaded"
                 );
                 self.engine.swap(snapshot);
-                state.fingerprint = fingerprint;
+                state.seen = fingerprint;
+                state.serving = fingerprint;
                 state.sources = compiled.sources;
                 self.watch_new_dirs(&mut state);
                 Ok(Reloaded::Swapped { generation })
             }
             Err(errors) => {
                 // Remember this version too, so that a watcher does not retry it in a loop.
-                state.fingerprint = now_print;
+                state.seen = now_print;
                 self.metrics.reload_failed();
                 tracing::error!(
                     trigger,
@@ -249,16 +267,15 @@ fn completes_a_write(kind: &notify::EventKind) -> bool {
 /// still counts as a change of source, a touch without change does not. Reads the files.
 pub fn fingerprint(sources: &[PathBuf]) -> Fingerprint {
     let mut h = Sha256::new();
+    h.update((sources.len() as u64).to_le_bytes());
     for src in sources {
-        let canonical = std::fs::canonicalize(src).unwrap_or_else(|_| src.clone());
-        h.update(canonical.as_os_str().as_encoded_bytes());
-        h.update([0]);
-        match std::fs::read(Path::new(&canonical)) {
+        match std::fs::read(src) {
             Ok(bytes) => {
+                h.update([1]);
                 h.update((bytes.len() as u64).to_le_bytes());
                 h.update(&bytes);
             }
-            Err(_) => h.update(b"<unreadable>"),
+            Err(_) => h.update([0]),
         }
     }
     h.finalize().into()

@@ -112,7 +112,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         api_keys = snapshot.keys.len(),
         "configuration loaded"
     );
-    metrics.loaded(&snapshot, SystemClock.now() as f64 / 1e9);
+    metrics.loaded(
+        &snapshot,
+        &loaded.fingerprint,
+        SystemClock.now() as f64 / 1e9,
+    );
     let store = store::open(&opts.store, SystemClock.now()).await?;
     let engine = Arc::new(
         Engine::new(snapshot, store.clone(), Arc::new(SystemClock))

@@ -65,13 +65,13 @@ async fn serve(text: &str) -> Served {
     let mut snap = compiled.snapshot;
     snap.generation = 1;
     let metrics = Arc::new(Metrics::new());
-    metrics.loaded(&snap, 0.0);
+    let fingerprint = plangate::reload::fingerprint(&compiled.sources);
+    metrics.loaded(&snap, &fingerprint, 0.0);
     let engine = Arc::new(Engine::new(
         snap,
         Arc::new(MemoryStore::new()),
         Arc::new(SystemClock),
     ));
-    let fingerprint = plangate::reload::fingerprint(&compiled.sources);
     let reloader = Arc::new(Reloader::new(
         path.clone(),
         engine.clone(),
@@ -362,6 +362,8 @@ fn sighup_reloads_and_admin_api_works() {
     assert!(r.body.contains("unknown field `nope`"), "{}", r.body);
     let m = metrics();
     assert_eq!(get_metric(&m, "plangate_config_generation"), Some(2.0));
+    let print2 = get_metric(&m, "plangate_config_fingerprint");
+    assert!(print2.is_some_and(|p| p > 0.0), "{m}");
     assert_eq!(
         get_metric(&m, "plangate_config_reloads_total{result=\"error\"}"),
         Some(1.0)
@@ -371,6 +373,32 @@ fn sighup_reloads_and_admin_api_works() {
     assert_eq!(
         (r.status, r.body.as_str()),
         (200, r#"{"result":"success","generation":3}"#)
+    );
+    let m = metrics();
+    let print3 = get_metric(&m, "plangate_config_fingerprint");
+    assert_ne!(print3, print2);
+    let swaps = get_metric(&m, "plangate_config_reloads_total{result=\"success\"}");
+    // The same files again: nothing swapped, the generation and fingerprint kept.
+    let r = common::http(admin, "POST", "/v1/reload", &auth);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, r#"{"result":"unchanged","generation":3}"#)
+    );
+    // Back to the content of generation 2 after a rejected file: a change, so generation 4,
+    // and the fingerprint of generation 2 again.
+    std::fs::write(&path, "version: 1\nnope: 1\n").unwrap();
+    assert_eq!(common::http(admin, "POST", "/v1/reload", &auth).status, 422);
+    std::fs::write(&path, config(2, 100, true)).unwrap();
+    let r = common::http(admin, "POST", "/v1/reload", &auth);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, r#"{"result":"success","generation":4}"#)
+    );
+    let m = metrics();
+    assert_eq!(get_metric(&m, "plangate_config_fingerprint"), print2);
+    assert_eq!(
+        get_metric(&m, "plangate_config_reloads_total{result=\"success\"}"),
+        swaps.map(|n| n + 1.0)
     );
     let _ = child.kill();
     let _ = child.wait();
