@@ -7,6 +7,9 @@ COPY proto ./proto
 COPY src ./src
 # The manifest declares the criterion benches: cargo refuses to build without their files.
 COPY benches ./benches
+# The revision for plangate_build_info (the image has no .git):
+# docker build --build-arg PLANGATE_REVISION=$(git rev-parse --short=12 HEAD) .
+ARG PLANGATE_REVISION=""
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim

@@ -6,8 +6,8 @@
 //! watcher loses records rather than slowing decisions (a bounded broadcast channel).
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use std::sync::Arc;
@@ -128,6 +128,17 @@ impl Metrics {
             "Generation of the configuration in force (1 at start, +1 per reload that changed it).",
         )
         .expect("metric definition");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "plangate_build_info",
+                "Always 1; the version and source revision of this binary as labels.",
+            ),
+            &["version", "revision"],
+        )
+        .expect("metric definition");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("PLANGATE_REVISION")])
+            .set(1);
         let config_fingerprint = IntGauge::new(
             "plangate_config_fingerprint",
             "The first 48 bits of the SHA-256 of the configuration files in force: replicas serving \
@@ -166,6 +177,7 @@ impl Metrics {
             Box::new(decision_duration.clone()),
             Box::new(config_generation.clone()),
             Box::new(config_fingerprint.clone()),
+            Box::new(build_info),
             Box::new(config_reloads.clone()),
             Box::new(config_last_success.clone()),
             Box::new(api_keys.clone()),

@@ -449,6 +449,22 @@ async fn metrics_text_parses_and_counts_decisions() {
         samples += 1;
     }
     assert!(samples > 10);
+    // The binary's version and the revision it was built from (git's HEAD in a checkout).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |o| String::from_utf8(o.stdout).unwrap().trim().to_owned(),
+        );
+    let info = format!(
+        "plangate_build_info{{revision=\"{head}\",version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(get_metric(&text, &info), Some(1.0), "{info} in\n{text}");
     let count = |labels: &str| {
         get_metric(&text, &format!("plangate_decisions_total{{{labels}}}")).unwrap_or(0.0)
     };
