@@ -106,21 +106,22 @@ impl Metrics {
         let decisions = IntCounterVec::new(
             Opts::new(
                 "plangate_decisions_total",
-                "Decisions made, by service, api, stage, usage plan and outcome.",
+                "Decisions made, by gRPC service (ext_authz, rls), api, stage, usage plan and outcome.",
             ),
-            &["service", "api", "stage", "plan", "outcome"],
+            // `grpc_service`, not `service`: a ServiceMonitor adds a `service` target label.
+            &["grpc_service", "api", "stage", "plan", "outcome"],
         )
         .expect("metric definition");
         let decision_duration = HistogramVec::new(
             HistogramOpts::new(
                 "plangate_decision_duration_seconds",
-                "Time to decide one request (engine and store), by service.",
+                "Time to decide one request (engine and store), by gRPC service.",
             )
             .buckets(vec![
                 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
                 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
             ]),
-            &["service"],
+            &["grpc_service"],
         )
         .expect("metric definition");
         let config_generation = IntGauge::new(

@@ -82,12 +82,12 @@ fn prometheus_rule_is_valid_and_its_alerts_fire_when_they_should() {
     )
     .unwrap();
     std::fs::copy(
-        root().join("tests/fixtures/alerts/replicas.test.yml"),
-        dir.path().join("replicas.test.yml"),
+        root().join("tests/fixtures/alerts/rules.test.yml"),
+        dir.path().join("rules.test.yml"),
     )
     .unwrap();
     promtool_in(dir.path(), &["check", "rules", "rules.yml"]);
-    promtool_in(dir.path(), &["test", "rules", "replicas.test.yml"]);
+    promtool_in(dir.path(), &["test", "rules", "rules.test.yml"]);
 }
 
 #[test]

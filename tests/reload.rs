@@ -469,24 +469,28 @@ async fn metrics_text_parses_and_counts_decisions() {
         get_metric(&text, &format!("plangate_decisions_total{{{labels}}}")).unwrap_or(0.0)
     };
     assert_eq!(
-        count(r#"api="petstore",outcome="admitted",plan="p1",service="ext_authz",stage="prod""#),
+        count(
+            r#"api="petstore",grpc_service="ext_authz",outcome="admitted",plan="p1",stage="prod""#
+        ),
         3.0,
         "{text}"
     );
     assert_eq!(
         count(
-            r#"api="petstore",outcome="quota_exceeded",plan="p1",service="ext_authz",stage="prod""#
+            r#"api="petstore",grpc_service="ext_authz",outcome="quota_exceeded",plan="p1",stage="prod""#
         ),
         2.0
     );
     assert_eq!(
-        count(r#"api="petstore",outcome="forbidden",plan="",service="ext_authz",stage="prod""#),
+        count(
+            r#"api="petstore",grpc_service="ext_authz",outcome="forbidden",plan="",stage="prod""#
+        ),
         2.0
     );
     assert_eq!(
         get_metric(
             &text,
-            "plangate_decision_duration_seconds_count{service=\"ext_authz\"}"
+            "plangate_decision_duration_seconds_count{grpc_service=\"ext_authz\"}"
         ),
         Some(7.0)
     );
