@@ -52,6 +52,7 @@ pub struct Metrics {
     api_keys: IntGauge,
     usage_plans: IntGauge,
     store_errors: IntCounter,
+    failure_policy: IntCounterVec,
     rls_unknown_domain: IntCounter,
     tap: tokio::sync::broadcast::Sender<Arc<Watched>>,
     /// Watchers alive: read on every decision with one relaxed load (the channel's own
@@ -168,6 +169,15 @@ impl Metrics {
             "Counter store operations that failed.",
         )
         .expect("metric definition");
+        let failure_policy = IntCounterVec::new(
+            Opts::new(
+                "plangate_failure_policy_decisions_total",
+                "Decisions made by the store failure policy (the store failed), by gRPC service \
+                 and result (admitted: --store-failure open, refused: closed).",
+            ),
+            &["grpc_service", "result"],
+        )
+        .expect("metric definition");
         let rls_unknown_domain = IntCounter::new(
             "plangate_rls_unknown_domain_total",
             "RLS requests for a domain plangate does not serve (answered OK without limits).",
@@ -184,6 +194,7 @@ impl Metrics {
             Box::new(api_keys.clone()),
             Box::new(usage_plans.clone()),
             Box::new(store_errors.clone()),
+            Box::new(failure_policy.clone()),
             Box::new(rls_unknown_domain.clone()),
         ] {
             registry.register(c).expect("metric registration");
@@ -191,6 +202,11 @@ impl Metrics {
         // Both results exist from the start, so a rate() over them works before the first error.
         config_reloads.with_label_values(&["success"]);
         config_reloads.with_label_values(&["error"]);
+        for service in [Service::ExtAuthz, Service::Rls] {
+            for result in ["admitted", "refused"] {
+                failure_policy.with_label_values(&[service.as_str(), result]);
+            }
+        }
         Metrics {
             tap: tokio::sync::broadcast::channel(TAP_CAPACITY).0,
             watchers: Arc::new(AtomicUsize::new(0)),
@@ -206,6 +222,7 @@ impl Metrics {
             api_keys,
             usage_plans,
             store_errors,
+            failure_policy,
             rls_unknown_domain,
         }
     }
@@ -213,6 +230,12 @@ impl Metrics {
     /// Records one decision, made at `now`, and how long it took; and hands it to watchers, if
     /// any.
     pub fn decided(&self, service: Service, d: &Decision, seconds: f64, now: Nanos) {
+        if d.store_error.is_some() {
+            let result = if d.admitted() { "admitted" } else { "refused" };
+            self.failure_policy
+                .with_label_values(&[service.as_str(), result])
+                .inc();
+        }
         if self.watchers.load(Ordering::Relaxed) > 0 {
             // A send fails only when the last watcher has just gone: nothing to do then.
             let _ = self.tap.send(Arc::new(Watched {

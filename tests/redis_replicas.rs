@@ -233,6 +233,13 @@ async fn redis_outage_follows_the_policy_and_recovers() {
     assert_eq!(ok(&r), 403);
     assert_eq!(common::http(admin, "GET", "/readyz", &[]).status, 503);
     assert!(f.replicas[0].metric("plangate_store_errors_total").unwrap() >= 1.0);
+    let policy = |result: &str| {
+        f.replicas[0].metric(&format!(
+            "plangate_failure_policy_decisions_total{{grpc_service=\"ext_authz\",result=\"{result}\"}}"
+        ))
+    };
+    assert!(policy("refused").unwrap() >= 1.0);
+    assert_eq!(policy("admitted"), Some(0.0));
 
     f.redis.restart();
     let back = Stopwatch::start();
