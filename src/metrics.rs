@@ -107,10 +107,11 @@ impl Metrics {
         let decisions = IntCounterVec::new(
             Opts::new(
                 "plangate_decisions_total",
-                "Decisions made, by gRPC service (ext_authz, rls), api, stage, usage plan and outcome.",
+                "Decisions made, by gRPC service (ext_authz, rls), api, stage, usage plan, outcome \
+                 and the limit that refused (empty unless throttled or over quota).",
             ),
             // `grpc_service`, not `service`: a ServiceMonitor adds a `service` target label.
-            &["grpc_service", "api", "stage", "plan", "outcome"],
+            &["grpc_service", "api", "stage", "plan", "outcome", "limit"],
         )
         .expect("metric definition");
         let decision_duration = HistogramVec::new(
@@ -258,6 +259,7 @@ impl Metrics {
                 d.stage.as_deref().unwrap_or(""),
                 d.plan_id.as_deref().unwrap_or(""),
                 d.outcome.as_str(),
+                d.decided_by.map_or("", LimitKind::as_str),
             ])
             .inc();
         self.decision_duration
