@@ -14,6 +14,7 @@ mod explain;
 mod hash_key;
 mod health;
 mod out;
+mod request;
 mod runtime;
 mod serve;
 mod usage;

@@ -4,13 +4,14 @@
 
 use std::process::ExitCode;
 
-use plangate::clock::{format_rfc3339, parse_rfc3339};
+use plangate::clock::format_rfc3339;
 use plangate::management::pb;
 use serde_json::{Value, json};
 
 use super::admin::{Admin, status};
 use super::error::CliError;
 use super::out::Out;
+use super::request::RequestArgs;
 use super::runtime;
 
 /// Arguments of `plangate explain`.
@@ -22,26 +23,8 @@ pub struct Args {
     /// Bearer token of the admin API (or PLANGATE_ADMIN_TOKEN).
     #[arg(long, env = "PLANGATE_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// The API key value presented.
-    #[arg(long)]
-    key: Option<String>,
-    #[arg(long)]
-    api: Option<String>,
-    #[arg(long)]
-    stage: Option<String>,
-    /// The host, for custom domain names (when --api and --stage are not given).
-    #[arg(long)]
-    host: Option<String>,
-    #[arg(long, default_value = "GET")]
-    method: String,
-    #[arg(long, default_value = "/")]
-    path: String,
-    /// Units the request would charge.
-    #[arg(long, default_value_t = 1)]
-    hits: u64,
-    /// Decide at this time (RFC 3339) instead of now.
-    #[arg(long)]
-    at: Option<String>,
+    #[command(flatten)]
+    request: RequestArgs,
 }
 
 fn seconds(d: &Option<prost_types::Duration>) -> Value {
@@ -106,27 +89,19 @@ fn as_check_json(e: &pb::ExplainResponse) -> Value {
 
 /// Runs `plangate explain`.
 pub fn run(a: Args) -> Result<ExitCode, CliError> {
-    let at = match &a.at {
-        Some(t) => {
-            let ns = parse_rfc3339(t).map_err(|reason| CliError::Flag {
-                flag: "--at",
-                reason,
-            })?;
-            Some(prost_types::Timestamp {
-                seconds: ns.div_euclid(1_000_000_000),
-                nanos: i32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0),
-            })
-        }
-        None => None,
-    };
+    let r = &a.request;
+    let at = r.at()?.map(|ns| prost_types::Timestamp {
+        seconds: ns.div_euclid(1_000_000_000),
+        nanos: i32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0),
+    });
     let request = pb::ExplainRequest {
-        api: a.api.clone().unwrap_or_default(),
-        stage: a.stage.clone().unwrap_or_default(),
-        host: a.host.clone().unwrap_or_default(),
-        method: a.method.clone(),
-        path: a.path.clone(),
-        api_key: a.key.clone().unwrap_or_default(),
-        hits: a.hits,
+        api: r.api.clone().unwrap_or_default(),
+        stage: r.stage.clone().unwrap_or_default(),
+        host: r.host.clone().unwrap_or_default(),
+        method: r.method.clone(),
+        path: r.path.clone(),
+        api_key: r.key.clone().unwrap_or_default(),
+        hits: r.hits,
         at,
     };
     let answer = runtime::current_thread()?.block_on(async {

@@ -1,0 +1,49 @@
+//! The request flags `check` and `explain` share: the same request, decided locally or by a
+//! running plangate.
+
+use plangate::clock::{Nanos, parse_rfc3339};
+
+use super::error::CliError;
+
+/// One request, as flags.
+#[derive(clap::Args)]
+pub struct RequestArgs {
+    /// The API key value presented.
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub api: Option<String>,
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// The host the request is sent to (`api.example.com`), for custom domain names; used
+    /// when --api and --stage are not given.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// HTTP verb.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// Request path (a query string is ignored).
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Units the request charges.
+    #[arg(long, default_value_t = 1)]
+    pub hits: u64,
+    /// Decide at this time (RFC 3339) instead of now.
+    #[arg(long)]
+    pub at: Option<String>,
+}
+
+impl RequestArgs {
+    /// `--at` in nanoseconds since the epoch, if given.
+    pub fn at(&self) -> Result<Option<Nanos>, CliError> {
+        self.at
+            .as_deref()
+            .map(|t| {
+                parse_rfc3339(t).map_err(|reason| CliError::Flag {
+                    flag: "--at",
+                    reason,
+                })
+            })
+            .transpose()
+    }
+}
