@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use common::{Plangate, sha};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use plangate::management::pb;
 use plangate::management::pb::management_client::ManagementClient;
@@ -89,25 +87,7 @@ fn explain_request(key: &str) -> pb::ExplainRequest {
 }
 
 fn check_request(key: &str) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: "/pets".into(),
-                    headers: [("x-api-key".to_string(), key.to_string())].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: [
-                ("api".to_string(), "petstore".to_string()),
-                ("stage".to_string(), "prod".to_string()),
-            ]
-            .into(),
-            ..Default::default()
-        }),
-    }
+    common::check_request_to(key, "/pets", "petstore", "prod")
 }
 
 #[tokio::test]

@@ -51,27 +51,7 @@ fn python() -> String {
 }
 
 fn check_request(key: &str) -> envoy_types::ext_authz::v3::pb::CheckRequest {
-    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
-    envoy_types::ext_authz::v3::pb::CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: "/pets".into(),
-                    headers: [("x-api-key".to_string(), key.to_string())].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: [
-                ("api".to_string(), "petstore".to_string()),
-                ("stage".to_string(), "prod".to_string()),
-            ]
-            .into(),
-            ..Default::default()
-        }),
-    }
+    common::check_request_to(key, "/pets", "petstore", "prod")
 }
 
 #[tokio::test]

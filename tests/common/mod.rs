@@ -479,6 +479,24 @@ pub fn check_request(key: &str, path: &str) -> envoy_types::ext_authz::v3::pb::C
     }
 }
 
+/// [`check_request`] routed to `api` and `stage` by context extensions, as an Envoy route sets them.
+pub fn check_request_to(
+    key: &str,
+    path: &str,
+    api: &str,
+    stage: &str,
+) -> envoy_types::ext_authz::v3::pb::CheckRequest {
+    let mut r = check_request(key, path);
+    if let Some(attributes) = r.attributes.as_mut() {
+        attributes.context_extensions = [
+            ("api".to_string(), api.to_string()),
+            ("stage".to_string(), stage.to_string()),
+        ]
+        .into();
+    }
+    r
+}
+
 /// The HTTP status a CheckResponse gives the client (200 when admitted).
 pub fn check_status(r: &envoy_types::ext_authz::v3::pb::CheckResponse) -> i32 {
     use envoy_types::ext_authz::v3::pb::HttpResponse;
