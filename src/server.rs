@@ -343,16 +343,74 @@ pub async fn run_with(
 
 /// Accepted connections with Nagle's algorithm off: a gRPC answer is small and must leave at
 /// once (with Nagle on, a response split over two writes waits for the peer's delayed ACK,
-/// ~40 ms on Linux).
+/// ~40 ms on Linux). Each is a [`Conn`], which makes HTTP/2 write one answer in one system call.
 pub fn incoming(
     listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+) -> impl tokio_stream::Stream<Item = std::io::Result<Conn>> {
     use tokio_stream::StreamExt;
     tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
         let s = s?;
         s.set_nodelay(true)?;
-        Ok(s)
+        Ok(Conn(s))
     })
+}
+
+/// An accepted TCP connection that declines vectored writes.
+///
+/// Why: h2 copies a DATA frame into its write buffer only when the payload is at most 256 bytes
+/// on a vectored writer (1,024 bytes otherwise); a larger one is chained and must be flushed
+/// before the next frame can be buffered. plangate's answers are 300–600 bytes, so on a plain
+/// `TcpStream` every answer took two `writev` calls (headers + data, then the trailers), and on
+/// loopback each send also pays the receiver's TCP work: measured 2.0 system calls per Check
+/// against the empty handler's 0.95 (docs/benchmarks.md). Declining vectored I/O costs one copy
+/// of a few hundred bytes and saves a system call per answer.
+#[derive(Debug)]
+pub struct Conn(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.connect_info()
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

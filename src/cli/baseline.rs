@@ -80,6 +80,19 @@ async fn serve(
     tonic::transport::Server::builder()
         .add_service(AuthorizationServer::new(Baseline))
         .add_service(RateLimitServiceServer::new(Baseline))
-        .serve_with_incoming_shutdown(plangate::server::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
+}
+
+/// Accepted connections as tonic's own listener would give them (`TCP_NODELAY` on, as in
+/// plangate): plain `TcpStream`s, none of plangate's tuning.
+fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        let s = s?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    })
 }
