@@ -37,7 +37,7 @@ for f in keys-csv.yaml keys.yaml; do
 done 2>&1
 echo
 
-echo "## gRPC: plangate vs the empty handler (plangate baseline), one run"
+echo "## gRPC: plangate vs the empty handler (plangate-baseline), one run"
 # The table of docs/benchmarks.md: for Check and ShouldRateLimit, calls/s (2 connections × 32 in
 # flight, 1,000 keys, every request admitted and charged: 5 limits + usage), server CPU per call
 # (/proc/PID/stat), and the p50 latency added with 1 call in flight; unpinned, then pinned (both
@@ -50,7 +50,7 @@ grpc_table() { # mode: unpinned | pinned
   [ "$mode" = pinned ] && { srv=(taskset -c 0); gen=(taskset -c 1); }
   "${srv[@]}" target/release/plangate serve --config "$work/bk/keys.yaml" --grpc-addr 127.0.0.1:50071 \
     --admin-addr 127.0.0.1:9171 --no-persist 2>"$work/plangate-$mode.log" & local pg=$!; pids+=($pg)
-  "${srv[@]}" target/release/plangate baseline --grpc-addr 127.0.0.1:50072 2>"$work/baseline-$mode.log" & local bl=$!; pids+=($bl)
+  "${srv[@]}" target/release/plangate-baseline --grpc-addr 127.0.0.1:50072 2>"$work/baseline-$mode.log" & local bl=$!; pids+=($bl)
   sleep 1
   for api in check rls; do
     local c0 b0 c1 b1
@@ -129,7 +129,7 @@ for name in ("ext_authz", "ratelimit"):
         end = s.index("                  - name: envoy.filters.http.router")
         open(f"{w}/plain.yaml", "w").write(s[:start] + s[end:])
 PY
-target/release/plangate baseline --grpc-addr 127.0.0.1:50052 2>"$work/baseline2.log" & pids+=($!)
+target/release/plangate-baseline --grpc-addr 127.0.0.1:50052 2>"$work/baseline2.log" & pids+=($!)
 sleep 0.5
 run_envoy plain "$work/plain.yaml" bench-key-000000000001
 run_envoy ext_authz-baseline "$work/ext_authz-baseline.yaml" bench-key-000000000001

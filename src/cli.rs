@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
-mod baseline;
 mod bench;
 mod check;
 mod error;
@@ -62,9 +61,6 @@ enum Command {
     /// Load a running plangate over gRPC (Check or ShouldRateLimit) and report throughput and
     /// latency; with --baseline, also the ratio to a baseline server measured in the same run.
     Bench(bench::Args),
-    /// Serve ext_authz and RLS answering OK without any engine: the transport's cost, for
-    /// `plangate bench --baseline`.
-    Baseline(baseline::Args),
     /// Tail a running plangate's decisions, one JSON object per line (lossy: a slow reader is
     /// told how many it missed, never slows plangate).
     Watch(watch::Args),
@@ -106,7 +102,6 @@ impl Cli {
             Command::Serve(a) => serve::run(*a),
             Command::Usage(a) => usage::run(a),
             Command::Bench(a) => bench::run(a),
-            Command::Baseline(a) => baseline::run(a),
             Command::HashKey(a) => hash_key::run(a),
             Command::Health(a) => health::run(a),
             Command::Watch(a) => watch::run(a),

@@ -32,7 +32,7 @@ pub struct Args {
     /// plangate's gRPC address.
     #[arg(long, default_value = "127.0.0.1:50051")]
     target: String,
-    /// A `plangate baseline` address to compare with.
+    /// A `plangate-baseline` address to compare with (the empty handler).
     #[arg(long)]
     baseline: Option<String>,
     #[arg(long, value_enum, default_value = "check")]

@@ -1,8 +1,6 @@
 //! What a command can fail with. A rejected configuration is not an error here: commands print
 //! its errors and exit 1; everything below exits 2.
 
-use std::net::SocketAddr;
-
 use plangate::server::ServeError;
 
 #[derive(Debug, thiserror::Error)]
@@ -11,11 +9,6 @@ pub enum CliError {
     Flag { flag: &'static str, reason: String },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("{0}")]

@@ -179,13 +179,18 @@ fn rate_limit_headers(d: &Decision, style: RateLimitHeaders, out: &mut Vec<(Stri
     match style {
         RateLimitHeaders::None => {}
         RateLimitHeaders::Ietf => {
-            let policies: Vec<String> = throttles
+            use std::fmt::Write as _;
+            let mut policies = String::with_capacity(48 * throttles.len());
+            for (q, w, name) in throttles
                 .iter()
-                .filter_map(|l| {
-                    policy(l).map(|(q, w)| format!("\"{}\";q={q};w={w}", l.kind.as_str()))
-                })
-                .collect();
-            out.push(("ratelimit-policy".into(), policies.join(", ")));
+                .filter_map(|l| policy(l).map(|(q, w)| (q, w, l.kind.as_str())))
+            {
+                if !policies.is_empty() {
+                    policies.push_str(", ");
+                }
+                let _ = write!(policies, "\"{name}\";q={q};w={w}");
+            }
+            out.push(("ratelimit-policy".into(), policies));
             out.push((
                 "ratelimit".into(),
                 format!("\"{}\";r={remaining};t={reset}", tight.kind.as_str()),
@@ -220,8 +225,6 @@ fn string_value(s: impl Into<String>) -> Value {
 
 /// Dynamic metadata for access logs (namespace `envoy.filters.http.ext_authz`).
 fn metadata(d: &Decision) -> Struct {
-    let mut fields = std::collections::BTreeMap::new();
-    fields.insert("outcome".to_owned(), string_value(d.outcome.as_str()));
     let opt = [
         ("api_key_id", d.key_id.as_deref()),
         ("usage_plan", d.plan_id.as_deref()),
@@ -232,19 +235,19 @@ fn metadata(d: &Decision) -> Struct {
         ("decided_by", d.decided_by.map(|k| k.as_str())),
         ("reason", d.reason.map(|r| r.as_str())),
     ];
+    let mut fields = std::collections::HashMap::with_capacity(1 + opt.len());
+    fields.insert("outcome".to_owned(), string_value(d.outcome.as_str()));
     for (k, v) in opt {
         if let Some(v) = v {
             fields.insert(k.to_owned(), string_value(v));
         }
     }
-    Struct {
-        fields: fields.into_iter().collect(),
-    }
+    Struct { fields }
 }
 
 /// The ext_authz answer to a request plangate cannot read (no HTTP attributes, no path).
 pub fn check_bad_request() -> CheckResponse {
-    to_check_response(&Answer::bad_request(), None, &[], None)
+    to_check_response(Answer::bad_request(), None, &[], None)
 }
 
 /// The ext_authz answer for `d`, decided against `snap`. `client_identity_headers`: the
@@ -253,7 +256,7 @@ pub fn check_bad_request() -> CheckResponse {
 pub fn check_response(
     d: &Decision,
     snap: &Snapshot,
-    client_identity_headers: &[String],
+    client_identity_headers: &[&str],
     key_header: Option<&str>,
 ) -> CheckResponse {
     let a = answer(d, snap.rate_limit_headers);
@@ -263,39 +266,39 @@ pub fn check_response(
         key_header
     };
     let meta = snap.dynamic_metadata.then_some(d);
-    to_check_response(&a, meta, client_identity_headers, drop_key)
+    to_check_response(a, meta, client_identity_headers, drop_key)
 }
 
 fn to_check_response(
-    a: &Answer,
+    a: Answer,
     metadata_of: Option<&Decision>,
-    client_identity_headers: &[String],
+    client_identity_headers: &[&str],
     drop_key_header: Option<&str>,
 ) -> CheckResponse {
     let mut resp = CheckResponse::new();
     if a.http_status == 200 {
         let mut ok = OkHttpResponseBuilder::new();
-        for (k, v) in &a.upstream_headers {
+        // Client-sent x-plangate-* headers that plangate does not overwrite are removed.
+        for h in client_identity_headers {
+            if !a.upstream_headers.iter().any(|(k, _)| k == h) {
+                ok.remove_header(*h);
+            }
+        }
+        for (k, v) in a.upstream_headers {
             ok.add_header(
-                *k,
-                v.clone(),
+                k,
+                v,
                 Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
                 false,
             );
         }
-        // Client-sent x-plangate-* headers that plangate does not overwrite are removed.
-        for h in client_identity_headers {
-            if !a.upstream_headers.iter().any(|(k, _)| k == h) {
-                ok.remove_header(h.clone());
-            }
-        }
         if let Some(h) = drop_key_header {
             ok.remove_header(h);
         }
-        for (k, v) in &a.client_headers {
+        for (k, v) in a.client_headers {
             ok.add_response_header(
-                k.clone(),
-                v.clone(),
+                k,
+                v,
                 Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
                 false,
             );
@@ -310,10 +313,10 @@ fn to_check_response(
             503 => HttpStatusCode::ServiceUnavailable,
             _ => HttpStatusCode::Forbidden,
         });
-        for (k, v) in &a.client_headers {
+        for (k, v) in a.client_headers {
             denied.add_header(
-                k.clone(),
-                v.clone(),
+                k,
+                v,
                 Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
                 false,
             );

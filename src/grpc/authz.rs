@@ -151,12 +151,12 @@ impl Authorization for AuthzService {
             .header_map
             .iter()
             .flat_map(|m| m.headers.iter().map(|h| &h.key));
-        let client_identity: Vec<String> = http
+        let client_identity: Vec<&str> = http
             .headers
             .keys()
             .chain(raw_names)
             .filter(|k| k.starts_with(IDENTITY_PREFIX))
-            .cloned()
+            .map(String::as_str)
             .collect();
         Ok(Response::new(answer::check_response(
             &decision,

@@ -1,6 +1,11 @@
-//! `plangate baseline`, the baseline server: ext_authz and RLS that answer OK at once, touching no
-//! engine. Benchmarks measure plangate against it in the same run, so the ratio shows plangate's
-//! own cost over the gRPC transport's. A yardstick, not part of the service: it lives in the CLI.
+//! `plangate-baseline`, the yardstick of the benchmarks: an empty tonic server whose ext_authz and
+//! RLS handlers answer OK at once, touching no engine. `scripts/bench.sh` measures plangate against
+//! it in the same run, so the ratio shows plangate's own cost over the gRPC transport's.
+//!
+//! A binary of its own, not a `plangate` command, so that it stays a default tonic server: none
+//! of plangate's tuning (its allocator, its connection type) applies to it.
+//!
+//! Usage: `plangate-baseline [--grpc-addr 127.0.0.1:50052]` (runs until SIGTERM/SIGINT).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -12,30 +17,48 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::R
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use tonic::{Request, Response, Status};
 
-use super::error::CliError;
-use super::runtime;
-
-/// Arguments of `plangate baseline`.
-#[derive(clap::Args)]
-pub struct Args {
-    #[arg(long, default_value = "127.0.0.1:50052")]
-    grpc_addr: SocketAddr,
-}
-
-/// Runs `plangate baseline` until SIGTERM/SIGINT.
-pub fn run(a: Args) -> Result<ExitCode, CliError> {
-    runtime::multi_thread()?.block_on(async {
-        let l = tokio::net::TcpListener::bind(a.grpc_addr)
+fn main() -> ExitCode {
+    let mut addr: SocketAddr = ([127, 0, 0, 1], 50052).into();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let value = match a.as_str() {
+            "--grpc-addr" => args.next(),
+            _ => a.strip_prefix("--grpc-addr=").map(str::to_owned),
+        };
+        match value.map(|v| v.parse::<SocketAddr>()) {
+            Some(Ok(v)) => addr = v,
+            _ => {
+                eprintln!("usage: plangate-baseline [--grpc-addr HOST:PORT]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("plangate-baseline: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| CliError::Bind {
-                addr: a.grpc_addr,
-                source,
-            })?;
-        tracing::info!(addr = %a.grpc_addr, "baseline gRPC server (answers OK, no engine)");
-        serve(l, plangate::server::shutdown_signal()).await?;
-        Ok::<_, CliError>(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        eprintln!("plangate-baseline: answering OK on {addr}");
+        serve(listener, plangate::server::shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plangate-baseline: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Answers every Check with OK and every ShouldRateLimit with OK.
