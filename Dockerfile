@@ -10,7 +10,7 @@ COPY benches ./benches
 # The revision for plangate_build_info (the image has no .git):
 # docker build --build-arg PLANGATE_REVISION=$(git rev-parse --short=12 HEAD) .
 ARG PLANGATE_REVISION=""
-RUN cargo build --release --locked
+RUN cargo build --release --locked --bin plangate
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 plangate && mkdir -p /var/lib/plangate && chown plangate /var/lib/plangate

@@ -92,87 +92,115 @@ pub const MAX_FLOW_DEPTH: usize = 64;
 /// a `[` or `{` counts when it opens a value (at a line's start, after `:`, `-`, `?`, `,` or
 /// another opening bracket), not inside quotes, comments or plain text like `a[1]`.
 fn too_deep(text: &str, max: usize) -> Option<LineCol> {
-    let opens_value = |prev: char| matches!(prev, '\n' | ':' | '-' | '?' | ',' | '[' | '{');
-    let (mut depth, mut line, mut col) = (0usize, 1usize, 0usize);
-    // `prev`: the last character that was not a space; `last`: the character just before;
+    // Every character that matters here is ASCII, so the scan reads bytes (a byte of a non-ASCII
+    // character is plain text); the column is counted in characters only when it is reported.
+    let b = text.as_bytes();
+    let opens_value = |prev: u8| matches!(prev, b'\n' | b':' | b'-' | b'?' | b',' | b'[' | b'{');
+    let space = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let (mut depth, mut line, mut line_start) = (0usize, 1usize, 0usize);
+    let at = |line: usize, line_start: usize, i: usize| LineCol {
+        line,
+        col: text[line_start..=i].chars().count(),
+    };
+    // `prev`: the last byte that was not a space; `last`: the byte just before;
     // `plain`: inside plain text (`x[1]`), where brackets open nothing.
-    let (mut prev, mut last, mut plain) = ('\n', '\n', false);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        col += 1;
+    let (mut prev, mut last, mut plain) = (b'\n', b'\n', false);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_alphanumeric() || c >= 0x80 {
+            // A run of letters and digits (most of a large key list) only makes plain text.
+            while i + 1 < b.len() && (b[i + 1].is_ascii_alphanumeric() || b[i + 1] >= 0x80) {
+                i += 1;
+            }
+            (prev, last, plain) = (b[i], b[i], true);
+            i += 1;
+            continue;
+        }
         match c {
-            '\n' => {
-                (line, col, prev, last, plain) = (line + 1, 0, '\n', '\n', false);
+            b'\n' => {
+                (line, line_start, prev, last, plain) = (line + 1, i + 1, b'\n', b'\n', false);
+                i += 1;
                 continue;
             }
-            '#' if last.is_whitespace() => {
+            b'#' if space(last) => {
                 // A comment: to the end of the line.
-                while chars.peek().is_some_and(|&n| n != '\n') {
-                    chars.next();
+                while i + 1 < b.len() && b[i + 1] != b'\n' {
+                    i += 1;
                 }
+                i += 1;
                 continue;
             }
-            '"' | '\'' if opens_value(prev) => {
+            b'"' | b'\'' if opens_value(prev) => {
                 // A quoted scalar: skip it (`\"` escapes in double quotes, `''` in single).
                 let mut escaped = false;
-                while let Some(n) = chars.next() {
-                    col += 1;
-                    if n == '\n' {
-                        (line, col) = (line + 1, 0);
+                i += 1;
+                while i < b.len() {
+                    let n = b[i];
+                    if n == b'\n' {
+                        (line, line_start) = (line + 1, i + 1);
                     }
-                    if c == '"' && n == '\\' && !escaped {
+                    if c == b'"' && n == b'\\' && !escaped {
                         escaped = true;
+                        i += 1;
                         continue;
                     }
                     if n == c && !escaped {
-                        if c == '\'' && chars.peek() == Some(&'\'') {
-                            chars.next();
-                            col += 1;
+                        if c == b'\'' && b.get(i + 1) == Some(&b'\'') {
+                            i += 2;
                             continue;
                         }
                         break;
                     }
                     escaped = false;
+                    i += 1;
                 }
                 (prev, last) = (c, c);
+                i += 1;
                 continue;
             }
             // Inside a flow collection, `,` `[` `]` `{` `}` end plain text.
-            '[' | ']' | '{' | '}' | ',' if plain && depth > 0 => {
+            b'[' | b']' | b'{' | b'}' | b',' if plain && depth > 0 => {
                 plain = false;
                 match c {
-                    '[' | '{' if opens_value(prev) => depth += 1,
-                    ']' | '}' => depth = depth.saturating_sub(1),
+                    b'[' | b'{' if opens_value(prev) => depth += 1,
+                    b']' | b'}' => depth = depth.saturating_sub(1),
                     _ => {}
                 }
                 if depth > max {
-                    return Some(LineCol { line, col });
+                    return Some(at(line, line_start, i));
                 }
             }
-            '[' | '{' if opens_value(prev) && !plain => {
+            b'[' | b'{' if opens_value(prev) && !plain => {
                 depth += 1;
                 if depth > max {
-                    return Some(LineCol { line, col });
+                    return Some(at(line, line_start, i));
                 }
             }
-            ']' | '}' if !plain => depth = depth.saturating_sub(1),
+            b']' | b'}' if !plain => depth = depth.saturating_sub(1),
             _ => {}
         }
-        if c.is_whitespace() {
+        if space(c) {
             plain = false;
-        } else if !matches!(c, '[' | ']' | '{' | '}' | ',' | ':') {
+        } else if !matches!(c, b'[' | b']' | b'{' | b'}' | b',' | b':') {
             plain = true;
         }
-        if !c.is_whitespace() {
+        if !space(c) {
             prev = c;
         }
         last = c;
+        i += 1;
     }
     None
 }
 
 /// Parses configuration text into the file types (no cross-reference checks).
 pub fn parse(text: &str) -> Result<ConfigFile, Vec<ConfigError>> {
+    // A large `api_keys` list is parsed in pieces on every core (same result; errors come from
+    // the whole-text parse below).
+    if let Some(f) = super::split::parse(text, super::split::PIECE_ITEMS) {
+        return Ok(f);
+    }
     match serde_yaml_ng::from_str::<ConfigFile>(text) {
         Ok(f) => Ok(f),
         Err(first) => Err(collect(text, first)),
@@ -384,5 +412,10 @@ mod tests {
         assert_eq!(too_deep("- [[1], {a: [2]}]\n? {k: v}\n", 3), None);
         assert!(too_deep("- [[1], {a: [2]}]\n", 2).is_some());
         assert!(too_deep("- [[[1]]]\n", 2).is_some());
+        // Columns count characters, not bytes.
+        assert_eq!(
+            too_deep("a: 1\né: [[[1]]]\n", 2),
+            Some(LineCol { line: 2, col: 6 })
+        );
     }
 }
