@@ -510,14 +510,15 @@ pub fn plan(
     if let Some(t) = &stage_throttle {
         let counter = match method {
             Some(m) => m.counter.clone(),
-            // An unlisted method of a stage that allows them: one bucket per verb and path,
-            // as if the method were listed with the stage default.
+            // An unlisted method of a stage that allows them: one bucket of the stage default
+            // per verb, shared by every unlisted path — a bucket per path would give each new
+            // path (`/nope/1`, `/nope/2`, …) a fresh burst, and the counters no bound. Verbs
+            // other than the standard ones share one bucket too (a client chooses the verb).
             None => Arc::from(format!(
-                "{}/{} {}/{}",
+                "{}/{} unlisted {}",
                 stage.api,
                 stage.name,
-                crate::snapshot::normalize_path(path),
-                req.method.to_ascii_uppercase()
+                unlisted_verb(req.method)
             )),
         };
         planned.push(throttle_limit(
@@ -545,6 +546,15 @@ pub fn plan(
         ));
     }
     Ok(planned)
+}
+
+/// The verb an unlisted method's bucket is kept under: a standard HTTP method as sent
+/// (case-sensitive, as matching is), any other verb as `*`.
+fn unlisted_verb(verb: &str) -> &str {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    if STANDARD.contains(&verb) { verb } else { "*" }
 }
 
 /// The stage a request is for, and the path its methods match: from the request's API and

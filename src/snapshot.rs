@@ -398,7 +398,7 @@ impl Stage {
     }
 
     /// Adds a method. `template` is validated already (see `config::compile`); `verb` is an
-    /// upper-case verb or `*`. Errors name a conflicting template.
+    /// upper-case verb, or `ANY` or `*` for every verb. Errors name a conflicting template.
     pub(crate) fn add_method(
         &mut self,
         template: &str,
@@ -425,7 +425,12 @@ impl Stage {
             }
         };
         let r = &mut self.resources[resource];
-        if verb == "*" {
+        if is_any_verb(verb) {
+            if r.any.is_some() {
+                return Err(format!(
+                    "`ANY` and `*` both name every verb of `{template}`; keep one"
+                ));
+            }
             r.any = Some(index);
         } else {
             r.verbs.push((verb.to_owned(), index));
@@ -443,8 +448,10 @@ impl Stage {
             return MethodMatch::Unknown;
         };
         let r = &self.resources[*m.value];
+        // HTTP methods are case-sensitive (RFC 9110 §9.1), and AWS matches them so: `get` is
+        // not `GET`.
         for (v, i) in &r.verbs {
-            if v.eq_ignore_ascii_case(verb) {
+            if v == verb {
                 return MethodMatch::Known(*i);
             }
         }
@@ -458,6 +465,11 @@ impl Stage {
     pub fn method_by_name(&self, name: &str) -> Option<usize> {
         self.methods.iter().position(|m| &*m.name == name)
     }
+}
+
+/// `ANY` (AWS's name) and `*` (plangate's) both mean every verb.
+pub(crate) fn is_any_verb(verb: &str) -> bool {
+    verb == "ANY" || verb == "*"
 }
 
 /// `/pets/{id}` stays; `{proxy+}` becomes matchit's catch-all `{*proxy}`.

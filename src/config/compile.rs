@@ -253,7 +253,7 @@ pub(crate) fn method_key(key: &str) -> Result<(&str, &str), String> {
     let template = if template.is_empty() { "/" } else { template };
     if verb != "*" && (verb.is_empty() || !verb.bytes().all(|b| b.is_ascii_uppercase())) {
         return Err(format!(
-            "`{key}`: the verb `{verb}` must be upper case (GET, POST, …) or `*`"
+            "`{key}`: the verb `{verb}` must be upper case (GET, POST, …), or `ANY` or `*` for every verb"
         ));
     }
     if !template.starts_with('/') {
@@ -597,6 +597,17 @@ impl Compiler {
                         },
                     );
                     continue;
+                }
+                // AWS: "Can not define fine grain throttling if usage plan throttle is not
+                // defined".
+                if !s.throttle.is_empty() && p.throttle.is_none() {
+                    self.invalid(
+                        sp.key("throttle"),
+                        "per-method throttle",
+                        format!(
+                            "fine-grained (per-method) throttles need a usage plan throttle; add `usage_plans.{id}.throttle`, as AWS requires"
+                        ),
+                    );
                 }
                 let mut methods = Vec::new();
                 for (mkey, t) in &s.throttle {

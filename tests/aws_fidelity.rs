@@ -1,0 +1,156 @@
+//! Where plangate once answered differently from Amazon API Gateway, each case as AWS answers it
+//! (issue 14, "divergences"): `ANY`, case-sensitive verbs, one stage-default bucket for all
+//! unlisted paths of a verb, fine-grained plan throttles only under a plan throttle.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use plangate::clock::{FakeClock, parse_rfc3339};
+use plangate::engine::{Engine, LimitKind, Outcome, Request};
+use plangate::snapshot::hash_key;
+use plangate::store::MemoryStore;
+
+const KEY: &str = "fidelity-key-0123456789abcdef";
+
+fn config(stage: &str, plan: &str) -> String {
+    format!(
+        r#"
+version: 1
+apis:
+  petstore:
+    stages:
+      prod:
+{stage}
+usage_plans:
+  gold:
+{plan}
+    api_stages: [{{ api: petstore, stage: prod }}]
+api_keys:
+  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
+"#,
+        hex::encode(hash_key(KEY))
+    )
+}
+
+fn engine(text: &str) -> Engine {
+    let compiled =
+        plangate::config::load_str(text, None, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let clock = Arc::new(FakeClock::new(
+        parse_rfc3339("2026-11-26T10:00:00Z").unwrap(),
+    ));
+    Engine::new(compiled.snapshot, Arc::new(MemoryStore::new()), clock)
+}
+
+fn errors(text: &str) -> String {
+    match plangate::config::load_str(text, None, Path::new(".")) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn outcome(e: &Engine, verb: &str, path: &str) -> Outcome {
+    let r = Request::new(verb, path, Some(KEY), 1).stage(Some("petstore"), Some("prod"));
+    e.decide(&r).await.outcome
+}
+
+#[tokio::test]
+async fn any_means_every_verb() {
+    for any in ["ANY", "*"] {
+        let e = engine(&config(
+            &format!(
+                "        unknown_methods: forbid\n        methods:\n          \"/{{proxy+}}/{any}\": {{}}"
+            ),
+            "",
+        ));
+        for verb in ["GET", "POST", "DELETE", "PATCH"] {
+            assert_eq!(
+                outcome(&e, verb, "/a/b").await,
+                Outcome::Admitted,
+                "{verb} under {any}"
+            );
+        }
+    }
+    // An explicit verb beats ANY on the same resource.
+    let e = engine(&config(
+        "        methods:\n          \"/pets/ANY\": {}\n          \"/pets/GET\": { throttle: { rate: 1, burst: 1 } }",
+        "",
+    ));
+    let r = Request::new("GET", "/pets", Some(KEY), 1).stage(Some("petstore"), Some("prod"));
+    assert_eq!(e.decide(&r).await.method.as_deref(), Some("/pets/GET"));
+    let r = Request::new("PUT", "/pets", Some(KEY), 1).stage(Some("petstore"), Some("prod"));
+    assert_eq!(e.decide(&r).await.method.as_deref(), Some("/pets/ANY"));
+    // Both spellings on one resource name the same method twice.
+    let err = errors(&config(
+        "        methods:\n          \"/pets/ANY\": {}\n          \"/pets/*\": {}",
+        "",
+    ));
+    assert!(err.contains("`ANY` and `*` both name every verb"), "{err}");
+}
+
+#[tokio::test]
+async fn verbs_are_case_sensitive() {
+    let e = engine(&config(
+        "        unknown_methods: forbid\n        methods:\n          \"/pets/GET\": {}",
+        "",
+    ));
+    assert_eq!(outcome(&e, "GET", "/pets").await, Outcome::Admitted);
+    assert_eq!(
+        outcome(&e, "get", "/pets").await,
+        Outcome::MissingAuthenticationToken
+    );
+    // A lower-case verb in the configuration is refused, with the spellings that work.
+    let err = errors(&config("        methods:\n          \"/pets/get\": {}", ""));
+    assert!(err.contains("must be upper case"), "{err}");
+}
+
+#[tokio::test]
+async fn unlisted_paths_share_the_stage_default_bucket_of_their_verb() {
+    let e = engine(&config(
+        "        throttle: { rate: 0.001, burst: 3 }\n        methods:\n          \"/pets/GET\": {}",
+        "",
+    ));
+    // Each new path once gave a fresh burst; now the verb's bucket is shared.
+    let mut admitted = 0;
+    for i in 0..10 {
+        if outcome(&e, "POST", &format!("/nope/{i}")).await == Outcome::Admitted {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3);
+    // Another verb has its own bucket; a listed method its own.
+    assert_eq!(outcome(&e, "DELETE", "/nope/1").await, Outcome::Admitted);
+    assert_eq!(outcome(&e, "GET", "/pets").await, Outcome::Admitted);
+    // Made-up verbs share one bucket, whatever they are called.
+    let mut admitted = 0;
+    for i in 0..10 {
+        if outcome(&e, &format!("X{i}"), "/nope").await == Outcome::Admitted {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3);
+    let r = Request::new("POST", "/nope/x", Some(KEY), 1).stage(Some("petstore"), Some("prod"));
+    let d = e.decide(&r).await;
+    assert_eq!(d.decided_by, Some(LimitKind::StageMethodThrottle));
+}
+
+#[test]
+fn a_plan_method_throttle_needs_a_plan_throttle() {
+    let stage = "        methods:\n          \"/pets/GET\": {}";
+    let fine = "    api_stages:\n      - api: petstore\n        stage: prod\n        throttle:\n          \"/pets/GET\": { rate: 1, burst: 1 }\n";
+    // The plan's own `api_stages` replaces the one in `config`: written out here.
+    let text = |plan_throttle: &str| {
+        config(stage, plan_throttle)
+            .replace("    api_stages: [{ api: petstore, stage: prod }]\n", fine)
+    };
+    let err = errors(&text(""));
+    assert!(
+        err.contains("fine-grained") && err.contains("usage plan throttle"),
+        "{err}"
+    );
+    plangate::config::load_str(
+        &text("    throttle: { rate: 10, burst: 10 }"),
+        None,
+        Path::new("."),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
