@@ -12,6 +12,7 @@ mod error;
 mod explain;
 mod hash_key;
 mod health;
+mod import_aws;
 mod out;
 mod request;
 mod runtime;
@@ -47,6 +48,9 @@ enum LogFormat {
 enum Command {
     /// Check a configuration file: exit 0, or print every error and exit 1.
     Validate(validate::Args),
+    /// Import an Amazon API Gateway export (the AWS CLI's JSON, one command per file) as
+    /// OUT/plans.yaml: APIs, stages, methods, usage plans, keys (values as SHA-256 only).
+    ImportAws(import_aws::Args),
     /// Explain the decision for a request, limit by limit, as one JSON object per attempt (local:
     /// the file, a fresh store).
     Check(check::Args),
@@ -97,6 +101,7 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         let result = match self.command {
             Command::Validate(a) => validate::run(a),
+            Command::ImportAws(a) => import_aws::run(a),
             Command::Check(a) => check::run(a),
             Command::Explain(a) => explain::run(a),
             Command::Serve(a) => serve::run(*a),

@@ -12,7 +12,7 @@
 //! management                   the typed gRPC management API (proto/plangate/v1)
 //! admin, reload                admin HTTP API, hot reload
 //! grpc, usage, metrics         the wire; usage reports; Prometheus
-//! engine                       the decision in AWS order
+//! engine, migrate             the decision in AWS order; import from AWS
 //! config                       file → compile → snapshot
 //! store                        counters (memory, persisted, Redis)
 //! snapshot                     the compiled model
@@ -30,6 +30,7 @@ pub mod grpc;
 pub mod limit;
 pub mod management;
 pub mod metrics;
+pub mod migrate;
 pub mod reload;
 pub mod server;
 pub mod snapshot;

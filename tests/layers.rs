@@ -20,6 +20,7 @@ const RANKS: &[(&str, u32)] = &[
     ("store", 3),
     ("config", 3),
     ("engine", 4),
+    ("migrate", 4),
     ("usage", 5),
     ("metrics", 5),
     ("grpc", 6),

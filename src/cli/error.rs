@@ -19,6 +19,11 @@ pub enum CliError {
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
