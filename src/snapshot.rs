@@ -456,8 +456,8 @@ impl Stage {
             }
         }
         match r.any {
-            Some(i) => MethodMatch::Known(i),
-            None => MethodMatch::Unknown,
+            Some(i) if ANY_VERBS.contains(&verb) => MethodMatch::Known(i),
+            _ => MethodMatch::Unknown,
         }
     }
 
@@ -467,7 +467,12 @@ impl Stage {
     }
 }
 
-/// `ANY` (AWS's name) and `*` (plangate's) both mean every verb.
+/// The verbs `ANY` stands for: "all supported methods: DELETE, GET, HEAD, OPTIONS, PATCH, POST,
+/// and PUT" (AWS, "Set up a proxy integration with a proxy resource"). Others (`TRACE`,
+/// `CONNECT`, made-up verbs) match no `ANY` method.
+pub const ANY_VERBS: [&str; 7] = ["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"];
+
+/// `ANY` (AWS's name) and `*` (plangate's) both mean every verb of [`ANY_VERBS`].
 pub(crate) fn is_any_verb(verb: &str) -> bool {
     verb == "ANY" || verb == "*"
 }

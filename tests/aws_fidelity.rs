@@ -70,6 +70,21 @@ async fn any_means_every_verb() {
             );
         }
     }
+    // …every verb AWS supports, that is: DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT.
+    let e = engine(&config(
+        "        unknown_methods: forbid\n        methods:\n          \"/{proxy+}/ANY\": {}",
+        "",
+    ));
+    for verb in ["HEAD", "OPTIONS", "PUT"] {
+        assert_eq!(outcome(&e, verb, "/a").await, Outcome::Admitted, "{verb}");
+    }
+    for verb in ["TRACE", "CONNECT", "BREW", "get"] {
+        assert_eq!(
+            outcome(&e, verb, "/a").await,
+            Outcome::MissingAuthenticationToken,
+            "{verb}"
+        );
+    }
     // An explicit verb beats ANY on the same resource.
     let e = engine(&config(
         "        methods:\n          \"/pets/ANY\": {}\n          \"/pets/GET\": { throttle: { rate: 1, burst: 1 } }",
@@ -153,4 +168,42 @@ fn a_plan_method_throttle_needs_a_plan_throttle() {
         Path::new("."),
     )
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn a_greedy_proxy_takes_what_no_resource_matches_whole() {
+    // AWS: "/parent/{proxy+} can stand for any resource matching the path pattern of
+    // /parent/*"; the most specific resource that matches the whole path wins.
+    let e = engine(&config(
+        "        unknown_methods: forbid\n        methods:\n          \"/parent/GET\": {}\n          \"/parent/{id}/GET\": {}\n          \"/{proxy+}/ANY\": { api_key_required: false }",
+        "",
+    ));
+    let method = |verb: &'static str, path: &'static str| {
+        let e = &e;
+        async move {
+            let r = Request::new(verb, path, Some(KEY), 1).stage(Some("petstore"), Some("prod"));
+            e.decide(&r).await.method.map(|m| m.to_string())
+        }
+    };
+    assert_eq!(
+        method("GET", "/parent").await.as_deref(),
+        Some("/parent/GET")
+    );
+    assert_eq!(
+        method("GET", "/parent/7").await.as_deref(),
+        Some("/parent/{id}/GET")
+    );
+    // Deeper than any explicit resource, or a verb the explicit one lacks on the proxy's
+    // side of the tree: the proxy.
+    assert_eq!(
+        method("GET", "/parent/7/x").await.as_deref(),
+        Some("/{proxy+}/ANY")
+    );
+    assert_eq!(
+        method("GET", "/other").await.as_deref(),
+        Some("/{proxy+}/ANY")
+    );
+    // A resource that matches the whole path but lacks the verb does not fall back (AWS:
+    // Missing Authentication Token).
+    assert_eq!(method("POST", "/parent").await, None);
 }
