@@ -227,10 +227,14 @@ fn domain_name_errors_are_all_listed_with_their_positions() {
 fn csv_key_file_errors_name_file_and_line() {
     let e = errors("bad_csv.yaml");
     assert_eq!(e.len(), 1, "{e:?}");
-    // Line 1, column 6; the cell is named by its position, never quoted (see below).
-    assert!(e[0].contains("bad_keys.csv:1:6"), "{e:?}");
-    assert!(e[0].contains("column 6 of the header line"), "{e:?}");
-    assert!(!e[0].contains("Colour"), "{e:?}");
+    // Line 2; the cell is named by its column, never quoted (see below). The unknown `Colour`
+    // column is ignored, as AWS ignores it.
+    assert!(e[0].contains("bad_keys.csv:2:1"), "{e:?}");
+    assert!(
+        e[0].contains("the Enabled column must be TRUE or FALSE"),
+        "{e:?}"
+    );
+    assert!(!e[0].contains("maybe"), "{e:?}");
 }
 
 #[test]
@@ -257,7 +261,7 @@ fn a_key_file_without_its_header_line_never_shows_a_key() {
         .to_string();
     assert!(!errors.contains("LEAKME"), "{errors}");
     assert!(!errors.contains("maybe"), "{errors}");
-    assert!(errors.contains("keys.csv:1:2"), "{errors}");
+    assert!(errors.contains("keys.csv:1:1"), "{errors}");
     assert!(errors.contains("is the header line missing?"), "{errors}");
     let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
         .arg("validate")
@@ -374,4 +378,76 @@ fn deep_nesting_is_refused_before_parsing() {
     assert_eq!(e.len(), 1);
     assert!(e[0].contains("deep.yaml:2:71"), "{e:?}");
     assert!(e[0].contains("nested more than 64 deep"), "{e:?}");
+}
+
+/// A key file as AWS's `import-api-keys` reads it (docs: "API Gateway API key file format").
+fn load_key_file(csv: &str) -> Result<plangate::config::Compiled, String> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keys.csv"), csv).unwrap();
+    let config = dir.path().join("plans.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\napis: { petstore: { stages: { prod: {}, beta: {} } } }\nusage_plans:\n  gold: { api_stages: [{ api: petstore, stage: prod }] }\n  free: { api_stages: [{ api: petstore, stage: beta }] }\napi_keys_files: [keys.csv]\n",
+    )
+    .unwrap();
+    plangate::config::load_file(&config).map_err(|e| e.to_string())
+}
+
+#[test]
+fn aws_key_files_load_as_aws_reads_them() {
+    let one = "apikey1234abcdefghij0123456789";
+    let two = "apikey1234abcdefghij0123456780";
+    let three = "apikey1234abcdefghij0123456781";
+    // Plan lists in double or single quotes; unknown columns ignored (with a warning naming
+    // their position); headers in any case and order.
+    let c = load_key_file(&format!(
+        "Enabled,Name,key,UsageplanIds,Colour\ntrue,first,{one},\"gold,free\",red\ntrue,second,{two},'gold,free',blue\nfalse,third,{three},'free',green\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    fn plans_of(c: &plangate::config::Compiled, value: &str) -> (Vec<String>, bool) {
+        let k = c
+            .snapshot
+            .key_by_hash(&plangate::snapshot::hash_key(value))
+            .unwrap();
+        let mut p: Vec<String> = k
+            .plans
+            .iter()
+            .map(|&i| c.snapshot.plans[i as usize].id.to_string())
+            .collect();
+        p.sort();
+        (p, k.enabled)
+    }
+    let plans = |v: &str| plans_of(&c, v);
+    assert_eq!(
+        plans(one),
+        (vec!["free".to_owned(), "gold".to_owned()], true)
+    );
+    assert_eq!(
+        plans(two),
+        (vec!["free".to_owned(), "gold".to_owned()], true)
+    );
+    assert_eq!(plans(three), (vec!["free".to_owned()], false));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("column(s) 5 of the header line")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(!c.warnings.iter().any(|w| w.contains("Colour")));
+
+    // Name is required, as Key is.
+    let e = load_key_file(&format!("Key,Enabled\n{one},TRUE\n")).unwrap_err();
+    assert!(e.contains("no `Name` column"), "{e}");
+
+    // The same key twice: the later row wins, with a warning naming both lines (not the value).
+    let c = load_key_file(&format!(
+        "Name,Key,UsagePlanIds\nold,{one},gold\nnew,{one},free\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.snapshot.keys.len(), 1);
+    assert_eq!(plans_of(&c, one).0, vec!["free".to_owned()]);
+    let w = c.warnings.join("\n");
+    assert!(w.contains("keys.csv:3: the key of line 2 again"), "{w}");
+    assert!(!w.contains(one), "{w}");
 }

@@ -72,16 +72,18 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
         .map(|f| base_dir.join(f))
         .collect();
     let (mut entries, plain) = keys::yaml_entries(file);
+    let mut csv_warnings = Vec::new();
     for (i, name) in file.api_keys_files.iter().enumerate() {
         let path = base_dir.join(name);
-        let (mut keys, mut errs) = keys::read_csv(&path);
-        entries.append(&mut keys);
-        for e in &mut errs {
+        let mut read = keys::read_csv(&path);
+        entries.append(&mut read.keys);
+        for e in &mut read.errors {
             if e.file.is_none() {
                 e.path = root.key("api_keys_files").index(i);
             }
         }
-        c.errors.append(&mut errs);
+        c.errors.append(&mut read.errors);
+        csv_warnings.append(&mut read.warnings);
     }
     let (keys, key_index) = c.keys(entries, &plans, &plan_index, &stage_names);
 
@@ -125,7 +127,7 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
-    let mut warnings = Vec::new();
+    let mut warnings = csv_warnings;
     if !plain.is_empty() {
         let shown: Vec<&str> = plain.iter().take(5).map(String::as_str).collect();
         warnings.push(format!(

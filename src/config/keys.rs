@@ -151,16 +151,62 @@ struct Columns {
     customer: Option<usize>,
 }
 
-/// Reads one key file: the keys it could read and the errors (with file and line) it found.
-pub(crate) fn read_csv(path: &FsPath) -> (Vec<KeyEntry>, Vec<ConfigError>) {
-    match read_inner(path) {
-        Ok(r) => r,
-        Err(errors) => (Vec::new(), errors),
+/// What reading one key file gave: the keys it could read, the errors (with file and line) it
+/// found, and warnings (ignored columns, a key given twice).
+pub(crate) struct CsvKeys {
+    pub keys: Vec<KeyEntry>,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<String>,
+}
+
+/// Reads one key file in AWS's `import-api-keys` format: `Name` and `Key` columns required,
+/// `Description`, `Enabled`, `UsagePlanIds` optional (plus plangate's `Id` and `CustomerId`),
+/// headers in any case and order, other columns ignored; several plan ids in one cell are
+/// enclosed in double or single quotes; a key value given again overwrites the earlier row
+/// (AWS's overwrite mode), with a warning.
+pub(crate) fn read_csv(path: &FsPath) -> CsvKeys {
+    let mut warnings = Vec::new();
+    match read_inner(path, &mut warnings) {
+        Ok((keys, errors)) => CsvKeys {
+            keys,
+            errors,
+            warnings,
+        },
+        Err(errors) => CsvKeys {
+            keys: Vec::new(),
+            errors,
+            warnings,
+        },
     }
 }
 
+/// Merges cells that a single-quoted list was split into (`'p1`, `p2'` → `'p1,p2'`): AWS lets
+/// `UsagePlanIds` be enclosed in single quotes, which CSV does not know as quotes.
+fn merge_single_quoted(record: &csv::StringRecord) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(record.len());
+    let mut open = false;
+    for cell in record.iter() {
+        if open {
+            if let Some(last) = out.last_mut() {
+                last.push(',');
+                last.push_str(cell);
+            }
+            if cell.ends_with('\'') {
+                open = false;
+            }
+        } else {
+            open = cell.starts_with('\'') && (cell.len() == 1 || !cell.ends_with('\''));
+            out.push(cell.to_owned());
+        }
+    }
+    out
+}
+
 #[allow(clippy::type_complexity)]
-fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<ConfigError>> {
+fn read_inner(
+    path: &FsPath,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<ConfigError>> {
     let file = Arc::new(path.to_path_buf());
     let io_err = |reason: String| {
         vec![ConfigError::new(
@@ -176,7 +222,8 @@ fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<Co
     let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&data);
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
-        .flexible(false)
+        // Records are checked against the header below, after single-quoted lists are merged.
+        .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(data);
     let at = |line: u64, kind: ErrorKind| ConfigError {
@@ -199,6 +246,7 @@ fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<Co
         .clone();
     let mut cols = Columns::default();
     let mut errors = Vec::new();
+    let mut ignored = Vec::new();
     for (i, h) in headers.iter().enumerate() {
         let slot = match h.to_ascii_lowercase().as_str() {
             "name" => &mut cols.name,
@@ -208,20 +256,10 @@ fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<Co
             "usageplanids" => &mut cols.plans,
             "id" => &mut cols.id,
             "customerid" => &mut cols.customer,
-            // The cell is not quoted: in a file without a header line, the first line is a
-            // key row, and its "header" cells are key values.
+            // AWS ignores columns it does not know. Named by position only: in a file without
+            // a header line, the first line is a key row, and its "header" cells are values.
             _ => {
-                let mut e = at(
-                    1,
-                    invalid(format!(
-                        "column {} of the header line is not one of Name, Key, Description, Enabled, UsagePlanIds, Id, CustomerId (is the header line missing?)",
-                        i + 1
-                    )),
-                );
-                if let Some(at) = &mut e.at {
-                    at.col = i + 1;
-                }
-                errors.push(e);
+                ignored.push((i + 1).to_string());
                 continue;
             }
         };
@@ -230,12 +268,31 @@ fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<Co
         }
         *slot = Some(i);
     }
-    let Some(key_col) = cols.key else {
-        errors.push(at(1, invalid("no `Key` column".to_owned())));
+    let (Some(key_col), Some(_)) = (cols.key, cols.name) else {
+        let missing = match (cols.key, cols.name) {
+            (None, None) => "no `Name` and no `Key` column",
+            (None, Some(_)) => "no `Key` column",
+            _ => "no `Name` column",
+        };
+        errors.push(at(
+            1,
+            invalid(format!(
+                "{missing}; AWS's key file format requires both (is the header line missing?)"
+            )),
+        ));
         return Err(errors);
     };
+    if !ignored.is_empty() {
+        warnings.push(format!(
+            "{}: column(s) {} of the header line are not key file columns; ignored, as AWS does",
+            path.display(),
+            ignored.join(", ")
+        ));
+    }
 
-    let mut out = Vec::new();
+    let mut out: Vec<KeyEntry> = Vec::new();
+    // Key hash → index in `out`, for a value given twice.
+    let mut seen: std::collections::HashMap<KeyHash, usize> = std::collections::HashMap::new();
     let mut record = csv::StringRecord::new();
     loop {
         match rdr.read_record(&mut record) {
@@ -245,15 +302,32 @@ fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<Co
                 let line = e.position().map_or(0, |p| p.line());
                 errors.push(at(line, invalid(csv_reason(&e))));
                 // A malformed record may leave the reader unable to continue.
-                if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) {
-                    break;
-                }
-                continue;
+                break;
             }
         }
         let line = record.position().map_or(0, |p| p.line());
-        let get = |c: Option<usize>| c.and_then(|i| record.get(i)).filter(|s| !s.is_empty());
-        let value = record.get(key_col).unwrap_or("");
+        let cells = if record.len() > headers.len() {
+            merge_single_quoted(&record)
+        } else {
+            record.iter().map(str::to_owned).collect()
+        };
+        if cells.len() != headers.len() {
+            errors.push(at(
+                line,
+                invalid(format!(
+                    "record has {} fields, the header has {}",
+                    cells.len(),
+                    headers.len()
+                )),
+            ));
+            continue;
+        }
+        let get = |c: Option<usize>| {
+            c.and_then(|i| cells.get(i))
+                .map(String::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let value = cells.get(key_col).map_or("", String::as_str);
         let hash = check_value(value).map(|()| hash_key(value));
         let id = match get(cols.id) {
             Some(id) => id.to_owned(),
@@ -275,6 +349,11 @@ fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<Co
         };
         let plans = get(cols.plans)
             .map(|s| {
+                // `"p1,p2"` arrives unquoted from the CSV reader; `'p1,p2'` with its quotes.
+                let s = s
+                    .strip_prefix('\'')
+                    .and_then(|s| s.strip_suffix('\''))
+                    .unwrap_or(s);
                 s.split(',')
                     .map(str::trim)
                     .filter(|p| !p.is_empty())
@@ -283,7 +362,7 @@ fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<Co
             })
             .unwrap_or_default();
         let _ = get(cols.description);
-        out.push(KeyEntry {
+        let entry = KeyEntry {
             id,
             name: get(cols.name).map(str::to_owned),
             hash,
@@ -294,7 +373,25 @@ fn read_inner(path: &FsPath) -> Result<(Vec<KeyEntry>, Vec<ConfigError>), Vec<Co
                 file: file.clone(),
                 line,
             },
-        });
+        };
+        // The same value again: the later row wins (AWS: "the most recent version overwriting
+        // the previous one"). Rows are named by line, never by value.
+        if let Ok(h) = &entry.hash
+            && let Some(&i) = seen.get(h)
+        {
+            if let Origin::Csv { line: first, .. } = &out[i].origin {
+                warnings.push(format!(
+                    "{}:{line}: the key of line {first} again; line {line} replaces it, as AWS's import does",
+                    path.display()
+                ));
+            }
+            out[i] = entry;
+            continue;
+        }
+        if let Ok(h) = &entry.hash {
+            seen.insert(*h, out.len());
+        }
+        out.push(entry);
     }
     Ok((out, errors))
 }
