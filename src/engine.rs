@@ -38,10 +38,18 @@ pub struct Request<'a> {
     pub method: &'a str,
     /// Request path, without the query string.
     pub path: &'a str,
-    /// The presented API key value, if any.
+    /// The presented API key value, if any, read from the config's `api_key_source`.
     pub key: Option<&'a str>,
+    /// Reads the key from another source, for an API with its own `api_key_source` (ext_authz
+    /// sets it; without it, `key` is used for every API).
+    pub key_lookup: Option<&'a dyn KeyLookup>,
     /// Units to charge (`0`: check only).
     pub hits: u64,
+}
+
+/// Reads a request's key from a given source (a header, Envoy metadata).
+pub trait KeyLookup: Sync + std::fmt::Debug {
+    fn key(&self, source: &crate::snapshot::KeySource) -> Option<&str>;
 }
 
 impl<'a> Request<'a> {
@@ -57,7 +65,28 @@ impl<'a> Request<'a> {
             method,
             path: path.split_once('?').map_or(path, |(p, _)| p),
             key: key.filter(|k| k.len() <= MAX_KEY_BYTES),
+            key_lookup: None,
             hits,
+        }
+    }
+
+    /// Where to read the key for an API with its own key source.
+    pub fn key_lookup(self, lookup: &'a dyn KeyLookup) -> Self {
+        Request {
+            key_lookup: Some(lookup),
+            ..self
+        }
+    }
+
+    /// The key presented for `api`: from the API's own source when it has one and the
+    /// request can read it, else `key`.
+    fn key_for(&self, snap: &Snapshot, api: &str) -> Option<&'a str> {
+        match (
+            self.key_lookup,
+            snap.apis.get(api).and_then(|a| a.key_source.as_ref()),
+        ) {
+            (Some(l), Some(src)) => l.key(src).filter(|k| k.len() <= MAX_KEY_BYTES),
+            _ => self.key,
         }
     }
 
@@ -450,7 +479,7 @@ pub fn plan(
     };
     if key_required {
         let decision = &mut planned.decision;
-        let Some(value) = req.key.filter(|k| !k.is_empty()) else {
+        let Some(value) = req.key_for(snap, &stage.api).filter(|k| !k.is_empty()) else {
             return Err(deny(planned.decision, DenyReason::MissingKey));
         };
         let Some(key) = snap.key_by_hash(&hash_key(value)) else {

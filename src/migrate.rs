@@ -265,7 +265,7 @@ impl Cx<'_> {
                 && src != "HEADER"
             {
                 self.warnings.push(format!(
-                    "API {id} reads keys from {src}: plangate reads the `x-api-key` header; with an authorizer, set `api_key_source: {{ metadata: … }}` in plans.yaml to where Envoy puts the key"
+                    "API {id} reads keys from {src}: plangate reads the `x-api-key` header; with an authorizer, set `apis.{id}.api_key_source: {{ metadata: … }}` in plans.yaml to where Envoy puts the key"
                 ));
             }
             let api = self.api(&id);

@@ -158,6 +158,8 @@ pub enum KeySource {
 pub struct Api {
     /// Shared with the custom domain names that lead to them.
     pub stages: FastMap<String, Arc<Stage>>,
+    /// This API's own key source, when it has one (else the snapshot's `key_source`).
+    pub key_source: Option<KeySource>,
 }
 
 #[derive(Debug)]

@@ -251,3 +251,60 @@ async fn huge_and_odd_header_values_are_refused_cleanly() {
     let r = check(&s, request("GET", &path, &[], EXT)).await;
     assert_eq!(summary(&r).1, Some(403));
 }
+
+/// AWS's `apiKeySource` is a property of each API: an API's own `api_key_source` wins over the
+/// top-level one, for that API only; the header removed upstream is the one the key came from.
+#[tokio::test]
+async fn an_api_reads_its_key_from_its_own_source() {
+    let text = format!(
+        r#"
+version: 1
+responses: {{ forward_api_key: false }}
+apis:
+  petstore:
+    stages:
+      prod: {{ methods: {{ "/pets/GET": {{}} }} }}
+  partner:
+    api_key_source: {{ header: X-Partner-Key }}
+    stages:
+      prod: {{ methods: {{ "/pets/GET": {{}} }} }}
+usage_plans:
+  gold:
+    api_stages: [{{ api: petstore, stage: prod }}, {{ api: partner, stage: prod }}]
+api_keys:
+  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
+"#,
+        hex::encode(plangate::snapshot::hash_key(KEY))
+    );
+    let c = plangate::config::load_str(&text, None, Path::new(".")).unwrap();
+    let s = AuthzService::new(
+        Arc::new(Engine::new(
+            c.snapshot,
+            Arc::new(MemoryStore::new()),
+            Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
+        )),
+        Default::default(),
+    );
+    let partner: &[(&str, &str)] = &[("api", "partner"), ("stage", "prod")];
+    // petstore: the top-level source (x-api-key).
+    let r = check(&s, request("GET", "/pets", &[("x-api-key", KEY)], EXT)).await;
+    assert_eq!(summary(&r).0, 0);
+    // partner: its own header, not x-api-key.
+    let r = check(&s, request("GET", "/pets", &[("x-api-key", KEY)], partner)).await;
+    assert_eq!(summary(&r).1, Some(403));
+    let r = check(
+        &s,
+        request("GET", "/pets", &[("x-partner-key", KEY)], partner),
+    )
+    .await;
+    assert_eq!(summary(&r).0, 0);
+    let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
+        panic!("not OK: {r:?}");
+    };
+    assert!(
+        ok.headers_to_remove.iter().any(|h| h == "x-partner-key"),
+        "{:?}",
+        ok.headers_to_remove
+    );
+    assert!(!ok.headers_to_remove.iter().any(|h| h == "x-api-key"));
+}

@@ -354,11 +354,15 @@ impl Compiler {
     }
 
     fn key_source(&mut self, file: &ConfigFile) -> KeySource {
+        match &file.api_key_source {
+            Some(src) => self.key_source_of(src, Path::root().key("api_key_source")),
+            None => KeySource::Header("x-api-key".to_owned()),
+        }
+    }
+
+    /// A key source as written at `path` (top level or an API's).
+    fn key_source_of(&mut self, src: &super::file::ApiKeySourceFile, path: Path) -> KeySource {
         let default = KeySource::Header("x-api-key".to_owned());
-        let Some(src) = &file.api_key_source else {
-            return default;
-        };
-        let path = Path::root().key("api_key_source");
         match (&src.header, &src.metadata) {
             (Some(_), Some(_)) => {
                 self.invalid(
@@ -453,7 +457,11 @@ impl Compiler {
                 }
                 stages.insert(stage_name.clone(), Arc::new(stage));
             }
-            apis.insert(api_name.clone(), Api { stages });
+            let key_source = api
+                .api_key_source
+                .as_ref()
+                .map(|src| self.key_source_of(src, api_path.key("api_key_source")));
+            apis.insert(api_name.clone(), Api { stages, key_source });
         }
         apis
     }

@@ -156,6 +156,10 @@ pub struct DescriptorKeysFile {
 pub struct ApiFile {
     #[serde(default, deserialize_with = "unique_keys")]
     pub stages: IndexMap<String, StageFile>,
+    /// Where this API's requests carry their key (AWS `apiKeySource` is a property of each
+    /// API); the top-level `api_key_source` when absent.
+    #[serde(default)]
+    pub api_key_source: Option<ApiKeySourceFile>,
 }
 
 /// A custom domain name: its base path mappings (AWS `BasePathMapping`).

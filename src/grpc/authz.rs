@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::answer::{self, IDENTITY_PREFIX};
 use super::record;
-use crate::engine::{self, Engine};
+use crate::engine::{self, Engine, KeyLookup};
 use crate::metrics::{Metrics, Service};
 use crate::snapshot::KeySource;
 
@@ -64,6 +64,27 @@ fn metadata_key<'a>(root: &'a Struct, path: &[String]) -> Option<&'a str> {
     }
 }
 
+/// Reads the API key of a Check request from any key source.
+#[derive(Debug)]
+struct Keys<'a> {
+    attrs: &'a envoy_types::pb::envoy::service::auth::v3::AttributeContext,
+    http: &'a envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+}
+
+impl KeyLookup for Keys<'_> {
+    fn key(&self, source: &KeySource) -> Option<&str> {
+        match source {
+            KeySource::Header(h) => header(self.http, h),
+            KeySource::Metadata { namespace, path } => self
+                .attrs
+                .metadata_context
+                .as_ref()
+                .and_then(|m| m.filter_metadata.get(namespace))
+                .and_then(|s| metadata_key(s, path)),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Authorization for AuthzService {
     async fn check(
@@ -98,17 +119,8 @@ impl Authorization for AuthzService {
             return bad("empty method or path");
         }
         let snap = self.engine.snapshot();
-        let (key, key_header) = match &snap.key_source {
-            KeySource::Header(h) => (header(http, h), Some(h.as_str())),
-            KeySource::Metadata { namespace, path } => (
-                attrs
-                    .metadata_context
-                    .as_ref()
-                    .and_then(|m| m.filter_metadata.get(namespace))
-                    .and_then(|s| metadata_key(s, path)),
-                None,
-            ),
-        };
+        let keys = Keys { attrs, http };
+        let key = keys.key(&snap.key_source);
         let ext = &attrs.context_extensions;
         // `hits` (optional): units to charge; "0" checks without charging, for deployments where
         // the ratelimit filter charges (envoy/both.yaml).
@@ -130,7 +142,8 @@ impl Authorization for AuthzService {
                 ext.get("api").map(String::as_str),
                 ext.get("stage").map(String::as_str),
             )
-            .host(host);
+            .host(host)
+            .key_lookup(&keys);
         let now = self.engine.clock().now();
         // Envoy's request id, for the log: the `x-request-id` header it sets, else its stream id.
         let request_id = header(http, "x-request-id")
@@ -158,6 +171,17 @@ impl Authorization for AuthzService {
             .filter(|k| k.starts_with(IDENTITY_PREFIX))
             .map(String::as_str)
             .collect();
+        // The header the key was read from (the API's own source, else the config's).
+        let source = decision
+            .api
+            .as_deref()
+            .and_then(|a| snap.apis.get(a))
+            .and_then(|a| a.key_source.as_ref())
+            .unwrap_or(&snap.key_source);
+        let key_header = match source {
+            KeySource::Header(h) => Some(h.as_str()),
+            KeySource::Metadata { .. } => None,
+        };
         Ok(Response::new(answer::check_response(
             &decision,
             &snap,

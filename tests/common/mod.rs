@@ -357,13 +357,25 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let mut r = RedisServer {
-            port: free_port(),
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-        };
-        r.restart();
-        r
+        // A free port can be taken by a parallel test between `free_port` and redis's bind; then
+        // redis exits and the port answers for someone else. Checked, and retried elsewhere.
+        for _ in 0..5 {
+            let mut r = RedisServer {
+                port: free_port(),
+                child: None,
+                dir: tempfile::tempdir().unwrap(),
+            };
+            r.restart();
+            let running = r
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+            if running && r.command(&["PING"]).starts_with("+PONG") {
+                return r;
+            }
+            r.stop();
+        }
+        panic!("redis-server did not start on a free port in 5 attempts");
     }
 
     pub fn url(&self) -> String {
