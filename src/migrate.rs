@@ -83,8 +83,8 @@ struct Cx<'d> {
     warnings: Vec<String>,
 }
 
-/// A throttle: (rate per second, burst).
-type Throttle = (f64, i64);
+/// A throttle: (rate per second, burst); either may be absent, as in AWS.
+type Throttle = (Option<f64>, Option<i64>);
 
 /// A method: (API key required, throttle).
 type Method = (Option<bool>, Option<Throttle>);
@@ -207,39 +207,36 @@ impl Cx<'_> {
     }
 
     /// A throttle from `rate_key`/`burst_key` (AWS `ThrottleSettings` or method settings);
-    /// negative values (AWS: not set) mean no throttle.
+    /// either may be absent (plangate fills it in as docs/config.md says); negative values
+    /// (AWS: not set) count as absent.
     fn throttle(
         &mut self,
         file: &Path,
         path: &str,
         v: &Json,
         (rate_key, burst_key): (&str, &str),
-    ) -> Option<(f64, i64)> {
-        let rate = v.get(rate_key).filter(|r| !r.is_null());
-        let burst = v.get(burst_key).filter(|b| !b.is_null());
-        match (rate, burst) {
-            (None, None) => None,
-            (Some(r), Some(b)) => match (r.as_f64(), b.as_i64()) {
-                (Some(r), Some(b)) if r >= 0.0 && b >= 0 => Some((r, b)),
-                (Some(_), Some(_)) => None,
-                _ => {
-                    self.invalid(
-                        file,
-                        path,
-                        format!("`{rate_key}` must be a number and `{burst_key}` a whole number"),
-                    );
-                    None
+    ) -> Option<Throttle> {
+        let rate = match v.get(rate_key) {
+            None | Some(Json::Null) => None,
+            Some(r) => match r.as_f64() {
+                Some(r) => (r >= 0.0).then_some(r),
+                None => {
+                    self.invalid(file, format!("{path}.{rate_key}"), "is not a number");
+                    return None;
                 }
             },
-            (Some(_), None) | (None, Some(_)) => {
-                self.invalid(
-                    file,
-                    path,
-                    format!("a throttle with only one of `{rate_key}` and `{burst_key}` is not imported yet; give both"),
-                );
-                None
-            }
-        }
+        };
+        let burst = match v.get(burst_key) {
+            None | Some(Json::Null) => None,
+            Some(b) => match b.as_i64() {
+                Some(b) => (b >= 0).then_some(b),
+                None => {
+                    self.invalid(file, format!("{path}.{burst_key}"), "is not a whole number");
+                    return None;
+                }
+            },
+        };
+        (rate.is_some() || burst.is_some()).then_some((rate, burst))
     }
 
     fn run(&mut self) -> Option<Imported> {
@@ -647,15 +644,19 @@ fn settings_key(key: &str) -> Option<String> {
     Some(method_key(&path, verb))
 }
 
-fn throttle_yaml((rate, burst): (f64, i64)) -> Yaml {
+fn throttle_yaml((rate, burst): Throttle) -> Yaml {
     let mut t = Mapping::new();
-    // Whole rates are written as whole numbers (`rate: 10`, not `rate: 10.0`).
-    if rate.fract() == 0.0 && rate.abs() < 1e15 {
-        t.insert("rate".into(), (rate as i64).into());
-    } else {
-        t.insert("rate".into(), rate.into());
+    if let Some(rate) = rate {
+        // Whole rates are written as whole numbers (`rate: 10`, not `rate: 10.0`).
+        if rate.fract() == 0.0 && rate.abs() < 1e15 {
+            t.insert("rate".into(), (rate as i64).into());
+        } else {
+            t.insert("rate".into(), rate.into());
+        }
     }
-    t.insert("burst".into(), burst.into());
+    if let Some(burst) = burst {
+        t.insert("burst".into(), burst.into());
+    }
     Yaml::Mapping(t)
 }
 

@@ -207,3 +207,32 @@ async fn a_greedy_proxy_takes_what_no_resource_matches_whole() {
     // Missing Authentication Token).
     assert_eq!(method("POST", "/parent").await, None);
 }
+
+#[tokio::test]
+async fn a_throttle_may_give_only_its_rate_or_only_its_burst() {
+    // AWS's ThrottleSettings has both fields optional. `rate` alone: a bucket of one second
+    // of the rate (here 3); `burst` alone: the whole burst refilled every second.
+    for (plan, burst, rate) in [
+        ("    throttle: { rate: 2.5 }", 3, 2.5),
+        ("    throttle: { burst: 4 }", 4, 4.0),
+    ] {
+        let e = engine(&config(
+            "        methods:\n          \"/pets/GET\": {}",
+            plan,
+        ));
+        let r = Request::new("GET", "/pets", Some(KEY), 1).stage(Some("petstore"), Some("prod"));
+        let d = e.decide(&r).await;
+        let plan_limit = d
+            .limits
+            .iter()
+            .find(|l| l.kind == LimitKind::PlanThrottle)
+            .unwrap_or_else(|| panic!("{plan}: no plan throttle"));
+        assert_eq!(
+            plan_limit.config,
+            plangate::engine::LimitConfig::Throttle { rate, burst },
+            "{plan}"
+        );
+    }
+    let err = errors(&config("", "    throttle: {}"));
+    assert!(err.contains("needs `rate`, `burst` or both"), "{err}");
+}

@@ -318,6 +318,30 @@ impl Compiler {
     }
 
     fn throttle(&mut self, t: &ThrottleFile, path: &Path) -> Option<Throttle> {
+        // AWS's ThrottleSettings has both fields optional and does not say what one alone means;
+        // plangate reads `rate` alone as a bucket of one second of that rate (at least 1), and
+        // `burst` alone as the whole burst refilled every second (docs/config.md).
+        let (rate, burst) = match (t.rate, t.burst) {
+            (Some(r), Some(b)) => (r, b),
+            (Some(r), None) => {
+                let b = if r.is_finite() && r > 0.0 && r <= MAX_RATE {
+                    (r.ceil() as i64).max(1)
+                } else {
+                    0
+                };
+                (r, b)
+            }
+            (None, Some(b)) => (b as f64, b),
+            (None, None) => {
+                self.invalid(
+                    path.clone(),
+                    "throttle",
+                    "needs `rate`, `burst` or both".to_owned(),
+                );
+                return None;
+            }
+        };
+        let t = Resolved { rate, burst };
         let mut ok = true;
         if !t.rate.is_finite() || t.rate < 0.0 || t.rate > MAX_RATE {
             self.invalid(
@@ -840,4 +864,10 @@ fn stage_names(apis: &FastMap<String, Api>) -> Vec<(Arc<str>, Arc<str>)> {
         }
     }
     names
+}
+
+/// A throttle with both fields, after a missing one is filled in.
+struct Resolved {
+    rate: f64,
+    burst: i64,
 }

@@ -69,12 +69,15 @@ pub struct AccountFile {
     pub throttle: Option<ThrottleFile>,
 }
 
-/// Token bucket: `rate` requests per second refill (fractions allowed), `burst` capacity.
+/// Token bucket: `rate` requests per second refill (fractions allowed), `burst` capacity. Both
+/// are optional, as in AWS's `ThrottleSettings`; `compile` fills in a missing one.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThrottleFile {
-    pub rate: f64,
-    pub burst: i64,
+    #[serde(default)]
+    pub rate: Option<f64>,
+    #[serde(default)]
+    pub burst: Option<i64>,
 }
 
 /// Where the API key comes from: a request header (AWS `HEADER`) or Envoy dynamic metadata set by
