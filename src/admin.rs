@@ -162,6 +162,9 @@ struct UsageQuery {
     start_date: String,
     end_date: String,
     key_id: Option<String>,
+    /// AWS paging: keys per page (1 to 500; without it, every key) and where a page starts.
+    limit: Option<usize>,
+    position: Option<String>,
 }
 
 /// AWS GetUsage.
@@ -173,7 +176,21 @@ async fn usage_report(
     let result = async {
         let start = usage::parse_date(&q.start_date)?;
         let end = usage::parse_date(&q.end_date)?;
-        usage::report(&state.engine, &plan, start, end, q.key_id.as_deref()).await
+        let page = usage::Page {
+            limit: q.limit,
+            position: q.position.clone(),
+        };
+        let now = state.engine.clock().now();
+        usage::report_page(
+            &state.engine,
+            &plan,
+            start,
+            end,
+            q.key_id.as_deref(),
+            now,
+            &page,
+        )
+        .await
     }
     .await;
     match result {
@@ -194,27 +211,60 @@ async fn key_usage(
     }
 }
 
-#[derive(serde::Deserialize)]
-struct UpdateBody {
-    remaining: u64,
+/// The remaining quota an UpdateUsage body sets: plangate's `{"remaining": N}`, or AWS's
+/// `{"patchOperations": [{"op": "replace", "path": "/remaining", "value": "N"}]}`.
+fn remaining_of(body: &Value) -> Result<u64, String> {
+    if let Some(n) = body.get("remaining") {
+        return n
+            .as_u64()
+            .ok_or_else(|| "`remaining` must be a whole number".to_owned());
+    }
+    let Some(ops) = body.get("patchOperations").and_then(Value::as_array) else {
+        return Err(
+            "body must be {\"remaining\": N} or {\"patchOperations\": [{\"op\": \"replace\", \"path\": \"/remaining\", \"value\": \"N\"}]}"
+                .to_owned(),
+        );
+    };
+    let [op] = ops.as_slice() else {
+        return Err("patchOperations must hold exactly one operation".to_owned());
+    };
+    let field = |k: &str| op.get(k).and_then(Value::as_str);
+    if field("op") != Some("replace") || field("path") != Some("/remaining") {
+        return Err(
+            "the only patch operation is {\"op\": \"replace\", \"path\": \"/remaining\"}"
+                .to_owned(),
+        );
+    }
+    // AWS sends the value as a string; a number is accepted too.
+    match op.get("value") {
+        Some(Value::String(v)) => v.parse::<u64>().ok(),
+        Some(v) => v.as_u64(),
+        None => None,
+    }
+    .ok_or_else(|| {
+        "the patch `value` must be a whole number (as a string, as AWS sends it)".to_owned()
+    })
 }
 
-/// AWS UpdateUsage: `{"remaining": N}` sets the remaining quota of the current period.
+/// AWS UpdateUsage: sets the remaining quota of the current period.
 async fn update_usage(
     State(state): State<AdminState>,
     Path((plan, key)): Path<(String, String)>,
-    body: Result<axum::Json<UpdateBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<axum::Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Ok(axum::Json(body)) = body else {
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            json!({"message": "body must be {\"remaining\": <whole number>}"}),
-        );
+    let remaining = match body
+        .map_err(|e| e.body_text())
+        .and_then(|axum::Json(b)| remaining_of(&b))
+    {
+        Ok(r) => r,
+        Err(message) => {
+            return json_response(StatusCode::BAD_REQUEST, json!({ "message": message }));
+        }
     };
     let now = state.engine.clock().now();
-    match usage::update(&state.engine, &plan, &key, body.remaining, now).await {
+    match usage::update(&state.engine, &plan, &key, remaining, now).await {
         Ok(c) => {
-            tracing::info!(plan = %plan, key_id = %key, remaining = body.remaining, "usage updated");
+            tracing::info!(plan = %plan, key_id = %key, remaining, "usage updated");
             json_response(StatusCode::OK, json!(c))
         }
         Err(e) => usage_error(e),

@@ -43,7 +43,22 @@ pub struct Report {
     /// Key id → one `[used, remaining]` per day from start to end; `remaining` is null without
     /// a quota.
     pub items: BTreeMap<String, Vec<(u64, Option<u64>)>>,
+    /// With paging: where the next page starts (pass it back as `position`); absent on the
+    /// last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
 }
+
+/// A page of a report (AWS GetUsage `limit` and `position`): at most `limit` keys, starting at
+/// the key `position` names. Without a limit, every key.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: Option<usize>,
+    pub position: Option<String>,
+}
+
+/// The most keys one page holds (AWS: 500).
+pub const MAX_PAGE: usize = 500;
 
 /// One key's current quota period.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -178,6 +193,29 @@ pub async fn report(
     end: NaiveDate,
     key_id: Option<&str>,
 ) -> Result<Report, UsageError> {
+    let now = engine.clock().now();
+    report_page(engine, plan_id, start, end, key_id, now, &Page::default()).await
+}
+
+/// [`report`] at `now`, one page of keys. The remaining quota of today and later days of the
+/// current period is the live counter's (what UpdateUsage sets); earlier days are computed
+/// from the daily usage.
+pub async fn report_page(
+    engine: &Engine,
+    plan_id: &str,
+    start: NaiveDate,
+    end: NaiveDate,
+    key_id: Option<&str>,
+    now: Nanos,
+    page: &Page,
+) -> Result<Report, UsageError> {
+    if let Some(l) = page.limit
+        && !(1..=MAX_PAGE).contains(&l)
+    {
+        return Err(UsageError::BadRequest(format!(
+            "limit must be from 1 to {MAX_PAGE}"
+        )));
+    }
     let snap = engine.snapshot();
     let p = plan(&snap, plan_id)?;
     if let Some(k) = key_id {
@@ -214,20 +252,56 @@ pub async fn report(
         per_key.entry(k.to_owned()).or_default();
     }
     let day_ns = 86_400 * NANOS_PER_SEC;
+    // Keys whose only usage is before the range are not listed.
+    per_key.retain(|_, by_day| key_id.is_some() || by_day.range(first..to).next().is_some());
+    // The page: keys in order, from `position` on.
+    let mut keys: Vec<String> = per_key
+        .keys()
+        .filter(|k| page.position.as_deref().is_none_or(|p| k.as_str() >= p))
+        .cloned()
+        .collect();
+    let mut position = None;
+    if let Some(l) = page.limit
+        && keys.len() > l
+    {
+        position = Some(keys[l].clone());
+        keys.truncate(l);
+    }
+    // Today's period, and the first day of it the report shows from the live counter.
+    let today = midnight(chrono::DateTime::from_timestamp_nanos(now).date_naive());
+    let current = p.quota.map(|q| (q, q.spec_at(snap.week_start, now)));
     let mut items = BTreeMap::new();
-    for (key, by_day) in per_key {
-        // Keys whose only usage is before the range are not listed.
-        if key_id.is_none() && by_day.range(first..to).next().is_none() {
-            continue;
-        }
+    for key in keys {
+        let by_day = per_key.remove(&key).unwrap_or_default();
+        let live = match current {
+            Some((_, spec)) if to > today => {
+                let counter = LimitRef::quota(p.id.clone(), key.as_str().into(), spec);
+                let charge = engine
+                    .store()
+                    .check_and_charge(std::slice::from_ref(&counter), 0, now)
+                    .await?;
+                Some((
+                    spec,
+                    charge.states.first().map_or(spec.limit, |s| s.remaining),
+                ))
+            }
+            _ => None,
+        };
         let mut out = Vec::with_capacity(days as usize);
         for i in 0..days as i64 {
             let day = first + i * day_ns;
             let used = by_day.get(&day).copied().unwrap_or(0);
-            let remaining = p.quota.map(|q| {
-                let spec = q.spec_at(snap.week_start, day);
-                let so_far: u64 = by_day.range(spec.window.start..=day).map(|(_, u)| *u).sum();
-                spec.limit.saturating_sub(so_far)
+            let remaining = p.quota.map(|q| match live {
+                Some((spec, remaining))
+                    if day >= today && day >= spec.window.start && day < spec.window.end =>
+                {
+                    remaining
+                }
+                _ => {
+                    let spec = q.spec_at(snap.week_start, day);
+                    let so_far: u64 = by_day.range(spec.window.start..=day).map(|(_, u)| *u).sum();
+                    spec.limit.saturating_sub(so_far)
+                }
             });
             out.push((used, remaining));
         }
@@ -238,5 +312,6 @@ pub async fn report(
         start_date: start.to_string(),
         end_date: end.to_string(),
         items,
+        position,
     })
 }

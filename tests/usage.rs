@@ -364,4 +364,55 @@ fn usage_cli_prints_table_and_csv() {
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("k1") && table.contains("999993"), "{table}");
+
+    // AWS's UpdateUsage body: one `replace` of `/remaining`, the value a string. The report
+    // shows the new remaining for today (it once kept the usage-computed one).
+    let patch = |value: &str| {
+        format!(
+            r#"{{"patchOperations":[{{"op":"replace","path":"/remaining","value":"{value}"}}]}}"#
+        )
+    };
+    let r = common::http_with_body(p.admin, "PATCH", url, &json, &patch("5"));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains(r#""remaining":5"#), "{}", r.body);
+    let report = format!("/v1/usageplans/billed/usage?startDate={today}&endDate={today}");
+    let r = common::http(p.admin, "GET", &report, &[]);
+    assert!(r.body.contains(r#""k1":[[7,5]]"#), "{}", r.body);
+    for bad in [
+        r#"{"patchOperations":[{"op":"add","path":"/remaining","value":"5"}]}"#.to_owned(),
+        r#"{"patchOperations":[{"op":"replace","path":"/limit","value":"5"}]}"#.to_owned(),
+        patch("five"),
+        r#"{"patchOperations":[]}"#.to_owned(),
+    ] {
+        let r = common::http_with_body(p.admin, "PATCH", url, &json, &bad);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(r.body.contains("message"), "{}", r.body);
+    }
+
+    // AWS paging: `limit` keys a page, `position` where the next one starts.
+    rt.block_on(async {
+        let mut c = authz_client(p.grpc).await;
+        c.check(check_request(OTHER, "/pets")).await.unwrap();
+    });
+    let r = common::http(p.admin, "GET", &format!("{report}&limit=1"), &[]);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["items"].as_object().unwrap().len(), 1, "{v}");
+    assert!(v["items"]["k1"].is_array(), "{v}");
+    let position = v["position"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no position: {v}"));
+    let r = common::http(
+        p.admin,
+        "GET",
+        &format!("{report}&limit=1&position={position}"),
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(v["items"]["k2"].is_array(), "{v}");
+    assert!(
+        v.get("position").is_none(),
+        "the last page has no position: {v}"
+    );
+    let r = common::http(p.admin, "GET", &format!("{report}&limit=0"), &[]);
+    assert_eq!(r.status, 400, "{r:?}");
 }

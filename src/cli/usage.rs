@@ -90,6 +90,7 @@ async fn fetch_report(a: &Args) -> Result<Report, CliError> {
         start_date,
         end_date,
         items,
+        position: None,
     })
 }
 

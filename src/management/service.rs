@@ -201,42 +201,49 @@ impl Management for ManagementService {
         let r = request.into_inner();
         let start = usage::parse_date(&r.start_date).map_err(usage_status)?;
         let end = usage::parse_date(&r.end_date).map_err(usage_status)?;
-        let report = usage::report(
-            &self.engine,
-            &r.usage_plan_id,
-            start,
-            end,
-            non_empty(&r.key_id),
-        )
-        .await
-        .map_err(usage_status)?;
         // Pages of keys, in key order; a page resumes after the last key of the previous one.
         let after = match r.page_token.as_str() {
             "" => None,
             t => Some(position(t)?),
         };
         let size = page_size(r.page_size, 25, 500);
-        let mut keys = report
-            .items
-            .iter()
-            .filter(|(k, _)| after.as_deref().is_none_or(|a| k.as_str() > a));
-        let mut items = std::collections::HashMap::new();
-        let mut last = None;
-        for (key, days) in keys.by_ref().take(size) {
-            last = Some(key.clone());
-            let days = days
-                .iter()
-                .map(|(used, remaining)| pb::UsageDay {
-                    used: *used,
-                    remaining: *remaining,
-                })
-                .collect();
-            items.insert(key.clone(), pb::DailyUsage { days });
-        }
-        let next_page_token = match (keys.next(), last) {
+        // The report's position is the first key of a page (inclusive): the smallest id after
+        // `after` is `after` + NUL (key ids hold no NUL).
+        let page = usage::Page {
+            limit: Some(size),
+            position: after.map(|a| format!("{a}\0")),
+        };
+        let now = self.engine.clock().now();
+        let report = usage::report_page(
+            &self.engine,
+            &r.usage_plan_id,
+            start,
+            end,
+            non_empty(&r.key_id),
+            now,
+            &page,
+        )
+        .await
+        .map_err(usage_status)?;
+        let last = report.items.keys().next_back().cloned();
+        let next_page_token = match (&report.position, last) {
             (Some(_), Some(last)) => token(&last),
             _ => String::new(),
         };
+        let items = report
+            .items
+            .into_iter()
+            .map(|(key, days)| {
+                let days = days
+                    .iter()
+                    .map(|(used, remaining)| pb::UsageDay {
+                        used: *used,
+                        remaining: *remaining,
+                    })
+                    .collect();
+                (key, pb::DailyUsage { days })
+            })
+            .collect();
         Ok(Response::new(pb::GetUsageResponse {
             usage_plan_id: report.usage_plan_id,
             start_date: report.start_date,
