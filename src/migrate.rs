@@ -22,6 +22,8 @@ use indexmap::IndexMap;
 use serde_json::Value as Json;
 use serde_yaml_ng::{Mapping, Value as Yaml};
 
+use crate::snapshot::responses::ResponseType;
+
 /// A configuration imported from an AWS export.
 #[derive(Debug)]
 pub struct Imported {
@@ -109,6 +111,8 @@ struct Api {
     methods: IndexMap<String, Option<bool>>,
     /// Whether the API's resources were exported.
     resources_known: bool,
+    /// Customised gateway responses (from get-gateway-responses), as configuration.
+    gateway_responses: Mapping,
 }
 
 impl Api {
@@ -142,8 +146,11 @@ impl Cx<'_> {
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && optional.is_some() => {
-                self.warnings
-                    .push(format!("{} is missing: {}", file.display(), optional?));
+                let why = optional?;
+                if !why.is_empty() {
+                    self.warnings
+                        .push(format!("{} is missing: {why}", file.display()));
+                }
                 return None;
             }
             Err(source) => {
@@ -495,6 +502,12 @@ impl Cx<'_> {
                 stages.insert(name.clone().into(), Yaml::Mapping(stage_yaml(s)));
             }
             let mut api = Mapping::new();
+            if !a.gateway_responses.is_empty() {
+                api.insert(
+                    "gateway_responses".into(),
+                    Yaml::Mapping(a.gateway_responses.clone()),
+                );
+            }
             api.insert("stages".into(), Yaml::Mapping(stages));
             apis_yaml.insert(a.id.clone().into(), Yaml::Mapping(api));
         }
@@ -533,7 +546,9 @@ impl Cx<'_> {
             stages_known: false,
             methods: IndexMap::new(),
             resources_known: false,
+            gateway_responses: Mapping::new(),
         };
+        self.gateway_responses(&mut api);
         // Methods first: every stage gets them.
         let resources = self.read(
             &format!("get-resources/{id}.json"),
@@ -618,6 +633,82 @@ impl Cx<'_> {
             api.stages.insert(name, stage);
         }
         api
+    }
+}
+
+impl Cx<'_> {
+    /// The API's customised gateway responses, from `get-gateway-responses/<api>.json` when the
+    /// export has it (optional, no warning when missing).
+    fn gateway_responses(&mut self, api: &mut Api) {
+        let Some((file, v)) =
+            self.read(&format!("get-gateway-responses/{}.json", api.id), Some(""))
+        else {
+            return;
+        };
+        let root = At {
+            file: &file,
+            path: "$",
+            v: &v,
+        };
+        for (path, r) in self.list(root, "items") {
+            // AWS lists every type; those never customised say `defaultResponse: true`.
+            if r.get("defaultResponse").and_then(Json::as_bool) == Some(true) {
+                continue;
+            }
+            let Some(t) = self.string(&file, &path, r, "responseType") else {
+                continue;
+            };
+            if ResponseType::parse(&t).is_none() {
+                self.warnings.push(format!(
+                    "{}: {path}: gateway response {t} is not one plangate answers with; skipped",
+                    file.display()
+                ));
+                continue;
+            }
+            let mut out = Mapping::new();
+            if let Some(code) = self.opt_string(&file, &path, r, "statusCode") {
+                match code.parse::<i64>() {
+                    Ok(c) => {
+                        out.insert("status".into(), c.into());
+                    }
+                    Err(_) => {
+                        self.invalid(&file, format!("{path}.statusCode"), "is not a status code")
+                    }
+                }
+            }
+            let mut headers = Mapping::new();
+            if let Some(Json::Object(params)) = r.get("responseParameters") {
+                for (k, v) in params {
+                    let Some(name) = k.strip_prefix("gatewayresponse.header.") else {
+                        continue;
+                    };
+                    // Static values are single-quoted; mappings from the request are not
+                    // imported.
+                    match v.as_str().and_then(|v| v.strip_prefix('\'')?.strip_suffix('\'')) {
+                        Some(value) => {
+                            headers.insert(name.into(), value.into());
+                        }
+                        None => self.warnings.push(format!(
+                            "{}: {path}.responseParameters[\"{k}\"]: only static ('quoted') header values are imported; skipped",
+                            file.display()
+                        )),
+                    }
+                }
+            }
+            if !headers.is_empty() {
+                out.insert("headers".into(), Yaml::Mapping(headers));
+            }
+            if let Some(Json::Object(templates)) = r.get("responseTemplates") {
+                let body = templates
+                    .get("application/json")
+                    .or_else(|| templates.values().next())
+                    .and_then(Json::as_str);
+                if let Some(b) = body {
+                    out.insert("body".into(), b.into());
+                }
+            }
+            api.gateway_responses.insert(t.into(), Yaml::Mapping(out));
+        }
     }
 }
 

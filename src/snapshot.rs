@@ -5,6 +5,8 @@
 //! value; no plaintext value survives compilation. Each stage has a method matcher (matchit) that
 //! picks the most specific template: literal segments, then `{param}`, then `{proxy+}`.
 
+pub mod responses;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -91,6 +93,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub account: Option<Throttle>,
     pub key_source: KeySource,
+    /// Top-level gateway responses (an API's own come first).
+    pub gateway_responses: responses::GatewayResponses,
     pub week_start: chrono::Weekday,
     pub default_api: Option<String>,
     pub default_stage: Option<String>,
@@ -160,6 +164,8 @@ pub struct Api {
     pub stages: FastMap<String, Arc<Stage>>,
     /// This API's own key source, when it has one (else the snapshot's `key_source`).
     pub key_source: Option<KeySource>,
+    /// This API's gateway responses (before the top-level ones).
+    pub gateway_responses: responses::GatewayResponses,
 }
 
 #[derive(Debug)]

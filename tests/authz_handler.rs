@@ -308,3 +308,103 @@ api_keys:
     );
     assert!(!ok.headers_to_remove.iter().any(|h| h == "x-api-key"));
 }
+
+/// AWS gateway responses: a refusal's status, body and headers customised by response type,
+/// the API's own before the top level, a type before its DEFAULT_4XX/5XX.
+#[tokio::test]
+async fn gateway_responses_customise_refusals() {
+    let text = format!(
+        r#"
+version: 1
+gateway_responses:
+  DEFAULT_4XX:
+    headers: {{ Access-Control-Allow-Origin: "*" }}
+  QUOTA_EXCEEDED:
+    status: 402
+    headers: {{ content-type: application/json; charset=utf-8 }}
+    body: '{{"error":$context.error.messageString,"upgrade":"https://example.com/plans"}}'
+apis:
+  petstore:
+    gateway_responses:
+      THROTTLED:
+        body: slow down
+        headers: {{ content-type: text/plain }}
+    stages:
+      prod: {{ methods: {{ "/pets/GET": {{}} }} }}
+usage_plans:
+  gold:
+    throttle: {{ rate: 0.001, burst: 1 }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+  tiny:
+    quota: {{ limit: 1, period: DAY }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+api_keys:
+  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
+  - {{ id: k2, value_sha256: {}, usage_plans: [tiny] }}
+"#,
+        hex::encode(plangate::snapshot::hash_key(KEY)),
+        hex::encode(plangate::snapshot::hash_key(OTHER_KEY)),
+    );
+    let c = plangate::config::load_str(&text, None, Path::new(".")).unwrap();
+    let s = AuthzService::new(
+        Arc::new(Engine::new(
+            c.snapshot,
+            Arc::new(MemoryStore::new()),
+            Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
+        )),
+        Default::default(),
+    );
+    let denied = |r: &CheckResponse| match &r.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => {
+            let headers: HashMap<String, String> = d
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.to_ascii_lowercase(), h.value.clone()))
+                .collect();
+            (
+                d.status.as_ref().map_or(0, |s| s.code),
+                d.body.clone(),
+                headers,
+            )
+        }
+        _ => panic!("not denied: {r:?}"),
+    };
+    // THROTTLED of the API: its body and content type, not the top-level default's header.
+    check(&s, request("GET", "/pets", &[("x-api-key", KEY)], EXT)).await;
+    let r = check(&s, request("GET", "/pets", &[("x-api-key", KEY)], EXT)).await;
+    let (status, body, headers) = denied(&r);
+    assert_eq!((status, body.as_str()), (429, "slow down"));
+    assert_eq!(headers["content-type"], "text/plain");
+    assert!(!headers.contains_key("access-control-allow-origin"));
+    assert!(
+        headers.contains_key("retry-after"),
+        "plangate's own headers stay"
+    );
+    // QUOTA_EXCEEDED at the top level: status, templated body, header replaced.
+    check(
+        &s,
+        request("GET", "/pets", &[("x-api-key", OTHER_KEY)], EXT),
+    )
+    .await;
+    let r = check(
+        &s,
+        request("GET", "/pets", &[("x-api-key", OTHER_KEY)], EXT),
+    )
+    .await;
+    let (status, body, headers) = denied(&r);
+    assert_eq!(status, 402);
+    assert_eq!(
+        body,
+        r#"{"error":"Limit Exceeded","upgrade":"https://example.com/plans"}"#
+    );
+    assert_eq!(headers["content-type"], "application/json; charset=utf-8");
+    // A missing key (INVALID_API_KEY, not configured) falls back to DEFAULT_4XX: its header,
+    // the built-in status and body.
+    let r = check(&s, request("GET", "/pets", &[], EXT)).await;
+    let (status, body, headers) = denied(&r);
+    assert_eq!((status, body.as_str()), (403, r#"{"message":"Forbidden"}"#));
+    assert_eq!(headers["access-control-allow-origin"], "*");
+}
+
+const OTHER_KEY: &str = "handler-other-0123456789abcdef";

@@ -236,3 +236,33 @@ async fn a_throttle_may_give_only_its_rate_or_only_its_burst() {
     let err = errors(&config("", "    throttle: {}"));
     assert!(err.contains("needs `rate`, `burst` or both"), "{err}");
 }
+
+#[test]
+fn gateway_responses_are_checked() {
+    for (responses, wanted) in [
+        (
+            "  SLOW_DOWN: { status: 429 }",
+            "`SLOW_DOWN` is not one of THROTTLED",
+        ),
+        (
+            "  THROTTLED: { status: 200 }",
+            "200 is not an HTTP error status",
+        ),
+        (
+            "  THROTTLED: { status: 499 }",
+            "499 is not an HTTP error status",
+        ),
+        (
+            "  THROTTLED: { headers: { \"x-a\": \"1\\r\\nx-b: 2\" } }",
+            "cannot hold line breaks",
+        ),
+        (
+            "  THROTTLED: { headers: { \"x a\": \"1\" } }",
+            "is not a header name",
+        ),
+    ] {
+        let text = format!("{}gateway_responses:\n{responses}\n", config("", ""));
+        let err = errors(&text);
+        assert!(err.contains(wanted), "{responses}: {err}");
+    }
+}

@@ -83,6 +83,23 @@ fn the_import_validates_and_holds_no_key_value() {
         assert!(!text.contains(value), "a key value in clear");
         assert!(text.contains(&hex_sha(value)), "the digest of {value}");
     }
+    // Customised gateway responses come along (static headers, the JSON template); AWS's
+    // defaults and types plangate does not answer with do not.
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let responses = &config["apis"][PETS]["gateway_responses"];
+    assert_eq!(responses["THROTTLED"]["status"], 429, "{text}");
+    assert_eq!(
+        responses["THROTTLED"]["headers"]["Access-Control-Allow-Origin"],
+        "*"
+    );
+    assert!(responses["THROTTLED"]["headers"]["x-request-origin"].is_null());
+    assert_eq!(
+        responses["THROTTLED"]["body"],
+        r#"{"message":$context.error.messageString,"hint":"slow down"}"#
+    );
+    assert!(responses["QUOTA_EXCEEDED"].is_null());
+    assert!(responses["WAF_FILTERED"].is_null());
+    assert!(responses["DEFAULT_4XX"].is_mapping());
     let o = plangate().arg("validate").arg(&file).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     assert!(
@@ -207,12 +224,26 @@ fn a_dry_run_prints_and_writes_nothing() {
         stderr.contains("`/old/GET` is not in get-resources"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("gateway response WAF_FILTERED is not one plangate answers with"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("only static ('quoted') header values are imported"),
+        "{stderr}"
+    );
 }
 
 /// A copy of the export with `file` replaced by `text`.
 fn broken(file: &str, edit: impl FnOnce(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["", "get-resources", "get-stages", "get-usage-plan-keys"] {
+    for sub in [
+        "",
+        "get-resources",
+        "get-stages",
+        "get-usage-plan-keys",
+        "get-gateway-responses",
+    ] {
         let from = export().join(sub);
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         for e in std::fs::read_dir(&from).unwrap() {

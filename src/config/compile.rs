@@ -4,11 +4,14 @@ use std::collections::HashMap;
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
+use indexmap::IndexMap;
+
 use super::error::{ConfigError, ErrorKind};
 use super::file::{ConfigFile, ThrottleFile, Weekday};
 use super::keys::{self, KeyEntry, Origin};
 use super::location::Path;
 use crate::limit::{BucketSpec, FastMap, Quota};
+use crate::snapshot::responses::{GatewayResponse, GatewayResponses, ResponseType};
 use crate::snapshot::{
     Api, ApiKey, Domains, KeyHash, KeySource, Method, Plan, RlsSettings, Snapshot, Stage, Throttle,
     UnknownMethods,
@@ -51,6 +54,8 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
     };
 
     let key_source = c.key_source(file);
+    let gateway_responses =
+        c.gateway_responses(&file.gateway_responses, &root.key("gateway_responses"));
     let week_start = match file.quota_week_start.unwrap_or_default() {
         Weekday::Monday => chrono::Weekday::Mon,
         Weekday::Tuesday => chrono::Weekday::Tue,
@@ -153,6 +158,7 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
             generation: 0,
             account,
             key_source,
+            gateway_responses,
             week_start,
             default_api,
             default_stage,
@@ -377,6 +383,86 @@ impl Compiler {
         })
     }
 
+    /// Customised refusals of one level (top level or an API).
+    fn gateway_responses(
+        &mut self,
+        file: &IndexMap<String, super::file::GatewayResponseFile>,
+        path: &Path,
+    ) -> GatewayResponses {
+        let mut out = GatewayResponses::default();
+        for (name, r) in file {
+            let rp = path.key(name.as_str());
+            let Some(t) = ResponseType::parse(name) else {
+                let known: Vec<&str> = ResponseType::ALL.iter().map(|t| t.as_str()).collect();
+                self.invalid(
+                    rp,
+                    "gateway response type",
+                    format!("`{name}` is not one of {}", known.join(", ")),
+                );
+                continue;
+            };
+            let status = match r.status {
+                None => None,
+                Some(s)
+                    if (400..600).contains(&s)
+                        && envoy_types::ext_authz::v3::pb::HttpStatusCode::try_from(s as i32)
+                            .is_ok() =>
+                {
+                    Some(s as u16)
+                }
+                Some(s) => {
+                    self.invalid(
+                        rp.key("status"),
+                        "gateway response status",
+                        format!(
+                            "{s} is not an HTTP error status Envoy can answer with (400 to 599)"
+                        ),
+                    );
+                    None
+                }
+            };
+            let mut headers = Vec::with_capacity(r.headers.len());
+            for (h, v) in &r.headers {
+                let name_ok = !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !name_ok {
+                    self.invalid(
+                        rp.key("headers").key(h.as_str()),
+                        "gateway response header",
+                        format!("`{h}` is not a header name"),
+                    );
+                    continue;
+                }
+                if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                    self.invalid(
+                        rp.key("headers").key(h.as_str()),
+                        "gateway response header",
+                        "a header value cannot hold line breaks".to_owned(),
+                    );
+                    continue;
+                }
+                headers.push((h.to_ascii_lowercase(), v.clone()));
+            }
+            if r.body.as_ref().is_some_and(|b| b.len() > MAX_RESPONSE_BODY) {
+                self.invalid(
+                    rp.key("body"),
+                    "gateway response body",
+                    format!("longer than {MAX_RESPONSE_BODY} bytes"),
+                );
+            }
+            out.set(
+                t,
+                GatewayResponse {
+                    status,
+                    headers,
+                    body: r.body.clone(),
+                },
+            );
+        }
+        out
+    }
+
     fn key_source(&mut self, file: &ConfigFile) -> KeySource {
         match &file.api_key_source {
             Some(src) => self.key_source_of(src, Path::root().key("api_key_source")),
@@ -485,7 +571,16 @@ impl Compiler {
                 .api_key_source
                 .as_ref()
                 .map(|src| self.key_source_of(src, api_path.key("api_key_source")));
-            apis.insert(api_name.clone(), Api { stages, key_source });
+            let gateway_responses =
+                self.gateway_responses(&api.gateway_responses, &api_path.key("gateway_responses"));
+            apis.insert(
+                api_name.clone(),
+                Api {
+                    stages,
+                    key_source,
+                    gateway_responses,
+                },
+            );
         }
         apis
     }
@@ -871,3 +966,6 @@ struct Resolved {
     rate: f64,
     burst: i64,
 }
+
+/// The longest gateway response body, in bytes.
+const MAX_RESPONSE_BODY: usize = 64 * 1024;

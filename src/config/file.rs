@@ -44,6 +44,21 @@ pub struct ConfigFile {
     pub api_keys: Vec<ApiKeyFile>,
     #[serde(default)]
     pub api_keys_files: Vec<String>,
+    /// Customised refusals (AWS `GatewayResponse`), by response type (`THROTTLED`, …).
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub gateway_responses: IndexMap<String, GatewayResponseFile>,
+}
+
+/// One customised refusal: status (ext_authz only), headers, body.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayResponseFile {
+    #[serde(default)]
+    pub status: Option<i64>,
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub headers: IndexMap<String, String>,
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 /// The names of the top-level fields, for the error collector (which walks the file by hand).
@@ -60,6 +75,7 @@ pub(crate) const TOP_LEVEL_FIELDS: &[&str] = &[
     "usage_plans",
     "api_keys",
     "api_keys_files",
+    "gateway_responses",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -163,6 +179,9 @@ pub struct ApiFile {
     /// API); the top-level `api_key_source` when absent.
     #[serde(default)]
     pub api_key_source: Option<ApiKeySourceFile>,
+    /// This API's customised refusals, before the top-level `gateway_responses`.
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub gateway_responses: IndexMap<String, GatewayResponseFile>,
 }
 
 /// A custom domain name: its base path mappings (AWS `BasePathMapping`).

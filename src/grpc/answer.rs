@@ -19,8 +19,11 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, Struct, Value, value::Kind};
 use tonic::Status;
 
-use crate::engine::{Decision, LimitConfig, LimitReport, Outcome};
+use std::borrow::Cow;
+
+use crate::engine::{Decision, DenyReason, LimitConfig, LimitReport, Outcome};
 use crate::limit::Period;
+use crate::snapshot::responses::{GatewayResponse, GatewayResponses, ResponseType};
 use crate::snapshot::{RateLimitHeaders, Snapshot};
 
 /// Headers plangate sets on admitted requests; any the client sent are removed first.
@@ -34,8 +37,8 @@ pub const CUSTOMER_HEADER: &str = "x-plangate-customer-id";
 pub struct Answer {
     /// HTTP status the client gets (200 means: let the request through).
     pub http_status: u16,
-    /// JSON body of a refusal.
-    pub body: Option<&'static str>,
+    /// Body of a refusal (JSON unless a gateway response says otherwise).
+    pub body: Option<Cow<'static, str>>,
     /// Headers to the client (on refusal and on success).
     pub client_headers: Vec<(String, String)>,
     /// Headers to the upstream (admitted requests only).
@@ -47,7 +50,7 @@ impl Answer {
     pub fn bad_request() -> Self {
         Answer {
             http_status: 400,
-            body: Some(r#"{"message":"Bad Request"}"#),
+            body: Some(Cow::Borrowed(r#"{"message":"Bad Request"}"#)),
             client_headers: vec![
                 ("content-type".into(), "application/json".into()),
                 ("x-amzn-ErrorType".into(), "BadRequestException".into()),
@@ -57,8 +60,69 @@ impl Answer {
     }
 }
 
-/// The answer for `d`, with rate-limit headers in `style`.
-pub fn answer(d: &Decision, style: RateLimitHeaders) -> Answer {
+/// The answer for `d` decided against `snap`: built-in, or as the request's API or the
+/// configuration customises it (gateway responses).
+pub fn answer(d: &Decision, snap: &Snapshot) -> Answer {
+    let mut a = builtin(d, snap.rate_limit_headers);
+    if let Some((t, message)) = response_type(d) {
+        let api = d
+            .api
+            .as_deref()
+            .and_then(|name| snap.apis.get(name))
+            .map(|api| &api.gateway_responses);
+        if let Some(r) = GatewayResponses::resolve(api, &snap.gateway_responses, t, a.http_status) {
+            customise(&mut a, r, message);
+        }
+    }
+    a
+}
+
+/// A refusal's gateway response type and built-in message.
+fn response_type(d: &Decision) -> Option<(ResponseType, &'static str)> {
+    Some(match d.outcome {
+        Outcome::Admitted => return None,
+        Outcome::Throttled => (ResponseType::Throttled, "Too Many Requests"),
+        Outcome::QuotaExceeded => (ResponseType::QuotaExceeded, "Limit Exceeded"),
+        Outcome::MissingAuthenticationToken => (
+            ResponseType::MissingAuthenticationToken,
+            "Missing Authentication Token",
+        ),
+        Outcome::Forbidden => match d.reason {
+            Some(
+                DenyReason::MissingKey
+                | DenyReason::UnknownKey
+                | DenyReason::DisabledKey
+                | DenyReason::KeyNotInPlan,
+            ) => (ResponseType::InvalidApiKey, "Forbidden"),
+            _ => (ResponseType::AccessDenied, "Forbidden"),
+        },
+        Outcome::Unavailable => (ResponseType::Default5xx, "Service Unavailable"),
+    })
+}
+
+/// Applies a gateway response: its status, its body, its headers (replacing plangate's own of
+/// the same name).
+fn customise(a: &mut Answer, r: &GatewayResponse, message: &str) {
+    if let Some(s) = r.status {
+        a.http_status = s;
+    }
+    if let Some(b) = r.body_for(message) {
+        a.body = Some(Cow::Owned(b));
+    }
+    for (k, v) in &r.headers {
+        match a
+            .client_headers
+            .iter_mut()
+            .find(|(h, _)| h.eq_ignore_ascii_case(k))
+        {
+            Some(h) => h.1.clone_from(v),
+            None => a.client_headers.push((k.clone(), v.clone())),
+        }
+    }
+}
+
+/// plangate's built-in answer for `d`, with rate-limit headers in `style`.
+fn builtin(d: &Decision, style: RateLimitHeaders) -> Answer {
     let (http_status, body, error_type) = match d.outcome {
         Outcome::Admitted => (200, None, None),
         Outcome::Forbidden => (
@@ -87,6 +151,7 @@ pub fn answer(d: &Decision, style: RateLimitHeaders) -> Answer {
             Some("ServiceUnavailableException"),
         ),
     };
+    let body = body.map(Cow::Borrowed);
     let mut client_headers: Vec<(String, String)> = Vec::new();
     if let Some(t) = error_type {
         client_headers.push(("content-type".into(), "application/json".into()));
@@ -259,7 +324,7 @@ pub fn check_response(
     client_identity_headers: &[&str],
     key_header: Option<&str>,
 ) -> CheckResponse {
-    let a = answer(d, snap.rate_limit_headers);
+    let a = answer(d, snap);
     let drop_key = if snap.forward_api_key {
         None
     } else {
@@ -307,12 +372,9 @@ fn to_check_response(
         resp.set_http_response(ok.build());
     } else {
         let mut denied = DeniedHttpResponseBuilder::new();
-        denied.set_http_status(match a.http_status {
-            400 => HttpStatusCode::BadRequest,
-            429 => HttpStatusCode::TooManyRequests,
-            503 => HttpStatusCode::ServiceUnavailable,
-            _ => HttpStatusCode::Forbidden,
-        });
+        denied.set_http_status(
+            HttpStatusCode::try_from(i32::from(a.http_status)).unwrap_or(HttpStatusCode::Forbidden),
+        );
         for (k, v) in a.client_headers {
             denied.add_header(
                 k,
@@ -322,7 +384,7 @@ fn to_check_response(
             );
         }
         if let Some(b) = a.body {
-            denied.set_body(b);
+            denied.set_body(b.into_owned());
         }
         let status = match a.http_status {
             400 => Status::invalid_argument("bad request"),
@@ -453,14 +515,17 @@ pub fn rls_response(decisions: &[Decision], snap: &Snapshot) -> RateLimitRespons
         ..Default::default()
     };
     if let Some(d) = deciding {
-        let a = answer(d, snap.rate_limit_headers);
+        let a = answer(d, snap);
         resp.response_headers_to_add = a
             .client_headers
             .iter()
             .map(|(k, v)| header_value(k.clone(), v.clone()))
             .collect();
         if over {
-            resp.raw_body = a.body.unwrap_or_default().as_bytes().to_vec();
+            resp.raw_body = a
+                .body
+                .map(|b| b.into_owned().into_bytes())
+                .unwrap_or_default();
         } else {
             resp.request_headers_to_add = a
                 .upstream_headers
