@@ -232,6 +232,8 @@ pub struct Decision {
     pub generation: u64,
     /// Set when the counter store failed and the failure policy decided instead.
     pub store_error: Option<StoreError>,
+    /// How long the counter store took, when it was asked.
+    pub store_seconds: Option<f64>,
 }
 
 impl Decision {
@@ -258,6 +260,7 @@ impl Decision {
             retry_after_secs: None,
             generation,
             store_error: None,
+            store_seconds: None,
         }
     }
 
@@ -353,11 +356,14 @@ impl Engine {
             Ok(p) => p,
             Err(d) => return d,
         };
+        let watch = crate::clock::Stopwatch::start();
         let charge = self
             .store
             .check_and_charge(&planned.refs, req.hits, now)
             .await;
-        self.settle(planned, charge)
+        let mut d = self.settle(planned, charge);
+        d.store_seconds = Some(watch.seconds());
+        d
     }
 
     /// The decision `decide_in` would make for `req` at `now` against `snap` — for `req.hits`

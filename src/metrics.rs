@@ -17,7 +17,7 @@ use crate::clock::{NANOS_PER_SEC, Nanos};
 
 /// At most one log line about store failures per this interval (with their count).
 const STORE_ERROR_LOG_INTERVAL: Nanos = NANOS_PER_SEC;
-use crate::engine::{Decision, DenyReason, LimitKind, Outcome};
+use crate::engine::{Decision, DenyReason, LimitConfig, LimitKind, Outcome};
 use crate::snapshot::Snapshot;
 
 /// Records the tap holds for a watcher that falls behind; older ones are dropped (and counted
@@ -44,7 +44,6 @@ pub struct Watched {
 pub struct Metrics {
     registry: Registry,
     decisions: IntCounterVec,
-    decision_duration: HistogramVec,
     config_generation: IntGauge,
     config_fingerprint: IntGauge,
     config_reloads: IntCounterVec,
@@ -52,6 +51,11 @@ pub struct Metrics {
     api_keys: IntGauge,
     usage_plans: IntGauge,
     store_errors: IntCounter,
+    /// Per service (indexed by `Service as usize`), resolved once: no label lookup per call.
+    decision_duration_of: [prometheus::Histogram; 2],
+    store_duration_of: [prometheus::Histogram; 2],
+    store_up: IntGauge,
+    near_limit: IntCounterVec,
     failure_policy: IntCounterVec,
     rls_unknown_domain: IntCounter,
     tap: tokio::sync::broadcast::Sender<Arc<Watched>>,
@@ -85,8 +89,8 @@ impl Drop for Watcher {
 /// Which gRPC service decided.
 #[derive(Debug, Clone, Copy)]
 pub enum Service {
-    ExtAuthz,
-    Rls,
+    ExtAuthz = 0,
+    Rls = 1,
 }
 
 impl Service {
@@ -170,6 +174,34 @@ impl Metrics {
             "Counter store operations that failed.",
         )
         .expect("metric definition");
+        let store_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "plangate_store_duration_seconds",
+                "Time the counter store took to check and charge one decision's limits, by gRPC \
+                 service (the Redis round trip with a Redis store).",
+            )
+            .buckets(vec![
+                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+                0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+            &["grpc_service"],
+        )
+        .expect("metric definition");
+        let store_up = IntGauge::new(
+            "plangate_store_up",
+            "1 when the counter store's last operation succeeded, 0 when it failed.",
+        )
+        .expect("metric definition");
+        store_up.set(1);
+        let near_limit = IntCounterVec::new(
+            Opts::new(
+                "plangate_near_limit_total",
+                "Admitted decisions that left 10% or less of a limit (a bucket's burst, a \
+                 quota's limit), by gRPC service and limit kind: who is about to be refused.",
+            ),
+            &["grpc_service", "limit"],
+        )
+        .expect("metric definition");
         let failure_policy = IntCounterVec::new(
             Opts::new(
                 "plangate_failure_policy_decisions_total",
@@ -195,6 +227,9 @@ impl Metrics {
             Box::new(api_keys.clone()),
             Box::new(usage_plans.clone()),
             Box::new(store_errors.clone()),
+            Box::new(store_duration.clone()),
+            Box::new(store_up.clone()),
+            Box::new(near_limit.clone()),
             Box::new(failure_policy.clone()),
             Box::new(rls_unknown_domain.clone()),
         ] {
@@ -208,6 +243,18 @@ impl Metrics {
                 failure_policy.with_label_values(&[service.as_str(), result]);
             }
         }
+        // The process: CPU, memory, file descriptors, start time (Linux).
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric registration");
+        let per_service = |h: &HistogramVec| {
+            [Service::ExtAuthz, Service::Rls].map(|s| h.with_label_values(&[s.as_str()]))
+        };
+        let decision_duration_of = per_service(&decision_duration);
+        let store_duration_of = per_service(&store_duration);
         Metrics {
             tap: tokio::sync::broadcast::channel(TAP_CAPACITY).0,
             watchers: Arc::new(AtomicUsize::new(0)),
@@ -215,7 +262,6 @@ impl Metrics {
             store_error_logged_at: AtomicI64::new(i64::MIN),
             registry,
             decisions,
-            decision_duration,
             config_generation,
             config_fingerprint,
             config_reloads,
@@ -223,6 +269,10 @@ impl Metrics {
             api_keys,
             usage_plans,
             store_errors,
+            decision_duration_of,
+            store_duration_of,
+            store_up,
+            near_limit,
             failure_policy,
             rls_unknown_domain,
         }
@@ -262,9 +312,24 @@ impl Metrics {
                 d.decided_by.map_or("", LimitKind::as_str),
             ])
             .inc();
-        self.decision_duration
-            .with_label_values(&[service.as_str()])
-            .observe(seconds);
+        self.decision_duration_of[service as usize].observe(seconds);
+        if let Some(store) = d.store_seconds {
+            self.store_duration_of[service as usize].observe(store);
+            self.store_up.set(i64::from(d.store_error.is_none()));
+        }
+        if d.admitted() {
+            for l in &d.limits {
+                let capacity = match l.config {
+                    LimitConfig::Throttle { burst, .. } => burst,
+                    LimitConfig::Quota { limit, .. } => limit,
+                };
+                if capacity > 0 && l.state.remaining.saturating_mul(10) <= capacity {
+                    self.near_limit
+                        .with_label_values(&[service.as_str(), l.kind.as_str()])
+                        .inc();
+                }
+            }
+        }
     }
 
     /// A counter store operation failed at `now`. Counted always; `Some(n)` when a log line is

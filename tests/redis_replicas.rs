@@ -240,6 +240,7 @@ async fn redis_outage_follows_the_policy_and_recovers() {
     };
     assert!(policy("refused").unwrap() >= 1.0);
     assert_eq!(policy("admitted"), Some(0.0));
+    assert_eq!(f.replicas[0].metric("plangate_store_up"), Some(0.0));
 
     f.redis.restart();
     let back = Stopwatch::start();
@@ -264,6 +265,7 @@ async fn redis_outage_follows_the_policy_and_recovers() {
     eprintln!("normal answers {recovered:?} after redis-server was back");
     assert!(f.replicas[0].alive(), "plangate crashed");
     assert_eq!(common::http(admin, "GET", "/readyz", &[]).status, 200);
+    assert_eq!(f.replicas[0].metric("plangate_store_up"), Some(1.0));
 }
 
 #[tokio::test]

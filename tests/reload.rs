@@ -442,7 +442,11 @@ async fn metrics_text_parses_and_counts_decisions() {
             .parse::<f64>()
             .unwrap_or_else(|_| panic!("bad value in {line}"));
         let name_end = series.find('{').unwrap_or(series.len());
-        assert!(series[..name_end].starts_with("plangate_"), "{line}");
+        assert!(
+            series[..name_end].starts_with("plangate_")
+                || series[..name_end].starts_with("process_"),
+            "{line}"
+        );
         if name_end < series.len() {
             assert!(series.ends_with('}'), "{line}");
         }
@@ -496,6 +500,34 @@ async fn metrics_text_parses_and_counts_decisions() {
     );
     assert_eq!(get_metric(&text, "plangate_api_keys"), Some(2.0));
     assert!(!text.contains("k1"), "no per-key label");
+    // The store: every decision that reached it timed, and up.
+    assert_eq!(
+        get_metric(
+            &text,
+            "plangate_store_duration_seconds_count{grpc_service=\"ext_authz\"}"
+        ),
+        Some(5.0)
+    );
+    assert_eq!(get_metric(&text, "plangate_store_up"), Some(1.0));
+    // Near the limit: of the three admitted against a quota of 3, the third left 0 (≤ 10%).
+    assert_eq!(
+        get_metric(
+            &text,
+            "plangate_near_limit_total{grpc_service=\"ext_authz\",limit=\"plan_quota\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // The process (Linux).
+    #[cfg(target_os = "linux")]
+    {
+        assert!(
+            get_metric(&text, "process_cpu_seconds_total").is_some(),
+            "{text}"
+        );
+        assert!(get_metric(&text, "process_resident_memory_bytes").unwrap_or(0.0) > 0.0);
+        assert!(get_metric(&text, "process_open_fds").unwrap_or(0.0) > 0.0);
+    }
 }
 
 /// `GET /v1/config` spells every setting as the file does, so that it can be read back.
