@@ -234,6 +234,9 @@ pub struct Decision {
     pub store_error: Option<StoreError>,
     /// How long the counter store took, when it was asked.
     pub store_seconds: Option<f64>,
+    /// Shadow mode: the outcome is what enforcement would answer, but the request is let through
+    /// (`--shadow`, or `enforce: false` on its stage or plan). Only refusals are shadowed.
+    pub shadow: bool,
 }
 
 impl Decision {
@@ -261,6 +264,7 @@ impl Decision {
             generation,
             store_error: None,
             store_seconds: None,
+            shadow: false,
         }
     }
 
@@ -295,6 +299,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     failure: FailurePolicy,
     usage_retention_days: u32,
+    /// `--shadow`: every refusal is shadowed.
+    shadow: bool,
 }
 
 /// Days of daily usage kept for reports, unless configured.
@@ -308,7 +314,38 @@ impl Engine {
             clock,
             failure: FailurePolicy::default(),
             usage_retention_days: DEFAULT_USAGE_RETENTION_DAYS,
+            shadow: false,
         }
+    }
+
+    /// Shadow mode for everything (`--shadow`): decisions are made and charged as enforced, and
+    /// every refusal is answered OK and reported.
+    pub fn with_shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Whether refusal `d` is shadowed: globally, or by `enforce: false` on its stage or plan.
+    /// A store failure is not (the failure policy answers it), nor is a request that names no
+    /// API stage plangate knows, unless shadowing is global.
+    fn shadowed(&self, snap: &Snapshot, d: &Decision) -> bool {
+        if d.admitted() || d.outcome == Outcome::Unavailable {
+            return false;
+        }
+        if self.shadow {
+            return true;
+        }
+        let stage = d
+            .api
+            .as_deref()
+            .zip(d.stage.as_deref())
+            .and_then(|(a, s)| snap.apis.get(a)?.stages.get(s));
+        let plan = d
+            .plan_id
+            .as_deref()
+            .and_then(|p| snap.plan_index.get(p))
+            .and_then(|&i| snap.plans.get(i as usize));
+        stage.is_some_and(|s| !s.enforce) || plan.is_some_and(|p| !p.enforce)
     }
 
     /// Sets how many days of daily usage the store keeps.
@@ -352,6 +389,15 @@ impl Engine {
     /// Decides `req` at `now` against `snap` (a caller that read the snapshot already, e.g. for
     /// the key source, decides with that same snapshot across a reload).
     pub async fn decide_in(&self, snap: &Snapshot, req: &Request<'_>, now: Nanos) -> Decision {
+        let mut d = self.decide_enforced(snap, req, now).await;
+        if !d.admitted() {
+            d.shadow = self.shadowed(snap, &d);
+        }
+        d
+    }
+
+    /// The decision as enforcement makes it (and charges it).
+    async fn decide_enforced(&self, snap: &Snapshot, req: &Request<'_>, now: Nanos) -> Decision {
         let planned = match plan(snap, req, now, self.usage_retention_days) {
             Ok(p) => p,
             Err(d) => return d,

@@ -111,11 +111,12 @@ impl Metrics {
         let decisions = IntCounterVec::new(
             Opts::new(
                 "plangate_decisions_total",
-                "Decisions made, by gRPC service (ext_authz, rls), api, stage, usage plan, outcome \
-                 and the limit that refused (empty unless throttled or over quota).",
+                "Decisions made, by gRPC service (ext_authz, rls), api, stage, usage plan, outcome, \
+                 the limit that refused (empty unless throttled or over quota), and shadow \
+                 (true: a refusal let through in shadow mode; the outcome is enforcement's).",
             ),
             // `grpc_service`, not `service`: a ServiceMonitor adds a `service` target label.
-            &["grpc_service", "api", "stage", "plan", "outcome", "limit"],
+            &["grpc_service", "api", "stage", "plan", "outcome", "limit", "shadow"],
         )
         .expect("metric definition");
         let decision_duration = HistogramVec::new(
@@ -310,6 +311,7 @@ impl Metrics {
                 d.plan_id.as_deref().unwrap_or(""),
                 d.outcome.as_str(),
                 d.decided_by.map_or("", LimitKind::as_str),
+                if d.shadow { "true" } else { "false" },
             ])
             .inc();
         self.decision_duration_of[service as usize].observe(seconds);

@@ -38,6 +38,9 @@ pub struct ServeOptions {
     pub store: StoreOptions,
     /// What requests get when the store fails.
     pub store_failure: FailurePolicy,
+    /// Shadow mode for everything: refusals are decided, charged as enforced, reported, and
+    /// let through.
+    pub shadow: bool,
     /// How often persisted counters are written (the most a crash can lose).
     pub flush_interval: Duration,
     /// Days of daily usage kept for reports.
@@ -121,7 +124,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let engine = Arc::new(
         Engine::new(snapshot, store.clone(), Arc::new(SystemClock))
             .with_failure_policy(opts.store_failure)
-            .with_usage_retention_days(opts.usage_retention_days),
+            .with_usage_retention_days(opts.usage_retention_days)
+            .with_shadow(opts.shadow),
     );
     let flush_task = tokio::spawn(flush_every(store.clone(), opts.flush_interval));
     let reloader = Arc::new(Reloader::new(

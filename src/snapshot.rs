@@ -177,6 +177,8 @@ pub struct Stage {
     pub throttle: Option<Throttle>,
     pub api_key_required: bool,
     pub unknown_methods: UnknownMethods,
+    /// `false`: shadow mode (refusals are answered OK, and reported).
+    pub enforce: bool,
     pub methods: Vec<Method>,
     resources: Vec<Resource>,
     /// Template → resource, so that verbs of one template share a resource.
@@ -212,6 +214,8 @@ pub struct Plan {
     pub quota: Option<Quota>,
     /// Stage id → per-method throttles of this plan on that stage (by method index).
     pub stages: Vec<(u32, Vec<(usize, Throttle)>)>,
+    /// `false`: shadow mode (refusals are answered OK, and reported).
+    pub enforce: bool,
 }
 
 #[derive(Debug)]
@@ -398,6 +402,7 @@ impl Stage {
             throttle,
             api_key_required,
             unknown_methods,
+            enforce: true,
             methods: Vec::new(),
             resources: Vec::new(),
             templates: HashMap::new(),

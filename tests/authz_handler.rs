@@ -408,3 +408,108 @@ api_keys:
 }
 
 const OTHER_KEY: &str = "handler-other-0123456789abcdef";
+
+/// Shadow mode (`enforce: false` on a plan or stage, `--shadow` for all): decided and charged as
+/// if enforced, let through, the would-be outcome told to the upstream.
+#[tokio::test]
+async fn shadow_mode_lets_refusals_through_and_says_so() {
+    let text = |plan_enforce: &str, stage_enforce: &str| {
+        format!(
+            r#"
+version: 1
+apis:
+  petstore:
+    stages:
+      prod: {{ {stage_enforce} methods: {{ "/pets/GET": {{}} }} }}
+usage_plans:
+  gold:
+    {plan_enforce}
+    throttle: {{ rate: 0.001, burst: 1 }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+api_keys:
+  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
+"#,
+            hex::encode(plangate::snapshot::hash_key(KEY))
+        )
+    };
+    let service = |text: &str, shadow: bool| {
+        let c = plangate::config::load_str(text, None, Path::new(".")).unwrap();
+        let engine = Arc::new(
+            Engine::new(
+                c.snapshot,
+                Arc::new(MemoryStore::new()),
+                Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
+            )
+            .with_shadow(shadow),
+        );
+        let metrics: Arc<plangate::metrics::Metrics> = Default::default();
+        (AuthzService::new(engine, metrics.clone()), metrics)
+    };
+    let upstream = |r: &CheckResponse| -> HashMap<String, String> {
+        match &r.http_response {
+            Some(HttpResponse::OkResponse(ok)) => ok
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+            _ => panic!("not let through: {r:?}"),
+        }
+    };
+    for (plan, stage, global) in [
+        ("enforce: false", "", false),
+        ("", "enforce: false,", false),
+        ("", "", true),
+    ] {
+        let (s, metrics) = service(&text(plan, stage), global);
+        let first = check(&s, request("GET", "/pets", &[("x-api-key", KEY)], EXT)).await;
+        assert_eq!(summary(&first).0, 0);
+        assert!(!upstream(&first).contains_key("x-plangate-shadow-outcome"));
+        // Throttled as enforced (burst 1), let through, and said so upstream; a client-sent
+        // shadow header is not trusted.
+        let second = check(
+            &s,
+            request(
+                "GET",
+                "/pets",
+                &[
+                    ("x-api-key", KEY),
+                    ("x-plangate-shadow-outcome", "admitted"),
+                ],
+                EXT,
+            ),
+        )
+        .await;
+        assert_eq!(summary(&second).0, 0, "{plan}{stage}{global}");
+        let h = upstream(&second);
+        assert_eq!(h["x-plangate-shadow-outcome"], "throttled");
+        assert_eq!(h["x-plangate-api-key-id"], "k1");
+        // An unknown key belongs to no plan: shadowed by the stage or globally, not by a plan.
+        let third = check(
+            &s,
+            request(
+                "GET",
+                "/pets",
+                &[("x-api-key", "nope-0123456789abcdefghij")],
+                EXT,
+            ),
+        )
+        .await;
+        if plan.is_empty() {
+            assert_eq!(summary(&third).0, 0);
+            assert_eq!(upstream(&third)["x-plangate-shadow-outcome"], "forbidden");
+        } else {
+            assert_eq!(summary(&third).1, Some(403));
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"outcome="throttled",plan="gold",shadow="true""#),
+            "{text}"
+        );
+    }
+    // Enforced: the same second request is refused.
+    let (s, _) = service(&text("", ""), false);
+    check(&s, request("GET", "/pets", &[("x-api-key", KEY)], EXT)).await;
+    let r = check(&s, request("GET", "/pets", &[("x-api-key", KEY)], EXT)).await;
+    assert_eq!(summary(&r).1, Some(429));
+}

@@ -474,20 +474,20 @@ async fn metrics_text_parses_and_counts_decisions() {
     };
     assert_eq!(
         count(
-            r#"api="petstore",grpc_service="ext_authz",limit="",outcome="admitted",plan="p1",stage="prod""#
+            r#"api="petstore",grpc_service="ext_authz",limit="",outcome="admitted",plan="p1",shadow="false",stage="prod""#
         ),
         3.0,
         "{text}"
     );
     assert_eq!(
         count(
-            r#"api="petstore",grpc_service="ext_authz",limit="plan_quota",outcome="quota_exceeded",plan="p1",stage="prod""#
+            r#"api="petstore",grpc_service="ext_authz",limit="plan_quota",outcome="quota_exceeded",plan="p1",shadow="false",stage="prod""#
         ),
         2.0
     );
     assert_eq!(
         count(
-            r#"api="petstore",grpc_service="ext_authz",limit="",outcome="forbidden",plan="",stage="prod""#
+            r#"api="petstore",grpc_service="ext_authz",limit="",outcome="forbidden",plan="",shadow="false",stage="prod""#
         ),
         2.0
     );

@@ -302,3 +302,44 @@ async fn requests_envoy_would_never_send_are_refused_whole_and_charge_nothing() 
     let r = rls(&s, vec![descriptor(Some(KEY), None)], 1).await;
     assert_eq!(quota_left(&r), 9);
 }
+
+/// Shadow mode over RLS: a refusal is answered OK, its would-be outcome in an upstream header.
+#[tokio::test]
+async fn shadow_mode_answers_ok() {
+    let text = format!(
+        r#"
+version: 1
+apis:
+  petstore:
+    stages:
+      prod: {{ methods: {{ "/pets/GET": {{}} }} }}
+usage_plans:
+  gold:
+    enforce: false
+    quota: {{ limit: 1, period: DAY }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+api_keys:
+  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
+"#,
+        hex::encode(plangate::snapshot::hash_key(KEY))
+    );
+    let c = plangate::config::load_str(&text, None, Path::new(".")).unwrap();
+    let engine = Arc::new(Engine::new(
+        c.snapshot,
+        Arc::new(MemoryStore::new()),
+        Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
+    ));
+    let s = RlsService::new(engine, Default::default());
+    let r = rls(&s, vec![descriptor(Some(KEY), None)], 0).await;
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    let r = rls(&s, vec![descriptor(Some(KEY), None)], 0).await;
+    assert_eq!(r.overall_code, Code::Ok as i32, "shadowed");
+    assert_eq!(r.statuses[0].code, Code::Ok as i32);
+    let upstream: HashMap<String, String> = r
+        .request_headers_to_add
+        .iter()
+        .map(|h| (h.key.clone(), h.value.clone()))
+        .collect();
+    assert_eq!(upstream["x-plangate-shadow-outcome"], "quota_exceeded");
+    assert!(r.raw_body.is_empty());
+}

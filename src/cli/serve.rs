@@ -61,6 +61,11 @@ pub struct Args {
         default_value = "open"
     )]
     store_failure: StoreFailure,
+    /// Shadow mode for every API and plan: requests are decided and charged as if enforced,
+    /// refusals are logged and counted (`shadow="true"`) and let through, with
+    /// `x-plangate-shadow-outcome` to the upstream. Per stage or plan: `enforce: false`.
+    #[arg(long, env = "PLANGATE_SHADOW")]
+    shadow: bool,
     /// Memory store: where quota counters and daily usage are persisted.
     #[arg(long, env = "PLANGATE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
@@ -140,6 +145,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         watch: !a.no_watch,
         watch_debounce: runtime::seconds("--watch-debounce", a.watch_debounce)?,
         store,
+        shadow: a.shadow,
         store_failure: match a.store_failure {
             StoreFailure::Open => FailurePolicy::Open,
             StoreFailure::Closed => FailurePolicy::Closed,

@@ -541,6 +541,7 @@ impl Compiler {
                     key_required,
                     st.unknown_methods.unwrap_or(UnknownMethods::Allow),
                 );
+                stage.enforce = st.enforce.unwrap_or(true);
                 stage_id += 1;
                 for (mkey, m) in &st.methods {
                     let mp = sp.key("methods").key(mkey.as_str());
@@ -767,6 +768,7 @@ impl Compiler {
                 throttle,
                 quota,
                 stages,
+                enforce: p.enforce.unwrap_or(true),
             });
         }
         (plans, index)

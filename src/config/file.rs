@@ -217,6 +217,9 @@ pub struct StageFile {
     pub api_key_required: Option<bool>,
     #[serde(default)]
     pub unknown_methods: Option<UnknownMethods>,
+    /// `false`: shadow mode for this stage — decide and charge, answer OK.
+    #[serde(default)]
+    pub enforce: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -231,6 +234,9 @@ pub struct MethodFile {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsagePlanFile {
+    /// `false`: shadow mode for this plan — decide and charge, answer OK.
+    #[serde(default)]
+    pub enforce: Option<bool>,
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]

@@ -31,6 +31,8 @@ pub const IDENTITY_PREFIX: &str = "x-plangate-";
 pub const KEY_ID_HEADER: &str = "x-plangate-api-key-id";
 pub const PLAN_HEADER: &str = "x-plangate-usage-plan";
 pub const CUSTOMER_HEADER: &str = "x-plangate-customer-id";
+/// On a request let through in shadow mode: the outcome enforcement would have answered.
+pub const SHADOW_HEADER: &str = "x-plangate-shadow-outcome";
 
 /// The client-facing parts of an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +65,17 @@ impl Answer {
 /// The answer for `d` decided against `snap`: built-in, or as the request's API or the
 /// configuration customises it (gateway responses).
 pub fn answer(d: &Decision, snap: &Snapshot) -> Answer {
+    if d.shadow && !d.admitted() {
+        // Shadow mode: the client and the upstream see an admitted request; the upstream is
+        // told what enforcement would have answered.
+        let mut through = d.clone();
+        through.outcome = Outcome::Admitted;
+        through.retry_after_secs = None;
+        let mut a = builtin(&through, snap.rate_limit_headers);
+        a.upstream_headers
+            .push((SHADOW_HEADER, d.outcome.as_str().to_owned()));
+        return a;
+    }
     let mut a = builtin(d, snap.rate_limit_headers);
     if let Some((t, message)) = response_type(d) {
         let api = d
@@ -460,9 +473,14 @@ fn duration(ns: i64) -> PbDuration {
     }
 }
 
+/// Whether the request goes through: admitted, or refused in shadow mode.
+fn through(d: &Decision) -> bool {
+    d.admitted() || d.shadow
+}
+
 /// One descriptor's status: the refusing limit, else the limit with the fewest units left.
 fn descriptor_status(d: &Decision) -> DescriptorStatus {
-    let code = if d.admitted() {
+    let code = if through(d) {
         Code::Ok
     } else {
         Code::OverLimit
@@ -504,11 +522,14 @@ fn header_value(k: impl Into<String>, v: impl Into<String>) -> HeaderValue {
 /// first one.
 pub fn rls_response(decisions: &[Decision], snap: &Snapshot) -> RateLimitResponse {
     let statuses: Vec<DescriptorStatus> = decisions.iter().map(descriptor_status).collect();
+    // The first refusal decides; else the first shadowed one (its upstream header); else the
+    // first descriptor.
     let deciding = decisions
         .iter()
-        .find(|d| !d.admitted())
+        .find(|d| !through(d))
+        .or_else(|| decisions.iter().find(|d| d.shadow))
         .or(decisions.first());
-    let over = decisions.iter().any(|d| !d.admitted());
+    let over = decisions.iter().any(|d| !through(d));
     let mut resp = RateLimitResponse {
         overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
         statuses,

@@ -2,8 +2,9 @@
 //! and a store failure (which the engine's failure policy has already answered) counted and
 //! logged.
 //!
-//! The log event (target `plangate::decision`): every refused request at `info`, every admitted
-//! one at `debug`, with Envoy's request id and the decision's names — never a key value.
+//! The log event (target `plangate::decision`): every refused request at `info` (with
+//! `shadow=true` when shadow mode let it through), every admitted one at `debug`, with Envoy's
+//! request id and the decision's names — never a key value.
 
 use crate::clock::{Nanos, Stopwatch};
 use crate::engine::{self, Decision, Engine};
@@ -64,7 +65,9 @@ pub(crate) async fn decide(
             key_id = d.key_id.as_deref(),
             plan = d.plan_id.as_deref(),
             hits = req.hits,
-            "refused"
+            shadow = d.shadow,
+            "{}",
+            if d.shadow { "refused in shadow mode; let through" } else { "refused" }
         );
     }
     d
