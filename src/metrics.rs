@@ -62,6 +62,10 @@ pub struct Metrics {
     /// Watchers alive: read on every decision with one relaxed load (the channel's own
     /// `receiver_count` takes a lock).
     watchers: Arc<AtomicUsize>,
+    /// Admitted decisions logged at info: one in `admitted_every` (0: none), counted in
+    /// `admitted_seen` (`--log-admitted-sample`).
+    admitted_every: AtomicU64,
+    admitted_seen: AtomicU64,
     /// Store failures not yet logged, and when the last log line about them was written.
     store_errors_unlogged: AtomicU64,
     store_error_logged_at: AtomicI64,
@@ -259,6 +263,8 @@ impl Metrics {
         Metrics {
             tap: tokio::sync::broadcast::channel(TAP_CAPACITY).0,
             watchers: Arc::new(AtomicUsize::new(0)),
+            admitted_every: AtomicU64::new(0),
+            admitted_seen: AtomicU64::new(0),
             store_errors_unlogged: AtomicU64::new(0),
             store_error_logged_at: AtomicI64::new(i64::MIN),
             registry,
@@ -331,6 +337,25 @@ impl Metrics {
                         .inc();
                 }
             }
+        }
+    }
+
+    /// Logs a share `rate` (0 to 1) of admitted decisions at info: one in round(1 / rate),
+    /// counted, not drawn, so that the share is exact and costs one atomic add.
+    pub fn set_admitted_sample(&self, rate: f64) {
+        let every = if rate > 0.0 && rate.is_finite() {
+            (1.0 / rate.min(1.0)).round().max(1.0) as u64
+        } else {
+            0
+        };
+        self.admitted_every.store(every, Ordering::Relaxed);
+    }
+
+    /// Whether this admitted decision is one of the sampled ones.
+    pub fn admitted_sampled(&self) -> bool {
+        match self.admitted_every.load(Ordering::Relaxed) {
+            0 => false,
+            every => self.admitted_seen.fetch_add(1, Ordering::Relaxed) % every == 0,
         }
     }
 

@@ -41,6 +41,8 @@ pub struct ServeOptions {
     /// Shadow mode for everything: refusals are decided, charged as enforced, reported, and
     /// let through.
     pub shadow: bool,
+    /// The share of admitted decisions logged at info (0 to 1).
+    pub log_admitted_sample: f64,
     /// How often persisted counters are written (the most a crash can lose).
     pub flush_interval: Duration,
     /// Days of daily usage kept for reports.
@@ -94,6 +96,7 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
 /// Loads the config and serves until SIGTERM/SIGINT.
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
+    metrics.set_admitted_sample(opts.log_admitted_sample);
     let path = opts.config.clone();
     let loaded = tokio::task::spawn_blocking(move || reload::load(&path))
         .await

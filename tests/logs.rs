@@ -158,3 +158,77 @@ api_keys:
         "{text}"
     );
 }
+
+/// `--log-admitted-sample 0.5`: one admitted decision in two is logged at info, exactly.
+#[tokio::test]
+async fn a_share_of_admitted_decisions_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plans.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\napis: {{ petstore: {{ stages: {{ prod: {{ methods: {{ \"/pets/GET\": {{}} }} }} }} }} }}\nusage_plans:\n  gold: {{ api_stages: [{{ api: petstore, stage: prod }}] }}\napi_keys:\n  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}\n",
+            sha(KEY)
+        ),
+    )
+    .unwrap();
+    // A share outside 0..=1 is refused at once.
+    let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args([
+            "serve",
+            "--no-persist",
+            "--log-admitted-sample",
+            "2",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a share from 0 to 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let log = dir.path().join("plangate.log");
+    let (grpc, admin) = (common::free_port(), common::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args(["serve", "--no-persist", "--no-watch", "--config"])
+        .arg(&config)
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--log-format", "json", "--log-admitted-sample", "0.5"])
+        .env_remove("PLANGATE_LOG")
+        .env_remove("PLANGATE_LOG_FORMAT")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_for_port(grpc, "plangate", &mut child);
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = AuthorizationClient::new(ch);
+    for i in 0..10 {
+        c.check(check(KEY, &format!("req-{i}"))).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let sampled: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "admitted (sampled)")
+        .collect();
+    assert_eq!(sampled.len(), 5, "{text}");
+    assert!(
+        sampled
+            .iter()
+            .all(|e| e["level"] == "INFO" && e["key_id"] == "k1")
+    );
+    assert!(!text.contains(KEY));
+}

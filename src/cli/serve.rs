@@ -66,6 +66,10 @@ pub struct Args {
     /// `x-plangate-shadow-outcome` to the upstream. Per stage or plan: `enforce: false`.
     #[arg(long, env = "PLANGATE_SHADOW")]
     shadow: bool,
+    /// Log this share of admitted decisions at info (0 to 1; `0.01` is one in a hundred),
+    /// besides every refusal. `PLANGATE_LOG=plangate=debug` logs them all.
+    #[arg(long, env = "PLANGATE_LOG_ADMITTED_SAMPLE", default_value_t = 0.0)]
+    log_admitted_sample: f64,
     /// Memory store: where quota counters and daily usage are persisted.
     #[arg(long, env = "PLANGATE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
@@ -146,6 +150,14 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         watch_debounce: runtime::seconds("--watch-debounce", a.watch_debounce)?,
         store,
         shadow: a.shadow,
+        log_admitted_sample: if (0.0..=1.0).contains(&a.log_admitted_sample) {
+            a.log_admitted_sample
+        } else {
+            return Err(CliError::Flag {
+                flag: "--log-admitted-sample",
+                reason: format!("{} is not a share from 0 to 1", a.log_admitted_sample),
+            });
+        },
         store_failure: match a.store_failure {
             StoreFailure::Open => FailurePolicy::Open,
             StoreFailure::Closed => FailurePolicy::Closed,

@@ -3,8 +3,9 @@
 //! logged.
 //!
 //! The log event (target `plangate::decision`): every refused request at `info` (with
-//! `shadow=true` when shadow mode let it through), every admitted one at `debug`, with Envoy's
-//! request id and the decision's names — never a key value.
+//! `shadow=true` when shadow mode let it through), every admitted one at `debug` (or a sample of
+//! them at `info`, `--log-admitted-sample`), with Envoy's request id and the decision's names —
+//! never a key value.
 
 use crate::clock::{Nanos, Stopwatch};
 use crate::engine::{self, Decision, Engine};
@@ -38,6 +39,24 @@ pub(crate) async fn decide(
         );
     }
     if d.admitted() {
+        if !tracing::enabled!(target: "plangate::decision", tracing::Level::DEBUG) {
+            if metrics.admitted_sampled() {
+                tracing::info!(
+                    target: "plangate::decision",
+                    service = service.as_str(),
+                    request_id,
+                    outcome = d.outcome.as_str(),
+                    api = d.api.as_deref(),
+                    stage = d.stage.as_deref(),
+                    method = d.method.as_deref(),
+                    key_id = d.key_id.as_deref(),
+                    plan = d.plan_id.as_deref(),
+                    hits = req.hits,
+                    "admitted (sampled)"
+                );
+            }
+            return d;
+        }
         tracing::debug!(
             target: "plangate::decision",
             service = service.as_str(),
