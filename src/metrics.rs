@@ -355,7 +355,10 @@ impl Metrics {
     pub fn admitted_sampled(&self) -> bool {
         match self.admitted_every.load(Ordering::Relaxed) {
             0 => false,
-            every => self.admitted_seen.fetch_add(1, Ordering::Relaxed) % every == 0,
+            every => self
+                .admitted_seen
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(every),
         }
     }
 
