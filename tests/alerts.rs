@@ -113,3 +113,52 @@ fn documented_rules_are_valid_and_match_the_prometheus_rule() {
     }
     assert!(shared >= 4, "only {shared} alerts in both");
 }
+
+/// The Grafana dashboard (deploy/grafana/plangate.json): every panel queries, every query is
+/// PromQL that promtool accepts (Grafana's `$__rate_interval` and `$job` filled in), and every
+/// plangate metric it reads is one plangate exports.
+#[test]
+fn the_dashboard_queries_metrics_that_exist() {
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/plangate.json")).unwrap(),
+    )
+    .unwrap();
+    let exported = std::fs::read_to_string(root().join("src/metrics.rs")).unwrap();
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut n = 0;
+    for p in panels {
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{} has no query", p["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap();
+            let promql = expr
+                .replace("$__rate_interval", "5m")
+                .replace("\"$job\"", "\".*\"");
+            assert!(!promql.contains('$'), "an unknown variable in {expr}");
+            for name in promql
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("plangate_"))
+            {
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                assert!(
+                    exported.contains(&format!("\"{base}\"")),
+                    "{} reads {name}, which plangate does not export",
+                    p["title"]
+                );
+            }
+            rules.push_str(&format!(
+                "      - record: dashboard:query{n}\n        expr: '{}'\n",
+                promql.replace('\'', "''")
+            ));
+            n += 1;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("dashboard.yml"), rules).unwrap();
+    promtool_in(dir.path(), &["check", "rules", "dashboard.yml"]);
+}
