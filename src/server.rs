@@ -154,7 +154,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         draining: draining.clone(),
     })
     .merge(management::routes(management, token).await?);
-    tracing::info!(addr = %opts.admin_addr, "admin HTTP listening");
+    // The bound address (with `:0`, the port the system chose).
+    let admin_bound = admin_listener.local_addr().unwrap_or(opts.admin_addr);
+    tracing::info!(addr = %admin_bound, "admin HTTP listening");
     let admin_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(admin_listener, admin_router).await {
             tracing::error!(error = %e, "admin listener failed");

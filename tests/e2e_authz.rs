@@ -10,6 +10,7 @@ const OFF: &str = "disabled-key-0123456789abc";
 const DEV: &str = "dev-only-key-0123456789abc";
 const TIGHT: &str = "tight-key-0123456789abcdef";
 const QUOTA: &str = "quota-key-0123456789abcdef";
+const SHADOW: &str = "shadow-key-0123456789abcdef";
 
 fn plans() -> String {
     format!(
@@ -38,18 +39,24 @@ usage_plans:
     api_stages: [{{ api: petstore, stage: prod }}]
   devplan:
     api_stages: [{{ api: petstore, stage: dev }}]
+  trial:
+    enforce: false
+    throttle: {{ rate: 0.01, burst: 1 }}
+    api_stages: [{{ api: petstore, stage: prod }}]
 api_keys:
   - {{ id: good-1, value_sha256: {good}, usage_plans: [gold], customer_id: acme }}
   - {{ id: off-1, value_sha256: {off}, usage_plans: [gold], enabled: false }}
   - {{ id: dev-1, value_sha256: {dev}, usage_plans: [devplan] }}
   - {{ id: tight-1, value_sha256: {tight}, usage_plans: [tight] }}
   - {{ id: quota-1, value_sha256: {quota}, usage_plans: [small] }}
+  - {{ id: shadow-1, value_sha256: {shadow}, usage_plans: [trial] }}
 "#,
         good = sha(GOOD),
         off = sha(OFF),
         dev = sha(DEV),
         tight = sha(TIGHT),
         quota = sha(QUOTA),
+        shadow = sha(SHADOW),
     )
 }
 
@@ -174,4 +181,62 @@ fn keyless_method_works_without_a_key() {
     assert_eq!(r.status, 200, "{r:?}");
     let up = r.upstream_headers();
     assert!(!up.contains_key("x-plangate-api-key-id"));
+}
+
+/// Shadow mode through Envoy: a plan with `enforce: false` lets over-limit requests reach the
+/// upstream, which is told what enforcement would have answered; the metrics count them.
+#[test]
+fn shadow_mode_lets_over_limit_requests_through_with_a_header() {
+    let s = stack();
+    let r = s.get("GET", "/pets", &[("x-api-key", SHADOW)]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        !r.upstream_headers()
+            .contains_key("x-plangate-shadow-outcome")
+    );
+    for i in 0..2 {
+        let r = s.get(
+            "GET",
+            "/pets",
+            &[
+                ("x-api-key", SHADOW),
+                ("x-plangate-shadow-outcome", "forged"),
+            ],
+        );
+        assert_eq!(r.status, 200, "over-limit request {i} let through: {r:?}");
+        let up = r.upstream_headers();
+        assert_eq!(
+            up.get("x-plangate-shadow-outcome").map(String::as_str),
+            Some("throttled"),
+            "{up:?}"
+        );
+        assert_eq!(
+            up.get("x-plangate-usage-plan").map(String::as_str),
+            Some("trial")
+        );
+    }
+    // plangate's admin port (the stack binds it to :0): from its log.
+    let log = s.log("plangate.log");
+    let admin: u16 = log
+        .lines()
+        .find(|l| l.contains("admin HTTP listening"))
+        .and_then(|l| l.rsplit_once("addr=127.0.0.1:"))
+        .and_then(|(_, p)| {
+            p.trim()
+                .trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no admin address in\n{log}"));
+    let metrics = common::http(admin, "GET", "/metrics", &[]).body;
+    let shadowed = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("plangate_decisions_total{")
+                && l.contains(r#"plan="trial""#)
+                && l.contains(r#"shadow="true""#)
+        })
+        .unwrap_or_else(|| panic!("no shadow count in\n{metrics}"));
+    assert!(shadowed.contains(r#"outcome="throttled""#), "{shadowed}");
+    assert!(shadowed.ends_with(" 2"), "{shadowed}");
 }
