@@ -334,3 +334,92 @@ macro_rules! store_suite {
 store_suite!(memory_store, memory());
 store_suite!(persisted_memory_store, persisted());
 store_suite!(redis_store, redis().await);
+
+/// A script queued behind a slow Redis command runs after plangate gave up on it (and answered
+/// by its failure policy): it must charge nothing. Measured before the deadline: all 20 such
+/// requests were charged when Redis woke.
+#[tokio::test]
+async fn a_script_that_runs_after_its_deadline_charges_nothing() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let server = common::RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let store = RedisStore::connect(&RedisOptions {
+        url: server.url(),
+        prefix: "late".into(),
+        timeout: Duration::from_millis(300),
+    })
+    .await
+    .unwrap();
+    let limits = [quota("late", 1000, 0, 100 * SEC)];
+    // Loaded once (a script Redis does not know yet would fail NOSCRIPT, not run late).
+    assert!(
+        store
+            .check_and_charge(&limits, 0, SEC)
+            .await
+            .unwrap()
+            .admitted
+    );
+    // Redis busy for 1.5 s.
+    let port = server.port;
+    let sleeper = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$3\r\n1.5\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let tries = (0..20).map(|_| store.check_and_charge(&limits, 1, SEC));
+    let results = futures_join(tries).await;
+    assert!(
+        results.iter().all(Result::is_err),
+        "answered while Redis slept: {results:?}"
+    );
+    assert_eq!(sleeper.join().unwrap().trim(), "+OK");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Redis is back and has run the queued scripts: none charged.
+    let probe = store.check_and_charge(&limits, 0, SEC).await.unwrap();
+    assert_eq!(probe.states[0].remaining, 1000, "late scripts charged");
+    // And it works again.
+    assert!(
+        store
+            .check_and_charge(&limits, 1, SEC)
+            .await
+            .unwrap()
+            .admitted
+    );
+}
+
+/// Runs futures concurrently, in order.
+async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = fs.map(Box::pin).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    let mut pending: Vec<Option<std::pin::Pin<Box<F>>>> = handles.into_iter().map(Some).collect();
+    let mut done: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        done[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    for d in done {
+        out.push(d.expect("every future finished"));
+    }
+    out
+}

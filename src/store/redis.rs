@@ -28,7 +28,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::backend::{Charge, Store, UsageRow, quota_of};
 use super::error::{StoreError, StoreErrorKind};
-use crate::clock::{NANOS_PER_SEC, Nanos};
+use crate::clock::{NANOS_PER_SEC, Nanos, Stopwatch};
 use crate::limit::{BucketSpec, LimitKey, LimitRef, LimitSpec, UNITS_PER_TOKEN};
 
 const SCRIPT: &str = include_str!("redis/check_and_charge.lua");
@@ -53,6 +53,19 @@ pub struct RedisStore {
     script: redis::Script,
     prefix: String,
     timeout: Duration,
+    /// Redis's clock, as last read (`TIME`, in ms) and the monotonic time since: what Redis's
+    /// clock says now, for the scripts' deadlines — independent of plangate's own clock.
+    redis_clock: parking_lot::Mutex<(i64, Stopwatch)>,
+    refreshing: std::sync::atomic::AtomicBool,
+}
+
+/// How often Redis's clock is read again (drift, a failover to another host).
+const CLOCK_REFRESH: Duration = Duration::from_secs(30);
+
+/// Reads Redis's clock: `TIME` in ms.
+async fn redis_time<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<i64> {
+    let (s, us): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
+    Ok(s * 1000 + us / 1000)
 }
 
 fn store_error(e: redis::RedisError) -> StoreError {
@@ -147,6 +160,11 @@ impl RedisStore {
             .await
             .map_err(|_| timeout_error(setup))?
             .map_err(auth_error)?;
+        let clock = Stopwatch::start();
+        let redis_ms = tokio::time::timeout(setup, redis_time(&mut probe))
+            .await
+            .map_err(|_| timeout_error(setup))?
+            .map_err(auth_error)?;
         drop(probe);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(opts.timeout))
@@ -165,7 +183,37 @@ impl RedisStore {
             script: redis::Script::new(SCRIPT),
             prefix: opts.prefix.clone(),
             timeout: opts.timeout,
+            redis_clock: parking_lot::Mutex::new((redis_ms, clock)),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The deadline of a script sent now, in Redis's time: half the timeout from now, so that a
+    /// script that starts after it is one plangate has given up on (or is about to), and one
+    /// that starts before it answers within the timeout. Re-reads Redis's clock every
+    /// [`CLOCK_REFRESH`] (one caller waits for it; the others use the last reading).
+    async fn deadline_ms(&self) -> i64 {
+        use std::sync::atomic::Ordering;
+        let stale = self.redis_clock.lock().1.elapsed() >= CLOCK_REFRESH;
+        if stale && !self.refreshing.swap(true, Ordering::AcqRel) {
+            let mut conn = self.conn();
+            let started = Stopwatch::start();
+            if let Ok(Ok(ms)) = tokio::time::timeout(self.timeout, redis_time(&mut conn)).await {
+                // Half the round trip had passed when Redis read its clock.
+                let half_rtt = i64::try_from(started.elapsed().as_millis() / 2).unwrap_or(0);
+                *self.redis_clock.lock() = (ms + half_rtt, started);
+            }
+            self.refreshing.store(false, Ordering::Release);
+        }
+        let (base, since) = {
+            let c = self.redis_clock.lock();
+            (
+                c.0,
+                i64::try_from(c.1.elapsed().as_millis()).unwrap_or(i64::MAX),
+            )
+        };
+        let half = i64::try_from(self.timeout.as_millis() / 2).unwrap_or(i64::MAX);
+        base.saturating_add(since).saturating_add(half.max(1))
     }
 
     /// The Redis key of a counter: `{prefix}|<name>` (see [`LimitKey::name`]).
@@ -206,10 +254,12 @@ impl RedisStore {
             -i128::from(need.max(1))
         };
         let mut inv = self.script.prepare_invoke();
+        let deadline = self.deadline_ms().await;
         inv.arg(now.div_euclid(NANOS_PER_SEC))
             .arg(now.rem_euclid(NANOS_PER_SEC))
             .arg(hits_arg.to_string())
-            .arg(TTL_SLACK_MS);
+            .arg(TTL_SLACK_MS)
+            .arg(deadline);
         let mut params = Vec::with_capacity(limits.len());
         for l in limits {
             inv.key(self.key_name(&l.key));
@@ -243,6 +293,12 @@ impl RedisStore {
         }
         let mut conn = self.conn();
         let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
+        if reply.first() == Some(&-1) {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "redis ran the script after its deadline (it was queued behind something slow); nothing was charged",
+            ));
+        }
         if reply.len() != limits.len() + 1 {
             return Err(StoreError::new(
                 StoreErrorKind::Protocol,

@@ -353,10 +353,16 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// A server started with extra `redis-server` arguments (kept across restarts).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         // A free port can be taken by a parallel test between `free_port` and redis's bind; then
         // redis exits and the port answers for someone else. Checked, and retried elsewhere.
         for _ in 0..5 {
@@ -364,6 +370,7 @@ impl RedisServer {
                 port: free_port(),
                 child: None,
                 dir: tempfile::tempdir().unwrap(),
+                extra: extra.iter().map(|a| a.to_string()).collect(),
             };
             r.restart();
             let running = r
@@ -390,6 +397,7 @@ impl RedisServer {
         let mut child = Command::new(bin)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(&self.extra)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())

@@ -7,13 +7,24 @@
 --    nanosecond is a whole number (see store/redis.rs); levels never exceed the capacity.
 --
 -- ARGV[3] = hits (0: check one unit, charge nothing; -N: check N units, charge nothing),
--- ARGV[4] = TTL slack in ms.
+-- ARGV[4] = TTL slack in ms,
+-- ARGV[5] = deadline in Redis's own time (TIME, in ms; 0: none): a script that runs later
+--           (queued behind a slow command while plangate gave up and answered) charges
+--           nothing and returns { -1 }.
 -- Then 5 ARGV per limit, in KEYS order:
 --   bucket: "b", unit (D), refill per ns, capacity (burst × D), unused
 --   quota:  "q", limit, ms from now to the window's end, unused, unused
 --   usage:  "u", unused, ms to keep it, unused, unused (a daily usage count; never refuses)
 -- (TTLs are relative: plangate's clock, not Redis's, says what time it is.)
 -- Returns { admitted (0/1), level or used of each limit before charging ... }.
+
+local deadline = tonumber(ARGV[5])
+if deadline > 0 then
+  local t = redis.call("TIME")
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline then
+    return { -1 }
+  end
+end
 
 local now_s = tonumber(ARGV[1])
 local now_n = tonumber(ARGV[2])
@@ -29,7 +40,7 @@ local function int(x) return string.format("%.0f", x) end
 local levels = {}
 local admitted = 1
 for i = 1, #KEYS do
-  local a = 4 + (i - 1) * 5
+  local a = 5 + (i - 1) * 5
   local kind = ARGV[a + 1]
   if kind == "b" then
     local unit = tonumber(ARGV[a + 2])
@@ -67,7 +78,7 @@ end
 
 if admitted == 1 and hits > 0 then
   for i = 1, #KEYS do
-    local a = 4 + (i - 1) * 5
+    local a = 5 + (i - 1) * 5
     if ARGV[a + 1] == "b" then
       local unit = tonumber(ARGV[a + 2])
       local refill = tonumber(ARGV[a + 3])
