@@ -396,6 +396,86 @@ impl Engine {
         d
     }
 
+    /// Decides the requests of one RLS call (its descriptors) all or nothing: those that
+    /// charge are admitted and charged together, or none is charged — the same counter in
+    /// several is one demand of the sum. A descriptor whose own limits admit but that is refused
+    /// with the others takes the first refusal's outcome. Check-only descriptors (`hits: 0`)
+    /// charge nothing and are decided on their own.
+    pub async fn decide_all_in(
+        &self,
+        snap: &Snapshot,
+        reqs: &[Request<'_>],
+        now: Nanos,
+    ) -> Vec<Decision> {
+        let mut out: Vec<Option<Decision>> = (0..reqs.len()).map(|_| None).collect();
+        let mut charging: Vec<(usize, Planned)> = Vec::new();
+        for (i, r) in reqs.iter().enumerate() {
+            if r.hits == 0 {
+                out[i] = Some(self.decide_in(snap, r, now).await);
+                continue;
+            }
+            match plan(snap, r, now, self.usage_retention_days) {
+                Ok(p) => charging.push((i, p)),
+                Err(d) => out[i] = Some(d),
+            }
+        }
+        let refused_early = out
+            .iter()
+            .enumerate()
+            .any(|(i, d)| reqs[i].hits > 0 && d.as_ref().is_some_and(|d| !d.admitted()));
+        if refused_early {
+            // Nothing is charged: the others are checked only, to report their limits.
+            for (i, p) in charging {
+                let c = self.store.check(&p.refs, reqs[i].hits, now).await;
+                out[i] = Some(self.settle(p, c));
+            }
+        } else if !charging.is_empty() {
+            let mut refs = Vec::new();
+            let mut units = Vec::new();
+            for (i, p) in &charging {
+                refs.extend(p.refs.iter().cloned());
+                units.extend(std::iter::repeat_n(reqs[*i].hits, p.refs.len()));
+            }
+            let watch = crate::clock::Stopwatch::start();
+            let charge = self.store.check_and_charge_each(&refs, &units, now).await;
+            let seconds = watch.seconds();
+            let mut at = 0;
+            for (i, p) in charging {
+                let n = p.refs.len();
+                let own = charge.as_ref().map(|c| Charge {
+                    admitted: c.admitted,
+                    states: c.states[at..at + n].to_vec(),
+                });
+                at += n;
+                let mut d = self.settle(p, own.map_err(|e| e.clone()));
+                d.store_seconds = Some(seconds);
+                out[i] = Some(d);
+            }
+        }
+        // Refused together: a descriptor admitted on its own limits shares the refusal.
+        let first_refusal = out
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| reqs[*i].hits > 0)
+            .filter_map(|(_, d)| d.as_ref())
+            .find(|d| !d.admitted())
+            .map(|d| (d.outcome, d.reason, d.decided_by));
+        let mut decisions: Vec<Decision> = out.into_iter().flatten().collect();
+        if let Some((outcome, reason, decided_by)) = first_refusal {
+            for (d, r) in decisions.iter_mut().zip(reqs) {
+                if r.hits > 0 && d.admitted() {
+                    (d.outcome, d.reason, d.decided_by) = (outcome, reason, decided_by);
+                }
+            }
+        }
+        for d in &mut decisions {
+            if !d.admitted() && !d.shadow {
+                d.shadow = self.shadowed(snap, d);
+            }
+        }
+        decisions
+    }
+
     /// The decision as enforcement makes it (and charges it).
     async fn decide_enforced(&self, snap: &Snapshot, req: &Request<'_>, now: Nanos) -> Decision {
         let planned = match plan(snap, req, now, self.usage_retention_days) {

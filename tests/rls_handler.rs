@@ -176,9 +176,11 @@ async fn one_status_per_descriptor_never_unknown() {
     .await;
     assert_eq!(r.statuses.len(), 3);
     let codes: Vec<i32> = r.statuses.iter().map(|s| s.code).collect();
+    // The keyless descriptor refuses the request; the first, admitted on its own limits, is
+    // refused with it (all or nothing); the check-only third reports its own answer.
     assert_eq!(
         codes,
-        vec![Code::Ok as i32, Code::OverLimit as i32, Code::Ok as i32]
+        vec![Code::OverLimit as i32, Code::OverLimit as i32, Code::Ok as i32]
     );
     assert_eq!(r.overall_code, Code::OverLimit as i32);
     // No descriptor at all: OK.
@@ -342,4 +344,54 @@ api_keys:
         .collect();
     assert_eq!(upstream["x-plangate-shadow-outcome"], "quota_exceeded");
     assert!(r.raw_body.is_empty());
+}
+
+/// Several descriptors are one request: all charged or none, as one Check is. (Before, the
+/// admitted ones were charged though the request was refused.)
+#[tokio::test]
+async fn several_descriptors_are_all_or_nothing() {
+    let s = RlsService::new(engine(), Default::default());
+    // The quota is 10 a day: 6 + 6 of it do not fit; neither is charged.
+    let r = rls(
+        &s,
+        vec![
+            descriptor(Some(KEY), Some(6)),
+            descriptor(Some(KEY), Some(6)),
+        ],
+        0,
+    )
+    .await;
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert!(
+        r.statuses
+            .iter()
+            .all(|st| st.code == Code::OverLimit as i32)
+    );
+    // A descriptor refused for its key: the others are not charged either.
+    let r = rls(
+        &s,
+        vec![
+            descriptor(Some(KEY), Some(3)),
+            descriptor(Some("unknown-key-0123456789abcdef"), Some(1)),
+        ],
+        0,
+    )
+    .await;
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    // Nothing was charged: the whole quota is left (a check of one unit reports 10 before).
+    let r = rls(&s, vec![descriptor(Some(KEY), Some(0))], 0).await;
+    assert_eq!(quota_left(&r), 10, "{r:?}");
+    // 4 + 6 fit, and both are charged.
+    let r = rls(
+        &s,
+        vec![
+            descriptor(Some(KEY), Some(4)),
+            descriptor(Some(KEY), Some(6)),
+        ],
+        0,
+    )
+    .await;
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    let r = rls(&s, vec![descriptor(Some(KEY), Some(1))], 0).await;
+    assert_eq!(r.overall_code, Code::OverLimit as i32, "the quota is spent");
 }

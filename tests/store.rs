@@ -290,10 +290,54 @@ async fn check_answers_for_n_units_and_charges_nothing(store: &dyn Store) {
     assert!(!store.check(&limits, 1, SEC).await.unwrap().admitted);
 }
 
+/// Several requests' limits with their own units, one call: all charged or none; a counter
+/// given twice is one demand of the sum.
+async fn several_demands_are_all_or_nothing(store: &dyn Store) {
+    let shared = bucket("shared", 1, 5);
+    let (q1, q2) = (
+        quota("one", 3, 0, 100 * SEC),
+        quota("two", 10, 0, 100 * SEC),
+    );
+    let limits = [shared.clone(), q1.clone(), shared.clone(), q2.clone()];
+    // 2 + 2 of the shared bucket (5), 2 of quota one (3), 2 of quota two: admitted.
+    let c = store
+        .check_and_charge_each(&limits, &[2, 2, 2, 2], SEC)
+        .await
+        .unwrap();
+    assert!(c.admitted);
+    assert_eq!(c.states.len(), 4);
+    assert_eq!((c.states[0].remaining, c.states[2].remaining), (1, 1));
+    assert_eq!(c.states[1].remaining, 1);
+    // Quota one has 1 left: asking 2 of it refuses everything; nothing is charged, not even
+    // quota two or the bucket.
+    let c = store
+        .check_and_charge_each(&[q2.clone(), q1.clone()], &[1, 2], SEC)
+        .await
+        .unwrap();
+    assert!(!c.admitted);
+    assert!(c.states[0].admitted && !c.states[1].admitted);
+    let probe = store.check_and_charge(&[q2, q1], 0, SEC).await.unwrap();
+    assert_eq!(
+        (probe.states[0].remaining, probe.states[1].remaining),
+        (8, 1)
+    );
+    // The shared bucket (1 left) refuses 1 + 1 from two requests.
+    let c = store
+        .check_and_charge_each(&[shared.clone(), shared], &[1, 1], SEC)
+        .await
+        .unwrap();
+    assert!(!c.admitted);
+}
+
 macro_rules! store_suite {
     ($name:ident, $make:expr) => {
         mod $name {
             use super::*;
+
+            #[tokio::test]
+            async fn several_demands_are_all_or_nothing() {
+                super::several_demands_are_all_or_nothing(&*$make.store).await;
+            }
 
             #[tokio::test]
             async fn all_or_nothing() {

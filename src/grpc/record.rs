@@ -25,7 +25,41 @@ pub(crate) async fn decide(
 ) -> Decision {
     let watch = Stopwatch::start();
     let d = engine.decide_in(snap, req, now).await;
-    metrics.decided(service, &d, watch.seconds(), now);
+    record(metrics, service, d, req, watch.seconds(), now, request_id)
+}
+
+/// Decides the requests of one RLS call all or nothing ([`Engine::decide_all_in`]), and
+/// records each.
+pub(crate) async fn decide_all(
+    engine: &Engine,
+    metrics: &Metrics,
+    service: Service,
+    snap: &Snapshot,
+    reqs: &[engine::Request<'_>],
+    now: Nanos,
+    request_id: Option<&str>,
+) -> Vec<Decision> {
+    let watch = Stopwatch::start();
+    let decisions = engine.decide_all_in(snap, reqs, now).await;
+    let seconds = watch.seconds();
+    decisions
+        .into_iter()
+        .zip(reqs)
+        .map(|(d, req)| record(metrics, service, d, req, seconds, now, request_id))
+        .collect()
+}
+
+/// Records one decision: metrics, the log event, a store failure.
+fn record(
+    metrics: &Metrics,
+    service: Service,
+    d: Decision,
+    req: &engine::Request<'_>,
+    seconds: f64,
+    now: Nanos,
+    request_id: Option<&str>,
+) -> Decision {
+    metrics.decided(service, &d, seconds, now);
     if let Some(e) = &d.store_error
         && let Some(failures) = metrics.store_failed(now)
     {

@@ -118,28 +118,48 @@ impl RateLimitService for RlsService {
         // Request-level hits_addend: 0 (unset) means 1.
         let request_hits = u64::from(req.hits_addend.max(1));
         let now = self.engine.clock().now();
-        let mut decisions = Vec::with_capacity(req.descriptors.len());
-        for desc in &req.descriptors {
-            // A descriptor's own hits_addend wins; there 0 means check without charging.
-            // Negative hits (refunds) are not supported: such a descriptor only checks.
-            let hits = match (&desc.hits_addend, desc.is_negative_hits) {
-                (_, true) => 0,
-                (Some(h), false) => h.value,
-                (None, false) => request_hits,
-            };
-            let er = descriptor_request(&snap, &desc.entries, hits);
-            let d = record::decide(
-                &self.engine,
-                &self.metrics,
-                Service::Rls,
-                &snap,
-                &er,
-                now,
-                request_id.as_deref(),
-            )
-            .await;
-            decisions.push(d);
-        }
+        let reqs: Vec<engine::Request<'_>> = req
+            .descriptors
+            .iter()
+            .map(|desc| {
+                // A descriptor's own hits_addend wins; there 0 means check without charging.
+                // Negative hits (refunds) are not supported: such a descriptor only checks.
+                let hits = match (&desc.hits_addend, desc.is_negative_hits) {
+                    (_, true) => 0,
+                    (Some(h), false) => h.value,
+                    (None, false) => request_hits,
+                };
+                descriptor_request(&snap, &desc.entries, hits)
+            })
+            .collect();
+        // One descriptor (what Envoy's shipped configurations send) is one decision; several
+        // are decided all or nothing, as one Check is.
+        let decisions = match reqs.as_slice() {
+            [one] => vec![
+                record::decide(
+                    &self.engine,
+                    &self.metrics,
+                    Service::Rls,
+                    &snap,
+                    one,
+                    now,
+                    request_id.as_deref(),
+                )
+                .await,
+            ],
+            all => {
+                record::decide_all(
+                    &self.engine,
+                    &self.metrics,
+                    Service::Rls,
+                    &snap,
+                    all,
+                    now,
+                    request_id.as_deref(),
+                )
+                .await
+            }
+        };
         Ok(Response::new(answer::rls_response(&decisions, &snap)))
     }
 }

@@ -38,6 +38,17 @@ pub trait Store: Send + Sync {
         now: Nanos,
     ) -> Result<Charge, StoreError>;
 
+    /// [`Store::check_and_charge`] with its own units for each limit (`units[i]` for
+    /// `limits[i]`, each at least 1; the same counter given twice is one demand of the sum): if
+    /// every limit admits its units, all are charged, else none. One RLS request of several
+    /// descriptors is one such call.
+    async fn check_and_charge_each(
+        &self,
+        limits: &[LimitRef],
+        units: &[u64],
+        now: Nanos,
+    ) -> Result<Charge, StoreError>;
+
     /// Answers exactly what [`Store::check_and_charge`] would for `need` hits (at least 1) —
     /// when admitted, the states after the charge — and stores nothing (the management API's
     /// Explain).
@@ -70,4 +81,29 @@ pub(crate) fn quota_of(limit: &LimitRef) -> Result<&crate::limit::QuotaSpec, Sto
             "set_used takes a quota",
         )),
     }
+}
+
+/// Limits with units for each, the same counter merged into one demand of the sum: (the
+/// distinct limits, their units, the index in them of each given limit).
+pub(crate) fn merge_demands(
+    limits: &[LimitRef],
+    units: &[u64],
+) -> (Vec<LimitRef>, Vec<u64>, Vec<usize>) {
+    let mut merged: Vec<LimitRef> = Vec::with_capacity(limits.len());
+    let mut demand: Vec<u64> = Vec::with_capacity(limits.len());
+    let mut slot = Vec::with_capacity(limits.len());
+    for (l, &u) in limits.iter().zip(units) {
+        match merged.iter().position(|m| m.key == l.key) {
+            Some(i) => {
+                demand[i] = demand[i].saturating_add(u.max(1));
+                slot.push(i);
+            }
+            None => {
+                slot.push(merged.len());
+                merged.push(l.clone());
+                demand.push(u.max(1));
+            }
+        }
+    }
+    (merged, demand, slot)
 }

@@ -107,7 +107,33 @@ impl MemoryStore {
     /// Checks `units` of every limit; if all admit, charges them (or, in a dry run, reports
     /// the states a charge would leave, storing nothing).
     fn run(&self, limits: &[LimitRef], units: u64, mode: Mode, now: Nanos) -> Charge {
-        let need = units;
+        self.run_each(limits, |_| units, mode, now)
+    }
+
+    /// The synchronous core of [`Store::check_and_charge_each`].
+    pub fn check_and_charge_each_now(
+        &self,
+        limits: &[LimitRef],
+        units: &[u64],
+        now: Nanos,
+    ) -> Charge {
+        // The same counter twice is one demand of the sum: merged first.
+        let (merged, demand, slot) = super::backend::merge_demands(limits, units);
+        let c = self.run_each(&merged, |i| demand[i], Mode::Charge, now);
+        Charge {
+            admitted: c.admitted,
+            states: slot.iter().map(|&i| c.states[i]).collect(),
+        }
+    }
+
+    /// [`MemoryStore::run`] with `units_of(i)` units for limit `i`.
+    fn run_each(
+        &self,
+        limits: &[LimitRef],
+        units_of: impl Fn(usize) -> u64,
+        mode: Mode,
+        now: Nanos,
+    ) -> Charge {
         // The levels found, kept for the charge: on the stack for the usual handful of limits
         // (a request has at most six), which saves an allocation per decision.
         let mut on_stack = [0u128; STACK_LIMITS];
@@ -121,7 +147,8 @@ impl MemoryStore {
         let mut inner = self.inner.lock();
         let mut states = Vec::with_capacity(limits.len());
         let mut admitted = true;
-        for (limit, slot) in limits.iter().zip(levels.iter_mut()) {
+        for (i, (limit, slot)) in limits.iter().zip(levels.iter_mut()).enumerate() {
+            let need = units_of(i);
             let level = match (&limit.spec, inner.cells.get(&limit.key)) {
                 (LimitSpec::Bucket(spec), Some(Cell::Bucket { state, .. })) => {
                     spec.level_at(Some(*state), now)
@@ -136,17 +163,24 @@ impl MemoryStore {
             *slot = level;
         }
         if admitted && mode == Mode::DryRun {
-            for ((limit, &level), state) in limits.iter().zip(levels.iter()).zip(states.iter_mut())
+            for (i, ((limit, &level), state)) in limits
+                .iter()
+                .zip(levels.iter())
+                .zip(states.iter_mut())
+                .enumerate()
             {
-                *state = limit.spec.charge(level, units, now).state;
+                *state = limit.spec.charge(level, units_of(i), now).state;
             }
         }
         if admitted && mode == Mode::Charge {
-            let hits = units;
             let persist = self.persistence.is_some();
-            for ((limit, &level), state) in limits.iter().zip(levels.iter()).zip(states.iter_mut())
+            for (i, ((limit, &level), state)) in limits
+                .iter()
+                .zip(levels.iter())
+                .zip(states.iter_mut())
+                .enumerate()
             {
-                let charged = limit.spec.charge(level, hits, now);
+                let charged = limit.spec.charge(level, units_of(i), now);
                 *state = charged.state;
                 let (after, until) = (charged.level, charged.expires_at.unwrap_or(Nanos::MAX));
                 let cell = match limit.spec {
@@ -246,6 +280,15 @@ impl Store for MemoryStore {
         now: Nanos,
     ) -> Result<Charge, StoreError> {
         Ok(self.check_and_charge_now(limits, hits, now))
+    }
+
+    async fn check_and_charge_each(
+        &self,
+        limits: &[LimitRef],
+        units: &[u64],
+        now: Nanos,
+    ) -> Result<Charge, StoreError> {
+        Ok(self.check_and_charge_each_now(limits, units, now))
     }
 
     async fn check(

@@ -248,6 +248,19 @@ impl RedisStore {
         charge: bool,
         now: Nanos,
     ) -> Result<Charge, StoreError> {
+        self.run_each(limits, None, need, charge, now).await
+    }
+
+    /// [`RedisStore::run`] with, when `units` is given, its own units for each limit (the
+    /// limits distinct: see `merge_demands`).
+    async fn run_each(
+        &self,
+        limits: &[LimitRef],
+        units: Option<&[u64]>,
+        need: u64,
+        charge: bool,
+        now: Nanos,
+    ) -> Result<Charge, StoreError> {
         let hits_arg: i128 = if charge {
             i128::from(need)
         } else {
@@ -261,7 +274,8 @@ impl RedisStore {
             .arg(TTL_SLACK_MS)
             .arg(deadline);
         let mut params = Vec::with_capacity(limits.len());
-        for l in limits {
+        for (i, l) in limits.iter().enumerate() {
+            let own = units.and_then(|u| u.get(i)).copied().unwrap_or(0);
             inv.key(self.key_name(&l.key));
             match &l.spec {
                 LimitSpec::Bucket(spec) => {
@@ -270,7 +284,7 @@ impl RedisStore {
                         .arg(d.to_string())
                         .arg(refill.to_string())
                         .arg(cap.to_string())
-                        .arg(0);
+                        .arg(own);
                     params.push(scale);
                 }
                 LimitSpec::Quota(q) => {
@@ -278,7 +292,7 @@ impl RedisStore {
                         .arg(q.limit)
                         .arg((q.window.end.saturating_sub(now) / 1_000_000).max(0))
                         .arg(0)
-                        .arg(0);
+                        .arg(own);
                     params.push(1);
                 }
                 LimitSpec::Usage { retain_until } => {
@@ -286,7 +300,7 @@ impl RedisStore {
                         .arg(0)
                         .arg((retain_until.saturating_sub(now) / 1_000_000).max(1))
                         .arg(0)
-                        .arg(0);
+                        .arg(own);
                     params.push(1);
                 }
             }
@@ -310,7 +324,8 @@ impl RedisStore {
         let after = admitted && need > 0;
         let need = need.max(1);
         let mut states = Vec::with_capacity(limits.len());
-        for ((l, &raw), scale) in limits.iter().zip(&reply[1..]).zip(params) {
+        for (i, ((l, &raw), scale)) in limits.iter().zip(&reply[1..]).zip(params).enumerate() {
+            let need = units.and_then(|u| u.get(i)).copied().unwrap_or(need).max(1);
             // The level before this request, back in the memory store's units.
             let raw = u128::try_from(raw.max(0)).unwrap_or(0);
             let level = match &l.spec {
@@ -337,6 +352,20 @@ impl Store for RedisStore {
     ) -> Result<Charge, StoreError> {
         // `hits == 0` is a probe: the script checks one unit and charges nothing.
         self.run(limits, hits, true, now).await
+    }
+
+    async fn check_and_charge_each(
+        &self,
+        limits: &[LimitRef],
+        units: &[u64],
+        now: Nanos,
+    ) -> Result<Charge, StoreError> {
+        let (merged, demand, slot) = super::backend::merge_demands(limits, units);
+        let c = self.run_each(&merged, Some(&demand), 1, true, now).await?;
+        Ok(Charge {
+            admitted: c.admitted,
+            states: slot.iter().map(|&i| c.states[i]).collect(),
+        })
     }
 
     async fn check(

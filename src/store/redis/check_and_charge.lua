@@ -11,10 +11,11 @@
 -- ARGV[5] = deadline in Redis's own time (TIME, in ms; 0: none): a script that runs later
 --           (queued behind a slow command while plangate gave up and answered) charges
 --           nothing and returns { -1 }.
--- Then 5 ARGV per limit, in KEYS order:
---   bucket: "b", unit (D), refill per ns, capacity (burst × D), unused
---   quota:  "q", limit, ms from now to the window's end, unused, unused
---   usage:  "u", unused, ms to keep it, unused, unused (a daily usage count; never refuses)
+-- Then 5 ARGV per limit, in KEYS order (the last: this limit's own units, 0 for ARGV[3]'s):
+--   bucket: "b", unit (D), refill per ns, capacity (burst × D), units
+--   quota:  "q", limit, ms from now to the window's end, unused, units
+--   usage:  "u", unused, ms to keep it, unused, units (a daily usage count; never refuses)
+-- A key appears at most once (plangate merges the demands on one counter).
 -- (TTLs are relative: plangate's clock, not Redis's, says what time it is.)
 -- Returns { admitted (0/1), level or used of each limit before charging ... }.
 
@@ -39,9 +40,22 @@ local function int(x) return string.format("%.0f", x) end
 
 local levels = {}
 local admitted = 1
+-- This limit's units: its own, else the request's.
+local function need_of(a)
+  local own = tonumber(ARGV[a + 5])
+  if own > 0 then return own end
+  return need
+end
+local function hits_of(a)
+  local own = tonumber(ARGV[a + 5])
+  if own > 0 then return own end
+  return hits
+end
+
 for i = 1, #KEYS do
   local a = 5 + (i - 1) * 5
   local kind = ARGV[a + 1]
+  local need = need_of(a)
   if kind == "b" then
     local unit = tonumber(ARGV[a + 2])
     local refill = tonumber(ARGV[a + 3])
@@ -79,6 +93,7 @@ end
 if admitted == 1 and hits > 0 then
   for i = 1, #KEYS do
     local a = 5 + (i - 1) * 5
+    local hits = hits_of(a)
     if ARGV[a + 1] == "b" then
       local unit = tonumber(ARGV[a + 2])
       local refill = tonumber(ARGV[a + 3])
