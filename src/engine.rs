@@ -10,6 +10,7 @@
 //!
 //! The engine knows nothing of protobuf; `grpc` turns a [`Decision`] into an answer.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -26,7 +27,7 @@ pub mod explain;
 /// A request to decide. Build it with [`Request::new`] (then [`Request::stage`] and
 /// [`Request::host`]), which every caller uses — ext_authz, RLS, `plangate check` — so that all
 /// read a request alike.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Request<'a> {
     /// From Envoy `context_extensions` (or RLS entries). When both are `None`, the host's custom
     /// domain name decides, else the config's defaults.
@@ -36,8 +37,8 @@ pub struct Request<'a> {
     pub host: Option<&'a str>,
     /// HTTP verb.
     pub method: &'a str,
-    /// Request path, without the query string.
-    pub path: &'a str,
+    /// Request path, without the query string, canonical ([`canonical_path`]).
+    pub path: Cow<'a, str>,
     /// The presented API key value, if any, read from the config's `api_key_source`.
     pub key: Option<&'a str>,
     /// Reads the key from another source, for an API with its own `api_key_source` (ext_authz
@@ -63,7 +64,7 @@ impl<'a> Request<'a> {
             stage: None,
             host: None,
             method,
-            path: path.split_once('?').map_or(path, |(p, _)| p),
+            path: canonical_path(path.split_once('?').map_or(path, |(p, _)| p)),
             key: key.filter(|k| k.len() <= MAX_KEY_BYTES),
             key_lookup: None,
             hits,
@@ -101,6 +102,103 @@ impl<'a> Request<'a> {
             host: host.filter(|h| !h.is_empty()),
             ..self
         }
+    }
+}
+
+/// The path methods are matched on, canonical as an upstream reads it (RFC 3986): runs of
+/// slashes merged (`//admin` is `/admin`), dot segments removed (`/pets/../admin` is `/admin`),
+/// percent-encoded unreserved characters decoded (`/%61dmin` is `/admin`) and an encoded slash
+/// (`%2F`) or backslash (`%5C`) decoded to `/` — so that no spelling of a refused method's
+/// path passes as another. Other escapes stay, their hex digits upper-cased. A path that needs
+/// none of this is borrowed as it is.
+pub fn canonical_path(path: &str) -> Cow<'_, str> {
+    let b = path.as_bytes();
+    let simple = !path.contains('%')
+        && !path.contains("//")
+        && !path.contains('\\')
+        && !b
+            .split(|&c| c == b'/')
+            .any(|seg| seg == b"." || seg == b"..");
+    if simple {
+        return Cow::Borrowed(path);
+    }
+    // 1. Decode what may be decoded; a backslash is a slash.
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            let v = h * 16 + l;
+            match v {
+                b'/' | b'\\' => decoded.push('/'),
+                v if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
+                    decoded.push(char::from(v))
+                }
+                _ => {
+                    decoded.push('%');
+                    decoded.push(char::from(b"0123456789ABCDEF"[usize::from(h)]));
+                    decoded.push(char::from(b"0123456789ABCDEF"[usize::from(l)]));
+                }
+            }
+            i += 3;
+            continue;
+        }
+        if c == b'\\' {
+            decoded.push('/');
+        } else {
+            // A byte of the original string: whole characters are copied below.
+            let ch_len = utf8_len(c);
+            decoded.push_str(&path[i..(i + ch_len).min(path.len())]);
+            i += ch_len;
+            continue;
+        }
+        i += 1;
+    }
+    // 2. Merge slashes and remove dot segments.
+    let mut segs: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') && !segs.is_empty()
+        || decoded.ends_with("/.")
+        || decoded.ends_with("/..");
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segs {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || trailing {
+        out.push('/');
+    }
+    Cow::Owned(out)
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The length of the UTF-8 character that starts with byte `c`.
+fn utf8_len(c: u8) -> usize {
+    match c {
+        0x00..=0x7F => 1,
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => 1,
     }
 }
 
@@ -722,10 +820,10 @@ fn unlisted_verb(verb: &str) -> &str {
 /// stage names (Envoy context extensions) when it has them; else from its host's custom domain
 /// name, the base path stripped; else from the config's defaults. `Err` is a 403.
 #[allow(clippy::result_large_err)]
-fn resolve_stage<'s, 'r>(
+fn resolve_stage<'s, 'q>(
     snap: &'s Snapshot,
-    req: &Request<'r>,
-) -> Result<(&'s Stage, &'r str), Decision> {
+    req: &'q Request<'_>,
+) -> Result<(&'s Stage, &'q str), Decision> {
     let generation = snap.generation;
     let deny = |reason| Decision::deny(Outcome::Forbidden, reason, generation);
     if req.api.is_none()
@@ -733,7 +831,7 @@ fn resolve_stage<'s, 'r>(
         && let Some(host) = req.host
         && !snap.domains.is_empty()
     {
-        match snap.domains.resolve(host, req.path) {
+        match snap.domains.resolve(host, &req.path) {
             HostMatch::Stage { stage, path } => return Ok((stage, path)),
             HostMatch::NoBasePath => return Err(deny(DenyReason::UnknownBasePath)),
             // A host no domain claims falls back to the defaults, when there are any.
@@ -753,7 +851,7 @@ fn resolve_stage<'s, 'r>(
         d.api = Some(Arc::from(api_name.unwrap_or("")));
         return Err(d);
     };
-    Ok((stage, req.path))
+    Ok((stage, &req.path))
 }
 
 fn throttle_limit(

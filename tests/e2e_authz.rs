@@ -26,6 +26,7 @@ apis:
           "/pets/GET": {{}}
           "/pets/{{petId}}/GET": {{}}
           "/health/GET": {{ api_key_required: false }}
+          "/admin/{{proxy+}}/ANY": {{ throttle: {{ rate: 0, burst: 0 }} }}
       dev: {{}}
 usage_plans:
   gold:
@@ -239,4 +240,32 @@ fn shadow_mode_lets_over_limit_requests_through_with_a_header() {
         .unwrap_or_else(|| panic!("no shadow count in\n{metrics}"));
     assert!(shadowed.contains(r#"outcome="throttled""#), "{shadowed}");
     assert!(shadowed.ends_with(" 2"), "{shadowed}");
+}
+
+/// A refused method is refused however its path is spelt: merged slashes, dot segments,
+/// percent-encoded letters and slashes (Envoy normalises with the shipped config, and plangate
+/// decides on the canonical path itself).
+#[test]
+fn path_tricks_do_not_pass_a_refused_method() {
+    let s = stack();
+    for path in [
+        "/admin/x",
+        "//admin/x",
+        "/pets/../admin/x",
+        "/./admin/x",
+        "/%61dmin/x",
+        "/admin%2Fx",
+        "/pets/%2e%2e/admin/x",
+    ] {
+        let r = s.get("GET", path, &[("x-api-key", GOOD)]);
+        assert!(
+            r.status == 429 || r.status == 400,
+            "{path}: {} {r:?}",
+            r.status
+        );
+        assert!(
+            !r.body.contains("\"headers\""),
+            "{path} reached the upstream: {r:?}"
+        );
+    }
 }

@@ -180,7 +180,11 @@ async fn one_status_per_descriptor_never_unknown() {
     // refused with it (all or nothing); the check-only third reports its own answer.
     assert_eq!(
         codes,
-        vec![Code::OverLimit as i32, Code::OverLimit as i32, Code::Ok as i32]
+        vec![
+            Code::OverLimit as i32,
+            Code::OverLimit as i32,
+            Code::Ok as i32
+        ]
     );
     assert_eq!(r.overall_code, Code::OverLimit as i32);
     // No descriptor at all: OK.

@@ -131,3 +131,36 @@ fn refusals_before_any_limit_name_their_reason() {
         Some(DenyReason::UnknownKey)
     );
 }
+
+#[test]
+fn paths_are_canonical_before_matching() {
+    for (raw, canonical) in [
+        ("/pets", "/pets"),
+        ("/", "/"),
+        ("//admin/x", "/admin/x"),
+        ("/admin//x///", "/admin/x/"),
+        ("/pets/../admin/x", "/admin/x"),
+        ("/./admin/./x", "/admin/x"),
+        ("/../../admin", "/admin"),
+        ("/a/b/..", "/a/"),
+        ("/%61dmin/x", "/admin/x"),
+        ("/%7Eu%2dx%2E%5f", "/~u-x._"),
+        ("/admin%2Fx", "/admin/x"),
+        ("/admin%2fx", "/admin/x"),
+        ("/admin%5Cx", "/admin/x"),
+        ("/admin\\x", "/admin/x"),
+        ("/%2e%2e/admin", "/admin"),
+        ("/a%20b%c3%a9", "/a%20b%C3%A9"),
+        ("/bad%zz%4", "/bad%zz%4"),
+        ("/é/ü", "/é/ü"),
+        ("/x?/../y", "/x"),
+    ] {
+        let r = Request::new("GET", raw, None, 1);
+        assert_eq!(r.path, canonical, "{raw}");
+    }
+    // No allocation for a path that needs nothing.
+    assert!(matches!(
+        canonical_path("/pets/{id}/x"),
+        std::borrow::Cow::Borrowed(_)
+    ));
+}
