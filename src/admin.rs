@@ -106,16 +106,20 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         )
             .into_response();
     }
-    (
-        StatusCode::OK,
-        format!(
-            "ready: generation {}, {} API keys, {} usage plans\n",
-            snap.generation,
-            snap.keys.len(),
-            snap.plans.len()
-        ),
-    )
-        .into_response()
+    let mut body = format!(
+        "ready: generation {}, {} API keys, {} usage plans\n",
+        snap.generation,
+        snap.keys.len(),
+        snap.plans.len()
+    );
+    // Still serving (the counts are in memory), but an operator must know.
+    if let Some((since, error)) = state.metrics.persist_failing() {
+        body.push_str(&format!(
+            "persistence: failing since {} ({error}); counts are kept in memory until a flush succeeds\n",
+            crate::clock::format_rfc3339(since)
+        ));
+    }
+    (StatusCode::OK, body).into_response()
 }
 
 async fn reload(State(state): State<AdminState>) -> Response {

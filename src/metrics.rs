@@ -51,6 +51,10 @@ pub struct Metrics {
     api_keys: IntGauge,
     usage_plans: IntGauge,
     store_errors: IntCounter,
+    persist_errors: IntCounter,
+    persist_last_success: Gauge,
+    /// Since when persisting has failed, and the last error (for `/readyz`).
+    persist_failing: parking_lot::Mutex<Option<(Nanos, String)>>,
     /// Per service (indexed by `Service as usize`), resolved once: no label lookup per call.
     decision_duration_of: [prometheus::Histogram; 2],
     store_duration_of: [prometheus::Histogram; 2],
@@ -192,6 +196,17 @@ impl Metrics {
             &["grpc_service"],
         )
         .expect("metric definition");
+        let persist_errors = IntCounter::new(
+            "plangate_persist_errors_total",
+            "Failed writes of the counters file (memory store with --data-dir): the counts stay \
+             in memory and are written by the next flush that succeeds.",
+        )
+        .expect("metric definition");
+        let persist_last_success = Gauge::new(
+            "plangate_persist_last_success_timestamp_seconds",
+            "Unix time of the last flush after which the counters file held every count.",
+        )
+        .expect("metric definition");
         let store_up = IntGauge::new(
             "plangate_store_up",
             "1 when the counter store's last operation succeeded, 0 when it failed.",
@@ -234,6 +249,8 @@ impl Metrics {
             Box::new(store_errors.clone()),
             Box::new(store_duration.clone()),
             Box::new(store_up.clone()),
+            Box::new(persist_errors.clone()),
+            Box::new(persist_last_success.clone()),
             Box::new(near_limit.clone()),
             Box::new(failure_policy.clone()),
             Box::new(rls_unknown_domain.clone()),
@@ -279,6 +296,9 @@ impl Metrics {
             decision_duration_of,
             store_duration_of,
             store_up,
+            persist_errors,
+            persist_last_success,
+            persist_failing: parking_lot::Mutex::new(None),
             near_limit,
             failure_policy,
             rls_unknown_domain,
@@ -360,6 +380,28 @@ impl Metrics {
                 .fetch_add(1, Ordering::Relaxed)
                 .is_multiple_of(every),
         }
+    }
+
+    /// A flush left the counters file holding every count, at `now`. `true` when persisting
+    /// had been failing (it recovered).
+    pub fn persisted(&self, now: Nanos) -> bool {
+        self.persist_last_success.set(now as f64 / 1e9);
+        self.persist_failing.lock().take().is_some()
+    }
+
+    /// A flush failed at `now` with `error`. `true` on the first failure of a run of them.
+    pub fn persist_failed(&self, now: Nanos, error: &str) -> bool {
+        self.persist_errors.inc();
+        let mut f = self.persist_failing.lock();
+        let first = f.is_none();
+        let since = f.as_ref().map_or(now, |(t, _)| *t);
+        *f = Some((since, error.to_owned()));
+        first
+    }
+
+    /// Since when persisting has been failing, and the last error; `None` when it works.
+    pub fn persist_failing(&self) -> Option<(Nanos, String)> {
+        self.persist_failing.lock().clone()
     }
 
     /// A counter store operation failed at `now`. Counted always; `Some(n)` when a log line is

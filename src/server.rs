@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::R
 use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, Stopwatch, SystemClock};
 use crate::config::ConfigErrors;
 use crate::engine::{Engine, FailurePolicy};
 use crate::grpc::{AuthzService, RlsService};
@@ -130,7 +130,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             .with_usage_retention_days(opts.usage_retention_days)
             .with_shadow(opts.shadow),
     );
-    let flush_task = tokio::spawn(flush_every(store.clone(), opts.flush_interval));
+    let flush_task = tokio::spawn(flush_every(
+        store.clone(),
+        metrics.clone(),
+        opts.flush_interval,
+    ));
     let reloader = Arc::new(Reloader::new(
         opts.config.clone(),
         engine.clone(),
@@ -183,23 +187,61 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     admin_task.abort();
     hup_task.abort();
     flush_task.abort();
-    // Graceful stop: everything counted is written before exit.
-    if let Err(e) = store.flush().await {
-        tracing::error!(error = %e, "final flush of the counters failed");
+    // Graceful stop: everything counted is written before exit — retried (a full disk may
+    // have room again) within the shutdown grace.
+    let final_flush = Stopwatch::start();
+    loop {
+        match store.flush().await {
+            Ok(()) => break,
+            Err(e) if final_flush.elapsed() < opts.shutdown_grace => {
+                tracing::warn!(error = %e, "final flush of the counters failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "final flush of the counters failed within the shutdown grace; counts since the last flush are lost"
+                );
+                break;
+            }
+        }
     }
     result?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Writes persisted counters every `interval` (a no-op for stores that need none).
-async fn flush_every(store: Arc<dyn Store>, interval: Duration) {
+/// Writes persisted counters every `interval` (a no-op for stores that need none). A failure
+/// (a full disk) keeps the counts in memory; the file is reopened and written whole at the next
+/// tick. Logged when it starts failing, every minute while it fails, and when it recovers.
+async fn flush_every(store: Arc<dyn Store>, metrics: Arc<Metrics>, interval: Duration) {
+    if !store.persists() {
+        return;
+    }
     let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u64;
     loop {
         tick.tick().await;
-        if let Err(e) = store.flush().await {
-            tracing::error!(error = %e, "flushing counters failed; retrying at the next tick");
+        let now = SystemClock.now();
+        match store.flush().await {
+            Ok(()) => {
+                if metrics.persisted(now) {
+                    tracing::info!(failures, "flushing counters works again; nothing was lost");
+                    failures = 0;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                let first = metrics.persist_failed(now, &e.to_string());
+                if first || failures.is_multiple_of(60) {
+                    tracing::error!(
+                        error = %e,
+                        failures,
+                        "flushing counters failed; the counts stay in memory and are written when a flush succeeds"
+                    );
+                }
+            }
         }
     }
 }

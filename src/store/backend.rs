@@ -70,6 +70,11 @@ pub trait Store: Send + Sync {
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Whether [`Store::flush`] writes anything (a memory store with a data directory).
+    fn persists(&self) -> bool {
+        false
+    }
 }
 
 /// The quota of a limit, for operations that only take quotas.

@@ -339,6 +339,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn persists(&self) -> bool {
+        self.persistence.is_some()
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         let Some(p) = &self.persistence else {
             return Ok(());

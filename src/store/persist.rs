@@ -31,7 +31,11 @@ pub fn move_aside(dir: &Path, now: Nanos) -> Result<std::path::PathBuf, StoreErr
 
 /// The counters file.
 pub struct Persistence {
-    db: Database,
+    /// `None` after a failed write: redb refuses every later transaction after an I/O error
+    /// ("Previous I/O error occurred. Please close and re-open the database"), so the next
+    /// write reopens the file.
+    db: parking_lot::Mutex<Option<Database>>,
+    path: std::path::PathBuf,
 }
 
 fn err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -44,13 +48,21 @@ impl Persistence {
         std::fs::create_dir_all(dir)
             .map_err(|e| err(&format!("cannot create {}", dir.display()), e))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path)
+        let db = Self::open_file(&path)?;
+        Ok(Persistence {
+            db: parking_lot::Mutex::new(Some(db)),
+            path,
+        })
+    }
+
+    fn open_file(path: &Path) -> Result<Database, StoreError> {
+        let db = Database::create(path)
             .map_err(|e| err(&format!("cannot open {}", path.display()), e))?;
         // Make sure the table exists, so that reads of a new file succeed.
         let tx = db.begin_write().map_err(|e| err("write", e))?;
         tx.open_table(COUNTERS).map_err(|e| err("table", e))?;
         tx.commit().map_err(|e| err("commit", e))?;
-        Ok(Persistence { db })
+        Ok(db)
     }
 
     /// Every counter still current at `now`; expired ones are deleted.
@@ -58,7 +70,11 @@ impl Persistence {
         let mut out = Vec::new();
         let mut expired = Vec::new();
         {
-            let tx = self.db.begin_read().map_err(|e| err("read", e))?;
+            let guard = self.db.lock();
+            let db = guard
+                .as_ref()
+                .ok_or_else(|| StoreError::new(StoreErrorKind::Disk, "counters file not open"))?;
+            let tx = db.begin_read().map_err(|e| err("read", e))?;
             let table = tx.open_table(COUNTERS).map_err(|e| err("table", e))?;
             for row in table.iter().map_err(|e| err("scan", e))? {
                 let (k, v) = row.map_err(|e| err("scan", e))?;
@@ -71,7 +87,11 @@ impl Persistence {
             }
         }
         if !expired.is_empty() {
-            let tx = self.db.begin_write().map_err(|e| err("write", e))?;
+            let guard = self.db.lock();
+            let db = guard
+                .as_ref()
+                .ok_or_else(|| StoreError::new(StoreErrorKind::Disk, "counters file not open"))?;
+            let tx = db.begin_write().map_err(|e| err("write", e))?;
             {
                 let mut table = tx.open_table(COUNTERS).map_err(|e| err("table", e))?;
                 for name in &expired {
@@ -83,9 +103,29 @@ impl Persistence {
         Ok(out)
     }
 
-    /// Writes counters' current values in one transaction.
+    /// Writes counters' current values in one transaction. After a failure the file is closed,
+    /// and reopened by the next write (the counts stay in memory meanwhile: see the store).
     pub fn write(&self, rows: &[(LimitKey, u64, Nanos)]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| err("write", e))?;
+        let mut guard = self.db.lock();
+        if guard.is_none() {
+            *guard = Some(Self::open_file(&self.path)?);
+        }
+        let Some(db) = guard.as_ref() else {
+            return Err(StoreError::new(
+                StoreErrorKind::Disk,
+                "counters file not open",
+            ));
+        };
+        let result = Self::write_to(db, rows);
+        if result.is_err() {
+            // Closed now; reopened (and written whole) at the next flush.
+            *guard = None;
+        }
+        result
+    }
+
+    fn write_to(db: &Database, rows: &[(LimitKey, u64, Nanos)]) -> Result<(), StoreError> {
+        let tx = db.begin_write().map_err(|e| err("write", e))?;
         {
             let mut table = tx.open_table(COUNTERS).map_err(|e| err("table", e))?;
             for (key, used, until) in rows {
