@@ -34,6 +34,23 @@ pub struct Cli {
         default_value = "text"
     )]
     log_format: LogFormat,
+    /// The largest configuration file read, in bytes (checked before reading it).
+    #[arg(
+        long,
+        global = true,
+        env = "PLANGATE_MAX_CONFIG_BYTES",
+        default_value_t = plangate::config::load::DEFAULT_MAX_CONFIG_BYTES
+    )]
+    max_config_bytes: u64,
+    /// The deepest nesting of YAML flow collections (`[`, `{`) accepted (checked before
+    /// parsing).
+    #[arg(
+        long,
+        global = true,
+        env = "PLANGATE_MAX_CONFIG_DEPTH",
+        default_value_t = plangate::config::load::DEFAULT_MAX_FLOW_DEPTH
+    )]
+    max_config_depth: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -99,6 +116,7 @@ impl Cli {
 
     /// Runs the command. Exit codes: 0 success, 1 a rejected configuration, 2 any other error.
     pub fn run(self) -> ExitCode {
+        plangate::config::load::set_bounds(self.max_config_bytes, self.max_config_depth);
         let result = match self.command {
             Command::Validate(a) => validate::run(a),
             Command::ImportAws(a) => import_aws::run(a),

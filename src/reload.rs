@@ -48,11 +48,16 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     })
 }
 
+/// The default time budget of one reload.
+pub const DEFAULT_RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Reloads one configuration file into one engine.
 pub struct Reloader {
     path: PathBuf,
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
+    /// The most one reload may take.
+    timeout: std::time::Duration,
     state: tokio::sync::Mutex<State>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
 }
@@ -90,6 +95,7 @@ impl Reloader {
             path,
             engine,
             metrics,
+            timeout: DEFAULT_RELOAD_TIMEOUT,
             state: tokio::sync::Mutex::new(State {
                 sources,
                 seen: fingerprint,
@@ -98,6 +104,12 @@ impl Reloader {
             }),
             watcher: Mutex::new(None),
         }
+    }
+
+    /// Sets the time budget of one reload (`--reload-timeout`).
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The fingerprint of the files the configuration in force was built from.
@@ -126,15 +138,34 @@ impl Reloader {
         let last = state.seen;
         let path = self.path.clone();
         // Fingerprint and compile off the async workers: a large key file takes seconds.
-        let (now_print, loaded) = tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let now_print = fingerprint(&sources);
             if only_if_changed && now_print == last {
                 return (now_print, None);
             }
             (now_print, Some(load(&path)))
-        })
-        .await
-        .map_err(|e| {
+        });
+        // A time budget: a load that takes longer is abandoned (its thread finishes on its own
+        // and its result is dropped), and the configuration in force stays.
+        let Ok(joined) = tokio::time::timeout(self.timeout, task).await else {
+            self.metrics.reload_failed();
+            tracing::error!(
+                trigger,
+                budget = ?self.timeout,
+                "configuration load took longer than its time budget; the configuration in force is kept"
+            );
+            return Err(ConfigErrors(vec![ConfigError::new(
+                config::location::Path::root(),
+                ErrorKind::Io {
+                    file: self.path.display().to_string(),
+                    reason: format!(
+                        "loading took longer than {:?} (--reload-timeout); the configuration in force is kept",
+                        self.timeout
+                    ),
+                },
+            )]));
+        };
+        let (now_print, loaded) = joined.map_err(|e| {
             ConfigErrors(vec![ConfigError::new(
                 config::location::Path::root(),
                 ErrorKind::Io {

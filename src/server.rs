@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub shadow: bool,
     /// The share of admitted decisions logged at info (0 to 1).
     pub log_admitted_sample: f64,
+    /// The most one configuration reload may take.
+    pub reload_timeout: Duration,
     /// How often persisted counters are written (the most a crash can lose).
     pub flush_interval: Duration,
     /// Days of daily usage kept for reports.
@@ -135,13 +137,16 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         metrics.clone(),
         opts.flush_interval,
     ));
-    let reloader = Arc::new(Reloader::new(
-        opts.config.clone(),
-        engine.clone(),
-        metrics.clone(),
-        compiled.sources,
-        loaded.fingerprint,
-    ));
+    let reloader = Arc::new(
+        Reloader::new(
+            opts.config.clone(),
+            engine.clone(),
+            metrics.clone(),
+            compiled.sources,
+            loaded.fingerprint,
+        )
+        .with_timeout(opts.reload_timeout),
+    );
 
     let grpc = bind(opts.grpc_addr).await?;
     let admin_listener = bind(opts.admin_addr).await?;

@@ -247,3 +247,46 @@ fn serve_takes_every_flag_from_the_environment_and_health_answers() {
     assert_eq!(down.status.code(), Some(1));
     assert!(!down.stderr.is_empty());
 }
+
+/// The bounds checked before parsing are flags (and env variables), for every command.
+#[test]
+fn config_bounds_are_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plans.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\napis: { a: { stages: { s: { methods: { \"/x/GET\": {} } } } } }\n",
+    )
+    .unwrap();
+    let validate = |extra: &[&str]| {
+        let o = plangate()
+            .args(extra)
+            .arg("validate")
+            .arg(&file)
+            .env_remove("PLANGATE_MAX_CONFIG_BYTES")
+            .env_remove("PLANGATE_MAX_CONFIG_DEPTH")
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    assert_eq!(validate(&[]).0, Some(0));
+    let (code, out) = validate(&["--max-config-depth", "2"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("nested more than 2 deep (--max-config-depth)"),
+        "{out}"
+    );
+    let (code, out) = validate(&["--max-config-bytes", "20"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("may have at most 20 (--max-config-bytes"),
+        "{out}"
+    );
+}

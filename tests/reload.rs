@@ -638,3 +638,50 @@ async fn a_file_is_reloaded_when_its_writer_is_done_not_half_written() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A reload has a time budget (`--reload-timeout`): a load over it is abandoned, reported and
+/// counted, and the configuration in force stays. (20,000 keys to hash against a 1 ms budget.)
+#[test]
+fn a_reload_over_its_time_budget_keeps_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.yaml");
+    let mut csv = String::from("Name,Key,UsagePlanIds\n");
+    for i in 0..20_000 {
+        csv.push_str(&format!("n{i},budget-key-{i:020},p1\n"));
+    }
+    std::fs::write(dir.path().join("keys.csv"), csv).unwrap();
+    let with_keys = |quota| format!("{}api_keys_files: [keys.csv]\n", config(1, quota, true));
+    std::fs::write(&path, with_keys(100)).unwrap();
+    let (grpc, admin) = (common::free_port(), common::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args([
+            "serve",
+            "--no-watch",
+            "--no-persist",
+            "--reload-timeout",
+            "0",
+            "--config",
+        ])
+        .arg(&path)
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_until("admin listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    std::fs::write(&path, with_keys(101)).unwrap();
+    let r = common::http(admin, "POST", "/v1/reload", &[]);
+    assert_ne!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("--reload-timeout"), "{}", r.body);
+    let m = common::http(admin, "GET", "/metrics", &[]).body;
+    assert_eq!(get_metric(&m, "plangate_config_generation"), Some(1.0));
+    assert_eq!(
+        get_metric(&m, "plangate_config_reloads_total{result=\"error\"}"),
+        Some(1.0)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

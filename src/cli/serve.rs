@@ -70,6 +70,10 @@ pub struct Args {
     /// besides every refusal. `PLANGATE_LOG=plangate=debug` logs them all.
     #[arg(long, env = "PLANGATE_LOG_ADMITTED_SAMPLE", default_value_t = 0.0)]
     log_admitted_sample: f64,
+    /// Seconds one configuration reload may take; a slower one is abandoned and the
+    /// configuration in force is kept.
+    #[arg(long, env = "PLANGATE_RELOAD_TIMEOUT", default_value = "60")]
+    reload_timeout: f64,
     /// Memory store: where quota counters and daily usage are persisted.
     #[arg(long, env = "PLANGATE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
@@ -150,6 +154,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         watch_debounce: runtime::seconds("--watch-debounce", a.watch_debounce)?,
         store,
         shadow: a.shadow,
+        reload_timeout: runtime::seconds("--reload-timeout", a.reload_timeout)?,
         log_admitted_sample: if (0.0..=1.0).contains(&a.log_admitted_sample) {
             a.log_admitted_sample
         } else {

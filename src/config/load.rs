@@ -31,9 +31,10 @@ pub fn load_file(path: &FsPath) -> Result<Compiled, ConfigErrors> {
     let size = std::fs::metadata(path)
         .map_err(|e| io(e.to_string()))?
         .len();
-    if size > MAX_CONFIG_BYTES {
+    let max = max_config_bytes();
+    if size > max {
         return Err(io(format!(
-            "{size} bytes; a configuration file may have at most {MAX_CONFIG_BYTES} (put large key sets in CSV key files)"
+            "{size} bytes; a configuration file may have at most {max} (--max-config-bytes; put large key sets in CSV key files)"
         )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -62,11 +63,12 @@ pub fn load_str(
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Deep nesting costs the YAML parser superlinear time (tens of seconds for 64k levels of
     // `[`); no configuration nests more than a handful of levels, so it is refused before parsing.
-    if let Some(at) = too_deep(text, MAX_FLOW_DEPTH) {
+    let max_depth = max_flow_depth();
+    if let Some(at) = too_deep(text, max_depth) {
         let mut e = ConfigError::new(
             Path::root(),
             ErrorKind::Parse(format!(
-                "collections (`[`, `{{`) nested more than {MAX_FLOW_DEPTH} deep; a plangate configuration needs a handful"
+                "collections (`[`, `{{`) nested more than {max_depth} deep (--max-config-depth); a plangate configuration needs a handful"
             )),
         );
         e.file = origin.map(FsPath::to_path_buf);
@@ -81,12 +83,33 @@ pub fn load_str(
     result.map_err(|errors| ConfigErrors(place(errors, text, origin)))
 }
 
-/// The largest configuration file read, in bytes (1,000,000 keys in YAML take ~121 MB; large key
-/// sets belong in CSV key files).
-pub const MAX_CONFIG_BYTES: u64 = 256 * 1024 * 1024;
+/// The largest configuration file read by default, in bytes (1,000,000 keys in YAML take
+/// ~121 MB; large key sets belong in CSV key files). `--max-config-bytes` changes it.
+pub const DEFAULT_MAX_CONFIG_BYTES: u64 = 256 * 1024 * 1024;
 
-/// The deepest nesting of flow collections (`[…]`, `{…}`) accepted.
-pub const MAX_FLOW_DEPTH: usize = 64;
+/// The deepest nesting of flow collections (`[…]`, `{…}`) accepted by default.
+/// `--max-config-depth` changes it.
+pub const DEFAULT_MAX_FLOW_DEPTH: usize = 64;
+
+static MAX_CONFIG_BYTES: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_MAX_CONFIG_BYTES);
+static MAX_FLOW_DEPTH: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_FLOW_DEPTH);
+
+/// Sets the bounds every later load checks before parsing: the file's size in bytes and the
+/// nesting depth of flow collections (process-wide: set once, at start).
+pub fn set_bounds(max_bytes: u64, max_depth: usize) {
+    MAX_CONFIG_BYTES.store(max_bytes, std::sync::atomic::Ordering::Relaxed);
+    MAX_FLOW_DEPTH.store(max_depth, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn max_config_bytes() -> u64 {
+    MAX_CONFIG_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn max_flow_depth() -> usize {
+    MAX_FLOW_DEPTH.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Where flow collections first nest deeper than `max`, found by a scan of the text (no parse):
 /// a `[` or `{` counts when it opens a value (at a line's start, after `:`, `-`, `?`, `,` or
