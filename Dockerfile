@@ -1,4 +1,4 @@
-# plangate: build with the Rust toolchain, run on a slim Debian.
+# plangate: build with the Rust toolchain, run on a distroless base as a non-root user.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
@@ -12,11 +12,15 @@ COPY benches ./benches
 ARG PLANGATE_REVISION=""
 RUN cargo build --release --locked --bin plangate
 
-FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 plangate && mkdir -p /var/lib/plangate && chown plangate /var/lib/plangate
+# The state directory, owned by the runtime image's non-root user (65532: distroless "nonroot").
+RUN mkdir -p /state/var/lib/plangate && chown 65532:65532 /state/var/lib/plangate
+
+# Runtime: distroless (glibc, CA certificates, no shell, no package manager), non-root.
+FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/plangate /usr/local/bin/plangate
+COPY --from=build --chown=65532:65532 /state/var/lib/plangate /var/lib/plangate
 COPY envoy/plans.example.yaml /etc/plangate/plans.yaml
-USER plangate
+USER 65532:65532
 VOLUME /var/lib/plangate
 EXPOSE 50051 9090
 # Alive while the admin address answers /healthz (use `plangate health --ready` for readiness).

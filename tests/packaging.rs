@@ -69,6 +69,16 @@ fn the_image_checks_its_health_and_leaves_local_state_out() {
         runtime.contains(r#"HEALTHCHECK"#) && runtime.contains(r#""plangate", "health""#),
         "the runtime image has no HEALTHCHECK with `plangate health`"
     );
+    // A minimal base, run as a non-root user.
+    assert!(runtime.starts_with("gcr.io/distroless/"), "{runtime}");
+    let user = runtime
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the runtime image sets USER");
+    assert!(
+        !user.starts_with("0") && !user.starts_with("root"),
+        "USER {user}"
+    );
     let ignore = read(".dockerignore");
     for path in ["target/", ".venv/", ".git/"] {
         assert!(
