@@ -11,7 +11,8 @@
 //! server                       serve: listeners, wiring
 //! management                   the typed gRPC management API (proto/plangate/v1)
 //! admin, reload                admin HTTP API, hot reload
-//! grpc, usage, metrics         the wire; usage reports; Prometheus
+//! grpc, usage, metrics,        the wire; usage reports; Prometheus;
+//!   traces                     OpenTelemetry spans
 //! engine, migrate             the decision in AWS order; import from AWS
 //! config                       file → compile → snapshot
 //! store                        counters (memory, persisted, Redis)
@@ -35,4 +36,5 @@ pub mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod traces;
 pub mod usage;

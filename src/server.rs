@@ -45,6 +45,8 @@ pub struct ServeOptions {
     pub log_admitted_sample: f64,
     /// The most one configuration reload may take.
     pub reload_timeout: Duration,
+    /// Where to export OpenTelemetry traces (OTLP/gRPC), if anywhere.
+    pub otlp_endpoint: Option<String>,
     /// How often persisted counters are written (the most a crash can lose).
     pub flush_interval: Duration,
     /// Days of daily usage kept for reports.
@@ -82,6 +84,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("traces: {0}")]
+    Traces(String),
 }
 
 /// The gRPC service name of ext_authz, as gRPC health reports it.
@@ -97,6 +101,10 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
 
 /// Loads the config and serves until SIGTERM/SIGINT.
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    if let Some(endpoint) = &opts.otlp_endpoint {
+        crate::traces::init(endpoint).map_err(ServeError::Traces)?;
+        tracing::info!(endpoint = %endpoint, "exporting traces over OTLP");
+    }
     let metrics = Arc::new(Metrics::new());
     metrics.set_admitted_sample(opts.log_admitted_sample);
     let path = opts.config.clone();
@@ -211,6 +219,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             }
         }
     }
+    // Spans still buffered are sent (blocking: off the async workers).
+    let _ = tokio::task::spawn_blocking(crate::traces::shutdown).await;
     result?;
     tracing::info!("stopped");
     Ok(())

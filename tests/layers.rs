@@ -23,6 +23,7 @@ const RANKS: &[(&str, u32)] = &[
     ("migrate", 4),
     ("usage", 5),
     ("metrics", 5),
+    ("traces", 5),
     ("grpc", 6),
     ("reload", 6),
     ("admin", 7),

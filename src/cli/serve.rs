@@ -74,6 +74,10 @@ pub struct Args {
     /// configuration in force is kept.
     #[arg(long, env = "PLANGATE_RELOAD_TIMEOUT", default_value = "60")]
     reload_timeout: f64,
+    /// Export OpenTelemetry traces over OTLP/gRPC to this collector (`http://otel:4317`): one
+    /// span per decision, continuing the caller's `traceparent`. Off when not given.
+    #[arg(long, env = "PLANGATE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// Memory store: where quota counters and daily usage are persisted.
     #[arg(long, env = "PLANGATE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
@@ -155,6 +159,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         store,
         shadow: a.shadow,
         reload_timeout: runtime::seconds("--reload-timeout", a.reload_timeout)?,
+        otlp_endpoint: a.otlp_endpoint.filter(|e| !e.is_empty()),
         log_admitted_sample: if (0.0..=1.0).contains(&a.log_admitted_sample) {
             a.log_admitted_sample
         } else {

@@ -155,7 +155,10 @@ impl Authorization for AuthzService {
             &snap,
             &er,
             now,
-            request_id,
+            record::Caller {
+                request_id,
+                traceparent: header(http, "traceparent"),
+            },
         )
         .await;
         // Client-sent identity headers, from whichever encoding Envoy used (names arrive

@@ -12,8 +12,7 @@ use crate::engine::{self, Decision, Engine};
 use crate::metrics::{Metrics, Service};
 use crate::snapshot::Snapshot;
 
-/// Decides `req` at `now` against `snap` for `service`, and records it. `request_id`: Envoy's
-/// request id, for the log.
+/// Decides `req` at `now` against `snap` for `service`, and records it.
 pub(crate) async fn decide(
     engine: &Engine,
     metrics: &Metrics,
@@ -21,11 +20,19 @@ pub(crate) async fn decide(
     snap: &Snapshot,
     req: &engine::Request<'_>,
     now: Nanos,
-    request_id: Option<&str>,
+    caller: Caller<'_>,
 ) -> Decision {
     let watch = Stopwatch::start();
     let d = engine.decide_in(snap, req, now).await;
-    record(metrics, service, d, req, watch.seconds(), now, request_id)
+    record(metrics, service, d, req, watch.seconds(), now, caller)
+}
+
+/// Who asked, for the log and the trace: Envoy's request id and the caller's W3C
+/// `traceparent`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Caller<'a> {
+    pub request_id: Option<&'a str>,
+    pub traceparent: Option<&'a str>,
 }
 
 /// Decides the requests of one RLS call all or nothing ([`Engine::decide_all_in`]), and
@@ -37,7 +44,7 @@ pub(crate) async fn decide_all(
     snap: &Snapshot,
     reqs: &[engine::Request<'_>],
     now: Nanos,
-    request_id: Option<&str>,
+    caller: Caller<'_>,
 ) -> Vec<Decision> {
     let watch = Stopwatch::start();
     let decisions = engine.decide_all_in(snap, reqs, now).await;
@@ -45,11 +52,12 @@ pub(crate) async fn decide_all(
     decisions
         .into_iter()
         .zip(reqs)
-        .map(|(d, req)| record(metrics, service, d, req, seconds, now, request_id))
+        .map(|(d, req)| record(metrics, service, d, req, seconds, now, caller))
         .collect()
 }
 
-/// Records one decision: metrics, the log event, a store failure.
+/// Records one decision: metrics, its span (when traces are exported), the log event, a store
+/// failure.
 fn record(
     metrics: &Metrics,
     service: Service,
@@ -57,9 +65,18 @@ fn record(
     req: &engine::Request<'_>,
     seconds: f64,
     now: Nanos,
-    request_id: Option<&str>,
+    caller: Caller<'_>,
 ) -> Decision {
+    let Caller {
+        request_id,
+        traceparent,
+    } = caller;
     metrics.decided(service, &d, seconds, now);
+    if crate::traces::enabled() {
+        let started = std::time::UNIX_EPOCH
+            + std::time::Duration::from_nanos(u64::try_from(now).unwrap_or(0));
+        crate::traces::decision(service.as_str(), &d, request_id, traceparent, started);
+    }
     if let Some(e) = &d.store_error
         && let Some(failures) = metrics.store_failed(now)
     {

@@ -83,6 +83,12 @@ impl RateLimitService for RlsService {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        // The caller's trace, when Envoy's tracing passes it in the call's metadata.
+        let traceparent = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let req = request.into_inner();
         // A request Envoy would never send is refused whole, before any decision or charge.
         if req.descriptors.len() > self.max_descriptors {
@@ -118,6 +124,10 @@ impl RateLimitService for RlsService {
         // Request-level hits_addend: 0 (unset) means 1.
         let request_hits = u64::from(req.hits_addend.max(1));
         let now = self.engine.clock().now();
+        let caller = record::Caller {
+            request_id: request_id.as_deref(),
+            traceparent: traceparent.as_deref(),
+        };
         let reqs: Vec<engine::Request<'_>> = req
             .descriptors
             .iter()
@@ -143,7 +153,7 @@ impl RateLimitService for RlsService {
                     &snap,
                     one,
                     now,
-                    request_id.as_deref(),
+                    caller,
                 )
                 .await,
             ],
@@ -155,7 +165,7 @@ impl RateLimitService for RlsService {
                     &snap,
                     all,
                     now,
-                    request_id.as_deref(),
+                    caller,
                 )
                 .await
             }
