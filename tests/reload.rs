@@ -500,6 +500,73 @@ async fn metrics_text_parses_and_counts_decisions() {
     );
     assert_eq!(get_metric(&text, "plangate_api_keys"), Some(2.0));
     assert!(!text.contains("k1"), "no per-key label");
+    // The families and their label names, pinned: dashboards and alerts are built on them.
+    let mut families: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter(|l| l.starts_with("plangate_"))
+        .map(str::to_owned)
+        .collect();
+    families.sort();
+    assert_eq!(
+        families,
+        [
+            "plangate_api_keys gauge",
+            "plangate_build_info gauge",
+            "plangate_config_fingerprint gauge",
+            "plangate_config_generation gauge",
+            "plangate_config_last_reload_success_timestamp_seconds gauge",
+            "plangate_config_reloads_total counter",
+            "plangate_decision_duration_seconds histogram",
+            "plangate_decisions_total counter",
+            "plangate_failure_policy_decisions_total counter",
+            "plangate_near_limit_total counter",
+            "plangate_persist_errors_total counter",
+            "plangate_persist_last_success_timestamp_seconds gauge",
+            "plangate_rls_unknown_domain_total counter",
+            "plangate_store_duration_seconds histogram",
+            "plangate_store_errors_total counter",
+            "plangate_store_up gauge",
+            "plangate_usage_plans gauge",
+        ],
+        "{text}"
+    );
+    let labels = |family: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{family}{{")))
+            .unwrap_or_else(|| panic!("no {family} sample"));
+        let inside = &line[family.len() + 1..line.rfind('}').unwrap()];
+        inside
+            .split(',')
+            .map(|kv| kv.split('=').next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        labels("plangate_decisions_total"),
+        [
+            "api",
+            "grpc_service",
+            "limit",
+            "outcome",
+            "plan",
+            "shadow",
+            "stage"
+        ]
+    );
+    assert_eq!(
+        labels("plangate_near_limit_total"),
+        ["grpc_service", "limit"]
+    );
+    assert_eq!(
+        labels("plangate_failure_policy_decisions_total"),
+        ["grpc_service", "result"]
+    );
+    assert_eq!(
+        labels("plangate_store_duration_seconds_bucket"),
+        ["grpc_service", "le"]
+    );
+    assert_eq!(labels("plangate_build_info"), ["revision", "version"]);
     // The store: every decision that reached it timed, and up.
     assert_eq!(
         get_metric(
