@@ -424,10 +424,11 @@ impl Engine {
     }
 
     /// Whether refusal `d` is shadowed: globally, or by `enforce: false` on its stage or plan.
-    /// A store failure is not (the failure policy answers it), nor is a request that names no
-    /// API stage plangate knows, unless shadowing is global.
+    /// Any refusal is — a store failure the `closed` policy refuses too: in shadow mode the
+    /// answer is always OK. A request that names no API stage plangate knows is shadowed only
+    /// when shadowing is global.
     fn shadowed(&self, snap: &Snapshot, d: &Decision) -> bool {
-        if d.admitted() || d.outcome == Outcome::Unavailable {
+        if d.admitted() {
             return false;
         }
         if self.shadow {

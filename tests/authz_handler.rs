@@ -513,3 +513,92 @@ api_keys:
     let r = check(&s, request("GET", "/pets", &[("x-api-key", KEY)], EXT)).await;
     assert_eq!(summary(&r).1, Some(429));
 }
+
+/// A store that always fails (Redis down).
+struct DownStore;
+
+#[async_trait::async_trait]
+impl plangate::store::Store for DownStore {
+    async fn check_and_charge(
+        &self,
+        _: &[plangate::limit::LimitRef],
+        _: u64,
+        _: plangate::clock::Nanos,
+    ) -> Result<plangate::store::Charge, plangate::store::StoreError> {
+        Err(down())
+    }
+    async fn check_and_charge_each(
+        &self,
+        _: &[plangate::limit::LimitRef],
+        _: &[u64],
+        _: plangate::clock::Nanos,
+    ) -> Result<plangate::store::Charge, plangate::store::StoreError> {
+        Err(down())
+    }
+    async fn check(
+        &self,
+        _: &[plangate::limit::LimitRef],
+        _: u64,
+        _: plangate::clock::Nanos,
+    ) -> Result<plangate::store::Charge, plangate::store::StoreError> {
+        Err(down())
+    }
+    async fn usage(
+        &self,
+        _: &str,
+        _: plangate::clock::Nanos,
+        _: plangate::clock::Nanos,
+    ) -> Result<Vec<plangate::store::UsageRow>, plangate::store::StoreError> {
+        Err(down())
+    }
+    async fn set_used(
+        &self,
+        _: &plangate::limit::LimitRef,
+        _: u64,
+        _: plangate::clock::Nanos,
+    ) -> Result<(), plangate::store::StoreError> {
+        Err(down())
+    }
+}
+
+fn down() -> plangate::store::StoreError {
+    plangate::store::StoreError::new(plangate::store::StoreErrorKind::Unavailable, "down")
+}
+
+/// In shadow mode the answer is always OK: a store failure that `closed` refuses is let
+/// through too, with its would-be outcome.
+#[tokio::test]
+async fn shadow_mode_lets_a_store_failure_through_too() {
+    let text = format!(
+        "version: 1\napis: {{ petstore: {{ stages: {{ prod: {{ methods: {{ \"/pets/GET\": {{}} }} }} }} }} }}\nusage_plans:\n  gold: {{ api_stages: [{{ api: petstore, stage: prod }}] }}\napi_keys:\n  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}\n",
+        hex::encode(plangate::snapshot::hash_key(KEY))
+    );
+    let engine = |shadow| {
+        let c = plangate::config::load_str(&text, None, Path::new(".")).unwrap();
+        Arc::new(
+            Engine::new(
+                c.snapshot,
+                Arc::new(DownStore),
+                Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
+            )
+            .with_failure_policy(plangate::engine::FailurePolicy::Closed)
+            .with_shadow(shadow),
+        )
+    };
+    let s = AuthzService::new(engine(false), Default::default());
+    let r = check(&s, request("GET", "/pets", &[("x-api-key", KEY)], EXT)).await;
+    assert_eq!(summary(&r).1, Some(503));
+    let s = AuthzService::new(engine(true), Default::default());
+    let r = check(&s, request("GET", "/pets", &[("x-api-key", KEY)], EXT)).await;
+    assert_eq!(summary(&r).0, 0, "{r:?}");
+    let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
+        panic!("not OK: {r:?}");
+    };
+    let shadow = ok
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .find(|h| h.key == "x-plangate-shadow-outcome")
+        .map(|h| h.value.as_str());
+    assert_eq!(shadow, Some("unavailable"));
+}
