@@ -543,7 +543,12 @@ impl Engine {
                 let n = p.refs.len();
                 let own = charge.as_ref().map(|c| Charge {
                     admitted: c.admitted,
-                    states: c.states[at..at + n].to_vec(),
+                    // One state per limit, from the store; never a panic if it gave fewer.
+                    states: c
+                        .states
+                        .get(at..at + n)
+                        .map(<[_]>::to_vec)
+                        .unwrap_or_default(),
                 });
                 at += n;
                 let mut d = self.settle(p, own.map_err(|e| e.clone()));
