@@ -41,6 +41,44 @@ fn check(key: &str, request_id: &str) -> envoy_types::ext_authz::v3::pb::CheckRe
     }
 }
 
+/// Serves `config` with JSON logs (plus `extra` flags), sends each (key, request id) as a
+/// Check, stops, and returns the log and the gRPC port.
+async fn serve_and_check(
+    config: &std::path::Path,
+    extra: &[&str],
+    checks: &[(&str, String)],
+) -> (String, u16) {
+    let log = config.with_file_name("plangate.log");
+    let (grpc, admin) = (common::free_port(), common::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args(["serve", "--no-persist", "--no-watch", "--config"])
+        .arg(config)
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--log-format", "json"])
+        .args(extra)
+        .env_remove("PLANGATE_LOG")
+        .env_remove("PLANGATE_LOG_FORMAT")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_for_port(grpc, "plangate", &mut child);
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = AuthorizationClient::new(ch);
+    for (key, id) in checks {
+        c.check(check(key, id)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    (std::fs::read_to_string(&log).unwrap(), grpc)
+}
+
 #[tokio::test]
 async fn refusals_are_json_decision_events_without_key_values() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,39 +104,12 @@ api_keys:
         ),
     )
     .unwrap();
-    let log = dir.path().join("plangate.log");
-    let (grpc, admin) = (common::free_port(), common::free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
-        .args(["serve", "--no-persist", "--no-watch", "--config"])
-        .arg(&config)
-        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-        .args(["--log-format", "json"])
-        .env_remove("PLANGATE_LOG")
-        .env_remove("PLANGATE_LOG_FORMAT")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    common::wait_for_port(grpc, "plangate", &mut child);
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut c = AuthorizationClient::new(ch);
-    for (key, id) in [
-        (KEY, "req-admitted"),
-        (KEY, "req-over-quota"),
-        (WRONG, "req-unknown"),
-    ] {
-        c.check(check(key, id)).await.unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = child.kill();
-    let _ = child.wait();
-
-    let text = std::fs::read_to_string(&log).unwrap();
+    let checks = [
+        (KEY, "req-admitted".to_owned()),
+        (KEY, "req-over-quota".to_owned()),
+        (WRONG, "req-unknown".to_owned()),
+    ];
+    let (text, grpc) = serve_and_check(&config, &[], &checks).await;
     assert!(
         !text.contains('\u{1b}'),
         "terminal colours in a log file:\n{text}"
@@ -191,34 +202,8 @@ async fn a_share_of_admitted_decisions_is_logged() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let log = dir.path().join("plangate.log");
-    let (grpc, admin) = (common::free_port(), common::free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
-        .args(["serve", "--no-persist", "--no-watch", "--config"])
-        .arg(&config)
-        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-        .args(["--log-format", "json", "--log-admitted-sample", "0.5"])
-        .env_remove("PLANGATE_LOG")
-        .env_remove("PLANGATE_LOG_FORMAT")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    common::wait_for_port(grpc, "plangate", &mut child);
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut c = AuthorizationClient::new(ch);
-    for i in 0..10 {
-        c.check(check(KEY, &format!("req-{i}"))).await.unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = std::fs::read_to_string(&log).unwrap();
+    let checks: Vec<(&str, String)> = (0..10).map(|i| (KEY, format!("req-{i}"))).collect();
+    let (text, _) = serve_and_check(&config, &["--log-admitted-sample", "0.5"], &checks).await;
     let sampled: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

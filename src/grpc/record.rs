@@ -90,10 +90,12 @@ fn record(
         );
     }
     if d.admitted() {
-        if !tracing::enabled!(target: "plangate::decision", tracing::Level::DEBUG) {
-            if metrics.admitted_sampled() {
-                tracing::info!(
+        // One event shape at two levels: every admitted decision at debug, or a sample at info.
+        macro_rules! admitted {
+            ($level:expr, $message:literal) => {
+                tracing::event!(
                     target: "plangate::decision",
+                    $level,
                     service = service.as_str(),
                     request_id,
                     outcome = d.outcome.as_str(),
@@ -103,24 +105,15 @@ fn record(
                     key_id = d.key_id.as_deref(),
                     plan = d.plan_id.as_deref(),
                     hits = req.hits,
-                    "admitted (sampled)"
-                );
-            }
-            return d;
+                    $message
+                )
+            };
         }
-        tracing::debug!(
-            target: "plangate::decision",
-            service = service.as_str(),
-            request_id,
-            outcome = d.outcome.as_str(),
-            api = d.api.as_deref(),
-            stage = d.stage.as_deref(),
-            method = d.method.as_deref(),
-            key_id = d.key_id.as_deref(),
-            plan = d.plan_id.as_deref(),
-            hits = req.hits,
-            "admitted"
-        );
+        if tracing::enabled!(target: "plangate::decision", tracing::Level::DEBUG) {
+            admitted!(tracing::Level::DEBUG, "admitted");
+        } else if metrics.admitted_sampled() {
+            admitted!(tracing::Level::INFO, "admitted (sampled)");
+        }
     } else {
         tracing::info!(
             target: "plangate::decision",
