@@ -17,7 +17,8 @@
 //! config                       file → compile → snapshot
 //! store                        counters (memory, persisted, Redis)
 //! snapshot                     the compiled model
-//! limit                        bucket and quota arithmetic, counter identities
+//! limit, transport             bucket and quota arithmetic, counter identities; TCP/TLS
+//!                              connections
 //! clock                        time as a parameter
 //! ```
 //!
@@ -37,4 +38,5 @@ pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod traces;
+pub mod transport;
 pub mod usage;

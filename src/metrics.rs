@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use crate::clock::{NANOS_PER_SEC, Nanos};
+use crate::transport::ReloadingTls;
 
 /// At most one log line about store failures per this interval (with their count).
 const STORE_ERROR_LOG_INTERVAL: Nanos = NANOS_PER_SEC;
@@ -62,6 +63,10 @@ pub struct Metrics {
     near_limit: IntCounterVec,
     failure_policy: IntCounterVec,
     rls_unknown_domain: IntCounter,
+    tls_handshake_failures: IntCounterVec,
+    tls_reloads: IntCounterVec,
+    /// TLS listeners whose counters are copied into the two above at each scrape.
+    tls: parking_lot::Mutex<Vec<(&'static str, Arc<ReloadingTls>)>>,
     tap: tokio::sync::broadcast::Sender<Arc<Watched>>,
     /// Watchers alive: read on every decision with one relaxed load (the channel's own
     /// `receiver_count` takes a lock).
@@ -236,8 +241,28 @@ impl Metrics {
             "RLS requests for a domain plangate does not serve (answered OK without limits).",
         )
         .expect("metric definition");
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "plangate_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out, by listener (grpc, admin): a client \
+                 without a valid certificate under mTLS, a plain-text client, a wrong CA.",
+            ),
+            &["listener"],
+        )
+        .expect("metric definition");
+        let tls_reloads = IntCounterVec::new(
+            Opts::new(
+                "plangate_tls_reloads_total",
+                "Certificate files that changed and were taken (success) or rejected, the \
+                 certificates in force kept (error), by listener.",
+            ),
+            &["listener", "result"],
+        )
+        .expect("metric definition");
         for c in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tls_handshake_failures.clone()),
+            Box::new(tls_reloads.clone()),
             Box::new(decision_duration.clone()),
             Box::new(config_generation.clone()),
             Box::new(config_fingerprint.clone()),
@@ -302,6 +327,41 @@ impl Metrics {
             near_limit,
             failure_policy,
             rls_unknown_domain,
+            tls_handshake_failures,
+            tls_reloads,
+            tls: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Reports the TLS counters of these listeners (those that have TLS).
+    pub fn watch_tls(&self, grpc: Option<Arc<ReloadingTls>>, admin: Option<Arc<ReloadingTls>>) {
+        let mut tls = self.tls.lock();
+        for (name, listener) in [("grpc", grpc), ("admin", admin)] {
+            if let Some(l) = listener {
+                self.tls_handshake_failures.with_label_values(&[name]);
+                for result in ["success", "error"] {
+                    self.tls_reloads.with_label_values(&[name, result]);
+                }
+                tls.push((name, l));
+            }
+        }
+    }
+
+    fn copy_tls_counters(&self) {
+        let follow = |c: &IntCounter, now: u64| c.inc_by(now.saturating_sub(c.get()));
+        for (name, l) in self.tls.lock().iter() {
+            follow(
+                &self.tls_handshake_failures.with_label_values(&[name]),
+                l.handshake_failures.load(Ordering::Relaxed),
+            );
+            follow(
+                &self.tls_reloads.with_label_values(&[name, "success"]),
+                l.reloads.load(Ordering::Relaxed),
+            );
+            follow(
+                &self.tls_reloads.with_label_values(&[name, "error"]),
+                l.reload_failures.load(Ordering::Relaxed),
+            );
         }
     }
 
@@ -463,6 +523,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.copy_tls_counters();
         let mut buf = Vec::new();
         let families = self.registry.gather();
         if TextEncoder::new().encode(&families, &mut buf).is_err() {

@@ -20,6 +20,7 @@ use crate::management;
 use crate::metrics::Metrics;
 use crate::reload::{self, Reloader};
 use crate::store::{self, Store, StoreError, StoreOptions};
+use crate::transport::{self, ReloadingTls, TlsError, TlsFiles};
 
 /// What `serve` needs.
 #[derive(Debug, Clone)]
@@ -60,6 +61,10 @@ pub struct ServeOptions {
     /// connections are closed. Envoy keeps its HTTP/2 connections open, so without a bound a
     /// graceful stop would never end.
     pub shutdown_grace: Duration,
+    /// TLS (and mTLS) for the gRPC listener; plain text when not set.
+    pub grpc_tls: Option<TlsFiles>,
+    /// TLS (and mTLS) for the admin listener; plain text when not set.
+    pub admin_tls: Option<TlsFiles>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +89,11 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("TLS for the {listener} listener: {source}")]
+    Tls {
+        listener: &'static str,
+        source: TlsError,
+    },
     #[error("traces: {0}")]
     Traces(String),
 }
@@ -97,6 +107,25 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// A listener's TLS files read and checked (off the async workers), if it has any.
+async fn load_tls(
+    listener: &'static str,
+    files: &Option<TlsFiles>,
+    alpn: &'static [&'static [u8]],
+) -> Result<Option<Arc<ReloadingTls>>, ServeError> {
+    let Some(files) = files.clone() else {
+        return Ok(None);
+    };
+    let tls = tokio::task::spawn_blocking(move || ReloadingTls::load(files, alpn))
+        .await
+        .map_err(|source| ServeError::Task {
+            what: "loading TLS certificates",
+            source,
+        })?
+        .map_err(|source| ServeError::Tls { listener, source })?;
+    Ok(Some(tls))
 }
 
 /// Loads the config and serves until SIGTERM/SIGINT.
@@ -156,6 +185,13 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .with_timeout(opts.reload_timeout),
     );
 
+    let grpc_tls = load_tls("gRPC", &opts.grpc_tls, &[b"h2"]).await?;
+    let admin_tls = load_tls("admin", &opts.admin_tls, &[b"h2", b"http/1.1"]).await?;
+    let tls_watch: Vec<_> = [("gRPC", &grpc_tls), ("admin", &admin_tls)]
+        .into_iter()
+        .filter_map(|(what, tls)| Some(tls.as_ref()?.watch(what, transport::RELOAD_INTERVAL)))
+        .collect();
+    metrics.watch_tls(grpc_tls.clone(), admin_tls.clone());
     let grpc = bind(opts.grpc_addr).await?;
     let admin_listener = bind(opts.admin_addr).await?;
     let token: Option<Arc<str>> = opts.admin_token.as_deref().map(Arc::from);
@@ -173,7 +209,12 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     .merge(management::routes(management, token).await?);
     // The bound address (with `:0`, the port the system chose).
     let admin_bound = admin_listener.local_addr().unwrap_or(opts.admin_addr);
-    tracing::info!(addr = %admin_bound, "admin HTTP listening");
+    tracing::info!(addr = %admin_bound, tls = admin_tls.is_some(), "admin HTTP listening");
+    let admin_listener =
+        transport::Listener::new(admin_listener, admin_tls).map_err(|source| ServeError::Bind {
+            addr: opts.admin_addr,
+            source,
+        })?;
     let admin_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(admin_listener, admin_router).await {
             tracing::error!(error = %e, "admin listener failed");
@@ -187,7 +228,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let result = run_with(
         engine,
         metrics,
-        grpc,
+        GrpcListener {
+            tcp: grpc,
+            tls: grpc_tls,
+        },
         shutdown_signal(),
         opts.shutdown_grace,
         opts.limits,
@@ -197,6 +241,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         },
     )
     .await;
+    for task in tls_watch {
+        task.abort();
+    }
     admin_task.abort();
     hup_task.abort();
     flush_task.abort();
@@ -288,7 +335,7 @@ pub async fn run(
     run_with(
         engine,
         metrics,
-        listener,
+        listener.into(),
         shutdown,
         grace,
         RequestLimits::default(),
@@ -304,6 +351,18 @@ pub async fn run(
 pub struct Drain {
     pub delay: Duration,
     pub flag: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The gRPC listener: a bound socket, with TLS or not.
+pub struct GrpcListener {
+    pub tcp: tokio::net::TcpListener,
+    pub tls: Option<Arc<ReloadingTls>>,
+}
+
+impl From<tokio::net::TcpListener> for GrpcListener {
+    fn from(tcp: tokio::net::TcpListener) -> Self {
+        GrpcListener { tcp, tls: None }
+    }
 }
 
 /// Bounds on what one gRPC request to the data plane may carry.
@@ -335,12 +394,13 @@ impl Default for RequestLimits {
 pub async fn run_with(
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
-    listener: tokio::net::TcpListener,
+    listener: GrpcListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
     grace: Duration,
     limits: RequestLimits,
     drain: Drain,
 ) -> Result<(), ServeError> {
+    let GrpcListener { tcp: listener, tls } = listener;
     let (health, health_service) = tonic_health::server::health_reporter();
     // The config is loaded before the server starts: SERVING from the first call.
     health.set_service_status("", ServingStatus::Serving).await;
@@ -350,10 +410,12 @@ pub async fn run_with(
             .await;
     }
     match listener.local_addr() {
-        Ok(addr) => tracing::info!(%addr, "gRPC listening (ext_authz, RLS, health)"),
+        Ok(addr) => {
+            tracing::info!(%addr, tls = tls.is_some(), "gRPC listening (ext_authz, RLS, health)")
+        }
         Err(e) => tracing::info!(error = %e, "gRPC listening (ext_authz, RLS, health)"),
     }
-    let incoming = incoming(listener);
+    let incoming = transport::incoming(listener, tls);
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = {
         let stopping = stopping.clone();
@@ -405,78 +467,6 @@ pub async fn run_with(
         }
     }
     Ok(())
-}
-
-/// Accepted connections with Nagle's algorithm off: a gRPC answer is small and must leave at
-/// once (with Nagle on, a response split over two writes waits for the peer's delayed ACK,
-/// ~40 ms on Linux). Each is a [`Conn`], which makes HTTP/2 write one answer in one system call.
-pub fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<Conn>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-        let s = s?;
-        s.set_nodelay(true)?;
-        Ok(Conn(s))
-    })
-}
-
-/// An accepted TCP connection that declines vectored writes.
-///
-/// Why: h2 copies a DATA frame into its write buffer only when the payload is at most 256 bytes
-/// on a vectored writer (1,024 bytes otherwise); a larger one is chained and must be flushed
-/// before the next frame can be buffered. plangate's answers are 300–600 bytes, so on a plain
-/// `TcpStream` every answer took two `writev` calls (headers + data, then the trailers), and on
-/// loopback each send also pays the receiver's TCP work: measured 2.0 system calls per Check
-/// against the empty handler's 0.95 (docs/benchmarks.md). Declining vectored I/O costs one copy
-/// of a few hundred bytes and saves a system call per answer.
-#[derive(Debug)]
-pub struct Conn(tokio::net::TcpStream);
-
-impl tokio::io::AsyncRead for Conn {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Conn {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        false
-    }
-}
-
-impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.connect_info()
-    }
 }
 
 /// Completes on SIGTERM or SIGINT.

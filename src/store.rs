@@ -23,7 +23,7 @@ pub mod redis;
 pub use backend::{Charge, Store, UsageRow};
 pub use error::{StoreError, StoreErrorKind};
 pub use memory::MemoryStore;
-pub use redis::{RedisOptions, RedisStore};
+pub use redis::{RedisOptions, RedisStore, RedisTls};
 
 /// Where counters live, and how to reach them.
 #[derive(Debug, Clone)]
@@ -58,6 +58,7 @@ impl StoreOptions {
                     url: url.to_owned(),
                     prefix: prefix.to_owned(),
                     timeout: timeout.max(Duration::from_millis(1)),
+                    tls: Default::default(),
                 }))
             }
             other => Err(StoreError::new(

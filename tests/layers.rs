@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 const RANKS: &[(&str, u32)] = &[
     ("clock", 0),
     ("limit", 1),
+    ("transport", 1),
     ("snapshot", 2),
     ("store", 3),
     ("config", 3),

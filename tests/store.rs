@@ -249,6 +249,7 @@ fn persisted() -> Subject {
 async fn redis() -> Subject {
     let server = common::RedisServer::start();
     let store = RedisStore::connect(&RedisOptions {
+        tls: Default::default(),
         url: server.url(),
         prefix: "test".into(),
         timeout: std::time::Duration::from_secs(2),
@@ -388,6 +389,7 @@ async fn a_script_that_runs_after_its_deadline_charges_nothing() {
     use std::time::Duration;
     let server = common::RedisServer::start_with(&["--enable-debug-command", "yes"]);
     let store = RedisStore::connect(&RedisOptions {
+        tls: Default::default(),
         url: server.url(),
         prefix: "late".into(),
         timeout: Duration::from_millis(300),

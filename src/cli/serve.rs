@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use plangate::engine::{DEFAULT_USAGE_RETENTION_DAYS, FailurePolicy};
 use plangate::grpc::rls::{DEFAULT_MAX_DESCRIPTOR_ENTRIES, DEFAULT_MAX_DESCRIPTORS};
 use plangate::server::{self, DEFAULT_MAX_REQUEST_BYTES, RequestLimits, ServeError, ServeOptions};
-use plangate::store::StoreOptions;
+use plangate::store::{RedisOptions, RedisTls, StoreOptions};
+use plangate::transport::TlsFiles;
 
 use super::error::CliError;
 use super::runtime;
@@ -112,6 +113,50 @@ pub struct Args {
     /// Seconds in-flight calls get to finish after SIGTERM/SIGINT (after the drain).
     #[arg(long, env = "PLANGATE_SHUTDOWN_GRACE", default_value_t = 5.0)]
     shutdown_grace: f64,
+    /// TLS for the gRPC listener: the certificate chain (PEM). Files are read again every 2 s
+    /// and a changed, valid set is used for new connections (no restart).
+    #[arg(long, env = "PLANGATE_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    grpc_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --grpc-tls-cert.
+    #[arg(long, env = "PLANGATE_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    grpc_tls_key: Option<PathBuf>,
+    /// mTLS on the gRPC listener: clients must present a certificate issued by a CA in this
+    /// PEM file.
+    #[arg(long, env = "PLANGATE_GRPC_TLS_CLIENT_CA", requires = "grpc_tls_cert")]
+    grpc_tls_client_ca: Option<PathBuf>,
+    /// TLS for the admin listener (HTTP and the management API): the certificate chain (PEM).
+    #[arg(long, env = "PLANGATE_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    admin_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --admin-tls-cert.
+    #[arg(long, env = "PLANGATE_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    admin_tls_key: Option<PathBuf>,
+    /// mTLS on the admin listener: clients must present a certificate issued by a CA in this
+    /// PEM file.
+    #[arg(
+        long,
+        env = "PLANGATE_ADMIN_TLS_CLIENT_CA",
+        requires = "admin_tls_cert"
+    )]
+    admin_tls_client_ca: Option<PathBuf>,
+    /// `rediss://` only: the CA certificates (PEM) that verify Redis's certificate, instead of
+    /// the system's roots.
+    #[arg(long, env = "PLANGATE_STORE_TLS_CA")]
+    store_tls_ca: Option<PathBuf>,
+    /// `rediss://` only: a client certificate (PEM) for Redis servers that ask for one
+    /// (`tls-auth-clients yes`).
+    #[arg(long, env = "PLANGATE_STORE_TLS_CERT", requires = "store_tls_key")]
+    store_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --store-tls-cert.
+    #[arg(long, env = "PLANGATE_STORE_TLS_KEY", requires = "store_tls_cert")]
+    store_tls_key: Option<PathBuf>,
+}
+
+fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>, ca: Option<PathBuf>) -> Option<TlsFiles> {
+    Some(TlsFiles {
+        cert: cert?,
+        key: key?,
+        client_ca: ca,
+    })
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -142,12 +187,26 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         flag: "--store",
         reason: e.message().to_owned(),
     })?;
+    let store_tls = RedisTls {
+        ca: a.store_tls_ca,
+        cert: a.store_tls_cert,
+        key: a.store_tls_key,
+    };
     let store = match store {
+        StoreOptions::Memory { .. } if store_tls.is_set() => {
+            return Err(CliError::Flag {
+                flag: "--store-tls-ca",
+                reason: "the --store-tls-* files are for a rediss:// store".into(),
+            });
+        }
         StoreOptions::Memory { data_dir, .. } => StoreOptions::Memory {
             data_dir,
             recover: a.data_recover,
         },
-        other => other,
+        StoreOptions::Redis(r) => StoreOptions::Redis(RedisOptions {
+            tls: store_tls,
+            ..r
+        }),
     };
     let opts = ServeOptions {
         config: a.config,
@@ -181,6 +240,8 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         },
         shutdown_grace: runtime::seconds("--shutdown-grace", a.shutdown_grace)?,
         drain_delay: runtime::seconds("--drain-delay", a.drain_delay)?,
+        grpc_tls: tls_files(a.grpc_tls_cert, a.grpc_tls_key, a.grpc_tls_client_ca),
+        admin_tls: tls_files(a.admin_tls_cert, a.admin_tls_key, a.admin_tls_client_ca),
     };
     match runtime::multi_thread()?.block_on(server::serve(opts)) {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -23,6 +23,8 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -39,12 +41,61 @@ const TTL_SLACK_MS: u64 = 60_000;
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://host:port[/db]` (`rediss://` needs a build with TLS).
+    /// `redis://host:port[/db]`, or `rediss://` for TLS.
     pub url: String,
     /// Key prefix; becomes the hash tag `{prefix}`.
     pub prefix: String,
     /// Bound on one operation, connecting included.
     pub timeout: Duration,
+    /// With `rediss://`: the CA and client certificate files, if not the system's roots and no
+    /// client certificate.
+    pub tls: RedisTls,
+}
+
+/// The certificate files of a `rediss://` connection (PEM).
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    /// CA certificates that verify Redis's certificate (default: the system's roots).
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key, for `tls-auth-clients yes`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl RedisTls {
+    /// Whether any file is given.
+    pub fn is_set(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
+    fn read(&self) -> Result<redis::TlsCertificates, StoreError> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| {
+                StoreError::caused_by(
+                    StoreErrorKind::Config,
+                    format!("cannot read {}: {e}", p.display()),
+                    e,
+                )
+            })
+        };
+        let client_tls = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(StoreError::new(
+                    StoreErrorKind::Config,
+                    "a Redis client certificate needs both its certificate and its key",
+                ));
+            }
+        };
+        Ok(redis::TlsCertificates {
+            client_tls,
+            root_cert: self.ca.as_ref().map(read).transpose()?,
+        })
+    }
 }
 
 /// Counters in Redis.
@@ -146,9 +197,19 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
 impl RedisStore {
     /// Connects (within the timeout). The connection reconnects by itself afterwards.
     pub async fn connect(opts: &RedisOptions) -> Result<Self, StoreError> {
-        let client = redis::Client::open(opts.url.as_str()).map_err(|e| {
-            StoreError::caused_by(StoreErrorKind::Config, format!("bad Redis URL: {e}"), e)
-        })?;
+        let bad_url =
+            |e| StoreError::caused_by(StoreErrorKind::Config, format!("bad Redis URL: {e}"), e);
+        let client = if opts.tls.is_set() {
+            if !opts.url.starts_with("rediss://") {
+                return Err(StoreError::new(
+                    StoreErrorKind::Config,
+                    "Redis TLS files are given but the URL is not rediss://",
+                ));
+            }
+            redis::Client::build_with_tls(opts.url.as_str(), opts.tls.read()?).map_err(bad_url)?
+        } else {
+            redis::Client::open(opts.url.as_str()).map_err(bad_url)?
+        };
         // One plain connection first, to name what is wrong at start: a wrong or missing
         // password (the reconnecting manager below would only retry until its timeout).
         let setup = opts.timeout.max(Duration::from_secs(2));

@@ -107,10 +107,34 @@ impl Stack {
         Self::start_with(plans, envoy_config, Layout::ConfigMap)
     }
 
+    /// [`Stack::start`] with more `plangate serve` arguments, and text replaced in Envoy's
+    /// config (`(from, to)`, after the ports).
+    pub fn start_custom(
+        plans: &str,
+        envoy_config: &str,
+        plangate_args: &[String],
+        envoy_replace: &[(String, String)],
+    ) -> Stack {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start(
+                plans,
+                envoy_config,
+                Layout::File,
+                plangate_args,
+                envoy_replace,
+            ) {
+                Ok(s) => return s,
+                Err(e) => last = e,
+            }
+        }
+        panic!("the Envoy stack did not start: {last}");
+    }
+
     fn start_with(plans: &str, envoy_config: &str, layout: Layout) -> Stack {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(plans, envoy_config, layout) {
+            match Self::try_start(plans, envoy_config, layout, &[], &[]) {
                 Ok(s) => return s,
                 Err(e) => last = e,
             }
@@ -132,7 +156,13 @@ impl Stack {
         self.configmap_versions.set(new);
     }
 
-    fn try_start(plans: &str, envoy_config: &str, layout: Layout) -> Result<Stack, String> {
+    fn try_start(
+        plans: &str,
+        envoy_config: &str,
+        layout: Layout,
+        plangate_args: &[String],
+        envoy_replace: &[(String, String)],
+    ) -> Result<Stack, String> {
         let dir = tempfile::tempdir().unwrap();
         let (listener, grpc, upstream, admin) =
             (free_port(), free_port(), free_port(), free_port());
@@ -151,12 +181,15 @@ impl Stack {
                 cm.join("plans.yaml")
             }
         };
-        let envoy_yaml = std::fs::read_to_string(root().join("envoy").join(envoy_config))
+        let mut envoy_yaml = std::fs::read_to_string(root().join("envoy").join(envoy_config))
             .unwrap()
             .replace("port_value: 10000", &format!("port_value: {listener}"))
             .replace("port_value: 50051", &format!("port_value: {grpc}"))
             .replace("port_value: 8080", &format!("port_value: {upstream}"))
             .replace("port_value: 9901", &format!("port_value: {admin}"));
+        for (from, to) in envoy_replace {
+            envoy_yaml = envoy_yaml.replace(from, to);
+        }
         let envoy_path = dir.path().join("envoy.yaml");
         std::fs::write(&envoy_path, envoy_yaml).unwrap();
 
@@ -182,6 +215,7 @@ impl Stack {
             .arg(&config)
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
             .args(["--admin-addr", "127.0.0.1:0"])
+            .args(plangate_args)
             .env("PLANGATE_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log("plangate.log"))

@@ -1,0 +1,479 @@
+//! TLS everywhere plangate talks: the gRPC listener (TLS and mTLS, certificates reloaded without a
+//! restart), the admin listener, `rediss://` to a real redis-server with TLS, and real Envoy
+//! calling ext_authz over mutual TLS (envoy/ext_authz_tls.yaml). Certificates are made by
+//! `openssl` for each test.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plangate::clock::Stopwatch;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use common::{Plangate, RedisServer, check_request, check_status, sha};
+
+const KEY: &str = "tls-key-0123456789abcdefghij";
+
+fn config() -> String {
+    format!(
+        r#"
+version: 1
+defaults: {{ api: petstore, stage: prod }}
+apis:
+  petstore:
+    stages:
+      prod: {{}}
+usage_plans:
+  two:
+    quota: {{ limit: 2, period: DAY }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+api_keys:
+  - {{ id: k, value_sha256: {k}, usage_plans: [two] }}
+"#,
+        k = sha(KEY)
+    )
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian package openssl; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Test certificates in one directory: `ca` (signs the others), `server` (names 127.0.0.1,
+/// localhost and plangate.plangate.svc), `server2` (the same names, a new key: a renewal),
+/// `client` (client auth, by `ca`), and `other-ca` with `stranger` (a client it signed).
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    fn new() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let mut args = vec!["req", "-x509"];
+            args.extend(ec);
+            let (key, crt, subj) = (
+                format!("{ca}.key"),
+                format!("{ca}.crt"),
+                format!("/CN=plangate test {ca}"),
+            );
+            args.extend(["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]);
+            openssl(d, &args);
+        }
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:plangate.plangate.svc\n\
+             extendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for (name, ca, ext) in [
+            ("server", "ca", "server.ext"),
+            ("server2", "ca", "server.ext"),
+            ("client", "ca", "client.ext"),
+            ("stranger", "other-ca", "client.ext"),
+        ] {
+            let (key, csr, crt, subj) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+                format!("/CN={name}"),
+            );
+            let mut args = vec!["req"];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            openssl(d, &args);
+            let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
+            openssl(
+                d,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    &ca_crt,
+                    "-CAkey",
+                    &ca_key,
+                    "-CAcreateserial",
+                    "-out",
+                    &crt,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    ext,
+                ],
+            );
+        }
+        Certs { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    fn der(&self, name: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_file(self.path(name)).unwrap()
+    }
+
+    /// A client configuration trusting `ca.crt`, with `client` (a name: `client`, `stranger`)
+    /// as its certificate if given, offering h2.
+    fn client(&self, client: Option<&str>) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.der("ca.crt")).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let mut config = match client {
+            Some(name) => builder
+                .with_client_auth_cert(
+                    vec![self.der(&format!("{name}.crt"))],
+                    PrivateKeyDer::from_pem_file(self.path(&format!("{name}.key"))).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection to 127.0.0.1:`port` with `config`.
+async fn tls_connect(port: u16, config: Arc<rustls::ClientConfig>) -> std::io::Result<Tls> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+/// The certificate the server on `port` presents.
+async fn served_certificate(port: u16, certs: &Certs) -> CertificateDer<'static> {
+    let tls = tls_connect(port, certs.client(None)).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+/// One Check over TLS; `Err` when the connection or the call fails.
+async fn check_over_tls(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+    key: &str,
+) -> Result<i32, String> {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let config = config.clone();
+        async move {
+            let tls = tls_connect(port, config).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    let r = AuthorizationClient::new(channel)
+        .check(check_request(key, "/pets"))
+        .await
+        .map_err(|e| format!("call: {e}"))?;
+    Ok(check_status(&r.into_inner()))
+}
+
+fn start(extra: &[String]) -> (tempfile::TempDir, Plangate) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.yaml");
+    std::fs::write(&path, config()).unwrap();
+    let args: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let p = Plangate::start(&path, &args, dir.path().join("plangate.log"));
+    (dir, p)
+}
+
+#[tokio::test]
+async fn grpc_mtls_admits_only_clients_of_the_ca() {
+    let certs = Certs::new();
+    let (_dir, p) = start(&[
+        "--grpc-tls-cert".into(),
+        certs.arg("server.crt"),
+        "--grpc-tls-key".into(),
+        certs.arg("server.key"),
+        "--grpc-tls-client-ca".into(),
+        certs.arg("ca.crt"),
+    ]);
+    // A client of the CA is served: the quota of 2 holds over TLS as over plain text.
+    let waited = Stopwatch::start();
+    let first = loop {
+        match check_over_tls(p.grpc, certs.client(Some("client")), KEY).await {
+            Ok(s) => break s,
+            Err(e) if waited.elapsed() > Duration::from_secs(20) => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(first, 200);
+    assert_eq!(
+        check_over_tls(p.grpc, certs.client(Some("client")), KEY).await,
+        Ok(200)
+    );
+    assert_eq!(
+        check_over_tls(p.grpc, certs.client(Some("client")), KEY).await,
+        Ok(429)
+    );
+    // Refused at the handshake: no client certificate, a certificate of another CA.
+    for (who, config) in [
+        ("no certificate", certs.client(None)),
+        ("another CA", certs.client(Some("stranger"))),
+    ] {
+        let r = check_over_tls(p.grpc, config, KEY).await;
+        assert!(r.is_err(), "{who}: {r:?}");
+    }
+    // A plain-text client gets nothing.
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", p.grpc)).unwrap();
+    let plain = async {
+        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(
+            channel,
+        )
+        .check(check_request(KEY, "/pets"))
+        .await
+        .map_err(|e| e.to_string())
+    };
+    let plain = tokio::time::timeout(Duration::from_secs(15), plain).await;
+    assert!(
+        !matches!(plain, Ok(Ok(_))),
+        "a plain-text call was answered"
+    );
+    // Each refusal is counted.
+    let failures = p
+        .metric("plangate_tls_handshake_failures_total{listener=\"grpc\"}")
+        .unwrap();
+    assert!(failures >= 3.0, "handshake failures counted: {failures}");
+}
+
+#[tokio::test]
+async fn certificates_are_reloaded_without_a_restart_and_a_bad_set_is_refused() {
+    let certs = Certs::new();
+    // The files plangate reads, replaced as a renewal would.
+    let live = tempfile::tempdir().unwrap();
+    let (crt, key) = (live.path().join("tls.crt"), live.path().join("tls.key"));
+    std::fs::copy(certs.path("server.crt"), &crt).unwrap();
+    std::fs::copy(certs.path("server.key"), &key).unwrap();
+    let (_dir, p) = start(&[
+        "--grpc-tls-cert".into(),
+        crt.display().to_string(),
+        "--grpc-tls-key".into(),
+        key.display().to_string(),
+    ]);
+    assert_eq!(
+        served_certificate(p.grpc, &certs).await,
+        certs.der("server.crt")
+    );
+    // A renewal: both files replaced by renames (as a Secret volume swaps them).
+    for (from, to) in [("server2.key", &key), ("server2.crt", &crt)] {
+        let tmp = live.path().join("tmp");
+        std::fs::copy(certs.path(from), &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+    let waited = Stopwatch::start();
+    while served_certificate(p.grpc, &certs).await != certs.der("server2.crt") {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "the renewed certificate was not taken"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A Check over a connection made after the renewal works.
+    assert_eq!(
+        check_over_tls(p.grpc, certs.client(None), KEY).await,
+        Ok(200)
+    );
+    // A broken set (a certificate that is not PEM) is refused; the renewed set stays in force.
+    std::fs::write(&crt, "not a certificate").unwrap();
+    let waited = Stopwatch::start();
+    while p
+        .metric("plangate_tls_reloads_total{listener=\"grpc\",result=\"error\"}")
+        .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "the broken set was not reported"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        served_certificate(p.grpc, &certs).await,
+        certs.der("server2.crt")
+    );
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    assert!(
+        log.contains("new TLS certificates rejected") && log.contains("tls.crt"),
+        "the rejection names the file:\n{log}"
+    );
+    assert!(
+        p.metric("plangate_tls_reloads_total{listener=\"grpc\",result=\"success\"}")
+            .is_some_and(|n| n >= 1.0)
+    );
+}
+
+#[tokio::test]
+async fn admin_listener_over_tls() {
+    let certs = Certs::new();
+    let (_dir, p) = start(&[
+        "--admin-tls-cert".into(),
+        certs.arg("server.crt"),
+        "--admin-tls-key".into(),
+        certs.arg("server.key"),
+    ]);
+    let mut tls = tls_connect(p.admin, certs.client(None)).await.unwrap();
+    // HTTP/1.1 when the client offers both (ALPN picks the server's first: h2; ask for 1.1).
+    let mut config = (*certs.client(None)).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    drop(tls);
+    tls = tls_connect(p.admin, Arc::new(config)).await.unwrap();
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Plain HTTP is not served on a TLS admin port.
+    let plain = std::thread::spawn({
+        let port = p.admin;
+        move || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            std::io::Write::write_all(&mut s, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+            let mut out = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut s, &mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(!plain.contains("200 OK"), "{plain}");
+}
+
+#[tokio::test]
+async fn rediss_with_a_client_certificate() {
+    let certs = Certs::new();
+    let tls_port = common::free_port().to_string();
+    let redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &certs.arg("server.crt"),
+        "--tls-key-file",
+        &certs.arg("server.key"),
+        "--tls-ca-cert-file",
+        &certs.arg("ca.crt"),
+        "--tls-auth-clients",
+        "yes",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let (_dir, p) = start(&[
+        "--store".into(),
+        url.clone(),
+        "--store-timeout-ms".into(),
+        "2000".into(),
+        "--store-failure".into(),
+        "closed".into(),
+        "--store-tls-ca".into(),
+        certs.arg("ca.crt"),
+        "--store-tls-cert".into(),
+        certs.arg("client.crt"),
+        "--store-tls-key".into(),
+        certs.arg("client.key"),
+    ]);
+    let mut client = common::authz_client(p.grpc).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let r = client.check(check_request(KEY, "/pets")).await.unwrap();
+        seen.push(check_status(&r.into_inner()));
+    }
+    // Counted in Redis (failing closed would answer 503): the quota of 2 holds.
+    assert_eq!(seen, [200, 200, 429]);
+    let keys = redis.command(&["KEYS", "*"]);
+    assert!(keys.contains("plangate"), "no counter in Redis: {keys}");
+    // Without the client certificate, Redis refuses the connection: plangate does not start,
+    // and says why.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.yaml");
+    std::fs::write(&path, config()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args(["serve", "--no-watch", "--config"])
+        .arg(&path)
+        .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .args(["--store", &url, "--store-tls-ca", &certs.arg("ca.crt")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("counter store"), "{err}");
+}
+
+#[test]
+fn envoy_calls_ext_authz_over_mutual_tls() {
+    let certs = Certs::new();
+    let dir = format!("{}/", certs.dir.path().display());
+    let stack = common::Stack::start_custom(
+        &config(),
+        "ext_authz_tls.yaml",
+        &[
+            "--grpc-tls-cert".into(),
+            certs.arg("server.crt"),
+            "--grpc-tls-key".into(),
+            certs.arg("server.key"),
+            "--grpc-tls-client-ca".into(),
+            certs.arg("ca.crt"),
+        ],
+        &[("/etc/plangate/tls/".into(), dir)],
+    );
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| stack.get("GET", "/pets", &[("x-api-key", KEY)]).status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 429], "{}", stack.log("envoy.log"));
+    assert_eq!(stack.get("GET", "/pets", &[]).status, 403);
+    // Envoy's side: its connections to plangate were TLS handshakes it completed.
+    let stats = common::http(
+        stack.admin,
+        "GET",
+        "/stats?filter=^cluster.plangate.ssl",
+        &[],
+    )
+    .body;
+    let handshakes = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster.plangate.ssl.handshake: "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(handshakes.is_some_and(|n| n >= 1), "{stats}");
+}
