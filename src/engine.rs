@@ -401,6 +401,32 @@ pub struct Engine {
     shadow: bool,
 }
 
+/// Gives every quota with an `offset` but no `starts_at` its initial period: the period in which
+/// the counter store first saw the plan (with this quota period), as the store recorded it —
+/// once for good, shared by replicas on Redis, kept across restarts by a persisted memory store.
+/// So the offset is subtracted in that one period, as AWS subtracts it in a plan's initial period.
+/// Call before a snapshot is served (at start and at every reload).
+pub async fn resolve_initial_periods(
+    snapshot: &mut Snapshot,
+    store: &dyn Store,
+    now: Nanos,
+) -> Result<(), StoreError> {
+    let week_start = snapshot.week_start;
+    for plan in &mut snapshot.plans {
+        let Some(q) = plan.quota.as_mut() else {
+            continue;
+        };
+        if q.offset == 0 || q.starts_at.is_some() {
+            continue;
+        }
+        let current = crate::limit::quota::window(q.period, week_start, now);
+        let name = format!("{}|{}", plan.id, q.period.as_str());
+        let start = store.initial_period(&name, current.start).await?;
+        q.initial = Some(chrono::DateTime::from_timestamp_nanos(start).date_naive());
+    }
+    Ok(())
+}
+
 /// Days of daily usage kept for reports, unless configured.
 pub const DEFAULT_USAGE_RETENTION_DAYS: u32 = 90;
 

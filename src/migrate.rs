@@ -314,7 +314,7 @@ impl Cx<'_> {
                             && offset != 0
                         {
                             self.warnings.push(format!(
-                                "usage plan {id}: quota offset {offset} not imported (plangate applies an offset to the period that starts at `quota.starts_at`, which AWS does not export; add both by hand if the first period matters)"
+                                "usage plan {id}: quota offset {offset} not imported (AWS subtracts it in the plan's initial period, which is over for a plan that runs on AWS; for a plan still in its first period, add `offset` with that period's first day as `starts_at`)"
                             ));
                         }
                         plan.insert("quota".into(), Yaml::Mapping(quota));

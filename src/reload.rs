@@ -193,6 +193,25 @@ impl Reloader {
                     tracing::warn!("{w}");
                 }
                 let mut snapshot = compiled.snapshot;
+                if let Err(e) = crate::engine::resolve_initial_periods(
+                    &mut snapshot,
+                    &**self.engine.store(),
+                    self.engine.clock().now(),
+                )
+                .await
+                {
+                    self.metrics.reload_failed();
+                    tracing::error!(trigger, error = %e, "configuration not installed: the counter store did not answer; the configuration in force is kept");
+                    return Err(ConfigErrors(vec![ConfigError::new(
+                        config::location::Path::root(),
+                        ErrorKind::Io {
+                            file: self.path.display().to_string(),
+                            reason: format!(
+                                "reading the initial periods of quota offsets from the counter store failed: {e}; the configuration in force is kept"
+                            ),
+                        },
+                    )]));
+                }
                 snapshot.generation = self.engine.snapshot().generation + 1;
                 let generation = snapshot.generation;
                 self.metrics

@@ -551,6 +551,13 @@ impl plangate::store::Store for DownStore {
     ) -> Result<Vec<plangate::store::UsageRow>, plangate::store::StoreError> {
         Err(down())
     }
+    async fn initial_period(
+        &self,
+        _: &str,
+        _: plangate::clock::Nanos,
+    ) -> Result<plangate::clock::Nanos, plangate::store::StoreError> {
+        Err(down())
+    }
     async fn set_used(
         &self,
         _: &plangate::limit::LimitRef,

@@ -266,3 +266,72 @@ fn gateway_responses_are_checked() {
         assert!(err.contains(wanted), "{responses}: {err}");
     }
 }
+
+/// AWS subtracts a quota's `offset` from its limit "in the initial time period". Without
+/// `starts_at`, plangate's initial period is the one in which the counter store first saw the
+/// plan: recorded once, kept across restarts (persisted memory store) and reloads.
+#[tokio::test]
+async fn quota_offset_without_starts_at_applies_in_the_first_period_only() {
+    use plangate::clock::Nanos;
+    use plangate::store::{Store, StoreOptions};
+    let text = config(
+        "        {}",
+        "    quota: { limit: 5, period: DAY, offset: 2 }",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let opts = StoreOptions::Memory {
+        data_dir: Some(data.path().to_owned()),
+        recover: false,
+    };
+    let at = |t: &str| parse_rfc3339(t).unwrap();
+    // A server (store + snapshot resolved at `now`): how many of 6 calls it admits.
+    async fn admitted(store: Arc<dyn Store>, text: &str, now: Nanos) -> usize {
+        let mut snapshot = plangate::config::load_str(text, None, Path::new("."))
+            .unwrap()
+            .snapshot;
+        plangate::engine::resolve_initial_periods(&mut snapshot, &*store, now)
+            .await
+            .unwrap();
+        let e = Engine::new(snapshot, store, Arc::new(FakeClock::new(now)));
+        let mut n = 0;
+        for _ in 0..6 {
+            let r =
+                Request::new("GET", "/pets", Some(KEY), 1).stage(Some("petstore"), Some("prod"));
+            if e.decide(&r).await.admitted() {
+                n += 1;
+            }
+        }
+        n
+    }
+    let day1 = at("2026-11-26T10:00:00Z");
+    let store = plangate::store::open(&opts, day1).await.unwrap();
+    assert_eq!(
+        admitted(store.clone(), &text, day1).await,
+        3,
+        "5 - 2 in the initial period"
+    );
+    // A reload on the next day: the initial period stays the first day.
+    let day2 = at("2026-11-27T10:00:00Z");
+    assert_eq!(admitted(store.clone(), &text, day2).await, 5);
+    store.flush().await.unwrap();
+    drop(store);
+    // A restart on the third day, from the persisted store: still not the initial period.
+    let day3 = at("2026-11-28T10:00:00Z");
+    let store = plangate::store::open(&opts, day3).await.unwrap();
+    assert_eq!(admitted(store.clone(), &text, day3).await, 5);
+    // With `starts_at`, the configured day decides (nothing recorded is needed).
+    let dated = config(
+        "        {}",
+        "    quota: { limit: 5, period: DAY, offset: 2, starts_at: 2026-11-28 }",
+    );
+    let fresh = plangate::store::open(
+        &StoreOptions::Memory {
+            data_dir: None,
+            recover: false,
+        },
+        day3,
+    )
+    .await
+    .unwrap();
+    assert_eq!(admitted(fresh, &dated, day3).await, 3);
+}

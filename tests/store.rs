@@ -263,6 +263,22 @@ async fn redis() -> Subject {
     }
 }
 
+/// The first recorded initial period wins; later callers (other replicas, later reloads) read it.
+async fn the_first_initial_period_wins(store: &dyn Store) {
+    assert_eq!(
+        store.initial_period("gold|DAY", 10 * SEC).await.unwrap(),
+        10 * SEC
+    );
+    assert_eq!(
+        store.initial_period("gold|DAY", 20 * SEC).await.unwrap(),
+        10 * SEC
+    );
+    assert_eq!(
+        store.initial_period("gold|MONTH", 30 * SEC).await.unwrap(),
+        30 * SEC
+    );
+}
+
 /// `check` answers for N units as `check_and_charge` would — the states after the charge — and
 /// charges nothing.
 async fn check_answers_for_n_units_and_charges_nothing(store: &dyn Store) {
@@ -347,6 +363,10 @@ macro_rules! store_suite {
             #[tokio::test]
             async fn probe_charges_nothing() {
                 super::probe_charges_nothing(&*$make.store).await;
+            }
+            #[tokio::test]
+            async fn the_first_initial_period_wins() {
+                super::the_first_initial_period_wins(&*$make.store).await;
             }
             #[tokio::test]
             async fn check_answers_for_n_units_and_charges_nothing() {

@@ -142,17 +142,6 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
             if plain.len() > shown.len() { ", …" } else { "" }
         ));
     }
-    for (id, p) in file.usage_plans.iter() {
-        if let Some(q) = &p.quota
-            && q.offset != 0
-            && q.starts_at.is_none()
-        {
-            warnings.push(format!(
-                "usage plan `{id}`: quota offset {} is ignored without `starts_at`",
-                q.offset
-            ));
-        }
-    }
     Ok(Compiled {
         snapshot: Snapshot {
             generation: 0,
@@ -682,15 +671,12 @@ impl Compiler {
                     );
                     ok = false;
                 }
-                ok.then(|| Quota {
+                ok.then_some(Quota {
                     limit: q.limit as u64,
                     period: q.period,
-                    offset: if q.starts_at.is_some() {
-                        q.offset as u64
-                    } else {
-                        0
-                    },
+                    offset: q.offset as u64,
                     starts_at: q.starts_at,
+                    initial: None,
                 })
             });
             let mut stages: Vec<(u32, Vec<(usize, Throttle)>)> = Vec::new();

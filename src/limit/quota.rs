@@ -26,14 +26,18 @@ impl Period {
     }
 }
 
-/// A usage plan's quota as configured: `limit` units per `period`, less `offset` in the period
-/// that contains `starts_at`.
+/// A usage plan's quota as configured: `limit` units per `period`, less `offset` in the plan's
+/// initial period: the one that contains `starts_at` when configured, else the one that contains
+/// `initial` (the period the counter store first saw the plan, recorded there: see
+/// `engine::resolve_initial_periods`). Neither known: no offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
     pub limit: u64,
     pub period: Period,
     pub offset: u64,
     pub starts_at: Option<NaiveDate>,
+    /// Without `starts_at`: the first day of the initial period, as the store recorded it.
+    pub initial: Option<NaiveDate>,
 }
 
 /// A quota's parameters, as the store sees them: the limit of the current window.
@@ -61,7 +65,12 @@ impl Quota {
     pub fn spec_at(&self, week_start: chrono::Weekday, now: Nanos) -> QuotaSpec {
         let window = window(self.period, week_start, now);
         QuotaSpec {
-            limit: effective_limit(self.limit, self.offset, self.starts_at, window),
+            limit: effective_limit(
+                self.limit,
+                self.offset,
+                self.starts_at.or(self.initial),
+                window,
+            ),
             window,
         }
     }
@@ -104,15 +113,15 @@ pub fn midnight(date: NaiveDate) -> Nanos {
         .saturating_mul(NANOS_PER_SEC)
 }
 
-/// The limit in force in `window`: `limit - offset` in the window that contains `starts_at`
+/// The limit in force in `window`: `limit - offset` in the window that contains `initial_day`
 /// (AWS: the offset is subtracted in the initial period), `limit` otherwise.
 pub fn effective_limit(
     limit: u64,
     offset: u64,
-    starts_at: Option<NaiveDate>,
+    initial_day: Option<NaiveDate>,
     window: Window,
 ) -> u64 {
-    match starts_at {
+    match initial_day {
         Some(day) if window.contains(midnight(day)) => limit.saturating_sub(offset),
         _ => limit,
     }

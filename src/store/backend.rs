@@ -66,6 +66,12 @@ pub trait Store: Send + Sync {
     /// Sets a quota counter's used count (AWS UpdateUsage). `limit` must be a quota.
     async fn set_used(&self, limit: &LimitRef, used: u64, now: Nanos) -> Result<(), StoreError>;
 
+    /// The start of the initial period recorded under `name` (a plan's quota: see
+    /// `engine::resolve_initial_periods`); when none is, records `start` and returns it. The
+    /// first record wins for good: across replicas for a shared store, across restarts for a
+    /// persisted one (written with the counters' next flush).
+    async fn initial_period(&self, name: &str, start: Nanos) -> Result<Nanos, StoreError>;
+
     /// Writes what must survive a restart (persisted stores); a no-op elsewhere.
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())

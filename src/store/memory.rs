@@ -16,7 +16,7 @@
 //! database (see `persist`) every flush interval and at shutdown, and read back at start.
 //! Buckets are not persisted: after a restart they start full, which AWS's own throttles do too.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -46,6 +46,9 @@ struct Inner {
     last_sweep: Nanos,
     /// Persisted counters changed since the last flush (only with persistence).
     dirty: HashSet<LimitKey>,
+    /// Initial periods (see [`Store::initial_period`]), and those not yet written.
+    initial: HashMap<String, Nanos>,
+    initial_dirty: Vec<(String, Nanos)>,
 }
 
 /// A counter.
@@ -71,6 +74,8 @@ impl MemoryStore {
                 sweep_at: MIN_SWEEP,
                 last_sweep: 0,
                 dirty: HashSet::new(),
+                initial: HashMap::new(),
+                initial_dirty: Vec::new(),
             }),
             persistence: None,
         }
@@ -84,9 +89,10 @@ impl MemoryStore {
         };
         let loaded = persistence.load(now)?;
         let mut inner = store.inner.lock();
-        for (key, used, until) in loaded {
+        for (key, used, until) in loaded.counters {
             inner.cells.insert(key, Cell::Count { used, until });
         }
+        inner.initial.extend(loaded.initial);
         drop(inner);
         Ok(store)
     }
@@ -220,19 +226,23 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// The changed persisted counters, taken out of the dirty set.
-    fn take_dirty(&self) -> Vec<(LimitKey, u64, Nanos)> {
+    /// The changed persisted counters and the new initial periods, taken out of the dirty sets.
+    fn take_dirty(&self) -> (Vec<PersistedCount>, Vec<(String, Nanos)>) {
         let mut inner = self.inner.lock();
         let dirty = std::mem::take(&mut inner.dirty);
-        dirty
+        let counters = dirty
             .into_iter()
             .filter_map(|k| match inner.cells.get(&k) {
                 Some(Cell::Count { used, until }) => Some((k, *used, *until)),
                 _ => None,
             })
-            .collect()
+            .collect();
+        (counters, std::mem::take(&mut inner.initial_dirty))
     }
 }
+
+/// A persisted counter: its key, used count, and when it stops mattering.
+type PersistedCount = (LimitKey, u64, Nanos);
 
 /// What a pass over the limits does once all admit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,23 +353,42 @@ impl Store for MemoryStore {
         self.persistence.is_some()
     }
 
+    async fn initial_period(&self, name: &str, start: Nanos) -> Result<Nanos, StoreError> {
+        let mut inner = self.inner.lock();
+        if let Some(&recorded) = inner.initial.get(name) {
+            return Ok(recorded);
+        }
+        inner.initial.insert(name.to_owned(), start);
+        if self.persistence.is_some() {
+            // Written with the next flush, as the counters are.
+            inner.initial_dirty.push((name.to_owned(), start));
+        }
+        Ok(start)
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         let Some(p) = &self.persistence else {
             return Ok(());
         };
-        let dirty = self.take_dirty();
-        if dirty.is_empty() {
+        let (dirty, initial) = self.take_dirty();
+        if dirty.is_empty() && initial.is_empty() {
             return Ok(());
         }
         let keys: Vec<LimitKey> = dirty.iter().map(|(k, _, _)| k.clone()).collect();
         let p = p.clone();
-        let result = tokio::task::spawn_blocking(move || p.write(&dirty))
-            .await
-            .map_err(|e| StoreError::caused_by(StoreErrorKind::Disk, "flush task failed", e))?;
+        let result = tokio::task::spawn_blocking(move || {
+            let r = p.write(&dirty, &initial);
+            (r, initial)
+        })
+        .await
+        .map_err(|e| StoreError::caused_by(StoreErrorKind::Disk, "flush task failed", e))?;
+        let (result, initial) = result;
         if result.is_err() {
             // Written values are absolute counts: marking the keys dirty again makes the next
             // flush write their current values, so a failed flush loses nothing.
-            self.inner.lock().dirty.extend(keys);
+            let mut inner = self.inner.lock();
+            inner.dirty.extend(keys);
+            inner.initial_dirty.extend(initial);
         }
         result
     }

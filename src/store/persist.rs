@@ -14,6 +14,16 @@ use crate::limit::LimitKey;
 /// Counter name → (used, until).
 const COUNTERS: TableDefinition<&str, (u64, i64)> = TableDefinition::new("counters");
 
+/// Initial period name (`<plan>|<PERIOD>`) → its start: recorded once, kept forever (see
+/// [`crate::store::Store::initial_period`]).
+const INITIAL: TableDefinition<&str, i64> = TableDefinition::new("initial_periods");
+
+/// What the file holds: counters still current, and initial periods.
+pub struct Loaded {
+    pub counters: Vec<(LimitKey, u64, Nanos)>,
+    pub initial: Vec<(String, Nanos)>,
+}
+
 /// The counters file's name in the data directory.
 pub const FILE_NAME: &str = "counters.redb";
 
@@ -61,13 +71,16 @@ impl Persistence {
         // Make sure the table exists, so that reads of a new file succeed.
         let tx = db.begin_write().map_err(|e| err("write", e))?;
         tx.open_table(COUNTERS).map_err(|e| err("table", e))?;
+        tx.open_table(INITIAL).map_err(|e| err("table", e))?;
         tx.commit().map_err(|e| err("commit", e))?;
         Ok(db)
     }
 
-    /// Every counter still current at `now`; expired ones are deleted.
-    pub fn load(&self, now: Nanos) -> Result<Vec<(LimitKey, u64, Nanos)>, StoreError> {
+    /// Every counter still current at `now` (expired ones are deleted), and the initial
+    /// periods.
+    pub fn load(&self, now: Nanos) -> Result<Loaded, StoreError> {
         let mut out = Vec::new();
+        let mut initial = Vec::new();
         let mut expired = Vec::new();
         {
             let guard = self.db.lock();
@@ -85,6 +98,11 @@ impl Persistence {
                     _ => expired.push(name),
                 }
             }
+            let table = tx.open_table(INITIAL).map_err(|e| err("table", e))?;
+            for row in table.iter().map_err(|e| err("scan", e))? {
+                let (k, v) = row.map_err(|e| err("scan", e))?;
+                initial.push((k.value().to_owned(), v.value()));
+            }
         }
         if !expired.is_empty() {
             let guard = self.db.lock();
@@ -100,12 +118,20 @@ impl Persistence {
             }
             tx.commit().map_err(|e| err("commit", e))?;
         }
-        Ok(out)
+        Ok(Loaded {
+            counters: out,
+            initial,
+        })
     }
 
-    /// Writes counters' current values in one transaction. After a failure the file is closed,
-    /// and reopened by the next write (the counts stay in memory meanwhile: see the store).
-    pub fn write(&self, rows: &[(LimitKey, u64, Nanos)]) -> Result<(), StoreError> {
+    /// Writes counters' current values, and new initial periods, in one transaction. After a
+    /// failure the file is closed, and reopened by the next write (the counts stay in memory
+    /// meanwhile: see the store).
+    pub fn write(
+        &self,
+        rows: &[(LimitKey, u64, Nanos)],
+        initial: &[(String, Nanos)],
+    ) -> Result<(), StoreError> {
         let mut guard = self.db.lock();
         if guard.is_none() {
             *guard = Some(Self::open_file(&self.path)?);
@@ -116,7 +142,7 @@ impl Persistence {
                 "counters file not open",
             ));
         };
-        let result = Self::write_to(db, rows);
+        let result = Self::write_to(db, rows, initial);
         if result.is_err() {
             // Closed now; reopened (and written whole) at the next flush.
             *guard = None;
@@ -124,8 +150,20 @@ impl Persistence {
         result
     }
 
-    fn write_to(db: &Database, rows: &[(LimitKey, u64, Nanos)]) -> Result<(), StoreError> {
+    fn write_to(
+        db: &Database,
+        rows: &[(LimitKey, u64, Nanos)],
+        initial: &[(String, Nanos)],
+    ) -> Result<(), StoreError> {
         let tx = db.begin_write().map_err(|e| err("write", e))?;
+        {
+            let mut table = tx.open_table(INITIAL).map_err(|e| err("table", e))?;
+            for (name, start) in initial {
+                table
+                    .insert(name.as_str(), *start)
+                    .map_err(|e| err("insert", e))?;
+            }
+        }
         {
             let mut table = tx.open_table(COUNTERS).map_err(|e| err("table", e))?;
             for (key, used, until) in rows {

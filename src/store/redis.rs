@@ -517,6 +517,31 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn initial_period(&self, name: &str, start: Nanos) -> Result<Nanos, StoreError> {
+        // `{prefix}|initial|<plan>|<PERIOD>`, no expiry: the first replica's SET NX wins, and
+        // every replica reads the winner's value.
+        let key = format!("{{{}}}|initial|{name}", self.prefix);
+        let mut conn = self.conn();
+        let _: Option<String> = self
+            .bounded(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(start)
+                    .arg("NX")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let recorded: Option<i64> = self
+            .bounded(redis::cmd("GET").arg(&key).query_async(&mut conn))
+            .await?;
+        recorded.ok_or_else(|| {
+            StoreError::new(
+                StoreErrorKind::Protocol,
+                format!("the initial period `{name}` vanished from Redis"),
+            )
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let pong: String =
