@@ -171,6 +171,18 @@ pub fn count(level: u128) -> u64 {
     u64::try_from(level).unwrap_or(u64::MAX)
 }
 
+/// A quota counter's used count, which is signed: below zero after an UpdateUsage that granted
+/// more than the limit (AWS's temporary extension). Stores keep it as a 64-bit two's complement
+/// in the unsigned level (memory, the persisted file) or as Redis's signed integer.
+pub fn quota_used(level: u128) -> i64 {
+    count(level) as i64
+}
+
+/// The level that stores keep for a quota counter's used count.
+pub fn quota_level(used: i64) -> u128 {
+    u128::from(used as u64)
+}
+
 impl LimitSpec {
     /// The state of a counter found at `level` — a bucket's level in units, refilled up to
     /// `now`, or a count of units — for a request of `need` units (at least 1), before any
@@ -192,12 +204,12 @@ impl LimitSpec {
                 }
             }
             LimitSpec::Quota(spec) => {
-                let used = count(level);
+                let used = quota_used(level);
                 let admitted = spec.admits(used, need);
                 let until_end = spec.window.end.saturating_sub(now).max(0);
                 LimitState {
                     admitted,
-                    remaining: spec.limit.saturating_sub(used),
+                    remaining: spec.remaining(used),
                     reset_after: Some(until_end),
                     retry_after: (!admitted).then_some(until_end),
                 }
@@ -235,11 +247,12 @@ impl LimitSpec {
                 }
             }
             LimitSpec::Quota(spec) => {
-                let used = count(level).saturating_add(hits);
+                let used =
+                    quota_used(level).saturating_add(i64::try_from(hits).unwrap_or(i64::MAX));
                 let until_end = spec.window.end.saturating_sub(now).max(0);
                 Charged {
-                    level: u128::from(used),
-                    state: admitted(spec.limit.saturating_sub(used), Some(until_end)),
+                    level: quota_level(used),
+                    state: admitted(spec.remaining(used), Some(until_end)),
                     // A window that has ended is never read again.
                     expires_at: Some(spec.window.end),
                 }

@@ -97,6 +97,9 @@ fn check_key(snap: &Snapshot, plan_id: &str, key_id: &str) -> Result<(), UsageEr
     Ok(())
 }
 
+/// The largest remaining an UpdateUsage may set: what Redis counts exactly (2^53, Lua numbers).
+pub const MAX_REMAINING: u64 = 1 << 53;
+
 /// The quota counter of one key in one plan at one time.
 struct Target {
     counter: LimitRef,
@@ -158,6 +161,8 @@ pub async fn current(
 }
 
 /// AWS UpdateUsage: after this, exactly `remaining` more units are admitted in this period.
+/// A `remaining` above the limit is AWS's temporary extension: the key gets that many in this
+/// period only; the next period starts from the limit again.
 pub async fn update(
     engine: &Engine,
     plan_id: &str,
@@ -166,16 +171,15 @@ pub async fn update(
     now: Nanos,
 ) -> Result<Current, UsageError> {
     let t = target(&engine.snapshot(), plan_id, key_id, now)?;
-    if remaining > t.limit {
-        return Err(UsageError::BadRequest(format!(
-            "remaining {remaining} is above the period's limit {}",
-            t.limit
-        )));
-    }
-    engine
-        .store()
-        .set_used(&t.counter, t.limit - remaining, now)
-        .await?;
+    let used = i64::try_from(i128::from(t.limit) - i128::from(remaining))
+        .ok()
+        .filter(|_| remaining <= MAX_REMAINING)
+        .ok_or_else(|| {
+            UsageError::BadRequest(format!(
+                "remaining {remaining} is more than plangate can count (at most {MAX_REMAINING})"
+            ))
+        })?;
+    engine.store().set_used(&t.counter, used, now).await?;
     read(engine, &t, plan_id, key_id, now).await
 }
 

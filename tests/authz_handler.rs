@@ -561,7 +561,7 @@ impl plangate::store::Store for DownStore {
     async fn set_used(
         &self,
         _: &plangate::limit::LimitRef,
-        _: u64,
+        _: i64,
         _: plangate::clock::Nanos,
     ) -> Result<(), plangate::store::StoreError> {
         Err(down())

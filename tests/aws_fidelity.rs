@@ -335,3 +335,60 @@ async fn quota_offset_without_starts_at_applies_in_the_first_period_only() {
     .unwrap();
     assert_eq!(admitted(fresh, &dated, day3).await, 3);
 }
+
+/// AWS UpdateUsage may set the remaining above the limit: a temporary extension of the current
+/// period. The key gets exactly that many; the next period starts from the limit; the extension
+/// survives a restart of a persisted store.
+#[tokio::test]
+async fn update_usage_above_the_limit_extends_the_current_period() {
+    use plangate::store::StoreOptions;
+    let text = config("        {}", "    quota: { limit: 5, period: DAY }");
+    let data = tempfile::tempdir().unwrap();
+    let opts = StoreOptions::Memory {
+        data_dir: Some(data.path().to_owned()),
+        recover: false,
+    };
+    let day1 = parse_rfc3339("2026-11-26T10:00:00Z").unwrap();
+    let engine_at = |store, now| {
+        let snapshot = plangate::config::load_str(&text, None, Path::new("."))
+            .unwrap()
+            .snapshot;
+        Engine::new(snapshot, store, Arc::new(FakeClock::new(now)))
+    };
+    let store = plangate::store::open(&opts, day1).await.unwrap();
+    let e = engine_at(store.clone(), day1);
+    let now = plangate::usage::update(&e, "gold", "k1", 8, day1)
+        .await
+        .unwrap();
+    assert_eq!((now.limit, now.remaining), (5, 8));
+    store.flush().await.unwrap();
+    drop((e, store));
+    // After a restart, the extension holds: 8 admitted, then refused.
+    let store = plangate::store::open(&opts, day1).await.unwrap();
+    let e = engine_at(store.clone(), day1);
+    assert_eq!(
+        plangate::usage::current(&e, "gold", "k1", day1)
+            .await
+            .unwrap()
+            .remaining,
+        8
+    );
+    let r = Request::new("GET", "/pets", Some(KEY), 1).stage(Some("petstore"), Some("prod"));
+    let mut admitted = 0;
+    for _ in 0..10 {
+        if e.decide(&r).await.admitted() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 8);
+    // The next day: the limit again.
+    let day2 = parse_rfc3339("2026-11-27T10:00:00Z").unwrap();
+    let e = engine_at(store, day2);
+    assert_eq!(
+        plangate::usage::current(&e, "gold", "k1", day2)
+            .await
+            .unwrap()
+            .remaining,
+        5
+    );
+}

@@ -220,6 +220,32 @@ async fn set_used_sets_the_quota(store: &dyn Store) {
     assert!(!store.check_and_charge(&[q], 1, SEC).await.unwrap().admitted);
 }
 
+/// A used count below zero (AWS's temporary extension: remaining above the limit) admits that
+/// many more, and reports the remaining above the limit.
+async fn a_quota_extended_above_its_limit(store: &dyn Store) {
+    let q = quota("ext", 10, 0, 100 * SEC);
+    store.set_used(&q, -5, SEC).await.unwrap();
+    let c = store
+        .check_and_charge(std::slice::from_ref(&q), 0, SEC)
+        .await
+        .unwrap();
+    assert_eq!(c.states[0].remaining, 15);
+    let c = store
+        .check_and_charge(std::slice::from_ref(&q), 12, SEC)
+        .await
+        .unwrap();
+    assert!(c.admitted);
+    assert_eq!(c.states[0].remaining, 3);
+    assert!(
+        !store
+            .check_and_charge(std::slice::from_ref(&q), 4, SEC)
+            .await
+            .unwrap()
+            .admitted
+    );
+    assert!(store.check_and_charge(&[q], 3, SEC).await.unwrap().admitted);
+}
+
 /// A store to test, and what keeps it alive (a redis-server).
 struct Subject {
     store: Box<dyn Store>,
@@ -363,6 +389,10 @@ macro_rules! store_suite {
             #[tokio::test]
             async fn probe_charges_nothing() {
                 super::probe_charges_nothing(&*$make.store).await;
+            }
+            #[tokio::test]
+            async fn a_quota_extended_above_its_limit() {
+                super::a_quota_extended_above_its_limit(&*$make.store).await;
             }
             #[tokio::test]
             async fn the_first_initial_period_wins() {

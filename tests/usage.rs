@@ -131,7 +131,16 @@ async fn update_usage_sets_what_remains() {
         assert_eq!(c.remaining, n);
         assert_eq!(admit(&e, KEY, 60).await as u64, n, "after remaining = {n}");
     }
-    assert!(usage::update(&e, "billed", "k1", 101, now).await.is_err());
+    // Above the limit: AWS's temporary extension, exactly that many in this period.
+    let c = usage::update(&e, "billed", "k1", 101, now).await.unwrap();
+    assert_eq!((c.used, c.remaining), (0, 101));
+    assert_eq!(admit(&e, KEY, 110).await, 101);
+    // More than plangate can count exactly: refused.
+    assert!(
+        usage::update(&e, "billed", "k1", u64::MAX, now)
+            .await
+            .is_err()
+    );
     assert!(usage::update(&e, "billed", "nobody", 1, now).await.is_err());
 }
 

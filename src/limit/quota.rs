@@ -78,8 +78,15 @@ impl Quota {
 
 impl QuotaSpec {
     /// Whether a counter at `used` admits `need` more units: the one admission test of a quota.
-    pub fn admits(&self, used: u64, need: u64) -> bool {
-        used.saturating_add(need) <= self.limit
+    /// `used` is below zero after an UpdateUsage set the remaining above the limit.
+    pub fn admits(&self, used: i64, need: u64) -> bool {
+        i128::from(used) + i128::from(need) <= i128::from(self.limit)
+    }
+
+    /// What is left at `used`: `limit - used`, at least 0 (above the limit after an extension).
+    pub fn remaining(&self, used: i64) -> u64 {
+        let left = i128::from(self.limit) - i128::from(used);
+        u64::try_from(left.max(0)).unwrap_or(u64::MAX)
     }
 }
 

@@ -63,8 +63,9 @@ pub trait Store: Send + Sync {
     /// Daily usage of `plan`, for days starting in `[from, to)`, in no particular order.
     async fn usage(&self, plan: &str, from: Nanos, to: Nanos) -> Result<Vec<UsageRow>, StoreError>;
 
-    /// Sets a quota counter's used count (AWS UpdateUsage). `limit` must be a quota.
-    async fn set_used(&self, limit: &LimitRef, used: u64, now: Nanos) -> Result<(), StoreError>;
+    /// Sets a quota counter's used count (AWS UpdateUsage). `limit` must be a quota. Below zero
+    /// when the remaining was set above the limit (AWS's temporary extension for the period).
+    async fn set_used(&self, limit: &LimitRef, used: i64, now: Nanos) -> Result<(), StoreError>;
 
     /// The start of the initial period recorded under `name` (a plan's quota: see
     /// `engine::resolve_initial_periods`); when none is, records `start` and returns it. The

@@ -333,13 +333,14 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn set_used(&self, limit: &LimitRef, used: u64, _now: Nanos) -> Result<(), StoreError> {
+    async fn set_used(&self, limit: &LimitRef, used: i64, _now: Nanos) -> Result<(), StoreError> {
         let q = quota_of(limit)?;
         let mut inner = self.inner.lock();
         inner.cells.insert(
             limit.key.clone(),
             Cell::Count {
-                used,
+                // Below zero: kept as its two's complement (see `limit::quota_used`).
+                used: count(crate::limit::quota_level(used)),
                 until: q.window.end,
             },
         );

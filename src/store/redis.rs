@@ -387,11 +387,14 @@ impl RedisStore {
         let mut states = Vec::with_capacity(limits.len());
         for (i, ((l, &raw), scale)) in limits.iter().zip(&reply[1..]).zip(params).enumerate() {
             let need = units.and_then(|u| u.get(i)).copied().unwrap_or(need).max(1);
-            // The level before this request, back in the memory store's units.
-            let raw = u128::try_from(raw.max(0)).unwrap_or(0);
+            // The level before this request, back in the memory store's units (a quota's used
+            // count is signed: below zero after a temporary extension).
             let level = match &l.spec {
-                LimitSpec::Bucket(spec) => (raw * scale).min(spec.capacity()),
-                LimitSpec::Quota(_) | LimitSpec::Usage { .. } => raw,
+                LimitSpec::Bucket(spec) => {
+                    (u128::try_from(raw.max(0)).unwrap_or(0) * scale).min(spec.capacity())
+                }
+                LimitSpec::Quota(_) => crate::limit::quota_level(raw),
+                LimitSpec::Usage { .. } => u128::try_from(raw.max(0)).unwrap_or(0),
             };
             states.push(if after {
                 l.spec.charge(level, need, now).state
@@ -500,7 +503,7 @@ impl Store for RedisStore {
             .collect())
     }
 
-    async fn set_used(&self, limit: &LimitRef, used: u64, now: Nanos) -> Result<(), StoreError> {
+    async fn set_used(&self, limit: &LimitRef, used: i64, now: Nanos) -> Result<(), StoreError> {
         let q = quota_of(limit)?;
         let ttl = (q.window.end.saturating_sub(now) / 1_000_000).max(1) + TTL_SLACK_MS as i64;
         let mut conn = self.conn();
