@@ -23,7 +23,7 @@ pub mod redis;
 pub use backend::{Charge, Store, UsageRow};
 pub use error::{StoreError, StoreErrorKind};
 pub use memory::MemoryStore;
-pub use redis::{RedisOptions, RedisStore, RedisTls};
+pub use redis::{RedisOptions, RedisStore, RedisTls, SharedBuckets};
 
 /// Where counters live, and how to reach them.
 #[derive(Debug, Clone)]
@@ -53,18 +53,28 @@ impl StoreOptions {
                 data_dir,
                 recover: false,
             }),
-            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            url if [
+                "redis://",
+                "rediss://",
+                "redis-cluster://",
+                "rediss-cluster://",
+            ]
+            .iter()
+            .any(|s| url.starts_with(s)) =>
+            {
                 Ok(StoreOptions::Redis(RedisOptions {
                     url: url.to_owned(),
                     prefix: prefix.to_owned(),
                     timeout: timeout.max(Duration::from_millis(1)),
                     tls: Default::default(),
+                    shared: Default::default(),
+                    replicas: 2,
                 }))
             }
             other => Err(StoreError::new(
                 StoreErrorKind::Config,
                 format!(
-                    "`{}` is neither `memory` nor a redis:// URL",
+                    "`{}` is neither `memory` nor a redis://, rediss://, redis-cluster:// or rediss-cluster:// URL",
                     redact_url(other)
                 ),
             )),
@@ -110,9 +120,16 @@ pub async fn open(opts: &StoreOptions, now: Nanos) -> Result<Arc<dyn Store>, Sto
             Ok(Arc::new(store))
         }
         StoreOptions::Redis(r) => {
-            let store = RedisStore::connect(r).await?;
-            tracing::info!(url = %redact_url(&r.url), prefix = %r.prefix, "counters in Redis");
-            Ok(Arc::new(store))
+            let store = Arc::new(RedisStore::connect(r).await?);
+            store.spawn_lease_returns();
+            tracing::info!(
+                url = %redact_url(&r.url),
+                prefix = %r.prefix,
+                cluster = store.is_cluster(),
+                shared_buckets = if store.leases_shared() { "leased" } else { "exact" },
+                "counters in Redis"
+            );
+            Ok(store)
         }
     }
 }

@@ -3,6 +3,7 @@
 //! period). The admin API serves them; `plangate usage` prints the report.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{Days, NaiveDate};
 use serde::{Deserialize, Serialize};
@@ -241,7 +242,19 @@ pub async fn report_page(
         None => first,
     };
     let to = midnight(end + Days::new(1));
-    let rows = engine.store().usage(plan_id, from, to).await?;
+    // The plan's keys (a store that keeps usage per key reads theirs).
+    let keys: Vec<Arc<str>> = match key_id {
+        Some(k) => vec![Arc::from(k)],
+        None => {
+            let index = snap.plan_index.get(plan_id).copied();
+            snap.keys
+                .iter()
+                .filter(|k| index.is_some_and(|i| k.plans.contains(&i)))
+                .map(|k| k.id.clone())
+                .collect()
+        }
+    };
+    let rows = engine.store().usage(plan_id, &keys, from, to).await?;
     let mut per_key: BTreeMap<String, BTreeMap<Nanos, u64>> = BTreeMap::new();
     for r in rows {
         if key_id.is_none_or(|k| k == r.key) {

@@ -546,6 +546,7 @@ impl plangate::store::Store for DownStore {
     async fn usage(
         &self,
         _: &str,
+        _: &[std::sync::Arc<str>],
         _: plangate::clock::Nanos,
         _: plangate::clock::Nanos,
     ) -> Result<Vec<plangate::store::UsageRow>, plangate::store::StoreError> {

@@ -184,7 +184,8 @@ async fn usage_counts_admitted_units(store: &dyn Store) {
         .check_and_charge(&[usage("other", 1)], 1, day + SEC)
         .await
         .unwrap();
-    let mut rows = store.usage("plan", 0, 2 * day).await.unwrap();
+    let keys: Vec<Arc<str>> = vec![Arc::from("uk"), Arc::from("other")];
+    let mut rows = store.usage("plan", &keys, 0, 2 * day).await.unwrap();
     rows.sort_by(|a, b| (&a.key, a.day_start).cmp(&(&b.key, b.day_start)));
     let got: Vec<(String, i64, u64)> = rows
         .into_iter()
@@ -198,8 +199,21 @@ async fn usage_counts_admitted_units(store: &dyn Store) {
             ("uk".into(), 1, 4)
         ]
     );
-    assert_eq!(store.usage("plan", day, 2 * day).await.unwrap().len(), 2);
-    assert!(store.usage("nope", 0, 2 * day).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .usage("plan", &keys, day, 2 * day)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .usage("nope", &keys, 0, 2 * day)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn set_used_sets_the_quota(store: &dyn Store) {
@@ -276,6 +290,8 @@ async fn redis() -> Subject {
     let server = common::RedisServer::start();
     let store = RedisStore::connect(&RedisOptions {
         tls: Default::default(),
+        shared: Default::default(),
+        replicas: 2,
         url: server.url(),
         prefix: "test".into(),
         timeout: std::time::Duration::from_secs(2),
@@ -440,6 +456,8 @@ async fn a_script_that_runs_after_its_deadline_charges_nothing() {
     let server = common::RedisServer::start_with(&["--enable-debug-command", "yes"]);
     let store = RedisStore::connect(&RedisOptions {
         tls: Default::default(),
+        shared: Default::default(),
+        replicas: 2,
         url: server.url(),
         prefix: "late".into(),
         timeout: Duration::from_millis(300),

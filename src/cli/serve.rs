@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use plangate::engine::{DEFAULT_USAGE_RETENTION_DAYS, FailurePolicy};
 use plangate::grpc::rls::{DEFAULT_MAX_DESCRIPTOR_ENTRIES, DEFAULT_MAX_DESCRIPTORS};
 use plangate::server::{self, DEFAULT_MAX_REQUEST_BYTES, RequestLimits, ServeError, ServeOptions};
-use plangate::store::{RedisOptions, RedisTls, StoreOptions};
+use plangate::store::{RedisOptions, RedisTls, SharedBuckets, StoreOptions};
 use plangate::transport::TlsFiles;
 
 use super::error::CliError;
@@ -34,9 +34,10 @@ pub struct Args {
     /// Seconds file events settle before a reload.
     #[arg(long, env = "PLANGATE_WATCH_DEBOUNCE", default_value_t = 1.0)]
     watch_debounce: f64,
-    /// Where counters live: `memory` (default), or `redis://host:port[/db]` to share them
-    /// between replicas. A URL with a password is better given as PLANGATE_STORE, which keeps
-    /// it out of `ps`.
+    /// Where counters live: `memory` (default), `redis://host:port[/db]` to share them
+    /// between replicas, or a Redis Cluster: `redis-cluster://host:port,host:port,…` (`rediss…`
+    /// for TLS). A URL with a password is better given as PLANGATE_STORE, which keeps it out of
+    /// `ps`.
     #[arg(
         long,
         env = "PLANGATE_STORE",
@@ -51,6 +52,20 @@ pub struct Args {
     /// Redis key prefix (and Cluster hash tag).
     #[arg(long, env = "PLANGATE_STORE_PREFIX", default_value = "plangate")]
     store_prefix: String,
+    /// Redis: how the shared buckets (account, stage methods) are kept — `exact` (in each
+    /// decision's script; one node only) or `leased` (batches of tokens spent locally; never
+    /// more admitted than the bucket allows, possibly fewer). A cluster always leases.
+    #[arg(
+        long,
+        env = "PLANGATE_STORE_SHARED",
+        value_enum,
+        default_value = "exact"
+    )]
+    store_shared: StoreShared,
+    /// Redis: how many plangate replicas share the store (sizes the leases of shared buckets:
+    /// a batch is at most burst / (2 × replicas)).
+    #[arg(long, env = "PLANGATE_STORE_REPLICAS", default_value_t = 2)]
+    store_replicas: u32,
     /// Bound on one Redis operation, in milliseconds.
     #[arg(long, env = "PLANGATE_STORE_TIMEOUT_MS", default_value_t = 50)]
     store_timeout_ms: u64,
@@ -160,6 +175,12 @@ fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>, ca: Option<PathBuf>) -
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum StoreShared {
+    Exact,
+    Leased,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum StoreFailure {
     Open,
     Closed,
@@ -205,6 +226,11 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         },
         StoreOptions::Redis(r) => StoreOptions::Redis(RedisOptions {
             tls: store_tls,
+            shared: match a.store_shared {
+                StoreShared::Exact => SharedBuckets::Exact,
+                StoreShared::Leased => SharedBuckets::Leased,
+            },
+            replicas: a.store_replicas.max(1),
             ..r
         }),
     };

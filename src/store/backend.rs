@@ -60,8 +60,18 @@ pub trait Store: Send + Sync {
         Ok(())
     }
 
-    /// Daily usage of `plan`, for days starting in `[from, to)`, in no particular order.
-    async fn usage(&self, plan: &str, from: Nanos, to: Nanos) -> Result<Vec<UsageRow>, StoreError>;
+    /// Daily usage of `plan` by `keys` (the plan's keys; a store may also report others), for
+    /// days starting in `[from, to)`, in no particular order.
+    async fn usage(
+        &self,
+        plan: &str,
+        keys: &[std::sync::Arc<str>],
+        from: Nanos,
+        to: Nanos,
+    ) -> Result<Vec<UsageRow>, StoreError>;
+
+    /// How many days of daily usage are kept (stores that keep it by lifetime: Redis).
+    async fn set_usage_retention_days(&self, _days: u32) {}
 
     /// Sets a quota counter's used count (AWS UpdateUsage). `limit` must be a quota. Below zero
     /// when the remaining was set above the limit (AWS's temporary extension for the period).

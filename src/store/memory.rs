@@ -310,7 +310,13 @@ impl Store for MemoryStore {
         Ok(self.check_now(limits, need, now))
     }
 
-    async fn usage(&self, plan: &str, from: Nanos, to: Nanos) -> Result<Vec<UsageRow>, StoreError> {
+    async fn usage(
+        &self,
+        plan: &str,
+        _keys: &[Arc<str>],
+        from: Nanos,
+        to: Nanos,
+    ) -> Result<Vec<UsageRow>, StoreError> {
         let inner = self.inner.lock();
         Ok(inner
             .cells

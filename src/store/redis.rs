@@ -1,7 +1,16 @@
-//! The Redis store: counters shared by several plangate replicas.
+//! The Redis store: counters shared by several plangate replicas, on one Redis node or a Redis
+//! Cluster.
 //!
-//! One decision is one round trip: a Lua script (EVALSHA, re-sent with EVAL after a NOSCRIPT)
-//! checks every limit and charges them all or none, atomically, inside Redis.
+//! One decision is one round trip: a Lua script (`redis/decide.lua`; EVALSHA, re-sent after a
+//! NOSCRIPT) checks every limit and charges them all or none, atomically, inside Redis. State is
+//! kept in hashes (see `layout`): one per API key, holding all of that key's buckets, quotas and
+//! daily usage, so that a decision reads one hash with one HMGET and writes it with one HSET; in
+//! a cluster, keys spread over all masters by their hash tag `{<prefix>|<key id>}`.
+//!
+//! The shared buckets (account, stage methods) are either fields of one more hash read and
+//! written by the same script (single node, exact), or leased (`lease`): a replica takes a batch
+//! of tokens in one call and spends it locally — the only way in a cluster, and optional on one
+//! node (`--store-shared leased`).
 //!
 //! Exactness: Lua numbers are doubles, exact to 2^53. Each bucket therefore counts in its own
 //! unit, 1/D token with D = 10¹⁵ / gcd(rate_micro, 10¹⁵), which makes the refill per nanosecond
@@ -10,20 +19,15 @@
 //! three decimals and a burst up to 9,007, any whole rate with a burst up to 9,007,199 — beyond
 //! that the bucket is approximated to within one part in 2^53.
 //!
-//! Keys (names from [`LimitKey::name`]): `{prefix}|b|…` for buckets (a hash: level, seconds,
-//! nanoseconds), `{prefix}|q|<plan>|<key>|<window start>` for quota counters and
-//! `{prefix}|u|<plan>|<key>|<day start>` for daily usage counters (plain integers; starts in Unix
-//! seconds). The braces are a Redis Cluster hash tag: every key of plangate lives in one slot,
-//! because one decision touches the account bucket, which every request shares. Buckets expire
-//! when they would be full again, quota counters when their window ends, usage counters after
-//! their retention.
-//!
 //! The script only keeps counters; what a level means (admitted, remaining, reset) is computed
 //! back here by the same [`crate::limit`] functions the memory store calls.
 
-use std::time::Duration;
+mod layout;
+pub mod lease;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -31,9 +35,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::backend::{Charge, Store, UsageRow, quota_of};
 use super::error::{StoreError, StoreErrorKind};
 use crate::clock::{NANOS_PER_SEC, Nanos, Stopwatch};
-use crate::limit::{BucketSpec, LimitKey, LimitRef, LimitSpec, UNITS_PER_TOKEN};
+use crate::limit::{BucketSpec, LimitKey, LimitRef, LimitSpec, LimitState, UNITS_PER_TOKEN};
+use layout::Home;
+use lease::{Leases, Local, Params};
 
-const SCRIPT: &str = include_str!("redis/check_and_charge.lua");
+const DECIDE: &str = include_str!("redis/decide.lua");
+const LEASE: &str = include_str!("redis/lease.lua");
 const MAX_EXACT: u128 = 1 << 53;
 /// Extra lifetime of keys past the moment they stop mattering, in ms.
 const TTL_SLACK_MS: u64 = 60_000;
@@ -41,7 +48,8 @@ const TTL_SLACK_MS: u64 = 60_000;
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://host:port[/db]`, or `rediss://` for TLS.
+    /// `redis://host:port[/db]`, `rediss://` for TLS; or a Redis Cluster:
+    /// `redis-cluster://host:port,host:port,…` (`rediss-cluster://` for TLS).
     pub url: String,
     /// Key prefix; becomes the hash tag `{prefix}`.
     pub prefix: String,
@@ -50,7 +58,26 @@ pub struct RedisOptions {
     /// With `rediss://`: the CA and client certificate files, if not the system's roots and no
     /// client certificate.
     pub tls: RedisTls,
+    /// How the shared buckets (account, stage methods) are kept.
+    pub shared: SharedBuckets,
+    /// How many replicas share the store (sizes the leases of shared buckets).
+    pub replicas: u32,
 }
+
+/// How the shared buckets are kept in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SharedBuckets {
+    /// In the decision's script, exactly (a single node only: a cluster cannot run one script
+    /// over a key's hash and the shared hash, which are in different slots).
+    #[default]
+    Exact,
+    /// Leased in batches and spent locally (see `lease`): never more admitted than the bucket
+    /// allows, possibly fewer.
+    Leased,
+}
+
+/// The default hold period of a lease: tokens not spent within it are given back.
+pub const LEASE_HOLD: Duration = Duration::from_millis(100);
 
 /// The certificate files of a `rediss://` connection (PEM).
 #[derive(Debug, Clone, Default)]
@@ -97,21 +124,6 @@ impl RedisTls {
         })
     }
 }
-
-/// Counters in Redis.
-pub struct RedisStore {
-    conn: ConnectionManager,
-    script: redis::Script,
-    prefix: String,
-    timeout: Duration,
-    /// Redis's clock, as last read (`TIME`, in ms) and the monotonic time since: what Redis's
-    /// clock says now, for the scripts' deadlines — independent of plangate's own clock.
-    redis_clock: parking_lot::Mutex<(i64, Stopwatch)>,
-    refreshing: std::sync::atomic::AtomicBool,
-}
-
-/// How often Redis's clock is read again (drift, a failover to another host).
-const CLOCK_REFRESH: Duration = Duration::from_secs(30);
 
 /// Reads Redis's clock: `TIME` in ms.
 async fn redis_time<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<i64> {
@@ -194,59 +206,236 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
     a
 }
 
+/// A connection to one node (reconnecting by itself) or to a cluster (following its slots,
+/// failovers included).
+#[derive(Clone)]
+enum Conn {
+    Node(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Node(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Counters in Redis.
+pub struct RedisStore {
+    conn: Conn,
+    decide: redis::Script,
+    lease: redis::Script,
+    prefix: String,
+    timeout: Duration,
+    /// A cluster: one script per key's hash, shared buckets leased.
+    cluster: bool,
+    /// The leases of shared buckets, when leased.
+    leases: Option<Arc<Leases>>,
+    /// The last `now` a caller gave, and the monotonic time since: when to give idle leases back.
+    last_now: parking_lot::Mutex<(Nanos, Stopwatch)>,
+    /// Redis's clock, as last read (`TIME`, in ms) and the monotonic time since: what Redis's
+    /// clock says now, for the scripts' deadlines — independent of plangate's own clock.
+    redis_clock: parking_lot::Mutex<(i64, Stopwatch)>,
+    refreshing: std::sync::atomic::AtomicBool,
+    /// Days of usage kept: the key hashes' lifetime after their newest usage field.
+    usage_keep_ms: parking_lot::Mutex<u64>,
+}
+
+/// How often Redis's clock is read again (drift, a failover to another host).
+const CLOCK_REFRESH: Duration = Duration::from_secs(30);
+
+/// The nodes of a `redis-cluster://a:1,b:2` URL, as `redis://a:1` URLs (credentials, when given
+/// once before the first host, apply to every node).
+fn cluster_nodes(url: &str) -> Option<(Vec<String>, bool)> {
+    let (rest, tls) = if let Some(r) = url.strip_prefix("redis-cluster://") {
+        (r, false)
+    } else {
+        (url.strip_prefix("rediss-cluster://")?, true)
+    };
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), rest),
+    };
+    let scheme = if tls { "rediss" } else { "redis" };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("{scheme}://{auth}{}", h.trim_end_matches('/')))
+        .collect();
+    (!nodes.is_empty()).then_some((nodes, tls))
+}
+
+/// One limit of a script call.
+struct Item<'a> {
+    limit: &'a LimitRef,
+    /// Index into the call's KEYS (1-based), and the field.
+    key: usize,
+    field: String,
+    units: u64,
+    /// Index into KEYS of the legacy counter, or 0.
+    legacy: usize,
+}
+
+/// A script's mode (see decide.lua).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Charge,
+    Probe,
+    DryRun,
+    Refund,
+}
+
+impl Mode {
+    fn arg(self) -> &'static str {
+        match self {
+            Mode::Charge => "c",
+            Mode::Probe => "p",
+            Mode::DryRun => "d",
+            Mode::Refund => "r",
+        }
+    }
+}
+
 impl RedisStore {
     /// Connects (within the timeout). The connection reconnects by itself afterwards.
     pub async fn connect(opts: &RedisOptions) -> Result<Self, StoreError> {
         let bad_url =
             |e| StoreError::caused_by(StoreErrorKind::Config, format!("bad Redis URL: {e}"), e);
-        let client = if opts.tls.is_set() {
-            if !opts.url.starts_with("rediss://") {
-                return Err(StoreError::new(
-                    StoreErrorKind::Config,
-                    "Redis TLS files are given but the URL is not rediss://",
-                ));
-            }
-            redis::Client::build_with_tls(opts.url.as_str(), opts.tls.read()?).map_err(bad_url)?
-        } else {
-            redis::Client::open(opts.url.as_str()).map_err(bad_url)?
-        };
-        // One plain connection first, to name what is wrong at start: a wrong or missing
-        // password (the reconnecting manager below would only retry until its timeout).
         let setup = opts.timeout.max(Duration::from_secs(2));
-        let mut probe = tokio::time::timeout(setup, client.get_multiplexed_async_connection())
-            .await
-            .map_err(|_| timeout_error(setup))?
-            .map_err(auth_error)?;
-        let _: String = tokio::time::timeout(setup, redis::cmd("PING").query_async(&mut probe))
-            .await
-            .map_err(|_| timeout_error(setup))?
-            .map_err(auth_error)?;
-        let clock = Stopwatch::start();
-        let redis_ms = tokio::time::timeout(setup, redis_time(&mut probe))
-            .await
-            .map_err(|_| timeout_error(setup))?
-            .map_err(auth_error)?;
-        drop(probe);
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(opts.timeout))
-            .set_response_timeout(Some(opts.timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = tokio::time::timeout(
-            opts.timeout.max(Duration::from_secs(2)),
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| timeout_error(opts.timeout))?
-        .map_err(store_error)?;
-        Ok(RedisStore {
+        let cluster = cluster_nodes(&opts.url);
+        let (conn, redis_ms, clock) = match &cluster {
+            Some((nodes, tls)) => {
+                if opts.tls.is_set() && !tls {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Config,
+                        "Redis TLS files are given but the URL is not rediss-cluster://",
+                    ));
+                }
+                let mut builder = redis::cluster::ClusterClient::builder(nodes.clone())
+                    .connection_timeout(opts.timeout.max(Duration::from_millis(200)))
+                    .response_timeout(opts.timeout)
+                    .retries(2)
+                    .min_retry_wait(10)
+                    .max_retry_wait(200);
+                if opts.tls.is_set() {
+                    builder = builder.certs(opts.tls.read()?);
+                }
+                let client = builder.build().map_err(bad_url)?;
+                let mut conn = tokio::time::timeout(setup, client.get_async_connection())
+                    .await
+                    .map_err(|_| timeout_error(setup))?
+                    .map_err(auth_error)?;
+                let clock = Stopwatch::start();
+                let ms = tokio::time::timeout(setup, redis_time(&mut conn))
+                    .await
+                    .map_err(|_| timeout_error(setup))?
+                    .map_err(auth_error)?;
+                (Conn::Cluster(conn), ms, clock)
+            }
+            None => {
+                let client = if opts.tls.is_set() {
+                    if !opts.url.starts_with("rediss://") {
+                        return Err(StoreError::new(
+                            StoreErrorKind::Config,
+                            "Redis TLS files are given but the URL is not rediss://",
+                        ));
+                    }
+                    redis::Client::build_with_tls(opts.url.as_str(), opts.tls.read()?)
+                        .map_err(bad_url)?
+                } else {
+                    redis::Client::open(opts.url.as_str()).map_err(bad_url)?
+                };
+                // One plain connection first, to name what is wrong at start: a wrong or missing
+                // password (the reconnecting manager below would only retry until its timeout).
+                let mut probe =
+                    tokio::time::timeout(setup, client.get_multiplexed_async_connection())
+                        .await
+                        .map_err(|_| timeout_error(setup))?
+                        .map_err(auth_error)?;
+                let _: String =
+                    tokio::time::timeout(setup, redis::cmd("PING").query_async(&mut probe))
+                        .await
+                        .map_err(|_| timeout_error(setup))?
+                        .map_err(auth_error)?;
+                let clock = Stopwatch::start();
+                let redis_ms = tokio::time::timeout(setup, redis_time(&mut probe))
+                    .await
+                    .map_err(|_| timeout_error(setup))?
+                    .map_err(auth_error)?;
+                drop(probe);
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(opts.timeout))
+                    .set_response_timeout(Some(opts.timeout))
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
+                let conn =
+                    tokio::time::timeout(setup, ConnectionManager::new_with_config(client, config))
+                        .await
+                        .map_err(|_| timeout_error(opts.timeout))?
+                        .map_err(store_error)?;
+                (Conn::Node(conn), redis_ms, clock)
+            }
+        };
+        let is_cluster = cluster.is_some();
+        if is_cluster && opts.shared == SharedBuckets::Exact {
+            tracing::info!(
+                "Redis Cluster: shared buckets (account, stage methods) are leased, not exact"
+            );
+        }
+        let leased = is_cluster || opts.shared == SharedBuckets::Leased;
+        let hold = Nanos::try_from(LEASE_HOLD.as_nanos()).unwrap_or(Nanos::MAX);
+        let store = RedisStore {
             conn,
-            script: redis::Script::new(SCRIPT),
+            decide: redis::Script::new(DECIDE),
+            lease: redis::Script::new(LEASE),
             prefix: opts.prefix.clone(),
             timeout: opts.timeout,
+            cluster: is_cluster,
+            leases: leased.then(|| Arc::new(Leases::new(hold, opts.replicas))),
+            last_now: parking_lot::Mutex::new((0, Stopwatch::start())),
             redis_clock: parking_lot::Mutex::new((redis_ms, clock)),
             refreshing: std::sync::atomic::AtomicBool::new(false),
-        })
+            usage_keep_ms: parking_lot::Mutex::new(
+                u64::from(crate::engine::DEFAULT_USAGE_RETENTION_DAYS + 1) * 86_400_000,
+            ),
+        };
+        Ok(store)
+    }
+
+    /// Whether this store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Whether shared buckets are leased.
+    pub fn leases_shared(&self) -> bool {
+        self.leases.is_some()
     }
 
     /// The deadline of a script sent now, in Redis's time: half the timeout from now, so that a
@@ -277,12 +466,7 @@ impl RedisStore {
         base.saturating_add(since).saturating_add(half.max(1))
     }
 
-    /// The Redis key of a counter: `{prefix}|<name>` (see [`LimitKey::name`]).
-    pub fn key_name(&self, key: &LimitKey) -> String {
-        format!("{{{}}}|{}", self.prefix, key.name())
-    }
-
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -295,76 +479,64 @@ impl RedisStore {
             .map_err(|_| timeout_error(self.timeout))?
             .map_err(store_error)
     }
-}
 
-impl RedisStore {
-    /// One run of the script: check `need` units of every limit, and if all admit, charge
-    /// them (`charge`), or report the states a charge would leave (`!charge`, a dry run: the
-    /// script takes it as negative hits and stores nothing). `need == 0` is a probe of one unit
-    /// that reports the states found.
-    async fn run(
-        &self,
-        limits: &[LimitRef],
-        need: u64,
-        charge: bool,
-        now: Nanos,
-    ) -> Result<Charge, StoreError> {
-        self.run_each(limits, None, need, charge, now).await
+    fn saw(&self, now: Nanos) {
+        *self.last_now.lock() = (now, Stopwatch::start());
     }
 
-    /// [`RedisStore::run`] with, when `units` is given, its own units for each limit (the
-    /// limits distinct: see `merge_demands`).
-    async fn run_each(
+    /// One call of the decision script over `items` (whose hashes are `keys`): the admission and
+    /// each item's level before the call, in memory-store units.
+    async fn call(
         &self,
-        limits: &[LimitRef],
-        units: Option<&[u64]>,
-        need: u64,
-        charge: bool,
+        keys: &[String],
+        items: &[Item<'_>],
+        mode: Mode,
         now: Nanos,
-    ) -> Result<Charge, StoreError> {
-        let hits_arg: i128 = if charge {
-            i128::from(need)
+    ) -> Result<(bool, Vec<u128>), StoreError> {
+        let mut inv = self.decide.prepare_invoke();
+        let deadline = if mode == Mode::Refund {
+            0
         } else {
-            -i128::from(need.max(1))
+            self.deadline_ms().await
         };
-        let mut inv = self.script.prepare_invoke();
-        let deadline = self.deadline_ms().await;
+        let day_s = 86_400;
+        let keep_ms = *self.usage_keep_ms.lock();
+        let prune_before =
+            now.div_euclid(NANOS_PER_SEC) - i64::try_from(keep_ms / 1000).unwrap_or(0) - day_s;
         inv.arg(now.div_euclid(NANOS_PER_SEC))
             .arg(now.rem_euclid(NANOS_PER_SEC))
-            .arg(hits_arg.to_string())
-            .arg(TTL_SLACK_MS)
-            .arg(deadline);
-        let mut params = Vec::with_capacity(limits.len());
-        for (i, l) in limits.iter().enumerate() {
-            let own = units.and_then(|u| u.get(i)).copied().unwrap_or(0);
-            inv.key(self.key_name(&l.key));
-            match &l.spec {
+            .arg(mode.arg())
+            .arg(deadline)
+            .arg(keep_ms)
+            .arg(prune_before);
+        for k in keys {
+            inv.key(k);
+        }
+        let mut scales = Vec::with_capacity(items.len());
+        for it in items {
+            inv.arg(it.key).arg(&it.field);
+            match &it.limit.spec {
                 LimitSpec::Bucket(spec) => {
                     let (d, refill, cap, scale) = bucket_params(spec);
                     inv.arg("b")
                         .arg(d.to_string())
                         .arg(refill.to_string())
-                        .arg(cap.to_string())
-                        .arg(own);
-                    params.push(scale);
+                        .arg(cap.to_string());
+                    scales.push(scale);
                 }
                 LimitSpec::Quota(q) => {
                     inv.arg("q")
                         .arg(q.limit)
-                        .arg((q.window.end.saturating_sub(now) / 1_000_000).max(0))
-                        .arg(0)
-                        .arg(own);
-                    params.push(1);
+                        .arg(q.window.start.div_euclid(NANOS_PER_SEC))
+                        .arg(it.legacy);
+                    scales.push(0);
                 }
-                LimitSpec::Usage { retain_until } => {
-                    inv.arg("u")
-                        .arg(0)
-                        .arg((retain_until.saturating_sub(now) / 1_000_000).max(1))
-                        .arg(0)
-                        .arg(own);
-                    params.push(1);
+                LimitSpec::Usage { .. } => {
+                    inv.arg("u").arg(0).arg(0).arg(it.legacy);
+                    scales.push(1);
                 }
             }
+            inv.arg(it.units);
         }
         let mut conn = self.conn();
         let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
@@ -374,34 +546,357 @@ impl RedisStore {
                 "redis ran the script after its deadline (it was queued behind something slow); nothing was charged",
             ));
         }
-        if reply.len() != limits.len() + 1 {
+        if reply.len() != items.len() + 1 {
             return Err(StoreError::new(
                 StoreErrorKind::Protocol,
                 format!("unexpected script reply of {} values", reply.len()),
             ));
         }
-        let admitted = reply[0] == 1;
-        // A probe reports what it found; a charge or a dry run, what the charge leaves.
-        let after = admitted && need > 0;
-        let need = need.max(1);
-        let mut states = Vec::with_capacity(limits.len());
-        for (i, ((l, &raw), scale)) in limits.iter().zip(&reply[1..]).zip(params).enumerate() {
-            let need = units.and_then(|u| u.get(i)).copied().unwrap_or(need).max(1);
-            // The level before this request, back in the memory store's units (a quota's used
-            // count is signed: below zero after a temporary extension).
-            let level = match &l.spec {
+        let levels = items
+            .iter()
+            .zip(&reply[1..])
+            .zip(&scales)
+            .map(|((it, &raw), &scale)| match &it.limit.spec {
                 LimitSpec::Bucket(spec) => {
                     (u128::try_from(raw.max(0)).unwrap_or(0) * scale).min(spec.capacity())
                 }
+                // A quota's used count is signed: below zero after a temporary extension.
                 LimitSpec::Quota(_) => crate::limit::quota_level(raw),
                 LimitSpec::Usage { .. } => u128::try_from(raw.max(0)).unwrap_or(0),
+            })
+            .collect();
+        Ok((reply[0] == 1, levels))
+    }
+
+    /// Runs the script over the per-key (and, when exact, shared) limits `which` of `limits`:
+    /// one call on a single node; in a cluster one call per key's hash, all-or-nothing across
+    /// them by a dry run first and refunds if a charge is refused in between.
+    async fn run_keyed(
+        &self,
+        limits: &[LimitRef],
+        units: &[u64],
+        which: &[usize],
+        mode: Mode,
+        now: Nanos,
+    ) -> Result<(bool, Vec<(usize, u128)>), StoreError> {
+        // Group by hash.
+        let mut homes: Vec<Home> = Vec::new();
+        let mut fields: Vec<(usize, usize, String)> = Vec::with_capacity(which.len());
+        for &i in which {
+            let (home, field) = layout::place(&limits[i].key);
+            let h = match homes.iter().position(|x| *x == home) {
+                Some(h) => h,
+                None => {
+                    homes.push(home);
+                    homes.len() - 1
+                }
             };
-            states.push(if after {
-                l.spec.charge(level, need, now).state
-            } else {
-                l.spec.check(level, need, now)
-            });
+            fields.push((i, h, field));
         }
+        let groups: Vec<Vec<usize>> = if self.cluster {
+            (0..homes.len()).map(|h| vec![h]).collect()
+        } else {
+            vec![(0..homes.len()).collect()]
+        };
+        let build = |group: &[usize]| {
+            let mut keys: Vec<String> = group
+                .iter()
+                .map(|&h| layout::hash_name(&self.prefix, &homes[h]))
+                .collect();
+            let mut items = Vec::new();
+            for (i, h, field) in &fields {
+                let Some(k) = group.iter().position(|g| g == h) else {
+                    continue;
+                };
+                let legacy = if self.cluster {
+                    0
+                } else {
+                    match layout::legacy_name(&self.prefix, &limits[*i].key) {
+                        Some(name) => {
+                            keys.push(name);
+                            keys.len()
+                        }
+                        None => 0,
+                    }
+                };
+                items.push(Item {
+                    limit: &limits[*i],
+                    key: k + 1,
+                    field: field.clone(),
+                    units: units[*i],
+                    legacy,
+                });
+            }
+            (keys, items)
+        };
+        let collect = |items: &[Item<'_>], levels: Vec<u128>, out: &mut Vec<(usize, u128)>| {
+            for (it, level) in items.iter().zip(levels) {
+                let i = limits
+                    .iter()
+                    .position(|l| std::ptr::eq(l, it.limit))
+                    .unwrap_or(0);
+                out.push((i, level));
+            }
+        };
+        let mut out = Vec::with_capacity(which.len());
+        if groups.len() == 1 {
+            let (keys, items) = build(&groups[0]);
+            let (admitted, levels) = self.call(&keys, &items, mode, now).await?;
+            collect(&items, levels, &mut out);
+            return Ok((admitted, out));
+        }
+        // Several keys' hashes in a cluster (an RLS request naming several API keys): check
+        // all, then charge each; a refusal in between (a race) refunds what was charged.
+        let built: Vec<_> = groups.iter().map(|g| build(g)).collect();
+        let first = if mode == Mode::Charge {
+            Mode::DryRun
+        } else {
+            mode
+        };
+        let mut admitted = true;
+        for (keys, items) in &built {
+            let (ok, levels) = self.call(keys, items, first, now).await?;
+            admitted &= ok;
+            collect(items, levels, &mut out);
+        }
+        if mode != Mode::Charge || !admitted {
+            return Ok((admitted, out));
+        }
+        out.clear();
+        for (n, (keys, items)) in built.iter().enumerate() {
+            let result = self.call(keys, items, Mode::Charge, now).await;
+            match result {
+                Ok((true, levels)) => collect(items, levels, &mut out),
+                other => {
+                    for (keys, items) in &built[..n] {
+                        if let Err(e) = self.call(keys, items, Mode::Refund, now).await {
+                            tracing::error!(error = %e, "refunding a partly charged request failed: its units stay charged");
+                        }
+                    }
+                    let (_, levels) = other?;
+                    collect(items, levels, &mut out);
+                    return Ok((false, out));
+                }
+            }
+        }
+        Ok((true, out))
+    }
+
+    /// One lease call: give back `give`, take up to `want` units of `field`.
+    async fn lease_call(
+        &self,
+        field: &str,
+        p: Params,
+        want: u128,
+        give: u128,
+        now: Nanos,
+    ) -> Result<(u128, u128), StoreError> {
+        let mut inv = self.lease.prepare_invoke();
+        inv.key(layout::hash_name(&self.prefix, &Home::Shared))
+            .arg(now.div_euclid(NANOS_PER_SEC))
+            .arg(now.rem_euclid(NANOS_PER_SEC))
+            .arg(field)
+            .arg(p.unit.to_string())
+            .arg(p.refill.to_string())
+            .arg(p.capacity.to_string())
+            .arg(want.to_string())
+            .arg(give.to_string());
+        let mut conn = self.conn();
+        let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
+        match reply.as_slice() {
+            [grant, level] => Ok((
+                u128::try_from(*grant).unwrap_or(0),
+                u128::try_from(*level).unwrap_or(0),
+            )),
+            _ => Err(StoreError::new(
+                StoreErrorKind::Protocol,
+                format!("unexpected lease reply of {} values", reply.len()),
+            )),
+        }
+    }
+
+    /// Gives the units of idle leases back to Redis (see [`Leases::idle`]); called every hold
+    /// period by [`RedisStore::spawn_lease_returns`].
+    pub async fn return_idle_leases(&self) {
+        let Some(leases) = &self.leases else { return };
+        let now = {
+            let (t, since) = *self.last_now.lock();
+            t.saturating_add(Nanos::try_from(since.elapsed().as_nanos()).unwrap_or(0))
+        };
+        for (field, units, p) in leases.idle(now) {
+            if self.lease_call(&field, p, 0, units, now).await.is_err() {
+                leases.restore(&field, units);
+            }
+        }
+    }
+
+    /// Starts giving idle leases back every hold period, while the store lives.
+    pub fn spawn_lease_returns(self: &Arc<Self>) {
+        if self.leases.is_none() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LEASE_HOLD);
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { break };
+                store.return_idle_leases().await;
+            }
+        });
+    }
+
+    /// The shared limits `which` of a request, from leases: spends them when charging, reads
+    /// them otherwise. Each gets its state and the units spent (to give back on a refusal).
+    async fn run_shared(
+        &self,
+        leases: &Leases,
+        limits: &[LimitRef],
+        units: &[u64],
+        which: &[usize],
+        mode: Mode,
+        now: Nanos,
+    ) -> Result<Vec<(usize, LimitState, u128)>, StoreError> {
+        let mut out = Vec::with_capacity(which.len());
+        for &i in which {
+            let l = &limits[i];
+            let LimitSpec::Bucket(spec) = &l.spec else {
+                continue;
+            };
+            let (unit, refill, capacity, scale) = bucket_params(spec);
+            let p = Params {
+                unit,
+                refill,
+                capacity,
+                scale,
+            };
+            let need_tokens = units[i].max(1);
+            let need = u128::from(need_tokens).saturating_mul(unit);
+            let (_, field) = layout::place(&l.key);
+            let to_mem = |level: u128| (level * scale).min(spec.capacity());
+            if mode != Mode::Charge {
+                let (level, _) = leases.peek(&field, p, need);
+                let state = if mode == Mode::DryRun {
+                    let mut s = l.spec.check(to_mem(level), need_tokens, now);
+                    if s.admitted {
+                        s = l.spec.charge(to_mem(level), need_tokens, now).state;
+                    }
+                    s
+                } else {
+                    l.spec.check(to_mem(level), need_tokens, now)
+                };
+                out.push((i, state, 0));
+                continue;
+            }
+            let mut local = leases.spend(&field, p, need, now);
+            if let Local::Fetch { want } = local {
+                let (grant, level) = self.lease_call(&field, p, want, 0, now).await?;
+                local = leases.granted(&field, grant, level, need, now);
+            }
+            match local {
+                Local::Spent { before } => {
+                    out.push((
+                        i,
+                        l.spec.charge(to_mem(before), need_tokens, now).state,
+                        need,
+                    ));
+                }
+                Local::Wait { retry_at, before } => {
+                    let mut s = l.spec.check(to_mem(before), need_tokens, now);
+                    s.admitted = false;
+                    s.remaining = 0;
+                    s.retry_after = (retry_at != Nanos::MAX).then(|| retry_at.saturating_sub(now));
+                    out.push((i, s, 0));
+                }
+                Local::Fetch { .. } => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Protocol,
+                        "a lease was asked for twice",
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decides `limits`, each for its `units`, in `mode`.
+    async fn decide(
+        &self,
+        limits: &[LimitRef],
+        units: &[u64],
+        mode: Mode,
+        now: Nanos,
+    ) -> Result<Charge, StoreError> {
+        self.saw(now);
+        let (shared, keyed): (Vec<usize>, Vec<usize>) = match &self.leases {
+            Some(_) => (0..limits.len()).partition(|&i| layout::is_shared(&limits[i].key)),
+            None => (Vec::new(), (0..limits.len()).collect()),
+        };
+        let mut states: Vec<Option<LimitState>> = vec![None; limits.len()];
+        let mut spent: Vec<(usize, u128)> = Vec::new();
+        let mut admitted = true;
+        if let Some(leases) = &self.leases {
+            for (i, state, units) in self
+                .run_shared(leases, limits, units, &shared, mode, now)
+                .await?
+            {
+                admitted &= state.admitted;
+                states[i] = Some(state);
+                if units > 0 {
+                    spent.push((i, units));
+                }
+            }
+        }
+        let give_back = |spent: &[(usize, u128)]| {
+            if let Some(leases) = &self.leases {
+                for &(i, units) in spent {
+                    leases.give_back(&layout::place(&limits[i].key).1, units);
+                }
+            }
+        };
+        if !admitted && mode == Mode::Charge {
+            // A shared bucket refused: nothing is charged, and the key's hash is not read (its
+            // limits are reported as admitting, with nothing known of what is left).
+            give_back(&spent);
+            for &i in &keyed {
+                states[i] = Some(LimitState {
+                    admitted: true,
+                    remaining: u64::MAX,
+                    reset_after: None,
+                    retry_after: None,
+                });
+            }
+        } else if !keyed.is_empty() {
+            let result = self.run_keyed(limits, units, &keyed, mode, now).await;
+            let (ok, levels) = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    give_back(&spent);
+                    return Err(e);
+                }
+            };
+            if !ok && mode == Mode::Charge {
+                give_back(&spent);
+            }
+            let charged = ok && admitted && matches!(mode, Mode::Charge | Mode::DryRun);
+            for (i, level) in levels {
+                let need = units[i].max(1);
+                states[i] = Some(if charged {
+                    limits[i].spec.charge(level, need, now).state
+                } else {
+                    limits[i].spec.check(level, need, now)
+                });
+            }
+            admitted &= ok;
+        }
+        let states = states
+            .into_iter()
+            .map(|s| {
+                s.ok_or_else(|| {
+                    StoreError::new(StoreErrorKind::Protocol, "a limit was left undecided")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Charge { admitted, states })
     }
 }
@@ -414,8 +909,13 @@ impl Store for RedisStore {
         hits: u64,
         now: Nanos,
     ) -> Result<Charge, StoreError> {
-        // `hits == 0` is a probe: the script checks one unit and charges nothing.
-        self.run(limits, hits, true, now).await
+        let (mode, need) = match hits {
+            // A probe: check one unit and charge nothing.
+            0 => (Mode::Probe, 1),
+            n => (Mode::Charge, n),
+        };
+        self.decide(limits, &vec![need; limits.len()], mode, now)
+            .await
     }
 
     async fn check_and_charge_each(
@@ -425,7 +925,7 @@ impl Store for RedisStore {
         now: Nanos,
     ) -> Result<Charge, StoreError> {
         let (merged, demand, slot) = super::backend::merge_demands(limits, units);
-        let c = self.run_each(&merged, Some(&demand), 1, true, now).await?;
+        let c = self.decide(&merged, &demand, Mode::Charge, now).await?;
         Ok(Charge {
             admitted: c.admitted,
             states: slot.iter().map(|&i| c.states[i]).collect(),
@@ -438,86 +938,99 @@ impl Store for RedisStore {
         need: u64,
         now: Nanos,
     ) -> Result<Charge, StoreError> {
-        self.run(limits, need.max(1), false, now).await
+        self.decide(limits, &vec![need.max(1); limits.len()], Mode::DryRun, now)
+            .await
     }
 
-    async fn usage(&self, plan: &str, from: Nanos, to: Nanos) -> Result<Vec<UsageRow>, StoreError> {
-        // Usage keys of a plan: `{prefix}|u|<plan>|<key>|<day>`. SCAN walks them without
-        // blocking Redis; this serves the admin API, not the request path.
-        let pattern = format!("{{{}}}|u|{}|*", self.prefix, plan);
-        let mut conn = self.conn();
-        let mut cursor: u64 = 0;
-        let mut names: Vec<String> = Vec::new();
-        loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .bounded(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            names.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        let head = format!("{{{}}}|", self.prefix);
-        let keys: Vec<(String, LimitKey)> = names
-            .into_iter()
-            .filter_map(|n| {
-                let k = LimitKey::parse_counter(n.strip_prefix(&head)?)?;
-                match &k {
-                    LimitKey::Usage { day_start, .. } if (from..to).contains(day_start) => {
-                        Some((n, k))
-                    }
-                    _ => None,
-                }
-            })
+    async fn usage(
+        &self,
+        plan: &str,
+        keys: &[Arc<str>],
+        from: Nanos,
+        to: Nanos,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let day = 86_400 * NANOS_PER_SEC;
+        let first = from.div_euclid(day) * day;
+        let days: Vec<Nanos> = (0..)
+            .map(|n| first + n * day)
+            .take_while(|d| *d < to)
+            .filter(|d| *d >= from)
             .collect();
-        if keys.is_empty() {
-            return Ok(Vec::new());
+        let mut rows = Vec::new();
+        if days.is_empty() {
+            return Ok(rows);
         }
-        let values: Vec<Option<u64>> = self
-            .bounded(
-                redis::cmd("MGET")
-                    .arg(keys.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>())
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(keys
-            .into_iter()
-            .zip(values)
-            .filter_map(|((_, k), v)| match (k, v) {
-                (LimitKey::Usage { key, day_start, .. }, Some(used)) => Some(UsageRow {
-                    key: key.to_string(),
-                    day_start,
-                    used,
-                }),
-                _ => None,
-            })
-            .collect())
+        let fields: Vec<String> = days
+            .iter()
+            .map(|d| format!("u|{plan}|{}", d.div_euclid(NANOS_PER_SEC)))
+            .collect();
+        // A few keys at a time in flight: reports serve the admin API, not the request path.
+        for chunk in keys.chunks(64) {
+            let mut set = tokio::task::JoinSet::new();
+            for (n, key) in chunk.iter().enumerate() {
+                let mut conn = self.conn();
+                let name = layout::hash_name(&self.prefix, &Home::Key(key.clone()));
+                let cmd = redis::cmd("HMGET").arg(name).arg(&fields).clone();
+                let timeout = self.timeout.max(Duration::from_secs(2));
+                set.spawn(async move {
+                    let r: redis::RedisResult<Vec<Option<u64>>> =
+                        match tokio::time::timeout(timeout, cmd.query_async(&mut conn)).await {
+                            Ok(r) => r,
+                            Err(_) => return (n, Err(timeout_error(timeout))),
+                        };
+                    (n, r.map_err(store_error))
+                });
+            }
+            while let Some(joined) = set.join_next().await {
+                let (n, values) = joined.map_err(|e| {
+                    StoreError::caused_by(StoreErrorKind::Protocol, "usage read task failed", e)
+                })?;
+                for (d, used) in days.iter().zip(values?) {
+                    if let Some(used) = used {
+                        rows.push(UsageRow {
+                            key: chunk[n].to_string(),
+                            day_start: *d,
+                            used,
+                        });
+                    }
+                }
+            }
+        }
+        if !self.cluster {
+            self.legacy_usage(plan, from, to, &mut rows).await?;
+        }
+        Ok(rows)
     }
 
     async fn set_used(&self, limit: &LimitRef, used: i64, now: Nanos) -> Result<(), StoreError> {
         let q = quota_of(limit)?;
+        let (home, field) = layout::place(&limit.key);
+        let name = layout::hash_name(&self.prefix, &home);
         let ttl = (q.window.end.saturating_sub(now) / 1_000_000).max(1) + TTL_SLACK_MS as i64;
+        let value = format!("{used} {}", q.window.start.div_euclid(NANOS_PER_SEC));
         let mut conn = self.conn();
         let _: () = self
             .bounded(
-                redis::cmd("SET")
-                    .arg(self.key_name(&limit.key))
-                    .arg(used)
-                    .arg("PX")
+                redis::pipe()
+                    .cmd("HSET")
+                    .arg(&name)
+                    .arg(&field)
+                    .arg(value)
+                    .ignore()
+                    // A hash without usage yet gets a lifetime; one with usage keeps its own.
+                    .cmd("PEXPIRE")
+                    .arg(&name)
                     .arg(ttl)
+                    .arg("NX")
+                    .ignore()
                     .query_async(&mut conn),
             )
             .await?;
         Ok(())
+    }
+
+    async fn set_usage_retention_days(&self, days: u32) {
+        *self.usage_keep_ms.lock() = u64::from(days.saturating_add(1)) * 86_400_000;
     }
 
     async fn initial_period(&self, name: &str, start: Nanos) -> Result<Nanos, StoreError> {
@@ -546,7 +1059,7 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let pong: String =
             tokio::time::timeout(self.timeout, redis::cmd("PING").query_async(&mut conn))
                 .await
@@ -560,6 +1073,76 @@ impl Store for RedisStore {
                 format!("PING answered {pong}"),
             ))
         }
+    }
+}
+
+impl RedisStore {
+    /// Daily usage still under the earlier layout's keys (`{prefix}|u|<plan>|<key>|<day>`), for
+    /// the (key, day) pairs the hashes do not have: history from before an upgrade.
+    async fn legacy_usage(
+        &self,
+        plan: &str,
+        from: Nanos,
+        to: Nanos,
+        rows: &mut Vec<UsageRow>,
+    ) -> Result<(), StoreError> {
+        let pattern = format!("{{{}}}|u|{}|*", self.prefix, plan);
+        let mut conn = self.conn();
+        let mut cursor: u64 = 0;
+        let mut names: Vec<String> = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .bounded(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            names.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let head = format!("{{{}}}|", self.prefix);
+        let have: std::collections::HashSet<(String, Nanos)> =
+            rows.iter().map(|r| (r.key.clone(), r.day_start)).collect();
+        let keys: Vec<(String, String, Nanos)> = names
+            .into_iter()
+            .filter_map(|n| match LimitKey::parse_counter(n.strip_prefix(&head)?)? {
+                LimitKey::Usage { key, day_start, .. }
+                    if (from..to).contains(&day_start)
+                        && !have.contains(&(key.to_string(), day_start)) =>
+                {
+                    Some((n, key.to_string(), day_start))
+                }
+                _ => None,
+            })
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let values: Vec<Option<u64>> = self
+            .bounded(
+                redis::cmd("MGET")
+                    .arg(keys.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>())
+                    .query_async(&mut conn),
+            )
+            .await?;
+        for ((_, key, day_start), v) in keys.into_iter().zip(values) {
+            if let Some(used) = v {
+                rows.push(UsageRow {
+                    key,
+                    day_start,
+                    used,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
