@@ -395,6 +395,23 @@ impl RedisServer {
         RedisServer::start_with(&[])
     }
 
+    /// A server on `port` with extra arguments (a cluster node: the caller picked the port).
+    pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        let mut r = RedisServer {
+            port,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+        };
+        r.restart();
+        r
+    }
+
+    /// Stops the server as a crash would (SIGKILL): for failover tests.
+    pub fn kill(&mut self) {
+        self.stop();
+    }
+
     /// A server started with extra `redis-server` arguments (kept across restarts).
     pub fn start_with(extra: &[&str]) -> RedisServer {
         // A free port can be taken by a parallel test between `free_port` and redis's bind; then
@@ -481,6 +498,129 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A Redis Cluster on loopback: `masters` masters, each with `replicas` replicas, made with
+/// `redis-cli --cluster create`. Killed on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        let mut last = String::new();
+        for _ in 0..4 {
+            match Self::try_start(masters, replicas) {
+                Ok(c) => return c,
+                Err(e) => last = e,
+            }
+        }
+        panic!("the Redis Cluster did not start: {last}");
+    }
+
+    fn try_start(masters: usize, replicas: usize) -> Result<RedisCluster, String> {
+        let n = masters * (1 + replicas);
+        let args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "1500",
+            // Replicas sync at once and may always take over (the test kills masters).
+            "--repl-diskless-sync-delay",
+            "0",
+            "--cluster-replica-validity-factor",
+            "0",
+        ];
+        // The cluster bus listens on port + 10000: pick ports whose bus port is free too.
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|_| {
+                for _ in 0..20 {
+                    let port = free_port();
+                    if port < 55_000
+                        && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+                    {
+                        return RedisServer::start_on(port, &args);
+                    }
+                }
+                panic!("no free port pair for a cluster node");
+            })
+            .collect();
+        let mut create = Command::new(which("redis-cli").ok_or("redis-cli not found")?);
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let cluster = RedisCluster { nodes };
+        let waited = Stopwatch::start();
+        let ready = |n: &RedisServer| {
+            n.command(&["CLUSTER", "INFO"]).contains("cluster_state:ok") && {
+                let r = n.command(&["INFO", "replication"]);
+                r.contains("role:master") || r.contains("master_link_status:up")
+            }
+        };
+        while !cluster.nodes.iter().all(ready) {
+            if waited.elapsed() > Duration::from_secs(30) {
+                return Err("the cluster did not reach cluster_state:ok in 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(cluster)
+    }
+
+    /// `redis-cluster://127.0.0.1:p1,127.0.0.1:p2,…`
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis-cluster://{}", hosts.join(","))
+    }
+
+    /// The nodes that are masters now.
+    pub fn masters(&self) -> Vec<&RedisServer> {
+        self.nodes
+            .iter()
+            .filter(|n| n.command(&["ROLE"]).contains("master"))
+            .collect()
+    }
+
+    /// Sum of an `INFO` field over the masters (`used_cpu_user`), or of a command's calls in
+    /// `INFO commandstats` (`cmdstat_hset`).
+    pub fn sum_info(&self, section: &str, field: &str) -> f64 {
+        self.masters()
+            .iter()
+            .map(|n| info_field(&n.command(&["INFO", section]), field))
+            .sum()
+    }
+}
+
+/// A field of an `INFO` reply: `field:1.23` → 1.23; for a commandstats line
+/// (`cmdstat_get:calls=5,…`), its calls.
+pub fn info_field(info: &str, field: &str) -> f64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix("calls=")
+                .map_or(v, |c| c.split(',').next().unwrap_or(""));
+            v.parse().unwrap_or(0.0)
+        })
+        .unwrap_or(0.0)
 }
 
 pub fn which(name: &str) -> Option<PathBuf> {
