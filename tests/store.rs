@@ -537,3 +537,60 @@ async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Ve
     }
     out
 }
+
+/// Counters of the earlier one-key-per-counter layout are read once, so that an upgrade loses
+/// no count: a quota used 2 of 3 before the upgrade admits one more, and the day's usage and
+/// the days before stay in the report.
+#[tokio::test]
+async fn an_upgrade_from_the_earlier_redis_layout_loses_no_count() {
+    let server = common::RedisServer::start();
+    let day = 86_400 * SEC;
+    // As the earlier layout wrote them: `{prefix}|q|<plan>|<key>|<window start s>`,
+    // `{prefix}|u|<plan>|<key>|<day start s>`.
+    server.command(&["SET", "{up}|q|plan|uk|86400", "2"]);
+    server.command(&["SET", "{up}|u|plan|uk|86400", "2"]);
+    server.command(&["SET", "{up}|u|plan|uk|0", "7"]);
+    let store = RedisStore::connect(&RedisOptions {
+        tls: Default::default(),
+        shared: Default::default(),
+        replicas: 2,
+        url: server.url(),
+        prefix: "up".into(),
+        timeout: std::time::Duration::from_secs(2),
+    })
+    .await
+    .unwrap();
+    let usage = LimitRef {
+        key: LimitKey::Usage {
+            plan: Arc::from("plan"),
+            key: Arc::from("uk"),
+            day_start: day,
+        },
+        spec: LimitSpec::Usage {
+            retain_until: 90 * day,
+        },
+    };
+    let limits = [quota("uk", 3, day, 2 * day), usage];
+    let now = day + SEC;
+    assert!(
+        store
+            .check_and_charge(&limits, 1, now)
+            .await
+            .unwrap()
+            .admitted
+    );
+    assert!(
+        !store
+            .check_and_charge(&limits, 1, now)
+            .await
+            .unwrap()
+            .admitted
+    );
+    let mut rows = store
+        .usage("plan", &[Arc::from("uk")], 0, 2 * day)
+        .await
+        .unwrap();
+    rows.sort_by_key(|r| r.day_start);
+    let got: Vec<(i64, u64)> = rows.iter().map(|r| (r.day_start / day, r.used)).collect();
+    assert_eq!(got, [(0, 7), (1, 3)]);
+}

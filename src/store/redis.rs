@@ -42,8 +42,6 @@ use lease::{Leases, Local, Params};
 const DECIDE: &str = include_str!("redis/decide.lua");
 const LEASE: &str = include_str!("redis/lease.lua");
 const MAX_EXACT: u128 = 1 << 53;
-/// Extra lifetime of keys past the moment they stop mattering, in ms.
-const TTL_SLACK_MS: u64 = 60_000;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -291,15 +289,31 @@ fn cluster_nodes(url: &str) -> Option<(Vec<String>, bool)> {
     (!nodes.is_empty()).then_some((nodes, tls))
 }
 
-/// One limit of a script call.
-struct Item<'a> {
-    limit: &'a LimitRef,
+/// One entry of a script call: a bucket, or a plan's record of one key (its throttle, quota and
+/// daily usage, each optional), as decide.lua reads them.
+struct Item {
     /// Index into the call's KEYS (1-based), and the field.
     key: usize,
     field: String,
-    units: u64,
-    /// Index into KEYS of the legacy counter, or 0.
-    legacy: usize,
+    part: Part,
+}
+
+enum Part {
+    /// A bucket: the limit's index.
+    Bucket(usize),
+    /// A record: the indices of its throttle, quota and usage limits, and the KEYS indices of
+    /// the legacy quota and usage counters (0: none).
+    Record {
+        bucket: Option<usize>,
+        quota: Option<usize>,
+        usage: Option<usize>,
+        legacy: (usize, usize),
+    },
+}
+
+/// Little-endian doubles, as decide.lua's `struct.unpack("<d…")` reads them.
+fn packed(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// A script's mode (see decide.lua).
@@ -309,6 +323,8 @@ enum Mode {
     Probe,
     DryRun,
     Refund,
+    /// Sets a record's quota used count (UpdateUsage).
+    Set,
 }
 
 impl Mode {
@@ -318,6 +334,7 @@ impl Mode {
             Mode::Probe => "p",
             Mode::DryRun => "d",
             Mode::Refund => "r",
+            Mode::Set => "s",
         }
     }
 }
@@ -484,17 +501,20 @@ impl RedisStore {
         *self.last_now.lock() = (now, Stopwatch::start());
     }
 
-    /// One call of the decision script over `items` (whose hashes are `keys`): the admission and
-    /// each item's level before the call, in memory-store units.
+    /// One call of the decision script over `items` (whose hashes are `keys`) for `limits`,
+    /// each for its `units`: the admission and the level before the call of each limit named,
+    /// in memory-store units.
     async fn call(
         &self,
         keys: &[String],
-        items: &[Item<'_>],
+        items: &[Item],
+        limits: &[LimitRef],
+        units: &[u64],
         mode: Mode,
         now: Nanos,
-    ) -> Result<(bool, Vec<u128>), StoreError> {
+    ) -> Result<(bool, Vec<(usize, u128)>), StoreError> {
         let mut inv = self.decide.prepare_invoke();
-        let deadline = if mode == Mode::Refund {
+        let deadline = if matches!(mode, Mode::Refund | Mode::Set) {
             0
         } else {
             self.deadline_ms().await
@@ -512,31 +532,64 @@ impl RedisStore {
         for k in keys {
             inv.key(k);
         }
-        let mut scales = Vec::with_capacity(items.len());
+        let bucket = |i: Option<usize>| match i.map(|i| &limits[i].spec) {
+            Some(LimitSpec::Bucket(spec)) => {
+                let (d, refill, cap, _) = bucket_params(spec);
+                [d as f64, refill as f64, cap as f64]
+            }
+            _ => [0.0; 3],
+        };
+        let units_of = |i: Option<usize>| i.map_or(0.0, |i| units[i] as f64);
+        // Quota units are signed in a Set (the used count to set).
+        let set_units = |i: Option<usize>| i.map_or(0.0, |i| units[i] as i64 as f64);
         for it in items {
             inv.arg(it.key).arg(&it.field);
-            match &it.limit.spec {
-                LimitSpec::Bucket(spec) => {
-                    let (d, refill, cap, scale) = bucket_params(spec);
+            match &it.part {
+                Part::Bucket(i) => {
+                    let [d, refill, cap] = bucket(Some(*i));
                     inv.arg("b")
-                        .arg(d.to_string())
-                        .arg(refill.to_string())
-                        .arg(cap.to_string());
-                    scales.push(scale);
+                        .arg(packed(&[d, refill, cap, units[*i] as f64]));
                 }
-                LimitSpec::Quota(q) => {
-                    inv.arg("q")
-                        .arg(q.limit)
-                        .arg(q.window.start.div_euclid(NANOS_PER_SEC))
-                        .arg(it.legacy);
-                    scales.push(0);
-                }
-                LimitSpec::Usage { .. } => {
-                    inv.arg("u").arg(0).arg(0).arg(it.legacy);
-                    scales.push(1);
+                Part::Record {
+                    bucket: b,
+                    quota,
+                    usage,
+                    legacy,
+                } => {
+                    let [d, refill, cap] = bucket(*b);
+                    let (limit, start) = match quota.map(|i| &limits[i].spec) {
+                        Some(LimitSpec::Quota(q)) => (
+                            q.limit as f64,
+                            q.window.start.div_euclid(NANOS_PER_SEC) as f64,
+                        ),
+                        _ => (-1.0, -1.0),
+                    };
+                    let day = match usage.map(|i| &limits[i].key) {
+                        Some(LimitKey::Usage { day_start, .. }) => {
+                            day_start.div_euclid(NANOS_PER_SEC) as f64
+                        }
+                        _ => -1.0,
+                    };
+                    let qunits = if mode == Mode::Set {
+                        set_units(*quota)
+                    } else {
+                        units_of(*quota)
+                    };
+                    inv.arg("r").arg(packed(&[
+                        d,
+                        refill,
+                        cap,
+                        units_of(*b),
+                        limit,
+                        start,
+                        qunits,
+                        legacy.0 as f64,
+                        day,
+                        units_of(*usage),
+                        legacy.1 as f64,
+                    ]));
                 }
             }
-            inv.arg(it.units);
         }
         let mut conn = self.conn();
         let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
@@ -546,26 +599,134 @@ impl RedisStore {
                 "redis ran the script after its deadline (it was queued behind something slow); nothing was charged",
             ));
         }
-        if reply.len() != items.len() + 1 {
+        let expected = 1 + items
+            .iter()
+            .map(|it| match it.part {
+                Part::Bucket(_) => 1,
+                Part::Record { .. } => 3,
+            })
+            .sum::<usize>();
+        if reply.len() != expected {
             return Err(StoreError::new(
                 StoreErrorKind::Protocol,
                 format!("unexpected script reply of {} values", reply.len()),
             ));
         }
-        let levels = items
-            .iter()
-            .zip(&reply[1..])
-            .zip(&scales)
-            .map(|((it, &raw), &scale)| match &it.limit.spec {
-                LimitSpec::Bucket(spec) => {
-                    (u128::try_from(raw.max(0)).unwrap_or(0) * scale).min(spec.capacity())
+        let bucket_level = |i: usize, raw: i64| match &limits[i].spec {
+            LimitSpec::Bucket(spec) => {
+                let (_, _, _, scale) = bucket_params(spec);
+                (u128::try_from(raw.max(0)).unwrap_or(0) * scale).min(spec.capacity())
+            }
+            _ => 0,
+        };
+        let mut levels = Vec::with_capacity(limits.len());
+        let mut at = 1;
+        for it in items {
+            match &it.part {
+                Part::Bucket(i) => {
+                    levels.push((*i, bucket_level(*i, reply[at])));
+                    at += 1;
                 }
-                // A quota's used count is signed: below zero after a temporary extension.
-                LimitSpec::Quota(_) => crate::limit::quota_level(raw),
-                LimitSpec::Usage { .. } => u128::try_from(raw.max(0)).unwrap_or(0),
-            })
-            .collect();
+                Part::Record {
+                    bucket: b,
+                    quota,
+                    usage,
+                    ..
+                } => {
+                    if let Some(i) = b {
+                        levels.push((*i, bucket_level(*i, reply[at])));
+                    }
+                    // A quota's used count is signed: below zero after a temporary extension.
+                    if let Some(i) = quota {
+                        levels.push((*i, crate::limit::quota_level(reply[at + 1])));
+                    }
+                    if let Some(i) = usage {
+                        levels.push((*i, u128::try_from(reply[at + 2].max(0)).unwrap_or(0)));
+                    }
+                    at += 3;
+                }
+            }
+        }
         Ok((reply[0] == 1, levels))
+    }
+
+    /// The script's entries for the limits `which` (grouped into records per key and plan), for
+    /// the hashes `group` of `homes`: KEYS and items.
+    fn entries(
+        &self,
+        limits: &[LimitRef],
+        which: &[usize],
+        homes: &[Home],
+        group: &[usize],
+    ) -> (Vec<String>, Vec<Item>) {
+        let mut keys: Vec<String> = group
+            .iter()
+            .map(|&h| layout::hash_name(&self.prefix, &homes[h]))
+            .collect();
+        let mut items: Vec<Item> = Vec::new();
+        for &i in which {
+            let (home, field) = layout::place(&limits[i].key);
+            let Some(k) = group.iter().position(|&h| homes[h] == home) else {
+                continue;
+            };
+            let existing = items
+                .iter()
+                .position(|it| it.key == k + 1 && it.field == field);
+            let it = match existing {
+                Some(n) => &mut items[n],
+                None => {
+                    let part = if layout::is_record(&limits[i].key) {
+                        Part::Record {
+                            bucket: None,
+                            quota: None,
+                            usage: None,
+                            legacy: (0, 0),
+                        }
+                    } else {
+                        Part::Bucket(i)
+                    };
+                    items.push(Item {
+                        key: k + 1,
+                        field,
+                        part,
+                    });
+                    items.last_mut().expect("just pushed")
+                }
+            };
+            if let Part::Record {
+                bucket,
+                quota,
+                usage,
+                legacy,
+            } = &mut it.part
+            {
+                let mut legacy_key = || {
+                    if self.cluster {
+                        return 0;
+                    }
+                    match layout::legacy_name(&self.prefix, &limits[i].key) {
+                        Some(name) => {
+                            keys.push(name);
+                            keys.len()
+                        }
+                        None => 0,
+                    }
+                };
+                match &limits[i].key {
+                    LimitKey::Plan { .. } => *bucket = Some(i),
+                    LimitKey::Quota { .. } => {
+                        *quota = Some(i);
+                        legacy.0 = legacy_key();
+                    }
+                    LimitKey::Usage { .. } => {
+                        *usage = Some(i);
+                        legacy.1 = legacy_key();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        (keys, items)
     }
 
     /// Runs the script over the per-key (and, when exact, shared) limits `which` of `limits`:
@@ -579,102 +740,61 @@ impl RedisStore {
         mode: Mode,
         now: Nanos,
     ) -> Result<(bool, Vec<(usize, u128)>), StoreError> {
-        // Group by hash.
         let mut homes: Vec<Home> = Vec::new();
-        let mut fields: Vec<(usize, usize, String)> = Vec::with_capacity(which.len());
         for &i in which {
-            let (home, field) = layout::place(&limits[i].key);
-            let h = match homes.iter().position(|x| *x == home) {
-                Some(h) => h,
-                None => {
-                    homes.push(home);
-                    homes.len() - 1
-                }
-            };
-            fields.push((i, h, field));
+            let (home, _) = layout::place(&limits[i].key);
+            if !homes.contains(&home) {
+                homes.push(home);
+            }
         }
         let groups: Vec<Vec<usize>> = if self.cluster {
             (0..homes.len()).map(|h| vec![h]).collect()
         } else {
             vec![(0..homes.len()).collect()]
         };
-        let build = |group: &[usize]| {
-            let mut keys: Vec<String> = group
-                .iter()
-                .map(|&h| layout::hash_name(&self.prefix, &homes[h]))
-                .collect();
-            let mut items = Vec::new();
-            for (i, h, field) in &fields {
-                let Some(k) = group.iter().position(|g| g == h) else {
-                    continue;
-                };
-                let legacy = if self.cluster {
-                    0
-                } else {
-                    match layout::legacy_name(&self.prefix, &limits[*i].key) {
-                        Some(name) => {
-                            keys.push(name);
-                            keys.len()
-                        }
-                        None => 0,
-                    }
-                };
-                items.push(Item {
-                    limit: &limits[*i],
-                    key: k + 1,
-                    field: field.clone(),
-                    units: units[*i],
-                    legacy,
-                });
-            }
-            (keys, items)
-        };
-        let collect = |items: &[Item<'_>], levels: Vec<u128>, out: &mut Vec<(usize, u128)>| {
-            for (it, level) in items.iter().zip(levels) {
-                let i = limits
-                    .iter()
-                    .position(|l| std::ptr::eq(l, it.limit))
-                    .unwrap_or(0);
-                out.push((i, level));
-            }
-        };
-        let mut out = Vec::with_capacity(which.len());
         if groups.len() == 1 {
-            let (keys, items) = build(&groups[0]);
-            let (admitted, levels) = self.call(&keys, &items, mode, now).await?;
-            collect(&items, levels, &mut out);
-            return Ok((admitted, out));
+            let (keys, items) = self.entries(limits, which, &homes, &groups[0]);
+            return self.call(&keys, &items, limits, units, mode, now).await;
         }
         // Several keys' hashes in a cluster (an RLS request naming several API keys): check
         // all, then charge each; a refusal in between (a race) refunds what was charged.
-        let built: Vec<_> = groups.iter().map(|g| build(g)).collect();
+        let built: Vec<_> = groups
+            .iter()
+            .map(|g| self.entries(limits, which, &homes, g))
+            .collect();
         let first = if mode == Mode::Charge {
             Mode::DryRun
         } else {
             mode
         };
         let mut admitted = true;
+        let mut out = Vec::with_capacity(which.len());
         for (keys, items) in &built {
-            let (ok, levels) = self.call(keys, items, first, now).await?;
+            let (ok, levels) = self.call(keys, items, limits, units, first, now).await?;
             admitted &= ok;
-            collect(items, levels, &mut out);
+            out.extend(levels);
         }
         if mode != Mode::Charge || !admitted {
             return Ok((admitted, out));
         }
         out.clear();
         for (n, (keys, items)) in built.iter().enumerate() {
-            let result = self.call(keys, items, Mode::Charge, now).await;
-            match result {
-                Ok((true, levels)) => collect(items, levels, &mut out),
+            match self
+                .call(keys, items, limits, units, Mode::Charge, now)
+                .await
+            {
+                Ok((true, levels)) => out.extend(levels),
                 other => {
                     for (keys, items) in &built[..n] {
-                        if let Err(e) = self.call(keys, items, Mode::Refund, now).await {
+                        if let Err(e) = self
+                            .call(keys, items, limits, units, Mode::Refund, now)
+                            .await
+                        {
                             tracing::error!(error = %e, "refunding a partly charged request failed: its units stay charged");
                         }
                     }
                     let (_, levels) = other?;
-                    collect(items, levels, &mut out);
+                    out.extend(levels);
                     return Ok((false, out));
                 }
             }
@@ -789,9 +909,15 @@ impl RedisStore {
                 continue;
             }
             let mut local = leases.spend(&field, p, need, now);
-            if let Local::Fetch { want } = local {
-                let (grant, level) = self.lease_call(&field, p, want, 0, now).await?;
-                local = leases.granted(&field, grant, level, need, now);
+            if let Local::Fetch { .. } = local {
+                // One request asks; the others wait for its batch, then spend from it.
+                let asking = leases.asking(&field);
+                let _asking = asking.lock().await;
+                local = leases.spend(&field, p, need, now);
+                if let Local::Fetch { want } = local {
+                    let (grant, level) = self.lease_call(&field, p, want, 0, now).await?;
+                    local = leases.granted(&field, grant, level, need, now);
+                }
             }
             match local {
                 Local::Spent { before } => {
@@ -960,10 +1086,13 @@ impl Store for RedisStore {
         if days.is_empty() {
             return Ok(rows);
         }
-        let fields: Vec<String> = days
+        // Past days' fields, then the plan's record (today's usage, or the last day's until
+        // the record moves to a new day).
+        let mut fields: Vec<String> = days
             .iter()
-            .map(|d| format!("u|{plan}|{}", d.div_euclid(NANOS_PER_SEC)))
+            .map(|d| layout::usage_field(plan, d.div_euclid(NANOS_PER_SEC)))
             .collect();
+        fields.push(layout::record_field(plan));
         // A few keys at a time in flight: reports serve the admin API, not the request path.
         for chunk in keys.chunks(64) {
             let mut set = tokio::task::JoinSet::new();
@@ -973,7 +1102,7 @@ impl Store for RedisStore {
                 let cmd = redis::cmd("HMGET").arg(name).arg(&fields).clone();
                 let timeout = self.timeout.max(Duration::from_secs(2));
                 set.spawn(async move {
-                    let r: redis::RedisResult<Vec<Option<u64>>> =
+                    let r: redis::RedisResult<Vec<Option<Vec<u8>>>> =
                         match tokio::time::timeout(timeout, cmd.query_async(&mut conn)).await {
                             Ok(r) => r,
                             Err(_) => return (n, Err(timeout_error(timeout))),
@@ -985,12 +1114,31 @@ impl Store for RedisStore {
                 let (n, values) = joined.map_err(|e| {
                     StoreError::caused_by(StoreErrorKind::Protocol, "usage read task failed", e)
                 })?;
-                for (d, used) in days.iter().zip(values?) {
+                let mut values = values?;
+                let record = values.pop().flatten();
+                let mut seen = Vec::new();
+                for (d, used) in days.iter().zip(values) {
+                    let used = used.and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok());
                     if let Some(used) = used {
+                        seen.push(*d);
                         rows.push(UsageRow {
                             key: chunk[n].to_string(),
                             day_start: *d,
                             used,
+                        });
+                    }
+                }
+                // The record: seven doubles; the last two are the day's usage and its start.
+                if let Some(r) = record.filter(|r| r.len() == 56) {
+                    let f = |i: usize| {
+                        f64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]))
+                    };
+                    let (used, day) = (f(5), f(6) as i64 * NANOS_PER_SEC);
+                    if used > 0.0 && (from..to).contains(&day) && !seen.contains(&day) {
+                        rows.push(UsageRow {
+                            key: chunk[n].to_string(),
+                            day_start: day,
+                            used: used as u64,
                         });
                     }
                 }
@@ -1003,28 +1151,12 @@ impl Store for RedisStore {
     }
 
     async fn set_used(&self, limit: &LimitRef, used: i64, now: Nanos) -> Result<(), StoreError> {
-        let q = quota_of(limit)?;
-        let (home, field) = layout::place(&limit.key);
-        let name = layout::hash_name(&self.prefix, &home);
-        let ttl = (q.window.end.saturating_sub(now) / 1_000_000).max(1) + TTL_SLACK_MS as i64;
-        let value = format!("{used} {}", q.window.start.div_euclid(NANOS_PER_SEC));
-        let mut conn = self.conn();
-        let _: () = self
-            .bounded(
-                redis::pipe()
-                    .cmd("HSET")
-                    .arg(&name)
-                    .arg(&field)
-                    .arg(value)
-                    .ignore()
-                    // A hash without usage yet gets a lifetime; one with usage keeps its own.
-                    .cmd("PEXPIRE")
-                    .arg(&name)
-                    .arg(ttl)
-                    .arg("NX")
-                    .ignore()
-                    .query_async(&mut conn),
-            )
+        quota_of(limit)?;
+        let limits = std::slice::from_ref(limit);
+        // The record's quota part only: its throttle and usage keep their values.
+        let (keys, items) = self.entries(limits, &[0], &[layout::place(&limit.key).0], &[0]);
+        let units = [used as u64];
+        self.call(&keys, &items, limits, &units, Mode::Set, now)
             .await?;
         Ok(())
     }

@@ -1,33 +1,44 @@
 -- plangate: check every limit of one request and charge them all, or none (one round trip).
 --
--- State lives in hashes, one field per limit: a key's hash `{prefix|<key id>}` holds that key's
--- buckets, quotas and daily usage; `{prefix}|shared` holds the account and stage-method buckets
--- when they are not leased. One HMGET per hash reads every field, one HSET per hash writes them.
+-- State lives in hashes (see store/redis/layout.rs): a key's hash `{prefix|<key id>}` holds one
+-- record per plan (`r|<plan>`: the plan's throttle, quota and today's usage of that key), its
+-- per-method throttles (`m|<plan>|<method>`) and its past days' usage (`u|<plan>|<day>`);
+-- `{prefix}|shared` holds the account and stage-method buckets when they are not leased. One
+-- HMGET per hash reads every field of a decision, one HSET per hash writes them.
 --
 -- Redis Lua numbers are doubles, exact up to 2^53. Everything here stays below that:
---  * time arrives as whole seconds and nanoseconds (ARGV[1], ARGV[2]), so an elapsed time is
---    computed exactly from two small differences;
+--  * time arrives as whole seconds and nanoseconds, so an elapsed time is computed exactly
+--    from two small differences;
 --  * each bucket counts in its own unit, 1/D token, chosen by plangate so that the refill per
 --    nanosecond is a whole number (see store/redis.rs); levels never exceed the capacity.
+-- Values are kept as little-endian doubles (struct.pack): measured cheaper than decimal text,
+-- which Lua must match and format.
 --
 -- ARGV[1], ARGV[2] = now (seconds, nanoseconds)
 -- ARGV[3] = mode: "c" charge, "p" probe (check, charge nothing, report what was found),
---           "d" dry run (check, charge nothing, report what a charge would leave),
---           "r" refund (give the units back, no check: undoes a charge)
+--           "d" dry run (check, charge nothing; plangate reports what a charge would leave),
+--           "r" refund (give the units back, no check: undoes a charge),
+--           "s" set (a record's quota used count := its quota units, signed; UpdateUsage)
 -- ARGV[4] = deadline in Redis's own time (TIME, in ms; 0: none): a script that runs later
 --           (queued behind a slow command while plangate gave up and answered) charges
 --           nothing and returns { -1 }.
--- ARGV[5] = ms a key hash is kept after its newest daily usage field is created
--- ARGV[6] = daily usage fields of days starting before this (Unix seconds) are deleted when a
---           new one is created
--- Then 7 ARGV per limit: key index (into KEYS), field, kind, p1, p2, p3, units
---   bucket "b": unit (D), refill per ns, capacity (burst × D)       value "level s n"
---   quota  "q": limit, window start (Unix s), legacy key index or 0   value "used start"
---   usage  "u": unused, unused, legacy key index or 0                  value "used"
--- A legacy key is a counter of the earlier one-key-per-counter layout (single node only): read
--- once when the field does not exist yet, so that an upgrade loses no count.
+-- ARGV[5] = ms a key's hash is kept after a day's usage is first written
+-- ARGV[6] = past days' usage fields of days starting before this (Unix seconds) are deleted
+--           when a new day begins
+-- Then 4 ARGV per limit: key index (into KEYS), field, kind, parameters (struct-packed doubles):
+--   "b" a bucket:  unit (D), refill per ns, capacity (burst × D), units
+--                  value: level, s, ns
+--   "r" a plan's record of one key (any of its parts may be absent):
+--                  bucket: unit (0: no throttle), refill, capacity, units;
+--                  quota: limit (< 0: no quota), window start (Unix s), units, legacy;
+--                  usage: day start (Unix s; < 0: no usage count), units, legacy
+--                  value: level, s, ns, used, window start, used today, day start
+--   A legacy index points into KEYS at a counter of the earlier one-key-per-counter layout
+--   (single node only), read once when the record does not exist yet: an upgrade loses no
+--   count. 0: none.
 -- A field appears at most once (plangate merges the demands on one counter).
--- Returns { admitted (0/1), level or used of each limit before charging ... }.
+-- Returns { admitted (0/1), then per limit: "b" its level; "r" level, used, used today }, all
+-- before this request.
 
 local deadline = tonumber(ARGV[4])
 if deadline > 0 then
@@ -37,24 +48,20 @@ if deadline > 0 then
   end
 end
 
+local tonumber, floor, pack, unpack_s = tonumber, math.floor, struct.pack, struct.unpack
 local now_s = tonumber(ARGV[1])
 local now_n = tonumber(ARGV[2])
 local mode = ARGV[3]
-local keep_ms = tonumber(ARGV[5])
-local prune_before = tonumber(ARGV[6])
-local n = (#ARGV - 6) / 7
-
--- Lua 5.1 turns numbers into strings with 14 significant digits: format integers explicitly.
-local function int(x) return string.format("%.0f", x) end
+local n = (#ARGV - 6) / 4
 
 -- Every field of each hash, read with one HMGET per hash.
 local fields = {}
 local pos = {}
 for i = 1, n do
-  local a = 6 + (i - 1) * 7
+  local a = 6 + (i - 1) * 4
   local k = tonumber(ARGV[a + 1])
-  if not fields[k] then fields[k] = {} end
   local f = fields[k]
+  if not f then f = {}; fields[k] = f end
   f[#f + 1] = ARGV[a + 2]
   pos[i] = #f
 end
@@ -63,109 +70,135 @@ for k, f in pairs(fields) do
   values[k] = redis.call("HMGET", KEYS[k], unpack(f))
 end
 
-local levels = {}
-local admitted = 1
-local fresh_usage = {}
-for i = 1, n do
-  local a = 6 + (i - 1) * 7
-  local k = tonumber(ARGV[a + 1])
-  local kind = ARGV[a + 3]
-  local need = tonumber(ARGV[a + 7])
-  local v = values[k][pos[i]]
-  if kind == "b" then
-    local unit = tonumber(ARGV[a + 4])
-    local refill = tonumber(ARGV[a + 5])
-    local cap = tonumber(ARGV[a + 6])
-    local level = cap
-    if v then
-      local l, s, ns = string.match(v, "^(%S+) (%S+) (%S+)$")
-      level = tonumber(l)
-      if level > cap then level = cap end
-      local elapsed = (now_s - tonumber(s)) * 1000000000 + (now_n - tonumber(ns))
-      if elapsed > 0 and refill > 0 and level < cap then
-        -- Nanoseconds to full, rounded up, computed without overflowing 2^53.
-        local missing = cap - level
-        local to_full = math.floor(missing / refill)
-        if to_full * refill < missing then to_full = to_full + 1 end
-        if elapsed >= to_full then
-          level = cap
-        else
-          level = level + elapsed * refill
-        end
-      end
-    end
-    levels[i] = level
-    if level < need * unit then admitted = 0 end
-  elseif kind == "q" then
-    local limit = tonumber(ARGV[a + 4])
-    local start = ARGV[a + 5]
-    local legacy = tonumber(ARGV[a + 6])
-    local used = 0
-    if v then
-      local u, s = string.match(v, "^(%S+) (%S+)$")
-      if s == start then used = tonumber(u) end
-    elseif legacy > 0 then
-      used = tonumber(redis.call("GET", KEYS[legacy]) or "0")
-    end
-    levels[i] = used
-    if used + need > limit then admitted = 0 end
-  else
-    local legacy = tonumber(ARGV[a + 6])
-    local used = 0
-    if v then
-      used = tonumber(v)
-    else
-      fresh_usage[k] = true
-      if legacy > 0 then used = tonumber(redis.call("GET", KEYS[legacy]) or "0") end
-    end
-    levels[i] = used
+-- A bucket's level at now, from its stored value (nil: never seen, full).
+local function refilled(v, l, s, ns, refill, cap)
+  if not v then return cap end
+  local level = l
+  if level > cap then level = cap end
+  local elapsed = (now_s - s) * 1000000000 + (now_n - ns)
+  if elapsed > 0 and refill > 0 and level < cap then
+    -- Nanoseconds to full, rounded up, computed without overflowing 2^53.
+    local missing = cap - level
+    local to_full = floor(missing / refill)
+    if to_full * refill < missing then to_full = to_full + 1 end
+    if elapsed >= to_full then return cap end
+    level = level + elapsed * refill
   end
+  return level
 end
 
-if mode == "r" or (mode == "c" and admitted == 1) then
+local function legacy(index)
+  if index > 0 then return tonumber(redis.call("GET", KEYS[index]) or "0") end
+  return 0
+end
+
+local out = { 1 }
+local admitted = 1
+-- Per limit: what was found (a record: the levels, then its stored parts).
+local state = {}
+for i = 1, n do
+  local a = 6 + (i - 1) * 4
+  local v = values[tonumber(ARGV[a + 1])][pos[i]]
+  local kind = ARGV[a + 3]
+  if kind == "b" then
+    local unit, refill, cap, units = unpack_s("<dddd", ARGV[a + 4])
+    local level = cap
+    if v then
+      local l, s, ns = unpack_s("<ddd", v)
+      level = refilled(v, l, s, ns, refill, cap)
+    end
+    out[#out + 1] = level
+    state[i] = level
+    if level < units * unit then admitted = 0 end
+  else
+    local unit, refill, cap, bunits, limit, qstart, qunits, qlegacy, day, uunits, ulegacy =
+      unpack_s("<ddddddddddd", ARGV[a + 4])
+    -- The stored parts (absent: a bucket never seen, no count).
+    local l, s, ns, u, ws, du, d = cap, now_s, now_n, 0, -1, 0, -1
+    if v then l, s, ns, u, ws, du, d = unpack_s("<ddddddd", v) end
+    local level, used, today = cap, 0, 0
+    if unit > 0 then level = refilled(v, l, s, ns, refill, cap) end
+    if v then
+      if ws == qstart then used = u end
+      if d == day then today = du end
+    else
+      used = legacy(qlegacy)
+      if day >= 0 then today = legacy(ulegacy) end
+    end
+    out[#out + 1] = level
+    out[#out + 1] = used
+    out[#out + 1] = today
+    state[i] = { level, used, today, l, s, ns, u, ws, du, d }
+    if unit > 0 and level < bunits * unit then admitted = 0 end
+    if limit >= 0 and used + qunits > limit then admitted = 0 end
+  end
+end
+out[1] = admitted
+
+if mode == "r" or mode == "s" or (mode == "c" and admitted == 1) then
   local sign = 1
   if mode == "r" then sign = -1 end
   local writes = {}
+  local new_day = {}
   for i = 1, n do
-    local a = 6 + (i - 1) * 7
+    local a = 6 + (i - 1) * 4
     local k = tonumber(ARGV[a + 1])
-    local kind = ARGV[a + 3]
-    local units = tonumber(ARGV[a + 7]) * sign
-    local value
-    if kind == "b" then
-      local unit = tonumber(ARGV[a + 4])
-      local cap = tonumber(ARGV[a + 6])
-      local left = levels[i] - units * unit
-      if left > cap then left = cap end
-      value = int(left) .. " " .. int(now_s) .. " " .. int(now_n)
-    elseif kind == "q" then
-      value = int(levels[i] + units) .. " " .. ARGV[a + 5]
-    else
-      local used = levels[i] + units
-      if used < 0 then used = 0 end
-      value = int(used)
-    end
-    if not writes[k] then writes[k] = {} end
     local w = writes[k]
-    w[#w + 1] = ARGV[a + 2]
+    if not w then w = {}; writes[k] = w end
+    local f = ARGV[a + 2]
+    local value
+    if ARGV[a + 3] == "b" then
+      local unit, _, cap, units = unpack_s("<dddd", ARGV[a + 4])
+      local left = state[i] - sign * units * unit
+      if left > cap then left = cap end
+      value = pack("<ddd", left, now_s, now_n)
+    else
+      local unit, _, cap, bunits, limit, qstart, qunits, _, day, uunits =
+        unpack_s("<ddddddddddd", ARGV[a + 4])
+      local st = state[i]
+      -- Parts this request does not name keep their stored values.
+      local l, s, ns, u, ws, du, d = st[4], st[5], st[6], st[7], st[8], st[9], st[10]
+      if mode == "s" then
+        u, ws = qunits, qstart
+      else
+        if unit > 0 then
+          l, s, ns = st[1] - sign * bunits * unit, now_s, now_n
+          if l > cap then l = cap end
+        end
+        if limit >= 0 then u, ws = st[2] + sign * qunits, qstart end
+        if day >= 0 then
+          if d ~= day and du > 0 then
+            -- A new day: the record's last day goes to its own field, kept for reports.
+            w[#w + 1] = "u|" .. string.sub(f, 3) .. "|" .. string.format("%.0f", d)
+            w[#w + 1] = string.format("%.0f", du)
+          end
+          if d ~= day then new_day[k] = true end
+          du, d = st[3] + sign * uunits, day
+          if du < 0 then du = 0 end
+        end
+      end
+      value = pack("<ddddddd", l, s, ns, u, ws, du, d)
+    end
+    w[#w + 1] = f
     w[#w + 1] = value
   end
+  local keep_ms = tonumber(ARGV[5])
   for k, w in pairs(writes) do
     redis.call("HSET", KEYS[k], unpack(w))
-    if fresh_usage[k] and keep_ms > 0 then
-      -- A new day for this key: keep the hash for the usage retention, and drop days past it.
-      redis.call("PEXPIRE", KEYS[k], int(keep_ms))
-      local names = redis.call("HKEYS", KEYS[k])
+    if mode == "s" and keep_ms > 0 then
+      redis.call("PEXPIRE", KEYS[k], string.format("%.0f", keep_ms), "NX")
+    elseif new_day[k] and keep_ms > 0 then
+      -- Keep the hash for the usage retention, and drop days past it.
+      redis.call("PEXPIRE", KEYS[k], string.format("%.0f", keep_ms))
+      local prune_before = tonumber(ARGV[6])
       local old = {}
-      for _, f in ipairs(names) do
-        local day = string.match(f, "^u|.*|(%d+)$")
-        if day and tonumber(day) < prune_before then old[#old + 1] = f end
+      for _, f in ipairs(redis.call("HKEYS", KEYS[k])) do
+        local d = string.match(f, "^u|.*|(%d+)$")
+        if d and tonumber(d) < prune_before then old[#old + 1] = f end
       end
       if #old > 0 then redis.call("HDEL", KEYS[k], unpack(old)) end
     end
   end
 end
 
-local out = { admitted }
-for i = 1, n do out[i + 1] = levels[i] end
 return out

@@ -1,16 +1,16 @@
 //! Where each counter lives in Redis: which hash, which field.
 //!
-//! - A key's own limits — its plans' throttles (`p|<plan>`), per-method throttles
-//!   (`m|<plan>|<method>`), quotas (`q|<plan>`, with the window the count belongs to) and daily
-//!   usage (`u|<plan>|<day start>`) — are fields of one hash per key, `{<prefix>|<key id>}`. The
-//!   braces are the Redis Cluster hash tag: a key's hash is on one master, keys spread over all.
+//! - A key's own limits are fields of one hash per key, `{<prefix>|<key id>}`: per plan, one
+//!   record (`r|<plan>`: the plan's throttle, its quota with the window the count belongs to,
+//!   and today's usage — seven doubles), the plan's per-method throttles (`m|<plan>|<method>`),
+//!   and past days' usage (`u|<plan>|<day start>`, written when a record's day ends). The braces
+//!   are the Redis Cluster hash tag: a key's hash is on one master, keys spread over all.
 //! - Shared buckets — the account (`a`) and stage methods (`s|<method>`) — are fields of
 //!   `{<prefix>}|shared`.
 //! - Before this layout every counter was a key of its own, `{<prefix>}|<name>`
 //!   ([`LimitKey::name`]): such a "legacy" quota or usage counter is read once, where the single
 //!   node still has it, when its field does not exist yet.
 
-use crate::clock::NANOS_PER_SEC;
 use crate::limit::LimitKey;
 
 /// The hash of a counter.
@@ -25,22 +25,33 @@ pub enum Home {
 /// The hash and field of `key`.
 pub fn place(key: &LimitKey) -> (Home, String) {
     match key {
-        LimitKey::Plan { plan, key } => (Home::Key(key.clone()), format!("p|{plan}")),
+        LimitKey::Plan { plan, key }
+        | LimitKey::Quota { plan, key, .. }
+        | LimitKey::Usage { plan, key, .. } => (Home::Key(key.clone()), record_field(plan)),
         LimitKey::PlanMethod { plan, key, method } => {
             (Home::Key(key.clone()), format!("m|{plan}|{method}"))
         }
-        LimitKey::Quota { plan, key, .. } => (Home::Key(key.clone()), format!("q|{plan}")),
-        LimitKey::Usage {
-            plan,
-            key,
-            day_start,
-        } => (
-            Home::Key(key.clone()),
-            format!("u|{plan}|{}", day_start.div_euclid(NANOS_PER_SEC)),
-        ),
         LimitKey::StageMethod { method } => (Home::Shared, format!("s|{method}")),
         LimitKey::Account => (Home::Shared, "a".to_owned()),
     }
+}
+
+/// The field of a plan's record in a key's hash: the plan's throttle, quota and today's usage.
+pub fn record_field(plan: &str) -> String {
+    format!("r|{plan}")
+}
+
+/// The field of a past day's usage of a plan (`day_start` in Unix seconds).
+pub fn usage_field(plan: &str, day_start_secs: i64) -> String {
+    format!("u|{plan}|{day_start_secs}")
+}
+
+/// Whether `key` is part of a plan's record (its throttle, quota, daily usage).
+pub fn is_record(key: &LimitKey) -> bool {
+    matches!(
+        key,
+        LimitKey::Plan { .. } | LimitKey::Quota { .. } | LimitKey::Usage { .. }
+    )
 }
 
 /// Whether `key` is shared by all callers (the account and stage-method buckets).
@@ -84,13 +95,13 @@ mod tests {
             place(&LimitKey::Usage {
                 plan: p.clone(),
                 key: k.clone(),
-                day_start: 86_400 * NANOS_PER_SEC,
+                day_start: 86_400 * crate::clock::NANOS_PER_SEC,
             }),
         ];
         for (home, _) in &homes {
             assert_eq!(hash_name("pg", home), "{pg|k1}");
         }
-        assert_eq!(homes[2].1, "u|gold|86400");
+        assert!(homes.iter().all(|(_, f)| f == "r|gold"), "one record");
         let (home, field) = place(&LimitKey::Account);
         assert_eq!(
             (hash_name("pg", &home).as_str(), field.as_str()),

@@ -24,7 +24,7 @@ pub struct Params {
 }
 
 /// What this replica holds of one shared bucket.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Lease {
     /// Units held locally, not yet spent.
     pub held: u128,
@@ -35,7 +35,12 @@ pub struct Lease {
     /// No batch is asked for before this (the bucket was short: asking again at once would
     /// only make the shared field hot).
     pub retry_at: Nanos,
+    /// When units were last spent (a lease unused for a hold period is given back).
+    pub used_at: Nanos,
     pub params: Params,
+    /// Held while a batch is asked for: one request per replica and bucket asks, the others
+    /// wait for its answer instead of asking too.
+    pub asking: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The leases of one replica, by field of the shared hash.
@@ -77,17 +82,20 @@ impl Leases {
     /// Spends `need` units of `field` if held; otherwise says what to do.
     pub fn spend(&self, field: &str, p: Params, need: u128, now: Nanos) -> Local {
         let mut map = self.map.lock();
-        let lease = map.entry(field.to_owned()).or_insert(Lease {
+        let lease = map.entry(field.to_owned()).or_insert_with(|| Lease {
             held: 0,
             level: p.capacity,
             taken_at: now,
             retry_at: Nanos::MIN,
+            used_at: now,
             params: p,
+            asking: Default::default(),
         });
         lease.params = p;
         let before = lease.level.saturating_add(lease.held).min(p.capacity);
         if lease.held >= need {
             lease.held -= need;
+            lease.used_at = now;
             return Local::Spent { before };
         }
         if now < lease.retry_at {
@@ -118,6 +126,7 @@ impl Leases {
         let before = level.saturating_add(lease.held).min(lease.params.capacity);
         if lease.held >= need {
             lease.held -= need;
+            lease.used_at = now;
             return Local::Spent { before };
         }
         let p = lease.params;
@@ -156,12 +165,21 @@ impl Leases {
         }
     }
 
-    /// Takes out the units of leases not refreshed for a hold period, to give back to Redis.
+    /// The lock to hold while asking Redis for a batch of `field` (see [`Lease::asking`]).
+    pub fn asking(&self, field: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        self.map
+            .lock()
+            .get(field)
+            .map(|l| l.asking.clone())
+            .unwrap_or_default()
+    }
+
+    /// Takes out the units of leases not spent from for a hold period, to give back to Redis.
     pub fn idle(&self, now: Nanos) -> Vec<(String, u128, Params)> {
         let mut map = self.map.lock();
         let mut out = Vec::new();
         for (field, lease) in map.iter_mut() {
-            if lease.held > 0 && now.saturating_sub(lease.taken_at) >= self.hold {
+            if lease.held > 0 && now.saturating_sub(lease.used_at) >= self.hold {
                 out.push((field.clone(), lease.held, lease.params));
                 lease.held = 0;
             }
@@ -223,7 +241,10 @@ mod tests {
         let _ = l.spend("a", P, 1_000, 0);
         let _ = l.granted("a", 3_000, 0, 1_000, 0);
         assert!(l.idle(999).is_empty());
-        assert_eq!(l.idle(1_000), vec![("a".to_owned(), 2_000, P)]);
+        // Spent from at 500: idle from 1,500 only.
+        assert_eq!(l.spend("a", P, 1_000, 500), Local::Spent { before: 2_000 });
+        assert!(l.idle(1_000).is_empty());
+        assert_eq!(l.idle(1_500), vec![("a".to_owned(), 1_000, P)]);
         assert!(l.idle(5_000).is_empty());
     }
 }

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Redis cost per decision (docs/benchmarks.md, issue 18): two plangate replicas, each loaded by
+# its own `plangate bench` (1,000 keys; every decision charges the account, a stage method, the
+# key's plan throttle, its quota and its daily usage), against
+#   node      one redis-server, shared buckets exact (in the decision's script)
+#   node-l    one redis-server, shared buckets leased
+#   cluster   a 3-master Redis Cluster (shared buckets leased)
+#   old       one redis-server with plangate at REV (the earlier layout), when REV is given
+# Reported per setup: decisions/s (both replicas), Redis CPU per decision (used_cpu_user +
+# used_cpu_sys over all masters, read from Redis itself), and Redis commands per decision
+# (INFO commandstats over all masters: EVALSHA and the commands inside scripts).
+# Usage: scripts/bench-redis.sh [SECONDS] [REV]        e.g. scripts/bench-redis.sh 10 14a7574
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+secs="${1:-10}"
+rev="${2:-}"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "$rev" ] && git -C "$root" worktree remove --force "$work/old-tree" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+(cd "$root" && cargo build --release --quiet)
+new="$root/target/release/plangate"
+old=""
+if [ -n "$rev" ]; then
+  git -C "$root" worktree add --force --detach "$work/old-tree" "$rev" >/dev/null
+  (cd "$work/old-tree" && CARGO_TARGET_DIR="$root/target/bench-redis-old" cargo build --release --quiet)
+  old="$root/target/bench-redis-old/release/plangate"
+fi
+python3 "$root/scripts/gen-keys.py" 1000 "$work/cfg" --high-limits
+config="$work/cfg/keys.yaml"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cli() { redis-cli -p "$1" "${@:2}"; }
+
+start_redis() { # port [args…]
+  local port="$1"; shift
+  mkdir -p "$work/r$port"
+  (cd "$work/r$port" && redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    --protected-mode no "$@" >/dev/null 2>&1 &
+   echo $! > "$work/r$port/pid")
+  pids+=("$(cat "$work/r$port/pid")")
+  for _ in $(seq 50); do cli "$port" ping >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "redis-server on $port did not start" >&2; exit 1
+}
+
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+}
+
+# Sums over masters: CPU seconds, and calls of every command.
+redis_totals() { # ports… → "cpu calls"
+  local cpu=0 calls=0 reads=0
+  for p in "$@"; do
+    cli "$p" role | head -1 | grep -q master || continue
+    local c k
+    c=$(cli "$p" info cpu | awk -F: '/^used_cpu_(user|sys):/ {s+=$2} END {print s}')
+    r=$(cli "$p" info stats | awk -F: '/^total_reads_processed:/ {print $2+0}')
+    reads=$((reads + r))
+    k=$(cli "$p" info commandstats | grep -v '^cmdstat_info:\|^cmdstat_config\|^cmdstat_role' |
+        sed -n 's/^cmdstat_[^:]*:calls=\([0-9]*\),.*/\1/p' | awk '{s+=$1} END {print s+0}')
+    cpu=$(python3 -c "print($cpu + $c)"); calls=$((calls + k))
+  done
+  echo "$cpu $calls $reads"
+}
+
+measure() { # name binary store-url extra-flags redis-ports…
+  local name="$1" bin="$2" url="$3" extra="$4"; shift 4
+  # ONLY=name,name measures those setups only.
+  if [ -n "${ONLY:-}" ] && ! [[ ",$ONLY," == *",$name,"* ]]; then stop_all; return; fi
+  local ports=("$@") g=() a=()
+  for i in 0 1; do
+    g[$i]=$(free_port); a[$i]=$(free_port)
+    # shellcheck disable=SC2086
+    "$bin" serve --config "$config" --no-watch --no-persist --store "$url" $extra \
+      --store-timeout-ms 1000 --grpc-addr "127.0.0.1:${g[$i]}" --admin-addr "127.0.0.1:${a[$i]}" \
+      >"$work/$name-$i.log" 2>&1 &
+    pids+=("$!")
+  done
+  for i in 0 1; do
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:${a[$i]}/readyz" >/dev/null && break; sleep 0.1; done
+  done
+  # Warm up (scripts loaded, key hashes created), then count from zero.
+  for i in 0 1; do
+    "$new" bench --target "127.0.0.1:${g[$i]}" --keys 1000 --duration 2 --warmup 0 --connections 2 --concurrency 16 >/dev/null
+  done
+  for p in "${ports[@]}"; do cli "$p" config resetstat >/dev/null; done
+  read -r cpu0 _ reads0 < <(redis_totals "${ports[@]}")
+  local load=()
+  for i in 0 1; do
+    "$new" bench --target "127.0.0.1:${g[$i]}" --keys 1000 --duration "$secs" --warmup 0 \
+      --connections "${CONNS:-2}" --concurrency "${CONC:-16}" --json >"$work/$name-bench-$i.json" &
+    load+=("$!")
+  done
+  wait "${load[@]}"
+  sleep 0.5
+  read -r cpu1 calls reads1 < <(redis_totals "${ports[@]}")
+  if [ -n "${VERBOSE:-}" ]; then
+    for p in "${ports[@]}"; do cli "$p" info commandstats | grep -o '^cmdstat_[a-z]*:calls=[0-9]*' | tr '\n' ' '; echo; done
+  fi
+  python3 - "$name" "$cpu0" "$cpu1" "$calls" "$work/$name-bench-0.json" "$work/$name-bench-1.json" "$((reads1 - reads0))" <<'PY'
+import json, sys
+name, cpu0, cpu1, calls = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+reads = int(sys.argv[7])
+def load(p):
+    t = open(p).read()
+    return json.loads(t[t.index("{"):])
+runs = [load(p) for p in sys.argv[5:7]]
+n = sum(r["requests"] for r in runs)
+errors = sum(r["errors"] for r in runs)
+rps = sum(r["requests_per_second"] for r in runs)
+print(f"{name:8s} {rps:10.0f} {1e6 * (cpu1 - cpu0) / n:10.2f} {calls / n:10.2f} {n / max(reads, 1):10.2f} {errors:8d}")
+PY
+  stop_all
+}
+
+echo "setup    decisions/s  Redis-µs-CPU/decision  commands/decision  decisions/read  errors"
+p=$(free_port); start_redis "$p"
+measure node "$new" "redis://127.0.0.1:$p" "" "$p"
+p=$(free_port); start_redis "$p"
+measure node-l "$new" "redis://127.0.0.1:$p" "--store-shared leased" "$p"
+ports=()
+for _ in 1 2 3; do
+  while :; do q=$(free_port); [ "$q" -lt 55000 ] && break; done
+  ports+=("$q"); start_redis "$q" --cluster-enabled yes --cluster-config-file nodes.conf
+done
+redis-cli --cluster create $(for q in "${ports[@]}"; do printf '127.0.0.1:%s ' "$q"; done) \
+  --cluster-replicas 0 --cluster-yes >/dev/null
+for _ in $(seq 100); do
+  ok=1; for q in "${ports[@]}"; do cli "$q" cluster info | grep -q cluster_state:ok || ok=0; done
+  [ "$ok" = 1 ] && break; sleep 0.1
+done
+measure cluster "$new" "redis-cluster://$(IFS=,; for q in "${ports[@]}"; do printf '127.0.0.1:%s,' "$q"; done | sed 's/,$//')" "" "${ports[@]}"
+if [ -n "$old" ]; then
+  p=$(free_port); start_redis "$p"
+  measure old "$old" "redis://127.0.0.1:$p" "" "$p"
+fi
