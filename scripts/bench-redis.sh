@@ -116,7 +116,7 @@ runs = [load(p) for p in sys.argv[5:7]]
 n = sum(r["requests"] for r in runs)
 errors = sum(r["errors"] for r in runs)
 rps = sum(r["requests_per_second"] for r in runs)
-print(f"{name:8s} {rps:10.0f} {1e6 * (cpu1 - cpu0) / n:10.2f} {calls / n:10.2f} {n / max(reads, 1):10.2f} {errors:8d}")
+print(f"{name:8s} {rps:10.0f} {1e6 * (cpu1 - cpu0) / n:10.2f} {calls / n:10.3f} {n / max(reads, 1):10.2f} {errors:8d}")
 PY
   stop_all
 }
