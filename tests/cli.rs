@@ -91,7 +91,9 @@ fn bad_flags_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("--store: `postgres://db` is neither `memory` nor a redis:// URL"),
+        stderr.contains(
+            "--store: `postgres://db` is neither `memory` nor a redis://, rediss://, redis-cluster:// or rediss-cluster:// URL"
+        ),
         "{stderr}"
     );
     let out = plangate()

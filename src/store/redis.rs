@@ -22,10 +22,11 @@
 //! The script only keeps counters; what a level means (admitted, remaining, reset) is computed
 //! back here by the same [`crate::limit`] functions the memory store calls.
 
+mod conn;
+mod lane;
 mod layout;
 pub mod lease;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,12 +37,18 @@ use super::backend::{Charge, Store, UsageRow, quota_of};
 use super::error::{StoreError, StoreErrorKind};
 use crate::clock::{NANOS_PER_SEC, Nanos, Stopwatch};
 use crate::limit::{BucketSpec, LimitKey, LimitRef, LimitSpec, LimitState, UNITS_PER_TOKEN};
+pub use conn::RedisTls;
+use conn::{auth_error, store_error, timeout_error};
+use lane::{Lane, Masters};
 use layout::Home;
 use lease::{Leases, Local, Params};
 
 const DECIDE: &str = include_str!("redis/decide.lua");
 const LEASE: &str = include_str!("redis/lease.lua");
 const MAX_EXACT: u128 = 1 << 53;
+/// Days a key's hash is kept after its last new day of use, until the server says its usage
+/// retention (`Store::set_usage_retention_days`): 90 days and one.
+const DEFAULT_KEEP_DAYS: u64 = 91;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -77,99 +84,10 @@ pub enum SharedBuckets {
 /// The default hold period of a lease: tokens not spent within it are given back.
 pub const LEASE_HOLD: Duration = Duration::from_millis(100);
 
-/// The certificate files of a `rediss://` connection (PEM).
-#[derive(Debug, Clone, Default)]
-pub struct RedisTls {
-    /// CA certificates that verify Redis's certificate (default: the system's roots).
-    pub ca: Option<PathBuf>,
-    /// A client certificate and its key, for `tls-auth-clients yes`.
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-}
-
-impl RedisTls {
-    /// Whether any file is given.
-    pub fn is_set(&self) -> bool {
-        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
-    }
-
-    fn read(&self) -> Result<redis::TlsCertificates, StoreError> {
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| {
-                StoreError::caused_by(
-                    StoreErrorKind::Config,
-                    format!("cannot read {}: {e}", p.display()),
-                    e,
-                )
-            })
-        };
-        let client_tls = match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                client_cert: read(cert)?,
-                client_key: read(key)?,
-            }),
-            (None, None) => None,
-            _ => {
-                return Err(StoreError::new(
-                    StoreErrorKind::Config,
-                    "a Redis client certificate needs both its certificate and its key",
-                ));
-            }
-        };
-        Ok(redis::TlsCertificates {
-            client_tls,
-            root_cert: self.ca.as_ref().map(read).transpose()?,
-        })
-    }
-}
-
 /// Reads Redis's clock: `TIME` in ms.
 async fn redis_time<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<i64> {
     let (s, us): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
     Ok(s * 1000 + us / 1000)
-}
-
-fn store_error(e: redis::RedisError) -> StoreError {
-    let kind = if e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-    {
-        StoreErrorKind::Unavailable
-    } else {
-        StoreErrorKind::Protocol
-    };
-    StoreError::caused_by(kind, e.to_string(), e)
-}
-
-/// A connection or PING error, with authentication failures named as such.
-fn auth_error(e: redis::RedisError) -> StoreError {
-    let text = e.to_string();
-    if e.kind() == redis::ErrorKind::AuthenticationFailed
-        || text.contains("WRONGPASS")
-        || text.contains("invalid password")
-    {
-        StoreError::caused_by(
-            StoreErrorKind::Config,
-            "authentication failed: check the password (and user) in the Redis URL",
-            e,
-        )
-    } else if text.contains("NOAUTH") {
-        StoreError::caused_by(
-            StoreErrorKind::Config,
-            "authentication required: Redis asks for a password the URL does not give",
-            e,
-        )
-    } else {
-        store_error(e)
-    }
-}
-
-fn timeout_error(t: Duration) -> StoreError {
-    StoreError::new(
-        StoreErrorKind::Unavailable,
-        format!("redis did not answer within {t:?}"),
-    )
 }
 
 /// A bucket in the script's terms: (unit D, refill per ns, capacity, scale to memory units).
@@ -254,6 +172,9 @@ pub struct RedisStore {
     cluster: bool,
     /// The leases of shared buckets, when leased.
     leases: Option<Arc<Leases>>,
+    /// One node: its lane (see `lane`). A cluster: its masters, each with a lane.
+    lane: Option<Lane>,
+    masters: Option<Masters>,
     /// The last `now` a caller gave, and the monotonic time since: when to give idle leases back.
     last_now: parking_lot::Mutex<(Nanos, Stopwatch)>,
     /// Redis's clock, as last read (`TIME`, in ms) and the monotonic time since: what Redis's
@@ -427,21 +348,36 @@ impl RedisStore {
         }
         let leased = is_cluster || opts.shared == SharedBuckets::Leased;
         let hold = Nanos::try_from(LEASE_HOLD.as_nanos()).unwrap_or(Nanos::MAX);
-        let store = RedisStore {
+        let decide = redis::Script::new(DECIDE);
+        let lane = match &conn {
+            Conn::Node(c) => Some(Lane::spawn(c.clone(), decide.clone())),
+            Conn::Cluster(_) => None,
+        };
+        let mut store = RedisStore {
             conn,
-            decide: redis::Script::new(DECIDE),
+            decide,
             lease: redis::Script::new(LEASE),
             prefix: opts.prefix.clone(),
             timeout: opts.timeout,
             cluster: is_cluster,
             leases: leased.then(|| Arc::new(Leases::new(hold, opts.replicas))),
+            lane,
+            masters: None,
             last_now: parking_lot::Mutex::new((0, Stopwatch::start())),
             redis_clock: parking_lot::Mutex::new((redis_ms, clock)),
             refreshing: std::sync::atomic::AtomicBool::new(false),
-            usage_keep_ms: parking_lot::Mutex::new(
-                u64::from(crate::engine::DEFAULT_USAGE_RETENTION_DAYS + 1) * 86_400_000,
-            ),
+            usage_keep_ms: parking_lot::Mutex::new(DEFAULT_KEEP_DAYS * 86_400_000),
         };
+        if let Some((nodes, _)) = &cluster {
+            let masters = Masters::new(
+                &nodes[0],
+                opts.tls.clone(),
+                opts.timeout,
+                store.decide.clone(),
+            );
+            masters.refresh(&store.conn).await?;
+            store.masters = Some(masters);
+        }
         Ok(store)
     }
 
@@ -513,7 +449,7 @@ impl RedisStore {
         mode: Mode,
         now: Nanos,
     ) -> Result<(bool, Vec<(usize, u128)>), StoreError> {
-        let mut inv = self.decide.prepare_invoke();
+        let mut inv = redis::Cmd::new();
         let deadline = if matches!(mode, Mode::Refund | Mode::Set) {
             0
         } else {
@@ -529,9 +465,6 @@ impl RedisStore {
             .arg(deadline)
             .arg(keep_ms)
             .arg(prune_before);
-        for k in keys {
-            inv.key(k);
-        }
         let bucket = |i: Option<usize>| match i.map(|i| &limits[i].spec) {
             Some(LimitSpec::Bucket(spec)) => {
                 let (d, refill, cap, _) = bucket_params(spec);
@@ -591,8 +524,7 @@ impl RedisStore {
                 }
             }
         }
-        let mut conn = self.conn();
-        let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
+        let reply = self.send_decide(keys, &inv).await?;
         if reply.first() == Some(&-1) {
             return Err(StoreError::new(
                 StoreErrorKind::Unavailable,
@@ -648,6 +580,53 @@ impl RedisStore {
             }
         }
         Ok((reply[0] == 1, levels))
+    }
+
+    /// Sends the decision script with `keys` and the arguments of `args`: through the lane of
+    /// its node (pipelined with the scripts of concurrent requests), or, for a slot whose master
+    /// is not known yet, through the cluster client.
+    async fn send_decide(
+        &self,
+        keys: &[String],
+        args: &redis::Cmd,
+    ) -> Result<Vec<i64>, StoreError> {
+        let build = |verb: &str, script: &str| {
+            let mut cmd = redis::cmd(verb);
+            cmd.arg(script).arg(keys.len()).arg(keys);
+            for a in args.args_iter() {
+                if let redis::Arg::Simple(bytes) = a {
+                    cmd.arg(bytes);
+                }
+            }
+            cmd
+        };
+        let lane = match (&self.masters, &self.lane) {
+            (Some(m), _) => keys.first().and_then(|k| m.lane_for(k)),
+            (None, Some(lane)) => Some(lane.clone()),
+            (None, None) => None,
+        };
+        let result = match lane {
+            Some(lane) => tokio::time::timeout(
+                self.timeout,
+                lane.call(build("EVALSHA", self.decide.get_hash())),
+            )
+            .await
+            .map_err(|_| timeout_error(self.timeout))
+            .and_then(|r| r),
+            None => {
+                // The whole script (EVAL): the node may not have loaded it.
+                let mut conn = self.conn();
+                self.bounded(build("EVAL", DECIDE).query_async(&mut conn))
+                    .await
+            }
+        };
+        if result.is_err()
+            && let Some(m) = &self.masters
+        {
+            // A failover or a resharding: learn the slots again (in the background, once).
+            m.refresh_soon(&self.conn);
+        }
+        result
     }
 
     /// The script's entries for the limits `which` (grouped into records per key and plan), for
