@@ -9,7 +9,10 @@
 # Reported per setup: decisions/s (both replicas), Redis CPU per decision (used_cpu_user +
 # used_cpu_sys over all masters, read from Redis itself), and Redis commands per decision
 # (INFO commandstats over all masters: EVALSHA and the commands inside scripts).
+#   …-hi      the same with 4 × 32 calls in flight per replica instead of 2 × 16 (a loaded Redis
+#             batches more requests per read)
 # Usage: scripts/bench-redis.sh [SECONDS] [REV]        e.g. scripts/bench-redis.sh 10 14a7574
+# (ONLY=node-l,cluster measures those setups only; VERBOSE=1 prints INFO commandstats.)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 secs="${1:-10}"
@@ -73,6 +76,8 @@ redis_totals() { # ports… → "cpu calls"
 
 measure() { # name binary store-url extra-flags redis-ports…
   local name="$1" bin="$2" url="$3" extra="$4"; shift 4
+  local conns=2 conc=16
+  if [[ "$name" == *-hi ]]; then conns=4; conc=32; fi
   # ONLY=name,name measures those setups only.
   if [ -n "${ONLY:-}" ] && ! [[ ",$ONLY," == *",$name,"* ]]; then stop_all; return; fi
   local ports=("$@") g=() a=()
@@ -96,12 +101,17 @@ measure() { # name binary store-url extra-flags redis-ports…
   local load=()
   for i in 0 1; do
     "$new" bench --target "127.0.0.1:${g[$i]}" --keys 1000 --duration "$secs" --warmup 0 \
-      --connections "${CONNS:-2}" --concurrency "${CONC:-16}" --json >"$work/$name-bench-$i.json" &
+      --connections "$conns" --concurrency "$conc" --json >"$work/$name-bench-$i.json" &
     load+=("$!")
   done
   wait "${load[@]}"
   sleep 0.5
   read -r cpu1 calls reads1 < <(redis_totals "${ports[@]}")
+  if [[ "$name" == cluster* ]]; then
+    # Where the 1,000 keys' hashes are: every master holds some.
+    printf '%s: keys per master:' "$name" >&2
+    for p in "${ports[@]}"; do printf ' %s' "$(cli "$p" dbsize)" >&2; done; echo >&2
+  fi
   if [ -n "${VERBOSE:-}" ]; then
     for p in "${ports[@]}"; do cli "$p" info commandstats | grep -o '^cmdstat_[a-z]*:calls=[0-9]*' | tr '\n' ' '; echo; done
   fi
@@ -126,18 +136,27 @@ p=$(free_port); start_redis "$p"
 measure node "$new" "redis://127.0.0.1:$p" "" "$p"
 p=$(free_port); start_redis "$p"
 measure node-l "$new" "redis://127.0.0.1:$p" "--store-shared leased" "$p"
-ports=()
-for _ in 1 2 3; do
-  while :; do q=$(free_port); [ "$q" -lt 55000 ] && break; done
-  ports+=("$q"); start_redis "$q" --cluster-enabled yes --cluster-config-file nodes.conf
+p=$(free_port); start_redis "$p"
+measure node-l-hi "$new" "redis://127.0.0.1:$p" "--store-shared leased" "$p"
+start_cluster() {
+  ports=()
+  for _ in 1 2 3; do
+    while :; do q=$(free_port); [ "$q" -lt 55000 ] && break; done
+    ports+=("$q"); start_redis "$q" --cluster-enabled yes --cluster-config-file nodes.conf
+  done
+  redis-cli --cluster create $(for q in "${ports[@]}"; do printf '127.0.0.1:%s ' "$q"; done) \
+    --cluster-replicas 0 --cluster-yes >/dev/null
+  for _ in $(seq 100); do
+    ok=1; for q in "${ports[@]}"; do cli "$q" cluster info | grep -q cluster_state:ok || ok=0; done
+    [ "$ok" = 1 ] && break; sleep 0.1
+  done
+  cluster_url="redis-cluster://$(IFS=,; for q in "${ports[@]}"; do printf '127.0.0.1:%s,' "$q"; done | sed 's/,$//')"
+}
+for name in cluster cluster-hi; do
+  if [ -n "${ONLY:-}" ] && ! [[ ",$ONLY," == *",$name,"* ]]; then continue; fi
+  start_cluster
+  measure "$name" "$new" "$cluster_url" "" "${ports[@]}"
 done
-redis-cli --cluster create $(for q in "${ports[@]}"; do printf '127.0.0.1:%s ' "$q"; done) \
-  --cluster-replicas 0 --cluster-yes >/dev/null
-for _ in $(seq 100); do
-  ok=1; for q in "${ports[@]}"; do cli "$q" cluster info | grep -q cluster_state:ok || ok=0; done
-  [ "$ok" = 1 ] && break; sleep 0.1
-done
-measure cluster "$new" "redis-cluster://$(IFS=,; for q in "${ports[@]}"; do printf '127.0.0.1:%s,' "$q"; done | sed 's/,$//')" "" "${ports[@]}"
 if [ -n "$old" ]; then
   p=$(free_port); start_redis "$p"
   measure old "$old" "redis://127.0.0.1:$p" "" "$p"
