@@ -48,8 +48,8 @@ start_redis() { # port [args…]
     --protected-mode no "$@" >/dev/null 2>&1 &
    echo $! > "$work/r$port/pid")
   pids+=("$(cat "$work/r$port/pid")")
-  for _ in $(seq 50); do cli "$port" ping >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "redis-server on $port did not start" >&2; exit 1
+  for _ in $(seq 50); do cli "$port" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "redis-server on $port did not start" >&2; return 1
 }
 
 stop_all() {
@@ -132,17 +132,21 @@ PY
 }
 
 echo "setup    decisions/s  Redis-µs-CPU/decision  commands/decision  decisions/read  errors"
-p=$(free_port); start_redis "$p"
+p=$(free_port); start_redis "$p" || exit 1
 measure node "$new" "redis://127.0.0.1:$p" "" "$p"
-p=$(free_port); start_redis "$p"
+p=$(free_port); start_redis "$p" || exit 1
 measure node-l "$new" "redis://127.0.0.1:$p" "--store-shared leased" "$p"
-p=$(free_port); start_redis "$p"
+p=$(free_port); start_redis "$p" || exit 1
 measure node-l-hi "$new" "redis://127.0.0.1:$p" "--store-shared leased" "$p"
 start_cluster() {
   ports=()
   for _ in 1 2 3; do
-    while :; do q=$(free_port); [ "$q" -lt 55000 ] && break; done
-    ports+=("$q"); start_redis "$q" --cluster-enabled yes --cluster-config-file nodes.conf
+    # A port whose cluster bus port (+10000) is free too; another on a lost race.
+    while :; do
+      q=$(free_port)
+      [ "$q" -lt 55000 ] && start_redis "$q" --cluster-enabled yes --cluster-config-file nodes.conf && break
+    done
+    ports+=("$q")
   done
   redis-cli --cluster create $(for q in "${ports[@]}"; do printf '127.0.0.1:%s ' "$q"; done) \
     --cluster-replicas 0 --cluster-yes >/dev/null
