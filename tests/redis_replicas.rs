@@ -349,3 +349,38 @@ fn the_store_url_can_come_from_a_file() {
     assert!(log.contains("counters in Redis"), "{log}");
     assert!(!log.contains("file-pass-123"), "the password in the log");
 }
+
+/// Four Redis commands per decision with the shared buckets leased (EVALSHA, and inside the
+/// script TIME, one read, one HSET), counted by Redis itself (`INFO commandstats`): the account
+/// bucket costs none while its lease lasts.
+#[tokio::test]
+async fn four_redis_commands_per_decision_with_leased_shared_buckets() {
+    let f = fleet(1, &["--store-shared", "leased"]);
+    let mut c = authz_client(f.replicas[0].grpc).await;
+    // Warm up: the script loaded, the key's hash and the account's lease made.
+    for _ in 0..5 {
+        c.check(check_request(KEY, "/pets")).await.unwrap();
+    }
+    f.redis.command(&["CONFIG", "RESETSTAT"]);
+    const N: u64 = 300;
+    for _ in 0..N {
+        let r = c.check(check_request(KEY, "/pets")).await.unwrap();
+        assert_eq!(check_status(&r.into_inner()), 200);
+    }
+    let stats = f.redis.command(&["INFO", "commandstats"]);
+    let calls: u64 = stats
+        .lines()
+        .filter(|l| !l.starts_with("cmdstat_info") && !l.starts_with("cmdstat_config"))
+        .filter_map(|l| {
+            let calls = l.split("calls=").nth(1)?;
+            calls.split(',').next()?.parse::<u64>().ok()
+        })
+        .sum();
+    eprintln!("{N} decisions: {calls} Redis commands\n{stats}");
+    // A lease request (3 commands) may come when the warm-up's lease was given back idle.
+    assert!(calls <= 4 * N + 3, "{calls} commands for {N} decisions");
+    assert!(
+        calls >= 4 * N,
+        "{calls} commands for {N} decisions: some not counted?"
+    );
+}
