@@ -439,3 +439,57 @@ fn the_istio_shaped_e2e_config_runs_what_the_envoyfilter_ships() {
     assert!(names(&e2e).contains(&"plangate-ratelimit".to_owned()));
     assert!(names(&assembled).contains(&"plangate-ratelimit".to_owned()));
 }
+
+#[test]
+fn tls_component_serves_grpc_over_mtls_from_the_certificate_secret() {
+    let dir = deploy().join("kubernetes/components/tls");
+    let k: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(k["kind"], "Component");
+    let docs = documents(&dir);
+    let cert = kind_named(&docs, "Certificate", "plangate-grpc");
+    let secret = s(&cert["spec"]["secretName"]);
+    // The names callers check are the Service's.
+    let names: Vec<&str> = seq(&cert["spec"]["dnsNames"]).iter().map(s).collect();
+    assert!(names.contains(&"plangate.plangate.svc"), "{names:?}");
+    let envoy = std::fs::read_to_string(common::root().join("envoy/ext_authz_tls.yaml")).unwrap();
+    assert!(envoy.contains("exact: plangate.plangate.svc"));
+    let ops: Vec<Value> = seq(&k["patches"])
+        .iter()
+        .filter(|p| p["target"]["kind"] == "Deployment")
+        .flat_map(|p| serde_yaml_ng::from_str::<Vec<Value>>(s(&p["patch"])).unwrap())
+        .collect();
+    let added = |path: &str| -> Vec<&Value> {
+        ops.iter()
+            .filter(|o| o["op"] == "add" && o["path"] == path)
+            .map(|o| &o["value"])
+            .collect()
+    };
+    // The volume is the Certificate's Secret, mounted whole where the flags point.
+    let volume = added("/spec/template/spec/volumes/-")[0];
+    assert_eq!(s(&volume["secret"]["secretName"]), secret);
+    let mount = added("/spec/template/spec/containers/0/volumeMounts/-")[0];
+    assert_eq!(mount["name"], volume["name"]);
+    assert!(mount.get("subPath").is_none());
+    let dir = s(&mount["mountPath"]).to_owned();
+    let args: Vec<&str> = added("/spec/template/spec/containers/0/args/-")
+        .into_iter()
+        .map(s)
+        .collect();
+    // Every flag exists in `plangate serve`, and every file is in the mounted Secret.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for (flag, file) in [
+        ("--grpc-tls-cert", "tls.crt"),
+        ("--grpc-tls-key", "tls.key"),
+        ("--grpc-tls-client-ca", "ca.crt"),
+    ] {
+        assert!(help.contains(flag), "`plangate serve` has no {flag}");
+        let arg = format!("{flag}={dir}/{file}");
+        assert!(args.contains(&arg.as_str()), "{arg} not in {args:?}");
+    }
+}
