@@ -477,3 +477,44 @@ fn envoy_calls_ext_authz_over_mutual_tls() {
         .and_then(|n| n.trim().parse::<u64>().ok());
     assert!(handshakes.is_some_and(|n| n >= 1), "{stats}");
 }
+
+#[test]
+fn a_missing_or_bad_certificate_refuses_to_start_naming_the_file() {
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.yaml");
+    std::fs::write(&path, config()).unwrap();
+    let garbage = dir.path().join("garbage.crt");
+    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64 at all\n").unwrap();
+    for (cert, key, expect) in [
+        (
+            dir.path().join("nope.crt"),
+            certs.path("server.key"),
+            "nope.crt",
+        ),
+        (garbage.clone(), certs.path("server.key"), "garbage.crt"),
+        // A key that is not the certificate's.
+        (
+            certs.path("server.crt"),
+            certs.path("client.key"),
+            "client.key",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
+            .args(["serve", "--no-watch", "--no-persist", "--config"])
+            .arg(&path)
+            .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .arg("--grpc-tls-cert")
+            .arg(&cert)
+            .arg("--grpc-tls-key")
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("TLS for the gRPC listener") && err.contains(expect),
+            "{expect}: {err}"
+        );
+    }
+}
