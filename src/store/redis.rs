@@ -894,7 +894,19 @@ impl RedisStore {
                 let _asking = asking.lock().await;
                 local = leases.spend(&field, p, need, now);
                 if let Local::Fetch { want } = local {
-                    let (grant, level) = self.lease_call(&field, p, want, 0, now).await?;
+                    let (grant, level) = match self.lease_call(&field, p, want, 0, now).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // Nothing is charged for a failed request: what this request
+                            // already spent from other leases goes back to them.
+                            for (j, _, units) in &out {
+                                if *units > 0 {
+                                    leases.give_back(&layout::place(&limits[*j].key).1, *units);
+                                }
+                            }
+                            return Err(e);
+                        }
+                    };
                     local = leases.granted(&field, grant, level, need, now);
                 }
             }
