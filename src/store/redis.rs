@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::backend::{Charge, Store, UsageRow, quota_of};
 use super::error::{StoreError, StoreErrorKind};
@@ -44,7 +44,6 @@ use layout::Home;
 use lease::{Leases, Local, Params};
 
 const DECIDE: &str = include_str!("redis/decide.lua");
-const LEASE: &str = include_str!("redis/lease.lua");
 const MAX_EXACT: u128 = 1 << 53;
 /// Days a key's hash is kept after its last new day of use, until the server says its usage
 /// retention (`Store::set_usage_retention_days`): 90 days and one.
@@ -165,11 +164,8 @@ impl redis::aio::ConnectionLike for Conn {
 pub struct RedisStore {
     conn: Conn,
     decide: redis::Script,
-    lease: redis::Script,
     prefix: String,
     timeout: Duration,
-    /// A cluster: one script per key's hash, shared buckets leased.
-    cluster: bool,
     /// The leases of shared buckets, when leased.
     leases: Option<Arc<Leases>>,
     /// One node: its lane (see `lane`). A cluster: its masters, each with a lane.
@@ -182,7 +178,7 @@ pub struct RedisStore {
     redis_clock: parking_lot::Mutex<(i64, Stopwatch)>,
     refreshing: std::sync::atomic::AtomicBool,
     /// Days of usage kept: the key hashes' lifetime after their newest usage field.
-    usage_keep_ms: parking_lot::Mutex<u64>,
+    usage_keep_ms: std::sync::atomic::AtomicU64,
 }
 
 /// How often Redis's clock is read again (drift, a failover to another host).
@@ -246,6 +242,8 @@ enum Mode {
     Refund,
     /// Sets a record's quota used count (UpdateUsage).
     Set,
+    /// Takes a lease of a shared bucket.
+    Lease,
 }
 
 impl Mode {
@@ -256,6 +254,7 @@ impl Mode {
             Mode::DryRun => "d",
             Mode::Refund => "r",
             Mode::Set => "s",
+            Mode::Lease => "l",
         }
     }
 }
@@ -297,18 +296,13 @@ impl RedisStore {
                 (Conn::Cluster(conn), ms, clock)
             }
             None => {
-                let client = if opts.tls.is_set() {
-                    if !opts.url.starts_with("rediss://") {
-                        return Err(StoreError::new(
-                            StoreErrorKind::Config,
-                            "Redis TLS files are given but the URL is not rediss://",
-                        ));
-                    }
-                    redis::Client::build_with_tls(opts.url.as_str(), opts.tls.read()?)
-                        .map_err(bad_url)?
-                } else {
-                    redis::Client::open(opts.url.as_str()).map_err(bad_url)?
-                };
+                if opts.tls.is_set() && !opts.url.starts_with("rediss://") {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Config,
+                        "Redis TLS files are given but the URL is not rediss://",
+                    ));
+                }
+                let client = conn::client(&opts.url, &opts.tls)?;
                 // One plain connection first, to name what is wrong at start: a wrong or missing
                 // password (the reconnecting manager below would only retry until its timeout).
                 let mut probe =
@@ -327,16 +321,7 @@ impl RedisStore {
                     .map_err(|_| timeout_error(setup))?
                     .map_err(auth_error)?;
                 drop(probe);
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(opts.timeout))
-                    .set_response_timeout(Some(opts.timeout))
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_millis(500));
-                let conn =
-                    tokio::time::timeout(setup, ConnectionManager::new_with_config(client, config))
-                        .await
-                        .map_err(|_| timeout_error(opts.timeout))?
-                        .map_err(store_error)?;
+                let conn = conn::manager(client, opts.timeout).await?;
                 (Conn::Node(conn), redis_ms, clock)
             }
         };
@@ -356,17 +341,15 @@ impl RedisStore {
         let mut store = RedisStore {
             conn,
             decide,
-            lease: redis::Script::new(LEASE),
             prefix: opts.prefix.clone(),
             timeout: opts.timeout,
-            cluster: is_cluster,
             leases: leased.then(|| Arc::new(Leases::new(hold, opts.replicas))),
             lane,
             masters: None,
             last_now: parking_lot::Mutex::new((0, Stopwatch::start())),
             redis_clock: parking_lot::Mutex::new((redis_ms, clock)),
             refreshing: std::sync::atomic::AtomicBool::new(false),
-            usage_keep_ms: parking_lot::Mutex::new(DEFAULT_KEEP_DAYS * 86_400_000),
+            usage_keep_ms: std::sync::atomic::AtomicU64::new(DEFAULT_KEEP_DAYS * 86_400_000),
         };
         if let Some((nodes, _)) = &cluster {
             let masters = Masters::new(
@@ -383,7 +366,7 @@ impl RedisStore {
 
     /// Whether this store talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        self.cluster
+        self.masters.is_some()
     }
 
     /// Whether shared buckets are leased.
@@ -449,22 +432,12 @@ impl RedisStore {
         mode: Mode,
         now: Nanos,
     ) -> Result<(bool, Vec<(usize, u128)>), StoreError> {
-        let mut inv = redis::Cmd::new();
         let deadline = if matches!(mode, Mode::Refund | Mode::Set) {
             0
         } else {
             self.deadline_ms().await
         };
-        let day_s = 86_400;
-        let keep_ms = *self.usage_keep_ms.lock();
-        let prune_before =
-            now.div_euclid(NANOS_PER_SEC) - i64::try_from(keep_ms / 1000).unwrap_or(0) - day_s;
-        inv.arg(now.div_euclid(NANOS_PER_SEC))
-            .arg(now.rem_euclid(NANOS_PER_SEC))
-            .arg(mode.arg())
-            .arg(deadline)
-            .arg(keep_ms)
-            .arg(prune_before);
+        let mut inv = self.decide_cmd(keys, mode, deadline, now);
         let bucket = |i: Option<usize>| match i.map(|i| &limits[i].spec) {
             Some(LimitSpec::Bucket(spec)) => {
                 let (d, refill, cap, _) = bucket_params(spec);
@@ -524,7 +497,7 @@ impl RedisStore {
                 }
             }
         }
-        let reply = self.send_decide(keys, &inv).await?;
+        let reply = self.send_decide(&keys[0], inv).await?;
         if reply.first() == Some(&-1) {
             return Err(StoreError::new(
                 StoreErrorKind::Unavailable,
@@ -582,42 +555,53 @@ impl RedisStore {
         Ok((reply[0] == 1, levels))
     }
 
-    /// Sends the decision script with `keys` and the arguments of `args`: through the lane of
+    /// The decision script's call (EVALSHA) with `keys` and its header arguments (see
+    /// decide.lua); the entries' arguments follow.
+    fn decide_cmd(&self, keys: &[String], mode: Mode, deadline: i64, now: Nanos) -> redis::Cmd {
+        let keep_ms = self
+            .usage_keep_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let prune_before =
+            now.div_euclid(NANOS_PER_SEC) - i64::try_from(keep_ms / 1000).unwrap_or(0) - 86_400;
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.decide.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(now.div_euclid(NANOS_PER_SEC))
+            .arg(now.rem_euclid(NANOS_PER_SEC))
+            .arg(mode.arg())
+            .arg(deadline)
+            .arg(keep_ms)
+            .arg(prune_before);
+        cmd
+    }
+
+    /// Sends a decision script call (`cmd`, whose first key is `first_key`): through the lane of
     /// its node (pipelined with the scripts of concurrent requests), or, for a slot whose master
     /// is not known yet, through the cluster client.
-    async fn send_decide(
-        &self,
-        keys: &[String],
-        args: &redis::Cmd,
-    ) -> Result<Vec<i64>, StoreError> {
-        let build = |verb: &str, script: &str| {
-            let mut cmd = redis::cmd(verb);
-            cmd.arg(script).arg(keys.len()).arg(keys);
-            for a in args.args_iter() {
-                if let redis::Arg::Simple(bytes) = a {
-                    cmd.arg(bytes);
-                }
-            }
-            cmd
-        };
+    async fn send_decide(&self, first_key: &str, cmd: redis::Cmd) -> Result<Vec<i64>, StoreError> {
         let lane = match (&self.masters, &self.lane) {
-            (Some(m), _) => keys.first().and_then(|k| m.lane_for(k)),
+            (Some(m), _) => m.lane_for(first_key),
             (None, Some(lane)) => Some(lane.clone()),
             (None, None) => None,
         };
         let result = match lane {
-            Some(lane) => tokio::time::timeout(
-                self.timeout,
-                lane.call(build("EVALSHA", self.decide.get_hash())),
-            )
-            .await
-            .map_err(|_| timeout_error(self.timeout))
-            .and_then(|r| r),
+            Some(lane) => tokio::time::timeout(self.timeout, lane.call(cmd))
+                .await
+                .map_err(|_| timeout_error(self.timeout))
+                .and_then(|r| r),
             None => {
-                // The whole script (EVAL): the node may not have loaded it.
+                // The whole script (EVAL instead of EVALSHA and the hash): the node may not have
+                // loaded it.
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(DECIDE);
+                for a in cmd.args_iter().skip(2) {
+                    if let redis::Arg::Simple(bytes) = a {
+                        eval.arg(bytes);
+                    }
+                }
                 let mut conn = self.conn();
-                self.bounded(build("EVAL", DECIDE).query_async(&mut conn))
-                    .await
+                self.bounded(eval.query_async(&mut conn)).await
             }
         };
         if result.is_err()
@@ -680,7 +664,7 @@ impl RedisStore {
             } = &mut it.part
             {
                 let mut legacy_key = || {
-                    if self.cluster {
+                    if self.is_cluster() {
                         return 0;
                     }
                     match layout::legacy_name(&self.prefix, &limits[i].key) {
@@ -726,7 +710,7 @@ impl RedisStore {
                 homes.push(home);
             }
         }
-        let groups: Vec<Vec<usize>> = if self.cluster {
+        let groups: Vec<Vec<usize>> = if self.is_cluster() {
             (0..homes.len()).map(|h| vec![h]).collect()
         } else {
             vec![(0..homes.len()).collect()]
@@ -781,7 +765,8 @@ impl RedisStore {
         Ok((true, out))
     }
 
-    /// One lease call: give back `give`, take up to `want` units of `field`.
+    /// One lease call (decide.lua's mode "l"): give back `give`, take up to `want` units of
+    /// `field` of the shared hash. Goes out like any decision (the shared hash's lane).
     async fn lease_call(
         &self,
         field: &str,
@@ -790,18 +775,16 @@ impl RedisStore {
         give: u128,
         now: Nanos,
     ) -> Result<(u128, u128), StoreError> {
-        let mut inv = self.lease.prepare_invoke();
-        inv.key(layout::hash_name(&self.prefix, &Home::Shared))
-            .arg(now.div_euclid(NANOS_PER_SEC))
-            .arg(now.rem_euclid(NANOS_PER_SEC))
-            .arg(field)
-            .arg(p.unit.to_string())
-            .arg(p.refill.to_string())
-            .arg(p.capacity.to_string())
-            .arg(want.to_string())
-            .arg(give.to_string());
-        let mut conn = self.conn();
-        let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
+        let keys = [layout::hash_name(&self.prefix, &Home::Shared)];
+        let mut cmd = self.decide_cmd(&keys, Mode::Lease, 0, now);
+        cmd.arg(1).arg(field).arg("b").arg(packed(&[
+            p.unit as f64,
+            p.refill as f64,
+            p.capacity as f64,
+            want as f64,
+            give as f64,
+        ]));
+        let reply = self.send_decide(&keys[0], cmd).await?;
         match reply.as_slice() {
             [grant, level] => Ok((
                 u128::try_from(*grant).unwrap_or(0),
@@ -824,7 +807,7 @@ impl RedisStore {
         };
         for (field, units, p) in leases.idle(now) {
             if self.lease_call(&field, p, 0, units, now).await.is_err() {
-                leases.restore(&field, units);
+                leases.give_back(&field, units);
             }
         }
     }
@@ -944,7 +927,10 @@ impl RedisStore {
         mode: Mode,
         now: Nanos,
     ) -> Result<Charge, StoreError> {
-        self.saw(now);
+        if self.leases.is_some() {
+            // For giving back idle leases (their clock is the callers').
+            self.saw(now);
+        }
         let (shared, keyed): (Vec<usize>, Vec<usize>) = match &self.leases {
             Some(_) => (0..limits.len()).partition(|&i| layout::is_shared(&limits[i].key)),
             None => (Vec::new(), (0..limits.len()).collect()),
@@ -1135,7 +1121,7 @@ impl Store for RedisStore {
                 }
             }
         }
-        if !self.cluster {
+        if !self.is_cluster() {
             self.legacy_usage(plan, from, to, &mut rows).await?;
         }
         Ok(rows)
@@ -1153,7 +1139,10 @@ impl Store for RedisStore {
     }
 
     async fn set_usage_retention_days(&self, days: u32) {
-        *self.usage_keep_ms.lock() = u64::from(days.saturating_add(1)) * 86_400_000;
+        self.usage_keep_ms.store(
+            u64::from(days.saturating_add(1)) * 86_400_000,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     async fn initial_period(&self, name: &str, start: Nanos) -> Result<Nanos, StoreError> {

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
 use crate::store::error::{StoreError, StoreErrorKind};
 
 /// The certificate files of a `rediss://` connection (PEM).
@@ -93,4 +95,33 @@ pub fn timeout_error(t: Duration) -> StoreError {
         StoreErrorKind::Unavailable,
         format!("redis did not answer within {t:?}"),
     )
+}
+
+/// A client for one node at `url`, with the TLS files when any are given.
+pub fn client(url: &str, tls: &RedisTls) -> Result<redis::Client, StoreError> {
+    let bad_url =
+        |e| StoreError::caused_by(StoreErrorKind::Config, format!("bad Redis URL: {e}"), e);
+    if tls.is_set() {
+        redis::Client::build_with_tls(url, tls.read()?).map_err(bad_url)
+    } else {
+        redis::Client::open(url).map_err(bad_url)
+    }
+}
+
+/// A connection to one node that reconnects by itself (backoff 50 ms to 500 ms), each operation
+/// bounded by `timeout`.
+pub async fn manager(
+    client: redis::Client,
+    timeout: Duration,
+) -> Result<ConnectionManager, StoreError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    let setup = timeout.max(Duration::from_secs(2));
+    tokio::time::timeout(setup, ConnectionManager::new_with_config(client, config))
+        .await
+        .map_err(|_| timeout_error(setup))?
+        .map_err(store_error)
 }

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
-use super::conn::{RedisTls, store_error, timeout_error};
+use super::conn::{RedisTls, client, manager, store_error, timeout_error};
 use crate::store::error::{StoreError, StoreErrorKind};
 
 /// A script call waiting for its lane.
@@ -242,23 +242,7 @@ impl Masters {
 
     async fn connect(&self, addr: &str) -> Result<ConnectionManager, StoreError> {
         let url = format!("{}{addr}", self.url_head);
-        let bad_url =
-            |e| StoreError::caused_by(StoreErrorKind::Config, format!("bad Redis URL: {e}"), e);
-        let client = if self.tls.is_set() {
-            redis::Client::build_with_tls(url.as_str(), self.tls.read()?).map_err(bad_url)?
-        } else {
-            redis::Client::open(url.as_str()).map_err(bad_url)?
-        };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(200))))
-            .set_response_timeout(Some(self.timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let t = self.timeout.max(Duration::from_secs(2));
-        tokio::time::timeout(t, ConnectionManager::new_with_config(client, config))
-            .await
-            .map_err(|_| timeout_error(t))?
-            .map_err(store_error)
+        manager(client(&url, &self.tls)?, self.timeout).await
     }
 
     /// [`Masters::refresh`] in the background (after a failover or a resharding), once at a

@@ -187,11 +187,6 @@ impl Leases {
         out
     }
 
-    /// Units given back to Redis that it did not take (the call failed): held again.
-    pub fn restore(&self, field: &str, units: u128) {
-        self.give_back(field, units);
-    }
-
     /// The hold period.
     pub fn hold(&self) -> Nanos {
         self.hold
