@@ -594,3 +594,54 @@ async fn an_upgrade_from_the_earlier_redis_layout_loses_no_count() {
     let got: Vec<(i64, u64)> = rows.iter().map(|r| (r.day_start / day, r.used)).collect();
     assert_eq!(got, [(0, 7), (1, 3)]);
 }
+
+/// The shared buckets keep one format whether exact or leased: a deployment can switch
+/// `--store-shared` between restarts (the lease once read its own text format and failed on what
+/// the exact mode had written).
+#[tokio::test]
+async fn shared_buckets_survive_a_switch_between_exact_and_leased() {
+    let server = common::RedisServer::start();
+    let opts = |shared| RedisOptions {
+        tls: Default::default(),
+        shared,
+        replicas: 2,
+        url: server.url(),
+        prefix: "sw".into(),
+        timeout: std::time::Duration::from_secs(2),
+    };
+    let account = LimitRef {
+        key: LimitKey::Account,
+        spec: LimitSpec::Bucket(BucketSpec {
+            rate_micro: 0,
+            burst: 10,
+        }),
+    };
+    let limits = [account];
+    let exact = RedisStore::connect(&opts(plangate::store::SharedBuckets::Exact))
+        .await
+        .unwrap();
+    assert!(
+        exact
+            .check_and_charge(&limits, 4, SEC)
+            .await
+            .unwrap()
+            .admitted
+    );
+    drop(exact);
+    let leased = RedisStore::connect(&opts(plangate::store::SharedBuckets::Leased))
+        .await
+        .unwrap();
+    // 6 tokens left, no refill: 6 admitted, then refused.
+    let mut admitted = 0;
+    for _ in 0..8 {
+        if leased
+            .check_and_charge(&limits, 1, SEC)
+            .await
+            .unwrap()
+            .admitted
+        {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 6);
+}
