@@ -137,6 +137,18 @@ impl Certs {
         self.path(name).display().to_string()
     }
 
+    /// `plangate serve` flags for mTLS on the gRPC listener with `server` and `ca`.
+    fn grpc_mtls_flags(&self) -> Vec<String> {
+        [
+            ("--grpc-tls-cert", "server.crt"),
+            ("--grpc-tls-key", "server.key"),
+            ("--grpc-tls-client-ca", "ca.crt"),
+        ]
+        .into_iter()
+        .flat_map(|(flag, file)| [flag.to_owned(), self.arg(file)])
+        .collect()
+    }
+
     fn der(&self, name: &str) -> CertificateDer<'static> {
         CertificateDer::from_pem_file(self.path(name)).unwrap()
     }
@@ -218,17 +230,26 @@ fn start(extra: &[String]) -> (tempfile::TempDir, Plangate) {
     (dir, p)
 }
 
+/// `plangate serve` with `args` that must refuse to start: its stderr.
+fn serve_refused(args: &[&std::ffi::OsStr]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.yaml");
+    std::fs::write(&path, config()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args(["serve", "--no-watch", "--no-persist", "--config"])
+        .arg(&path)
+        .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[tokio::test]
 async fn grpc_mtls_admits_only_clients_of_the_ca() {
     let certs = Certs::new();
-    let (_dir, p) = start(&[
-        "--grpc-tls-cert".into(),
-        certs.arg("server.crt"),
-        "--grpc-tls-key".into(),
-        certs.arg("server.key"),
-        "--grpc-tls-client-ca".into(),
-        certs.arg("ca.crt"),
-    ]);
+    let (_dir, p) = start(&certs.grpc_mtls_flags());
     // A client of the CA is served: the quota of 2 holds over TLS as over plain text.
     let waited = Stopwatch::start();
     let first = loop {
@@ -354,12 +375,10 @@ async fn admin_listener_over_tls() {
         "--admin-tls-key".into(),
         certs.arg("server.key"),
     ]);
-    let mut tls = tls_connect(p.admin, certs.client(None)).await.unwrap();
-    // HTTP/1.1 when the client offers both (ALPN picks the server's first: h2; ask for 1.1).
+    // HTTP/1.1 (offered both, the server would pick h2, its first).
     let mut config = (*certs.client(None)).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    drop(tls);
-    tls = tls_connect(p.admin, Arc::new(config)).await.unwrap();
+    let mut tls = tls_connect(p.admin, Arc::new(config)).await.unwrap();
     tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -426,18 +445,8 @@ async fn rediss_with_a_client_certificate() {
     assert!(keys.contains("plangate"), "no counter in Redis: {keys}");
     // Without the client certificate, Redis refuses the connection: plangate does not start,
     // and says why.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plans.yaml");
-    std::fs::write(&path, config()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
-        .args(["serve", "--no-watch", "--config"])
-        .arg(&path)
-        .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-        .args(["--store", &url, "--store-tls-ca", &certs.arg("ca.crt")])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let ca = certs.arg("ca.crt");
+    let err = serve_refused(&["--store", &url, "--store-tls-ca", &ca].map(std::ffi::OsStr::new));
     assert!(err.contains("counter store"), "{err}");
 }
 
@@ -448,14 +457,7 @@ fn envoy_calls_ext_authz_over_mutual_tls() {
     let stack = common::Stack::start_custom(
         &config(),
         "ext_authz_tls.yaml",
-        &[
-            "--grpc-tls-cert".into(),
-            certs.arg("server.crt"),
-            "--grpc-tls-key".into(),
-            certs.arg("server.key"),
-            "--grpc-tls-client-ca".into(),
-            certs.arg("ca.crt"),
-        ],
+        &certs.grpc_mtls_flags(),
         &[("/etc/plangate/tls/".into(), dir)],
     );
     let statuses: Vec<u16> = (0..3)
@@ -482,8 +484,6 @@ fn envoy_calls_ext_authz_over_mutual_tls() {
 fn a_missing_or_bad_certificate_refuses_to_start_naming_the_file() {
     let certs = Certs::new();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plans.yaml");
-    std::fs::write(&path, config()).unwrap();
     let garbage = dir.path().join("garbage.crt");
     std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64 at all\n").unwrap();
     for (cert, key, expect) in [
@@ -500,18 +500,12 @@ fn a_missing_or_bad_certificate_refuses_to_start_naming_the_file() {
             "client.key",
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
-            .args(["serve", "--no-watch", "--no-persist", "--config"])
-            .arg(&path)
-            .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-            .arg("--grpc-tls-cert")
-            .arg(&cert)
-            .arg("--grpc-tls-key")
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = serve_refused(&[
+            "--grpc-tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--grpc-tls-key".as_ref(),
+            key.as_os_str(),
+        ]);
         assert!(
             err.contains("TLS for the gRPC listener") && err.contains(expect),
             "{expect}: {err}"
