@@ -82,15 +82,26 @@ impl Leases {
     /// Spends `need` units of `field` if held; otherwise says what to do.
     pub fn spend(&self, field: &str, p: Params, need: u128, now: Nanos) -> Local {
         let mut map = self.map.lock();
-        let lease = map.entry(field.to_owned()).or_insert_with(|| Lease {
-            held: 0,
-            level: p.capacity,
-            taken_at: now,
-            retry_at: Nanos::MIN,
-            used_at: now,
-            params: p,
-            asking: Default::default(),
-        });
+        // No key allocated on the hot path: a lease is made once per bucket.
+        if !map.contains_key(field) {
+            map.insert(
+                field.to_owned(),
+                Lease {
+                    held: 0,
+                    level: p.capacity,
+                    taken_at: now,
+                    retry_at: Nanos::MIN,
+                    used_at: now,
+                    params: p,
+                    asking: Default::default(),
+                },
+            );
+        }
+        let Some(lease) = map.get_mut(field) else {
+            return Local::Fetch {
+                want: self.batch(&p, need),
+            };
+        };
         lease.params = p;
         let before = lease.level.saturating_add(lease.held).min(p.capacity);
         if lease.held >= need {
