@@ -38,7 +38,7 @@ use super::error::{StoreError, StoreErrorKind};
 use crate::clock::{NANOS_PER_SEC, Nanos, Stopwatch};
 use crate::limit::{BucketSpec, LimitKey, LimitRef, LimitSpec, LimitState, UNITS_PER_TOKEN};
 pub use conn::RedisTls;
-use conn::{auth_error, store_error, timeout_error};
+use conn::{store_error, timeout_error};
 use lane::{Lane, Masters};
 use layout::Home;
 use lease::{Leases, Local, Params};
@@ -284,15 +284,9 @@ impl RedisStore {
                     builder = builder.certs(opts.tls.read()?);
                 }
                 let client = builder.build().map_err(bad_url)?;
-                let mut conn = tokio::time::timeout(setup, client.get_async_connection())
-                    .await
-                    .map_err(|_| timeout_error(setup))?
-                    .map_err(auth_error)?;
+                let mut conn = conn::at_start(setup, client.get_async_connection()).await?;
                 let clock = Stopwatch::start();
-                let ms = tokio::time::timeout(setup, redis_time(&mut conn))
-                    .await
-                    .map_err(|_| timeout_error(setup))?
-                    .map_err(auth_error)?;
+                let ms = conn::at_start(setup, redis_time(&mut conn)).await?;
                 (Conn::Cluster(conn), ms, clock)
             }
             None => {
@@ -306,20 +300,11 @@ impl RedisStore {
                 // One plain connection first, to name what is wrong at start: a wrong or missing
                 // password (the reconnecting manager below would only retry until its timeout).
                 let mut probe =
-                    tokio::time::timeout(setup, client.get_multiplexed_async_connection())
-                        .await
-                        .map_err(|_| timeout_error(setup))?
-                        .map_err(auth_error)?;
+                    conn::at_start(setup, client.get_multiplexed_async_connection()).await?;
                 let _: String =
-                    tokio::time::timeout(setup, redis::cmd("PING").query_async(&mut probe))
-                        .await
-                        .map_err(|_| timeout_error(setup))?
-                        .map_err(auth_error)?;
+                    conn::at_start(setup, redis::cmd("PING").query_async(&mut probe)).await?;
                 let clock = Stopwatch::start();
-                let redis_ms = tokio::time::timeout(setup, redis_time(&mut probe))
-                    .await
-                    .map_err(|_| timeout_error(setup))?
-                    .map_err(auth_error)?;
+                let redis_ms = conn::at_start(setup, redis_time(&mut probe)).await?;
                 drop(probe);
                 let conn = conn::manager(client, opts.timeout).await?;
                 (Conn::Node(conn), redis_ms, clock)

@@ -125,3 +125,15 @@ pub async fn manager(
         .map_err(|_| timeout_error(setup))?
         .map_err(store_error)
 }
+
+/// A step of connecting, bounded by `t`; its errors named as at start (an authentication
+/// failure as such).
+pub async fn at_start<T>(
+    t: Duration,
+    step: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(t, step)
+        .await
+        .map_err(|_| timeout_error(t))?
+        .map_err(auth_error)
+}
