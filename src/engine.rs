@@ -476,6 +476,7 @@ impl Engine {
     /// Sets how many days of daily usage the store keeps.
     pub fn with_usage_retention_days(mut self, days: u32) -> Self {
         self.usage_retention_days = days;
+        self.store.set_usage_retention_days(days);
         self
     }
 
@@ -495,7 +496,26 @@ impl Engine {
         self.snapshot.load_full()
     }
 
-    /// Replaces the snapshot; counters are untouched.
+    /// An engine over `snapshot`, once the store has said where its quota offsets apply
+    /// ([`resolve_initial_periods`]).
+    pub async fn start(
+        mut snapshot: Snapshot,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        resolve_initial_periods(&mut snapshot, &*store, clock.now()).await?;
+        Ok(Engine::new(snapshot, store, clock))
+    }
+
+    /// Replaces the snapshot, once the store has said where its quota offsets apply; on a store
+    /// error the snapshot in force stays. Counters are untouched.
+    pub async fn install(&self, mut snapshot: Snapshot) -> Result<(), StoreError> {
+        resolve_initial_periods(&mut snapshot, &*self.store, self.clock.now()).await?;
+        self.swap(snapshot);
+        Ok(())
+    }
+
+    /// Replaces the snapshot as it is; counters are untouched.
     pub fn swap(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
     }

@@ -193,13 +193,8 @@ impl Reloader {
                     tracing::warn!("{w}");
                 }
                 let mut snapshot = compiled.snapshot;
-                if let Err(e) = crate::engine::resolve_initial_periods(
-                    &mut snapshot,
-                    &**self.engine.store(),
-                    self.engine.clock().now(),
-                )
-                .await
-                {
+                snapshot.generation = self.engine.snapshot().generation + 1;
+                if let Err(e) = self.engine.install(snapshot).await {
                     self.metrics.reload_failed();
                     tracing::error!(trigger, error = %e, "configuration not installed: the counter store did not answer; the configuration in force is kept");
                     return Err(ConfigErrors(vec![ConfigError::new(
@@ -212,18 +207,17 @@ impl Reloader {
                         },
                     )]));
                 }
-                snapshot.generation = self.engine.snapshot().generation + 1;
-                let generation = snapshot.generation;
-                self.metrics
-                    .reloaded(&snapshot, &fingerprint, unix_seconds());
+                // Counted once installed (reloads run one at a time, so this is the new one).
+                let snap = self.engine.snapshot();
+                let generation = snap.generation;
+                self.metrics.reloaded(&snap, &fingerprint, unix_seconds());
                 tracing::info!(
                     trigger,
                     generation,
-                    api_keys = snapshot.keys.len(),
-                    usage_plans = snapshot.plans.len(),
+                    api_keys = snap.keys.len(),
+                    usage_plans = snap.plans.len(),
                     "configuration reloaded"
                 );
-                self.engine.swap(snapshot);
                 state.seen = fingerprint;
                 state.serving = fingerprint;
                 state.sources = compiled.sources;

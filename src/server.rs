@@ -163,12 +163,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         SystemClock.now() as f64 / 1e9,
     );
     let store = store::open(&opts.store, SystemClock.now()).await?;
-    store
-        .set_usage_retention_days(opts.usage_retention_days)
-        .await;
-    crate::engine::resolve_initial_periods(&mut snapshot, &*store, SystemClock.now()).await?;
     let engine = Arc::new(
-        Engine::new(snapshot, store.clone(), Arc::new(SystemClock))
+        Engine::start(snapshot, store.clone(), Arc::new(SystemClock))
+            .await?
             .with_failure_policy(opts.store_failure)
             .with_usage_retention_days(opts.usage_retention_days)
             .with_shadow(opts.shadow),

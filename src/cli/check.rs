@@ -45,18 +45,16 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
     let rt = runtime::current_thread()?;
     // A fresh store: a quota offset without `starts_at` is in force in the period of the first
     // attempt, as for a plan the counter store has not seen before.
-    let store = Arc::new(MemoryStore::new());
-    let mut snapshot = compiled.snapshot;
-    rt.block_on(plangate::engine::resolve_initial_periods(
-        &mut snapshot,
-        &*store,
-        clock.now(),
-    ))
-    .map_err(|e| CliError::Flag {
-        flag: "--config",
-        reason: e.to_string(),
-    })?;
-    let engine = Engine::new(snapshot, store, clock);
+    let engine = rt
+        .block_on(Engine::start(
+            compiled.snapshot,
+            Arc::new(MemoryStore::new()),
+            clock,
+        ))
+        .map_err(|e| CliError::Flag {
+            flag: "--config",
+            reason: e.to_string(),
+        })?;
     let req = Request::new(&r.method, &r.path, r.key.as_deref(), r.hits)
         .stage(r.api.as_deref(), r.stage.as_deref())
         .host(r.host.as_deref());

@@ -71,7 +71,7 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<UsageRow>, StoreError>;
 
     /// How many days of daily usage are kept (stores that keep it by lifetime: Redis).
-    async fn set_usage_retention_days(&self, _days: u32) {}
+    fn set_usage_retention_days(&self, _days: u32) {}
 
     /// Sets a quota counter's used count (AWS UpdateUsage). `limit` must be a quota. Below zero
     /// when the remaining was set above the limit (AWS's temporary extension for the period).

@@ -1123,7 +1123,7 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn set_usage_retention_days(&self, days: u32) {
+    fn set_usage_retention_days(&self, days: u32) {
         self.usage_keep_ms.store(
             u64::from(days.saturating_add(1)) * 86_400_000,
             std::sync::atomic::Ordering::Relaxed,
