@@ -51,6 +51,30 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// What the admin port answers for a path nothing serves: gRPC's UNIMPLEMENTED to a gRPC call
+/// (what tonic answers), a 404 to anything else — never a 200 a probe could take for a page.
+pub async fn not_found(req: Request) -> Response {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        return (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/grpc"),
+                (header::HeaderName::from_static("grpc-status"), "12"),
+            ],
+        )
+            .into_response();
+    }
+    json_response(
+        StatusCode::NOT_FOUND,
+        json!({"message": format!("no such path: {}", req.uri().path())}),
+    )
+}
+
 fn json_response(status: StatusCode, v: Value) -> Response {
     (
         status,

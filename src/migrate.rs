@@ -563,6 +563,8 @@ impl Cx<'_> {
                 path: "$",
                 v: &v,
             };
+            // Methods whose settings are not in the export: the first one's place, and how many.
+            let mut unembedded: Option<(String, usize)> = None;
             for (path, r) in self.list(root, "items") {
                 let Some(rpath) = self.string(&file, &path, r, "path") else {
                     continue;
@@ -573,12 +575,29 @@ impl Cx<'_> {
                 for (verb, m) in verbs {
                     let required = match m.get("apiKeyRequired") {
                         Some(Json::Bool(b)) => *b,
-                        // Without `--embed methods` the methods are empty objects: AWS's
-                        // default, no key.
-                        _ => false,
+                        // Without `--embed methods` the methods are empty objects. Guessing
+                        // "no key" would open methods AWS guards: refuse instead.
+                        _ => {
+                            let n = unembedded.get_or_insert_with(|| {
+                                (format!("{path}.resourceMethods.{verb}"), 0)
+                            });
+                            n.1 += 1;
+                            continue;
+                        }
                     };
                     api.methods.insert(method_key(&rpath, verb), Some(required));
                 }
+            }
+            if let Some((at, n)) = unembedded {
+                self.invalid(
+                    &file,
+                    at,
+                    format!(
+                        "{n} method(s) without their settings (`apiKeyRequired`): export them with \
+                         `aws apigateway get-resources --rest-api-id {id} --embed methods`; \
+                         without them plangate cannot tell which methods need a key"
+                    ),
+                );
             }
         }
         let stages = self.read(
@@ -618,12 +637,30 @@ impl Cx<'_> {
                         self.invalid(&file, mp, "is not `*/*` or `<resource path>/<VERB>`");
                         continue;
                     };
-                    match stage.methods.get_mut(&method) {
-                        Some(m) => m.1 = t,
-                        None if !api.resources_known => {
+                    // The resource's `ANY` method, when the setting names a verb it serves.
+                    let any = method
+                        .rsplit_once('/')
+                        .map(|(resource, _)| format!("{resource}/ANY"))
+                        .filter(|a| *a != method)
+                        .and_then(|a| stage.methods.get(&a).map(|m| m.0));
+                    match (stage.methods.get_mut(&method), any) {
+                        (Some(m), _) => m.1 = t,
+                        (None, _) if !api.resources_known => {
                             stage.methods.insert(method, (None, t));
                         }
-                        None => self.warnings.push(format!(
+                        // A per-verb setting on an `ANY`-only resource (what
+                        // serverless-api-gateway-throttling writes): that verb of `ANY` gets the
+                        // setting, as a method of its own with ANY's key requirement — the
+                        // stricter reading, never the stage default.
+                        (None, Some(required)) => {
+                            self.warnings.push(format!(
+                                "{}: {mp}: `{method}` is served by the resource's ANY method; \
+                                 its throttle applies to that verb (a method of its own)",
+                                file.display()
+                            ));
+                            stage.methods.insert(method, (required, t));
+                        }
+                        (None, None) => self.warnings.push(format!(
                             "{}: {mp}: method `{method}` is not in get-resources/{id}.json (a setting left behind by a deleted method?); skipped",
                             file.display()
                         )),

@@ -31,6 +31,9 @@ pub struct ServeOptions {
     pub admin_addr: SocketAddr,
     /// Bearer token for the admin `/v1/*` endpoints.
     pub admin_token: Option<String>,
+    /// Serve the admin API without a token although the token is empty or the address is not
+    /// loopback (see [`admin_token`]).
+    pub admin_unauthenticated: bool,
     /// Watch the config and key files and reload on change.
     pub watch: bool,
     /// How long file events settle before a reload.
@@ -96,6 +99,35 @@ pub enum ServeError {
     },
     #[error("traces: {0}")]
     Traces(String),
+    #[error("admin API: {0}")]
+    AdminAuth(String),
+}
+
+/// The admin token in force, or why plangate must not start: an empty token (an unset Secret
+/// key, `PLANGATE_ADMIN_TOKEN=`) would otherwise open the admin API silently, and so would an
+/// admin address reachable from other hosts with no token. `--admin-unauthenticated` says so
+/// on purpose.
+pub fn admin_token(
+    token: Option<&str>,
+    addr: SocketAddr,
+    unauthenticated: bool,
+) -> Result<Option<Arc<str>>, ServeError> {
+    match token {
+        Some(t) if !t.trim().is_empty() => Ok(Some(Arc::from(t))),
+        _ if unauthenticated => Ok(None),
+        Some(_) => Err(ServeError::AdminAuth(
+            "the admin token (--admin-token, PLANGATE_ADMIN_TOKEN) is empty: set a token, or pass \
+             --admin-unauthenticated to serve /v1/* and the management API to anyone who reaches \
+             the admin address"
+                .into(),
+        )),
+        None if !addr.ip().is_loopback() => Err(ServeError::AdminAuth(format!(
+            "the admin address {addr} is reachable from other hosts and no admin token is set: \
+             set --admin-token (PLANGATE_ADMIN_TOKEN), listen on loopback, or pass \
+             --admin-unauthenticated"
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// The gRPC service name of ext_authz, as gRPC health reports it.
@@ -130,6 +162,11 @@ async fn load_tls(
 
 /// Loads the config and serves until SIGTERM/SIGINT.
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    let token = admin_token(
+        opts.admin_token.as_deref(),
+        opts.admin_addr,
+        opts.admin_unauthenticated,
+    )?;
     if let Some(endpoint) = &opts.otlp_endpoint {
         crate::traces::init(endpoint).map_err(ServeError::Traces)?;
         tracing::info!(endpoint = %endpoint, "exporting traces over OTLP");
@@ -195,7 +232,6 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     metrics.watch_tls(grpc_tls.clone(), admin_tls.clone());
     let grpc = bind(opts.grpc_addr).await?;
     let admin_listener = bind(opts.admin_addr).await?;
-    let token: Option<Arc<str>> = opts.admin_token.as_deref().map(Arc::from);
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let management =
         management::ManagementService::new(engine.clone(), metrics.clone(), Some(reloader.clone()));
@@ -207,7 +243,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         token: token.clone(),
         draining: draining.clone(),
     })
-    .merge(management::routes(management, token).await?);
+    .merge(management::routes(management, token).await?)
+    .fallback(admin::not_found);
     // The bound address (with `:0`, the port the system chose).
     let admin_bound = admin_listener.local_addr().unwrap_or(opts.admin_addr);
     tracing::info!(addr = %admin_bound, tls = admin_tls.is_some(), "admin HTTP listening");

@@ -184,6 +184,9 @@ pub struct Stage {
     /// Template → resource, so that verbs of one template share a resource.
     templates: HashMap<String, usize>,
     matcher: matchit::Router<usize>,
+    /// Every resource a template implies whose last segment is literal (`/parent/{id}/GET`
+    /// implies `/parent`): what a greedy sibling does not take (see [`Stage::match_method`]).
+    literal_resources: std::collections::HashSet<String>,
 }
 
 /// The methods of one path template, by verb.
@@ -191,6 +194,9 @@ pub struct Stage {
 struct Resource {
     verbs: Vec<(String, usize)>,
     any: Option<usize>,
+    /// For a greedy template (`/files/{proxy+}`): the template before the greedy segment
+    /// (`/files`) and that segment's index in the path's `/`-separated parts (2).
+    greedy: Option<(String, usize)>,
 }
 
 /// A configured method of a stage.
@@ -407,6 +413,7 @@ impl Stage {
             resources: Vec::new(),
             templates: HashMap::new(),
             matcher: matchit::Router::new(),
+            literal_resources: Default::default(),
         }
     }
 
@@ -433,7 +440,19 @@ impl Stage {
                         other => other.to_string(),
                     })?;
                 self.templates.insert(template.to_owned(), r);
-                self.resources.push(Resource::default());
+                let parts: Vec<&str> = template.split('/').collect();
+                let mut resource = Resource::default();
+                for (i, seg) in parts.iter().enumerate().skip(1) {
+                    if seg.is_empty() {
+                        continue;
+                    }
+                    if seg.ends_with("+}") {
+                        resource.greedy = Some((parts[..i].join("/"), i));
+                    } else if !seg.starts_with('{') {
+                        self.literal_resources.insert(parts[..=i].join("/"));
+                    }
+                }
+                self.resources.push(resource);
                 r
             }
         };
@@ -455,12 +474,23 @@ impl Stage {
     /// Finds the method for a verb and a path (without query string). The most specific
     /// template wins, then an exact verb beats `*`. Like AWS, a path whose most specific
     /// resource lacks the verb is an unknown method (no fallback to a less specific resource).
+    ///
+    /// A greedy `{proxy+}` does not take the subtree of a literal sibling resource: with
+    /// `/parent` configured, `/{proxy+}` leaves `/parent` and everything under it (AWS, "Set up
+    /// a method request"), so `/parent/7/x` with no resource of its own is an unknown method.
     pub fn match_method(&self, verb: &str, path: &str) -> MethodMatch {
         let path = normalize_path(path);
         let Ok(m) = self.matcher.at(path) else {
             return MethodMatch::Unknown;
         };
         let r = &self.resources[*m.value];
+        if let Some((prefix, at)) = &r.greedy
+            && let Some(seg) = path.split('/').nth(*at)
+            && !self.literal_resources.is_empty()
+            && self.literal_resources.contains(&format!("{prefix}/{seg}"))
+        {
+            return MethodMatch::Unknown;
+        }
         // HTTP methods are case-sensitive (RFC 9110 §9.1), and AWS matches them so: `get` is
         // not `GET`.
         for (v, i) in &r.verbs {

@@ -98,7 +98,8 @@ pub async fn open(opts: &StoreOptions, now: Nanos) -> Result<Arc<dyn Store>, Sto
             let store = tokio::task::spawn_blocking(move || {
                 let store = match load_persisted(&dir, now) {
                     Ok(store) => store,
-                    Err(e) if recover => {
+                    // A file in use is never "recovered": that is two processes counting apart.
+                    Err(e) if recover && e.kind() != StoreErrorKind::InUse => {
                         let aside = persist::move_aside(&dir, now)?;
                         tracing::error!(
                             error = %e,
@@ -148,6 +149,7 @@ fn load_persisted(dir: &std::path::Path, now: Nanos) -> Result<MemoryStore, Stor
     }));
     let advice = "start with --data-recover to move it aside and start with empty counters";
     match opened {
+        Ok(Err(e)) if e.kind() == StoreErrorKind::InUse => Err(e),
         Ok(result) => result.map_err(|e| {
             StoreError::new(
                 StoreErrorKind::Disk,

@@ -185,10 +185,33 @@ pub async fn update(
 }
 
 /// Parses an AWS date (`2026-11-25`).
+/// Reads a report date: exactly `YYYY-MM-DD` (four-digit year, no sign), from 1970-01-01 to
+/// 2261-12-31 — the days whose instants the counters can hold (nanoseconds in an `i64`). chrono
+/// alone accepts `+262142-01-01`, a day whose arithmetic overflows.
 pub fn parse_date(s: &str) -> Result<NaiveDate, UsageError> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| UsageError::BadRequest(format!("`{s}` is not a date (YYYY-MM-DD)")))
+    let bad = || UsageError::BadRequest(format!("`{s}` is not a date (YYYY-MM-DD)"));
+    let b = s.as_bytes();
+    let shape = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shape {
+        return Err(bad());
+    }
+    let date = NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| bad())?;
+    if !(FIRST_DATE..=LAST_DATE).contains(&date) {
+        return Err(UsageError::BadRequest(format!(
+            "`{s}` is outside {FIRST_DATE} to {LAST_DATE}"
+        )));
+    }
+    Ok(date)
 }
+
+/// The first and last days a report can name.
+const FIRST_DATE: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
+const LAST_DATE: NaiveDate = NaiveDate::from_ymd_opt(2261, 12, 31).expect("a valid date");
 
 /// AWS GetUsage: daily usage of a plan from `start` to `end` (inclusive), for one key or all.
 pub async fn report(

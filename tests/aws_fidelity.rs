@@ -173,7 +173,8 @@ fn a_plan_method_throttle_needs_a_plan_throttle() {
 #[tokio::test]
 async fn a_greedy_proxy_takes_what_no_resource_matches_whole() {
     // AWS: "/parent/{proxy+} can stand for any resource matching the path pattern of
-    // /parent/*"; the most specific resource that matches the whole path wins.
+    // /parent/*"; the most specific resource that matches the whole path wins; a sibling
+    // resource's subtree is not the proxy's.
     let e = engine(&config(
         "        unknown_methods: forbid\n        methods:\n          \"/parent/GET\": {}\n          \"/parent/{id}/GET\": {}\n          \"/{proxy+}/ANY\": { api_key_required: false }",
         "",
@@ -193,12 +194,11 @@ async fn a_greedy_proxy_takes_what_no_resource_matches_whole() {
         method("GET", "/parent/7").await.as_deref(),
         Some("/parent/{id}/GET")
     );
-    // Deeper than any explicit resource, or a verb the explicit one lacks on the proxy's
-    // side of the tree: the proxy.
-    assert_eq!(
-        method("GET", "/parent/7/x").await.as_deref(),
-        Some("/{proxy+}/ANY")
-    );
+    // Deeper than any explicit resource under `/parent`: AWS leaves `/parent[/*]` out of a
+    // sibling `/{proxy+}` ("Set up a method request"), so an unknown method, not the proxy.
+    assert_eq!(method("GET", "/parent/7/x").await, None);
+    assert_eq!(method("GET", "/parent/7/x/y").await, None);
+    // Elsewhere, the proxy.
     assert_eq!(
         method("GET", "/other").await.as_deref(),
         Some("/{proxy+}/ANY")

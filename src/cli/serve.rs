@@ -28,6 +28,11 @@ pub struct Args {
     /// Bearer token for the admin `/v1/*` endpoints (or PLANGATE_ADMIN_TOKEN).
     #[arg(long, env = "PLANGATE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Serve the admin `/v1/*` endpoints and the management API without a token. Without this
+    /// flag plangate refuses to start with an empty token, or with no token on an admin
+    /// address other than loopback.
+    #[arg(long, env = "PLANGATE_ADMIN_UNAUTHENTICATED")]
+    admin_unauthenticated: bool,
     /// Do not watch the configuration files (reload on SIGHUP or POST /v1/reload only).
     #[arg(long, env = "PLANGATE_NO_WATCH")]
     no_watch: bool,
@@ -239,6 +244,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         grpc_addr: a.grpc_addr,
         admin_addr: a.admin_addr,
         admin_token: a.admin_token,
+        admin_unauthenticated: a.admin_unauthenticated,
         watch: !a.no_watch,
         watch_debounce: runtime::seconds("--watch-debounce", a.watch_debounce)?,
         store,

@@ -783,6 +783,15 @@ impl Compiler {
                     },
                 ));
             }
+            if let Some(Err(msg)) = e.customer_id.as_deref().map(keys::check_customer_id) {
+                self.errors.push(e.origin.error(
+                    Some(("customer_id", None)),
+                    ErrorKind::Invalid {
+                        what: "customer id",
+                        reason: msg,
+                    },
+                ));
+            }
             if let Some(&first) = by_id.get(&e.id) {
                 self.errors.push(e.origin.error(
                     Some(("id", None)),

@@ -140,6 +140,31 @@ pub(crate) fn check_key_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest customer id, in bytes.
+pub(crate) const MAX_CUSTOMER_ID: usize = 1024;
+
+/// Customer ids go upstream as the `x-plangate-customer-id` header: printable ASCII and inner
+/// spaces only, so that no value can break a header (CR, LF, NUL) or make Envoy refuse the
+/// answer — which would turn every request of the key into a 5xx, and charge it.
+pub(crate) fn check_customer_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_CUSTOMER_ID {
+        return Err(format!(
+            "a customer id must be 1 to {MAX_CUSTOMER_ID} bytes, found {}",
+            id.len()
+        ));
+    }
+    if let Some(c) = id.chars().find(|c| !matches!(c, ' '..='~')) {
+        return Err(format!(
+            "a customer id becomes a header value: printable ASCII only, found {}",
+            c.escape_unicode()
+        ));
+    }
+    if id.starts_with(' ') || id.ends_with(' ') {
+        return Err("a customer id may not start or end with a space".to_owned());
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct Columns {
     name: Option<usize>,

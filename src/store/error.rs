@@ -28,6 +28,8 @@ pub enum StoreErrorKind {
     Disk,
     /// The operation does not apply (e.g. `set_used` on a limit that is not a quota).
     Unsupported,
+    /// The embedded database is held by another process: not corrupt, never to be moved aside.
+    InUse,
 }
 
 impl StoreErrorKind {
@@ -38,6 +40,7 @@ impl StoreErrorKind {
             StoreErrorKind::Config => "misconfigured",
             StoreErrorKind::Disk => "disk error",
             StoreErrorKind::Unsupported => "unsupported operation",
+            StoreErrorKind::InUse => "in use by another process",
         }
     }
 }

@@ -27,9 +27,23 @@ pub struct Loaded {
 /// The counters file's name in the data directory.
 pub const FILE_NAME: &str = "counters.redb";
 
+/// Beside the counters file: who holds it (pid, host, since), written when plangate opens it,
+/// so that a second process refused by the file's lock can name the first.
+pub const HOLDER_FILE: &str = "counters.redb.holder";
+
 /// Moves `<dir>/counters.redb` aside to `counters.redb.corrupt-<unix seconds>`; returns where.
+/// A file another process holds (its lock is taken) is never moved: it is in use, not corrupt,
+/// and moving it would make two processes count apart.
 pub fn move_aside(dir: &Path, now: Nanos) -> Result<std::path::PathBuf, StoreError> {
     let from = dir.join(FILE_NAME);
+    if let Ok(f) = std::fs::File::open(&from) {
+        match f.try_lock() {
+            Ok(()) => drop(f),
+            Err(std::fs::TryLockError::WouldBlock) => return Err(in_use(&from)),
+            // No locks on this file system: go on (the open just failed for another reason).
+            Err(std::fs::TryLockError::Error(_)) => {}
+        }
+    }
     let to = dir.join(format!(
         "{FILE_NAME}.corrupt-{}",
         now.div_euclid(crate::clock::NANOS_PER_SEC)
@@ -46,6 +60,38 @@ pub struct Persistence {
     /// write reopens the file.
     db: parking_lot::Mutex<Option<Database>>,
     path: std::path::PathBuf,
+}
+
+/// The error for a counters file whose lock another process holds, naming that process when
+/// the holder file says which.
+fn in_use(path: &Path) -> StoreError {
+    let holder = std::fs::read_to_string(path.with_file_name(HOLDER_FILE))
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && h.len() < 512)
+        .map_or_else(
+            || "another process".to_owned(),
+            |h| format!("another plangate ({h})"),
+        );
+    StoreError::new(
+        StoreErrorKind::InUse,
+        format!(
+            "{} is in use by {holder}: two processes cannot count in one file. Stop the other \
+             process, or give this one its own --data-dir (or a Redis --store to share counters \
+             between replicas)",
+            path.display()
+        ),
+    )
+}
+
+/// Records who holds the counters file; best effort (the lock is what protects it).
+fn write_holder(path: &Path) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "this host".to_owned());
+    let since = crate::clock::format_rfc3339(crate::clock::Clock::now(&crate::clock::SystemClock));
+    let text = format!("pid {} on {host}, since {since}\n", std::process::id());
+    let _ = std::fs::write(path.with_file_name(HOLDER_FILE), text);
 }
 
 fn err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -66,8 +112,11 @@ impl Persistence {
     }
 
     fn open_file(path: &Path) -> Result<Database, StoreError> {
-        let db = Database::create(path)
-            .map_err(|e| err(&format!("cannot open {}", path.display()), e))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => in_use(path),
+            e => err(&format!("cannot open {}", path.display()), e),
+        })?;
+        write_holder(path);
         // Make sure the table exists, so that reads of a new file succeed.
         let tx = db.begin_write().map_err(|e| err("write", e))?;
         tx.open_table(COUNTERS).map_err(|e| err("table", e))?;

@@ -1,0 +1,374 @@
+//! What the third hostile review broke (issue 25), one test (or more) per finding, each red
+//! before its fix. The numbers in the section titles are the issue's.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{Plangate, http, sha};
+
+const KEY: &str = "fail-closed-key-0123456789ab";
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn plans() -> String {
+    format!(
+        r#"
+version: 1
+defaults: {{ api: petstore, stage: prod }}
+apis:
+  petstore:
+    stages:
+      prod: {{}}
+usage_plans:
+  billed:
+    quota: {{ limit: 100, period: DAY }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+api_keys:
+  - {{ id: k1, value_sha256: {k}, usage_plans: [billed] }}
+"#,
+        k = sha(KEY)
+    )
+}
+
+fn serve(dir: &tempfile::TempDir, config: &str, extra: &[&str]) -> Plangate {
+    let cfg = write(dir, "plans.yaml", config);
+    Plangate::start(&cfg, extra, dir.path().join("plangate.log"))
+}
+
+// 12. GetUsage with a year like `+262142` panicked a worker; unknown admin paths answered 200.
+
+#[test]
+fn admin_answers_bad_dates_and_unknown_paths_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = serve(&dir, &plans(), &[]);
+    for (start, end) in [
+        ("%2B262142-01-01", "%2B262142-01-02"),
+        ("2026-01-01", "%2B262142-01-02"),
+        ("2026-01-01", "9999-12-31"),
+        ("-0001-01-01", "2026-01-01"),
+        ("2026-1-1", "2026-01-02"),
+        ("0000-01-01", "2026-01-02"),
+    ] {
+        let r = http(
+            p.admin,
+            "GET",
+            &format!("/v1/usageplans/billed/usage?startDate={start}&endDate={end}"),
+            &[],
+        );
+        assert_eq!(r.status, 400, "{start}..{end}: {}", r.body);
+        assert!(r.body.contains("message"), "{}", r.body);
+    }
+    for path in ["/", "/nope", "/v1/nope", "/v2/config", "/metricsx"] {
+        let r = http(p.admin, "GET", path, &[]);
+        assert_eq!(r.status, 404, "{path}: {}", r.body);
+    }
+    // Still serving.
+    assert!(p.alive());
+    assert_eq!(http(p.admin, "GET", "/healthz", &[]).status, 200);
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Runs `plangate serve` that must refuse to start; its stderr.
+fn refused_start(config: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_plangate"));
+    cmd.args(["serve", "--no-watch", "--config"])
+        .arg(config)
+        .args(if extra.contains(&"--data-dir") {
+            &[][..]
+        } else {
+            &["--no-persist"][..]
+        })
+        .args(["--grpc-addr", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("PLANGATE_ADMIN_TOKEN")
+        .env_remove("PLANGATE_ADMIN_ADDR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("plangate serve {extra:?} {env:?} started; it must refuse");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+// 11. An empty admin token opened the admin API; a non-loopback admin address needed no token.
+
+#[test]
+fn an_empty_token_or_an_open_admin_address_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(&dir, "plans.yaml", &plans());
+    let err = refused_start(
+        &cfg,
+        &["--admin-addr", "127.0.0.1:0"],
+        &[("PLANGATE_ADMIN_TOKEN", "")],
+    );
+    assert!(
+        err.contains("admin token") && err.contains("empty"),
+        "{err}"
+    );
+    assert!(err.contains("--admin-unauthenticated"), "{err}");
+    let err = refused_start(
+        &cfg,
+        &["--admin-addr", "127.0.0.1:0", "--admin-token", "  "],
+        &[],
+    );
+    assert!(err.contains("empty"), "{err}");
+    let err = refused_start(&cfg, &["--admin-addr", "0.0.0.0:0"], &[]);
+    assert!(err.contains("reachable from other hosts"), "{err}");
+    // Said on purpose: it starts, and /v1/* answers without a token.
+    let p = Plangate::start(
+        &cfg,
+        &["--admin-unauthenticated"],
+        dir.path().join("open.log"),
+    );
+    assert_eq!(http(p.admin, "GET", "/v1/config", &[]).status, 200);
+    // With a token, /v1/* needs it.
+    let p = Plangate::start(
+        &cfg,
+        &["--admin-token", "a-real-token-0123"],
+        dir.path().join("token.log"),
+    );
+    assert_eq!(http(p.admin, "GET", "/v1/config", &[]).status, 401);
+}
+
+/// `plangate validate FILE`: (exit success, output).
+fn validate(path: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .arg("validate")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+// 14. A customer id with CR/LF, NUL or 100 KB validated, then broke every answer of its key.
+
+#[test]
+fn customer_ids_that_cannot_be_header_values_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "c".repeat(100 * 1024);
+    for (what, yaml_value) in [
+        ("CR LF", "\"acme\\r\\nx-evil: 1\""),
+        ("NUL", "\"acme\\0\""),
+        ("100 KB", long.as_str()),
+        ("a tab", "\"acme\\tcorp\""),
+        ("non-ASCII", "\"acm\\u00e9\""),
+    ] {
+        let cfg = plans().replace(
+            "usage_plans: [billed] }",
+            &format!("usage_plans: [billed], customer_id: {yaml_value} }}"),
+        );
+        let p = write(&dir, "plans.yaml", &cfg);
+        let (ok, out) = validate(&p);
+        assert!(!ok, "{what}: validated");
+        assert!(out.contains("customer id"), "{what}: {out}");
+    }
+    // From a CSV key file too.
+    let csv = write(
+        &dir,
+        "keys.csv",
+        "name,key,customerId,usagePlanIds\nk2,csv-key-0123456789abcdefgh,\"acme\rcorp\",billed\n",
+    );
+    let cfg = plans() + &format!("api_keys_files: [{}]\n", csv.display());
+    let p = write(&dir, "plans.yaml", &cfg);
+    let (ok, out) = validate(&p);
+    assert!(!ok, "CSV: validated");
+    assert!(out.contains("customer id"), "CSV: {out}");
+    // An ordinary one is fine.
+    let cfg = plans().replace(
+        "usage_plans: [billed] }",
+        "usage_plans: [billed], customer_id: \"acme corp:42/eu\" }",
+    );
+    let (ok, out) = validate(&write(&dir, "plans.yaml", &cfg));
+    assert!(ok, "{out}");
+}
+
+// 7. `--data-recover` moved a live, locked database aside (and the lock error advised it).
+
+#[test]
+fn a_database_in_use_is_named_and_never_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(&dir, "plans.yaml", &plans());
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let first = Plangate::start(&cfg, &["--data-dir", data_s], dir.path().join("first.log"));
+    for extra in [
+        &["--data-dir", data_s][..],
+        &["--data-dir", data_s, "--data-recover"][..],
+    ] {
+        let mut args = vec!["--admin-addr", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let err = refused_start(&cfg, &args, &[]);
+        assert!(err.contains("in use"), "{extra:?}: {err}");
+        assert!(
+            err.contains(&format!("pid {}", first.pid())),
+            "{extra:?}: the holder is not named: {err}"
+        );
+        assert!(!err.contains("--data-recover"), "{extra:?}: {err}");
+    }
+    let files: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.contains(&"counters.redb".to_owned()), "{files:?}");
+    assert!(
+        !files.iter().any(|f| f.contains("corrupt")),
+        "a file in use was moved aside: {files:?}"
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The AWS-shaped export of tests/import_aws.rs, copied to `dir/export` to be changed.
+fn aws_export(dir: &tempfile::TempDir) -> PathBuf {
+    let to = dir.path().join("export");
+    copy_dir(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aws/export"),
+        &to,
+    );
+    to
+}
+
+/// `plangate import-aws --from from --out dir/out`: (success, stderr).
+fn import_aws(from: &std::path::Path, dir: &tempfile::TempDir) -> (bool, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .arg("import-aws")
+        .arg("--from")
+        .arg(from)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+// 3. Methods exported without `--embed methods` were imported as keyless.
+
+#[test]
+fn import_refuses_methods_without_their_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = aws_export(&dir);
+    let file = export.join("get-resources/f6g7h8i9j0.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    // What `get-resources` prints without `--embed methods`.
+    v["items"][1]["resourceMethods"]["ANY"] = serde_json::json!({});
+    std::fs::write(&file, v.to_string()).unwrap();
+    let (ok, err) = import_aws(&export, &dir);
+    assert!(!ok, "imported: {err}");
+    assert!(err.contains("--embed methods"), "{err}");
+    assert!(err.contains("apiKeyRequired"), "{err}");
+    assert!(!dir.path().join("out/plans.yaml").exists());
+}
+
+/// `plangate check` on `config` `repeat` times at one instant: the last decision.
+fn check(config: &std::path::Path, args: &[&str], repeat: u32) -> serde_json::Value {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .arg("check")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .args(["--repeat", &repeat.to_string()])
+        .args(["--at", "2026-11-26T10:00:00Z"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+// 5. Per-verb stage throttles on an ANY-only resource were dropped (the stage default applied).
+
+#[test]
+fn per_verb_settings_on_an_any_resource_throttle_that_verb() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = aws_export(&dir);
+    std::fs::write(
+        export.join("get-stages/f6g7h8i9j0.json"),
+        r#"{"item": [{"stageName": "v1", "deploymentId": "d1", "methodSettings": {
+            "*/*": {"throttlingBurstLimit": 100, "throttlingRateLimit": 50.0},
+            "~1{proxy+}/GET": {"throttlingBurstLimit": 1, "throttlingRateLimit": 0.001}
+        }}]}"#,
+    )
+    .unwrap();
+    let (ok, err) = import_aws(&export, &dir);
+    assert!(ok, "{err}");
+    assert!(err.contains("ANY"), "the warning says where it went: {err}");
+    let cfg = dir.path().join("out/plans.yaml");
+    let key = "free-secret-value-0123456789abcdef";
+    let at = |method: &str, repeat| {
+        check(
+            &cfg,
+            &[
+                "--api",
+                "f6g7h8i9j0",
+                "--stage",
+                "v1",
+                "--key",
+                key,
+                "--method",
+                method,
+                "--path",
+                "/a/b",
+            ],
+            repeat,
+        )
+    };
+    let d = at("GET", 2);
+    assert_eq!(d["outcome"], "throttled", "{d}");
+    assert_eq!(d["decided_by"], "stage_method_throttle", "{d}");
+    // Other verbs keep the stage default (burst 100), and the key requirement of ANY holds.
+    assert_eq!(at("POST", 2)["outcome"], "admitted");
+    let keyless = check(
+        &cfg,
+        &[
+            "--api",
+            "f6g7h8i9j0",
+            "--stage",
+            "v1",
+            "--method",
+            "GET",
+            "--path",
+            "/a/b",
+        ],
+        1,
+    );
+    assert_eq!(keyless["outcome"], "forbidden", "{keyless}");
+}
