@@ -18,7 +18,8 @@ use arc_swap::ArcSwap;
 use crate::clock::{Clock, Nanos};
 use crate::limit::{LimitKey, LimitRef, LimitSpec, LimitState, Period};
 use crate::snapshot::{
-    HostMatch, MAX_KEY_BYTES, MethodMatch, Snapshot, Stage, Throttle, UnknownMethods, hash_key,
+    HostMatch, MAX_KEY_BYTES, MethodMatch, PathParameters, Snapshot, Stage, Throttle, UnknownHosts,
+    UnknownMethods, hash_key,
 };
 use crate::store::{Charge, Store, StoreError};
 
@@ -35,6 +36,10 @@ pub struct Request<'a> {
     pub stage: Option<&'a str>,
     /// The host the request was sent to (`:authority`), for custom domain names.
     pub host: Option<&'a str>,
+    /// The workload's own identity (Envoy's `destination.principal`), for `workloads`.
+    pub principal: Option<&'a str>,
+    /// Whether the path as sent had `;` parameters (stripped from `path`).
+    pub path_parameters: bool,
     /// HTTP verb.
     pub method: &'a str,
     /// Request path, without the query string, canonical ([`canonical_path`]).
@@ -59,12 +64,15 @@ impl<'a> Request<'a> {
     /// configurable key ([`MAX_KEY_BYTES`]) is taken as absent: it cannot match, and hashing a
     /// 64 KiB header per request is what an attacker would want.
     pub fn new(method: &'a str, path: &'a str, key: Option<&'a str>, hits: u64) -> Self {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
         Request {
             api: None,
             stage: None,
             host: None,
+            principal: None,
+            path_parameters: path.contains(';'),
             method,
-            path: canonical_path(path.split_once('?').map_or(path, |(p, _)| p)),
+            path: canonical_path(path),
             key: key.filter(|k| k.len() <= MAX_KEY_BYTES),
             key_lookup: None,
             hits,
@@ -103,17 +111,27 @@ impl<'a> Request<'a> {
             ..self
         }
     }
+
+    /// The workload's identity, for `workloads` (empty counts as none).
+    pub fn principal(self, principal: Option<&'a str>) -> Self {
+        Request {
+            principal: principal.filter(|p| !p.is_empty()),
+            ..self
+        }
+    }
 }
 
 /// The path methods are matched on, canonical as an upstream reads it (RFC 3986): runs of
 /// slashes merged (`//admin` is `/admin`), dot segments removed (`/pets/../admin` is `/admin`),
 /// percent-encoded unreserved characters decoded (`/%61dmin` is `/admin`) and an encoded slash
 /// (`%2F`) or backslash (`%5C`) decoded to `/` — so that no spelling of a refused method's
-/// path passes as another. Other escapes stay, their hex digits upper-cased. A path that needs
-/// none of this is borrowed as it is.
+/// path passes as another. `;` parameters are removed from each segment (`/admin;jsessionid=1/x`
+/// is `/admin/x`, as servlet containers serve it). Other escapes stay, their hex digits
+/// upper-cased. A path that needs none of this is borrowed as it is.
 pub fn canonical_path(path: &str) -> Cow<'_, str> {
     let b = path.as_bytes();
     let simple = !path.contains('%')
+        && !path.contains(';')
         && !path.contains("//")
         && !path.contains('\\')
         && !b
@@ -144,6 +162,14 @@ pub fn canonical_path(path: &str) -> Cow<'_, str> {
                 }
             }
             i += 3;
+            continue;
+        }
+        if c == b';' {
+            // A segment's parameters, to the next (literal) slash.
+            i = b[i..]
+                .iter()
+                .position(|&c| c == b'/')
+                .map_or(b.len(), |p| i + p);
             continue;
         }
         if c == b'\\' {
@@ -245,6 +271,10 @@ pub enum DenyReason {
     UnknownKey,
     DisabledKey,
     KeyNotInPlan,
+    /// The Host header is not a host (`a,b`, `user@host`, a bad port).
+    InvalidHost,
+    /// The path has `;` parameters and the config says `path_parameters: refuse`.
+    PathParameters,
 }
 
 impl DenyReason {
@@ -259,6 +289,8 @@ impl DenyReason {
             DenyReason::UnknownKey => "unknown_key",
             DenyReason::DisabledKey => "disabled_key",
             DenyReason::KeyNotInPlan => "key_not_in_plan",
+            DenyReason::InvalidHost => "invalid_host",
+            DenyReason::PathParameters => "path_parameters",
         }
     }
 }
@@ -714,6 +746,13 @@ pub fn plan(
     usage_retention_days: u32,
 ) -> Result<Planned, Decision> {
     let generation = snap.generation;
+    if req.path_parameters && snap.path_parameters == PathParameters::Refuse {
+        return Err(Decision::deny(
+            Outcome::Forbidden,
+            DenyReason::PathParameters,
+            generation,
+        ));
+    }
     let (stage, path) = resolve_stage(snap, req)?;
 
     let matched = stage.match_method(req.method, path);
@@ -869,8 +908,9 @@ fn unlisted_verb(verb: &str) -> &str {
 }
 
 /// The stage a request is for, and the path its methods match: from the request's API and
-/// stage names (Envoy context extensions) when it has them; else from its host's custom domain
-/// name, the base path stripped; else from the config's defaults. `Err` is a 403.
+/// stage names (Envoy context extensions, RLS entries) when it has them; else from the
+/// workload's identity (`workloads`), which no client can choose; else from its host's custom
+/// domain name, the base path stripped; else from the config's defaults. `Err` is a 403.
 #[allow(clippy::result_large_err)]
 fn resolve_stage<'s, 'q>(
     snap: &'s Snapshot,
@@ -878,19 +918,32 @@ fn resolve_stage<'s, 'q>(
 ) -> Result<(&'s Stage, &'q str), Decision> {
     let generation = snap.generation;
     let deny = |reason| Decision::deny(Outcome::Forbidden, reason, generation);
-    if req.api.is_none()
-        && req.stage.is_none()
-        && let Some(host) = req.host
-        && !snap.domains.is_empty()
-    {
-        match snap.domains.resolve(host, &req.path) {
-            HostMatch::Stage { stage, path } => return Ok((stage, path)),
-            HostMatch::NoBasePath => return Err(deny(DenyReason::UnknownBasePath)),
-            // A host no domain claims falls back to the defaults, when there are any.
-            HostMatch::NoDomain if snap.default_api.is_none() && snap.default_stage.is_none() => {
-                return Err(deny(DenyReason::UnknownDomain));
+    if req.api.is_none() && req.stage.is_none() {
+        if let Some(p) = req.principal
+            && let Some(stage) = snap.workloads.get(p)
+        {
+            return Ok((stage, &req.path));
+        }
+        if let Some(host) = req.host
+            && !snap.domains.is_empty()
+        {
+            // A joined duplicate (`a.example.com,b.example.net`), userinfo or a bad port is no
+            // host: refused, never matched by suffix.
+            if !valid_host(host) {
+                return Err(deny(DenyReason::InvalidHost));
             }
-            HostMatch::NoDomain => {}
+            match snap.domains.resolve(host, &req.path) {
+                HostMatch::Stage { stage, path } => return Ok((stage, path)),
+                HostMatch::NoBasePath => return Err(deny(DenyReason::UnknownBasePath)),
+                // A host no domain claims takes the defaults only when the file says so.
+                HostMatch::NoDomain
+                    if snap.unknown_hosts == UnknownHosts::Refuse
+                        || snap.default_api.is_none() && snap.default_stage.is_none() =>
+                {
+                    return Err(deny(DenyReason::UnknownDomain));
+                }
+                HostMatch::NoDomain => {}
+            }
         }
     }
     let api_name = req.api.or(snap.default_api.as_deref());
@@ -904,6 +957,51 @@ fn resolve_stage<'s, 'q>(
         return Err(d);
     };
     Ok((stage, &req.path))
+}
+
+/// Whether `host` is a host as an `:authority` carries it (RFC 3986 `host [ ":" port ]`, no
+/// userinfo): a name of letters, digits, `-`, `_` and `.`, an IPv4 address, or a bracketed IPv6
+/// literal, then at most a port of 1 to 5 digits up to 65535.
+pub fn valid_host(host: &str) -> bool {
+    if host.is_empty() || host.len() > 255 {
+        return false;
+    }
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, after)) => {
+                if v6.is_empty()
+                    || !v6
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                {
+                    return false;
+                }
+                match after {
+                    "" => return true,
+                    a => match a.strip_prefix(':') {
+                        Some(p) => ("v6", Some(p)),
+                        None => return false,
+                    },
+                }
+            }
+            None => return false,
+        },
+        None => match host.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        },
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| n <= 65535)
+    });
+    name_ok && port_ok
 }
 
 fn throttle_limit(

@@ -58,6 +58,28 @@ pub fn weekday_name(day: chrono::Weekday) -> &'static str {
     }
 }
 
+/// With custom domain names, what a host none of them claims gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownHosts {
+    /// 403 `Forbidden` (reason `unknown_domain`).
+    #[default]
+    Refuse,
+    /// The `defaults` API stage.
+    Defaults,
+}
+
+/// What is done with `;` parameters in a request path's segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathParameters {
+    /// Removed from each segment before matching (`/admin;x=1/y` is `/admin/y`).
+    #[default]
+    Strip,
+    /// A path with any is refused (403, reason `path_parameters`).
+    Refuse,
+}
+
 /// Which rate-limit headers answers carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -107,6 +129,11 @@ pub struct Snapshot {
     pub stage_names: Vec<(Arc<str>, Arc<str>)>,
     /// Custom domain names: host and base path → stage.
     pub domains: Domains,
+    /// With domain names, whether a host none claims takes the defaults.
+    pub unknown_hosts: UnknownHosts,
+    /// Workload identity (`destination.principal`) → stage.
+    pub workloads: HashMap<String, Arc<Stage>>,
+    pub path_parameters: PathParameters,
     pub plans: Vec<Plan>,
     pub plan_index: HashMap<String, u32>,
     pub keys: Vec<ApiKey>,

@@ -118,7 +118,7 @@ async fn a_host_or_base_path_that_maps_to_nothing_is_forbidden() {
 }
 
 #[tokio::test]
-async fn context_extensions_come_first_then_the_domain_then_defaults() {
+async fn context_extensions_come_first_then_the_domain_then_defaults_if_the_file_says_so() {
     let e = engine("defaults: { api: petstore, stage: beta }");
     // Context extensions win over the host.
     let d = decide(&e, "api.example.com", "/pets", Some(("petstore", "prod"))).await;
@@ -126,7 +126,14 @@ async fn context_extensions_come_first_then_the_domain_then_defaults() {
     // The domain wins over the defaults.
     let d = decide(&e, "api.example.com", "/v1/pets", None).await;
     assert_eq!(d.stage.as_deref(), Some("prod"));
-    // A host no domain claims falls back to the defaults.
+    // A host no domain claims is refused even with defaults (a client chooses its Host)...
+    let d = decide(&e, "unknown.example.org", "/pets", None).await;
+    assert_eq!(
+        (d.outcome, d.reason),
+        (Outcome::Forbidden, Some(DenyReason::UnknownDomain))
+    );
+    // ... unless the file says it takes the defaults.
+    let e = engine("defaults: { api: petstore, stage: beta }\nunknown_hosts: defaults");
     let d = decide(&e, "unknown.example.org", "/pets", None).await;
     assert_eq!(
         (d.outcome, d.stage.as_deref()),

@@ -244,3 +244,150 @@ fn a_configmap_update_serves_within_seconds_and_keeps_counters() {
     assert_eq!(r.status, 429, "{r:?}");
     assert_eq!(r.body, r#"{"message":"Limit Exceeded"}"#);
 }
+
+/// A sidecar's mesh certificate: a self-signed one whose URI SAN is the workload's SPIFFE id.
+fn spiffe_certificate(dir: &std::path::Path, spiffe: &str) -> (String, String) {
+    let (cert, key) = (dir.join("workload.pem"), dir.join("workload.key"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/O=cluster.local"])
+        .args(["-addext", &format!("subjectAltName=URI:{spiffe}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (Debian package openssl; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
+/// `curl` over TLS to Envoy's listener with a Host header: the status.
+fn https_status(port: u16, host: &str, path: &str, key: Option<&str>) -> u16 {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-sk",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "10",
+    ])
+    .args(["-H", &format!("host: {host}")]);
+    if let Some(k) = key {
+        cmd.args(["-H", &format!("x-api-key: {k}")]);
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// At a sidecar the Host header is the client's to choose (the inbound virtual host matches
+/// `*`): the workload's identity — the SPIFFE id of the listener's certificate, which Envoy sends
+/// as `destination.principal` — names the API stage instead (issue 25, item 1).
+#[test]
+fn a_sidecar_decides_by_the_workload_identity_not_the_host() {
+    const SPIFFE: &str = "spiffe://cluster.local/ns/petstore/sa/petstore";
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = spiffe_certificate(certs.path(), SPIFFE);
+    let plans = format!(
+        r#"
+version: 1
+apis:
+  petstore:
+    stages:
+      prod: {{}}
+      open: {{ api_key_required: false }}
+domain_names:
+  api.example.com:
+    base_path_mappings: [{{ api: petstore, stage: prod }}]
+  "*.tenants.example.net":
+    base_path_mappings: [{{ api: petstore, stage: open }}]
+workloads:
+  "{SPIFFE}": {{ api: petstore, stage: prod }}
+usage_plans:
+  gold:
+    api_stages: [{{ api: petstore, stage: prod }}]
+api_keys:
+  - {{ id: good-1, value_sha256: {good}, usage_plans: [gold] }}
+"#,
+        good = sha(GOOD)
+    );
+    // Istio's inbound listener terminates the mesh's mTLS with the workload's certificate.
+    let tls = format!(
+        r#"      filter_chains:
+        - transport_socket:
+            name: envoy.transport_sockets.tls
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+              common_tls_context:
+                tls_certificates:
+                  - certificate_chain: {{ filename: "{cert}" }}
+                    private_key: {{ filename: "{key}" }}
+          filters:"#
+    );
+    let s = Stack::start_custom(
+        &plans,
+        "istio/ext_authz.yaml",
+        &[],
+        &[("      filter_chains:\n        - filters:".to_owned(), tls)],
+    );
+    // The host of a keyless stage does not open the workload.
+    assert_eq!(
+        https_status(s.listener, "x.tenants.example.net", "/pets", None),
+        403
+    );
+    assert_eq!(
+        https_status(s.listener, "api.example.com", "/pets", None),
+        403
+    );
+    assert_eq!(
+        https_status(s.listener, "x.tenants.example.net", "/pets", Some(GOOD)),
+        200
+    );
+}
+
+/// A Host that is not a host (two joined, userinfo) is refused, never suffix-matched; a path
+/// with escaped slashes is decoded by Envoy (the shipped mesh config's path normalization), so
+/// the upstream gets the path plangate decided on (issue 25, items 1 and 2).
+#[test]
+fn malformed_hosts_are_refused_and_escaped_slashes_reach_the_upstream_decoded() {
+    let s = Stack::start(&plans(""), "istio/ext_authz.yaml");
+    // Two Host headers: Envoy refuses them or joins them; either way nothing is admitted.
+    let r = s.get(
+        "GET",
+        "/pets",
+        &[
+            ("host", "api.example.com"),
+            ("host", "a.tenants.example.net"),
+        ],
+    );
+    assert!(matches!(r.status, 400 | 403), "{r:?}");
+    let r = s.get("GET", "/pets", &[("host", "evil@a.tenants.example.net")]);
+    assert!(matches!(r.status, 400 | 403), "{r:?}");
+    // `/v1%2F..%2Fpets`: the upstream gets `/pets`, the path the decision was made on.
+    let r = get(&s, "api.example.com", "/v1%2F..%2Fpets", Some(GOOD));
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(seen["path"], "/pets", "{}", r.body);
+}

@@ -96,12 +96,12 @@ fn refused_start(config: &std::path::Path, extra: &[&str], env: &[(&str, &str)])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let watch = plangate::clock::Stopwatch::start();
     loop {
         if child.try_wait().unwrap().is_some() {
             break;
         }
-        if std::time::Instant::now() > deadline {
+        if watch.elapsed() > std::time::Duration::from_secs(20) {
             let _ = child.kill();
             panic!("plangate serve {extra:?} {env:?} started; it must refuse");
         }
@@ -371,4 +371,152 @@ fn per_verb_settings_on_an_any_resource_throttle_that_verb() {
         1,
     );
     assert_eq!(keyless["outcome"], "forbidden", "{keyless}");
+}
+
+fn engine(yaml: &str) -> plangate::engine::Engine {
+    let c = plangate::config::load_str(yaml, None, std::path::Path::new("."))
+        .unwrap_or_else(|e| panic!("{e}"));
+    plangate::engine::Engine::new(
+        c.snapshot,
+        std::sync::Arc::new(plangate::store::MemoryStore::new()),
+        std::sync::Arc::new(plangate::clock::SystemClock),
+    )
+}
+
+/// (outcome, reason) of one request.
+async fn decide(e: &plangate::engine::Engine, r: plangate::engine::Request<'_>) -> String {
+    let d = e.decide(&r).await;
+    format!(
+        "{}{}",
+        d.outcome.as_str(),
+        d.reason
+            .map(|r| format!(" {}", r.as_str()))
+            .unwrap_or_default()
+    )
+}
+
+// 2. Path parameters escaped a method's throttle.
+
+const ADMIN_CLOSED: &str = r#"
+version: 1
+defaults: { api: petstore, stage: prod }
+apis:
+  petstore:
+    stages:
+      prod:
+        api_key_required: false
+        methods:
+          "/admin/{proxy+}/ANY": { throttle: { rate: 0, burst: 0 } }
+          "/{proxy+}/ANY": {}
+"#;
+
+#[tokio::test]
+async fn path_parameters_are_stripped_before_matching_or_refused() {
+    use plangate::engine::Request;
+    let e = engine(ADMIN_CLOSED);
+    for path in [
+        "/admin/x",
+        "/admin;jsessionid=1/x",
+        "/admin;a=1;b=2/x;c=3",
+        "/admin;jsessionid=1/x?q=;",
+        "//admin;x/./x",
+    ] {
+        assert_eq!(
+            decide(&e, Request::new("GET", path, None, 1)).await,
+            "throttled",
+            "{path}"
+        );
+    }
+    assert_eq!(
+        decide(&e, Request::new("GET", "/other;x=1/y", None, 1)).await,
+        "admitted"
+    );
+    // An encoded semicolon is part of the segment, not a parameter (as servlet containers read it).
+    assert_eq!(
+        decide(&e, Request::new("GET", "/admin%3Bx/y", None, 1)).await,
+        "admitted"
+    );
+    let e = engine(&ADMIN_CLOSED.replace("version: 1\n", "version: 1\npath_parameters: refuse\n"));
+    assert_eq!(
+        decide(&e, Request::new("GET", "/admin;jsessionid=1/x", None, 1)).await,
+        "forbidden path_parameters"
+    );
+    assert_eq!(
+        decide(&e, Request::new("GET", "/other/y?a=;", None, 1)).await,
+        "admitted"
+    );
+}
+
+// 1. The Host header picked the stage: unknown and malformed hosts, and the workload identity.
+
+const BY_HOST: &str = r#"
+version: 1
+defaults: { api: petstore, stage: open }
+apis:
+  petstore:
+    stages:
+      prod: {}
+      open: { api_key_required: false }
+domain_names:
+  api.example.com:
+    base_path_mappings: [{ api: petstore, stage: prod }]
+  "*.tenants.example.net":
+    base_path_mappings: [{ api: petstore, stage: open }]
+workloads:
+  "spiffe://cluster.local/ns/petstore/sa/petstore": { api: petstore, stage: prod }
+"#;
+
+#[tokio::test]
+async fn hosts_cannot_choose_a_stage_they_do_not_name() {
+    use plangate::engine::Request;
+    let e = engine(BY_HOST);
+    let at = |host: &'static str| Request::new("GET", "/pets", None, 1).host(Some(host));
+    assert_eq!(
+        decide(&e, at("api.example.com")).await,
+        "forbidden missing_key"
+    );
+    assert_eq!(decide(&e, at("x.tenants.example.net")).await, "admitted");
+    // Not a host: refused, never suffix-matched.
+    for bad in [
+        "api.example.com,x.tenants.example.net",
+        "evil@x.tenants.example.net",
+        "x.tenants.example.net:99999",
+        "x.tenants.example.net:80:80",
+        "x.tenants.example.net:",
+        "x.tenants.example.net/pets",
+        "x.tenants.example.net ",
+    ] {
+        assert_eq!(decide(&e, at(bad)).await, "forbidden invalid_host", "{bad}");
+    }
+    assert_eq!(
+        decide(&e, at("x.tenants.example.net:8080")).await,
+        "admitted"
+    );
+    assert_eq!(
+        decide(&e, at("[::1]:8080")).await,
+        "forbidden unknown_domain"
+    );
+    // A host no domain claims does not take the defaults unless the file says so.
+    assert_eq!(
+        decide(&e, at("other.example.org")).await,
+        "forbidden unknown_domain"
+    );
+    let open = engine(&BY_HOST.replace("version: 1\n", "version: 1\nunknown_hosts: defaults\n"));
+    assert_eq!(decide(&open, at("other.example.org")).await, "admitted");
+    // The workload's identity decides before any host.
+    let sidecar = |host: &'static str| {
+        Request::new("GET", "/pets", None, 1)
+            .host(Some(host))
+            .principal(Some("spiffe://cluster.local/ns/petstore/sa/petstore"))
+    };
+    assert_eq!(
+        decide(&e, sidecar("x.tenants.example.net")).await,
+        "forbidden missing_key"
+    );
+    assert_eq!(decide(&e, sidecar("a,b")).await, "forbidden missing_key");
+    // An identity the file does not list: the host decides.
+    let other = Request::new("GET", "/pets", None, 1)
+        .host(Some("x.tenants.example.net"))
+        .principal(Some("spiffe://cluster.local/ns/other/sa/default"));
+    assert_eq!(decide(&e, other).await, "admitted");
 }

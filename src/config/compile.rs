@@ -69,6 +69,7 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
     let apis = c.apis(file);
     let stage_names = stage_names(&apis);
     let domains = c.domains(file, &apis);
+    let workloads = c.workloads(file, &apis);
     let (plans, plan_index) = c.plans(file, &apis);
 
     let sources: Vec<std::path::PathBuf> = file
@@ -158,6 +159,9 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
             apis,
             stage_names,
             domains,
+            unknown_hosts: file.unknown_hosts.unwrap_or_default(),
+            workloads,
+            path_parameters: file.path_parameters.unwrap_or_default(),
             plans,
             plan_index,
             keys,
@@ -573,6 +577,44 @@ impl Compiler {
             );
         }
         apis
+    }
+
+    /// Workload identities → stages.
+    fn workloads(
+        &mut self,
+        file: &ConfigFile,
+        apis: &FastMap<String, Api>,
+    ) -> HashMap<String, Arc<crate::snapshot::Stage>> {
+        let mut out = HashMap::new();
+        for (principal, w) in &file.workloads {
+            let wp = Path::root().key("workloads").key(principal.as_str());
+            if principal.is_empty()
+                || principal.len() > 2048
+                || principal.contains(char::is_whitespace)
+            {
+                self.invalid(
+                    wp.clone(),
+                    "workload",
+                    "a workload identity is 1 to 2,048 characters without spaces (`spiffe://cluster.local/ns/NAMESPACE/sa/ACCOUNT`)"
+                        .to_owned(),
+                );
+                continue;
+            }
+            match apis.get(&w.api).and_then(|a| a.stages.get(&w.stage)) {
+                Some(stage) => {
+                    out.insert(principal.clone(), stage.clone());
+                }
+                None => self.invalid(
+                    wp,
+                    "workload",
+                    format!(
+                        "`{principal}` names unknown stage `{}` of API `{}`",
+                        w.stage, w.api
+                    ),
+                ),
+            }
+        }
+        out
     }
 
     fn domains(&mut self, file: &ConfigFile, apis: &FastMap<String, Api>) -> Domains {

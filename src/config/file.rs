@@ -38,6 +38,19 @@ pub struct ConfigFile {
     /// Custom domain names (AWS `DomainName`): which API stage a host and base path lead to.
     #[serde(default, deserialize_with = "unique_keys")]
     pub domain_names: IndexMap<String, DomainNameFile>,
+    /// With `domain_names`: what a host no domain name claims gets — `refuse` (403, the
+    /// default) or `defaults` (the `defaults` API stage).
+    #[serde(default)]
+    pub unknown_hosts: Option<UnknownHosts>,
+    /// Sidecars: the workload's own identity (Envoy's `destination.principal`, a SPIFFE id from
+    /// the mesh certificate) → the API stage it serves. A client cannot choose it, as it can
+    /// choose a Host header.
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub workloads: IndexMap<String, WorkloadFile>,
+    /// Path parameters (`/admin;jsessionid=1/x`): `strip` them from each segment before
+    /// matching (the default: servlet containers serve `/admin/x`), or `refuse` the request.
+    #[serde(default)]
+    pub path_parameters: Option<PathParameters>,
     #[serde(default, deserialize_with = "unique_keys")]
     pub usage_plans: IndexMap<String, UsagePlanFile>,
     #[serde(default)]
@@ -183,6 +196,16 @@ pub struct ApiFile {
     #[serde(default, deserialize_with = "unique_keys")]
     pub gateway_responses: IndexMap<String, GatewayResponseFile>,
 }
+
+/// The API stage a workload identity serves.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadFile {
+    pub api: String,
+    pub stage: String,
+}
+
+pub use crate::snapshot::{PathParameters, UnknownHosts};
 
 /// A custom domain name: its base path mappings (AWS `BasePathMapping`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

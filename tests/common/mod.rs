@@ -190,6 +190,7 @@ impl Stack {
         for (from, to) in envoy_replace {
             envoy_yaml = envoy_yaml.replace(from, to);
         }
+        let tls_listener = envoy_yaml.contains("DownstreamTlsContext");
         let envoy_path = dir.path().join("envoy.yaml");
         std::fs::write(&envoy_path, envoy_yaml).unwrap();
 
@@ -244,9 +245,10 @@ impl Stack {
             try_wait_for_port(port, name, child)?;
         }
         still_running(&mut stack.children)?;
-        // The listener must be our Envoy's, not another process that took the port.
+        // The listener must be our Envoy's, not another process that took the port (a TLS
+        // listener is probed by the test's first request instead).
         let probe = http(listener, "GET", "/__plangate_probe", &[]);
-        if probe.header("server") != Some("envoy") {
+        if !tls_listener && probe.header("server") != Some("envoy") {
             return Err(format!("port {listener} is not our Envoy: {probe:?}"));
         }
         Ok(stack)
