@@ -62,7 +62,14 @@ pub struct Reloader {
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
 }
 
+/// What a load's blocking task gives back: the sources' fingerprint, and the load unless the
+/// fingerprint showed nothing to do.
+type LoadTask = tokio::task::JoinHandle<(Fingerprint, Option<Result<Loaded, ConfigErrors>>)>;
+
 struct State {
+    /// A load abandoned past its time budget whose thread has not finished: no other load
+    /// starts until it has (one load at a time, always).
+    abandoned: Option<LoadTask>,
     sources: Vec<PathBuf>,
     /// The files last looked at, loaded or rejected: the watcher's "changed since".
     seen: Fingerprint,
@@ -97,6 +104,7 @@ impl Reloader {
             metrics,
             timeout: DEFAULT_RELOAD_TIMEOUT,
             state: tokio::sync::Mutex::new(State {
+                abandoned: None,
                 sources,
                 seen: fingerprint,
                 serving: fingerprint,
@@ -134,20 +142,40 @@ impl Reloader {
     ) -> Result<Reloaded, ConfigErrors> {
         // One reload at a time; requests never wait on this lock.
         let mut state = self.state.lock().await;
+        // Nor does a load start while an abandoned one still runs: each would hold a whole
+        // configuration in memory.
+        if state.abandoned.as_ref().is_some_and(|t| !t.is_finished()) {
+            self.metrics.reload_failed();
+            tracing::error!(
+                trigger,
+                "configuration not reloaded: a load abandoned past its time budget is still running; the configuration in force is kept"
+            );
+            return Err(ConfigErrors(vec![ConfigError::new(
+                config::location::Path::root(),
+                ErrorKind::Io {
+                    file: self.path.display().to_string(),
+                    reason: "a load abandoned past --reload-timeout is still running (a hung file system?); no other load starts until it ends, and the configuration in force is kept".to_owned(),
+                },
+            )]));
+        }
+        state.abandoned = None;
         let sources = state.sources.clone();
-        let last = state.seen;
+        // Files whose content is what was last looked at (watch) or what is in force (any
+        // trigger) cost a hash, not a parse.
+        let (last, serving) = (state.seen, state.serving);
         let path = self.path.clone();
         // Fingerprint and compile off the async workers: a large key file takes seconds.
-        let task = tokio::task::spawn_blocking(move || {
+        let mut task: LoadTask = tokio::task::spawn_blocking(move || {
             let now_print = fingerprint(&sources);
-            if only_if_changed && now_print == last {
+            if now_print == serving || only_if_changed && now_print == last {
                 return (now_print, None);
             }
             (now_print, Some(load(&path)))
         });
         // A time budget: a load that takes longer is abandoned (its thread finishes on its own
         // and its result is dropped), and the configuration in force stays.
-        let Ok(joined) = tokio::time::timeout(self.timeout, task).await else {
+        let Ok(joined) = tokio::time::timeout(self.timeout, &mut task).await else {
+            state.abandoned = Some(task);
             self.metrics.reload_failed();
             tracing::error!(
                 trigger,
@@ -175,6 +203,8 @@ impl Reloader {
             )])
         })?;
         let Some(loaded) = loaded else {
+            state.seen = now_print;
+            tracing::debug!(trigger, "configuration unchanged");
             return Ok(Reloaded::Unchanged);
         };
         match loaded {
@@ -307,8 +337,8 @@ fn completes_a_write(kind: &notify::EventKind) -> bool {
     }
 }
 
-/// SHA-256 over each file's canonical path and content: a symlink swap to an identical file
-/// still counts as a change of source, a touch without change does not. Reads the files.
+/// SHA-256 over the number of source files and each one's content, in load order (paths are
+/// left out, see [`Fingerprint`]): a touch without change is no change. Reads the files.
 pub fn fingerprint(sources: &[PathBuf]) -> Fingerprint {
     let mut h = Sha256::new();
     h.update((sources.len() as u64).to_le_bytes());

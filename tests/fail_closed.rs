@@ -520,3 +520,98 @@ async fn hosts_cannot_choose_a_stage_they_do_not_name() {
         .principal(Some("spiffe://cluster.local/ns/other/sa/default"));
     assert_eq!(decide(&e, other).await, "admitted");
 }
+
+// 6. YAML merge keys nested a few levels expanded an 11 KB file into gigabytes.
+
+/// `levels` of `<<: [*a, *a, …]` (`fanout` aliases each) over a map of 100 keys, in unknown fields.
+fn merge_bomb(levels: usize, fanout: usize) -> String {
+    let mut text = String::from("version: 1\nx0: &a0 {");
+    text.push_str(
+        &(0..100)
+            .map(|i| format!("k{i}: {i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    text.push_str("}\n");
+    for l in 1..=levels {
+        let refs = vec![format!("*a{}", l - 1); fanout].join(", ");
+        text.push_str(&format!("x{l}: &a{l} {{<<: [{refs}], z: 1}}\n"));
+    }
+    text
+}
+
+#[test]
+fn nested_merge_keys_are_refused_before_they_expand() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = merge_bomb(4, 30);
+    assert!(bomb.len() < 2_000);
+    let (ok, out) = validate(&write(&dir, "bomb.yaml", &bomb));
+    assert!(!ok);
+    assert!(out.contains("aliases expand"), "{out}");
+    // Anchors a configuration really uses are fine.
+    let shared = plans().replace(
+        "quota: { limit: 100, period: DAY }",
+        "quota: &q { limit: 100, period: DAY }\n    throttle: &t { rate: 5, burst: 5 }",
+    ) + "  - { id: k2, value_sha256: "
+        + &sha("fail-closed-other-0123456789")
+        + ", usage_plans: [billed] }\n";
+    let (ok, out) = validate(&write(&dir, "shared.yaml", &shared));
+    assert!(ok, "{out}");
+    // A live reload of the bomb is refused; the server keeps serving what it had.
+    let mut p = serve(&dir, &plans(), &[]);
+    std::fs::write(dir.path().join("plans.yaml"), &bomb).unwrap();
+    let r = http(p.admin, "POST", "/v1/reload", &[]);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("aliases expand"), "{}", r.body);
+    assert!(p.alive());
+    assert_eq!(http(p.admin, "GET", "/readyz", &[]).status, 200);
+}
+
+// 10. Abandoned reloads piled up (each trigger started another load), and SIGTERM waited.
+
+#[test]
+fn one_load_at_a_time_and_a_stop_never_waits_for_a_hung_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = write(
+        &dir,
+        "keys.csv",
+        "name,key,usagePlanIds\ncsv,csv-key-0123456789abcdefgh,billed\n",
+    );
+    let cfg = plans() + "api_keys_files: [keys.csv]\n";
+    let mut p = serve(&dir, &cfg, &["--reload-timeout", "1"]);
+    // Unchanged files: nothing to do.
+    let r = http(p.admin, "POST", "/v1/reload", &[]);
+    assert!(r.body.contains("unchanged"), "{}", r.body);
+    // A key file that never finishes reading (a FIFO no one writes: a hung file system).
+    std::fs::remove_file(&keys).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&keys)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let r = http(p.admin, "POST", "/v1/reload", &[]);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("--reload-timeout"), "{}", r.body);
+    // While it hangs, no other load starts.
+    for _ in 0..3 {
+        let r = http(p.admin, "POST", "/v1/reload", &[]);
+        assert_eq!(r.status, 422, "{}", r.body);
+        assert!(r.body.contains("still running"), "{}", r.body);
+    }
+    assert_eq!(http(p.admin, "GET", "/readyz", &[]).status, 200);
+    // SIGTERM stops it although a load is blocked.
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let watch = plangate::clock::Stopwatch::start();
+    while p.alive() {
+        assert!(
+            watch.elapsed() < std::time::Duration::from_secs(30),
+            "SIGTERM waits for the hung load"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(p.wait().success());
+}

@@ -275,7 +275,12 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         grpc_tls: tls_files(a.grpc_tls_cert, a.grpc_tls_key, a.grpc_tls_client_ca),
         admin_tls: tls_files(a.admin_tls_cert, a.admin_tls_key, a.admin_tls_client_ca),
     };
-    match runtime::multi_thread()?.block_on(server::serve(opts)) {
+    let rt = runtime::multi_thread()?;
+    let served = rt.block_on(server::serve(opts));
+    // A configuration load abandoned past its budget may still be blocked in a read (a hung
+    // file system, a FIFO): the stop does not wait for it.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    match served {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(ServeError::Config(errors)) => {
             eprintln!("{errors}");

@@ -75,6 +75,21 @@ pub fn load_str(
         e.at = Some(at);
         return Err(ConfigErrors(vec![e]));
     }
+    // Aliases (and merge keys, `<<: [*a, *a, …]`) are replayed by the parser: nested, a few
+    // hundred bytes expand into gigabytes. Their expanded size is counted from the events first.
+    if let Err((at, expanded)) = alias_expansion(text) {
+        let mut e = ConfigError::new(
+            Path::root(),
+            ErrorKind::Parse(format!(
+                "aliases expand this file to more than {expanded} YAML nodes (anchors used by \
+                 aliases or `<<` merge keys that nest); at most {MAX_ALIAS_NODES} nodes, or \
+                 twice the file's own, may come from aliases"
+            )),
+        );
+        e.file = origin.map(FsPath::to_path_buf);
+        e.at = Some(at);
+        return Err(ConfigErrors(vec![e]));
+    }
     let parsed = parse(text);
     let result = match parsed {
         Ok(file) => compile(&file, base_dir),
@@ -215,6 +230,95 @@ fn too_deep(text: &str, max: usize) -> Option<LineCol> {
         i += 1;
     }
     None
+}
+
+/// The most YAML nodes aliases may add to a file, beyond twice the file's own nodes.
+pub const MAX_ALIAS_NODES: u64 = 1_000_000;
+
+/// Counts the nodes `text` has once every alias is replaced by what its anchor holds, from the
+/// parser's events (which do not expand aliases): `Err` with where the bound was passed and the
+/// count so far when aliases add more than [`MAX_ALIAS_NODES`] or twice the file's own nodes.
+/// A file without anchors (`&`) has no alias to expand and is not scanned.
+fn alias_expansion(text: &str) -> Result<(), (LineCol, u64)> {
+    use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+    use yaml_rust2::scanner::Marker;
+    if !text.contains('&') {
+        return Ok(());
+    }
+    #[derive(Default)]
+    struct Count {
+        /// Anchor id → the nodes it stands for, expanded.
+        anchors: std::collections::HashMap<usize, u64>,
+        /// Open collections: (anchor id, nodes so far).
+        open: Vec<(usize, u64)>,
+        own: u64,
+        expanded: u64,
+        over: Option<(LineCol, u64)>,
+    }
+    impl Count {
+        fn add(&mut self, n: u64) {
+            match self.open.last_mut() {
+                Some((_, c)) => *c = c.saturating_add(n),
+                None => self.expanded = self.expanded.saturating_add(n),
+            }
+        }
+        fn total(&self) -> u64 {
+            self.open
+                .iter()
+                .fold(self.expanded, |t, (_, c)| t.saturating_add(*c))
+        }
+    }
+    impl MarkedEventReceiver for Count {
+        fn on_event(&mut self, ev: Event, mark: Marker) {
+            if self.over.is_some() {
+                return;
+            }
+            match ev {
+                Event::Scalar(_, _, anchor, _) => {
+                    self.own += 1;
+                    if anchor > 0 {
+                        self.anchors.insert(anchor, 1);
+                    }
+                    self.add(1);
+                }
+                Event::Alias(id) => {
+                    let n = self.anchors.get(&id).copied().unwrap_or(1);
+                    self.add(n);
+                }
+                Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                    self.own += 1;
+                    self.open.push((anchor, 1));
+                }
+                Event::SequenceEnd | Event::MappingEnd => {
+                    if let Some((anchor, n)) = self.open.pop() {
+                        if anchor > 0 {
+                            self.anchors.insert(anchor, n);
+                        }
+                        self.add(n);
+                    }
+                }
+                _ => return,
+            }
+            let allowed = MAX_ALIAS_NODES.saturating_add(self.own.saturating_mul(2));
+            let total = self.total();
+            if total > allowed {
+                self.over = Some((
+                    LineCol {
+                        line: mark.line(),
+                        col: mark.col() + 1,
+                    },
+                    allowed,
+                ));
+            }
+        }
+    }
+    let mut count = Count::default();
+    // A file the parser refuses is reported by the parse that follows.
+    let _ = Parser::new_from_str(text).load(&mut count, true);
+    match count.over {
+        Some(over) => Err(over),
+        None => Ok(()),
+    }
 }
 
 /// Parses configuration text into the file types (no cross-reference checks).
