@@ -101,6 +101,10 @@ pub enum ServeError {
     Traces(String),
     #[error("admin API: {0}")]
     AdminAuth(String),
+    #[error(
+        "loading the configuration took longer than {0:?} (--reload-timeout, which bounds the first load too)"
+    )]
+    StartTimeout(Duration),
 }
 
 /// The admin token in force, or why plangate must not start: an empty token (an unset Secret
@@ -174,8 +178,12 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
     metrics.set_admitted_sample(opts.log_admitted_sample);
     let path = opts.config.clone();
-    let loaded = tokio::task::spawn_blocking(move || reload::load(&path))
+    // The first load has the reload's time budget too: a file that takes longer (a hung file
+    // system, a pathological file) is a clear refusal, not a start that never ends.
+    let loading = tokio::task::spawn_blocking(move || reload::load(&path));
+    let loaded = tokio::time::timeout(opts.reload_timeout, loading)
         .await
+        .map_err(|_| ServeError::StartTimeout(opts.reload_timeout))?
         .map_err(|source| ServeError::Task {
             what: "loading the configuration",
             source,

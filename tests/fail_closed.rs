@@ -615,3 +615,118 @@ fn one_load_at_a_time_and_a_stop_never_waits_for_a_hung_one() {
     }
     assert!(p.wait().success());
 }
+
+// 20. Bounds the docs promise; methods that can never match; keys in `ps`; a start with no budget.
+
+#[test]
+fn bounds_templates_and_error_counts_are_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |what: &str, cfg: String, says: &str| {
+        let (ok, out) = validate(&write(&dir, "bad.yaml", &cfg));
+        assert!(!ok, "{what}: validated");
+        assert!(out.contains(says), "{what}: {out}");
+    };
+    refused(
+        "burst 2e9",
+        plans().replace(
+            "quota: { limit: 100, period: DAY }",
+            "throttle: { rate: 10, burst: 2000000000 }",
+        ),
+        "throttle burst",
+    );
+    refused(
+        "limit 2e9",
+        plans().replace("limit: 100", "limit: 2000000000"),
+        "quota limit",
+    );
+    for template in ["/a/./b", "/a/../b", "/a%2Fb", "/a%20b", "/a;x=1", "/a b"] {
+        refused(
+            template,
+            plans().replace(
+                "      prod: {}",
+                &format!("      prod:\n        methods:\n          \"{template}/GET\": {{}}"),
+            ),
+            "never",
+        );
+    }
+    // A plan listing thousands of unknown stages: the first 1,000 errors, and a count.
+    let mut many = plans().replace(
+        "    api_stages: [{ api: petstore, stage: prod }]\n",
+        "    api_stages:\n      - { api: petstore, stage: prod }\n",
+    );
+    let extra: String = (0..3_000)
+        .map(|i| format!("      - {{ api: petstore, stage: x{i} }}\n"))
+        .collect();
+    many = many.replace(
+        "      - { api: petstore, stage: prod }\n",
+        &format!("      - {{ api: petstore, stage: prod }}\n{extra}"),
+    );
+    let (ok, out) = validate(&write(&dir, "many.yaml", &many));
+    assert!(!ok);
+    assert!(
+        out.contains("more error(s)"),
+        "{}",
+        &out[out.len().saturating_sub(500)..]
+    );
+    assert!(out.lines().count() < 1_100, "{} lines", out.lines().count());
+}
+
+#[test]
+fn check_reads_the_key_from_stdin_or_the_environment() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(&dir, "plans.yaml", &plans());
+    let run = |key_arg: &[&str], env: Option<&str>, stdin: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_plangate"));
+        cmd.arg("check").arg("--config").arg(&cfg).args(key_arg);
+        match env {
+            Some(v) => cmd.env("PLANGATE_KEY", v),
+            None => cmd.env_remove("PLANGATE_KEY"),
+        };
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+        v["outcome"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(run(&["--key", "-"], None, &format!("{KEY}\n")), "admitted");
+    assert_eq!(run(&[], Some(KEY), ""), "admitted");
+    assert_eq!(
+        run(&["--key", "-"], None, "wrong-key-0123456789abcd\n"),
+        "forbidden"
+    );
+}
+
+#[test]
+fn the_first_load_has_a_time_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.csv");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&keys)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let cfg = write(
+        &dir,
+        "plans.yaml",
+        &(plans() + "api_keys_files: [keys.csv]\n"),
+    );
+    let err = refused_start(
+        &cfg,
+        &["--admin-addr", "127.0.0.1:0", "--reload-timeout", "1"],
+        &[],
+    );
+    assert!(err.contains("took longer than"), "{err}");
+}

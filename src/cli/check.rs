@@ -55,7 +55,8 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
             flag: "--config",
             reason: e.to_string(),
         })?;
-    let req = Request::new(&r.method, &r.path, r.key.as_deref(), r.hits)
+    let key = r.key()?;
+    let req = Request::new(&r.method, &r.path, key.as_deref(), r.hits)
         .stage(r.api.as_deref(), r.stage.as_deref())
         .host(r.host.as_deref());
     let mut out = Out::stdout();

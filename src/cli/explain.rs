@@ -100,7 +100,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         host: r.host.clone().unwrap_or_default(),
         method: r.method.clone(),
         path: r.path.clone(),
-        api_key: r.key.clone().unwrap_or_default(),
+        api_key: r.key()?.unwrap_or_default(),
         hits: r.hits,
         at,
     };

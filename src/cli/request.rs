@@ -8,9 +8,10 @@ use super::error::CliError;
 /// One request, as flags.
 #[derive(clap::Args)]
 pub struct RequestArgs {
-    /// The API key value presented.
-    #[arg(long)]
-    pub key: Option<String>,
+    /// The API key value presented; `-` reads it from stdin, and PLANGATE_KEY gives it too —
+    /// either keeps it out of `ps` and the shell history.
+    #[arg(long, env = "PLANGATE_KEY", hide_env_values = true)]
+    key: Option<String>,
     #[arg(long)]
     pub api: Option<String>,
     #[arg(long)]
@@ -34,6 +35,23 @@ pub struct RequestArgs {
 }
 
 impl RequestArgs {
+    /// The key presented: `--key`'s value, or a line of stdin for `-`.
+    pub fn key(&self) -> Result<Option<String>, CliError> {
+        match self.key.as_deref() {
+            Some("-") => {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| CliError::Flag {
+                        flag: "--key",
+                        reason: format!("cannot read the key from stdin: {e}"),
+                    })?;
+                Ok(Some(line.trim_end_matches(['\r', '\n']).to_owned()))
+            }
+            k => Ok(k.map(str::to_owned)),
+        }
+    }
+
     /// `--at` in nanoseconds since the epoch, if given.
     pub fn at(&self) -> Result<Option<Nanos>, CliError> {
         self.at

@@ -290,6 +290,19 @@ pub(crate) fn method_key(key: &str) -> Result<(&str, &str), String> {
                 return Err(format!(
                     "`{key}`: segment `{seg}` mixes text and a parameter; a parameter is a whole segment"
                 ));
+            } else if *seg == "." || *seg == ".." {
+                // Requests are matched on their canonical path, which has no dot segments: such
+                // a method would never apply.
+                return Err(format!(
+                    "`{key}`: a `{seg}` segment never matches (request paths are matched with dot segments removed)"
+                ));
+            } else if let Some(c) = seg.chars().find(|c| {
+                matches!(c, '%' | ';' | '?' | '#' | '\\') || c.is_whitespace() || c.is_control()
+            }) {
+                return Err(format!(
+                    "`{key}`: segment `{seg}` contains `{}` and would never match (requests are matched with escapes decoded and `;` parameters removed): write the path as it is served",
+                    c.escape_default()
+                ));
             }
         }
     }
@@ -359,11 +372,11 @@ impl Compiler {
             );
             ok = false;
         }
-        if t.burst < 0 {
+        if t.burst < 0 || t.burst as f64 > MAX_RATE {
             self.invalid(
                 path.key("burst"),
                 "throttle burst",
-                format!("{} is negative", t.burst),
+                format!("{} is not a whole number from 0 to {MAX_RATE}", t.burst),
             );
             ok = false;
         }
@@ -697,11 +710,11 @@ impl Compiler {
             let quota = p.quota.as_ref().and_then(|q| {
                 let qp = pp.key("quota");
                 let mut ok = true;
-                if q.limit < 0 {
+                if q.limit < 0 || q.limit as f64 > MAX_RATE {
                     self.invalid(
                         qp.key("limit"),
                         "quota limit",
-                        format!("{} is negative", q.limit),
+                        format!("{} is not a whole number from 0 to {MAX_RATE}", q.limit),
                     );
                     ok = false;
                 }

@@ -95,8 +95,26 @@ pub fn load_str(
         Ok(file) => compile(&file, base_dir),
         Err(errors) => Err(errors),
     };
-    result.map_err(|errors| ConfigErrors(place(errors, text, origin)))
+    result.map_err(|mut errors| {
+        // Placing an error costs a walk of the file: a file of a million broken entries is
+        // told its first ones, and how many more there are.
+        let more = errors.len().saturating_sub(MAX_ERRORS);
+        errors.truncate(MAX_ERRORS);
+        let mut placed = place(errors, text, origin);
+        if more > 0 {
+            let mut e = ConfigError::new(
+                Path::root(),
+                ErrorKind::Parse(format!("… and {more} more error(s)")),
+            );
+            e.file = origin.map(FsPath::to_path_buf);
+            placed.push(e);
+        }
+        ConfigErrors(placed)
+    })
 }
+
+/// The most errors of one file reported (the rest are counted).
+pub const MAX_ERRORS: usize = 1_000;
 
 /// The largest configuration file read by default, in bytes (1,000,000 keys in YAML take
 /// ~121 MB; large key sets belong in CSV key files). `--max-config-bytes` changes it.
