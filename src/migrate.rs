@@ -740,8 +740,17 @@ impl Cx<'_> {
                     .get("application/json")
                     .or_else(|| templates.values().next())
                     .and_then(Json::as_str);
-                if let Some(b) = body {
-                    out.insert("body".into(), b.into());
+                match body.map(|b| (b, crate::snapshot::responses::unsupported_variable(b))) {
+                    Some((b, None)) => {
+                        out.insert("body".into(), b.into());
+                    }
+                    // A template plangate cannot fill in is left out (the built-in body
+                    // answers), never sent with its variables as written.
+                    Some((_, Some(v))) => self.warnings.push(format!(
+                        "{}: {path}.responseTemplates: `{v}` is not a variable plangate fills in; the body is not imported (plangate's built-in body answers)",
+                        file.display()
+                    )),
+                    None => {}
                 }
             }
             api.gateway_responses.insert(t.into(), Yaml::Mapping(out));

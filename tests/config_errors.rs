@@ -118,8 +118,16 @@ fn negative_limits() {
     let e = errors("negative_limits.yaml");
     assert_eq!(e.len(), 3, "{e:?}");
     has(&e, 3, &["account.throttle.rate", "-5"]);
-    has(&e, 8, &["throttle burst", "-1 is not a whole number from 0"]);
-    has(&e, 11, &["quota limit", "-100 is not a whole number from 0"]);
+    has(
+        &e,
+        8,
+        &["throttle burst", "-1 is not a whole number from 0"],
+    );
+    has(
+        &e,
+        11,
+        &["quota limit", "-100 is not a whole number from 0"],
+    );
 }
 
 #[test]

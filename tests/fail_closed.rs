@@ -730,3 +730,43 @@ fn the_first_load_has_a_time_budget() {
     );
     assert!(err.contains("took longer than"), "{err}");
 }
+
+// 21. Gateway response templates sent AWS's other `$context` variables as written.
+
+#[tokio::test]
+async fn gateway_response_variables_are_filled_in_or_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    for v in [
+        "$context.requestId",
+        "$context.stage",
+        "${context.error.message}",
+        "$stageVariables.name",
+        "$input.body",
+        "$util.escapeJavaScript(x)",
+    ] {
+        let cfg = plans()
+            + &format!(
+                "gateway_responses:\n  THROTTLED:\n    body: '{{\"message\": $context.error.messageString, \"x\": \"{v}\"}}'\n"
+            );
+        let (ok, out) = validate(&write(&dir, "bad.yaml", &cfg));
+        assert!(!ok, "{v}: validated");
+        assert!(out.contains("not filled in"), "{v}: {out}");
+    }
+    // The ones plangate fills in, the response type among them (a DEFAULT_4XX answering a
+    // quota refusal says QUOTA_EXCEEDED).
+    let cfg = plans().replace("limit: 100", "limit: 1")
+        + "gateway_responses:\n  DEFAULT_4XX:\n    body: '{\"m\": $context.error.messageString, \"t\": \"$context.error.responseType\", \"raw\": \"$context.error.message\"}'\n";
+    let e = engine(&cfg);
+    let snap = e.snapshot();
+    let req = plangate::engine::Request::new("GET", "/pets", Some(KEY), 1);
+    assert!(e.decide(&req).await.admitted());
+    let d = e.decide(&req).await;
+    let a = plangate::grpc::answer::check_response(&d, &snap, &[], Some("x-api-key"));
+    let body = format!("{a:?}");
+    assert!(
+        body.contains(
+            r#"{\"m\": \"Limit Exceeded\", \"t\": \"QUOTA_EXCEEDED\", \"raw\": \"Limit Exceeded\"}"#
+        ),
+        "{body}"
+    );
+}

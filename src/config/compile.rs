@@ -456,6 +456,19 @@ impl Compiler {
                     "gateway response body",
                     format!("longer than {MAX_RESPONSE_BODY} bytes"),
                 );
+            } else if let Some(v) = r
+                .body
+                .as_deref()
+                .and_then(crate::snapshot::responses::unsupported_variable)
+            {
+                self.invalid(
+                    rp.key("body"),
+                    "gateway response body",
+                    format!(
+                        "`{v}` is not filled in by plangate (it would be sent as written); the variables are {}",
+                        crate::snapshot::responses::TEMPLATE_VARIABLES.join(", ")
+                    ),
+                );
             }
             out.set(
                 t,

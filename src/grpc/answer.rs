@@ -84,7 +84,7 @@ pub fn answer(d: &Decision, snap: &Snapshot) -> Answer {
             .and_then(|name| snap.apis.get(name))
             .map(|api| &api.gateway_responses);
         if let Some(r) = GatewayResponses::resolve(api, &snap.gateway_responses, t, a.http_status) {
-            customise(&mut a, r, message);
+            customise(&mut a, r, t, message);
         }
     }
     a
@@ -115,11 +115,11 @@ fn response_type(d: &Decision) -> Option<(ResponseType, &'static str)> {
 
 /// Applies a gateway response: its status, its body, its headers (replacing plangate's own of
 /// the same name).
-fn customise(a: &mut Answer, r: &GatewayResponse, message: &str) {
+fn customise(a: &mut Answer, r: &GatewayResponse, t: ResponseType, message: &str) {
     if let Some(s) = r.status {
         a.http_status = s;
     }
-    if let Some(b) = r.body_for(message) {
+    if let Some(b) = r.body_for(t, message) {
         a.body = Some(Cow::Owned(b));
     }
     for (k, v) in &r.headers {

@@ -72,22 +72,67 @@ pub struct GatewayResponse {
     pub status: Option<u16>,
     /// Headers added to the answer (after plangate's own, replacing one of the same name).
     pub headers: Vec<(String, String)>,
-    /// The body; `$context.error.messageString` (the message, quoted) and
-    /// `$context.error.message` are replaced.
+    /// The body; the [`TEMPLATE_VARIABLES`] in it are replaced (others are refused at load).
     pub body: Option<String>,
 }
 
+/// The template variables a gateway response body may hold: the refusal's message quoted as a
+/// JSON string, the message, and the response type (`THROTTLED`, … — the refusal's own type,
+/// also when a `DEFAULT_4XX` answers it). AWS documents more `$context` variables (request id,
+/// stage, …); plangate refuses them at load rather than send them literally.
+pub const TEMPLATE_VARIABLES: [&str; 3] = [
+    "$context.error.messageString",
+    "$context.error.message",
+    "$context.error.responseType",
+];
+
+/// The first template variable of `body` plangate does not fill in (`$context.requestId`,
+/// `${context.stage}`, `$stageVariables.x`, `$input…`, `$util…`), if any.
+pub fn unsupported_variable(body: &str) -> Option<String> {
+    let b = body.as_bytes();
+    let mut i = 0;
+    while let Some(at) = body[i..].find('$') {
+        let start = i + at;
+        let rest = &body[start + 1..];
+        let braced = rest.starts_with('{');
+        let name: String = rest
+            .chars()
+            .skip(usize::from(braced))
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
+            .collect();
+        let name = name.trim_end_matches('.');
+        let variable = format!("${name}");
+        let known_root = ["context", "stageVariables", "input", "util", "method"]
+            .iter()
+            .any(|r| name == *r || name.starts_with(&format!("{r}.")));
+        if known_root && (braced || !TEMPLATE_VARIABLES.contains(&variable.as_str())) {
+            return Some(if braced {
+                format!("${{{name}}}")
+            } else {
+                variable
+            });
+        }
+        i = start + 1;
+        if i >= b.len() {
+            break;
+        }
+    }
+    None
+}
+
 impl GatewayResponse {
-    /// The body for a refusal whose built-in message is `message` (`Too Many Requests`).
-    pub fn body_for(&self, message: &str) -> Option<String> {
+    /// The body for a refusal of type `t` whose built-in message is `message` (`Too Many
+    /// Requests`).
+    pub fn body_for(&self, t: ResponseType, message: &str) -> Option<String> {
         let b = self.body.as_deref()?;
-        if !b.contains("$context.error.message") {
+        if !b.contains("$context.error.") {
             return Some(b.to_owned());
         }
         let quoted = serde_json::Value::from(message).to_string();
         Some(
             b.replace("$context.error.messageString", &quoted)
-                .replace("$context.error.message", message),
+                .replace("$context.error.message", message)
+                .replace("$context.error.responseType", t.as_str()),
         )
     }
 }
