@@ -9,7 +9,7 @@ use tonic_health::ServingStatus;
 
 pub mod service;
 
-pub use service::ManagementService;
+pub use service::{DEFAULT_MAX_WATCHERS, ManagementService};
 
 pub mod pb;
 

@@ -521,6 +521,20 @@ impl Metrics {
         }
     }
 
+    /// [`Metrics::watch`], unless `max` watchers are watching already: each costs the data
+    /// plane a copy of every decision.
+    pub fn watch_at_most(&self, max: usize) -> Option<Watcher> {
+        self.watchers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Watcher {
+            rx: self.tap.subscribe(),
+            watchers: self.watchers.clone(),
+        })
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         self.copy_tls_counters();

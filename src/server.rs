@@ -31,6 +31,8 @@ pub struct ServeOptions {
     pub admin_addr: SocketAddr,
     /// Bearer token for the admin `/v1/*` endpoints.
     pub admin_token: Option<String>,
+    /// The most WatchDecisions streams at once.
+    pub max_watchers: usize,
     /// Serve the admin API without a token although the token is empty or the address is not
     /// loopback (see [`admin_token`]).
     pub admin_unauthenticated: bool,
@@ -242,7 +244,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let admin_listener = bind(opts.admin_addr).await?;
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let management =
-        management::ManagementService::new(engine.clone(), metrics.clone(), Some(reloader.clone()));
+        management::ManagementService::new(engine.clone(), metrics.clone(), Some(reloader.clone()))
+            .with_max_watchers(opts.max_watchers);
     // One port, two protocols: the HTTP admin API and the gRPC management API (HTTP/2).
     let admin_router = admin::router(AdminState {
         engine: engine.clone(),

@@ -49,15 +49,55 @@ struct Served {
 }
 
 fn serve() -> Served {
+    serve_with(&[])
+}
+
+fn serve_with(extra: &[&str]) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plans.yaml");
     std::fs::write(&path, config()).unwrap();
-    let p = Plangate::start(
-        &path,
-        &["--admin-token", TOKEN],
-        dir.path().join("plangate.log"),
-    );
+    let mut args = vec!["--admin-token", TOKEN];
+    args.extend_from_slice(extra);
+    let p = Plangate::start(&path, &args, dir.path().join("plangate.log"));
     Served { p, dir }
+}
+
+/// Watchers are capped (issue 25, item 9): each costs every decision a copy, and thousands of
+/// idle ones starved the data plane. One over the cap is RESOURCE_EXHAUSTED; a watcher that
+/// leaves frees its place.
+#[tokio::test]
+async fn watchers_are_capped_and_a_place_frees_when_one_leaves() {
+    let s = serve_with(&["--max-watchers", "2"]);
+    let mut m = ManagementClient::new(channel(s.p.admin).await);
+    let watch = |m: &mut ManagementClient<Channel>| {
+        let mut m = m.clone();
+        async move {
+            m.watch_decisions(authorized(pb::WatchDecisionsRequest::default()))
+                .await
+        }
+    };
+    let first = watch(&mut m).await.unwrap();
+    let _second = watch(&mut m).await.unwrap();
+    let third = watch(&mut m).await.unwrap_err();
+    assert_eq!(third.code(), tonic::Code::ResourceExhausted, "{third:?}");
+    assert!(third.message().contains("--max-watchers"), "{third:?}");
+    drop(first);
+    // The first watcher's task notices the stream is gone and releases its place.
+    let mut again = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(w) = watch(&mut m).await {
+            again = Some(w);
+            break;
+        }
+    }
+    assert!(
+        again.is_some(),
+        "the place of a watcher that left was not freed"
+    );
+    // Checks are answered meanwhile.
+    let mut authz = AuthorizationClient::new(channel(s.p.grpc).await);
+    authz.check(check_request(KEY)).await.unwrap();
 }
 
 async fn channel(port: u16) -> Channel {

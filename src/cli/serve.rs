@@ -33,6 +33,10 @@ pub struct Args {
     /// address other than loopback.
     #[arg(long, env = "PLANGATE_ADMIN_UNAUTHENTICATED")]
     admin_unauthenticated: bool,
+    /// The most WatchDecisions streams (`plangate watch`) served at once; more are refused
+    /// with RESOURCE_EXHAUSTED. Each costs every decision a copy.
+    #[arg(long, env = "PLANGATE_MAX_WATCHERS", default_value_t = plangate::management::DEFAULT_MAX_WATCHERS)]
+    max_watchers: usize,
     /// Do not watch the configuration files (reload on SIGHUP or POST /v1/reload only).
     #[arg(long, env = "PLANGATE_NO_WATCH")]
     no_watch: bool,
@@ -245,6 +249,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         admin_addr: a.admin_addr,
         admin_token: a.admin_token,
         admin_unauthenticated: a.admin_unauthenticated,
+        max_watchers: a.max_watchers,
         watch: !a.no_watch,
         watch_debounce: runtime::seconds("--watch-debounce", a.watch_debounce)?,
         store,

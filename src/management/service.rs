@@ -26,7 +26,13 @@ pub struct ManagementService {
     metrics: Arc<Metrics>,
     /// `None` when plangate was not started from a file (tests): Reload is then unavailable.
     reloader: Option<Arc<Reloader>>,
+    /// The most WatchDecisions streams at once.
+    max_watchers: usize,
 }
+
+/// The most WatchDecisions streams at once, unless configured (`--max-watchers`): a watcher
+/// costs every decision a copy, and a thousand idle ones cut Check throughput to a third.
+pub const DEFAULT_MAX_WATCHERS: usize = 16;
 
 impl ManagementService {
     pub fn new(
@@ -38,7 +44,14 @@ impl ManagementService {
             engine,
             metrics,
             reloader,
+            max_watchers: DEFAULT_MAX_WATCHERS,
         }
+    }
+
+    /// Sets the most WatchDecisions streams at once.
+    pub fn with_max_watchers(mut self, max: usize) -> Self {
+        self.max_watchers = max;
+        self
     }
 }
 
@@ -387,7 +400,12 @@ impl Management for ManagementService {
         let r = request.into_inner();
         let key = non_empty(&r.api_key_id).map(str::to_owned);
         let want = pb::Outcome::try_from(r.outcome).unwrap_or(pb::Outcome::Unset);
-        let mut tap = self.metrics.watch();
+        let Some(mut tap) = self.metrics.watch_at_most(self.max_watchers) else {
+            return Err(Status::resource_exhausted(format!(
+                "{} watchers are watching already, the most this plangate serves (--max-watchers)",
+                self.max_watchers
+            )));
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         // A task per watcher between the tap and the stream: it never waits on a slow reader
         // (a full buffer counts a drop), and ends when the watcher goes.
