@@ -259,11 +259,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     // The bound address (with `:0`, the port the system chose).
     let admin_bound = admin_listener.local_addr().unwrap_or(opts.admin_addr);
     tracing::info!(addr = %admin_bound, tls = admin_tls.is_some(), "admin HTTP listening");
-    let admin_listener =
-        transport::Listener::new(admin_listener, admin_tls).map_err(|source| ServeError::Bind {
-            addr: opts.admin_addr,
-            source,
-        })?;
+    let admin_listener = transport::Listener::new(admin_listener, admin_tls, admin_connections())
+        .map_err(|source| ServeError::Bind {
+        addr: opts.admin_addr,
+        source,
+    })?;
     let admin_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(admin_listener, admin_router).await {
             tracing::error!(error = %e, "admin listener failed");
@@ -414,9 +414,34 @@ impl From<tokio::net::TcpListener> for GrpcListener {
     }
 }
 
+/// The admin listener's connections: at most 256, and a share of the descriptors of its own, so
+/// that a flood of the gRPC port leaves `/healthz` and `/metrics` answering (and the other way
+/// round).
+fn admin_connections() -> transport::Limits {
+    transport::Limits::for_descriptors(256, 0.1)
+}
+/// HTTP/2 flow-control windows of the data plane: what one connection, and one stream, may have
+/// sent and not yet read.
+const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+const STREAM_WINDOW: u32 = 1024 * 1024;
+/// The most header bytes one gRPC call may send (its metadata, not the request message).
+const MAX_HEADER_LIST: u32 = 64 * 1024;
+
+/// The default bound on data-plane connections (lowered to fit the process's descriptors).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// The default bound on streams at once on one data-plane connection: Envoy opens another
+/// connection when one is full.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1_024;
+
 /// Bounds on what one gRPC request to the data plane may carry.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLimits {
+    /// The most data-plane connections at once (fewer if the process's descriptor limit is
+    /// lower): at the bound, new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// The most streams (calls) at once on one connection, advertised as HTTP/2's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub max_concurrent_streams: u32,
     /// Largest request message, in bytes: refused (OUT_OF_RANGE) from its length prefix, before
     /// decoding. Envoy's default request headers are at most 60 KiB; raise it when Envoy sends
     /// request bodies to ext_authz (`with_request_body`).
@@ -432,6 +457,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024;
 impl Default for RequestLimits {
     fn default() -> Self {
         RequestLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_descriptors: crate::grpc::rls::DEFAULT_MAX_DESCRIPTORS,
             max_descriptor_entries: crate::grpc::rls::DEFAULT_MAX_DESCRIPTOR_ENTRIES,
@@ -464,7 +491,11 @@ pub async fn run_with(
         }
         Err(e) => tracing::info!(error = %e, "gRPC listening (ext_authz, RLS, health)"),
     }
-    let incoming = transport::incoming(listener, tls);
+    let incoming = transport::incoming(
+        listener,
+        tls,
+        transport::Limits::for_descriptors(limits.max_connections, 0.85),
+    );
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = {
         let stopping = stopping.clone();
@@ -491,6 +522,12 @@ pub async fn run_with(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let server = tonic::transport::Server::builder()
+        // Bounded per connection: streams at once (advertised in SETTINGS and enforced), and
+        // the data a connection and a stream may have in flight.
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .http2_max_header_list_size(MAX_HEADER_LIST)
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

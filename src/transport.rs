@@ -30,6 +30,12 @@ use tokio::sync::mpsc;
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// The most a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most a plain-text connection may wait before its first byte (an HTTP/2 preface, an
+/// HTTP/1 request line): a client that connects and says nothing holds a descriptor only
+/// this long.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most one reading of the certificate files may take.
+pub const CERT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The files of a TLS listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +68,15 @@ const MAX_PEM_BYTES: u64 = 1 << 20;
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
     use std::io::Read;
+    // Only a regular file (through links, as a Secret volume mounts them): opening a FIFO or a
+    // device would block the reload for good.
+    let meta = std::fs::metadata(path).map_err(|e| err(path, e))?;
+    if !meta.is_file() {
+        return Err(err(
+            path,
+            "not a regular file (a FIFO, a device or a directory?)",
+        ));
+    }
     let file = std::fs::File::open(path).map_err(|e| err(path, e))?;
     let mut bytes = Vec::new();
     file.take(MAX_PEM_BYTES + 1)
@@ -201,10 +216,23 @@ impl ReloadingTls {
         let tls = self.clone();
         tokio::spawn(async move {
             let mut last_error = String::new();
+            // A read that hangs (a hung file system) is given up on after a bound and the loop
+            // goes on; no other read starts until it ends.
+            let mut hung: Option<tokio::task::JoinHandle<Result<bool, TlsError>>> = None;
             loop {
                 tokio::time::sleep(interval).await;
+                if hung.as_ref().is_some_and(|h| !h.is_finished()) {
+                    continue;
+                }
                 let t = tls.clone();
-                let result = tokio::task::spawn_blocking(move || t.reload_if_changed()).await;
+                let mut task = tokio::task::spawn_blocking(move || t.reload_if_changed());
+                let Ok(result) = tokio::time::timeout(CERT_READ_TIMEOUT, &mut task).await else {
+                    tls.reload_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(listener = what, cert = %tls.files.cert.display(), "reading the TLS files takes longer than {CERT_READ_TIMEOUT:?}; the certificates in force are kept");
+                    hung = Some(task);
+                    continue;
+                };
+                hung = None;
                 match result {
                     Ok(Ok(true)) => {
                         tls.reloads.fetch_add(1, Ordering::Relaxed);
@@ -234,18 +262,54 @@ impl ReloadingTls {
 }
 
 /// An accepted connection: TCP with Nagle's algorithm off, maybe under TLS. Declines vectored
-/// writes (see [`Conn::is_write_vectored`]).
+/// writes (see [`Conn::is_write_vectored`]). Holds its place among the listener's connections
+/// (see [`Limits`]) until dropped.
 #[derive(Debug)]
-pub enum Conn {
+pub struct Conn {
+    io: Io,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+#[derive(Debug)]
+enum Io {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
+/// Bounds on a listener's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The most connections open at once; at the bound, no more are accepted (they wait in the
+    /// kernel's backlog) until one closes.
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// `max` connections, or fewer when the process may not open that many descriptors (the
+    /// soft `RLIMIT_NOFILE` less a reserve for files, Redis and the other listener).
+    pub fn for_descriptors(max: usize, share: f64) -> Limits {
+        let open_files = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|l| {
+                l.lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_whitespace().nth(3)?.parse::<usize>().ok())
+            });
+        let max = match open_files {
+            Some(n) => max.min(((n.saturating_sub(128)) as f64 * share) as usize),
+            None => max,
+        };
+        Limits {
+            max_connections: max.max(1),
+        }
+    }
+}
+
 impl Conn {
     fn tcp(&self) -> &TcpStream {
-        match self {
-            Conn::Plain(s) => s,
-            Conn::Tls(s) => s.get_ref().0,
+        match &self.io {
+            Io::Plain(s) => s,
+            Io::Tls(s) => s.get_ref().0,
         }
     }
 }
@@ -256,9 +320,9 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -269,23 +333,23 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -310,12 +374,37 @@ impl tonic::transport::server::Connected for Conn {
 }
 
 /// Accepts connections on `listener` (TLS handshakes done, each in its own task) until the
-/// receiver is dropped. Errors of `accept` (out of file descriptors) are logged and retried
-/// after a pause; they never end the listener.
-pub fn accept(listener: TcpListener, tls: Option<Arc<ReloadingTls>>) -> mpsc::Receiver<Conn> {
+/// receiver is dropped, at most `limits.max_connections` open at once. A plain connection is
+/// handed on once its first byte arrives, within [`FIRST_BYTE_TIMEOUT`] (a TLS one once its
+/// handshake is done, within [`HANDSHAKE_TIMEOUT`]): a silent client is closed. Errors of
+/// `accept` (out of file descriptors) are logged and retried after a pause; they never end the
+/// listener.
+pub fn accept(
+    listener: TcpListener,
+    tls: Option<Arc<ReloadingTls>>,
+    limits: Limits,
+) -> mpsc::Receiver<Conn> {
     let (tx, rx) = mpsc::channel(64);
+    let places = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    // Connections still waiting for their first byte (or handshake), oldest first. They may hold
+    // a quarter of the places: a new one past that closes the oldest, so silent clients cannot
+    // keep the places from clients that speak at once (a health probe, a new Envoy).
+    let max_pending = (limits.max_connections / 4).max(1);
+    // Owned by the accept loop alone: (the task, whether it is past its first byte).
+    let mut pending: std::collections::VecDeque<(
+        tokio::task::AbortHandle,
+        Arc<std::sync::atomic::AtomicBool>,
+    )> = std::collections::VecDeque::new();
     tokio::spawn(async move {
         loop {
+            // A place first: at the bound, connections wait in the backlog, not in descriptors.
+            let place = tokio::select! {
+                p = places.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                () = tx.closed() => return,
+            };
             let stream = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
@@ -328,47 +417,82 @@ pub fn accept(listener: TcpListener, tls: Option<Arc<ReloadingTls>>) -> mpsc::Re
                 () = tx.closed() => return,
             };
             let _ = stream.set_nodelay(true);
-            match &tls {
-                None => {
-                    if tx.send(Conn::Plain(stream)).await.is_err() {
-                        return;
+            let (tls, tx) = (tls.clone(), tx.clone());
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let spoke = done.clone();
+            let task = tokio::spawn(async move {
+                // Off the pending list however this ends.
+                let _off = Off(spoke);
+                let peer = stream.peer_addr().ok();
+                let io = match &tls {
+                    None => {
+                        // A byte really there (readiness alone may be reported early).
+                        let mut first = [0u8; 1];
+                        match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first))
+                            .await
+                        {
+                            Ok(Ok(n)) if n > 0 => Io::Plain(stream),
+                            Ok(_) => return,
+                            Err(_) => {
+                                tracing::debug!(?peer, "no first byte in time; closed");
+                                return;
+                            }
+                        }
                     }
-                }
-                Some(tls) => {
-                    let (tls, tx) = (tls.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let peer = stream.peer_addr().ok();
+                    Some(tls) => {
                         let handshake =
                             tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream))
                                 .await;
                         match handshake {
-                            Ok(Ok(s)) => {
-                                let _ = tx.send(Conn::Tls(Box::new(s))).await;
-                            }
+                            Ok(Ok(s)) => Io::Tls(Box::new(s)),
                             Ok(Err(e)) => {
                                 tls.handshake_failures.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!(?peer, error = %e, "TLS handshake failed");
+                                return;
                             }
                             Err(_) => {
                                 tls.handshake_failures.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!(?peer, "TLS handshake timed out");
+                                return;
                             }
                         }
-                    });
+                    }
+                };
+                drop(_off);
+                let _ = tx.send(Conn { io, _place: place }).await;
+            });
+            if pending.len() >= max_pending {
+                pending.retain(|(_, done)| !done.load(Ordering::Acquire));
+                if pending.len() >= max_pending
+                    && let Some((oldest, _)) = pending.pop_front()
+                {
+                    tracing::debug!("the oldest silent connection closed for a new one");
+                    oldest.abort();
                 }
             }
+            pending.push_back((task.abort_handle(), done));
         }
     });
     rx
+}
+
+/// Marks a connection as no longer pending when dropped.
+struct Off(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Off {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// [`accept`]'s connections as a stream (for tonic).
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<ReloadingTls>>,
+    limits: Limits,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<Conn>> {
     use tokio_stream::StreamExt;
-    tokio_stream::wrappers::ReceiverStream::new(accept(listener, tls)).map(Ok)
+    tokio_stream::wrappers::ReceiverStream::new(accept(listener, tls, limits)).map(Ok)
 }
 
 /// [`accept`]'s connections as an axum listener.
@@ -378,10 +502,14 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub fn new(listener: TcpListener, tls: Option<Arc<ReloadingTls>>) -> std::io::Result<Self> {
+    pub fn new(
+        listener: TcpListener,
+        tls: Option<Arc<ReloadingTls>>,
+        limits: Limits,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         Ok(Listener {
-            rx: accept(listener, tls),
+            rx: accept(listener, tls, limits),
             addr,
         })
     }

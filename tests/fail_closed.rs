@@ -770,3 +770,133 @@ async fn gateway_response_variables_are_filled_in_or_refused_at_load() {
         "{body}"
     );
 }
+
+/// `plangate serve` under `ulimit -n files`, on free ports: (child, gRPC port, admin port).
+fn serve_with_files(
+    dir: &tempfile::TempDir,
+    files: u32,
+    extra: &[&str],
+) -> (std::process::Child, u16, u16) {
+    let cfg = write(dir, "plans.yaml", &plans());
+    let (grpc, admin) = (common::free_port(), common::free_port());
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_plangate"))
+        .args(["serve", "--no-watch", "--no-persist", "--config"])
+        .arg(&cfg)
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_for_port(admin, "plangate", &mut child);
+    common::wait_for_port(grpc, "plangate", &mut child);
+    (child, grpc, admin)
+}
+
+// 8. Silent plain-text connections exhausted the descriptors: Checks hung, /healthz failed.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_connections_cannot_exhaust_the_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, grpc, admin) = serve_with_files(&dir, 256, &[]);
+    // Envoy's connection, open before the flood.
+    let mut envoy = common::authz_client(grpc).await;
+    let check = plangate_check_request();
+    envoy.check(check.clone()).await.unwrap();
+    // 400 clients that connect and say nothing, on both ports.
+    let mut silent = Vec::new();
+    for i in 0..400 {
+        let port = if i % 4 == 0 { admin } else { grpc };
+        // A full backlog drops SYNs: such a connect would wait minutes.
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        if let Ok(s) =
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300))
+        {
+            silent.push(s);
+        }
+    }
+    // The open connection keeps deciding, and the admin port answers.
+    for _ in 0..20 {
+        envoy.check(check.clone()).await.unwrap();
+    }
+    let health = tokio::task::spawn_blocking(move || {
+        let watch = plangate::clock::Stopwatch::start();
+        loop {
+            let r = std::panic::catch_unwind(|| http(admin, "GET", "/healthz", &[]));
+            match r {
+                Ok(r) if r.status == 200 => return true,
+                _ if watch.elapsed() > std::time::Duration::from_secs(30) => return false,
+                _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(health, "/healthz did not answer during the flood");
+    // Silent clients are closed within the first-byte bound, and new clients are served.
+    let fresh = tokio::time::timeout(std::time::Duration::from_secs(40), async {
+        loop {
+            if let Ok(mut c) = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                common::authz_client(grpc),
+            )
+            .await
+                && c.check(check.clone()).await.is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    assert!(
+        fresh.is_ok(),
+        "no new connection was served after the flood"
+    );
+    assert!(matches!(child.try_wait(), Ok(None)), "plangate exited");
+    drop(silent);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn plangate_check_request() -> envoy_types::ext_authz::v3::pb::CheckRequest {
+    common::check_request_to(KEY, "/pets", "petstore", "prod")
+}
+
+// 19. One connection could hold 10,000 streams: the data plane advertises its bound.
+
+#[test]
+fn the_data_plane_advertises_its_stream_bound() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, grpc, _) = serve_with_files(&dir, 4096, &["--max-concurrent-streams", "8"]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", grpc)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // The client preface and an empty SETTINGS frame.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[3], 4, "the server's first frame is SETTINGS");
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    let settings: Vec<(u16, u32)> = payload
+        .chunks(6)
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]),
+                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+            )
+        })
+        .collect();
+    // SETTINGS_MAX_CONCURRENT_STREAMS (0x3).
+    assert!(settings.contains(&(3, 8)), "{settings:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

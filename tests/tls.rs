@@ -366,6 +366,62 @@ async fn certificates_are_reloaded_without_a_restart_and_a_bad_set_is_refused() 
     );
 }
 
+/// A FIFO (or a hung file system) at a certificate path wedged the reload loop for good
+/// (issue 25, item 16): a read is bounded, refused, and the loop keeps going — the renewal
+/// after it is taken.
+#[tokio::test]
+async fn a_fifo_at_the_certificate_path_does_not_stop_reloading() {
+    let certs = Certs::new();
+    let live = tempfile::tempdir().unwrap();
+    let (crt, key) = (live.path().join("tls.crt"), live.path().join("tls.key"));
+    std::fs::copy(certs.path("server.crt"), &crt).unwrap();
+    std::fs::copy(certs.path("server.key"), &key).unwrap();
+    let (_dir, p) = start(&[
+        "--grpc-tls-cert".into(),
+        crt.display().to_string(),
+        "--grpc-tls-key".into(),
+        key.display().to_string(),
+    ]);
+    std::fs::remove_file(&crt).unwrap();
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&crt)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let waited = Stopwatch::start();
+    while p
+        .metric("plangate_tls_reloads_total{listener=\"grpc\",result=\"error\"}")
+        .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "the FIFO was not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The certificate in force still serves; then a renewal replaces the FIFO and is taken.
+    assert_eq!(
+        served_certificate(p.grpc, &certs).await,
+        certs.der("server.crt")
+    );
+    for (from, to) in [("server2.key", &key), ("server2.crt", &crt)] {
+        let tmp = live.path().join("tmp");
+        std::fs::copy(certs.path(from), &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+    let waited = Stopwatch::start();
+    while served_certificate(p.grpc, &certs).await != certs.der("server2.crt") {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "the renewal after the FIFO was not taken"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn admin_listener_over_tls() {
     let certs = Certs::new();

@@ -124,6 +124,14 @@ pub struct Args {
     /// bodies to ext_authz.
     #[arg(long, env = "PLANGATE_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
+    /// The most data-plane (gRPC) connections at once; fewer when the process may not open that
+    /// many files. At the bound, new connections wait in the kernel's backlog.
+    #[arg(long, env = "PLANGATE_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// The most calls at once on one data-plane connection (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS); Envoy opens more connections when one is full.
+    #[arg(long, env = "PLANGATE_MAX_CONCURRENT_STREAMS", default_value_t = server::DEFAULT_MAX_CONCURRENT_STREAMS)]
+    max_concurrent_streams: u32,
     /// Most descriptors in one RLS request.
     #[arg(long, env = "PLANGATE_MAX_DESCRIPTORS", default_value_t = DEFAULT_MAX_DESCRIPTORS)]
     max_descriptors: usize,
@@ -271,6 +279,8 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         flush_interval: runtime::seconds("--flush-interval", a.flush_interval)?,
         usage_retention_days: a.usage_retention_days,
         limits: RequestLimits {
+            max_connections: a.max_connections.max(1),
+            max_concurrent_streams: a.max_concurrent_streams.max(1),
             max_request_bytes: a.max_request_bytes,
             max_descriptors: a.max_descriptors,
             max_descriptor_entries: a.max_descriptor_entries,
