@@ -181,10 +181,15 @@ pub async fn update(
             ))
         })?;
     engine.store().set_used(&t.counter, used, now).await?;
+    // Durable before it is acknowledged: a persisted store writes it now, not at the next
+    // flush (a crash in between would give a customer cut to 50 their 1,000 back). Redis
+    // has it already.
+    if engine.store().persists() {
+        engine.store().flush().await?;
+    }
     read(engine, &t, plan_id, key_id, now).await
 }
 
-/// Parses an AWS date (`2026-11-25`).
 /// Reads a report date: exactly `YYYY-MM-DD` (four-digit year, no sign), from 1970-01-01 to
 /// 2261-12-31 — the days whose instants the counters can hold (nanoseconds in an `i64`). chrono
 /// alone accepts `+262142-01-01`, a day whose arithmetic overflows.

@@ -900,3 +900,42 @@ fn the_data_plane_advertises_its_stream_bound() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+// 13. An acknowledged UpdateUsage reverted after a crash within the flush interval.
+
+#[test]
+fn an_acknowledged_update_usage_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--flush-interval",
+        "3600",
+    ];
+    let mut p = serve(&dir, &plans(), &args);
+    let path = "/v1/usageplans/billed/keys/k1/usage";
+    let r = common::http_with_body(
+        p.admin,
+        "PATCH",
+        path,
+        &[("content-type", "application/json")],
+        r#"{"patchOperations": [{"op": "replace", "path": "/remaining", "value": "50"}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A crash right after the answer (SIGKILL: no final flush).
+    std::process::Command::new("kill")
+        .args(["-KILL", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    p.wait();
+    let p = Plangate::start(
+        &dir.path().join("plans.yaml"),
+        &args,
+        dir.path().join("again.log"),
+    );
+    let r = http(p.admin, "GET", path, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["remaining"], 50, "{v}");
+}
