@@ -142,8 +142,25 @@ impl Cx<'_> {
     /// The JSON of `rel`; `None` (with an error, or a warning when `optional`) when it cannot
     /// be read.
     fn read(&mut self, rel: &str, optional: Option<&str>) -> Option<(PathBuf, Json)> {
+        // Ids from the export name files: one that is not a plain name (`../x`, `a/b`) would
+        // read outside the export.
+        let plain = rel.split('/').all(|part| {
+            !part.is_empty()
+                && !part.starts_with('.')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        });
+        if !plain {
+            self.invalid(
+                self.dir,
+                rel,
+                "an id in the export is not a plain name (letters, digits, `-`, `_`); refused rather than read outside the export",
+            );
+            return None;
+        }
         let file = self.dir.join(rel);
-        let text = match std::fs::read_to_string(&file) {
+        let text = match read_export_file(&file) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && optional.is_some() => {
                 let why = optional?;
@@ -841,4 +858,50 @@ mod tests {
         assert_eq!(method_key("/", "ANY"), "//ANY");
         assert_eq!(method_key("/pets/{proxy+}", "ANY"), "/pets/{proxy+}/ANY");
     }
+}
+
+/// The largest export file read (AWS's list of a million keys is some 300 MB).
+const MAX_EXPORT_BYTES: u64 = 1 << 30;
+
+/// An export file's text: a regular file (not a FIFO or a device, which would hang or never
+/// end), at most [`MAX_EXPORT_BYTES`], in UTF-8 (UTF-16, as PowerShell's `>` writes, is named).
+fn read_export_file(file: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = std::fs::metadata(file)?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, a device or a directory?)",
+        ));
+    }
+    if meta.len() > MAX_EXPORT_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} bytes; an export file may have at most {MAX_EXPORT_BYTES}",
+                meta.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)?
+        .take(MAX_EXPORT_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_EXPORT_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "grew past the size bound while read",
+        ));
+    }
+    let utf16 = bytes.starts_with(&[0xFF, 0xFE])
+        || bytes.starts_with(&[0xFE, 0xFF])
+        || bytes.len() >= 4 && (bytes[1] == 0 && bytes[3] == 0 || bytes[0] == 0 && bytes[2] == 0);
+    if utf16 {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            "UTF-16 text (PowerShell's `>` writes it): export again as UTF-8, e.g. `aws … | Out-File -Encoding utf8 FILE`",
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| Error::new(ErrorKind::InvalidData, format!("not UTF-8: {e}")))
 }

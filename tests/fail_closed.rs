@@ -939,3 +939,103 @@ fn an_acknowledged_update_usage_survives_a_crash() {
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["remaining"], 50, "{v}");
 }
+
+// 15. import-aws: unbounded reads, FIFOs, ids with `../`, a planted link at the temp file,
+// UTF-16 exports.
+
+/// `import_aws` that must end (a FIFO must not hang it): (success, stderr).
+fn import_aws_bounded(from: &std::path::Path, dir: &tempfile::TempDir) -> (bool, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .arg("import-aws")
+        .arg("--from")
+        .arg(from)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watch = plangate::clock::Stopwatch::start();
+    while child.try_wait().unwrap().is_none() {
+        if watch.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("import-aws hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn import_aws_reads_only_bounded_regular_files_inside_the_export() {
+    // A device behind a link, and a FIFO.
+    for (name, make) in [("/dev/zero", "link"), ("fifo", "fifo")] {
+        let dir = tempfile::tempdir().unwrap();
+        let export = aws_export(&dir);
+        let target = export.join("get-usage-plans.json");
+        std::fs::remove_file(&target).unwrap();
+        if make == "link" {
+            std::os::unix::fs::symlink(name, &target).unwrap();
+        } else {
+            assert!(
+                std::process::Command::new("mkfifo")
+                    .arg(&target)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        let (ok, err) = import_aws_bounded(&export, &dir);
+        assert!(!ok, "{name}: imported");
+        assert!(err.contains("not a regular file"), "{name}: {err}");
+    }
+    // An id that climbs out of the export.
+    let dir = tempfile::tempdir().unwrap();
+    let export = aws_export(&dir);
+    let apis = export.join("get-rest-apis.json");
+    let text =
+        std::fs::read_to_string(&apis)
+            .unwrap()
+            .replacen("\"a1b2c3d4e5\"", "\"../../../etc/x\"", 1);
+    std::fs::write(&apis, text).unwrap();
+    let (ok, err) = import_aws_bounded(&export, &dir);
+    assert!(!ok);
+    assert!(err.contains("not a plain name"), "{err}");
+    // UTF-16, as PowerShell's `>` writes it.
+    let dir = tempfile::tempdir().unwrap();
+    let export = aws_export(&dir);
+    let plans = export.join("get-usage-plans.json");
+    let text = std::fs::read_to_string(&plans).unwrap();
+    let mut utf16 = vec![0xFF, 0xFE];
+    for u in text.encode_utf16() {
+        utf16.extend_from_slice(&u.to_le_bytes());
+    }
+    std::fs::write(&plans, utf16).unwrap();
+    let (ok, err) = import_aws_bounded(&export, &dir);
+    assert!(!ok);
+    assert!(err.contains("UTF-16"), "{err}");
+}
+
+#[test]
+fn import_aws_never_writes_through_a_planted_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = aws_export(&dir);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    // The temp name the import used to write through.
+    std::os::unix::fs::symlink(&victim, out.join(".plans.yaml.tmp")).unwrap();
+    let (ok, err) = import_aws_bounded(&export, &dir);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(
+        std::fs::read_to_string(out.join("plans.yaml"))
+            .unwrap()
+            .contains("usage_plans")
+    );
+}

@@ -67,11 +67,23 @@ fn write_atomically(
     bytes: &[u8],
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(".plans.yaml.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
+    // A name no one can guess, created new (O_EXCL: a link planted at that name is an error,
+    // never followed).
+    let nanos = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = dir.join(format!(".plans.yaml.{}.{nanos:09}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, file)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, file)
+    written
 }
