@@ -840,26 +840,6 @@ fn stage_yaml(s: &Stage) -> Mapping {
     m
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn method_settings_keys_are_resource_paths() {
-        assert_eq!(settings_key("~1pets/GET").as_deref(), Some("/pets/GET"));
-        assert_eq!(
-            settings_key("~1pets~1{petId}/POST").as_deref(),
-            Some("/pets/{petId}/POST")
-        );
-        assert_eq!(settings_key("~1/GET").as_deref(), Some("//GET"));
-        assert_eq!(settings_key("~1a~0b/GET").as_deref(), Some("/a~b/GET"));
-        assert_eq!(settings_key("*/*"), None);
-        assert_eq!(settings_key("pets/GET"), None);
-        assert_eq!(method_key("/", "ANY"), "//ANY");
-        assert_eq!(method_key("/pets/{proxy+}", "ANY"), "/pets/{proxy+}/ANY");
-    }
-}
-
 /// The largest export file read (AWS's list of a million keys is some 300 MB).
 const MAX_EXPORT_BYTES: u64 = 1 << 30;
 
@@ -904,4 +884,24 @@ fn read_export_file(file: &Path) -> std::io::Result<String> {
     }
     String::from_utf8(bytes)
         .map_err(|e| Error::new(ErrorKind::InvalidData, format!("not UTF-8: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_settings_keys_are_resource_paths() {
+        assert_eq!(settings_key("~1pets/GET").as_deref(), Some("/pets/GET"));
+        assert_eq!(
+            settings_key("~1pets~1{petId}/POST").as_deref(),
+            Some("/pets/{petId}/POST")
+        );
+        assert_eq!(settings_key("~1/GET").as_deref(), Some("//GET"));
+        assert_eq!(settings_key("~1a~0b/GET").as_deref(), Some("/a~b/GET"));
+        assert_eq!(settings_key("*/*"), None);
+        assert_eq!(settings_key("pets/GET"), None);
+        assert_eq!(method_key("/", "ANY"), "//ANY");
+        assert_eq!(method_key("/pets/{proxy+}", "ANY"), "/pets/{proxy+}/ANY");
+    }
 }
