@@ -123,6 +123,17 @@ async fn readyz(State(state): State<AdminState>) -> Response {
             .into_response();
     }
     let snap = state.engine.snapshot();
+    let now = state.engine.clock().now();
+    if let Some((n, since)) = state.metrics.decisions_failing(now) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: the counter store failed the last {n} decisions (since {})\n",
+                crate::clock::format_rfc3339(since)
+            ),
+        )
+            .into_response();
+    }
     if let Err(e) = state.engine.store().ping().await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

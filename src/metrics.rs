@@ -40,6 +40,14 @@ pub struct Watched {
     pub plan_id: Option<Arc<str>>,
 }
 
+/// Store failures in a row after which `/readyz` says not ready (see
+/// [`Metrics::decisions_failing`]).
+pub const FAILING_DECISIONS: u64 = 3;
+/// How recent the last failed decision must be for `/readyz` to count it: with no traffic (a
+/// load balancer took the replica out) readiness comes back after it, and is lost again at
+/// once if decisions still fail.
+pub const FAILING_WINDOW: Nanos = 10 * crate::clock::NANOS_PER_SEC;
+
 /// Every metric plangate exports. Fields are private: each event has one method, so that a
 /// metric is updated in one way only.
 pub struct Metrics {
@@ -77,6 +85,10 @@ pub struct Metrics {
     admitted_seen: AtomicU64,
     /// Store failures not yet logged, and when the last log line about them was written.
     store_errors_unlogged: AtomicU64,
+    /// Decisions in a row whose store call failed, and when the last one did (for `/readyz`).
+    failing_decisions: AtomicU64,
+    failing_since: AtomicI64,
+    failing_last: AtomicI64,
     store_error_logged_at: AtomicI64,
 }
 
@@ -308,6 +320,9 @@ impl Metrics {
             admitted_every: AtomicU64::new(0),
             admitted_seen: AtomicU64::new(0),
             store_errors_unlogged: AtomicU64::new(0),
+            failing_decisions: AtomicU64::new(0),
+            failing_since: AtomicI64::new(0),
+            failing_last: AtomicI64::new(0),
             store_error_logged_at: AtomicI64::new(i64::MIN),
             registry,
             decisions,
@@ -404,6 +419,14 @@ impl Metrics {
         if let Some(store) = d.store_seconds {
             self.store_duration_of[service as usize].observe(store);
             self.store_up.set(i64::from(d.store_error.is_none()));
+            if d.store_error.is_some() {
+                if self.failing_decisions.fetch_add(1, Ordering::Relaxed) == 0 {
+                    self.failing_since.store(now, Ordering::Relaxed);
+                }
+                self.failing_last.store(now, Ordering::Relaxed);
+            } else if self.failing_decisions.load(Ordering::Relaxed) != 0 {
+                self.failing_decisions.store(0, Ordering::Relaxed);
+            }
         }
         if d.admitted() {
             for l in &d.limits {
@@ -510,6 +533,17 @@ impl Metrics {
         self.api_keys.set(snap.keys.len() as i64);
         self.usage_plans.set(snap.plans.len() as i64);
         self.config_last_success.set(unix_seconds);
+    }
+
+    /// When the counter store has failed every decision that asked it lately — at least
+    /// [`FAILING_DECISIONS`] in a row, the last within [`FAILING_WINDOW`] of `now` — how many
+    /// and since when. A store can answer PING and still fail every script (out of memory, a
+    /// slot mid-migration): readiness follows what decisions see.
+    pub fn decisions_failing(&self, now: Nanos) -> Option<(u64, Nanos)> {
+        let n = self.failing_decisions.load(Ordering::Relaxed);
+        let last = self.failing_last.load(Ordering::Relaxed);
+        (n >= FAILING_DECISIONS && now.saturating_sub(last) <= FAILING_WINDOW)
+            .then(|| (n, self.failing_since.load(Ordering::Relaxed)))
     }
 
     /// A new watcher of decisions: every decision from now on, while it keeps up.

@@ -332,3 +332,103 @@ fn cluster_owner(n: &common::RedisServer, slot: u64) -> u16 {
     }
     0
 }
+
+/// The node id of `n` (`CLUSTER MYID`).
+fn node_id(n: &common::RedisServer) -> String {
+    n.command(&["CLUSTER", "MYID"])
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+/// Moves `slot` from the master on `from` to the master on `to`, as `redis-cli --cluster
+/// reshard` does: importing/migrating, MIGRATE of its keys, then the new owner on every master.
+fn move_slot(cluster: &RedisCluster, slot: u64, from: u16, to: u16) {
+    let node = |port: u16| cluster.nodes.iter().find(|n| n.port == port).unwrap();
+    let (src, dst) = (node(from), node(to));
+    let (src_id, dst_id) = (node_id(src), node_id(dst));
+    let s = slot.to_string();
+    assert!(
+        dst.command(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &src_id])
+            .starts_with("+OK")
+    );
+    assert!(
+        src.command(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &dst_id])
+            .starts_with("+OK")
+    );
+    let keys = src.command(&["CLUSTER", "GETKEYSINSLOT", &s, "1000"]);
+    for key in keys
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+    {
+        let r = src.command(&["MIGRATE", "127.0.0.1", &to.to_string(), key, "0", "5000"]);
+        assert!(r.starts_with("+OK"), "MIGRATE {key}: {r}");
+    }
+    for m in cluster.masters() {
+        m.command(&["CLUSTER", "SETSLOT", &s, "NODE", &dst_id]);
+    }
+}
+
+/// A planned reshard (a slot moved to another master) is invisible to clients (issue 25, item
+/// 18): a script sent to the old master gets MOVED, and is sent again where the slot is now,
+/// instead of answering 503 under the closed policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moved_by_a_reshard_is_followed() {
+    let cluster = RedisCluster::start(3, 0);
+    let f = fleet(cluster, &config("", 1, "open"), EXACT);
+    let k = key(0);
+    let mut clients = Vec::new();
+    for r in &f.replicas {
+        clients.push(authz_client(r.grpc).await);
+    }
+    for c in &mut clients {
+        let r = c
+            .check(check_request(&k, "/pets"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(check_status(&r), 200);
+    }
+    // Key k0's hash is `{plangate|k0}`.
+    let masters = f.cluster.masters();
+    let slot: u64 = masters[0]
+        .command(&["CLUSTER", "KEYSLOT", "{plangate|k0}"])
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    let from = cluster_owner(masters[0], slot);
+    let to = masters.iter().map(|m| m.port).find(|p| *p != from).unwrap();
+    drop(masters);
+    move_slot(&f.cluster, slot, from, to);
+    assert_eq!(cluster_owner(f.cluster.masters()[0], slot), to);
+    // Every decision right after the move is a decision, and the quota kept counting where the
+    // key moved.
+    for _ in 0..10 {
+        for c in &mut clients {
+            let r = c
+                .check(check_request(&k, "/pets"))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                check_status(&r),
+                200,
+                "a decision failed after the slot moved"
+            );
+        }
+    }
+    let used = f
+        .cluster
+        .nodes
+        .iter()
+        .find(|n| n.port == to)
+        .unwrap()
+        .command(&["EXISTS", "{plangate|k0}"]);
+    assert!(
+        used.contains(":1"),
+        "the key's record is on the new owner: {used}"
+    );
+}

@@ -384,3 +384,77 @@ async fn four_redis_commands_per_decision_with_leased_shared_buckets() {
         "{calls} commands for {N} decisions: some not counted?"
     );
 }
+
+/// `/readyz` follows what decisions see (issue 25, item 18): a Redis out of memory answers PING
+/// but refuses every script; after three failed decisions the replica says not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_decisions_not_ping() {
+    let redis = common::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.yaml");
+    std::fs::write(&path, readiness_config()).unwrap();
+    let p = common::Plangate::start(
+        &path,
+        &["--store", &redis.url(), "--store-failure", "closed"],
+        dir.path().join("plangate.log"),
+    );
+    let mut c = common::authz_client(p.grpc).await;
+    let key = "ready-key-0123456789abcdefg";
+    let r = c
+        .check(common::check_request(key, "/pets"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(common::check_status(&r), 200);
+    assert_eq!(common::http(p.admin, "GET", "/readyz", &[]).status, 200);
+    // Out of memory: writes (and scripts that may write) are refused; PING still answers.
+    assert!(
+        redis
+            .command(&["CONFIG", "SET", "maxmemory", "1"])
+            .starts_with("+OK")
+    );
+    for _ in 0..5 {
+        let r = c
+            .check(common::check_request(key, "/pets"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(common::check_status(&r), 503);
+    }
+    let r = common::http(p.admin, "GET", "/readyz", &[]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("failed the last"), "{}", r.body);
+    // Memory back: decisions work and readiness returns with them.
+    assert!(
+        redis
+            .command(&["CONFIG", "SET", "maxmemory", "0"])
+            .starts_with("+OK")
+    );
+    let r = c
+        .check(common::check_request(key, "/pets"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(common::check_status(&r), 200);
+    assert_eq!(common::http(p.admin, "GET", "/readyz", &[]).status, 200);
+}
+
+fn readiness_config() -> String {
+    format!(
+        r#"
+version: 1
+defaults: {{ api: petstore, stage: prod }}
+apis:
+  petstore:
+    stages:
+      prod: {{}}
+usage_plans:
+  p:
+    quota: {{ limit: 1000, period: DAY }}
+    api_stages: [{{ api: petstore, stage: prod }}]
+api_keys:
+  - {{ id: r1, value_sha256: {}, usage_plans: [p] }}
+"#,
+        common::sha("ready-key-0123456789abcdefg")
+    )
+}

@@ -83,12 +83,6 @@ pub enum SharedBuckets {
 /// The default hold period of a lease: tokens not spent within it are given back.
 pub const LEASE_HOLD: Duration = Duration::from_millis(100);
 
-/// Reads Redis's clock: `TIME` in ms.
-async fn redis_time<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<i64> {
-    let (s, us): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
-    Ok(s * 1000 + us / 1000)
-}
-
 /// A bucket in the script's terms: (unit D, refill per ns, capacity, scale to memory units).
 fn bucket_params(spec: &BucketSpec) -> (u128, u128, u128, u128) {
     if spec.rate_micro == 0 {
@@ -173,16 +167,9 @@ pub struct RedisStore {
     masters: Option<Masters>,
     /// The last `now` a caller gave, and the monotonic time since: when to give idle leases back.
     last_now: parking_lot::Mutex<(Nanos, Stopwatch)>,
-    /// Redis's clock, as last read (`TIME`, in ms) and the monotonic time since: what Redis's
-    /// clock says now, for the scripts' deadlines — independent of plangate's own clock.
-    redis_clock: parking_lot::Mutex<(i64, Stopwatch)>,
-    refreshing: std::sync::atomic::AtomicBool,
     /// Days of usage kept: the key hashes' lifetime after their newest usage field.
     usage_keep_ms: std::sync::atomic::AtomicU64,
 }
-
-/// How often Redis's clock is read again (drift, a failover to another host).
-const CLOCK_REFRESH: Duration = Duration::from_secs(30);
 
 /// The nodes of a `redis-cluster://a:1,b:2` URL, as `redis://a:1` URLs (credentials, when given
 /// once before the first host, apply to every node).
@@ -266,7 +253,7 @@ impl RedisStore {
             |e| StoreError::caused_by(StoreErrorKind::Config, format!("bad Redis URL: {e}"), e);
         let setup = opts.timeout.max(Duration::from_secs(2));
         let cluster = cluster_nodes(&opts.url);
-        let (conn, redis_ms, clock) = match &cluster {
+        let conn = match &cluster {
             Some((nodes, tls)) => {
                 if opts.tls.is_set() && !tls {
                     return Err(StoreError::new(
@@ -284,10 +271,9 @@ impl RedisStore {
                     builder = builder.certs(opts.tls.read()?);
                 }
                 let client = builder.build().map_err(bad_url)?;
-                let mut conn = conn::at_start(setup, client.get_async_connection()).await?;
-                let clock = Stopwatch::start();
-                let ms = conn::at_start(setup, redis_time(&mut conn)).await?;
-                (Conn::Cluster(conn), ms, clock)
+                // Each master's version is checked as its lane opens (Masters::refresh).
+                let conn = conn::at_start(setup, client.get_async_connection()).await?;
+                Conn::Cluster(conn)
             }
             None => {
                 if opts.tls.is_set() && !opts.url.starts_with("rediss://") {
@@ -303,11 +289,16 @@ impl RedisStore {
                     conn::at_start(setup, client.get_multiplexed_async_connection()).await?;
                 let _: String =
                     conn::at_start(setup, redis::cmd("PING").query_async(&mut probe)).await?;
-                let clock = Stopwatch::start();
-                let redis_ms = conn::at_start(setup, redis_time(&mut probe)).await?;
+                let info: String = conn::at_start(
+                    setup,
+                    redis::cmd("INFO").arg("server").query_async(&mut probe),
+                )
+                .await?;
+                lane::check_version(&info)
+                    .map_err(|e| StoreError::new(StoreErrorKind::Config, e))?;
                 drop(probe);
                 let conn = conn::manager(client, opts.timeout).await?;
-                (Conn::Node(conn), redis_ms, clock)
+                Conn::Node(conn)
             }
         };
         let is_cluster = cluster.is_some();
@@ -332,8 +323,6 @@ impl RedisStore {
             lane,
             masters: None,
             last_now: parking_lot::Mutex::new((0, Stopwatch::start())),
-            redis_clock: parking_lot::Mutex::new((redis_ms, clock)),
-            refreshing: std::sync::atomic::AtomicBool::new(false),
             usage_keep_ms: std::sync::atomic::AtomicU64::new(DEFAULT_KEEP_DAYS * 86_400_000),
         };
         if let Some((nodes, _)) = &cluster {
@@ -359,32 +348,24 @@ impl RedisStore {
         self.leases.is_some()
     }
 
-    /// The deadline of a script sent now, in Redis's time: half the timeout from now, so that a
+    /// The deadline of a script for `first_key` sent now, in the time of the node that runs it
+    /// (its lane's clock: on a cluster each master's own): half the timeout from now, so that a
     /// script that starts after it is one plangate has given up on (or is about to), and one
-    /// that starts before it answers within the timeout. Re-reads Redis's clock every
-    /// [`CLOCK_REFRESH`] (one caller waits for it; the others use the last reading).
-    async fn deadline_ms(&self) -> i64 {
-        use std::sync::atomic::Ordering;
-        let stale = self.redis_clock.lock().1.elapsed() >= CLOCK_REFRESH;
-        if stale && !self.refreshing.swap(true, Ordering::AcqRel) {
-            let mut conn = self.conn();
-            let started = Stopwatch::start();
-            if let Ok(Ok(ms)) = tokio::time::timeout(self.timeout, redis_time(&mut conn)).await {
-                // Half the round trip had passed when Redis read its clock.
-                let half_rtt = i64::try_from(started.elapsed().as_millis() / 2).unwrap_or(0);
-                *self.redis_clock.lock() = (ms + half_rtt, started);
-            }
-            self.refreshing.store(false, Ordering::Release);
+    /// that starts before it answers within the timeout. 0 (none) without a lane.
+    async fn deadline_ms(&self, first_key: &str) -> i64 {
+        match self.lane_for(first_key) {
+            Some(lane) => lane.deadline_ms(self.timeout / 2, self.timeout).await,
+            None => 0,
         }
-        let (base, since) = {
-            let c = self.redis_clock.lock();
-            (
-                c.0,
-                i64::try_from(c.1.elapsed().as_millis()).unwrap_or(i64::MAX),
-            )
-        };
-        let half = i64::try_from(self.timeout.as_millis() / 2).unwrap_or(i64::MAX);
-        base.saturating_add(since).saturating_add(half.max(1))
+    }
+
+    /// The lane a script for `first_key` goes through, if one is known.
+    fn lane_for(&self, first_key: &str) -> Option<Lane> {
+        match (&self.masters, &self.lane) {
+            (Some(m), _) => m.lane_for(first_key),
+            (None, Some(lane)) => Some(lane.clone()),
+            (None, None) => None,
+        }
     }
 
     fn conn(&self) -> Conn {
@@ -420,7 +401,7 @@ impl RedisStore {
         let deadline = if matches!(mode, Mode::Refund | Mode::Set) {
             0
         } else {
-            self.deadline_ms().await
+            self.deadline_ms(&keys[0]).await
         };
         let mut inv = self.decide_cmd(keys, mode, deadline, now);
         let bucket = |i: Option<usize>| match i.map(|i| &limits[i].spec) {
@@ -565,29 +546,15 @@ impl RedisStore {
     /// its node (pipelined with the scripts of concurrent requests), or, for a slot whose master
     /// is not known yet, through the cluster client.
     async fn send_decide(&self, first_key: &str, cmd: redis::Cmd) -> Result<Vec<i64>, StoreError> {
-        let lane = match (&self.masters, &self.lane) {
-            (Some(m), _) => m.lane_for(first_key),
-            (None, Some(lane)) => Some(lane.clone()),
-            (None, None) => None,
-        };
-        let result = match lane {
+        let watch = Stopwatch::start();
+        // Kept for a redirection's second try (a cluster only: one node never redirects).
+        let again = self.masters.is_some().then(|| cmd.clone());
+        let mut result = match self.lane_for(first_key) {
             Some(lane) => tokio::time::timeout(self.timeout, lane.call(cmd))
                 .await
                 .map_err(|_| timeout_error(self.timeout))
                 .and_then(|r| r),
-            None => {
-                // The whole script (EVAL instead of EVALSHA and the hash): the node may not have
-                // loaded it.
-                let mut eval = redis::cmd("EVAL");
-                eval.arg(DECIDE);
-                for a in cmd.args_iter().skip(2) {
-                    if let redis::Arg::Simple(bytes) = a {
-                        eval.arg(bytes);
-                    }
-                }
-                let mut conn = self.conn();
-                self.bounded(eval.query_async(&mut conn)).await
-            }
+            None => self.eval_routed(&cmd, self.timeout).await,
         };
         if result.is_err()
             && let Some(m) = &self.masters
@@ -595,7 +562,37 @@ impl RedisStore {
             // A failover or a resharding: learn the slots again (in the background, once).
             m.refresh_soon(&self.conn);
         }
+        // A slot that moved (a planned reshard): the script did not run; sent once more through
+        // the cluster client, which follows MOVED and ASK, within what is left of the timeout.
+        if let Err(e) = &result
+            && let Some(cmd) = &again
+            && e.message().starts_with(conn::REDIRECTED)
+            && let Some(left) = self.timeout.checked_sub(watch.elapsed())
+        {
+            result = self.eval_routed(cmd, left).await;
+        }
         result
+    }
+
+    /// The decision script `cmd` (an EVALSHA) as a whole EVAL — the node may not have loaded it —
+    /// through the connection that routes by key (the cluster client follows redirections).
+    async fn eval_routed(
+        &self,
+        cmd: &redis::Cmd,
+        within: Duration,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(DECIDE);
+        for a in cmd.args_iter().skip(2) {
+            if let redis::Arg::Simple(bytes) = a {
+                eval.arg(bytes);
+            }
+        }
+        let mut conn = self.conn();
+        tokio::time::timeout(within, eval.query_async(&mut conn))
+            .await
+            .map_err(|_| timeout_error(within))?
+            .map_err(store_error)
     }
 
     /// The script's entries for the limits `which` (grouped into records per key and plan), for

@@ -55,6 +55,12 @@ impl RedisTls {
 }
 
 pub fn store_error(e: redis::RedisError) -> StoreError {
+    if matches!(
+        e.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask)
+    ) {
+        return StoreError::caused_by(StoreErrorKind::Unavailable, format!("{REDIRECTED}: {e}"), e);
+    }
     let kind = if e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
@@ -66,6 +72,10 @@ pub fn store_error(e: redis::RedisError) -> StoreError {
     };
     StoreError::caused_by(kind, e.to_string(), e)
 }
+
+/// How a redirection's error starts: the node does not hold the slot (any more). The script
+/// did not run there, so it may be sent again where the slot is.
+pub const REDIRECTED: &str = "the key's slot is on another node (MOVED/ASK)";
 
 /// A connection or PING error, with authentication failures named as such.
 pub fn auth_error(e: redis::RedisError) -> StoreError {

@@ -18,6 +18,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
 use super::conn::{RedisTls, client, manager, store_error, timeout_error};
+use crate::clock::Stopwatch;
 use crate::store::error::{StoreError, StoreErrorKind};
 
 /// A script call waiting for its lane.
@@ -33,15 +34,84 @@ const MAX_BATCH: usize = 512;
 #[derive(Clone)]
 pub struct Lane {
     tx: mpsc::Sender<Job>,
+    clock: Arc<Clock>,
+}
+
+/// A node's own clock (`TIME`), as last read, and the monotonic time since: the scripts sent to
+/// that node get their deadlines in its time — never another node's, whose clock may differ.
+struct Clock {
+    conn: ConnectionManager,
+    reading: parking_lot::Mutex<Option<(i64, Stopwatch)>>,
+    refreshing: std::sync::atomic::AtomicBool,
+}
+
+/// How often a node's clock is read again (drift, a failover to another host).
+const CLOCK_REFRESH: Duration = Duration::from_secs(30);
+
+impl Clock {
+    /// Reads the node's clock again; half the round trip had passed when it answered.
+    async fn read(&self, timeout: Duration) {
+        let mut conn = self.conn.clone();
+        let started = Stopwatch::start();
+        if let Ok(Ok(ms)) = tokio::time::timeout(timeout, redis_time(&mut conn)).await {
+            let half_rtt = i64::try_from(started.elapsed().as_millis() / 2).unwrap_or(0);
+            *self.reading.lock() = Some((ms + half_rtt, started));
+        }
+    }
+}
+
+/// Reads a node's clock: `TIME` in ms.
+pub async fn redis_time<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<i64> {
+    let (s, us): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
+    Ok(s * 1000 + us / 1000)
 }
 
 impl Lane {
     /// A lane over `conn`, sending `script` (by hash; loaded again when the node answers
-    /// NOSCRIPT).
+    /// NOSCRIPT). Its node's clock is read at once, in the background.
     pub fn spawn(conn: ConnectionManager, script: redis::Script) -> Lane {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let clock = Arc::new(Clock {
+            conn: conn.clone(),
+            reading: parking_lot::Mutex::new(None),
+            refreshing: std::sync::atomic::AtomicBool::new(true),
+        });
+        let first = clock.clone();
+        tokio::spawn(async move {
+            first.read(Duration::from_secs(2)).await;
+            first
+                .refreshing
+                .store(false, std::sync::atomic::Ordering::Release);
+        });
         tokio::spawn(run(conn, script, rx));
-        Lane { tx }
+        Lane { tx, clock }
+    }
+
+    /// The deadline of a script sent now on this lane, in its node's time: `ahead` from now.
+    /// 0 (no deadline) while the node's clock is not known yet. The clock is read again every
+    /// [`CLOCK_REFRESH`] (one caller waits for it; the others use the last reading).
+    pub async fn deadline_ms(&self, ahead: Duration, timeout: Duration) -> i64 {
+        use std::sync::atomic::Ordering;
+        let stale = self
+            .clock
+            .reading
+            .lock()
+            .as_ref()
+            .is_none_or(|(_, since)| since.elapsed() >= CLOCK_REFRESH);
+        if stale && !self.clock.refreshing.swap(true, Ordering::AcqRel) {
+            self.clock.read(timeout).await;
+            self.clock.refreshing.store(false, Ordering::Release);
+        }
+        let Some((base, since)) = self.clock.reading.lock().as_ref().map(|(b, s)| {
+            (
+                *b,
+                i64::try_from(s.elapsed().as_millis()).unwrap_or(i64::MAX),
+            )
+        }) else {
+            return 0;
+        };
+        let ahead = i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX).max(1);
+        base.saturating_add(since).saturating_add(ahead)
     }
 
     /// Sends one EVALSHA (`cmd`) and waits for its reply.
@@ -121,6 +191,28 @@ async fn send_refs(conn: &mut ConnectionManager, jobs: &[&Job]) -> Replies {
         pipe.add_command(job.cmd.clone());
     }
     pipe.query_async(conn).await
+}
+
+/// The oldest Redis the scripts run on: `PEXPIRE … NX` came with 7.0.
+pub const MIN_REDIS: (u32, u32) = (7, 0);
+
+/// Whether `INFO server`'s `redis_version` is at least [`MIN_REDIS`].
+pub fn check_version(info: &str) -> Result<(), String> {
+    let Some(v) = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("redis_version:"))
+    else {
+        return Err("INFO server names no redis_version".to_owned());
+    };
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < MIN_REDIS {
+        return Err(format!(
+            "Redis {v}: plangate needs Redis {}.{} or newer (its scripts use PEXPIRE … NX)",
+            MIN_REDIS.0, MIN_REDIS.1
+        ));
+    }
+    Ok(())
 }
 
 /// The masters of a cluster by slot, each with its lane.
@@ -225,7 +317,20 @@ impl Masters {
                 None => {
                     let lane = match known.get(addr.as_str()) {
                         Some(l) => (*l).clone(),
-                        None => Lane::spawn(self.connect(&addr).await?, self.script.clone()),
+                        None => {
+                            let mut conn = self.connect(&addr).await?;
+                            let info: String = tokio::time::timeout(
+                                t,
+                                redis::cmd("INFO").arg("server").query_async(&mut conn),
+                            )
+                            .await
+                            .map_err(|_| timeout_error(t))?
+                            .map_err(store_error)?;
+                            check_version(&info).map_err(|e| {
+                                StoreError::new(StoreErrorKind::Config, format!("{addr}: {e}"))
+                            })?;
+                            Lane::spawn(conn, self.script.clone())
+                        }
                     };
                     next.lanes.push((addr, lane));
                     next.lanes.len() - 1
@@ -272,6 +377,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn redis_older_than_7_is_refused() {
+        assert!(check_version("# Server\r\nredis_version:7.0.15\r\n").is_ok());
+        assert!(check_version("redis_version:7.2.4\n").is_ok());
+        assert!(check_version("redis_version:8.0.0\n").is_ok());
+        let e = check_version("redis_version:6.2.14\n").unwrap_err();
+        assert!(e.contains("6.2.14") && e.contains("7.0"), "{e}");
+        assert!(check_version("redis_mode:standalone\n").is_err());
+    }
+
+    #[test]
     fn slots_follow_redis_cluster() {
         // Values from Redis's CLUSTER KEYSLOT.
         assert_eq!(slot_of("foo"), 12182);
@@ -280,6 +395,11 @@ mod tests {
             slot_of("{user1000}.followers")
         );
         assert_eq!(slot_of("{plangate|k0}"), slot_of("plangate|k0"));
-        assert_eq!(slot_of("foo{}{bar}"), slot_of("foo{}{bar}"));
+        // An empty tag `{}` is no tag: the whole key is hashed, not `bar`.
+        assert_eq!(
+            slot_of("foo{}{bar}"),
+            crc16::State::<crc16::XMODEM>::calculate(b"foo{}{bar}") % 16_384
+        );
+        assert_ne!(slot_of("foo{}{bar}"), slot_of("bar"));
     }
 }
