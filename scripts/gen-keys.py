@@ -31,7 +31,7 @@ usage_plans:
 HIGH = {
     "rate: 1000, burst: 2000": "rate: 100000000, burst: 100000000",
     "rate: 50, burst: 100": "rate: 100000000, burst: 100000000",
-    "limit: 5000, period: MONTH": "limit: 1000000000000, period: MONTH",
+    "limit: 5000, period: MONTH": "limit: 2000000000, period: MONTH",
 }
 
 

@@ -635,8 +635,8 @@ fn bounds_templates_and_error_counts_are_checked_at_load() {
         "throttle burst",
     );
     refused(
-        "limit 2e9",
-        plans().replace("limit: 100", "limit: 2000000000"),
+        "limit 3e9",
+        plans().replace("limit: 100", "limit: 3000000000"),
         "quota limit",
     );
     for template in ["/a/./b", "/a/../b", "/a%2Fb", "/a%20b", "/a;x=1", "/a b"] {

@@ -23,6 +23,8 @@ pub const AWS_ACCOUNT_BURST: u64 = 5_000;
 
 /// The highest rate accepted, in requests per second.
 const MAX_RATE: f64 = 1e9;
+/// The largest quota limit: AWS's (`QuotaSettings.limit` is a 32-bit integer).
+const MAX_QUOTA_LIMIT: i64 = i32::MAX as i64;
 
 /// A compiled snapshot and the warnings its file deserves.
 #[derive(Debug)]
@@ -723,11 +725,14 @@ impl Compiler {
             let quota = p.quota.as_ref().and_then(|q| {
                 let qp = pp.key("quota");
                 let mut ok = true;
-                if q.limit < 0 || q.limit as f64 > MAX_RATE {
+                if q.limit < 0 || q.limit > MAX_QUOTA_LIMIT {
                     self.invalid(
                         qp.key("limit"),
                         "quota limit",
-                        format!("{} is not a whole number from 0 to {MAX_RATE}", q.limit),
+                        format!(
+                            "{} is not a whole number from 0 to {MAX_QUOTA_LIMIT} (AWS's bound)",
+                            q.limit
+                        ),
                     );
                     ok = false;
                 }
