@@ -50,7 +50,7 @@ domain_names:
 usage_plans:
   gold:
     throttle: {{ rate: 100000000, burst: 100000000 }}
-    quota: {{ limit: 1000000000000, period: MONTH }}
+    quota: {{ limit: 2000000000, period: MONTH }}
     api_stages:
       - api: petstore
         stage: prod

@@ -51,6 +51,8 @@ pub struct ServeOptions {
     pub log_admitted_sample: f64,
     /// The most one configuration reload may take.
     pub reload_timeout: Duration,
+    /// The most the first configuration load may take.
+    pub start_timeout: Duration,
     /// Where to export OpenTelemetry traces (OTLP/gRPC), if anywhere.
     pub otlp_endpoint: Option<String>,
     /// How often persisted counters are written (the most a crash can lose).
@@ -103,9 +105,7 @@ pub enum ServeError {
     Traces(String),
     #[error("admin API: {0}")]
     AdminAuth(String),
-    #[error(
-        "loading the configuration took longer than {0:?} (--reload-timeout, which bounds the first load too)"
-    )]
+    #[error("loading the configuration took longer than {0:?} (--start-timeout)")]
     StartTimeout(Duration),
 }
 
@@ -183,9 +183,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     // The first load has the reload's time budget too: a file that takes longer (a hung file
     // system, a pathological file) is a clear refusal, not a start that never ends.
     let loading = tokio::task::spawn_blocking(move || reload::load(&path));
-    let loaded = tokio::time::timeout(opts.reload_timeout, loading)
+    let loaded = tokio::time::timeout(opts.start_timeout, loading)
         .await
-        .map_err(|_| ServeError::StartTimeout(opts.reload_timeout))?
+        .map_err(|_| ServeError::StartTimeout(opts.start_timeout))?
         .map_err(|source| ServeError::Task {
             what: "loading the configuration",
             source,
@@ -240,6 +240,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .filter_map(|(what, tls)| Some(tls.as_ref()?.watch(what, transport::RELOAD_INTERVAL)))
         .collect();
     metrics.watch_tls(grpc_tls.clone(), admin_tls.clone());
+    let hup = listen_for_sighup();
     let grpc = bind(opts.grpc_addr).await?;
     let admin_listener = bind(opts.admin_addr).await?;
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -269,7 +270,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             tracing::error!(error = %e, "admin listener failed");
         }
     });
-    let hup_task = tokio::spawn(reload_on_sighup(reloader.clone()));
+    let hup_task = tokio::spawn(reload_on_sighup(reloader.clone(), hup));
     if opts.watch {
         reloader.watch(opts.watch_debounce).await?;
     }
@@ -357,10 +358,25 @@ async fn flush_every(store: Arc<dyn Store>, metrics: Arc<Metrics>, interval: Dur
     }
 }
 
+/// Takes SIGHUP over (its default action ends the process) — before any listener is bound, so
+/// that a SIGHUP sent once plangate answers is a reload, never an exit.
 #[cfg(unix)]
-async fn reload_on_sighup(reloader: Arc<Reloader>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+fn listen_for_sighup() -> Option<tokio::signal::unix::Signal> {
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    if hup.is_err() {
         tracing::warn!("cannot listen for SIGHUP");
+    }
+    hup.ok()
+}
+
+#[cfg(not(unix))]
+fn listen_for_sighup() -> Option<()> {
+    None
+}
+
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: Arc<Reloader>, hup: Option<tokio::signal::unix::Signal>) {
+    let Some(mut hup) = hup else {
         return;
     };
     while hup.recv().await.is_some() {
@@ -370,7 +386,7 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
 }
 
 #[cfg(not(unix))]
-async fn reload_on_sighup(_: Arc<Reloader>) {}
+async fn reload_on_sighup(_: Arc<Reloader>, _: Option<()>) {}
 
 /// Serves gRPC on `listener` until `shutdown` completes, then lets in-flight calls finish for
 /// at most `grace`.

@@ -725,10 +725,11 @@ fn the_first_load_has_a_time_budget() {
     );
     let err = refused_start(
         &cfg,
-        &["--admin-addr", "127.0.0.1:0", "--reload-timeout", "1"],
+        &["--admin-addr", "127.0.0.1:0", "--start-timeout", "1"],
         &[],
     );
     assert!(err.contains("took longer than"), "{err}");
+    assert!(err.contains("--start-timeout"), "{err}");
 }
 
 // 21. Gateway response templates sent AWS's other `$context` variables as written.

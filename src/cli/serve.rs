@@ -99,6 +99,10 @@ pub struct Args {
     /// configuration in force is kept.
     #[arg(long, env = "PLANGATE_RELOAD_TIMEOUT", default_value = "60")]
     reload_timeout: f64,
+    /// Seconds the first configuration load may take; a slower one refuses to start (a hung
+    /// file system, a pathological file).
+    #[arg(long, env = "PLANGATE_START_TIMEOUT", default_value = "300")]
+    start_timeout: f64,
     /// Export OpenTelemetry traces over OTLP/gRPC to this collector (`http://otel:4317`): one
     /// span per decision, continuing the caller's `traceparent`. Off when not given.
     #[arg(long, env = "PLANGATE_OTLP_ENDPOINT")]
@@ -263,6 +267,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         store,
         shadow: a.shadow,
         reload_timeout: runtime::seconds("--reload-timeout", a.reload_timeout)?,
+        start_timeout: runtime::seconds("--start-timeout", a.start_timeout)?,
         otlp_endpoint: a.otlp_endpoint.filter(|e| !e.is_empty()),
         log_admitted_sample: if (0.0..=1.0).contains(&a.log_admitted_sample) {
             a.log_admitted_sample
