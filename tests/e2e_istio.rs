@@ -188,16 +188,41 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// The sidecar's RLS descriptors name the workload's API stage (petstore/prod) as fixed entries:
+/// whatever Host the client sends, prod decides (issue 25, item 1).
 #[test]
 fn ratelimit_as_istio_global_rate_limiting_wires_it() {
     let s = Stack::start(&plans(""), "istio/ratelimit.yaml");
-    // RLS cannot answer 403: identity failures are 429 with the Forbidden body.
-    common_cases(&s, 429);
-    // A keyless request still sends its descriptor (`skip_if_absent`), and is refused.
-    let r = get(&s, "api.example.com", "/v1/pets", None);
+    for host in ["api.example.com", "unknown.example.org", "a,b"] {
+        assert_eq!(get(&s, host, "/pets", Some(GOOD)).status, 200, "{host}");
+    }
+    // A key only prod grants is admitted on a host that maps to beta: the Host chose nothing.
+    assert_eq!(get(&s, "api.example.com", "/pets", Some(TIGHT)).status, 200);
+    assert_eq!(get(&s, "x.example.org", "/pets", Some(TIGHT)).status, 200);
+    // The throttle (burst 2) and the quota (3 a day), with AWS's bodies.
+    let r = get(&s, "api.example.com", "/pets", Some(TIGHT));
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(r.body, r#"{"message":"Too Many Requests"}"#);
+    for _ in 0..3 {
+        assert_eq!(get(&s, "any.example.org", "/pets", Some(QUOTA)).status, 200);
+    }
+    let r = get(&s, "any.example.org", "/pets", Some(QUOTA));
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(r.body, r#"{"message":"Limit Exceeded"}"#);
+    // RLS cannot answer 403: identity failures are 429 with the Forbidden body; a keyless
+    // request still sends its descriptor (`skip_if_absent`), and is refused.
+    let r = get(&s, "api.example.com", "/pets", None);
     assert_eq!(
         (r.status, r.body.as_str()),
         (429, r#"{"message":"Forbidden"}"#)
+    );
+    // The upstream gets the identity.
+    let r = get(&s, "api.example.com", "/pets", Some(GOOD));
+    assert_eq!(
+        r.upstream_headers()
+            .get("x-plangate-api-key-id")
+            .map(String::as_str),
+        Some("good-1")
     );
 }
 

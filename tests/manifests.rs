@@ -300,16 +300,28 @@ fn istio_resources_agree_with_each_other_and_the_service() {
         ["address"]["socket_address"];
     assert_eq!(s(&address["address"]), host);
     assert_eq!(address["port_value"].as_u64(), Some(port));
-    // Descriptors from request headers only, with plangate's default entry keys.
+    // The workload's API stage as fixed entries (a sidecar: never the client-chosen Host), then
+    // the request's key, method and path, with plangate's default entry keys.
     let vh = patch("VIRTUAL_HOST");
     assert_eq!(vh["patch"]["operation"], "MERGE");
     let actions = seq(&seq(&vh["patch"]["value"]["rate_limits"])[0]["actions"]);
     let keys: Vec<&str> = actions
         .iter()
-        .map(|a| s(&a["request_headers"]["descriptor_key"]))
+        .map(|a| {
+            if a["generic_key"].is_null() {
+                s(&a["request_headers"]["descriptor_key"])
+            } else {
+                s(&a["generic_key"]["descriptor_key"])
+            }
+        })
         .collect();
-    assert_eq!(keys, ["host", "api_key", "method", "path"]);
-    assert!(actions.iter().all(|a| !a["request_headers"].is_null()));
+    assert_eq!(keys, ["api", "stage", "api_key", "method", "path"]);
+    assert!(
+        actions
+            .iter()
+            .all(|a| a["request_headers"]["header_name"] != ":authority"),
+        "a sidecar's descriptors must not take the Host"
+    );
     let key_action = actions
         .iter()
         .find(|a| a["request_headers"]["descriptor_key"] == "api_key")
