@@ -432,3 +432,96 @@ async fn a_slot_moved_by_a_reshard_is_followed() {
         "the key's record is on the new owner: {used}"
     );
 }
+
+/// A slot moved back and forth 20 times while two replicas decide under load (issue 25, item
+/// 18): every answer is a decision (no 503 under the closed policy) — scripts that meet MOVED
+/// (the slot moved) or ASK (mid-migration) are sent again where the key is — the replicas stay
+/// ready, and the quota counted across all moves is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reshards_under_load_stay_invisible() {
+    let cluster = RedisCluster::start(3, 0);
+    let f = fleet(cluster, &config("", 1, "hundred"), EXACT);
+    let k = key(0);
+    let mut clients = Vec::new();
+    for r in &f.replicas {
+        clients.push(authz_client(r.grpc).await);
+    }
+    let masters = f.cluster.masters();
+    let slot: u64 = masters[0]
+        .command(&["CLUSTER", "KEYSLOT", "{plangate|k0}"])
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    let home = cluster_owner(masters[0], slot);
+    let away = masters.iter().map(|m| m.port).find(|p| *p != home).unwrap();
+    drop(masters);
+    // The load: 4 tasks, each a request at a time, until told to stop.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let mut c = clients[t % 2].clone();
+        let (stop, ok, refused, k) = (stop.clone(), ok.clone(), refused.clone(), k.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut other = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let r = c
+                    .check(check_request(&k, "/pets"))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                match check_status(&r) {
+                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                    429 => refused.fetch_add(1, Ordering::Relaxed),
+                    s => {
+                        other.push(s);
+                        0
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            other
+        }));
+    }
+    for i in 0..20 {
+        let (from, to) = if i % 2 == 0 {
+            (home, away)
+        } else {
+            (away, home)
+        };
+        let cluster = &f.cluster;
+        move_slot(cluster, slot, from, to);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut other = Vec::new();
+    for t in tasks {
+        other.extend(t.await.unwrap());
+    }
+    if !other.is_empty() {
+        let logs: Vec<String> = (0..2)
+            .map(|i| {
+                std::fs::read_to_string(f.dir.path().join(format!("plangate-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let errors: Vec<&str> = logs
+            .iter()
+            .flat_map(|l| l.lines())
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(20)
+            .collect();
+        panic!(
+            "answers other than decisions: {other:?}\n{}",
+            errors.join("\n")
+        );
+    }
+    // Exact across every move: 100 admitted a day, the rest refused.
+    assert_eq!(ok.load(Ordering::Relaxed), 100, "admitted");
+    assert!(refused.load(Ordering::Relaxed) > 0);
+    for r in &f.replicas {
+        let ready = common::http(r.admin, "GET", "/readyz", &[]);
+        assert_eq!(ready.status, 200, "{}", ready.body);
+    }
+}

@@ -562,13 +562,19 @@ impl RedisStore {
             // A failover or a resharding: learn the slots again (in the background, once).
             m.refresh_soon(&self.conn);
         }
-        // A slot that moved (a planned reshard): the script did not run; sent once more through
-        // the cluster client, which follows MOVED and ASK, within what is left of the timeout.
-        if let Err(e) = &result
-            && let Some(cmd) = &again
-            && e.message().starts_with(conn::REDIRECTED)
-            && let Some(left) = self.timeout.checked_sub(watch.elapsed())
-        {
+        // A slot that moved (a planned reshard): the script did not run; sent again through the
+        // cluster client, which follows MOVED and ASK, within what is left of the timeout — a
+        // few times, a moment apart, while the masters still disagree about the new owner.
+        for pause_ms in [0, 5, 20, 50] {
+            let Err(e) = &result else { break };
+            let Some(cmd) = &again else { break };
+            if !e.message().starts_with(conn::REDIRECTED) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            let Some(left) = self.timeout.checked_sub(watch.elapsed()) else {
+                break;
+            };
             result = self.eval_routed(cmd, left).await;
         }
         result
