@@ -31,8 +31,9 @@ pub struct ManagementService {
 }
 
 /// The most WatchDecisions streams at once, unless configured (`--max-watchers`): a watcher
-/// costs every decision a copy, and a thousand idle ones cut Check throughput to a third.
-pub const DEFAULT_MAX_WATCHERS: usize = 16;
+/// costs every decision a copy and an encoding — about 2 µs of CPU per decision each, measured
+/// (docs/benchmarks.md) — and a thousand cut Check throughput to a third.
+pub const DEFAULT_MAX_WATCHERS: usize = 4;
 
 impl ManagementService {
     pub fn new(
