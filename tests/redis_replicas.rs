@@ -377,8 +377,9 @@ async fn four_redis_commands_per_decision_with_leased_shared_buckets() {
         })
         .sum();
     eprintln!("{N} decisions: {calls} Redis commands\n{stats}");
-    // A lease request (3 commands) may come when the warm-up's lease was given back idle.
-    assert!(calls <= 4 * N + 3, "{calls} commands for {N} decisions");
+    // A lease request (3 commands) may come when the warm-up's lease was given back idle, and
+    // one TIME when the lane reads its node's clock again (every 30 s: a slow run crosses it).
+    assert!(calls <= 4 * N + 3 + 1, "{calls} commands for {N} decisions");
     assert!(
         calls >= 4 * N,
         "{calls} commands for {N} decisions: some not counted?"
@@ -395,7 +396,16 @@ async fn readiness_follows_decisions_not_ping() {
     std::fs::write(&path, readiness_config()).unwrap();
     let p = common::Plangate::start(
         &path,
-        &["--store", &redis.url(), "--store-failure", "closed"],
+        // A generous store timeout: on a loaded machine a 50 ms PING can time out, and this
+        // test is about decisions that fail, not slow ones.
+        &[
+            "--store",
+            &redis.url(),
+            "--store-failure",
+            "closed",
+            "--store-timeout-ms",
+            "2000",
+        ],
         dir.path().join("plangate.log"),
     );
     let mut c = common::authz_client(p.grpc).await;
