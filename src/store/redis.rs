@@ -564,8 +564,9 @@ impl RedisStore {
         }
         // A slot that moved (a planned reshard): the script did not run; sent again through the
         // cluster client, which follows MOVED and ASK, within what is left of the timeout — a
-        // few times, a moment apart, while the masters still disagree about the new owner.
-        for pause_ms in [0, 5, 20, 50] {
+        // few times, further apart each time, while the masters still disagree about the new
+        // owner.
+        for pause_ms in [0, 5, 20, 50, 100, 200, 400] {
             let Err(e) = &result else { break };
             let Some(cmd) = &again else { break };
             if !e.message().starts_with(conn::REDIRECTED) {
