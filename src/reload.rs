@@ -125,6 +125,18 @@ impl Reloader {
         self.state.lock().await.serving
     }
 
+    /// A reload refused for a reason that is not in the files (a time budget, a failed task, the
+    /// counter store), as the errors a reload answers with.
+    fn refusal(&self, reason: impl Into<String>) -> ConfigErrors {
+        ConfigErrors(vec![ConfigError::new(
+            config::location::Path::root(),
+            ErrorKind::Io {
+                file: self.path.display().to_string(),
+                reason: reason.into(),
+            },
+        )])
+    }
+
     /// Reloads now (SIGHUP, the admin API). `trigger` is for the log.
     pub async fn reload(&self, trigger: &str) -> Result<Reloaded, ConfigErrors> {
         self.reload_inner(trigger, false).await
@@ -150,13 +162,7 @@ impl Reloader {
                 trigger,
                 "configuration not reloaded: a load abandoned past its time budget is still running; the configuration in force is kept"
             );
-            return Err(ConfigErrors(vec![ConfigError::new(
-                config::location::Path::root(),
-                ErrorKind::Io {
-                    file: self.path.display().to_string(),
-                    reason: "a load abandoned past --reload-timeout is still running (a hung file system?); no other load starts until it ends, and the configuration in force is kept".to_owned(),
-                },
-            )]));
+            return Err(self.refusal("a load abandoned past --reload-timeout is still running (a hung file system?); no other load starts until it ends, and the configuration in force is kept"));
         }
         state.abandoned = None;
         let sources = state.sources.clone();
@@ -182,26 +188,13 @@ impl Reloader {
                 budget = ?self.timeout,
                 "configuration load took longer than its time budget; the configuration in force is kept"
             );
-            return Err(ConfigErrors(vec![ConfigError::new(
-                config::location::Path::root(),
-                ErrorKind::Io {
-                    file: self.path.display().to_string(),
-                    reason: format!(
+            return Err(self.refusal(format!(
                         "loading took longer than {:?} (--reload-timeout); the configuration in force is kept",
                         self.timeout
-                    ),
-                },
-            )]));
+                    )));
         };
-        let (now_print, loaded) = joined.map_err(|e| {
-            ConfigErrors(vec![ConfigError::new(
-                config::location::Path::root(),
-                ErrorKind::Io {
-                    file: self.path.display().to_string(),
-                    reason: format!("reload task failed: {e}"),
-                },
-            )])
-        })?;
+        let (now_print, loaded) =
+            joined.map_err(|e| self.refusal(format!("reload task failed: {e}")))?;
         let Some(loaded) = loaded else {
             state.seen = now_print;
             tracing::debug!(trigger, "configuration unchanged");
@@ -227,15 +220,9 @@ impl Reloader {
                 if let Err(e) = self.engine.install(snapshot).await {
                     self.metrics.reload_failed();
                     tracing::error!(trigger, error = %e, "configuration not installed: the counter store did not answer; the configuration in force is kept");
-                    return Err(ConfigErrors(vec![ConfigError::new(
-                        config::location::Path::root(),
-                        ErrorKind::Io {
-                            file: self.path.display().to_string(),
-                            reason: format!(
+                    return Err(self.refusal(format!(
                                 "reading the initial periods of quota offsets from the counter store failed: {e}; the configuration in force is kept"
-                            ),
-                        },
-                    )]));
+                            )));
                 }
                 // Counted once installed (reloads run one at a time, so this is the new one).
                 let snap = self.engine.snapshot();

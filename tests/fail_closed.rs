@@ -263,22 +263,6 @@ fn aws_export(dir: &tempfile::TempDir) -> PathBuf {
     to
 }
 
-/// `plangate import-aws --from from --out dir/out`: (success, stderr).
-fn import_aws(from: &std::path::Path, dir: &tempfile::TempDir) -> (bool, String) {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
-        .arg("import-aws")
-        .arg("--from")
-        .arg(from)
-        .arg("--out")
-        .arg(dir.path().join("out"))
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 // 3. Methods exported without `--embed methods` were imported as keyless.
 
 #[test]
@@ -944,8 +928,9 @@ fn an_acknowledged_update_usage_survives_a_crash() {
 // 15. import-aws: unbounded reads, FIFOs, ids with `../`, a planted link at the temp file,
 // UTF-16 exports.
 
-/// `import_aws` that must end (a FIFO must not hang it): (success, stderr).
-fn import_aws_bounded(from: &std::path::Path, dir: &tempfile::TempDir) -> (bool, String) {
+/// `plangate import-aws --from from --out dir/out`, which must end within 30 s (a FIFO must
+/// not hang it): (success, stderr).
+fn import_aws(from: &std::path::Path, dir: &tempfile::TempDir) -> (bool, String) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
         .arg("import-aws")
         .arg("--from")
@@ -990,7 +975,7 @@ fn import_aws_reads_only_bounded_regular_files_inside_the_export() {
                     .success()
             );
         }
-        let (ok, err) = import_aws_bounded(&export, &dir);
+        let (ok, err) = import_aws(&export, &dir);
         assert!(!ok, "{name}: imported");
         assert!(err.contains("not a regular file"), "{name}: {err}");
     }
@@ -1003,7 +988,7 @@ fn import_aws_reads_only_bounded_regular_files_inside_the_export() {
             .unwrap()
             .replacen("\"a1b2c3d4e5\"", "\"../../../etc/x\"", 1);
     std::fs::write(&apis, text).unwrap();
-    let (ok, err) = import_aws_bounded(&export, &dir);
+    let (ok, err) = import_aws(&export, &dir);
     assert!(!ok);
     assert!(err.contains("not a plain name"), "{err}");
     // UTF-16, as PowerShell's `>` writes it.
@@ -1016,7 +1001,7 @@ fn import_aws_reads_only_bounded_regular_files_inside_the_export() {
         utf16.extend_from_slice(&u.to_le_bytes());
     }
     std::fs::write(&plans, utf16).unwrap();
-    let (ok, err) = import_aws_bounded(&export, &dir);
+    let (ok, err) = import_aws(&export, &dir);
     assert!(!ok);
     assert!(err.contains("UTF-16"), "{err}");
 }
@@ -1031,7 +1016,7 @@ fn import_aws_never_writes_through_a_planted_link() {
     std::fs::write(&victim, "precious").unwrap();
     // The temp name the import used to write through.
     std::os::unix::fs::symlink(&victim, out.join(".plans.yaml.tmp")).unwrap();
-    let (ok, err) = import_aws_bounded(&export, &dir);
+    let (ok, err) = import_aws(&export, &dir);
     assert!(ok, "{err}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     assert!(

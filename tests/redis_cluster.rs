@@ -343,6 +343,21 @@ fn node_id(n: &common::RedisServer) -> String {
         .to_owned()
 }
 
+/// The slot of key k0's record (`{plangate|k0}`), the port of the master that holds it, and the
+/// port of another master.
+fn k0_slot(cluster: &RedisCluster) -> (u64, u16, u16) {
+    let masters = cluster.masters();
+    let slot: u64 = masters[0]
+        .command(&["CLUSTER", "KEYSLOT", "{plangate|k0}"])
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    let home = cluster_owner(masters[0], slot);
+    let other = masters.iter().map(|m| m.port).find(|p| *p != home).unwrap();
+    (slot, home, other)
+}
+
 /// Moves `slot` from the master on `from` to the master on `to`, as `redis-cli --cluster
 /// reshard` does: importing/migrating, MIGRATE of its keys, then the new owner on every master.
 fn move_slot(cluster: &RedisCluster, slot: u64, from: u16, to: u16) {
@@ -392,16 +407,7 @@ async fn a_slot_moved_by_a_reshard_is_followed() {
         assert_eq!(check_status(&r), 200);
     }
     // Key k0's hash is `{plangate|k0}`.
-    let masters = f.cluster.masters();
-    let slot: u64 = masters[0]
-        .command(&["CLUSTER", "KEYSLOT", "{plangate|k0}"])
-        .trim()
-        .trim_start_matches(':')
-        .parse()
-        .unwrap();
-    let from = cluster_owner(masters[0], slot);
-    let to = masters.iter().map(|m| m.port).find(|p| *p != from).unwrap();
-    drop(masters);
+    let (slot, from, to) = k0_slot(&f.cluster);
     move_slot(&f.cluster, slot, from, to);
     assert_eq!(cluster_owner(f.cluster.masters()[0], slot), to);
     // Every decision right after the move is a decision, and the quota kept counting where the
@@ -446,16 +452,7 @@ async fn reshards_under_load_stay_invisible() {
     for r in &f.replicas {
         clients.push(authz_client(r.grpc).await);
     }
-    let masters = f.cluster.masters();
-    let slot: u64 = masters[0]
-        .command(&["CLUSTER", "KEYSLOT", "{plangate|k0}"])
-        .trim()
-        .trim_start_matches(':')
-        .parse()
-        .unwrap();
-    let home = cluster_owner(masters[0], slot);
-    let away = masters.iter().map(|m| m.port).find(|p| *p != home).unwrap();
-    drop(masters);
+    let (slot, home, away) = k0_slot(&f.cluster);
     // The load: 4 tasks, each a request at a time, until told to stop.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));

@@ -408,14 +408,21 @@ async fn readiness_follows_decisions_not_ping() {
         ],
         dir.path().join("plangate.log"),
     );
-    let mut c = common::authz_client(p.grpc).await;
-    let key = "ready-key-0123456789abcdefg";
-    let r = c
-        .check(common::check_request(key, "/pets"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(common::check_status(&r), 200);
+    let c = common::authz_client(p.grpc).await;
+    let status = || {
+        let mut c = c.clone();
+        async move {
+            let r = c
+                .check(common::check_request(
+                    "ready-key-0123456789abcdefg",
+                    "/pets",
+                ))
+                .await
+                .unwrap();
+            common::check_status(&r.into_inner())
+        }
+    };
+    assert_eq!(status().await, 200);
     assert_eq!(common::http(p.admin, "GET", "/readyz", &[]).status, 200);
     // Out of memory: writes (and scripts that may write) are refused; PING still answers.
     assert!(
@@ -424,12 +431,7 @@ async fn readiness_follows_decisions_not_ping() {
             .starts_with("+OK")
     );
     for _ in 0..5 {
-        let r = c
-            .check(common::check_request(key, "/pets"))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(common::check_status(&r), 503);
+        assert_eq!(status().await, 503);
     }
     let r = common::http(p.admin, "GET", "/readyz", &[]);
     assert_eq!(r.status, 503, "{}", r.body);
@@ -440,12 +442,7 @@ async fn readiness_follows_decisions_not_ping() {
             .command(&["CONFIG", "SET", "maxmemory", "0"])
             .starts_with("+OK")
     );
-    let r = c
-        .check(common::check_request(key, "/pets"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(common::check_status(&r), 200);
+    assert_eq!(status().await, 200);
     assert_eq!(common::http(p.admin, "GET", "/readyz", &[]).status, 200);
 }
 

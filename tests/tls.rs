@@ -300,6 +300,41 @@ async fn grpc_mtls_admits_only_clients_of_the_ca() {
     assert!(failures >= 3.0, "handshake failures counted: {failures}");
 }
 
+/// A renewal: the key and the certificate in `live` replaced by renames (as a Secret volume
+/// swaps them) with `server2.*`.
+fn renew(live: &Path, certs: &Certs, key: &Path, crt: &Path) {
+    for (from, to) in [("server2.key", key), ("server2.crt", crt)] {
+        let tmp = live.join("tmp");
+        std::fs::copy(certs.path(from), &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+}
+
+/// Waits (20 s at most) until the gRPC listener serves certificate `name`.
+async fn served_within_seconds(p: &Plangate, certs: &Certs, name: &str) {
+    let waited = Stopwatch::start();
+    while served_certificate(p.grpc, certs).await != certs.der(name) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "{name} was not taken"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits (20 s at most) until a rejected certificate reload of the gRPC listener is counted.
+async fn reload_error_counted(p: &Plangate, what: &str) {
+    let waited = Stopwatch::start();
+    while p
+        .metric("plangate_tls_reloads_total{listener=\"grpc\",result=\"error\"}")
+        .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(waited.elapsed() < Duration::from_secs(20), "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn certificates_are_reloaded_without_a_restart_and_a_bad_set_is_refused() {
     let certs = Certs::new();
@@ -319,19 +354,8 @@ async fn certificates_are_reloaded_without_a_restart_and_a_bad_set_is_refused() 
         certs.der("server.crt")
     );
     // A renewal: both files replaced by renames (as a Secret volume swaps them).
-    for (from, to) in [("server2.key", &key), ("server2.crt", &crt)] {
-        let tmp = live.path().join("tmp");
-        std::fs::copy(certs.path(from), &tmp).unwrap();
-        std::fs::rename(&tmp, to).unwrap();
-    }
-    let waited = Stopwatch::start();
-    while served_certificate(p.grpc, &certs).await != certs.der("server2.crt") {
-        assert!(
-            waited.elapsed() < Duration::from_secs(20),
-            "the renewed certificate was not taken"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    renew(live.path(), &certs, &key, &crt);
+    served_within_seconds(&p, &certs, "server2.crt").await;
     // A Check over a connection made after the renewal works.
     assert_eq!(
         check_over_tls(p.grpc, certs.client(None), KEY).await,
@@ -339,18 +363,7 @@ async fn certificates_are_reloaded_without_a_restart_and_a_bad_set_is_refused() 
     );
     // A broken set (a certificate that is not PEM) is refused; the renewed set stays in force.
     std::fs::write(&crt, "not a certificate").unwrap();
-    let waited = Stopwatch::start();
-    while p
-        .metric("plangate_tls_reloads_total{listener=\"grpc\",result=\"error\"}")
-        .unwrap_or(0.0)
-        < 1.0
-    {
-        assert!(
-            waited.elapsed() < Duration::from_secs(20),
-            "the broken set was not reported"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    reload_error_counted(&p, "the broken set was not reported").await;
     assert_eq!(
         served_certificate(p.grpc, &certs).await,
         certs.der("server2.crt")
@@ -390,36 +403,14 @@ async fn a_fifo_at_the_certificate_path_does_not_stop_reloading() {
             .unwrap()
             .success()
     );
-    let waited = Stopwatch::start();
-    while p
-        .metric("plangate_tls_reloads_total{listener=\"grpc\",result=\"error\"}")
-        .unwrap_or(0.0)
-        < 1.0
-    {
-        assert!(
-            waited.elapsed() < Duration::from_secs(20),
-            "the FIFO was not refused"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    reload_error_counted(&p, "the FIFO was not refused").await;
     // The certificate in force still serves; then a renewal replaces the FIFO and is taken.
     assert_eq!(
         served_certificate(p.grpc, &certs).await,
         certs.der("server.crt")
     );
-    for (from, to) in [("server2.key", &key), ("server2.crt", &crt)] {
-        let tmp = live.path().join("tmp");
-        std::fs::copy(certs.path(from), &tmp).unwrap();
-        std::fs::rename(&tmp, to).unwrap();
-    }
-    let waited = Stopwatch::start();
-    while served_certificate(p.grpc, &certs).await != certs.der("server2.crt") {
-        assert!(
-            waited.elapsed() < Duration::from_secs(20),
-            "the renewal after the FIFO was not taken"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    renew(live.path(), &certs, &key, &crt);
+    served_within_seconds(&p, &certs, "server2.crt").await;
 }
 
 #[tokio::test]

@@ -376,9 +376,17 @@ impl RedisStore {
         &self,
         f: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, f)
+        Self::within(self.timeout, f).await
+    }
+
+    /// `f`, bounded by `limit`: a timeout or a Redis error as a store error.
+    async fn within<T>(
+        limit: Duration,
+        f: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(limit, f)
             .await
-            .map_err(|_| timeout_error(self.timeout))?
+            .map_err(|_| timeout_error(limit))?
             .map_err(store_error)
     }
 
@@ -596,10 +604,7 @@ impl RedisStore {
             }
         }
         let mut conn = self.conn();
-        tokio::time::timeout(within, eval.query_async(&mut conn))
-            .await
-            .map_err(|_| timeout_error(within))?
-            .map_err(store_error)
+        Self::within(within, eval.query_async(&mut conn)).await
     }
 
     /// The script's entries for the limits `which` (grouped into records per key and plan), for

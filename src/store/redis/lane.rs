@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
-use super::conn::{RedisTls, client, manager, store_error, timeout_error};
+use super::conn::{RedisTls, at_start, client, manager, store_error, timeout_error};
 use crate::clock::Stopwatch;
 use crate::store::error::{StoreError, StoreErrorKind};
 
@@ -319,13 +319,11 @@ impl Masters {
                         Some(l) => (*l).clone(),
                         None => {
                             let mut conn = self.connect(&addr).await?;
-                            let info: String = tokio::time::timeout(
+                            let info: String = at_start(
                                 t,
                                 redis::cmd("INFO").arg("server").query_async(&mut conn),
                             )
-                            .await
-                            .map_err(|_| timeout_error(t))?
-                            .map_err(store_error)?;
+                            .await?;
                             check_version(&info).map_err(|e| {
                                 StoreError::new(StoreErrorKind::Config, format!("{addr}: {e}"))
                             })?;
