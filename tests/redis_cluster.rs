@@ -445,8 +445,72 @@ async fn a_slot_moved_by_a_reshard_is_followed() {
 /// ready, and the quota counted across all moves is exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reshards_under_load_stay_invisible() {
+    let (f, ok, refused, other) = reshard_under_load(EXACT, 20).await;
+    if !other.is_empty() {
+        let logs: Vec<String> = (0..2)
+            .map(|i| {
+                std::fs::read_to_string(f.dir.path().join(format!("plangate-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let errors: Vec<&str> = logs
+            .iter()
+            .flat_map(|l| l.lines())
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(20)
+            .collect();
+        panic!(
+            "answers other than decisions: {other:?}\n{}",
+            errors.join("\n")
+        );
+    }
+    // Exact across every move: 100 admitted a day, the rest refused.
+    assert_eq!(ok, 100, "admitted");
+    assert!(refused > 0);
+    for r in &f.replicas {
+        let ready = common::http(r.admin, "GET", "/readyz", &[]);
+        assert_eq!(ready.status, 200, "{}", ready.body);
+    }
+}
+
+/// With the default 50 ms store timeout a loaded reshard may fail some decisions (closed: 503);
+/// afterwards every replica is ready again and decides lone requests within seconds — never
+/// stuck timing out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_recover_after_reshards_under_load_with_the_default_timeout() {
+    let (f, _, _, _) = reshard_under_load(&["--store-failure", "closed"], 30).await;
+    for r in &f.replicas {
+        let mut c = authz_client(r.grpc).await;
+        let waited = Stopwatch::start();
+        loop {
+            let ready = common::http(r.admin, "GET", "/readyz", &[]).status == 200;
+            let decided = matches!(
+                check_status(
+                    &c.check(check_request(&key(0), "/pets"))
+                        .await
+                        .unwrap()
+                        .into_inner()
+                ),
+                200 | 429
+            );
+            if ready && decided {
+                break;
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(15),
+                "replica {} still not deciding 15 s after the reshards",
+                r.grpc
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Two replicas under load by 4 tasks on key 0 while its slot moves `moves` times between two
+/// masters: the fleet, then the admitted and refused counts and any other status seen.
+async fn reshard_under_load(extra: &[&str], moves: usize) -> (Fleet, u64, u64, Vec<i32>) {
     let cluster = RedisCluster::start(3, 0);
-    let f = fleet(cluster, &config("", 1, "hundred"), EXACT);
+    let f = fleet(cluster, &config("", 1, "hundred"), extra);
     let k = key(0);
     let mut clients = Vec::new();
     for r in &f.replicas {
@@ -481,14 +545,13 @@ async fn reshards_under_load_stay_invisible() {
             other
         }));
     }
-    for i in 0..20 {
+    for i in 0..moves {
         let (from, to) = if i % 2 == 0 {
             (home, away)
         } else {
             (away, home)
         };
-        let cluster = &f.cluster;
-        move_slot(cluster, slot, from, to);
+        move_slot(&f.cluster, slot, from, to);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -496,29 +559,49 @@ async fn reshards_under_load_stay_invisible() {
     for t in tasks {
         other.extend(t.await.unwrap());
     }
-    if !other.is_empty() {
-        let logs: Vec<String> = (0..2)
-            .map(|i| {
-                std::fs::read_to_string(f.dir.path().join(format!("plangate-{i}.log")))
-                    .unwrap_or_default()
-            })
-            .collect();
-        let errors: Vec<&str> = logs
-            .iter()
-            .flat_map(|l| l.lines())
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .take(20)
-            .collect();
-        panic!(
-            "answers other than decisions: {other:?}\n{}",
-            errors.join("\n")
+    let (ok, refused) = (ok.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    (f, ok, refused, other)
+}
+
+/// Each master's own clock sets its scripts' deadlines: with masters whose wall clocks run
+/// 0, 5 and 10 s ahead of the machine's (a preloaded library moves each redis-server's clock),
+/// every decision on every master is made, and quotas stay exact. With one clock for all
+/// masters, whichever master it was read from, another runs seconds ahead of it and refuses
+/// every script sent to it as past its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masters_with_skewed_clocks_each_decide_in_their_own_time() {
+    const SKEWS_MS: [i64; 3] = [0, 5_000, 10_000];
+    let cluster = RedisCluster::start_skewed(3, 0, &SKEWS_MS);
+    // The premise: each node's TIME is its skew ahead of this machine's clock.
+    for (node, skew) in cluster.nodes.iter().zip(SKEWS_MS) {
+        let reply = node.command(&["TIME"]);
+        let secs: i64 = reply
+            .lines()
+            .find_map(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("TIME answered {reply:?}"));
+        let ours = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let ahead = secs - ours;
+        assert!(
+            (ahead - skew / 1000).abs() <= 1,
+            "node {} runs {ahead} s ahead, not {skew} ms",
+            node.port
         );
     }
-    // Exact across every move: 100 admitted a day, the rest refused.
-    assert_eq!(ok.load(Ordering::Relaxed), 100, "admitted");
-    assert!(refused.load(Ordering::Relaxed) > 0);
-    for r in &f.replicas {
-        let ready = common::http(r.admin, "GET", "/readyz", &[]);
-        assert_eq!(ready.status, 200, "{}", ready.body);
+    // Deadlines are 1 s ahead (half the timeout): far less than the skews.
+    let args = ["--store-timeout-ms", "2000", "--store-failure", "closed"];
+    let f = fleet(cluster, &config("", 60, "five"), &args);
+    let keys: Vec<String> = (0..60).map(key).collect();
+    assert!(admitted(&f, &keys, 8).await.iter().all(|&n| n == 5));
+    for m in f.cluster.masters() {
+        let keys = m.command(&["DBSIZE"]);
+        assert_ne!(
+            keys.trim_start_matches(':').trim(),
+            "0",
+            "master {} holds no key",
+            m.port
+        );
     }
 }

@@ -383,6 +383,25 @@ pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// `tests/fixtures/clock/skew.c` built once per test binary (with the `cc` that links Rust): a
+/// library that, preloaded into a process, moves its wall clock by `PLANGATE_CLOCK_SKEW_MS`.
+pub fn clock_skew_library() -> &'static Path {
+    static LIB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clock/skew.c");
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("libplangate-clock-skew-{}.so", std::process::id()));
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("cc (the C compiler Rust links with) to build the clock-skew library");
+        assert!(status.success(), "cc could not build {}", src.display());
+        out
+    })
+}
+
 /// A redis-server on a free loopback port, stopped on drop. `port` can be reused after a stop
 /// to bring "the same" Redis back.
 pub struct RedisServer {
@@ -390,6 +409,7 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl RedisServer {
@@ -399,11 +419,26 @@ impl RedisServer {
 
     /// A server on `port` with extra arguments (a cluster node: the caller picked the port).
     pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        RedisServer::start_on_skewed(port, extra, 0)
+    }
+
+    /// [`RedisServer::start_on`] with a wall clock `skew_ms` ahead of the machine's (behind when
+    /// negative): see [`clock_skew_library`].
+    pub fn start_on_skewed(port: u16, extra: &[&str], skew_ms: i64) -> RedisServer {
+        let env = if skew_ms == 0 {
+            Vec::new()
+        } else {
+            vec![
+                ("LD_PRELOAD".into(), path_str(clock_skew_library())),
+                ("PLANGATE_CLOCK_SKEW_MS".into(), skew_ms.to_string()),
+            ]
+        };
         let mut r = RedisServer {
             port,
             child: None,
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|a| a.to_string()).collect(),
+            env,
         };
         r.restart();
         r
@@ -424,6 +459,7 @@ impl RedisServer {
                 child: None,
                 dir: tempfile::tempdir().unwrap(),
                 extra: extra.iter().map(|a| a.to_string()).collect(),
+                env: Vec::new(),
             };
             r.restart();
             let running = r
@@ -451,6 +487,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -510,9 +547,15 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        RedisCluster::start_skewed(masters, replicas, &[])
+    }
+
+    /// A cluster whose node `i` (masters first, then replicas) has a wall clock `skews_ms[i]`
+    /// ahead of the machine's (none past the slice's end).
+    pub fn start_skewed(masters: usize, replicas: usize, skews_ms: &[i64]) -> RedisCluster {
         let mut last = String::new();
         for _ in 0..4 {
-            match Self::try_start(masters, replicas) {
+            match Self::try_start(masters, replicas, skews_ms) {
                 Ok(c) => return c,
                 Err(e) => last = e,
             }
@@ -520,7 +563,11 @@ impl RedisCluster {
         panic!("the Redis Cluster did not start: {last}");
     }
 
-    fn try_start(masters: usize, replicas: usize) -> Result<RedisCluster, String> {
+    fn try_start(
+        masters: usize,
+        replicas: usize,
+        skews_ms: &[i64],
+    ) -> Result<RedisCluster, String> {
         let n = masters * (1 + replicas);
         let args = [
             "--cluster-enabled",
@@ -537,13 +584,14 @@ impl RedisCluster {
         ];
         // The cluster bus listens on port + 10000: pick ports whose bus port is free too.
         let nodes: Vec<RedisServer> = (0..n)
-            .map(|_| {
+            .map(|i| {
+                let skew = skews_ms.get(i).copied().unwrap_or(0);
                 for _ in 0..20 {
                     let port = free_port();
                     if port < 55_000
                         && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
                     {
-                        return RedisServer::start_on(port, &args);
+                        return RedisServer::start_on_skewed(port, &args, skew);
                     }
                 }
                 panic!("no free port pair for a cluster node");
