@@ -579,10 +579,8 @@ async fn masters_with_skewed_clocks_each_decide_in_their_own_time() {
             .lines()
             .find_map(|l| l.trim().parse().ok())
             .unwrap_or_else(|| panic!("TIME answered {reply:?}"));
-        let ours = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        use plangate::clock::Clock;
+        let ours = plangate::clock::SystemClock.now() / plangate::clock::NANOS_PER_SEC;
         let ahead = secs - ours;
         assert!(
             (ahead - skew / 1000).abs() <= 1,
