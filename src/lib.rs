@@ -5,21 +5,21 @@
 //! has the [`store::Store`] check and charge them all at once, and the resulting
 //! [`engine::Decision`] is mapped back onto the wire by `grpc::answer`.
 //!
-//! Layers, each importing only those below it:
+//! Layers, highest first: a module imports only from the layers below its own, and the modules on
+//! one line are independent of each other. This table is the one source of the order:
+//! `tests/layers.rs` reads it and fails on an upward import or on a module missing from it.
 //!
 //! ```text
-//! server                       serve: listeners, wiring
-//! management                   the typed gRPC management API (proto/plangate/v1)
-//! admin, reload                admin HTTP API, hot reload
-//! grpc, usage, metrics,        the wire; usage reports; Prometheus;
-//!   traces                     OpenTelemetry spans
-//! engine, migrate             the decision in AWS order; import from AWS
-//! config                       file → compile → snapshot
-//! store                        counters (memory, persisted, Redis)
-//! snapshot                     the compiled model
-//! limit, transport             bucket and quota arithmetic, counter identities; TCP/TLS
-//!                              connections
-//! clock                        time as a parameter
+//! server                   serve: listeners, wiring
+//! management               the typed gRPC management API (proto/plangate/v1)
+//! admin                    the admin HTTP API
+//! grpc, reload             the wire (ext_authz, RLS); hot reload
+//! usage, metrics, traces   usage reports; Prometheus; OpenTelemetry spans
+//! engine, migrate          the decision in AWS order; import from AWS
+//! store, config            counters (memory, persisted, Redis); file → compile → snapshot
+//! snapshot                 the compiled model
+//! limit, transport         bucket and quota arithmetic, counter identities; TCP/TLS connections
+//! clock                    time as a parameter
 //! ```
 //!
 //! The contract (concepts, decision order, answers, operations) is docs/semantics.md.

@@ -1,7 +1,8 @@
 //! The floor plan, enforced: every `crate::…`/`super::…` path in `src/` (the library) and every
 //! `plangate::…`/`super::…` path in `src/cli/` (the binary) is resolved to the file it names, and
 //!
-//! - no module imports a layer above its own (docs/semantics.md keeps the order, lib.rs shows it);
+//! - every library module has a layer in `src/lib.rs`'s table, the one source of the order;
+//! - no module imports a layer above its own, or another module of its own layer;
 //! - nothing below the configuration reads the file format (`config::file`);
 //! - no two files import each other, directly or through others;
 //! - `main.rs` stays a `main()`, at most 150 lines.
@@ -11,26 +12,50 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Library layers, lowest first. A module may use its own layer and those of lower rank; equal
-/// ranks are independent of each other.
-const RANKS: &[(&str, u32)] = &[
-    ("clock", 0),
-    ("limit", 1),
-    ("transport", 1),
-    ("snapshot", 2),
-    ("store", 3),
-    ("config", 3),
-    ("engine", 4),
-    ("migrate", 4),
-    ("usage", 5),
-    ("metrics", 5),
-    ("traces", 5),
-    ("grpc", 6),
-    ("reload", 6),
-    ("admin", 7),
-    ("management", 8),
-    ("server", 9),
-];
+/// The library's layers as `src/lib.rs` lists them (its `text` table, highest first): each
+/// module with its rank, 0 for the lowest. A module may use lower ranks only.
+fn ranks() -> Vec<(String, u32)> {
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+    parse_ranks(&lib)
+}
+
+fn parse_ranks(lib: &str) -> Vec<(String, u32)> {
+    let table: Vec<&str> = lib
+        .lines()
+        .map(|l| l.trim_start_matches("//!").trim())
+        .skip_while(|l| *l != "```text")
+        .skip(1)
+        .take_while(|l| *l != "```")
+        .collect();
+    let top = u32::try_from(table.len()).unwrap() - 1;
+    table
+        .iter()
+        .zip(0..)
+        .flat_map(|(line, i)| {
+            let names = line.split("  ").next().unwrap_or("");
+            names
+                .split(',')
+                .map(move |m| (m.trim().to_owned(), top - i))
+        })
+        .collect()
+}
+
+/// The library's top-level modules that `ranks` leaves out: the `pub mod`s of `lib` and the
+/// files and folders of `src/` beside it (the binary's `main`, `cli` and `bin` are not library).
+fn unranked(lib: &str, files: &[String], ranks: &[(String, u32)]) -> Vec<String> {
+    let declared = lib
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub mod ")?.strip_suffix(';'));
+    let mut missing: Vec<String> = declared
+        .map(str::to_owned)
+        .chain(files.iter().cloned())
+        .filter(|m| !matches!(m.as_str(), "lib" | "main" | "cli" | "bin"))
+        .filter(|m| !ranks.iter().any(|(r, _)| r == m))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+}
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
@@ -260,8 +285,8 @@ fn graph() -> Graph {
     Graph { edges, refs }
 }
 
-fn rank(top: &str) -> Option<u32> {
-    RANKS.iter().find(|(m, _)| *m == top).map(|(_, r)| *r)
+fn rank(ranks: &[(String, u32)], top: &str) -> Option<u32> {
+    ranks.iter().find(|(m, _)| m == top).map(|(_, r)| *r)
 }
 
 fn rel(p: &Path) -> String {
@@ -271,20 +296,57 @@ fn rel(p: &Path) -> String {
 #[test]
 fn no_module_imports_a_layer_above_its_own() {
     let g = graph();
+    let ranks = ranks();
     let mut wrong = Vec::new();
     for (file, path) in &g.refs {
         let from = module_of(file);
         let (Some(from_top), Some(to_top)) = (from.first(), path.first()) else {
             continue;
         };
-        let (Some(a), Some(b)) = (rank(from_top), rank(to_top)) else {
-            continue; // the binary, or a crate-root item
+        let (Some(a), Some(b)) = (rank(&ranks, from_top), rank(&ranks, to_top)) else {
+            continue; // the binary, or a crate-root item (every module is ranked: below)
         };
         if from_top != to_top && b >= a {
             wrong.push(format!("{} uses {}", rel(file), path.join("::")));
         }
     }
     assert!(wrong.is_empty(), "upward imports:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn every_library_module_has_a_layer() {
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+    let files: Vec<String> = std::fs::read_dir(src())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| Some(p.file_stem()?.to_string_lossy().into_owned()))
+        .collect();
+    let ranks = ranks();
+    assert!(ranks.len() >= 16, "lib.rs's layer table: {ranks:?}");
+    let missing = unranked(&lib, &files, &ranks);
+    assert!(
+        missing.is_empty(),
+        "modules with no layer in lib.rs's table: {missing:?}"
+    );
+    // Every module in the table exists.
+    for (m, _) in &ranks {
+        assert!(
+            files.contains(m),
+            "lib.rs's table names {m}, which src/ does not have"
+        );
+    }
+}
+
+#[test]
+fn a_module_added_without_a_layer_is_caught() {
+    let lib = "//! ```text\n//! engine   the decision\n//! clock    time\n//! ```\npub mod clock;\npub mod engine;\npub mod billing;\n";
+    let ranks = parse_ranks(lib);
+    assert_eq!(ranks, [("engine".to_owned(), 1), ("clock".to_owned(), 0)]);
+    assert_eq!(unranked(lib, &[], &ranks), ["billing"]);
+    assert_eq!(
+        unranked(lib, &["quota".to_owned(), "main".to_owned()], &ranks),
+        ["billing", "quota"]
+    );
 }
 
 #[test]
