@@ -448,3 +448,33 @@ fn main_rs_is_a_main_only() {
         "src/main.rs holds main() only"
     );
 }
+
+#[test]
+fn the_readme_gives_the_same_order() {
+    let readme = std::fs::read_to_string(src().join("../README.md")).unwrap();
+    let start = readme
+        .find("import only downwards:")
+        .expect("README's layout section");
+    let text = &readme[start..];
+    let chain = &text[..text.find(". The table").unwrap()];
+    // `a` → `b`, `c` → …: lowest first, one group per layer.
+    let readme_ranks: Vec<(String, u32)> = chain
+        .split('→')
+        .zip(0..)
+        .flat_map(|(group, rank)| {
+            group
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(move |m| (m.to_owned(), rank))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let (mut table, mut readme_ranks) = (ranks(), readme_ranks);
+    table.sort();
+    readme_ranks.sort();
+    assert_eq!(
+        readme_ranks, table,
+        "README's layer order differs from src/lib.rs's table"
+    );
+}
