@@ -386,7 +386,6 @@ fn read_inner(
                     .collect()
             })
             .unwrap_or_default();
-        let _ = get(cols.description);
         let entry = KeyEntry {
             id,
             name: get(cols.name).map(str::to_owned),

@@ -844,7 +844,6 @@ impl RedisStore {
                 unit,
                 refill,
                 capacity,
-                scale,
             };
             let need_tokens = units[i].max(1);
             let need = u128::from(need_tokens).saturating_mul(unit);

@@ -19,8 +19,6 @@ pub struct Params {
     /// Script units refilled per nanosecond.
     pub refill: u128,
     pub capacity: u128,
-    /// Memory-store units per script unit.
-    pub scale: u128,
 }
 
 /// What this replica holds of one shared bucket.
@@ -30,8 +28,6 @@ pub struct Lease {
     pub held: u128,
     /// The bucket's level in Redis after the last call.
     pub level: u128,
-    /// When the last batch was taken.
-    pub taken_at: Nanos,
     /// No batch is asked for before this (the bucket was short: asking again at once would
     /// only make the shared field hot).
     pub retry_at: Nanos,
@@ -89,7 +85,6 @@ impl Leases {
                 Lease {
                     held: 0,
                     level: p.capacity,
-                    taken_at: now,
                     retry_at: Nanos::MIN,
                     used_at: now,
                     params: p,
@@ -133,7 +128,6 @@ impl Leases {
         };
         lease.held = lease.held.saturating_add(grant);
         lease.level = level;
-        lease.taken_at = now;
         let before = level.saturating_add(lease.held).min(lease.params.capacity);
         if lease.held >= need {
             lease.held -= need;
@@ -197,11 +191,6 @@ impl Leases {
         }
         out
     }
-
-    /// The hold period.
-    pub fn hold(&self) -> Nanos {
-        self.hold
-    }
 }
 
 #[cfg(test)]
@@ -212,7 +201,6 @@ mod tests {
         unit: 1_000,
         refill: 1, // 1 unit per ns: 10^6 tokens per second
         capacity: 100_000,
-        scale: 1,
     };
 
     #[test]
