@@ -74,23 +74,6 @@ pub struct GatewayResponseFile {
     pub body: Option<String>,
 }
 
-/// The names of the top-level fields, for the error collector (which walks the file by hand).
-pub(crate) const TOP_LEVEL_FIELDS: &[&str] = &[
-    "version",
-    "account",
-    "api_key_source",
-    "quota_week_start",
-    "defaults",
-    "responses",
-    "rate_limit_service",
-    "apis",
-    "domain_names",
-    "usage_plans",
-    "api_keys",
-    "api_keys_files",
-    "gateway_responses",
-];
-
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountFile {

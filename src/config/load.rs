@@ -9,7 +9,7 @@
 use std::path::{Path as FsPath, PathBuf};
 
 use serde::de::DeserializeOwned;
-use serde_yaml_ng::Value;
+use serde_yaml_ng::{Mapping, Value};
 
 use super::compile::{Compiled, compile};
 use super::error::{self, ConfigError, ConfigErrors, ErrorKind};
@@ -438,30 +438,19 @@ fn collect(text: &str, first: serde_yaml_ng::Error) -> Vec<ConfigError> {
         };
         let p = root.key(name);
         match name {
-            "version" => check::<u32>(v, &p, &mut errors),
-            "account" => check::<file::AccountFile>(v, &p, &mut errors),
-            "api_key_source" => check::<file::ApiKeySourceFile>(v, &p, &mut errors),
-            "quota_week_start" => check::<file::Weekday>(v, &p, &mut errors),
-            "defaults" => check::<file::DefaultsFile>(v, &p, &mut errors),
-            "responses" => check::<file::ResponsesFile>(v, &p, &mut errors),
-            "rate_limit_service" => check::<file::RateLimitServiceFile>(v, &p, &mut errors),
-            "api_keys_files" => check::<Vec<String>>(v, &p, &mut errors),
-            "apis" => each_entry(v, &p, &mut errors, |name, api, p, errors| {
+            "apis" => each_entry(v, &p, &mut errors, |_, api, p, errors| {
                 let Value::Mapping(api) = api else {
                     return check::<file::ApiFile>(api, p, errors);
                 };
                 for (field, fv) in api {
-                    let fname = field.as_str().unwrap_or("?");
-                    if fname != "stages" {
-                        errors.push(ConfigError::new(
-                            p.key(fname),
-                            ErrorKind::UnknownField(format!("{fname}` in API `{name}")),
-                        ));
-                        continue;
+                    match field.as_str() {
+                        Some("stages") => {
+                            each_entry(fv, &p.key("stages"), errors, |_, st, sp, errors| {
+                                check::<file::StageFile>(st, sp, errors)
+                            })
+                        }
+                        _ => check_field::<file::ApiFile>(field, fv, p, errors),
                     }
-                    each_entry(fv, &p.key("stages"), errors, |_, st, sp, errors| {
-                        check::<file::StageFile>(st, sp, errors)
-                    });
                 }
             }),
             "domain_names" => each_entry(v, &p, &mut errors, |_, d, dp, errors| {
@@ -478,13 +467,16 @@ fn collect(text: &str, first: serde_yaml_ng::Error) -> Vec<ConfigError> {
                 }
                 other => check::<Vec<file::ApiKeyFile>>(other, &p, &mut errors),
             },
-            other => errors.push(ConfigError::new(
-                p.clone(),
-                ErrorKind::UnknownField(format!(
-                    "{other}`, expected one of `{}",
-                    file::TOP_LEVEL_FIELDS.join("`, `")
-                )),
-            )),
+            // Any other field, alone in a file that has only it (and a version): the file type
+            // itself says what is wrong, unknown fields included — no list here to drift.
+            _ => {
+                let mut alone = Mapping::new();
+                if name != "version" {
+                    alone.insert("version".into(), 1.into());
+                }
+                alone.insert(k, v);
+                check::<ConfigFile>(Value::Mapping(alone), &root, &mut errors);
+            }
         }
     }
     if errors.is_empty() {
@@ -505,6 +497,18 @@ fn check<T: DeserializeOwned>(v: Value, path: &Path, errors: &mut Vec<ConfigErro
         .ok()
         .and_then(|text| serde_yaml_ng::from_str::<T>(&text).err());
     errors.push(parser_error(retried.as_ref().unwrap_or(&e), path, false));
+}
+
+/// `field: v` checked as the only field of a `T`, recording a failure under `base`.
+fn check_field<T: DeserializeOwned>(
+    field: Value,
+    v: Value,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut alone = Mapping::new();
+    alone.insert(field, v);
+    check::<T>(Value::Mapping(alone), base, errors);
 }
 
 /// Calls `f` on each entry of a mapping (or records that `v` is not one).
