@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::reload::{Reloaded, Reloader};
-use crate::snapshot::{KeySource, Snapshot, Throttle, weekday_name};
 use crate::usage::{self, UsageError};
 
 /// What the admin handlers share.
@@ -311,146 +310,8 @@ async fn update_usage(
 }
 
 async fn config(State(state): State<AdminState>) -> Response {
-    json_response(StatusCode::OK, redacted(&state.engine.snapshot()))
-}
-
-fn throttle(t: &Option<Throttle>) -> Value {
-    match t {
-        Some(t) => json!({"rate": t.rate, "burst": t.spec.burst}),
-        None => Value::Null,
-    }
-}
-
-/// The configuration in force, as JSON, without any key value or key hash.
-pub fn redacted(snap: &Snapshot) -> Value {
-    let mut apis = serde_json::Map::new();
-    let mut api_names: Vec<&String> = snap.apis.keys().collect();
-    api_names.sort();
-    for name in api_names {
-        let api = &snap.apis[name];
-        let mut stages = serde_json::Map::new();
-        let mut names: Vec<&String> = api.stages.keys().collect();
-        names.sort();
-        for sname in names {
-            let st = &api.stages[sname];
-            let methods: serde_json::Map<String, Value> = st
-                .methods
-                .iter()
-                .map(|m| {
-                    (
-                        m.name.to_string(),
-                        json!({"throttle": throttle(&m.throttle), "api_key_required": m.api_key_required}),
-                    )
-                })
-                .collect();
-            stages.insert(
-                sname.clone(),
-                json!({
-                    "throttle": throttle(&st.throttle),
-                    "api_key_required": st.api_key_required,
-                    "unknown_methods": st.unknown_methods.as_str(),
-                    "methods": methods,
-                }),
-            );
-        }
-        apis.insert(name.clone(), json!({"stages": stages}));
-    }
-    let plans: serde_json::Map<String, Value> = snap
-        .plans
-        .iter()
-        .map(|p| {
-            let api_stages: Vec<Value> = p
-                .stages
-                .iter()
-                .map(|(sid, methods)| {
-                    let st = snap.stage_by_id(*sid);
-                    let (api, stage) = st.map_or(("", ""), |s| (&*s.api, &*s.name));
-                    let throttles: serde_json::Map<String, Value> = methods
-                        .iter()
-                        .map(|(mi, t)| {
-                            let name = st
-                                .and_then(|s| s.methods.get(*mi))
-                                .map(|m| m.name.to_string())
-                                .unwrap_or_default();
-                            (name, throttle(&Some(*t)))
-                        })
-                        .collect();
-                    json!({"api": api, "stage": stage, "throttle": throttles})
-                })
-                .collect();
-            (
-                p.id.to_string(),
-                json!({
-                    "name": p.name,
-                    "description": p.description,
-                    "throttle": throttle(&p.throttle),
-                    "quota": p.quota.map(|q| json!({
-                        "limit": q.limit,
-                        "period": q.period.as_str(),
-                        "offset": q.offset,
-                        "starts_at": q.starts_at.map(|d| d.to_string()),
-                    })),
-                    "api_stages": api_stages,
-                }),
-            )
-        })
-        .collect();
-    let keys: Vec<Value> = snap
-        .keys
-        .iter()
-        .map(|k| {
-            json!({
-                "id": &*k.id,
-                "name": k.name.as_deref(),
-                "enabled": k.enabled,
-                "customer_id": k.customer_id.as_deref(),
-                "usage_plans": k.plans.iter().map(|&p| snap.plans[p as usize].id.to_string()).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let key_source = match &snap.key_source {
-        KeySource::Header(h) => json!({"header": h}),
-        KeySource::Metadata { namespace, path } => {
-            json!({"metadata": {"namespace": namespace, "path": path}})
-        }
-    };
-    json!({
-        "generation": snap.generation,
-        "account": {"throttle": throttle(&snap.account)},
-        "api_key_source": key_source,
-        "quota_week_start": weekday_name(snap.week_start),
-        "defaults": {"api": snap.default_api, "stage": snap.default_stage},
-        "responses": {
-            "rate_limit_headers": snap.rate_limit_headers.as_str(),
-            "forward_api_key": snap.forward_api_key,
-            "dynamic_metadata": snap.dynamic_metadata,
-        },
-        "rate_limit_service": {
-            "domain": snap.rls.domain,
-            "descriptor_keys": {
-                "api": snap.rls.api, "stage": snap.rls.stage, "api_key": snap.rls.api_key,
-                "method": snap.rls.method, "path": snap.rls.path, "host": snap.rls.host,
-            },
-        },
-        "apis": apis,
-        "domain_names": domain_names(snap),
-        "usage_plans": plans,
-        "api_keys": keys,
-    })
-}
-
-/// `domain_names` as the file writes them: base paths with their API and stage.
-fn domain_names(snap: &Snapshot) -> Value {
-    let mut out = serde_json::Map::new();
-    for (name, mappings) in snap.domains.list() {
-        let mappings: Vec<Value> = mappings
-            .into_iter()
-            .map(|(base, stage)| {
-                let base = if base.is_empty() { "(none)" } else { base };
-                json!({"base_path": base, "api": &*stage.api, "stage": &*stage.name})
-            })
-            .collect();
-        out.insert(name, json!({"base_path_mappings": mappings}));
-    }
-    Value::Object(out)
+    json_response(
+        StatusCode::OK,
+        crate::config::render::redacted(&state.engine.snapshot()),
+    )
 }

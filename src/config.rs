@@ -11,6 +11,7 @@ pub mod file;
 mod keys;
 pub mod load;
 pub mod location;
+pub mod render;
 mod split;
 
 pub use compile::{Compiled, compile};

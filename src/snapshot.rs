@@ -45,19 +45,6 @@ impl UnknownMethods {
     }
 }
 
-/// A weekday as the config file spells it (`quota_week_start: MONDAY`).
-pub fn weekday_name(day: chrono::Weekday) -> &'static str {
-    match day {
-        chrono::Weekday::Mon => "MONDAY",
-        chrono::Weekday::Tue => "TUESDAY",
-        chrono::Weekday::Wed => "WEDNESDAY",
-        chrono::Weekday::Thu => "THURSDAY",
-        chrono::Weekday::Fri => "FRIDAY",
-        chrono::Weekday::Sat => "SATURDAY",
-        chrono::Weekday::Sun => "SUNDAY",
-    }
-}
-
 /// With custom domain names, what a host none of them claims gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]

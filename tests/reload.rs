@@ -619,7 +619,7 @@ usage_plans:
     api_stages: [{ api: petstore, stage: prod }]
 "#;
     let c = plangate::config::load_str(text, None, std::path::Path::new(".")).unwrap();
-    let v = admin::redacted(&c.snapshot);
+    let v = plangate::config::render::redacted(&c.snapshot);
     assert_eq!(v["quota_week_start"], "SUNDAY");
     assert_eq!(v["responses"]["rate_limit_headers"], "x-ratelimit");
     assert_eq!(
@@ -751,4 +751,62 @@ fn a_reload_over_its_time_budget_keeps_the_configuration() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// What `GET /v1/config` shows is a file: written as YAML and loaded again it means the same,
+/// and it names what the file set (shadow mode, key sources, gateway responses, workloads).
+#[test]
+fn config_in_force_loads_back_as_the_same_configuration() {
+    let text = r#"
+version: 1
+api_key_source: { metadata: { namespace: envoy.filters.http.jwt_authn, path: [claims, key] } }
+workloads:
+  spiffe://cluster.local/ns/petstore/sa/petstore: { api: petstore, stage: prod }
+path_parameters: refuse
+gateway_responses: { THROTTLED: { status: 429, headers: { retry-after: "1" }, body: '{"m":$context.error.messageString}' } }
+apis:
+  petstore:
+    api_key_source: { header: x-petstore-key }
+    gateway_responses: { QUOTA_EXCEEDED: { status: 402 } }
+    stages:
+      prod:
+        enforce: false
+        throttle: { rate: 2.5, burst: 5 }
+        methods: { "/pets/GET": { throttle: { rate: 1, burst: 1 } }, "/health/GET": { api_key_required: false } }
+usage_plans:
+  gold:
+    enforce: false
+    name: Gold
+    throttle: { rate: 10, burst: 20 }
+    quota: { limit: 10, period: MONTH, offset: 2, starts_at: 2026-11-03 }
+    api_stages: [{ api: petstore, stage: prod, throttle: { "/pets/GET": { rate: 0.5, burst: 1 } } }]
+"#;
+    let first = plangate::config::load_str(text, None, std::path::Path::new(".")).unwrap();
+    let mut shown = plangate::config::render::redacted(&first.snapshot);
+    assert_eq!(
+        shown["apis"]["petstore"]["stages"]["prod"]["enforce"],
+        false
+    );
+    assert_eq!(shown["usage_plans"]["gold"]["enforce"], false);
+    assert_eq!(
+        shown["apis"]["petstore"]["api_key_source"]["header"],
+        "x-petstore-key"
+    );
+    assert_eq!(
+        shown["api_key_source"]["metadata"]["path"],
+        serde_json::json!(["claims", "key"])
+    );
+    assert_eq!(shown["gateway_responses"]["THROTTLED"]["status"], 429);
+    assert_eq!(
+        shown["apis"]["petstore"]["gateway_responses"]["QUOTA_EXCEEDED"]["status"],
+        402
+    );
+    shown.as_object_mut().unwrap().remove("generation");
+    let yaml = serde_yaml_ng::to_string(&shown).unwrap();
+    let second = plangate::config::load_str(&yaml, None, std::path::Path::new("."))
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    assert_eq!(
+        plangate::config::render::redacted(&second.snapshot),
+        plangate::config::render::redacted(&first.snapshot)
+    );
 }

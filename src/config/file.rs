@@ -19,46 +19,66 @@ pub use crate::snapshot::{RateLimitHeaders, UnknownMethods};
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub version: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<AccountFile>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_source: Option<ApiKeySourceFile>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_week_start: Option<Weekday>,
     /// The API and stage used when a request does not name them (Envoy `context_extensions`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<DefaultsFile>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub responses: Option<ResponsesFile>,
     /// How Envoy's RateLimitService requests name a request.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_service: Option<RateLimitServiceFile>,
-    #[serde(default, deserialize_with = "unique_keys")]
+    #[serde(
+        default,
+        deserialize_with = "unique_keys",
+        skip_serializing_if = "IndexMap::is_empty"
+    )]
     pub apis: IndexMap<String, ApiFile>,
     /// Custom domain names (AWS `DomainName`): which API stage a host and base path lead to.
-    #[serde(default, deserialize_with = "unique_keys")]
+    #[serde(
+        default,
+        deserialize_with = "unique_keys",
+        skip_serializing_if = "IndexMap::is_empty"
+    )]
     pub domain_names: IndexMap<String, DomainNameFile>,
     /// With `domain_names`: what a host no domain name claims gets — `refuse` (403, the
     /// default) or `defaults` (the `defaults` API stage).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown_hosts: Option<UnknownHosts>,
     /// Sidecars: the workload's own identity (Envoy's `destination.principal`, a SPIFFE id from
     /// the mesh certificate) → the API stage it serves. A client cannot choose it, as it can
     /// choose a Host header.
-    #[serde(default, deserialize_with = "unique_keys")]
+    #[serde(
+        default,
+        deserialize_with = "unique_keys",
+        skip_serializing_if = "IndexMap::is_empty"
+    )]
     pub workloads: IndexMap<String, WorkloadFile>,
     /// Path parameters (`/admin;jsessionid=1/x`): `strip` them from each segment before
     /// matching (the default: servlet containers serve `/admin/x`), or `refuse` the request.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_parameters: Option<PathParameters>,
-    #[serde(default, deserialize_with = "unique_keys")]
+    #[serde(
+        default,
+        deserialize_with = "unique_keys",
+        skip_serializing_if = "IndexMap::is_empty"
+    )]
     pub usage_plans: IndexMap<String, UsagePlanFile>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_keys: Vec<ApiKeyFile>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_keys_files: Vec<String>,
     /// Customised refusals (AWS `GatewayResponse`), by response type (`THROTTLED`, …).
-    #[serde(default, deserialize_with = "unique_keys")]
+    #[serde(
+        default,
+        deserialize_with = "unique_keys",
+        skip_serializing_if = "IndexMap::is_empty"
+    )]
     pub gateway_responses: IndexMap<String, GatewayResponseFile>,
 }
 
@@ -66,18 +86,22 @@ pub struct ConfigFile {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayResponseFile {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<i64>,
-    #[serde(default, deserialize_with = "unique_keys")]
+    #[serde(
+        default,
+        deserialize_with = "unique_keys",
+        skip_serializing_if = "IndexMap::is_empty"
+    )]
     pub headers: IndexMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountFile {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<ThrottleFile>,
 }
 
@@ -86,9 +110,9 @@ pub struct AccountFile {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThrottleFile {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<i64>,
 }
 
@@ -97,9 +121,9 @@ pub struct ThrottleFile {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeySourceFile {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<MetadataSourceFile>,
 }
 
@@ -113,9 +137,9 @@ pub struct MetadataSourceFile {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DefaultsFile {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
 }
 
@@ -125,14 +149,14 @@ pub struct DefaultsFile {
 pub struct ResponsesFile {
     /// Rate-limit headers on answers: `ietf` (`RateLimit-Policy` + `RateLimit`), `x-ratelimit`
     /// (`X-RateLimit-Limit/Remaining/Reset`) or `none`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_headers: Option<RateLimitHeaders>,
     /// Forward the client's API key header to the upstream (AWS does). Default true.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_api_key: Option<bool>,
     /// Attach dynamic metadata (key id, plan, outcome, …) to ext_authz answers for Envoy's
     /// access logs. Default true.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dynamic_metadata: Option<bool>,
 }
 
@@ -141,9 +165,9 @@ pub struct ResponsesFile {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitServiceFile {
     /// Default `plangate`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub descriptor_keys: Option<DescriptorKeysFile>,
 }
 
@@ -151,32 +175,40 @@ pub struct RateLimitServiceFile {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DescriptorKeysFile {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// The host (`:authority`), for custom domain names; used when `api`/`stage` are absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiFile {
-    #[serde(default, deserialize_with = "unique_keys")]
+    #[serde(
+        default,
+        deserialize_with = "unique_keys",
+        skip_serializing_if = "IndexMap::is_empty"
+    )]
     pub stages: IndexMap<String, StageFile>,
     /// Where this API's requests carry their key (AWS `apiKeySource` is a property of each
     /// API); the top-level `api_key_source` when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_source: Option<ApiKeySourceFile>,
     /// This API's customised refusals, before the top-level `gateway_responses`.
-    #[serde(default, deserialize_with = "unique_keys")]
+    #[serde(
+        default,
+        deserialize_with = "unique_keys",
+        skip_serializing_if = "IndexMap::is_empty"
+    )]
     pub gateway_responses: IndexMap<String, GatewayResponseFile>,
 }
 
@@ -194,7 +226,7 @@ pub use crate::snapshot::{PathParameters, UnknownHosts};
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DomainNameFile {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub base_path_mappings: Vec<BasePathMappingFile>,
 }
 
@@ -204,7 +236,7 @@ pub struct DomainNameFile {
 pub struct BasePathMappingFile {
     /// Leading path segment(s) without slashes at the ends (`v1`, `orders/v1`); `(none)`, empty
     /// or absent: the mapping of every path no other base path matches.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_path: Option<String>,
     pub api: String,
     pub stage: String,
@@ -214,26 +246,30 @@ pub struct BasePathMappingFile {
 #[serde(deny_unknown_fields)]
 pub struct StageFile {
     /// Default throttle of each method of the stage (one bucket per method, shared by all callers).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<ThrottleFile>,
     /// Keyed by `<path template>/<VERB>`, e.g. `/pets/{petId}/GET`, `//GET` for the root, `*` verb.
-    #[serde(default, deserialize_with = "unique_keys")]
+    #[serde(
+        default,
+        deserialize_with = "unique_keys",
+        skip_serializing_if = "IndexMap::is_empty"
+    )]
     pub methods: IndexMap<String, MethodFile>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_required: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown_methods: Option<UnknownMethods>,
     /// `false`: shadow mode for this stage — decide and charge, answer OK.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforce: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MethodFile {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<ThrottleFile>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_required: Option<bool>,
 }
 
@@ -241,17 +277,17 @@ pub struct MethodFile {
 #[serde(deny_unknown_fields)]
 pub struct UsagePlanFile {
     /// `false`: shadow mode for this plan — decide and charge, answer OK.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforce: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<ThrottleFile>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaFile>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_stages: Vec<ApiStageFile>,
 }
 
@@ -260,11 +296,11 @@ pub struct UsagePlanFile {
 pub struct QuotaFile {
     pub limit: i64,
     pub period: Period,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub offset: i64,
     /// The day the plan's first quota period is counted from; `offset` applies to the period that
     /// contains it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starts_at: Option<chrono::NaiveDate>,
 }
 
@@ -288,7 +324,11 @@ pub struct ApiStageFile {
     pub api: String,
     pub stage: String,
     /// Per-method throttles of this plan on this stage, keyed like the stage's `methods`.
-    #[serde(default, deserialize_with = "unique_keys")]
+    #[serde(
+        default,
+        deserialize_with = "unique_keys",
+        skip_serializing_if = "IndexMap::is_empty"
+    )]
     pub throttle: IndexMap<String, ThrottleFile>,
 }
 
@@ -296,24 +336,32 @@ pub struct ApiStageFile {
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyFile {
     pub id: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Secret>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_sha256: Option<String>,
-    #[serde(default = "default_true")]
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub enabled: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub usage_plans: Vec<String>,
 }
 
 fn default_true() -> bool {
     true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// A secret string (an API key value). Its `Debug` is redacted and its deserialization errors

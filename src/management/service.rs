@@ -10,7 +10,6 @@ use tonic::{Request, Response, Status};
 
 use super::pb;
 use super::pb::management_server::Management;
-use crate::admin;
 use crate::clock::{NANOS_PER_SEC, Nanos};
 use crate::engine::{Decision, Engine, LimitConfig, Outcome};
 use crate::metrics::{Metrics, Watched};
@@ -349,7 +348,7 @@ impl Management for ManagementService {
             usage_plans: count(snap.plans.len()),
             api_keys: count(snap.keys.len()),
             domain_names: count(snap.domains.list().len()),
-            redacted_json: admin::redacted(&snap).to_string(),
+            redacted_json: crate::config::render::redacted(&snap).to_string(),
         }))
     }
 
