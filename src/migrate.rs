@@ -20,7 +20,11 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use serde_json::Value as Json;
-use serde_yaml_ng::{Mapping, Value as Yaml};
+
+use crate::config::file::{
+    ApiFile, ApiKeyFile, ApiStageFile, ConfigFile, GatewayResponseFile, MethodFile, QuotaFile,
+    StageFile, ThrottleFile, UsagePlanFile,
+};
 
 use crate::snapshot::responses::ResponseType;
 
@@ -85,18 +89,12 @@ struct Cx<'d> {
     warnings: Vec<String>,
 }
 
-/// A throttle: (rate per second, burst); either may be absent, as in AWS.
-type Throttle = (Option<f64>, Option<i64>);
-
-/// A method: (API key required, throttle).
-type Method = (Option<bool>, Option<Throttle>);
-
 /// A stage being built.
 #[derive(Default)]
 struct Stage {
-    throttle: Option<Throttle>,
-    /// `/pets/GET` → (api key required, throttle).
-    methods: IndexMap<String, Method>,
+    throttle: Option<ThrottleFile>,
+    /// `/pets/GET` → its key requirement and throttle.
+    methods: IndexMap<String, MethodFile>,
     /// Whether the API's resources were exported (then unlisted methods are forbidden, as AWS
     /// answers them: Missing Authentication Token).
     resources_known: bool,
@@ -112,7 +110,7 @@ struct Api {
     /// Whether the API's resources were exported.
     resources_known: bool,
     /// Customised gateway responses (from get-gateway-responses), as configuration.
-    gateway_responses: Mapping,
+    gateway_responses: IndexMap<String, GatewayResponseFile>,
 }
 
 impl Api {
@@ -122,7 +120,13 @@ impl Api {
             methods: self
                 .methods
                 .iter()
-                .map(|(k, r)| (k.clone(), (*r, None)))
+                .map(|(k, r)| {
+                    let m = MethodFile {
+                        api_key_required: *r,
+                        throttle: None,
+                    };
+                    (k.clone(), m)
+                })
                 .collect(),
             resources_known: self.resources_known,
             ..Stage::default()
@@ -239,7 +243,7 @@ impl Cx<'_> {
         path: &str,
         v: &Json,
         (rate_key, burst_key): (&str, &str),
-    ) -> Option<Throttle> {
+    ) -> Option<ThrottleFile> {
         let rate = match v.get(rate_key) {
             None | Some(Json::Null) => None,
             Some(r) => match r.as_f64() {
@@ -260,7 +264,7 @@ impl Cx<'_> {
                 }
             },
         };
-        (rate.is_some() || burst.is_some()).then_some((rate, burst))
+        (rate.is_some() || burst.is_some()).then_some(ThrottleFile { rate, burst })
     }
 
     fn run(&mut self) -> Option<Imported> {
@@ -270,271 +274,45 @@ impl Cx<'_> {
         let (apis_file, apis_json) = apis_json?;
         let (plans_file, plans_json) = plans_json?;
         let (keys_file, keys_json) = keys_json?;
-
-        // APIs, their stages and methods.
-        let mut apis: Vec<Api> = Vec::new();
-        let root = At {
-            file: &apis_file,
-            path: "$",
-            v: &apis_json,
-        };
-        for (path, a) in self.list(root, "items") {
-            let Some(id) = self.string(&apis_file, &path, a, "id") else {
-                continue;
-            };
-            if let Some(src) = self.opt_string(&apis_file, &path, a, "apiKeySource")
-                && src != "HEADER"
-            {
-                self.warnings.push(format!(
-                    "API {id} reads keys from {src}: plangate reads the `x-api-key` header; with an authorizer, set `apis.{id}.api_key_source: {{ metadata: … }}` in plans.yaml to where Envoy puts the key"
-                ));
-            }
-            let api = self.api(&id);
-            apis.push(api);
-        }
-
-        // Usage plans.
-        let mut plans = Mapping::new();
-        let mut plan_ids: Vec<String> = Vec::new();
-        let root = At {
-            file: &plans_file,
-            path: "$",
-            v: &plans_json,
-        };
-        for (path, p) in self.list(root, "items") {
-            let Some(id) = self.string(&plans_file, &path, p, "id") else {
-                continue;
-            };
-            let mut plan = Mapping::new();
-            if let Some(n) = self.opt_string(&plans_file, &path, p, "name") {
-                plan.insert("name".into(), n.into());
-            }
-            if let Some(d) = self.opt_string(&plans_file, &path, p, "description") {
-                plan.insert("description".into(), d.into());
-            }
-            if let Some(t) = p.get("throttle").filter(|t| !t.is_null()) {
-                let tp = format!("{path}.throttle");
-                if let Some(t) = self.throttle(&plans_file, &tp, t, ("rateLimit", "burstLimit")) {
-                    plan.insert("throttle".into(), throttle_yaml(t));
-                }
-            }
-            if let Some(q) = p.get("quota").filter(|q| !q.is_null()) {
-                let qp = format!("{path}.quota");
-                let limit = q.get("limit").and_then(Json::as_i64);
-                let period = q.get("period").and_then(Json::as_str);
-                match (limit, period) {
-                    (Some(limit), Some(period @ ("DAY" | "WEEK" | "MONTH"))) => {
-                        let mut quota = Mapping::new();
-                        quota.insert("limit".into(), limit.into());
-                        quota.insert("period".into(), period.into());
-                        if let Some(offset) = q.get("offset").and_then(Json::as_i64)
-                            && offset != 0
-                        {
-                            self.warnings.push(format!(
-                                "usage plan {id}: quota offset {offset} not imported (AWS subtracts it in the plan's initial period, which is over for a plan that runs on AWS; for a plan still in its first period, add `offset` with that period's first day as `starts_at`)"
-                            ));
-                        }
-                        plan.insert("quota".into(), Yaml::Mapping(quota));
-                    }
-                    _ => self.invalid(
-                        &plans_file,
-                        qp,
-                        "needs `limit` (a whole number) and `period` (DAY, WEEK or MONTH)",
-                    ),
-                }
-            }
-            let mut stages = Vec::new();
-            let stages_json = self.list(
-                At {
-                    file: &plans_file,
-                    path: &path,
-                    v: p,
-                },
-                "apiStages",
-            );
-            for (sp, s) in stages_json {
-                let (Some(api_id), Some(stage)) = (
-                    self.string(&plans_file, &sp, s, "apiId"),
-                    self.string(&plans_file, &sp, s, "stage"),
-                ) else {
-                    continue;
-                };
-                let Some(api) = apis.iter_mut().find(|a| a.id == api_id) else {
-                    self.invalid(
-                        &plans_file,
-                        format!("{sp}.apiId"),
-                        format!("API `{api_id}` is not in get-rest-apis.json"),
-                    );
-                    continue;
-                };
-                if !api.stages.contains_key(&stage) {
-                    if api.stages_known {
-                        self.invalid(
-                            &plans_file,
-                            format!("{sp}.stage"),
-                            format!("stage `{stage}` is not in get-stages/{api_id}.json"),
-                        );
-                        continue;
-                    }
-                    let new = api.new_stage();
-                    api.stages.insert(stage.clone(), new);
-                }
-                let mut entry = Mapping::new();
-                entry.insert("api".into(), api_id.clone().into());
-                entry.insert("stage".into(), stage.clone().into());
-                let mut fine = Mapping::new();
-                if let Some(Json::Object(m)) = s.get("throttle") {
-                    for (method, t) in m {
-                        let mp = format!("{sp}.throttle[\"{method}\"]");
-                        let Some(t) =
-                            self.throttle(&plans_file, &mp, t, ("rateLimit", "burstLimit"))
-                        else {
-                            continue;
-                        };
-                        let st = api.stages.get_mut(&stage)?;
-                        if !st.methods.contains_key(method) {
-                            if st.resources_known {
-                                self.invalid(
-                                    &plans_file,
-                                    mp,
-                                    format!(
-                                        "method `{method}` is not in get-resources/{api_id}.json"
-                                    ),
-                                );
-                                continue;
-                            }
-                            st.methods.insert(method.clone(), (None, None));
-                        }
-                        fine.insert(method.clone().into(), throttle_yaml(t));
-                    }
-                }
-                if !fine.is_empty() {
-                    entry.insert("throttle".into(), Yaml::Mapping(fine));
-                }
-                stages.push(Yaml::Mapping(entry));
-            }
-            plan.insert("api_stages".into(), Yaml::Sequence(stages));
-            plans.insert(id.clone().into(), Yaml::Mapping(plan));
-            plan_ids.push(id);
-        }
-
-        // Keys, and the plans each belongs to.
-        let mut members: IndexMap<String, Vec<String>> = IndexMap::new();
-        for plan in &plan_ids {
-            let rel = format!("get-usage-plan-keys/{plan}.json");
-            let Some((file, v)) = self.read(&rel, Some(&format!("usage plan {plan} gets no keys")))
-            else {
-                continue;
-            };
-            let root = At {
-                file: &file,
-                path: "$",
-                v: &v,
-            };
-            for (path, k) in self.list(root, "items") {
-                if let Some(id) = self.string(&file, &path, k, "id") {
-                    members.entry(id).or_default().push(plan.clone());
-                }
-            }
-        }
-        let mut keys = Vec::new();
-        let mut key_ids = std::collections::HashSet::new();
-        let root = At {
-            file: &keys_file,
-            path: "$",
-            v: &keys_json,
-        };
-        for (path, k) in self.list(root, "items") {
-            let Some(id) = self.string(&keys_file, &path, k, "id") else {
-                continue;
-            };
-            let value = match k.get("value") {
-                Some(Json::String(v)) if !v.is_empty() => v,
-                _ => {
-                    self.invalid(
-                        &keys_file,
-                        format!("{path}.value"),
-                        "is missing: export the keys with `aws apigateway get-api-keys --include-values`",
-                    );
-                    continue;
-                }
-            };
-            let mut key = Mapping::new();
-            key.insert("id".into(), id.clone().into());
-            if let Some(n) = self.opt_string(&keys_file, &path, k, "name") {
-                key.insert("name".into(), n.into());
-            }
-            if let Some(d) = self.opt_string(&keys_file, &path, k, "description") {
-                key.insert("description".into(), d.into());
-            }
-            if let Some(c) = self.opt_string(&keys_file, &path, k, "customerId") {
-                key.insert("customer_id".into(), c.into());
-            }
-            match k.get("enabled") {
-                None | Some(Json::Null) | Some(Json::Bool(true)) => {}
-                Some(Json::Bool(false)) => {
-                    key.insert("enabled".into(), false.into());
-                }
-                Some(_) => self.invalid(
-                    &keys_file,
-                    format!("{path}.enabled"),
-                    "is not true or false",
-                ),
-            }
-            key.insert(
-                "value_sha256".into(),
-                hex::encode(crate::snapshot::hash_key(value)).into(),
-            );
-            let in_plans: Vec<Yaml> = members
-                .get(&id)
-                .map(|p| p.iter().map(|p| Yaml::from(p.clone())).collect())
-                .unwrap_or_default();
-            key.insert("usage_plans".into(), Yaml::Sequence(in_plans));
-            key_ids.insert(id);
-            keys.push(Yaml::Mapping(key));
-        }
-        for (id, in_plans) in &members {
-            if !key_ids.contains(id) {
-                let plan = &in_plans[0];
-                self.invalid(
-                    &self.dir.join(format!("get-usage-plan-keys/{plan}.json")),
-                    "$.items",
-                    format!("key `{id}` is not in get-api-keys.json"),
-                );
-            }
-        }
-
+        let mut apis = self.apis(&apis_file, &apis_json);
+        let plans = self.plans(&plans_file, &plans_json, &mut apis);
+        let keys = self.keys(&keys_file, &keys_json, &plans);
         let counts = (
             apis.len(),
             apis.iter().map(|a| a.stages.len()).sum(),
-            plan_ids.len(),
+            plans.len(),
             keys.len(),
         );
-        let mut doc = Mapping::new();
-        doc.insert("version".into(), 1.into());
-        let mut apis_yaml = Mapping::new();
-        for a in &apis {
-            let mut stages = Mapping::new();
-            for (name, s) in &a.stages {
-                stages.insert(name.clone().into(), Yaml::Mapping(stage_yaml(s)));
-            }
-            let mut api = Mapping::new();
-            if !a.gateway_responses.is_empty() {
-                api.insert(
-                    "gateway_responses".into(),
-                    Yaml::Mapping(a.gateway_responses.clone()),
-                );
-            }
-            api.insert("stages".into(), Yaml::Mapping(stages));
-            apis_yaml.insert(a.id.clone().into(), Yaml::Mapping(api));
-        }
-        doc.insert("apis".into(), Yaml::Mapping(apis_yaml));
-        doc.insert("usage_plans".into(), Yaml::Mapping(plans));
-        doc.insert("api_keys".into(), Yaml::Sequence(keys));
+        let doc = ConfigFile {
+            version: 1,
+            apis: apis
+                .iter()
+                .map(|a| {
+                    let api = ApiFile {
+                        stages: a
+                            .stages
+                            .iter()
+                            .map(|(n, s)| (n.clone(), stage_file(s)))
+                            .collect(),
+                        gateway_responses: a.gateway_responses.clone(),
+                        ..ApiFile::default()
+                    };
+                    (a.id.clone(), api)
+                })
+                .collect(),
+            usage_plans: plans,
+            api_keys: keys,
+            ..ConfigFile::default()
+        };
         if !self.errors.is_empty() {
             return None;
         }
-        let body = match serde_yaml_ng::to_string(&Yaml::Mapping(doc)) {
+        self.write(doc, counts)
+    }
+
+    /// The configuration as text, checked by the loader.
+    fn write(&mut self, doc: ConfigFile, counts: (usize, usize, usize, usize)) -> Option<Imported> {
+        let body = match serde_yaml_ng::to_string(&doc) {
             Ok(b) => b,
             Err(e) => {
                 self.errors.push(ImportError::Output(e.to_string()));
@@ -555,6 +333,259 @@ impl Cx<'_> {
         })
     }
 
+    /// The APIs, with their stages and methods.
+    fn apis(&mut self, file: &Path, json: &Json) -> Vec<Api> {
+        let mut apis = Vec::new();
+        let root = At {
+            file,
+            path: "$",
+            v: json,
+        };
+        for (path, a) in self.list(root, "items") {
+            let Some(id) = self.string(file, &path, a, "id") else {
+                continue;
+            };
+            if let Some(src) = self.opt_string(file, &path, a, "apiKeySource")
+                && src != "HEADER"
+            {
+                self.warnings.push(format!(
+                    "API {id} reads keys from {src}: plangate reads the `x-api-key` header; with an authorizer, set `apis.{id}.api_key_source: {{ metadata: … }}` in plans.yaml to where Envoy puts the key"
+                ));
+            }
+            let api = self.api(&id);
+            apis.push(api);
+        }
+        apis
+    }
+
+    /// The usage plans, by id. A stage a plan names that the export does not list is created
+    /// in `apis` (when the API's stages were not exported).
+    fn plans(
+        &mut self,
+        file: &Path,
+        json: &Json,
+        apis: &mut [Api],
+    ) -> IndexMap<String, UsagePlanFile> {
+        let mut plans = IndexMap::new();
+        let root = At {
+            file,
+            path: "$",
+            v: json,
+        };
+        for (path, p) in self.list(root, "items") {
+            let Some(id) = self.string(file, &path, p, "id") else {
+                continue;
+            };
+            let at = At {
+                file,
+                path: &path,
+                v: p,
+            };
+            let plan = UsagePlanFile {
+                enforce: None,
+                name: self.opt_string(file, &path, p, "name"),
+                description: self.opt_string(file, &path, p, "description"),
+                throttle: p.get("throttle").filter(|t| !t.is_null()).and_then(|t| {
+                    let tp = format!("{path}.throttle");
+                    self.throttle(file, &tp, t, ("rateLimit", "burstLimit"))
+                }),
+                quota: self.quota(at, &id),
+                api_stages: self.plan_stages(at, apis),
+            };
+            plans.insert(id, plan);
+        }
+        plans
+    }
+
+    /// A plan's quota; AWS's `offset` is not imported (a warning says why).
+    fn quota(&mut self, plan: At<'_>, id: &str) -> Option<QuotaFile> {
+        let q = plan.v.get("quota").filter(|q| !q.is_null())?;
+        let limit = q.get("limit").and_then(Json::as_i64);
+        let period = q.get("period").and_then(Json::as_str);
+        let period = match (limit, period) {
+            (Some(_), Some("DAY")) => crate::limit::Period::Day,
+            (Some(_), Some("WEEK")) => crate::limit::Period::Week,
+            (Some(_), Some("MONTH")) => crate::limit::Period::Month,
+            _ => {
+                self.invalid(
+                    plan.file,
+                    format!("{}.quota", plan.path),
+                    "needs `limit` (a whole number) and `period` (DAY, WEEK or MONTH)",
+                );
+                return None;
+            }
+        };
+        if let Some(offset) = q.get("offset").and_then(Json::as_i64)
+            && offset != 0
+        {
+            self.warnings.push(format!(
+                "usage plan {id}: quota offset {offset} not imported (AWS subtracts it in the plan's initial period, which is over for a plan that runs on AWS; for a plan still in its first period, add `offset` with that period's first day as `starts_at`)"
+            ));
+        }
+        Some(QuotaFile {
+            limit: limit?,
+            period,
+            offset: 0,
+            starts_at: None,
+        })
+    }
+
+    /// A plan's API stages, with their per-method throttles.
+    fn plan_stages(&mut self, plan: At<'_>, apis: &mut [Api]) -> Vec<ApiStageFile> {
+        let file = plan.file;
+        let mut stages = Vec::new();
+        for (sp, s) in self.list(plan, "apiStages") {
+            let (Some(api_id), Some(stage)) = (
+                self.string(file, &sp, s, "apiId"),
+                self.string(file, &sp, s, "stage"),
+            ) else {
+                continue;
+            };
+            let Some(api) = apis.iter_mut().find(|a| a.id == api_id) else {
+                self.invalid(
+                    file,
+                    format!("{sp}.apiId"),
+                    format!("API `{api_id}` is not in get-rest-apis.json"),
+                );
+                continue;
+            };
+            if !api.stages.contains_key(&stage) {
+                if api.stages_known {
+                    self.invalid(
+                        file,
+                        format!("{sp}.stage"),
+                        format!("stage `{stage}` is not in get-stages/{api_id}.json"),
+                    );
+                    continue;
+                }
+                let new = api.new_stage();
+                api.stages.insert(stage.clone(), new);
+            }
+            let mut throttle = IndexMap::new();
+            if let Some(Json::Object(m)) = s.get("throttle") {
+                for (method, t) in m {
+                    let mp = format!("{sp}.throttle[\"{method}\"]");
+                    let Some(t) = self.throttle(file, &mp, t, ("rateLimit", "burstLimit")) else {
+                        continue;
+                    };
+                    let Some(st) = api.stages.get_mut(&stage) else {
+                        continue;
+                    };
+                    if !st.methods.contains_key(method) {
+                        if st.resources_known {
+                            self.invalid(
+                                file,
+                                mp,
+                                format!("method `{method}` is not in get-resources/{api_id}.json"),
+                            );
+                            continue;
+                        }
+                        st.methods.insert(method.clone(), MethodFile::default());
+                    }
+                    throttle.insert(method.clone(), t);
+                }
+            }
+            stages.push(ApiStageFile {
+                api: api_id,
+                stage,
+                throttle,
+            });
+        }
+        stages
+    }
+
+    /// The keys, each with the plans it belongs to (from get-usage-plan-keys).
+    fn keys(
+        &mut self,
+        file: &Path,
+        json: &Json,
+        plans: &IndexMap<String, UsagePlanFile>,
+    ) -> Vec<ApiKeyFile> {
+        let mut members: IndexMap<String, Vec<String>> = IndexMap::new();
+        for plan in plans.keys() {
+            let rel = format!("get-usage-plan-keys/{plan}.json");
+            let Some((pfile, v)) =
+                self.read(&rel, Some(&format!("usage plan {plan} gets no keys")))
+            else {
+                continue;
+            };
+            let root = At {
+                file: &pfile,
+                path: "$",
+                v: &v,
+            };
+            for (path, k) in self.list(root, "items") {
+                if let Some(id) = self.string(&pfile, &path, k, "id") {
+                    members.entry(id).or_default().push(plan.clone());
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        let root = At {
+            file,
+            path: "$",
+            v: json,
+        };
+        for (path, k) in self.list(root, "items") {
+            if let Some(key) = self.key(file, &path, k, &members) {
+                keys.push(key);
+            }
+        }
+        let ids: std::collections::HashSet<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+        for (id, in_plans) in &members {
+            if !ids.contains(id.as_str()) {
+                self.invalid(
+                    &self
+                        .dir
+                        .join(format!("get-usage-plan-keys/{}.json", in_plans[0])),
+                    "$.items",
+                    format!("key `{id}` is not in get-api-keys.json"),
+                );
+            }
+        }
+        keys
+    }
+
+    /// One key of get-api-keys.json, its value as a digest.
+    fn key(
+        &mut self,
+        file: &Path,
+        path: &str,
+        k: &Json,
+        members: &IndexMap<String, Vec<String>>,
+    ) -> Option<ApiKeyFile> {
+        let id = self.string(file, path, k, "id")?;
+        let value = match k.get("value") {
+            Some(Json::String(v)) if !v.is_empty() => v,
+            _ => {
+                self.invalid(
+                    file,
+                    format!("{path}.value"),
+                    "is missing: export the keys with `aws apigateway get-api-keys --include-values`",
+                );
+                return None;
+            }
+        };
+        let enabled = match k.get("enabled") {
+            None | Some(Json::Null) | Some(Json::Bool(true)) => true,
+            Some(Json::Bool(false)) => false,
+            Some(_) => {
+                self.invalid(file, format!("{path}.enabled"), "is not true or false");
+                true
+            }
+        };
+        Some(ApiKeyFile {
+            name: self.opt_string(file, path, k, "name"),
+            description: self.opt_string(file, path, k, "description"),
+            customer_id: self.opt_string(file, path, k, "customerId"),
+            value: None,
+            value_sha256: Some(hex::encode(crate::snapshot::hash_key(value))),
+            enabled,
+            usage_plans: members.get(&id).cloned().unwrap_or_default(),
+            id,
+        })
+    }
+
     /// One API: its stages (from get-stages) and methods (from get-resources).
     fn api(&mut self, id: &str) -> Api {
         let mut api = Api {
@@ -563,7 +594,7 @@ impl Cx<'_> {
             stages_known: false,
             methods: IndexMap::new(),
             resources_known: false,
-            gateway_responses: Mapping::new(),
+            gateway_responses: IndexMap::new(),
         };
         self.gateway_responses(&mut api);
         // Methods first: every stage gets them.
@@ -659,11 +690,15 @@ impl Cx<'_> {
                         .rsplit_once('/')
                         .map(|(resource, _)| format!("{resource}/ANY"))
                         .filter(|a| *a != method)
-                        .and_then(|a| stage.methods.get(&a).map(|m| m.0));
+                        .and_then(|a| stage.methods.get(&a).map(|m| m.api_key_required));
                     match (stage.methods.get_mut(&method), any) {
-                        (Some(m), _) => m.1 = t,
+                        (Some(m), _) => m.throttle = t,
                         (None, _) if !api.resources_known => {
-                            stage.methods.insert(method, (None, t));
+                            let m = MethodFile {
+                                api_key_required: None,
+                                throttle: t,
+                            };
+                            stage.methods.insert(method, m);
                         }
                         // A per-verb setting on an `ANY`-only resource (what
                         // serverless-api-gateway-throttling writes): that verb of `ANY` gets the
@@ -675,7 +710,11 @@ impl Cx<'_> {
                                  its throttle applies to that verb (a method of its own)",
                                 file.display()
                             ));
-                            stage.methods.insert(method, (required, t));
+                            let m = MethodFile {
+                                api_key_required: required,
+                                throttle: t,
+                            };
+                            stage.methods.insert(method, m);
                         }
                         (None, None) => self.warnings.push(format!(
                             "{}: {mp}: method `{method}` is not in get-resources/{id}.json (a setting left behind by a deleted method?); skipped",
@@ -719,18 +758,15 @@ impl Cx<'_> {
                 ));
                 continue;
             }
-            let mut out = Mapping::new();
+            let mut out = GatewayResponseFile::default();
             if let Some(code) = self.opt_string(&file, &path, r, "statusCode") {
                 match code.parse::<i64>() {
-                    Ok(c) => {
-                        out.insert("status".into(), c.into());
-                    }
+                    Ok(c) => out.status = Some(c),
                     Err(_) => {
                         self.invalid(&file, format!("{path}.statusCode"), "is not a status code")
                     }
                 }
             }
-            let mut headers = Mapping::new();
             if let Some(Json::Object(params)) = r.get("responseParameters") {
                 for (k, v) in params {
                     let Some(name) = k.strip_prefix("gatewayresponse.header.") else {
@@ -740,7 +776,7 @@ impl Cx<'_> {
                     // imported.
                     match v.as_str().and_then(|v| v.strip_prefix('\'')?.strip_suffix('\'')) {
                         Some(value) => {
-                            headers.insert(name.into(), value.into());
+                            out.headers.insert(name.to_owned(), value.to_owned());
                         }
                         None => self.warnings.push(format!(
                             "{}: {path}.responseParameters[\"{k}\"]: only static ('quoted') header values are imported; skipped",
@@ -749,18 +785,13 @@ impl Cx<'_> {
                     }
                 }
             }
-            if !headers.is_empty() {
-                out.insert("headers".into(), Yaml::Mapping(headers));
-            }
             if let Some(Json::Object(templates)) = r.get("responseTemplates") {
                 let body = templates
                     .get("application/json")
                     .or_else(|| templates.values().next())
                     .and_then(Json::as_str);
                 match body.map(|b| (b, crate::snapshot::responses::unsupported_variable(b))) {
-                    Some((b, None)) => {
-                        out.insert("body".into(), b.into());
-                    }
+                    Some((b, None)) => out.body = Some(b.to_owned()),
                     // A template plangate cannot fill in is left out (the built-in body
                     // answers), never sent with its variables as written.
                     Some((_, Some(v))) => self.warnings.push(format!(
@@ -770,7 +801,7 @@ impl Cx<'_> {
                     None => {}
                 }
             }
-            api.gateway_responses.insert(t.into(), Yaml::Mapping(out));
+            api.gateway_responses.insert(t, out);
         }
     }
 }
@@ -798,46 +829,16 @@ fn settings_key(key: &str) -> Option<String> {
     Some(method_key(&path, verb))
 }
 
-fn throttle_yaml((rate, burst): Throttle) -> Yaml {
-    let mut t = Mapping::new();
-    if let Some(rate) = rate {
-        // Whole rates are written as whole numbers (`rate: 10`, not `rate: 10.0`).
-        if rate.fract() == 0.0 && rate.abs() < 1e15 {
-            t.insert("rate".into(), (rate as i64).into());
-        } else {
-            t.insert("rate".into(), rate.into());
-        }
-    }
-    if let Some(burst) = burst {
-        t.insert("burst".into(), burst.into());
-    }
-    Yaml::Mapping(t)
-}
-
-fn stage_yaml(s: &Stage) -> Mapping {
-    let mut m = Mapping::new();
-    if let Some(t) = s.throttle {
-        m.insert("throttle".into(), throttle_yaml(t));
-    }
-    if s.resources_known {
+fn stage_file(s: &Stage) -> StageFile {
+    StageFile {
+        throttle: s.throttle,
+        methods: s.methods.clone(),
         // AWS answers a resource or verb that does not exist with Missing Authentication Token.
-        m.insert("unknown_methods".into(), "forbid".into());
+        unknown_methods: s
+            .resources_known
+            .then_some(crate::snapshot::UnknownMethods::Forbid),
+        ..StageFile::default()
     }
-    let mut methods = Mapping::new();
-    for (k, (required, t)) in &s.methods {
-        let mut method = Mapping::new();
-        if let Some(r) = required {
-            method.insert("api_key_required".into(), (*r).into());
-        }
-        if let Some(t) = t {
-            method.insert("throttle".into(), throttle_yaml(*t));
-        }
-        methods.insert(k.clone().into(), Yaml::Mapping(method));
-    }
-    if !methods.is_empty() {
-        m.insert("methods".into(), Yaml::Mapping(methods));
-    }
-    m
 }
 
 /// The largest export file read (AWS's list of a million keys is some 300 MB).

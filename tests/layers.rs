@@ -3,7 +3,7 @@
 //!
 //! - every library module has a layer in `src/lib.rs`'s table, the one source of the order;
 //! - no module imports a layer above its own, or another module of its own layer;
-//! - nothing below the configuration reads the file format (`config::file`);
+//! - only the configuration reads the file format (`config::file`), and the importer writes it;
 //! - no two files import each other, directly or through others;
 //! - `main.rs` stays a `main()`, at most 150 lines.
 //!
@@ -350,14 +350,17 @@ fn a_module_added_without_a_layer_is_caught() {
 }
 
 #[test]
-fn only_the_configuration_reads_the_file_format() {
+fn only_the_configuration_and_the_importer_use_the_file_format() {
     let g = graph();
     let wrong: Vec<String> = g
         .refs
         .iter()
         .filter(|(file, path)| {
             path.starts_with(&["config".to_owned(), "file".to_owned()])
-                && module_of(file).first().is_none_or(|m| m != "config")
+                // `migrate` writes files (import-aws): in the file's own types.
+                && module_of(file)
+                    .first()
+                    .is_none_or(|m| m != "config" && m != "migrate")
         })
         .map(|(file, path)| format!("{} uses {}", rel(file), path.join("::")))
         .collect();

@@ -110,7 +110,11 @@ pub struct AccountFile {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThrottleFile {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "whole_rate"
+    )]
     pub rate: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<i64>,
@@ -362,6 +366,15 @@ fn is_true(b: &bool) -> bool {
 
 fn is_zero(n: &i64) -> bool {
     *n == 0
+}
+
+/// Whole rates as whole numbers (`rate: 10`, not `rate: 10.0`).
+fn whole_rate<S: serde::Serializer>(rate: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match rate {
+        Some(r) if r.fract() == 0.0 && r.abs() < 1e15 => s.serialize_i64(*r as i64),
+        Some(r) => s.serialize_f64(*r),
+        None => s.serialize_none(),
+    }
 }
 
 /// A secret string (an API key value). Its `Debug` is redacted and its deserialization errors
