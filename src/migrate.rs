@@ -598,6 +598,14 @@ impl Cx<'_> {
         };
         self.gateway_responses(&mut api);
         // Methods first: every stage gets them.
+        self.methods(&mut api);
+        self.stages(&mut api);
+        api
+    }
+
+    /// The API's methods and whether each needs a key, from get-resources (embedded methods).
+    fn methods(&mut self, api: &mut Api) {
+        let id = api.id.clone();
         let resources = self.read(
             &format!("get-resources/{id}.json"),
             Some(&format!(
@@ -648,6 +656,11 @@ impl Cx<'_> {
                 );
             }
         }
+    }
+
+    /// The API's stages with their throttles, from get-stages.
+    fn stages(&mut self, api: &mut Api) {
+        let id = api.id.clone();
         let stages = self.read(
             &format!("get-stages/{id}.json"),
             Some(&format!(
@@ -655,7 +668,7 @@ impl Cx<'_> {
             )),
         );
         let Some((file, v)) = stages else {
-            return api;
+            return;
         };
         api.stages_known = true;
         let root = At {
@@ -668,30 +681,40 @@ impl Cx<'_> {
                 continue;
             };
             let mut stage = api.new_stage();
-            if let Some(Json::Object(settings)) = s.get("methodSettings") {
-                for (key, ms) in settings {
-                    let mp = format!("{path}.methodSettings[\"{key}\"]");
-                    let t = self.throttle(
-                        &file,
-                        &mp,
-                        ms,
-                        ("throttlingRateLimit", "throttlingBurstLimit"),
-                    );
-                    if key == "*/*" {
-                        stage.throttle = t;
-                        continue;
-                    }
-                    let Some(method) = settings_key(key) else {
-                        self.invalid(&file, mp, "is not `*/*` or `<resource path>/<VERB>`");
-                        continue;
-                    };
-                    // The resource's `ANY` method, when the setting names a verb it serves.
-                    let any = method
-                        .rsplit_once('/')
-                        .map(|(resource, _)| format!("{resource}/ANY"))
-                        .filter(|a| *a != method)
-                        .and_then(|a| stage.methods.get(&a).map(|m| m.api_key_required));
-                    match (stage.methods.get_mut(&method), any) {
+            self.method_settings(api, &mut stage, &file, &path, s);
+            api.stages.insert(name, stage);
+        }
+    }
+
+    /// A stage's `methodSettings`: the stage throttle (`*/*`) and per-method throttles.
+    fn method_settings(&mut self, api: &Api, stage: &mut Stage, file: &Path, path: &str, s: &Json) {
+        let id = &api.id;
+        let Some(Json::Object(settings)) = s.get("methodSettings") else {
+            return;
+        };
+        for (key, ms) in settings {
+            let mp = format!("{path}.methodSettings[\"{key}\"]");
+            let t = self.throttle(
+                file,
+                &mp,
+                ms,
+                ("throttlingRateLimit", "throttlingBurstLimit"),
+            );
+            if key == "*/*" {
+                stage.throttle = t;
+                continue;
+            }
+            let Some(method) = settings_key(key) else {
+                self.invalid(file, mp, "is not `*/*` or `<resource path>/<VERB>`");
+                continue;
+            };
+            // The resource's `ANY` method, when the setting names a verb it serves.
+            let any = method
+                .rsplit_once('/')
+                .map(|(resource, _)| format!("{resource}/ANY"))
+                .filter(|a| *a != method)
+                .and_then(|a| stage.methods.get(&a).map(|m| m.api_key_required));
+            match (stage.methods.get_mut(&method), any) {
                         (Some(m), _) => m.throttle = t,
                         (None, _) if !api.resources_known => {
                             let m = MethodFile {
@@ -721,11 +744,7 @@ impl Cx<'_> {
                             file.display()
                         )),
                     }
-                }
-            }
-            api.stages.insert(name, stage);
         }
-        api
     }
 }
 
