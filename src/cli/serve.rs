@@ -208,7 +208,8 @@ enum StoreFailure {
 }
 
 /// Runs `plangate serve`.
-pub fn run(a: Args) -> Result<ExitCode, CliError> {
+/// The counter store the flags name (`--store` or `--store-file`, with the `--store-*` flags).
+fn store_options(a: &Args) -> Result<StoreOptions, CliError> {
     let store_value = match &a.store_file {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| CliError::Flag {
@@ -221,7 +222,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
     };
     let store = StoreOptions::parse(
         &store_value,
-        (!a.no_persist).then_some(a.data_dir),
+        (!a.no_persist).then_some(a.data_dir.clone()),
         &a.store_prefix,
         std::time::Duration::from_millis(a.store_timeout_ms),
     )
@@ -230,11 +231,11 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         reason: e.message().to_owned(),
     })?;
     let store_tls = RedisTls {
-        ca: a.store_tls_ca,
-        cert: a.store_tls_cert,
-        key: a.store_tls_key,
+        ca: a.store_tls_ca.clone(),
+        cert: a.store_tls_cert.clone(),
+        key: a.store_tls_key.clone(),
     };
-    let store = match store {
+    Ok(match store {
         StoreOptions::Memory { .. } if store_tls.is_set() => {
             return Err(CliError::Flag {
                 flag: "--store-tls-ca",
@@ -254,7 +255,11 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
             replicas: a.store_replicas.max(1),
             ..r
         }),
-    };
+    })
+}
+
+pub fn run(a: Args) -> Result<ExitCode, CliError> {
+    let store = store_options(&a)?;
     let opts = ServeOptions {
         config: a.config,
         grpc_addr: a.grpc_addr,

@@ -188,29 +188,7 @@ fn too_deep(text: &str, max: usize) -> Option<LineCol> {
                 continue;
             }
             b'"' | b'\'' if opens_value(prev) => {
-                // A quoted scalar: skip it (`\"` escapes in double quotes, `''` in single).
-                let mut escaped = false;
-                i += 1;
-                while i < b.len() {
-                    let n = b[i];
-                    if n == b'\n' {
-                        (line, line_start) = (line + 1, i + 1);
-                    }
-                    if c == b'"' && n == b'\\' && !escaped {
-                        escaped = true;
-                        i += 1;
-                        continue;
-                    }
-                    if n == c && !escaped {
-                        if c == b'\'' && b.get(i + 1) == Some(&b'\'') {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    escaped = false;
-                    i += 1;
-                }
+                i = skip_quoted(b, i, &mut line, &mut line_start);
                 (prev, last) = (c, c);
                 i += 1;
                 continue;
@@ -248,6 +226,35 @@ fn too_deep(text: &str, max: usize) -> Option<LineCol> {
         i += 1;
     }
     None
+}
+
+/// Skips the quoted scalar that opens at `b[open]` (`\"` escapes in double quotes, `''` in
+/// single), counting its lines: the index of its closing quote (or the end).
+fn skip_quoted(b: &[u8], open: usize, line: &mut usize, line_start: &mut usize) -> usize {
+    let c = b[open];
+    let mut escaped = false;
+    let mut i = open + 1;
+    while i < b.len() {
+        let n = b[i];
+        if n == b'\n' {
+            (*line, *line_start) = (*line + 1, i + 1);
+        }
+        if c == b'"' && n == b'\\' && !escaped {
+            escaped = true;
+            i += 1;
+            continue;
+        }
+        if n == c && !escaped {
+            if c == b'\'' && b.get(i + 1) == Some(&b'\'') {
+                i += 2;
+                continue;
+            }
+            break;
+        }
+        escaped = false;
+        i += 1;
+    }
+    i
 }
 
 /// The most YAML nodes aliases may add to a file, beyond twice the file's own nodes.
