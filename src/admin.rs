@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::reload::{Reloaded, Reloader};
+use crate::reload::{ReloadError, Reloaded, Reloader};
 use crate::usage::{self, UsageError};
 
 /// What the admin handlers share.
@@ -172,12 +172,16 @@ async fn reload(State(state): State<AdminState>) -> Response {
             StatusCode::OK,
             json!({"result": "unchanged", "generation": state.engine.snapshot().generation}),
         ),
-        Err(errors) => json_response(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        Err(e) => json_response(
+            // The files are wrong: 422; anything else (a time budget, the store): 503.
+            match e {
+                ReloadError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            },
             json!({
                 "result": "error",
                 "generation": state.engine.snapshot().generation,
-                "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                "errors": e.messages(),
             }),
         ),
     }

@@ -21,9 +21,47 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Compiled, ConfigError, ConfigErrors, ErrorKind};
+use crate::config::{self, Compiled, ConfigErrors};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+
+/// Why a reload did not put a new configuration in force. The configuration in force keeps
+/// serving in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The files do not make a valid configuration: every error, with its place.
+    #[error("the configuration was rejected: {0}")]
+    Rejected(ConfigErrors),
+    /// A load abandoned past its time budget has not ended yet.
+    #[error(
+        "a load abandoned past --reload-timeout is still running (a hung file system?); no other load starts until it ends, and the configuration in force is kept"
+    )]
+    StillRunning,
+    /// Loading took longer than the time budget (`--reload-timeout`).
+    #[error(
+        "loading took longer than {0:?} (--reload-timeout); the configuration in force is kept"
+    )]
+    TimedOut(Duration),
+    /// The loading task panicked or was cancelled.
+    #[error("the reload task failed: {0}")]
+    TaskFailed(#[source] tokio::task::JoinError),
+    /// The counter store did not answer what the new configuration needs (quota offsets' initial
+    /// periods).
+    #[error(
+        "reading the initial periods of quota offsets from the counter store failed: {0}; the configuration in force is kept"
+    )]
+    Store(#[source] crate::store::StoreError),
+}
+
+impl ReloadError {
+    /// One line per problem: each configuration error, or the one reason.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            ReloadError::Rejected(errors) => errors.0.iter().map(|e| e.to_string()).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
 
 /// SHA-256 over the content of each source file, in load order. Paths are left out: a
 /// Kubernetes ConfigMap mount resolves to a per-pod timestamped directory, and replicas serving
@@ -125,25 +163,13 @@ impl Reloader {
         self.state.lock().await.serving
     }
 
-    /// A reload refused for a reason that is not in the files (a time budget, a failed task, the
-    /// counter store), as the errors a reload answers with.
-    fn refusal(&self, reason: impl Into<String>) -> ConfigErrors {
-        ConfigErrors(vec![ConfigError::new(
-            config::location::Path::root(),
-            ErrorKind::Io {
-                file: self.path.display().to_string(),
-                reason: reason.into(),
-            },
-        )])
-    }
-
     /// Reloads now (SIGHUP, the admin API). `trigger` is for the log.
-    pub async fn reload(&self, trigger: &str) -> Result<Reloaded, ConfigErrors> {
+    pub async fn reload(&self, trigger: &str) -> Result<Reloaded, ReloadError> {
         self.reload_inner(trigger, false).await
     }
 
     /// Reloads if the files changed since the last load (the watcher).
-    pub async fn reload_if_changed(&self) -> Result<Reloaded, ConfigErrors> {
+    pub async fn reload_if_changed(&self) -> Result<Reloaded, ReloadError> {
         self.reload_inner("watch", true).await
     }
 
@@ -151,18 +177,39 @@ impl Reloader {
         &self,
         trigger: &str,
         only_if_changed: bool,
-    ) -> Result<Reloaded, ConfigErrors> {
+    ) -> Result<Reloaded, ReloadError> {
+        let result = self.try_reload(trigger, only_if_changed).await;
+        match &result {
+            Ok(_) => {}
+            Err(ReloadError::Rejected(errors)) => {
+                tracing::error!(
+                    trigger,
+                    errors = errors.0.len(),
+                    "configuration rejected; the previous one keeps serving"
+                );
+                for e in &errors.0 {
+                    tracing::error!("{e}");
+                }
+            }
+            Err(e) => tracing::error!(trigger, error = %e, "configuration not reloaded"),
+        }
+        if result.is_err() {
+            self.metrics.reload_failed();
+        }
+        result
+    }
+
+    async fn try_reload(
+        &self,
+        trigger: &str,
+        only_if_changed: bool,
+    ) -> Result<Reloaded, ReloadError> {
         // One reload at a time; requests never wait on this lock.
         let mut state = self.state.lock().await;
         // Nor does a load start while an abandoned one still runs: each would hold a whole
         // configuration in memory.
         if state.abandoned.as_ref().is_some_and(|t| !t.is_finished()) {
-            self.metrics.reload_failed();
-            tracing::error!(
-                trigger,
-                "configuration not reloaded: a load abandoned past its time budget is still running; the configuration in force is kept"
-            );
-            return Err(self.refusal("a load abandoned past --reload-timeout is still running (a hung file system?); no other load starts until it ends, and the configuration in force is kept"));
+            return Err(ReloadError::StillRunning);
         }
         state.abandoned = None;
         let sources = state.sources.clone();
@@ -182,80 +229,66 @@ impl Reloader {
         // and its result is dropped), and the configuration in force stays.
         let Ok(joined) = tokio::time::timeout(self.timeout, &mut task).await else {
             state.abandoned = Some(task);
-            self.metrics.reload_failed();
-            tracing::error!(
-                trigger,
-                budget = ?self.timeout,
-                "configuration load took longer than its time budget; the configuration in force is kept"
-            );
-            return Err(self.refusal(format!(
-                        "loading took longer than {:?} (--reload-timeout); the configuration in force is kept",
-                        self.timeout
-                    )));
+            return Err(ReloadError::TimedOut(self.timeout));
         };
-        let (now_print, loaded) =
-            joined.map_err(|e| self.refusal(format!("reload task failed: {e}")))?;
-        let Some(loaded) = loaded else {
-            state.seen = now_print;
-            tracing::debug!(trigger, "configuration unchanged");
-            return Ok(Reloaded::Unchanged);
-        };
+        let (now_print, loaded) = joined.map_err(ReloadError::TaskFailed)?;
         match loaded {
-            Ok(Loaded { fingerprint, .. }) if fingerprint == state.serving => {
-                // The same content as in force (a no-op `POST /v1/reload`, a ConfigMap update
-                // that changed nothing): no swap, no new generation.
+            // The same content as in force (a no-op `POST /v1/reload`, a ConfigMap update that
+            // changed nothing): no swap, no new generation.
+            None => {
+                state.seen = now_print;
+                tracing::debug!(trigger, "configuration unchanged");
+                Ok(Reloaded::Unchanged)
+            }
+            Some(Ok(Loaded { fingerprint, .. })) if fingerprint == state.serving => {
                 state.seen = fingerprint;
                 tracing::debug!(trigger, "configuration unchanged");
                 Ok(Reloaded::Unchanged)
             }
-            Ok(Loaded {
-                compiled,
-                fingerprint,
-            }) => {
-                for w in &compiled.warnings {
-                    tracing::warn!("{w}");
-                }
-                let mut snapshot = compiled.snapshot;
-                snapshot.generation = self.engine.snapshot().generation + 1;
-                if let Err(e) = self.engine.install(snapshot).await {
-                    self.metrics.reload_failed();
-                    tracing::error!(trigger, error = %e, "configuration not installed: the counter store did not answer; the configuration in force is kept");
-                    return Err(self.refusal(format!(
-                                "reading the initial periods of quota offsets from the counter store failed: {e}; the configuration in force is kept"
-                            )));
-                }
-                // Counted once installed (reloads run one at a time, so this is the new one).
-                let snap = self.engine.snapshot();
-                let generation = snap.generation;
-                self.metrics.reloaded(&snap, &fingerprint, unix_seconds());
-                tracing::info!(
-                    trigger,
-                    generation,
-                    api_keys = snap.keys.len(),
-                    usage_plans = snap.plans.len(),
-                    "configuration reloaded"
-                );
-                state.seen = fingerprint;
-                state.serving = fingerprint;
-                state.sources = compiled.sources;
-                self.watch_new_dirs(&mut state);
-                Ok(Reloaded::Swapped { generation })
-            }
-            Err(errors) => {
+            Some(Ok(loaded)) => self.install(&mut state, loaded, trigger).await,
+            Some(Err(errors)) => {
                 // Remember this version too, so that a watcher does not retry it in a loop.
                 state.seen = now_print;
-                self.metrics.reload_failed();
-                tracing::error!(
-                    trigger,
-                    errors = errors.0.len(),
-                    "configuration rejected; the previous one keeps serving"
-                );
-                for e in &errors.0 {
-                    tracing::error!("{e}");
-                }
-                Err(errors)
+                Err(ReloadError::Rejected(errors))
             }
         }
+    }
+
+    /// Puts a loaded configuration in force, as the next generation.
+    async fn install(
+        &self,
+        state: &mut State,
+        Loaded {
+            compiled,
+            fingerprint,
+        }: Loaded,
+        trigger: &str,
+    ) -> Result<Reloaded, ReloadError> {
+        for w in &compiled.warnings {
+            tracing::warn!("{w}");
+        }
+        let mut snapshot = compiled.snapshot;
+        snapshot.generation = self.engine.snapshot().generation + 1;
+        self.engine
+            .install(snapshot)
+            .await
+            .map_err(ReloadError::Store)?;
+        // Counted once installed (reloads run one at a time, so this is the new one).
+        let snap = self.engine.snapshot();
+        let generation = snap.generation;
+        self.metrics.reloaded(&snap, &fingerprint, unix_seconds());
+        tracing::info!(
+            trigger,
+            generation,
+            api_keys = snap.keys.len(),
+            usage_plans = snap.plans.len(),
+            "configuration reloaded"
+        );
+        state.seen = fingerprint;
+        state.serving = fingerprint;
+        state.sources = compiled.sources;
+        self.watch_new_dirs(state);
+        Ok(Reloaded::Swapped { generation })
     }
 
     /// Starts watching the files' directories; changes reload after `debounce`. The watch ends

@@ -13,7 +13,7 @@ use super::pb::management_server::Management;
 use crate::clock::{NANOS_PER_SEC, Nanos};
 use crate::engine::{Decision, Engine, LimitConfig, Outcome};
 use crate::metrics::{Metrics, Watched};
-use crate::reload::{Reloaded, Reloader};
+use crate::reload::{ReloadError, Reloaded, Reloader};
 use crate::usage::{self, UsageError};
 
 /// Decisions a watcher's stream buffers before it loses them.
@@ -365,7 +365,7 @@ impl Management for ManagementService {
         let (result, errors) = match reloader.reload("grpc").await {
             Ok(Reloaded::Swapped { .. }) => (R::Swapped, Vec::new()),
             Ok(Reloaded::Unchanged) => (R::Unchanged, Vec::new()),
-            Err(errors) => (
+            Err(ReloadError::Rejected(errors)) => (
                 R::Rejected,
                 errors
                     .0
@@ -383,6 +383,7 @@ impl Management for ManagementService {
                     })
                     .collect(),
             ),
+            Err(e) => return Err(Status::unavailable(e.to_string())),
         };
         Ok(Response::new(pb::ReloadResponse {
             result: result as i32,
