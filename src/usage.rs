@@ -58,6 +58,25 @@ pub struct Page {
     pub position: Option<String>,
 }
 
+impl Page {
+    /// This page of `keys` (in order): those from `position` on, at most `limit`; and the
+    /// position of the next page, if any.
+    fn of<'a>(&self, keys: impl Iterator<Item = &'a String>) -> (Vec<String>, Option<String>) {
+        let mut keys: Vec<String> = keys
+            .filter(|k| self.position.as_deref().is_none_or(|p| k.as_str() >= p))
+            .cloned()
+            .collect();
+        let mut next = None;
+        if let Some(l) = self.limit
+            && keys.len() > l
+        {
+            next = Some(keys[l].clone());
+            keys.truncate(l);
+        }
+        (keys, next)
+    }
+}
+
 /// The most keys one page holds (AWS: 500).
 pub const MAX_PAGE: usize = 500;
 
@@ -218,6 +237,58 @@ pub fn parse_date(s: &str) -> Result<NaiveDate, UsageError> {
 const FIRST_DATE: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
 const LAST_DATE: NaiveDate = NaiveDate::from_ymd_opt(2261, 12, 31).expect("a valid date");
 
+/// The plan's usage per key (of `key_id` only, when given) and day, from `from` to `to`.
+async fn usage_by_key(
+    engine: &Engine,
+    snap: &Snapshot,
+    plan_id: &str,
+    key_id: Option<&str>,
+    from: Nanos,
+    to: Nanos,
+) -> Result<BTreeMap<String, BTreeMap<Nanos, u64>>, UsageError> {
+    // The plan's keys (a store that keeps usage per key reads theirs).
+    let keys: Vec<Arc<str>> = match key_id {
+        Some(k) => vec![Arc::from(k)],
+        None => {
+            let index = snap.plan_index.get(plan_id).copied();
+            snap.keys
+                .iter()
+                .filter(|k| index.is_some_and(|i| k.plans.contains(&i)))
+                .map(|k| k.id.clone())
+                .collect()
+        }
+    };
+    let rows = engine.store().usage(plan_id, &keys, from, to).await?;
+    let mut per_key: BTreeMap<String, BTreeMap<Nanos, u64>> = BTreeMap::new();
+    for r in rows {
+        if key_id.is_none_or(|k| k == r.key) {
+            *per_key
+                .entry(r.key)
+                .or_default()
+                .entry(r.day_start)
+                .or_default() += r.used;
+        }
+    }
+    if let Some(k) = key_id {
+        per_key.entry(k.to_owned()).or_default();
+    }
+    Ok(per_key)
+}
+
+/// The days from `start` to `end`, both included: at least one, at most [`MAX_REPORT_DAYS`].
+fn days_between(start: NaiveDate, end: NaiveDate) -> Result<u64, UsageError> {
+    if end < start {
+        return Err(UsageError::BadRequest("endDate is before startDate".into()));
+    }
+    let days = (end - start).num_days() as u64 + 1;
+    if days > MAX_REPORT_DAYS {
+        return Err(UsageError::BadRequest(format!(
+            "at most {MAX_REPORT_DAYS} days per report"
+        )));
+    }
+    Ok(days)
+}
+
 /// AWS GetUsage: daily usage of a plan from `start` to `end` (inclusive), for one key or all.
 pub async fn report(
     engine: &Engine,
@@ -254,15 +325,7 @@ pub async fn report_page(
     if let Some(k) = key_id {
         check_key(&snap, plan_id, k)?;
     }
-    if end < start {
-        return Err(UsageError::BadRequest("endDate is before startDate".into()));
-    }
-    let days = (end - start).num_days() as u64 + 1;
-    if days > MAX_REPORT_DAYS {
-        return Err(UsageError::BadRequest(format!(
-            "at most {MAX_REPORT_DAYS} days per report"
-        )));
-    }
+    let days = days_between(start, end)?;
     let first = midnight(start);
     // Remaining needs the usage since the start of the first day's quota period.
     let from = match p.quota {
@@ -270,48 +333,10 @@ pub async fn report_page(
         None => first,
     };
     let to = midnight(end + Days::new(1));
-    // The plan's keys (a store that keeps usage per key reads theirs).
-    let keys: Vec<Arc<str>> = match key_id {
-        Some(k) => vec![Arc::from(k)],
-        None => {
-            let index = snap.plan_index.get(plan_id).copied();
-            snap.keys
-                .iter()
-                .filter(|k| index.is_some_and(|i| k.plans.contains(&i)))
-                .map(|k| k.id.clone())
-                .collect()
-        }
-    };
-    let rows = engine.store().usage(plan_id, &keys, from, to).await?;
-    let mut per_key: BTreeMap<String, BTreeMap<Nanos, u64>> = BTreeMap::new();
-    for r in rows {
-        if key_id.is_none_or(|k| k == r.key) {
-            *per_key
-                .entry(r.key)
-                .or_default()
-                .entry(r.day_start)
-                .or_default() += r.used;
-        }
-    }
-    if let Some(k) = key_id {
-        per_key.entry(k.to_owned()).or_default();
-    }
-    let day_ns = 86_400 * NANOS_PER_SEC;
+    let mut per_key = usage_by_key(engine, &snap, plan_id, key_id, from, to).await?;
     // Keys whose only usage is before the range are not listed.
     per_key.retain(|_, by_day| key_id.is_some() || by_day.range(first..to).next().is_some());
-    // The page: keys in order, from `position` on.
-    let mut keys: Vec<String> = per_key
-        .keys()
-        .filter(|k| page.position.as_deref().is_none_or(|p| k.as_str() >= p))
-        .cloned()
-        .collect();
-    let mut position = None;
-    if let Some(l) = page.limit
-        && keys.len() > l
-    {
-        position = Some(keys[l].clone());
-        keys.truncate(l);
-    }
+    let (keys, position) = page.of(per_key.keys());
     // Today's period, and the first day of it the report shows from the live counter.
     let today = midnight(chrono::DateTime::from_timestamp_nanos(now).date_naive());
     let current = p.quota.map(|q| (q, q.spec_at(snap.week_start, now)));
@@ -332,9 +357,8 @@ pub async fn report_page(
             }
             _ => None,
         };
-        let mut out = Vec::with_capacity(days as usize);
-        for i in 0..days as i64 {
-            let day = first + i * day_ns;
+        let out = (0..days as i64).map(|i| {
+            let day = first + i * 86_400 * NANOS_PER_SEC;
             let used = by_day.get(&day).copied().unwrap_or(0);
             let remaining = p.quota.map(|q| match live {
                 Some((spec, remaining))
@@ -348,9 +372,9 @@ pub async fn report_page(
                     spec.limit.saturating_sub(so_far)
                 }
             });
-            out.push((used, remaining));
-        }
-        items.insert(key, out);
+            (used, remaining)
+        });
+        items.insert(key, out.collect());
     }
     Ok(Report {
         usage_plan_id: plan_id.to_owned(),
