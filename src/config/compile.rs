@@ -7,7 +7,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::error::{ConfigError, ErrorKind};
-use super::file::{ConfigFile, ThrottleFile, Weekday};
+use super::file::{ConfigFile, QuotaFile, ThrottleFile, UsagePlanFile};
 use super::keys::{self, KeyEntry, Origin};
 use super::location::Path;
 use crate::limit::{BucketSpec, FastMap, Quota};
@@ -58,15 +58,7 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
     let key_source = c.key_source(file);
     let gateway_responses =
         c.gateway_responses(&file.gateway_responses, &root.key("gateway_responses"));
-    let week_start = match file.quota_week_start.unwrap_or_default() {
-        Weekday::Monday => chrono::Weekday::Mon,
-        Weekday::Tuesday => chrono::Weekday::Tue,
-        Weekday::Wednesday => chrono::Weekday::Wed,
-        Weekday::Thursday => chrono::Weekday::Thu,
-        Weekday::Friday => chrono::Weekday::Fri,
-        Weekday::Saturday => chrono::Weekday::Sat,
-        Weekday::Sunday => chrono::Weekday::Sun,
-    };
+    let week_start = file.quota_week_start.unwrap_or_default().into();
 
     let apis = c.apis(file);
     let stage_names = stage_names(&apis);
@@ -80,54 +72,9 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
         .map(|f| base_dir.join(f))
         .collect();
     let (mut entries, plain) = keys::yaml_entries(file);
-    let mut csv_warnings = Vec::new();
-    for (i, name) in file.api_keys_files.iter().enumerate() {
-        let path = base_dir.join(name);
-        let mut read = keys::read_csv(&path);
-        entries.append(&mut read.keys);
-        for e in &mut read.errors {
-            if e.file.is_none() {
-                e.path = root.key("api_keys_files").index(i);
-            }
-        }
-        c.errors.append(&mut read.errors);
-        csv_warnings.append(&mut read.warnings);
-    }
+    let csv_warnings = c.key_files(file, base_dir, &mut entries);
     let (keys, key_index) = c.keys(entries, &plans, &plan_index, &stage_names);
-
-    let mut default_api = None;
-    let mut default_stage = None;
-    if let Some(d) = &file.defaults {
-        if let Some(a) = &d.api {
-            if !apis.contains_key(a) {
-                c.err(
-                    root.key("defaults").key("api"),
-                    ErrorKind::UnknownDefault {
-                        what: "API",
-                        name: a.clone(),
-                    },
-                );
-            }
-            default_api = Some(a.clone());
-        }
-        if let Some(s) = &d.stage {
-            let known = match &default_api {
-                Some(a) => apis.get(a).is_some_and(|api| api.stages.contains_key(s)),
-                None => apis.values().any(|api| api.stages.contains_key(s)),
-            };
-            if !known {
-                c.err(
-                    root.key("defaults").key("stage"),
-                    ErrorKind::UnknownDefault {
-                        what: "stage",
-                        name: s.clone(),
-                    },
-                );
-            }
-            default_stage = Some(s.clone());
-        }
-    }
-
+    let (default_api, default_stage) = c.defaults(file, &apis);
     let responses = file.responses.clone().unwrap_or_default();
     let rls = rls_settings(file, &mut c);
 
@@ -172,6 +119,74 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
         warnings,
         sources,
     })
+}
+
+impl Compiler {
+    /// Appends the keys of the CSV key files (`api_keys_files`, relative to `base_dir`) to
+    /// `entries`; their errors are the compiler's, their warnings returned.
+    fn key_files(
+        &mut self,
+        file: &ConfigFile,
+        base_dir: &FsPath,
+        entries: &mut Vec<keys::KeyEntry>,
+    ) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, name) in file.api_keys_files.iter().enumerate() {
+            let mut read = keys::read_csv(&base_dir.join(name));
+            entries.append(&mut read.keys);
+            for e in &mut read.errors {
+                if e.file.is_none() {
+                    e.path = Path::root().key("api_keys_files").index(i);
+                }
+            }
+            self.errors.append(&mut read.errors);
+            warnings.append(&mut read.warnings);
+        }
+        warnings
+    }
+
+    /// The default API and stage (`defaults`), each checked to exist.
+    fn defaults(
+        &mut self,
+        file: &ConfigFile,
+        apis: &FastMap<String, Api>,
+    ) -> (Option<String>, Option<String>) {
+        let root = Path::root();
+        let c = self;
+        let mut default_api = None;
+        let mut default_stage = None;
+        if let Some(d) = &file.defaults {
+            if let Some(a) = &d.api {
+                if !apis.contains_key(a) {
+                    c.err(
+                        root.key("defaults").key("api"),
+                        ErrorKind::UnknownDefault {
+                            what: "API",
+                            name: a.clone(),
+                        },
+                    );
+                }
+                default_api = Some(a.clone());
+            }
+            if let Some(s) = &d.stage {
+                let known = match &default_api {
+                    Some(a) => apis.get(a).is_some_and(|api| api.stages.contains_key(s)),
+                    None => apis.values().any(|api| api.stages.contains_key(s)),
+                };
+                if !known {
+                    c.err(
+                        root.key("defaults").key("stage"),
+                        ErrorKind::UnknownDefault {
+                            what: "stage",
+                            name: s.clone(),
+                        },
+                    );
+                }
+                default_stage = Some(s.clone());
+            }
+        }
+        (default_api, default_stage)
+    }
 }
 
 /// The RLS domain and descriptor keys: non-empty, and the keys distinct.
@@ -722,103 +737,11 @@ impl Compiler {
                 .throttle
                 .as_ref()
                 .and_then(|t| self.throttle(t, &pp.key("throttle")));
-            let quota = p.quota.as_ref().and_then(|q| {
-                let qp = pp.key("quota");
-                let mut ok = true;
-                if q.limit < 0 || q.limit > MAX_QUOTA_LIMIT {
-                    self.invalid(
-                        qp.key("limit"),
-                        "quota limit",
-                        format!(
-                            "{} is not a whole number from 0 to {MAX_QUOTA_LIMIT} (AWS's bound)",
-                            q.limit
-                        ),
-                    );
-                    ok = false;
-                }
-                if q.offset < 0 || (q.limit >= 0 && q.offset > q.limit) {
-                    self.invalid(
-                        qp.key("offset"),
-                        "quota offset",
-                        format!("{} is not between 0 and the limit", q.offset),
-                    );
-                    ok = false;
-                }
-                ok.then_some(Quota {
-                    limit: q.limit as u64,
-                    period: q.period,
-                    offset: q.offset as u64,
-                    starts_at: q.starts_at,
-                    initial: None,
-                })
-            });
-            let mut stages: Vec<(u32, Vec<(usize, Throttle)>)> = Vec::new();
-            for (i, s) in p.api_stages.iter().enumerate() {
-                let sp = pp.key("api_stages").index(i);
-                let Some(api) = apis.get(&s.api) else {
-                    self.err(
-                        sp.key("api"),
-                        ErrorKind::UnknownApi {
-                            plan: id.clone(),
-                            api: s.api.clone(),
-                        },
-                    );
-                    continue;
-                };
-                let Some(stage) = api.stages.get(&s.stage) else {
-                    self.err(
-                        sp.key("stage"),
-                        ErrorKind::UnknownStage {
-                            plan: id.clone(),
-                            api: s.api.clone(),
-                            stage: s.stage.clone(),
-                        },
-                    );
-                    continue;
-                };
-                if stages.iter().any(|(sid, _)| *sid == stage.id) {
-                    self.err(
-                        sp,
-                        ErrorKind::DuplicatePlanStage {
-                            plan: id.clone(),
-                            api: s.api.clone(),
-                            stage: s.stage.clone(),
-                        },
-                    );
-                    continue;
-                }
-                // AWS: "Can not define fine grain throttling if usage plan throttle is not
-                // defined".
-                if !s.throttle.is_empty() && p.throttle.is_none() {
-                    self.invalid(
-                        sp.key("throttle"),
-                        "per-method throttle",
-                        format!(
-                            "fine-grained (per-method) throttles need a usage plan throttle; add `usage_plans.{id}.throttle`, as AWS requires"
-                        ),
-                    );
-                }
-                let mut methods = Vec::new();
-                for (mkey, t) in &s.throttle {
-                    let mp = sp.key("throttle").key(mkey.as_str());
-                    let Some(mi) = stage.method_by_name(mkey) else {
-                        self.err(
-                            mp,
-                            ErrorKind::UnknownPlanMethod {
-                                plan: id.clone(),
-                                api: s.api.clone(),
-                                stage: s.stage.clone(),
-                                method: mkey.clone(),
-                            },
-                        );
-                        continue;
-                    };
-                    if let Some(t) = self.throttle(t, &mp) {
-                        methods.push((mi, t));
-                    }
-                }
-                stages.push((stage.id, methods));
-            }
+            let quota = p
+                .quota
+                .as_ref()
+                .and_then(|q| self.quota(q, &pp.key("quota")));
+            let stages = self.plan_stages(id, p, &pp, apis);
             index.insert(id.clone(), plans.len() as u32);
             plans.push(Plan {
                 id: Arc::from(id.as_str()),
@@ -831,6 +754,115 @@ impl Compiler {
             });
         }
         (plans, index)
+    }
+
+    /// A plan's quota, its limit and offset within bounds.
+    fn quota(&mut self, q: &QuotaFile, qp: &Path) -> Option<Quota> {
+        let mut ok = true;
+        if q.limit < 0 || q.limit > MAX_QUOTA_LIMIT {
+            self.invalid(
+                qp.key("limit"),
+                "quota limit",
+                format!(
+                    "{} is not a whole number from 0 to {MAX_QUOTA_LIMIT} (AWS's bound)",
+                    q.limit
+                ),
+            );
+            ok = false;
+        }
+        if q.offset < 0 || (q.limit >= 0 && q.offset > q.limit) {
+            self.invalid(
+                qp.key("offset"),
+                "quota offset",
+                format!("{} is not between 0 and the limit", q.offset),
+            );
+            ok = false;
+        }
+        ok.then_some(Quota {
+            limit: q.limit as u64,
+            period: q.period,
+            offset: q.offset as u64,
+            starts_at: q.starts_at,
+            initial: None,
+        })
+    }
+
+    /// A plan's API stages, each with its per-method throttles.
+    fn plan_stages(
+        &mut self,
+        id: &str,
+        p: &UsagePlanFile,
+        pp: &Path,
+        apis: &FastMap<String, Api>,
+    ) -> Vec<(u32, Vec<(usize, Throttle)>)> {
+        let mut stages: Vec<(u32, Vec<(usize, Throttle)>)> = Vec::new();
+        for (i, s) in p.api_stages.iter().enumerate() {
+            let sp = pp.key("api_stages").index(i);
+            let Some(api) = apis.get(&s.api) else {
+                self.err(
+                    sp.key("api"),
+                    ErrorKind::UnknownApi {
+                        plan: id.to_owned(),
+                        api: s.api.clone(),
+                    },
+                );
+                continue;
+            };
+            let Some(stage) = api.stages.get(&s.stage) else {
+                self.err(
+                    sp.key("stage"),
+                    ErrorKind::UnknownStage {
+                        plan: id.to_owned(),
+                        api: s.api.clone(),
+                        stage: s.stage.clone(),
+                    },
+                );
+                continue;
+            };
+            if stages.iter().any(|(sid, _)| *sid == stage.id) {
+                self.err(
+                    sp,
+                    ErrorKind::DuplicatePlanStage {
+                        plan: id.to_owned(),
+                        api: s.api.clone(),
+                        stage: s.stage.clone(),
+                    },
+                );
+                continue;
+            }
+            // AWS: "Can not define fine grain throttling if usage plan throttle is not
+            // defined".
+            if !s.throttle.is_empty() && p.throttle.is_none() {
+                self.invalid(
+                    sp.key("throttle"),
+                    "per-method throttle",
+                    format!(
+                        "fine-grained (per-method) throttles need a usage plan throttle; add `usage_plans.{id}.throttle`, as AWS requires"
+                    ),
+                );
+            }
+            let mut methods = Vec::new();
+            for (mkey, t) in &s.throttle {
+                let mp = sp.key("throttle").key(mkey.as_str());
+                let Some(mi) = stage.method_by_name(mkey) else {
+                    self.err(
+                        mp,
+                        ErrorKind::UnknownPlanMethod {
+                            plan: id.to_owned(),
+                            api: s.api.clone(),
+                            stage: s.stage.clone(),
+                            method: mkey.clone(),
+                        },
+                    );
+                    continue;
+                };
+                if let Some(t) = self.throttle(t, &mp) {
+                    methods.push((mi, t));
+                }
+            }
+            stages.push((stage.id, methods));
+        }
+        stages
     }
 
     fn keys(

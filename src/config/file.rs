@@ -322,6 +322,29 @@ pub enum Weekday {
     Sunday,
 }
 
+/// The file's spelling of each day and chrono's, both ways (compile reads, render writes).
+const WEEKDAYS: [(Weekday, chrono::Weekday); 7] = [
+    (Weekday::Monday, chrono::Weekday::Mon),
+    (Weekday::Tuesday, chrono::Weekday::Tue),
+    (Weekday::Wednesday, chrono::Weekday::Wed),
+    (Weekday::Thursday, chrono::Weekday::Thu),
+    (Weekday::Friday, chrono::Weekday::Fri),
+    (Weekday::Saturday, chrono::Weekday::Sat),
+    (Weekday::Sunday, chrono::Weekday::Sun),
+];
+
+impl From<Weekday> for chrono::Weekday {
+    fn from(day: Weekday) -> Self {
+        WEEKDAYS[day as usize].1
+    }
+}
+
+impl From<chrono::Weekday> for Weekday {
+    fn from(day: chrono::Weekday) -> Self {
+        WEEKDAYS[day.num_days_from_monday() as usize].0
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiStageFile {
@@ -472,4 +495,18 @@ where
         }
     }
     deserializer.deserialize_map(Visit(std::marker::PhantomData))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weekdays_convert_both_ways() {
+        for (file, chrono) in WEEKDAYS {
+            assert_eq!(chrono::Weekday::from(file), chrono);
+            assert_eq!(Weekday::from(chrono), file);
+        }
+        assert_eq!(chrono::Weekday::from(Weekday::Sunday), chrono::Weekday::Sun);
+    }
 }

@@ -11,7 +11,7 @@ use super::file::{
     AccountFile, ApiFile, ApiKeyFile, ApiKeySourceFile, ApiStageFile, BasePathMappingFile,
     ConfigFile, DefaultsFile, DescriptorKeysFile, DomainNameFile, GatewayResponseFile,
     MetadataSourceFile, MethodFile, QuotaFile, RateLimitServiceFile, ResponsesFile, StageFile,
-    ThrottleFile, Weekday, WorkloadFile,
+    ThrottleFile, WorkloadFile,
 };
 use crate::snapshot::responses::GatewayResponses;
 use crate::snapshot::{KeySource, Snapshot, Stage, Throttle};
@@ -53,7 +53,7 @@ pub fn in_force(snap: &Snapshot) -> ConfigFile {
             throttle: snap.account.as_ref().map(throttle),
         }),
         api_key_source: Some(key_source(&snap.key_source)),
-        quota_week_start: Some(weekday(snap.week_start)),
+        quota_week_start: Some(snap.week_start.into()),
         defaults: Some(DefaultsFile {
             api: snap.default_api.clone(),
             stage: snap.default_stage.clone(),
@@ -150,18 +150,6 @@ fn key_source(k: &KeySource) -> ApiKeySourceFile {
                 path: path.clone(),
             }),
         },
-    }
-}
-
-fn weekday(day: chrono::Weekday) -> Weekday {
-    match day {
-        chrono::Weekday::Mon => Weekday::Monday,
-        chrono::Weekday::Tue => Weekday::Tuesday,
-        chrono::Weekday::Wed => Weekday::Wednesday,
-        chrono::Weekday::Thu => Weekday::Thursday,
-        chrono::Weekday::Fri => Weekday::Friday,
-        chrono::Weekday::Sat => Weekday::Saturday,
-        chrono::Weekday::Sun => Weekday::Sunday,
     }
 }
 
