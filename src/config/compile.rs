@@ -879,6 +879,7 @@ impl Compiler {
         let mut origins: Vec<Origin> = Vec::new();
         for e in entries {
             let n = keys.len() as u32;
+            let key_plans = self.key_plans(&e, plans, plan_index, stage_names);
             if let Err(msg) = keys::check_key_id(&e.id) {
                 self.errors.push(e.origin.error(
                     Some(("id", None)),
@@ -936,50 +937,6 @@ impl Compiler {
                     }
                 }
             }
-            let mut key_plans: Vec<u32> = Vec::with_capacity(e.plans.len());
-            // Stage id → plan that grants it, to find a key in two plans for one stage.
-            let mut granted: Vec<(u32, u32)> = Vec::new();
-            for (j, plan_id) in e.plans.iter().enumerate() {
-                let Some(&pi) = plan_index.get(plan_id) else {
-                    self.errors.push(e.origin.error(
-                        Some(("usage_plans", Some(j))),
-                        ErrorKind::UnknownPlan {
-                            key: e.id.clone(),
-                            plan: plan_id.clone(),
-                        },
-                    ));
-                    continue;
-                };
-                if key_plans.contains(&pi) {
-                    self.errors.push(e.origin.error(
-                        Some(("usage_plans", Some(j))),
-                        ErrorKind::Duplicate {
-                            what: "usage plan",
-                            id: plan_id.clone(),
-                            first: format!("usage_plans[{j}] of key `{}`", e.id),
-                        },
-                    ));
-                    continue;
-                }
-                for (sid, _) in &plans[pi as usize].stages {
-                    if let Some(&(_, other)) = granted.iter().find(|(s, _)| s == sid) {
-                        let (api, stage) = &stage_names[*sid as usize];
-                        self.errors.push(e.origin.error(
-                            Some(("usage_plans", Some(j))),
-                            ErrorKind::KeyInTwoPlans {
-                                key: e.id.clone(),
-                                api: api.to_string(),
-                                stage: stage.to_string(),
-                                first: plans[other as usize].id.to_string(),
-                                second: plan_id.clone(),
-                            },
-                        ));
-                    } else {
-                        granted.push((*sid, pi));
-                    }
-                }
-                key_plans.push(pi);
-            }
             origins.push(e.origin);
             keys.push(ApiKey {
                 id: Arc::from(e.id.as_str()),
@@ -990,6 +947,62 @@ impl Compiler {
             });
         }
         (keys, by_hash)
+    }
+
+    /// The plans a key entry names, as indexes; an unknown plan, a plan named twice, or two
+    /// plans that grant one stage (AWS refuses a key in both) is an error.
+    fn key_plans(
+        &mut self,
+        e: &KeyEntry,
+        plans: &[Plan],
+        plan_index: &HashMap<String, u32>,
+        stage_names: &[(Arc<str>, Arc<str>)],
+    ) -> Vec<u32> {
+        let mut key_plans: Vec<u32> = Vec::with_capacity(e.plans.len());
+        // Stage id → plan that grants it, to find a key in two plans for one stage.
+        let mut granted: Vec<(u32, u32)> = Vec::new();
+        for (j, plan_id) in e.plans.iter().enumerate() {
+            let Some(&pi) = plan_index.get(plan_id) else {
+                self.errors.push(e.origin.error(
+                    Some(("usage_plans", Some(j))),
+                    ErrorKind::UnknownPlan {
+                        key: e.id.clone(),
+                        plan: plan_id.clone(),
+                    },
+                ));
+                continue;
+            };
+            if key_plans.contains(&pi) {
+                self.errors.push(e.origin.error(
+                    Some(("usage_plans", Some(j))),
+                    ErrorKind::Duplicate {
+                        what: "usage plan",
+                        id: plan_id.clone(),
+                        first: format!("usage_plans[{j}] of key `{}`", e.id),
+                    },
+                ));
+                continue;
+            }
+            for (sid, _) in &plans[pi as usize].stages {
+                if let Some(&(_, other)) = granted.iter().find(|(s, _)| s == sid) {
+                    let (api, stage) = &stage_names[*sid as usize];
+                    self.errors.push(e.origin.error(
+                        Some(("usage_plans", Some(j))),
+                        ErrorKind::KeyInTwoPlans {
+                            key: e.id.clone(),
+                            api: api.to_string(),
+                            stage: stage.to_string(),
+                            first: plans[other as usize].id.to_string(),
+                            second: plan_id.clone(),
+                        },
+                    ));
+                } else {
+                    granted.push((*sid, pi));
+                }
+            }
+            key_plans.push(pi);
+        }
+        key_plans
     }
 }
 
