@@ -251,7 +251,70 @@ fn read_inner(
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(data);
-    let at = |line: u64, kind: ErrorKind| ConfigError {
+    let at = |line: u64, kind: ErrorKind| at(path, line, kind);
+    let headers = rdr
+        .headers()
+        .map_err(|e| vec![at(1, invalid(csv_reason(&e)))])?
+        .clone();
+    let (cols, key_col, mut errors) = columns(path, &headers, warnings)?;
+    let mut out: Vec<KeyEntry> = Vec::new();
+    // Key hash → index in `out`, for a value given twice.
+    let mut seen: std::collections::HashMap<KeyHash, usize> = std::collections::HashMap::new();
+    let mut record = csv::StringRecord::new();
+    loop {
+        match rdr.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                errors.push(at(line, invalid(csv_reason(&e))));
+                // A malformed record may leave the reader unable to continue.
+                break;
+            }
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        let cells = if record.len() > headers.len() {
+            merge_single_quoted(&record)
+        } else {
+            record.iter().map(str::to_owned).collect()
+        };
+        if cells.len() != headers.len() {
+            errors.push(at(
+                line,
+                invalid(format!(
+                    "record has {} fields, the header has {}",
+                    cells.len(),
+                    headers.len()
+                )),
+            ));
+            continue;
+        }
+        let entry = row(&cells, &cols, key_col, (&file, line), &mut errors);
+        // The same value again: the later row wins (AWS: "the most recent version overwriting
+        // the previous one"). Rows are named by line, never by value.
+        if let Ok(h) = &entry.hash
+            && let Some(&i) = seen.get(h)
+        {
+            if let Origin::Csv { line: first, .. } = &out[i].origin {
+                warnings.push(format!(
+                    "{}:{line}: the key of line {first} again; line {line} replaces it, as AWS's import does",
+                    path.display()
+                ));
+            }
+            out[i] = entry;
+            continue;
+        }
+        if let Ok(h) = &entry.hash {
+            seen.insert(*h, out.len());
+        }
+        out.push(entry);
+    }
+    Ok((out, errors))
+}
+
+/// An error at `line` of key file `path`.
+fn at(path: &FsPath, line: u64, kind: ErrorKind) -> ConfigError {
+    ConfigError {
         file: Some(path.to_path_buf()),
         at: Some(LineCol {
             line: usize::try_from(line).unwrap_or(usize::MAX),
@@ -259,16 +322,25 @@ fn read_inner(
         }),
         path: Path::root(),
         kind,
-    };
-    let invalid = |reason: String| ErrorKind::Invalid {
+    }
+}
+
+fn invalid(reason: String) -> ErrorKind {
+    ErrorKind::Invalid {
         what: "API key file",
         reason,
-    };
+    }
+}
 
-    let headers = rdr
-        .headers()
-        .map_err(|e| vec![at(1, invalid(csv_reason(&e)))])?
-        .clone();
+/// The columns of a key file's header line (AWS's names, any case) and the key column; errors
+/// that still let rows be read (a column twice) come back with them.
+#[allow(clippy::type_complexity)]
+fn columns(
+    path: &FsPath,
+    headers: &csv::StringRecord,
+    warnings: &mut Vec<String>,
+) -> Result<(Columns, usize, Vec<ConfigError>), Vec<ConfigError>> {
+    let at = |line: u64, kind: ErrorKind| at(path, line, kind);
     let mut cols = Columns::default();
     let mut errors = Vec::new();
     let mut ignored = Vec::new();
@@ -314,110 +386,69 @@ fn read_inner(
             ignored.join(", ")
         ));
     }
+    Ok((cols, key_col, errors))
+}
 
-    let mut out: Vec<KeyEntry> = Vec::new();
-    // Key hash → index in `out`, for a value given twice.
-    let mut seen: std::collections::HashMap<KeyHash, usize> = std::collections::HashMap::new();
-    let mut record = csv::StringRecord::new();
-    loop {
-        match rdr.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                errors.push(at(line, invalid(csv_reason(&e))));
-                // A malformed record may leave the reader unable to continue.
-                break;
-            }
-        }
-        let line = record.position().map_or(0, |p| p.line());
-        let cells = if record.len() > headers.len() {
-            merge_single_quoted(&record)
-        } else {
-            record.iter().map(str::to_owned).collect()
-        };
-        if cells.len() != headers.len() {
+/// One row of a key file (its cells, at `line`) as a key entry.
+fn row(
+    cells: &[String],
+    cols: &Columns,
+    key_col: usize,
+    (file, line): (&Arc<std::path::PathBuf>, u64),
+    errors: &mut Vec<ConfigError>,
+) -> KeyEntry {
+    let get = |c: Option<usize>| {
+        c.and_then(|i| cells.get(i))
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let value = cells.get(key_col).map_or("", String::as_str);
+    let hash = check_value(value).map(|()| hash_key(value));
+    let id = match get(cols.id) {
+        Some(id) => id.to_owned(),
+        None => match &hash {
+            Ok(h) => format!("k-{}", &hex::encode(h)[..12]),
+            Err(_) => format!("line-{line}"),
+        },
+    };
+    let enabled = match get(cols.enabled).map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(_) => {
             errors.push(at(
+                file,
                 line,
-                invalid(format!(
-                    "record has {} fields, the header has {}",
-                    cells.len(),
-                    headers.len()
-                )),
+                invalid("the Enabled column must be TRUE or FALSE".to_owned()),
             ));
-            continue;
+            true
         }
-        let get = |c: Option<usize>| {
-            c.and_then(|i| cells.get(i))
-                .map(String::as_str)
-                .filter(|s| !s.is_empty())
-        };
-        let value = cells.get(key_col).map_or("", String::as_str);
-        let hash = check_value(value).map(|()| hash_key(value));
-        let id = match get(cols.id) {
-            Some(id) => id.to_owned(),
-            None => match &hash {
-                Ok(h) => format!("k-{}", &hex::encode(h)[..12]),
-                Err(_) => format!("line-{line}"),
-            },
-        };
-        let enabled = match get(cols.enabled).map(str::to_ascii_lowercase).as_deref() {
-            None | Some("true") => true,
-            Some("false") => false,
-            Some(_) => {
-                errors.push(at(
-                    line,
-                    invalid("the Enabled column must be TRUE or FALSE".to_owned()),
-                ));
-                true
-            }
-        };
-        let plans = get(cols.plans)
-            .map(|s| {
-                // `"p1,p2"` arrives unquoted from the CSV reader; `'p1,p2'` with its quotes.
-                let s = s
-                    .strip_prefix('\'')
-                    .and_then(|s| s.strip_suffix('\''))
-                    .unwrap_or(s);
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let entry = KeyEntry {
-            id,
-            name: get(cols.name).map(str::to_owned),
-            hash,
-            enabled,
-            customer_id: get(cols.customer).map(str::to_owned),
-            plans,
-            origin: Origin::Csv {
-                file: file.clone(),
-                line,
-            },
-        };
-        // The same value again: the later row wins (AWS: "the most recent version overwriting
-        // the previous one"). Rows are named by line, never by value.
-        if let Ok(h) = &entry.hash
-            && let Some(&i) = seen.get(h)
-        {
-            if let Origin::Csv { line: first, .. } = &out[i].origin {
-                warnings.push(format!(
-                    "{}:{line}: the key of line {first} again; line {line} replaces it, as AWS's import does",
-                    path.display()
-                ));
-            }
-            out[i] = entry;
-            continue;
-        }
-        if let Ok(h) = &entry.hash {
-            seen.insert(*h, out.len());
-        }
-        out.push(entry);
+    };
+    let plans = get(cols.plans)
+        .map(|s| {
+            // `"p1,p2"` arrives unquoted from the CSV reader; `'p1,p2'` with its quotes.
+            let s = s
+                .strip_prefix('\'')
+                .and_then(|s| s.strip_suffix('\''))
+                .unwrap_or(s);
+            s.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    KeyEntry {
+        id,
+        name: get(cols.name).map(str::to_owned),
+        hash,
+        enabled,
+        customer_id: get(cols.customer).map(str::to_owned),
+        plans,
+        origin: Origin::Csv {
+            file: file.clone(),
+            line,
+        },
     }
-    Ok((out, errors))
 }
 
 /// A CSV error's description without any field content.
