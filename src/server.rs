@@ -179,6 +179,117 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     }
     let metrics = Arc::new(Metrics::new());
     metrics.set_admitted_sample(opts.log_admitted_sample);
+    let (snapshot, sources, fingerprint) = first_load(&opts, &metrics).await?;
+    let store = store::open(&opts.store, SystemClock.now()).await?;
+    let engine = Arc::new(
+        Engine::start(snapshot, store.clone(), Arc::new(SystemClock))
+            .await?
+            .with_failure_policy(opts.store_failure)
+            .with_usage_retention_days(opts.usage_retention_days)
+            .with_shadow(opts.shadow),
+    );
+    let flush_task = tokio::spawn(flush_every(
+        store.clone(),
+        metrics.clone(),
+        opts.flush_interval,
+    ));
+    let reloader = Arc::new(
+        Reloader::new(
+            opts.config.clone(),
+            engine.clone(),
+            metrics.clone(),
+            sources,
+            fingerprint,
+        )
+        .with_timeout(opts.reload_timeout),
+    );
+
+    let grpc_tls = load_tls("gRPC", &opts.grpc_tls, &[b"h2"]).await?;
+    let admin_tls = load_tls("admin", &opts.admin_tls, &[b"h2", b"http/1.1"]).await?;
+    let tls_watch: Vec<_> = [("gRPC", &grpc_tls), ("admin", &admin_tls)]
+        .into_iter()
+        .filter_map(|(what, tls)| Some(tls.as_ref()?.watch(what, transport::RELOAD_INTERVAL)))
+        .collect();
+    metrics.watch_tls(grpc_tls.clone(), admin_tls.clone());
+    let hup = listen_for_sighup();
+    let grpc = bind(opts.grpc_addr).await?;
+    let admin_listener = bind(opts.admin_addr).await?;
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let management =
+        management::ManagementService::new(engine.clone(), metrics.clone(), Some(reloader.clone()))
+            .with_max_watchers(opts.max_watchers);
+    // One port, two protocols: the HTTP admin API and the gRPC management API (HTTP/2).
+    let admin_router = admin::router(AdminState {
+        engine: engine.clone(),
+        metrics: metrics.clone(),
+        reloader: Some(reloader.clone()),
+        token: token.clone(),
+        draining: draining.clone(),
+    })
+    .merge(management::routes(management, token).await?)
+    .fallback(admin::not_found);
+    let admin_task = spawn_admin(admin_listener, admin_tls, admin_router, opts.admin_addr)?;
+    let hup_task = tokio::spawn(reload_on_sighup(reloader.clone(), hup));
+    if opts.watch {
+        reloader.watch(opts.watch_debounce).await?;
+    }
+
+    let result = run_with(
+        engine,
+        metrics,
+        GrpcListener {
+            tcp: grpc,
+            tls: grpc_tls,
+        },
+        shutdown_signal(),
+        opts.shutdown_grace,
+        opts.limits,
+        Drain {
+            delay: opts.drain_delay,
+            flag: draining,
+        },
+    )
+    .await;
+    for task in tls_watch {
+        task.abort();
+    }
+    admin_task.abort();
+    hup_task.abort();
+    flush_task.abort();
+    final_flush(&*store, opts.shutdown_grace).await;
+    // Spans still buffered are sent (blocking: off the async workers).
+    let _ = tokio::task::spawn_blocking(crate::traces::shutdown).await;
+    result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves the admin port (HTTP API and the gRPC management API) in a task of its own.
+fn spawn_admin(
+    admin_listener: tokio::net::TcpListener,
+    admin_tls: Option<Arc<ReloadingTls>>,
+    admin_router: axum::Router,
+    addr: SocketAddr,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    // The bound address (with `:0`, the port the system chose).
+    let admin_bound = admin_listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %admin_bound, tls = admin_tls.is_some(), "admin HTTP listening");
+    let admin_listener = transport::Listener::new(admin_listener, admin_tls, admin_connections())
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let admin_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin_listener, admin_router).await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    Ok(admin_task)
+}
+
+/// The configuration at start, as generation 1, within `--start-timeout`: its snapshot, source
+/// files and their fingerprint.
+async fn first_load(
+    opts: &ServeOptions,
+    metrics: &Metrics,
+) -> Result<(crate::snapshot::Snapshot, Vec<PathBuf>, reload::Fingerprint), ServeError> {
     let path = opts.config.clone();
     // The first load has the reload's time budget too: a file that takes longer (a hung file
     // system, a pathological file) is a clear refusal, not a start that never ends.
@@ -209,101 +320,17 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         &loaded.fingerprint,
         SystemClock.now() as f64 / 1e9,
     );
-    let store = store::open(&opts.store, SystemClock.now()).await?;
-    let engine = Arc::new(
-        Engine::start(snapshot, store.clone(), Arc::new(SystemClock))
-            .await?
-            .with_failure_policy(opts.store_failure)
-            .with_usage_retention_days(opts.usage_retention_days)
-            .with_shadow(opts.shadow),
-    );
-    let flush_task = tokio::spawn(flush_every(
-        store.clone(),
-        metrics.clone(),
-        opts.flush_interval,
-    ));
-    let reloader = Arc::new(
-        Reloader::new(
-            opts.config.clone(),
-            engine.clone(),
-            metrics.clone(),
-            compiled.sources,
-            loaded.fingerprint,
-        )
-        .with_timeout(opts.reload_timeout),
-    );
+    Ok((snapshot, compiled.sources, loaded.fingerprint))
+}
 
-    let grpc_tls = load_tls("gRPC", &opts.grpc_tls, &[b"h2"]).await?;
-    let admin_tls = load_tls("admin", &opts.admin_tls, &[b"h2", b"http/1.1"]).await?;
-    let tls_watch: Vec<_> = [("gRPC", &grpc_tls), ("admin", &admin_tls)]
-        .into_iter()
-        .filter_map(|(what, tls)| Some(tls.as_ref()?.watch(what, transport::RELOAD_INTERVAL)))
-        .collect();
-    metrics.watch_tls(grpc_tls.clone(), admin_tls.clone());
-    let hup = listen_for_sighup();
-    let grpc = bind(opts.grpc_addr).await?;
-    let admin_listener = bind(opts.admin_addr).await?;
-    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let management =
-        management::ManagementService::new(engine.clone(), metrics.clone(), Some(reloader.clone()))
-            .with_max_watchers(opts.max_watchers);
-    // One port, two protocols: the HTTP admin API and the gRPC management API (HTTP/2).
-    let admin_router = admin::router(AdminState {
-        engine: engine.clone(),
-        metrics: metrics.clone(),
-        reloader: Some(reloader.clone()),
-        token: token.clone(),
-        draining: draining.clone(),
-    })
-    .merge(management::routes(management, token).await?)
-    .fallback(admin::not_found);
-    // The bound address (with `:0`, the port the system chose).
-    let admin_bound = admin_listener.local_addr().unwrap_or(opts.admin_addr);
-    tracing::info!(addr = %admin_bound, tls = admin_tls.is_some(), "admin HTTP listening");
-    let admin_listener = transport::Listener::new(admin_listener, admin_tls, admin_connections())
-        .map_err(|source| ServeError::Bind {
-        addr: opts.admin_addr,
-        source,
-    })?;
-    let admin_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin_listener, admin_router).await {
-            tracing::error!(error = %e, "admin listener failed");
-        }
-    });
-    let hup_task = tokio::spawn(reload_on_sighup(reloader.clone(), hup));
-    if opts.watch {
-        reloader.watch(opts.watch_debounce).await?;
-    }
-
-    let result = run_with(
-        engine,
-        metrics,
-        GrpcListener {
-            tcp: grpc,
-            tls: grpc_tls,
-        },
-        shutdown_signal(),
-        opts.shutdown_grace,
-        opts.limits,
-        Drain {
-            delay: opts.drain_delay,
-            flag: draining,
-        },
-    )
-    .await;
-    for task in tls_watch {
-        task.abort();
-    }
-    admin_task.abort();
-    hup_task.abort();
-    flush_task.abort();
-    // Graceful stop: everything counted is written before exit — retried (a full disk may
-    // have room again) within the shutdown grace.
+/// Graceful stop: everything counted is written before exit — retried (a full disk may have
+/// room again) within the shutdown grace.
+async fn final_flush(store: &dyn Store, grace: Duration) {
     let final_flush = Stopwatch::start();
     loop {
         match store.flush().await {
             Ok(()) => break,
-            Err(e) if final_flush.elapsed() < opts.shutdown_grace => {
+            Err(e) if final_flush.elapsed() < grace => {
                 tracing::warn!(error = %e, "final flush of the counters failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -316,11 +343,6 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             }
         }
     }
-    // Spans still buffered are sent (blocking: off the async workers).
-    let _ = tokio::task::spawn_blocking(crate::traces::shutdown).await;
-    result?;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Writes persisted counters every `interval` (a no-op for stores that need none). A failure
