@@ -798,79 +798,12 @@ pub fn plan(
         ); LIMIT_KINDS],
         kinds: 0,
     };
-    if key_required {
-        let decision = &mut planned.decision;
-        let Some(value) = req.key_for(snap, &stage.api).filter(|k| !k.is_empty()) else {
-            return Err(deny(planned.decision, DenyReason::MissingKey));
-        };
-        let Some(key) = snap.key_by_hash(&hash_key(value)) else {
-            return Err(deny(planned.decision, DenyReason::UnknownKey));
-        };
-        decision.key_id = Some(key.id.clone());
-        decision.customer_id = key.customer_id.clone();
-        if !key.enabled {
-            return Err(deny(planned.decision, DenyReason::DisabledKey));
-        }
-        let Some((plan, plan_methods)) = snap.plan_for(key, stage.id) else {
-            return Err(deny(planned.decision, DenyReason::KeyNotInPlan));
-        };
-        decision.plan_id = Some(plan.id.clone());
-
-        // 1. The plan's per-method throttle.
-        if let MethodMatch::Known(mi) = matched
-            && let Some((_, t)) = plan_methods.iter().find(|(i, _)| *i == mi)
-        {
-            planned.push(throttle_limit(
-                LimitKey::PlanMethod {
-                    plan: plan.id.clone(),
-                    key: key.id.clone(),
-                    method: stage.methods[mi].counter.clone(),
-                },
-                LimitKind::PlanMethodThrottle,
-                t,
-            ));
-        }
-        // 2. The plan's throttle.
-        if let Some(t) = &plan.throttle {
-            planned.push(throttle_limit(
-                LimitKey::Plan {
-                    plan: plan.id.clone(),
-                    key: key.id.clone(),
-                },
-                LimitKind::PlanThrottle,
-                t,
-            ));
-        }
-        // 3. The plan's quota.
-        if let Some(q) = &plan.quota {
-            let spec = q.spec_at(snap.week_start, now);
-            planned.push((
-                LimitRef::quota(plan.id.clone(), key.id.clone(), spec),
-                LimitKind::PlanQuota,
-                LimitConfig::Quota {
-                    limit: spec.limit,
-                    period: q.period,
-                    window_start: spec.window.start,
-                    window_end: spec.window.end,
-                },
-            ));
-        }
+    if key_required && let Err(reason) = key_limits(&mut planned, snap, req, stage, matched, now) {
+        return Err(deny(planned.decision, reason));
     }
     // 4. The stage method's throttle.
     if let Some(t) = &stage_throttle {
-        let counter = match method {
-            Some(m) => m.counter.clone(),
-            // An unlisted method of a stage that allows them: one bucket of the stage default
-            // per verb, shared by every unlisted path — a bucket per path would give each new
-            // path (`/nope/1`, `/nope/2`, …) a fresh burst, and the counters no bound. Verbs
-            // other than the standard ones share one bucket too (a client chooses the verb).
-            None => Arc::from(format!(
-                "{}/{} unlisted {}",
-                stage.api,
-                stage.name,
-                unlisted_verb(req.method)
-            )),
-        };
+        let counter = method_counter(stage, method, req.method);
         planned.push(throttle_limit(
             LimitKey::StageMethod { method: counter },
             LimitKind::StageMethodThrottle,
@@ -896,6 +829,92 @@ pub fn plan(
         ));
     }
     Ok(planned)
+}
+
+/// For a stage that needs a key: the key (its id, customer, plan on the decision) and the
+/// plan's limits, in AWS's order; the reason to refuse when there is no usable key.
+fn key_limits(
+    planned: &mut Planned,
+    snap: &Snapshot,
+    req: &Request<'_>,
+    stage: &Stage,
+    matched: MethodMatch,
+    now: Nanos,
+) -> Result<(), DenyReason> {
+    let decision = &mut planned.decision;
+    let Some(value) = req.key_for(snap, &stage.api).filter(|k| !k.is_empty()) else {
+        return Err(DenyReason::MissingKey);
+    };
+    let Some(key) = snap.key_by_hash(&hash_key(value)) else {
+        return Err(DenyReason::UnknownKey);
+    };
+    decision.key_id = Some(key.id.clone());
+    decision.customer_id = key.customer_id.clone();
+    if !key.enabled {
+        return Err(DenyReason::DisabledKey);
+    }
+    let Some((plan, plan_methods)) = snap.plan_for(key, stage.id) else {
+        return Err(DenyReason::KeyNotInPlan);
+    };
+    decision.plan_id = Some(plan.id.clone());
+
+    // 1. The plan's per-method throttle.
+    if let MethodMatch::Known(mi) = matched
+        && let Some((_, t)) = plan_methods.iter().find(|(i, _)| *i == mi)
+    {
+        planned.push(throttle_limit(
+            LimitKey::PlanMethod {
+                plan: plan.id.clone(),
+                key: key.id.clone(),
+                method: stage.methods[mi].counter.clone(),
+            },
+            LimitKind::PlanMethodThrottle,
+            t,
+        ));
+    }
+    // 2. The plan's throttle.
+    if let Some(t) = &plan.throttle {
+        planned.push(throttle_limit(
+            LimitKey::Plan {
+                plan: plan.id.clone(),
+                key: key.id.clone(),
+            },
+            LimitKind::PlanThrottle,
+            t,
+        ));
+    }
+    // 3. The plan's quota.
+    if let Some(q) = &plan.quota {
+        let spec = q.spec_at(snap.week_start, now);
+        planned.push((
+            LimitRef::quota(plan.id.clone(), key.id.clone(), spec),
+            LimitKind::PlanQuota,
+            LimitConfig::Quota {
+                limit: spec.limit,
+                period: q.period,
+                window_start: spec.window.start,
+                window_end: spec.window.end,
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// The counter of a stage method's throttle: the method's own, or for an unlisted method of a
+/// stage that allows them, one bucket of the stage default per verb, shared by every unlisted
+/// path — a bucket per path would give each new path (`/nope/1`, `/nope/2`, …) a fresh burst,
+/// and the counters no bound. Verbs other than the standard ones share one bucket too (a client
+/// chooses the verb).
+fn method_counter(stage: &Stage, method: Option<&crate::snapshot::Method>, verb: &str) -> Arc<str> {
+    match method {
+        Some(m) => m.counter.clone(),
+        None => Arc::from(format!(
+            "{}/{} unlisted {}",
+            stage.api,
+            stage.name,
+            unlisted_verb(verb)
+        )),
+    }
 }
 
 /// The verb an unlisted method's bucket is kept under: a standard HTTP method as sent
