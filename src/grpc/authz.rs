@@ -8,14 +8,15 @@
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use tonic::{Request, Response, Status};
 
 use super::answer::{self, IDENTITY_PREFIX};
 use super::record;
-use crate::engine::{self, Engine, KeyLookup};
+use crate::engine::{self, Decision, Engine, KeyLookup};
 use crate::metrics::{Metrics, Service};
-use crate::snapshot::KeySource;
+use crate::snapshot::{KeySource, Snapshot};
 
 /// The ext_authz service over an engine.
 pub struct AuthzService {
@@ -30,10 +31,7 @@ impl AuthzService {
 }
 
 /// Reads a header from either encoding Envoy may use.
-fn header<'a>(
-    http: &'a envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
-    name: &str,
-) -> Option<&'a str> {
+fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
     if let Some(v) = http.headers.get(name) {
         return Some(v.as_str());
     }
@@ -164,35 +162,36 @@ impl Authorization for AuthzService {
             },
         )
         .await;
-        // Client-sent identity headers, from whichever encoding Envoy used (names arrive
-        // lower-case in both).
-        let raw_names = http
-            .header_map
-            .iter()
-            .flat_map(|m| m.headers.iter().map(|h| &h.key));
-        let client_identity: Vec<&str> = http
-            .headers
-            .keys()
-            .chain(raw_names)
-            .filter(|k| k.starts_with(IDENTITY_PREFIX))
-            .map(String::as_str)
-            .collect();
-        // The header the key was read from (the API's own source, else the config's).
-        let source = decision
-            .api
-            .as_deref()
-            .and_then(|a| snap.apis.get(a))
-            .and_then(|a| a.key_source.as_ref())
-            .unwrap_or(&snap.key_source);
-        let key_header = match source {
-            KeySource::Header(h) => Some(h.as_str()),
-            KeySource::Metadata { .. } => None,
-        };
-        Ok(Response::new(answer::check_response(
-            &decision,
-            &snap,
-            &client_identity,
-            key_header,
-        )))
+        Ok(Response::new(answer_for(http, &decision, &snap)))
     }
+}
+
+/// The answer to Envoy for `decision` on `http`: client-sent identity headers removed, the key
+/// header forwarded or not as configured.
+fn answer_for(http: &HttpRequest, decision: &Decision, snap: &Snapshot) -> CheckResponse {
+    // Client-sent identity headers, from whichever encoding Envoy used (names arrive
+    // lower-case in both).
+    let raw_names = http
+        .header_map
+        .iter()
+        .flat_map(|m| m.headers.iter().map(|h| &h.key));
+    let client_identity: Vec<&str> = http
+        .headers
+        .keys()
+        .chain(raw_names)
+        .filter(|k| k.starts_with(IDENTITY_PREFIX))
+        .map(String::as_str)
+        .collect();
+    // The header the key was read from (the API's own source, else the config's).
+    let source = decision
+        .api
+        .as_deref()
+        .and_then(|a| snap.apis.get(a))
+        .and_then(|a| a.key_source.as_ref())
+        .unwrap_or(&snap.key_source);
+    let key_header = match source {
+        KeySource::Header(h) => Some(h.as_str()),
+        KeySource::Metadata { .. } => None,
+    };
+    answer::check_response(decision, snap, &client_identity, key_header)
 }
