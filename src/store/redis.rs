@@ -412,65 +412,7 @@ impl RedisStore {
             self.deadline_ms(&keys[0]).await
         };
         let mut inv = self.decide_cmd(keys, mode, deadline, now);
-        let bucket = |i: Option<usize>| match i.map(|i| &limits[i].spec) {
-            Some(LimitSpec::Bucket(spec)) => {
-                let (d, refill, cap, _) = bucket_params(spec);
-                [d as f64, refill as f64, cap as f64]
-            }
-            _ => [0.0; 3],
-        };
-        let units_of = |i: Option<usize>| i.map_or(0.0, |i| units[i] as f64);
-        // Quota units are signed in a Set (the used count to set).
-        let set_units = |i: Option<usize>| i.map_or(0.0, |i| units[i] as i64 as f64);
-        for it in items {
-            inv.arg(it.key).arg(&it.field);
-            match &it.part {
-                Part::Bucket(i) => {
-                    let [d, refill, cap] = bucket(Some(*i));
-                    inv.arg("b")
-                        .arg(packed(&[d, refill, cap, units[*i] as f64]));
-                }
-                Part::Record {
-                    bucket: b,
-                    quota,
-                    usage,
-                    legacy,
-                } => {
-                    let [d, refill, cap] = bucket(*b);
-                    let (limit, start) = match quota.map(|i| &limits[i].spec) {
-                        Some(LimitSpec::Quota(q)) => (
-                            q.limit as f64,
-                            q.window.start.div_euclid(NANOS_PER_SEC) as f64,
-                        ),
-                        _ => (-1.0, -1.0),
-                    };
-                    let day = match usage.map(|i| &limits[i].key) {
-                        Some(LimitKey::Usage { day_start, .. }) => {
-                            day_start.div_euclid(NANOS_PER_SEC) as f64
-                        }
-                        _ => -1.0,
-                    };
-                    let qunits = if mode == Mode::Set {
-                        set_units(*quota)
-                    } else {
-                        units_of(*quota)
-                    };
-                    inv.arg("r").arg(packed(&[
-                        d,
-                        refill,
-                        cap,
-                        units_of(*b),
-                        limit,
-                        start,
-                        qunits,
-                        legacy.0 as f64,
-                        day,
-                        units_of(*usage),
-                        legacy.1 as f64,
-                    ]));
-                }
-            }
-        }
+        entry_args(&mut inv, items, limits, units, mode);
         let reply = self.send_decide(&keys[0], inv).await?;
         if reply.first() == Some(&-1) {
             return Err(StoreError::new(
@@ -491,42 +433,7 @@ impl RedisStore {
                 format!("unexpected script reply of {} values", reply.len()),
             ));
         }
-        let bucket_level = |i: usize, raw: i64| match &limits[i].spec {
-            LimitSpec::Bucket(spec) => {
-                let (_, _, _, scale) = bucket_params(spec);
-                (u128::try_from(raw.max(0)).unwrap_or(0) * scale).min(spec.capacity())
-            }
-            _ => 0,
-        };
-        let mut levels = Vec::with_capacity(limits.len());
-        let mut at = 1;
-        for it in items {
-            match &it.part {
-                Part::Bucket(i) => {
-                    levels.push((*i, bucket_level(*i, reply[at])));
-                    at += 1;
-                }
-                Part::Record {
-                    bucket: b,
-                    quota,
-                    usage,
-                    ..
-                } => {
-                    if let Some(i) = b {
-                        levels.push((*i, bucket_level(*i, reply[at])));
-                    }
-                    // A quota's used count is signed: below zero after a temporary extension.
-                    if let Some(i) = quota {
-                        levels.push((*i, crate::limit::quota_level(reply[at + 1])));
-                    }
-                    if let Some(i) = usage {
-                        levels.push((*i, u128::try_from(reply[at + 2].max(0)).unwrap_or(0)));
-                    }
-                    at += 3;
-                }
-            }
-        }
-        Ok((reply[0] == 1, levels))
+        Ok((reply[0] == 1, levels(&reply, items, limits)))
     }
 
     /// The decision script's call (EVALSHA) with `keys` and its header arguments (see
@@ -1249,6 +1156,116 @@ impl RedisStore {
         }
         Ok(())
     }
+}
+
+/// The decision script's arguments for `items`: each entry's key, field and packed parameters
+/// (see decide.lua), each limit for its `units`.
+fn entry_args(
+    inv: &mut redis::Cmd,
+    items: &[Item],
+    limits: &[LimitRef],
+    units: &[u64],
+    mode: Mode,
+) {
+    let bucket = |i: Option<usize>| match i.map(|i| &limits[i].spec) {
+        Some(LimitSpec::Bucket(spec)) => {
+            let (d, refill, cap, _) = bucket_params(spec);
+            [d as f64, refill as f64, cap as f64]
+        }
+        _ => [0.0; 3],
+    };
+    let units_of = |i: Option<usize>| i.map_or(0.0, |i| units[i] as f64);
+    // Quota units are signed in a Set (the used count to set).
+    let set_units = |i: Option<usize>| i.map_or(0.0, |i| units[i] as i64 as f64);
+    for it in items {
+        inv.arg(it.key).arg(&it.field);
+        match &it.part {
+            Part::Bucket(i) => {
+                let [d, refill, cap] = bucket(Some(*i));
+                inv.arg("b")
+                    .arg(packed(&[d, refill, cap, units[*i] as f64]));
+            }
+            Part::Record {
+                bucket: b,
+                quota,
+                usage,
+                legacy,
+            } => {
+                let [d, refill, cap] = bucket(*b);
+                let (limit, start) = match quota.map(|i| &limits[i].spec) {
+                    Some(LimitSpec::Quota(q)) => (
+                        q.limit as f64,
+                        q.window.start.div_euclid(NANOS_PER_SEC) as f64,
+                    ),
+                    _ => (-1.0, -1.0),
+                };
+                let day = match usage.map(|i| &limits[i].key) {
+                    Some(LimitKey::Usage { day_start, .. }) => {
+                        day_start.div_euclid(NANOS_PER_SEC) as f64
+                    }
+                    _ => -1.0,
+                };
+                let qunits = if mode == Mode::Set {
+                    set_units(*quota)
+                } else {
+                    units_of(*quota)
+                };
+                inv.arg("r").arg(packed(&[
+                    d,
+                    refill,
+                    cap,
+                    units_of(*b),
+                    limit,
+                    start,
+                    qunits,
+                    legacy.0 as f64,
+                    day,
+                    units_of(*usage),
+                    legacy.1 as f64,
+                ]));
+            }
+        }
+    }
+}
+
+/// The level before the call of each limit the script's `reply` names, in memory-store units.
+fn levels(reply: &[i64], items: &[Item], limits: &[LimitRef]) -> Vec<(usize, u128)> {
+    let bucket_level = |i: usize, raw: i64| match &limits[i].spec {
+        LimitSpec::Bucket(spec) => {
+            let (_, _, _, scale) = bucket_params(spec);
+            (u128::try_from(raw.max(0)).unwrap_or(0) * scale).min(spec.capacity())
+        }
+        _ => 0,
+    };
+    let mut levels = Vec::with_capacity(limits.len());
+    let mut at = 1;
+    for it in items {
+        match &it.part {
+            Part::Bucket(i) => {
+                levels.push((*i, bucket_level(*i, reply[at])));
+                at += 1;
+            }
+            Part::Record {
+                bucket: b,
+                quota,
+                usage,
+                ..
+            } => {
+                if let Some(i) = b {
+                    levels.push((*i, bucket_level(*i, reply[at])));
+                }
+                // A quota's used count is signed: below zero after a temporary extension.
+                if let Some(i) = quota {
+                    levels.push((*i, crate::limit::quota_level(reply[at + 1])));
+                }
+                if let Some(i) = usage {
+                    levels.push((*i, u128::try_from(reply[at + 2].max(0)).unwrap_or(0)));
+                }
+                at += 3;
+            }
+        }
+    }
+    levels
 }
 
 #[cfg(test)]
