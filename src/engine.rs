@@ -21,7 +21,7 @@ use crate::snapshot::{
     HostMatch, MAX_KEY_BYTES, MethodMatch, PathParameters, Snapshot, Stage, Throttle, UnknownHosts,
     UnknownMethods, hash_key,
 };
-use crate::store::{Charge, Store, StoreError};
+use crate::store::{Charge, Mode, Store, StoreError, Units};
 
 pub mod explain;
 
@@ -603,7 +603,10 @@ impl Engine {
         if refused_early {
             // Nothing is charged: the others are checked only, to report their limits.
             for (i, p) in charging {
-                let c = self.store.check(&p.refs, reqs[i].hits, now).await;
+                let c = self
+                    .store
+                    .decide(&p.refs, Units::Same(reqs[i].hits), Mode::DryRun, now)
+                    .await;
                 out[i] = Some(self.settle(p, c));
             }
         } else if !charging.is_empty() {
@@ -614,7 +617,10 @@ impl Engine {
                 units.extend(std::iter::repeat_n(reqs[*i].hits, p.refs.len()));
             }
             let watch = crate::clock::Stopwatch::start();
-            let charge = self.store.check_and_charge_each(&refs, &units, now).await;
+            let charge = self
+                .store
+                .decide(&refs, Units::Each(&units), Mode::Charge, now)
+                .await;
             let seconds = watch.seconds();
             let mut at = 0;
             for (i, p) in charging {
@@ -665,9 +671,15 @@ impl Engine {
             Err(d) => return d,
         };
         let watch = crate::clock::Stopwatch::start();
+        // `hits: 0` asks whether one unit would be admitted (RLS `hits_addend: 0`).
+        let mode = if req.hits == 0 {
+            Mode::Probe
+        } else {
+            Mode::Charge
+        };
         let charge = self
             .store
-            .check_and_charge(&planned.refs, req.hits, now)
+            .decide(&planned.refs, Units::Same(req.hits), mode, now)
             .await;
         let mut d = self.settle(planned, charge);
         d.store_seconds = Some(watch.seconds());
@@ -682,7 +694,10 @@ impl Engine {
             Ok(p) => p,
             Err(d) => return d,
         };
-        let charge = self.store.check(&planned.refs, req.hits.max(1), now).await;
+        let charge = self
+            .store
+            .decide(&planned.refs, Units::Same(req.hits), Mode::DryRun, now)
+            .await;
         self.settle(planned, charge)
     }
 

@@ -20,7 +20,7 @@ pub mod memory;
 pub mod persist;
 pub mod redis;
 
-pub use backend::{Charge, Store, UsageRow};
+pub use backend::{Charge, Mode, Store, Units, UsageRow};
 pub use error::{StoreError, StoreErrorKind};
 pub use memory::MemoryStore;
 pub use redis::{RedisOptions, RedisStore, RedisTls, SharedBuckets};

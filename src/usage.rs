@@ -152,11 +152,11 @@ async fn read(
     key_id: &str,
     now: Nanos,
 ) -> Result<Current, UsageError> {
-    let charge = engine
+    let states = engine
         .store()
-        .check_and_charge(std::slice::from_ref(&t.counter), 0, now)
+        .read(std::slice::from_ref(&t.counter), now)
         .await?;
-    let remaining = charge.states.first().map_or(t.limit, |s| s.remaining);
+    let remaining = states.first().map_or(t.limit, |s| s.remaining);
     Ok(Current {
         usage_plan_id: plan_id.to_owned(),
         key_id: key_id.to_owned(),
@@ -346,14 +346,11 @@ pub async fn report_page(
         let live = match current {
             Some((_, spec)) if to > today => {
                 let counter = LimitRef::quota(p.id.clone(), key.as_str().into(), spec);
-                let charge = engine
+                let states = engine
                     .store()
-                    .check_and_charge(std::slice::from_ref(&counter), 0, now)
+                    .read(std::slice::from_ref(&counter), now)
                     .await?;
-                Some((
-                    spec,
-                    charge.states.first().map_or(spec.limit, |s| s.remaining),
-                ))
+                Some((spec, states.first().map_or(spec.limit, |s| s.remaining)))
             }
             _ => None,
         };

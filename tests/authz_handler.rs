@@ -519,26 +519,11 @@ struct DownStore;
 
 #[async_trait::async_trait]
 impl plangate::store::Store for DownStore {
-    async fn check_and_charge(
+    async fn decide(
         &self,
         _: &[plangate::limit::LimitRef],
-        _: u64,
-        _: plangate::clock::Nanos,
-    ) -> Result<plangate::store::Charge, plangate::store::StoreError> {
-        Err(down())
-    }
-    async fn check_and_charge_each(
-        &self,
-        _: &[plangate::limit::LimitRef],
-        _: &[u64],
-        _: plangate::clock::Nanos,
-    ) -> Result<plangate::store::Charge, plangate::store::StoreError> {
-        Err(down())
-    }
-    async fn check(
-        &self,
-        _: &[plangate::limit::LimitRef],
-        _: u64,
+        _: plangate::store::Units<'_>,
+        _: plangate::store::Mode,
         _: plangate::clock::Nanos,
     ) -> Result<plangate::store::Charge, plangate::store::StoreError> {
         Err(down())

@@ -1,11 +1,11 @@
 //! Token-bucket properties, through the path production runs: limits as the engine builds them,
-//! checked and charged by the memory store (`check_and_charge_now`, the core of its
-//! `Store::check_and_charge`), which calls the same `limit` functions as the Redis store.
+//! checked and charged by the memory store (`decide_now`, the core of its
+//! `Store::decide`), which calls the same `limit` functions as the Redis store.
 
 use std::sync::Arc;
 
 use plangate::limit::{BucketSpec, LimitKey, LimitRef, LimitSpec, UNITS_PER_TOKEN};
-use plangate::store::MemoryStore;
+use plangate::store::{MemoryStore, Mode, Units};
 use proptest::prelude::*;
 
 const SEC: i64 = 1_000_000_000;
@@ -29,7 +29,10 @@ fn run(spec: BucketSpec, gaps: &[(i64, u64)]) -> (Vec<(i64, u64)>, MemoryStore, 
     let mut admitted = Vec::new();
     for &(gap, hits) in gaps {
         now += gap;
-        if store.check_and_charge_now(&l, hits, now).admitted {
+        if store
+            .decide_now(&l, Units::Same(hits), Mode::Charge, now)
+            .admitted
+        {
             admitted.push((now, hits));
         }
     }
@@ -88,10 +91,10 @@ proptest! {
         let (_, store, now) = run(spec, &gaps);
         let idle = i64::try_from(spec.capacity().div_ceil(u128::from(spec.rate_micro))).unwrap();
         // A check (0 hits) reports the level without charging; then the whole burst is taken.
-        let c = store.check_and_charge_now(&limit(spec), 0, now + idle);
+        let c = store.decide_now(&limit(spec), Units::Same(0), Mode::Probe, now + idle);
         prop_assert_eq!(c.states[0].remaining, spec.burst);
         if spec.burst > 0 {
-            let c = store.check_and_charge_now(&limit(spec), spec.burst, now + idle);
+            let c = store.decide_now(&limit(spec), Units::Same(spec.burst), Mode::Charge, now + idle);
             prop_assert!(c.admitted);
             prop_assert_eq!(c.states[0].remaining, 0);
         }

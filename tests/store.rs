@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use plangate::limit::{BucketSpec, LimitKey, LimitRef, LimitSpec, QuotaSpec, Window};
-use plangate::store::{MemoryStore, RedisOptions, RedisStore, Store};
+use plangate::store::{MemoryStore, Mode, RedisOptions, RedisStore, Store, Units};
 
 const SEC: i64 = 1_000_000_000;
 
@@ -41,25 +41,28 @@ async fn all_or_nothing(store: &dyn Store) {
     let limits = [bucket("a", 1, 5), quota("a", 2, 0, 100 * SEC)];
     assert!(
         store
-            .check_and_charge(&limits, 1, SEC)
+            .decide(&limits, Units::Same(1), Mode::Charge, SEC)
             .await
             .unwrap()
             .admitted
     );
     assert!(
         store
-            .check_and_charge(&limits, 1, SEC)
+            .decide(&limits, Units::Same(1), Mode::Charge, SEC)
             .await
             .unwrap()
             .admitted
     );
     // The quota refuses; the bucket (3 left) must not be charged.
-    let c = store.check_and_charge(&limits, 1, SEC).await.unwrap();
+    let c = store
+        .decide(&limits, Units::Same(1), Mode::Charge, SEC)
+        .await
+        .unwrap();
     assert!(!c.admitted);
     assert!(c.states[0].admitted && !c.states[1].admitted);
     assert_eq!(c.states[0].remaining, 3);
     let c = store
-        .check_and_charge(&[bucket("a", 1, 5)], 3, SEC)
+        .decide(&[bucket("a", 1, 5)], Units::Same(3), Mode::Charge, SEC)
         .await
         .unwrap();
     assert!(c.admitted, "the refused request consumed bucket tokens");
@@ -68,20 +71,23 @@ async fn all_or_nothing(store: &dyn Store) {
 async fn probe_charges_nothing(store: &dyn Store) {
     let limits = [bucket("p", 1, 1)];
     for _ in 0..3 {
-        let c = store.check_and_charge(&limits, 0, 0).await.unwrap();
+        let c = store
+            .decide(&limits, Units::Same(1), Mode::Probe, 0)
+            .await
+            .unwrap();
         assert!(c.admitted);
         assert_eq!(c.states[0].remaining, 1);
     }
     assert!(
         store
-            .check_and_charge(&limits, 1, 0)
+            .decide(&limits, Units::Same(1), Mode::Charge, 0)
             .await
             .unwrap()
             .admitted
     );
     assert!(
         !store
-            .check_and_charge(&limits, 0, 0)
+            .decide(&limits, Units::Same(1), Mode::Probe, 0)
             .await
             .unwrap()
             .admitted
@@ -93,17 +99,20 @@ async fn windows_are_separate_counters(store: &dyn Store) {
     let second = [quota("w", 1, 10 * SEC, 20 * SEC)];
     assert!(
         store
-            .check_and_charge(&first, 1, SEC)
+            .decide(&first, Units::Same(1), Mode::Charge, SEC)
             .await
             .unwrap()
             .admitted
     );
-    let c = store.check_and_charge(&first, 1, 2 * SEC).await.unwrap();
+    let c = store
+        .decide(&first, Units::Same(1), Mode::Charge, 2 * SEC)
+        .await
+        .unwrap();
     assert!(!c.admitted);
     assert_eq!(c.states[0].retry_after, Some(8 * SEC));
     assert!(
         store
-            .check_and_charge(&second, 1, 11 * SEC)
+            .decide(&second, Units::Same(1), Mode::Charge, 11 * SEC)
             .await
             .unwrap()
             .admitted
@@ -114,22 +123,28 @@ async fn buckets_refill(store: &dyn Store) {
     let limits = [bucket("r", 2, 2)];
     assert!(
         store
-            .check_and_charge(&limits, 2, 0)
+            .decide(&limits, Units::Same(2), Mode::Charge, 0)
             .await
             .unwrap()
             .admitted
     );
-    let c = store.check_and_charge(&limits, 1, SEC / 4).await.unwrap();
+    let c = store
+        .decide(&limits, Units::Same(1), Mode::Charge, SEC / 4)
+        .await
+        .unwrap();
     assert!(!c.admitted);
     assert_eq!(c.states[0].retry_after, Some(SEC / 4));
     assert!(
         store
-            .check_and_charge(&limits, 1, SEC / 2)
+            .decide(&limits, Units::Same(1), Mode::Charge, SEC / 2)
             .await
             .unwrap()
             .admitted
     );
-    let c = store.check_and_charge(&limits, 0, 10 * SEC).await.unwrap();
+    let c = store
+        .decide(&limits, Units::Same(1), Mode::Probe, 10 * SEC)
+        .await
+        .unwrap();
     assert_eq!(c.states[0].remaining, 2);
 }
 
@@ -149,8 +164,14 @@ async fn fractional_rates_agree_with_the_memory_store(store: &dyn Store) {
     for i in 0..200i64 {
         t += (i * 7_919_731) % (3 * SEC);
         let hits = 1 + (i as u64 % 3);
-        let want = reference.check_and_charge(&limits, hits, t).await.unwrap();
-        let got = store.check_and_charge(&limits, hits, t).await.unwrap();
+        let want = reference
+            .decide(&limits, Units::Same(hits), Mode::Charge, t)
+            .await
+            .unwrap();
+        let got = store
+            .decide(&limits, Units::Same(hits), Mode::Charge, t)
+            .await
+            .unwrap();
         assert_eq!(got, want, "attempt {i} at {t}");
     }
 }
@@ -171,17 +192,27 @@ async fn usage_counts_admitted_units(store: &dyn Store) {
     // 3 admitted (one of 2 units), then a refusal that must not count.
     for (hits, ok) in [(1, true), (2, true), (1, false)] {
         let c = store
-            .check_and_charge(&[q.clone(), usage("uk", 0)], hits, SEC)
+            .decide(
+                &[q.clone(), usage("uk", 0)],
+                Units::Same(hits),
+                Mode::Charge,
+                SEC,
+            )
             .await
             .unwrap();
         assert_eq!(c.admitted, ok);
     }
     store
-        .check_and_charge(&[usage("uk", 1)], 4, day + SEC)
+        .decide(&[usage("uk", 1)], Units::Same(4), Mode::Charge, day + SEC)
         .await
         .unwrap();
     store
-        .check_and_charge(&[usage("other", 1)], 1, day + SEC)
+        .decide(
+            &[usage("other", 1)],
+            Units::Same(1),
+            Mode::Charge,
+            day + SEC,
+        )
         .await
         .unwrap();
     let keys: Vec<Arc<str>> = vec![Arc::from("uk"), Arc::from("other")];
@@ -220,18 +251,24 @@ async fn set_used_sets_the_quota(store: &dyn Store) {
     let q = quota("su", 10, 0, 100 * SEC);
     store.set_used(&q, 8, SEC).await.unwrap();
     let c = store
-        .check_and_charge(std::slice::from_ref(&q), 0, SEC)
+        .decide(std::slice::from_ref(&q), Units::Same(1), Mode::Probe, SEC)
         .await
         .unwrap();
     assert_eq!(c.states[0].remaining, 2);
     assert!(
         store
-            .check_and_charge(std::slice::from_ref(&q), 2, SEC)
+            .decide(std::slice::from_ref(&q), Units::Same(2), Mode::Charge, SEC)
             .await
             .unwrap()
             .admitted
     );
-    assert!(!store.check_and_charge(&[q], 1, SEC).await.unwrap().admitted);
+    assert!(
+        !store
+            .decide(&[q], Units::Same(1), Mode::Charge, SEC)
+            .await
+            .unwrap()
+            .admitted
+    );
 }
 
 /// A used count below zero (AWS's temporary extension: remaining above the limit) admits that
@@ -240,24 +277,30 @@ async fn a_quota_extended_above_its_limit(store: &dyn Store) {
     let q = quota("ext", 10, 0, 100 * SEC);
     store.set_used(&q, -5, SEC).await.unwrap();
     let c = store
-        .check_and_charge(std::slice::from_ref(&q), 0, SEC)
+        .decide(std::slice::from_ref(&q), Units::Same(1), Mode::Probe, SEC)
         .await
         .unwrap();
     assert_eq!(c.states[0].remaining, 15);
     let c = store
-        .check_and_charge(std::slice::from_ref(&q), 12, SEC)
+        .decide(std::slice::from_ref(&q), Units::Same(12), Mode::Charge, SEC)
         .await
         .unwrap();
     assert!(c.admitted);
     assert_eq!(c.states[0].remaining, 3);
     assert!(
         !store
-            .check_and_charge(std::slice::from_ref(&q), 4, SEC)
+            .decide(std::slice::from_ref(&q), Units::Same(4), Mode::Charge, SEC)
             .await
             .unwrap()
             .admitted
     );
-    assert!(store.check_and_charge(&[q], 3, SEC).await.unwrap().admitted);
+    assert!(
+        store
+            .decide(&[q], Units::Same(3), Mode::Charge, SEC)
+            .await
+            .unwrap()
+            .admitted
+    );
 }
 
 /// A store to test, and what keeps it alive (a redis-server).
@@ -321,32 +364,50 @@ async fn the_first_initial_period_wins(store: &dyn Store) {
     );
 }
 
-/// `check` answers for N units as `check_and_charge` would — the states after the charge — and
+/// A dry run answers for N units as a charge would — the states after the charge — and
 /// charges nothing.
 async fn check_answers_for_n_units_and_charges_nothing(store: &dyn Store) {
     let limits = [bucket("n", 1, 5), quota("n", 4, 0, 100 * SEC)];
     for _ in 0..3 {
-        let c = store.check(&limits, 4, SEC).await.unwrap();
+        let c = store
+            .decide(&limits, Units::Same(4), Mode::DryRun, SEC)
+            .await
+            .unwrap();
         assert!(c.admitted);
         assert_eq!((c.states[0].remaining, c.states[1].remaining), (1, 0));
     }
     // Five units: the quota (4) refuses; a charge of five would too.
-    let c = store.check(&limits, 5, SEC).await.unwrap();
+    let c = store
+        .decide(&limits, Units::Same(5), Mode::DryRun, SEC)
+        .await
+        .unwrap();
     assert!(!c.admitted);
     assert!(c.states[0].admitted && !c.states[1].admitted);
     assert!(
         !store
-            .check_and_charge(&limits, 5, SEC)
+            .decide(&limits, Units::Same(5), Mode::Charge, SEC)
             .await
             .unwrap()
             .admitted
     );
     // Nothing was charged: four units still go through, once — with the states `check` said.
-    let dry = store.check(&limits, 4, SEC).await.unwrap();
-    let c = store.check_and_charge(&limits, 4, SEC).await.unwrap();
+    let dry = store
+        .decide(&limits, Units::Same(4), Mode::DryRun, SEC)
+        .await
+        .unwrap();
+    let c = store
+        .decide(&limits, Units::Same(4), Mode::Charge, SEC)
+        .await
+        .unwrap();
     assert!(c.admitted);
     assert_eq!(c, dry);
-    assert!(!store.check(&limits, 1, SEC).await.unwrap().admitted);
+    assert!(
+        !store
+            .decide(&limits, Units::Same(1), Mode::DryRun, SEC)
+            .await
+            .unwrap()
+            .admitted
+    );
 }
 
 /// Several requests' limits with their own units, one call: all charged or none; a counter
@@ -360,7 +421,7 @@ async fn several_demands_are_all_or_nothing(store: &dyn Store) {
     let limits = [shared.clone(), q1.clone(), shared.clone(), q2.clone()];
     // 2 + 2 of the shared bucket (5), 2 of quota one (3), 2 of quota two: admitted.
     let c = store
-        .check_and_charge_each(&limits, &[2, 2, 2, 2], SEC)
+        .decide(&limits, Units::Each(&[2, 2, 2, 2]), Mode::Charge, SEC)
         .await
         .unwrap();
     assert!(c.admitted);
@@ -370,19 +431,32 @@ async fn several_demands_are_all_or_nothing(store: &dyn Store) {
     // Quota one has 1 left: asking 2 of it refuses everything; nothing is charged, not even
     // quota two or the bucket.
     let c = store
-        .check_and_charge_each(&[q2.clone(), q1.clone()], &[1, 2], SEC)
+        .decide(
+            &[q2.clone(), q1.clone()],
+            Units::Each(&[1, 2]),
+            Mode::Charge,
+            SEC,
+        )
         .await
         .unwrap();
     assert!(!c.admitted);
     assert!(c.states[0].admitted && !c.states[1].admitted);
-    let probe = store.check_and_charge(&[q2, q1], 0, SEC).await.unwrap();
+    let probe = store
+        .decide(&[q2, q1], Units::Same(1), Mode::Probe, SEC)
+        .await
+        .unwrap();
     assert_eq!(
         (probe.states[0].remaining, probe.states[1].remaining),
         (8, 1)
     );
     // The shared bucket (1 left) refuses 1 + 1 from two requests.
     let c = store
-        .check_and_charge_each(&[shared.clone(), shared], &[1, 1], SEC)
+        .decide(
+            &[shared.clone(), shared],
+            Units::Each(&[1, 1]),
+            Mode::Charge,
+            SEC,
+        )
         .await
         .unwrap();
     assert!(!c.admitted);
@@ -468,7 +542,7 @@ async fn a_script_that_runs_after_its_deadline_charges_nothing() {
     // Loaded once (a script Redis does not know yet would fail NOSCRIPT, not run late).
     assert!(
         store
-            .check_and_charge(&limits, 0, SEC)
+            .decide(&limits, Units::Same(1), Mode::Probe, SEC)
             .await
             .unwrap()
             .admitted
@@ -485,7 +559,7 @@ async fn a_script_that_runs_after_its_deadline_charges_nothing() {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let tries = (0..20).map(|_| store.check_and_charge(&limits, 1, SEC));
+    let tries = (0..20).map(|_| store.decide(&limits, Units::Same(1), Mode::Charge, SEC));
     let results = futures_join(tries).await;
     assert!(
         results.iter().all(Result::is_err),
@@ -494,12 +568,15 @@ async fn a_script_that_runs_after_its_deadline_charges_nothing() {
     assert_eq!(sleeper.join().unwrap().trim(), "+OK");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Redis is back and has run the queued scripts: none charged.
-    let probe = store.check_and_charge(&limits, 0, SEC).await.unwrap();
+    let probe = store
+        .decide(&limits, Units::Same(1), Mode::Probe, SEC)
+        .await
+        .unwrap();
     assert_eq!(probe.states[0].remaining, 1000, "late scripts charged");
     // And it works again.
     assert!(
         store
-            .check_and_charge(&limits, 1, SEC)
+            .decide(&limits, Units::Same(1), Mode::Charge, SEC)
             .await
             .unwrap()
             .admitted
@@ -574,14 +651,14 @@ async fn an_upgrade_from_the_earlier_redis_layout_loses_no_count() {
     let now = day + SEC;
     assert!(
         store
-            .check_and_charge(&limits, 1, now)
+            .decide(&limits, Units::Same(1), Mode::Charge, now)
             .await
             .unwrap()
             .admitted
     );
     assert!(
         !store
-            .check_and_charge(&limits, 1, now)
+            .decide(&limits, Units::Same(1), Mode::Charge, now)
             .await
             .unwrap()
             .admitted
@@ -622,7 +699,7 @@ async fn shared_buckets_survive_a_switch_between_exact_and_leased() {
         .unwrap();
     assert!(
         exact
-            .check_and_charge(&limits, 4, SEC)
+            .decide(&limits, Units::Same(4), Mode::Charge, SEC)
             .await
             .unwrap()
             .admitted
@@ -635,7 +712,7 @@ async fn shared_buckets_survive_a_switch_between_exact_and_leased() {
     let mut admitted = 0;
     for _ in 0..8 {
         if leased
-            .check_and_charge(&limits, 1, SEC)
+            .decide(&limits, Units::Same(1), Mode::Charge, SEC)
             .await
             .unwrap()
             .admitted

@@ -1,4 +1,4 @@
-//! The counter store's contract: one semantic operation, [`Store::check_and_charge`], that checks
+//! The counter store's contract: one semantic operation, [`Store::decide`], that checks
 //! every limit of a request and charges them all only if all admit. One operation (not
 //! get-then-set) is what lets a shared store do the whole decision atomically in one round trip.
 
@@ -25,35 +25,50 @@ pub struct Charge {
     pub states: Vec<LimitState>,
 }
 
+/// What a decision does once every limit admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Charges every limit its units.
+    Charge,
+    /// Stores nothing and reports the states found (RLS `hits_addend: 0`: would the units be
+    /// admitted?).
+    Probe,
+    /// Stores nothing and reports the states a charge would leave (Explain: exactly what
+    /// `Charge` would answer).
+    DryRun,
+}
+
+/// How many units of each limit a decision needs.
+#[derive(Debug, Clone, Copy)]
+pub enum Units<'a> {
+    /// The same for every limit (0 counts as 1).
+    Same(u64),
+    /// `units[i]` for `limits[i]` (each at least 1); the same counter given twice is one demand
+    /// of the sum (one RLS request of several descriptors).
+    Each(&'a [u64]),
+}
+
 /// A place where counters live.
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Checks every limit at `now` for `hits` units. If all admit, charges them all; if any
-    /// refuses, charges nothing. `hits == 0` asks whether one unit would be admitted, charging
-    /// nothing (RLS `hits_addend: 0`).
-    async fn check_and_charge(
+    /// Decides `limits` at `now`, each for its [`Units`]. If any refuses, nothing is stored;
+    /// once every limit admits, `mode` says what happens (see [`Mode`]). The one way to decide:
+    /// ext_authz and RLS charge, RLS `hits_addend: 0` probes, Explain dry-runs.
+    async fn decide(
         &self,
         limits: &[LimitRef],
-        hits: u64,
+        units: Units<'_>,
+        mode: Mode,
         now: Nanos,
     ) -> Result<Charge, StoreError>;
 
-    /// [`Store::check_and_charge`] with its own units for each limit (`units[i]` for
-    /// `limits[i]`, each at least 1; the same counter given twice is one demand of the sum): if
-    /// every limit admits its units, all are charged, else none. One RLS request of several
-    /// descriptors is one such call.
-    async fn check_and_charge_each(
-        &self,
-        limits: &[LimitRef],
-        units: &[u64],
-        now: Nanos,
-    ) -> Result<Charge, StoreError>;
-
-    /// Answers exactly what [`Store::check_and_charge`] would for `need` hits (at least 1) —
-    /// when admitted, the states after the charge — and stores nothing (the management API's
-    /// Explain).
-    async fn check(&self, limits: &[LimitRef], need: u64, now: Nanos)
-    -> Result<Charge, StoreError>;
+    /// Each limit's state at `now`, storing nothing (usage reports: a quota's remaining).
+    async fn read(&self, limits: &[LimitRef], now: Nanos) -> Result<Vec<LimitState>, StoreError> {
+        Ok(self
+            .decide(limits, Units::Same(1), Mode::Probe, now)
+            .await?
+            .states)
+    }
 
     /// Whether the store is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError> {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::backend::{Charge, Store, UsageRow, quota_of};
+use super::backend::{Charge, Mode, Store, Units, UsageRow, quota_of};
 use super::error::{StoreError, StoreErrorKind};
 use super::persist::Persistence;
 use crate::clock::Nanos;
@@ -97,43 +97,31 @@ impl MemoryStore {
         Ok(store)
     }
 
-    /// The synchronous core of [`Store::check_and_charge`].
-    pub fn check_and_charge_now(&self, limits: &[LimitRef], hits: u64, now: Nanos) -> Charge {
-        match hits {
-            0 => self.run(limits, 1, Mode::Probe, now),
-            hits => self.run(limits, hits, Mode::Charge, now),
-        }
-    }
-
-    /// The synchronous core of [`Store::check`].
-    pub fn check_now(&self, limits: &[LimitRef], need: u64, now: Nanos) -> Charge {
-        self.run(limits, need.max(1), Mode::DryRun, now)
-    }
-
-    /// Checks `units` of every limit; if all admit, charges them (or, in a dry run, reports
-    /// the states a charge would leave, storing nothing).
-    fn run(&self, limits: &[LimitRef], units: u64, mode: Mode, now: Nanos) -> Charge {
-        self.run_each(limits, |_| units, mode, now)
-    }
-
-    /// The synchronous core of [`Store::check_and_charge_each`].
-    pub fn check_and_charge_each_now(
+    /// The synchronous core of [`Store::decide`].
+    pub fn decide_now(
         &self,
         limits: &[LimitRef],
-        units: &[u64],
+        units: Units<'_>,
+        mode: Mode,
         now: Nanos,
     ) -> Charge {
-        // The same counter twice is one demand of the sum: merged first.
-        let (merged, demand, slot) = super::backend::merge_demands(limits, units);
-        let c = self.run_each(&merged, |i| demand[i], Mode::Charge, now);
-        Charge {
-            admitted: c.admitted,
-            states: slot.iter().map(|&i| c.states[i]).collect(),
+        match units {
+            Units::Same(n) => self.run(limits, |_| n.max(1), mode, now),
+            Units::Each(units) => {
+                // The same counter twice is one demand of the sum: merged first.
+                let (merged, demand, slot) = super::backend::merge_demands(limits, units);
+                let c = self.run(&merged, |i| demand[i], mode, now);
+                Charge {
+                    admitted: c.admitted,
+                    states: slot.iter().map(|&i| c.states[i]).collect(),
+                }
+            }
         }
     }
 
-    /// [`MemoryStore::run`] with `units_of(i)` units for limit `i`.
-    fn run_each(
+    /// Checks `units_of(i)` units of each limit `i`; if all admit, charges them (or, in a dry
+    /// run, reports the states a charge would leave, storing nothing).
+    fn run(
         &self,
         limits: &[LimitRef],
         units_of: impl Fn(usize) -> u64,
@@ -244,17 +232,6 @@ impl MemoryStore {
 /// A persisted counter: its key, used count, and when it stops mattering.
 type PersistedCount = (LimitKey, u64, Nanos);
 
-/// What a pass over the limits does once all admit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Charge them.
-    Charge,
-    /// Nothing: report the states found (RLS `hits_addend: 0`).
-    Probe,
-    /// Report the states a charge would leave; store nothing.
-    DryRun,
-}
-
 /// Sets a cell, in place when it exists (no key clone, one lookup).
 fn put(cells: &mut FastMap<LimitKey, Cell>, key: &LimitKey, cell: Cell) {
     match cells.get_mut(key) {
@@ -283,31 +260,14 @@ impl Inner {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn check_and_charge(
+    async fn decide(
         &self,
         limits: &[LimitRef],
-        hits: u64,
+        units: Units<'_>,
+        mode: Mode,
         now: Nanos,
     ) -> Result<Charge, StoreError> {
-        Ok(self.check_and_charge_now(limits, hits, now))
-    }
-
-    async fn check_and_charge_each(
-        &self,
-        limits: &[LimitRef],
-        units: &[u64],
-        now: Nanos,
-    ) -> Result<Charge, StoreError> {
-        Ok(self.check_and_charge_each_now(limits, units, now))
-    }
-
-    async fn check(
-        &self,
-        limits: &[LimitRef],
-        need: u64,
-        now: Nanos,
-    ) -> Result<Charge, StoreError> {
-        Ok(self.check_now(limits, need, now))
+        Ok(self.decide_now(limits, units, mode, now))
     }
 
     async fn usage(
@@ -426,7 +386,11 @@ mod tests {
         // each bucket is full again 1 s after its request.
         for i in 0..100_000i64 {
             let l = [bucket(&format!("k{i}"), 1_000_000, 1)];
-            assert!(store.check_and_charge_now(&l, 1, i * 10_000).admitted);
+            assert!(
+                store
+                    .decide_now(&l, Units::Same(1), Mode::Charge, i * 10_000)
+                    .admitted
+            );
         }
         // At most 1 s of keys (100,000 here) are live; the map never held more than twice the
         // live set plus the sweep floor.
@@ -435,7 +399,7 @@ mod tests {
         let t = 20 * sec;
         for i in 0..(MIN_SWEEP as i64 * 2) {
             let l = [bucket(&format!("late{i}"), 1_000_000, 1)];
-            store.check_and_charge_now(&l, 1, t + i);
+            store.decide_now(&l, Units::Same(1), Mode::Charge, t + i);
         }
         assert!(store.len() < 3 * MIN_SWEEP, "{} cells", store.len());
     }
@@ -444,13 +408,25 @@ mod tests {
     fn eviction_changes_no_answer() {
         let store = MemoryStore::new();
         let l = [bucket("a", 1_000_000, 2)];
-        assert!(store.check_and_charge_now(&l, 2, 0).admitted);
-        assert!(!store.check_and_charge_now(&l, 1, 0).admitted);
+        assert!(
+            store
+                .decide_now(&l, Units::Same(2), Mode::Charge, 0)
+                .admitted
+        );
+        assert!(
+            !store
+                .decide_now(&l, Units::Same(1), Mode::Charge, 0)
+                .admitted
+        );
         // Full again after 2 s: whether or not the cell was dropped, 2 tokens are there.
         let mut inner = store.inner.lock();
         inner.sweep(2_000_000_000);
         assert!(inner.cells.is_empty());
         drop(inner);
-        assert!(store.check_and_charge_now(&l, 2, 2_000_000_000).admitted);
+        assert!(
+            store
+                .decide_now(&l, Units::Same(2), Mode::Charge, 2_000_000_000)
+                .admitted
+        );
     }
 }

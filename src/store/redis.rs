@@ -33,7 +33,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
-use super::backend::{Charge, Store, UsageRow, quota_of};
+use super::backend::{Charge, Store, Units, UsageRow, quota_of};
 use super::error::{StoreError, StoreErrorKind};
 use crate::clock::{NANOS_PER_SEC, Nanos, Stopwatch};
 use crate::limit::{BucketSpec, LimitKey, LimitRef, LimitSpec, LimitState, UNITS_PER_TOKEN};
@@ -820,7 +820,7 @@ impl RedisStore {
     }
 
     /// Decides `limits`, each for its `units`, in `mode`.
-    async fn decide(
+    async fn run(
         &self,
         limits: &[LimitRef],
         units: &[u64],
@@ -906,43 +906,32 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn check_and_charge(
+    async fn decide(
         &self,
         limits: &[LimitRef],
-        hits: u64,
+        units: Units<'_>,
+        mode: super::backend::Mode,
         now: Nanos,
     ) -> Result<Charge, StoreError> {
-        let (mode, need) = match hits {
-            // A probe: check one unit and charge nothing.
-            0 => (Mode::Probe, 1),
-            n => (Mode::Charge, n),
+        let mode = match mode {
+            super::backend::Mode::Charge => Mode::Charge,
+            super::backend::Mode::Probe => Mode::Probe,
+            super::backend::Mode::DryRun => Mode::DryRun,
         };
-        self.decide(limits, &vec![need; limits.len()], mode, now)
-            .await
-    }
-
-    async fn check_and_charge_each(
-        &self,
-        limits: &[LimitRef],
-        units: &[u64],
-        now: Nanos,
-    ) -> Result<Charge, StoreError> {
-        let (merged, demand, slot) = super::backend::merge_demands(limits, units);
-        let c = self.decide(&merged, &demand, Mode::Charge, now).await?;
-        Ok(Charge {
-            admitted: c.admitted,
-            states: slot.iter().map(|&i| c.states[i]).collect(),
-        })
-    }
-
-    async fn check(
-        &self,
-        limits: &[LimitRef],
-        need: u64,
-        now: Nanos,
-    ) -> Result<Charge, StoreError> {
-        self.decide(limits, &vec![need.max(1); limits.len()], Mode::DryRun, now)
-            .await
+        match units {
+            Units::Same(n) => {
+                self.run(limits, &vec![n.max(1); limits.len()], mode, now)
+                    .await
+            }
+            Units::Each(units) => {
+                let (merged, demand, slot) = super::backend::merge_demands(limits, units);
+                let c = self.run(&merged, &demand, mode, now).await?;
+                Ok(Charge {
+                    admitted: c.admitted,
+                    states: slot.iter().map(|&i| c.states[i]).collect(),
+                })
+            }
+        }
     }
 
     async fn usage(
