@@ -6,6 +6,33 @@ use tonic::transport::Channel;
 
 use super::error::CliError;
 
+/// How the commands that talk to a running plangate reach its admin address.
+#[derive(clap::Args)]
+pub struct AdminArgs {
+    /// The admin address of a running plangate (`http://host:port`; `host:port` means http).
+    #[arg(
+        long,
+        env = "PLANGATE_ADMIN_ADDR",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    pub admin: String,
+    /// Bearer token of the admin API.
+    #[arg(long, env = "PLANGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl AdminArgs {
+    /// Connects to the management API.
+    pub async fn connect(&self) -> Result<Admin, CliError> {
+        let address = if self.admin.contains("://") {
+            self.admin.clone()
+        } else {
+            format!("http://{}", self.admin)
+        };
+        Admin::connect(&address, self.token.clone()).await
+    }
+}
+
 /// The admin address and its token.
 pub struct Admin {
     client: ManagementClient<Channel>,

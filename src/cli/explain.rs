@@ -8,7 +8,7 @@ use plangate::clock::format_rfc3339;
 use plangate::management::pb;
 use serde_json::{Value, json};
 
-use super::admin::{Admin, status};
+use super::admin::{AdminArgs, status};
 use super::error::CliError;
 use super::out::Out;
 use super::request::RequestArgs;
@@ -17,12 +17,8 @@ use super::runtime;
 /// Arguments of `plangate explain`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The admin address of a running plangate.
-    #[arg(long, default_value = "http://127.0.0.1:9090")]
-    admin: String,
-    /// Bearer token of the admin API (or PLANGATE_ADMIN_TOKEN).
-    #[arg(long, env = "PLANGATE_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
     #[command(flatten)]
     request: RequestArgs,
 }
@@ -105,7 +101,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         at,
     };
     let answer = runtime::current_thread()?.block_on(async {
-        let mut admin = Admin::connect(&a.admin, a.token.clone()).await?;
+        let mut admin = a.admin.connect().await?;
         let req = admin.request(request);
         admin.client().explain(req).await.map_err(status)
     })?;

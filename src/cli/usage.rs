@@ -8,7 +8,7 @@ use chrono::{Days, NaiveDate};
 use plangate::management::pb;
 use plangate::usage::Report;
 
-use super::admin::{Admin, status};
+use super::admin::{AdminArgs, status};
 use super::error::CliError;
 use super::out::Out;
 use super::runtime;
@@ -16,9 +16,8 @@ use super::runtime;
 /// Arguments of `plangate usage`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The admin address of a running plangate.
-    #[arg(long, default_value = "http://127.0.0.1:9090")]
-    admin: String,
+    #[command(flatten)]
+    admin: AdminArgs,
     #[arg(long)]
     plan: String,
     /// First day, YYYY-MM-DD.
@@ -32,9 +31,6 @@ pub struct Args {
     key_id: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
-    /// Bearer token of the admin API (or PLANGATE_ADMIN_TOKEN).
-    #[arg(long, env = "PLANGATE_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -58,7 +54,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
 
 /// Fetches a report, every page of it, from a running plangate's management API.
 async fn fetch_report(a: &Args) -> Result<Report, CliError> {
-    let mut admin = Admin::connect(&a.admin, a.token.clone()).await?;
+    let mut admin = a.admin.connect().await?;
     let mut items = BTreeMap::new();
     let mut page_token = String::new();
     let (start_date, end_date) = loop {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use plangate::management::pb;
 use serde_json::json;
 
-use super::admin::{Admin, status};
+use super::admin::{AdminArgs, status};
 use super::error::CliError;
 use super::out::Out;
 use super::runtime;
@@ -15,12 +15,8 @@ use super::runtime;
 /// Arguments of `plangate watch`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The admin address of a running plangate.
-    #[arg(long, default_value = "http://127.0.0.1:9090")]
-    admin: String,
-    /// Bearer token of the admin API (or PLANGATE_ADMIN_TOKEN).
-    #[arg(long, env = "PLANGATE_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
     /// Only decisions for this key id.
     #[arg(long)]
     key_id: Option<String>,
@@ -41,7 +37,7 @@ fn outcome_named(name: &str) -> Result<pb::Outcome, CliError> {
 pub fn run(a: Args) -> Result<ExitCode, CliError> {
     let outcome = a.outcome.as_deref().map(outcome_named).transpose()?;
     runtime::current_thread()?.block_on(async {
-        let mut admin = Admin::connect(&a.admin, a.token.clone()).await?;
+        let mut admin = a.admin.connect().await?;
         let req = admin.request(pb::WatchDecisionsRequest {
             api_key_id: a.key_id.clone().unwrap_or_default(),
             outcome: outcome.unwrap_or(pb::Outcome::Unset) as i32,
