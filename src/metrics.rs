@@ -18,26 +18,19 @@ use crate::transport::ReloadingTls;
 
 /// At most one log line about store failures per this interval (with their count).
 const STORE_ERROR_LOG_INTERVAL: Nanos = NANOS_PER_SEC;
-use crate::engine::{Decision, DenyReason, LimitConfig, LimitKind, Outcome};
+use crate::engine::{Decision, LimitConfig, LimitKind};
 use crate::snapshot::Snapshot;
 
 /// Records the tap holds for a watcher that falls behind; older ones are dropped (and counted
 /// by the watcher).
 const TAP_CAPACITY: usize = 4096;
 
-/// One decision, as a watcher sees it: no key value, the key by its id.
+/// One decision, as a watcher sees it (a decision holds no key value, the key by its id).
 #[derive(Debug, Clone)]
 pub struct Watched {
     pub time: Nanos,
     pub service: Service,
-    pub outcome: Outcome,
-    pub reason: Option<DenyReason>,
-    pub decided_by: Option<LimitKind>,
-    pub api: Option<Arc<str>>,
-    pub stage: Option<Arc<str>>,
-    pub method: Option<Arc<str>>,
-    pub key_id: Option<Arc<str>>,
-    pub plan_id: Option<Arc<str>>,
+    pub decision: Decision,
 }
 
 /// Store failures in a row after which `/readyz` says not ready (see
@@ -394,14 +387,7 @@ impl Metrics {
             let _ = self.tap.send(Arc::new(Watched {
                 time: now,
                 service,
-                outcome: d.outcome,
-                reason: d.reason,
-                decided_by: d.decided_by,
-                api: d.api.clone(),
-                stage: d.stage.clone(),
-                method: d.method.clone(),
-                key_id: d.key_id.clone(),
-                plan_id: d.plan_id.clone(),
+                decision: d.clone(),
             }));
         }
         self.decisions

@@ -164,17 +164,18 @@ fn page_size(asked: u32, default: u32, max: u32) -> usize {
 }
 
 fn watched(w: &Watched, dropped: u64) -> pb::WatchDecisionsResponse {
+    let d = &w.decision;
     pb::WatchDecisionsResponse {
         time: Some(timestamp(w.time)),
         service: w.service.as_str().to_owned(),
-        outcome: outcome(w.outcome) as i32,
-        reason: w.reason.map_or("", |r| r.as_str()).to_owned(),
-        decided_by: w.decided_by.map_or("", |k| k.as_str()).to_owned(),
-        api: opt(&w.api),
-        stage: opt(&w.stage),
-        method: opt(&w.method),
-        api_key_id: opt(&w.key_id),
-        usage_plan_id: opt(&w.plan_id),
+        outcome: outcome(d.outcome) as i32,
+        reason: d.reason.map_or("", |r| r.as_str()).to_owned(),
+        decided_by: d.decided_by.map_or("", |k| k.as_str()).to_owned(),
+        api: opt(&d.api),
+        stage: opt(&d.stage),
+        method: opt(&d.method),
+        api_key_id: opt(&d.key_id),
+        usage_plan_id: opt(&d.plan_id),
         dropped,
     }
 }
@@ -429,8 +430,8 @@ impl Management for ManagementService {
                 };
                 if key
                     .as_deref()
-                    .is_some_and(|k| w.key_id.as_deref() != Some(k))
-                    || (want != pb::Outcome::Unset && outcome(w.outcome) != want)
+                    .is_some_and(|k| w.decision.key_id.as_deref() != Some(k))
+                    || (want != pb::Outcome::Unset && outcome(w.decision.outcome) != want)
                 {
                     continue;
                 }
