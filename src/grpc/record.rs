@@ -89,49 +89,43 @@ fn record(
             "store errors; failure policy applied (one line a second at most)"
         );
     }
-    if d.admitted() {
-        // One event shape at two levels: every admitted decision at debug, or a sample at info.
-        macro_rules! admitted {
-            ($level:expr, $message:literal) => {
-                tracing::event!(
-                    target: "plangate::decision",
-                    $level,
-                    service = service.as_str(),
-                    request_id,
-                    outcome = d.outcome.as_str(),
-                    api = d.api.as_deref(),
-                    stage = d.stage.as_deref(),
-                    method = d.method.as_deref(),
-                    key_id = d.key_id.as_deref(),
-                    plan = d.plan_id.as_deref(),
-                    hits = req.hits,
-                    $message
-                )
-            };
-        }
-        if tracing::enabled!(target: "plangate::decision", tracing::Level::DEBUG) {
-            admitted!(tracing::Level::DEBUG, "admitted");
-        } else if metrics.admitted_sampled() {
-            admitted!(tracing::Level::INFO, "admitted (sampled)");
-        }
-    } else {
-        tracing::info!(
-            target: "plangate::decision",
-            service = service.as_str(),
-            request_id,
-            outcome = d.outcome.as_str(),
+    // One event shape: every admitted decision at debug, or a sample at info; every refusal at
+    // info, with why.
+    macro_rules! decision_event {
+        ($level:expr, $($rest:tt)*) => {
+            tracing::event!(
+                target: "plangate::decision",
+                $level,
+                service = service.as_str(),
+                request_id,
+                outcome = d.outcome.as_str(),
+                api = d.api.as_deref(),
+                stage = d.stage.as_deref(),
+                method = d.method.as_deref(),
+                key_id = d.key_id.as_deref(),
+                plan = d.plan_id.as_deref(),
+                hits = req.hits,
+                $($rest)*
+            )
+        };
+    }
+    if !d.admitted() {
+        decision_event!(
+            tracing::Level::INFO,
             reason = d.reason.map(|r| r.as_str()),
             decided_by = d.decided_by.map(|k| k.as_str()),
-            api = d.api.as_deref(),
-            stage = d.stage.as_deref(),
-            method = d.method.as_deref(),
-            key_id = d.key_id.as_deref(),
-            plan = d.plan_id.as_deref(),
-            hits = req.hits,
             shadow = d.shadow,
             "{}",
-            if d.shadow { "refused in shadow mode; let through" } else { "refused" }
+            if d.shadow {
+                "refused in shadow mode; let through"
+            } else {
+                "refused"
+            }
         );
+    } else if tracing::enabled!(target: "plangate::decision", tracing::Level::DEBUG) {
+        decision_event!(tracing::Level::DEBUG, "admitted");
+    } else if metrics.admitted_sampled() {
+        decision_event!(tracing::Level::INFO, "admitted (sampled)");
     }
     d
 }
