@@ -48,6 +48,9 @@ pub enum Units<'a> {
     Each(&'a [u64]),
 }
 
+/// A decision's answer from the store.
+pub type Decided = Result<Charge, StoreError>;
+
 /// A place where counters live.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -60,7 +63,7 @@ pub trait Store: Send + Sync {
         units: Units<'_>,
         mode: Mode,
         now: Nanos,
-    ) -> Result<Charge, StoreError>;
+    ) -> Decided;
 
     /// Each limit's state at `now`, storing nothing (usage reports: a quota's remaining).
     async fn read(&self, limits: &[LimitRef], now: Nanos) -> Result<Vec<LimitState>, StoreError> {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::backend::{Charge, Mode, Store, Units, UsageRow, quota_of};
+use super::backend::{Charge, Decided, Mode, Store, Units, UsageRow, quota_of};
 use super::error::{StoreError, StoreErrorKind};
 use super::persist::Persistence;
 use crate::clock::Nanos;
@@ -266,7 +266,7 @@ impl Store for MemoryStore {
         units: Units<'_>,
         mode: Mode,
         now: Nanos,
-    ) -> Result<Charge, StoreError> {
+    ) -> Decided {
         Ok(self.decide_now(limits, units, mode, now))
     }
 

@@ -33,7 +33,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
-use super::backend::{Charge, Store, Units, UsageRow, quota_of};
+use super::backend::{Charge, Decided, Mode as Asked, Store, Units, UsageRow, quota_of};
 use super::error::{StoreError, StoreErrorKind};
 use crate::clock::{NANOS_PER_SEC, Nanos, Stopwatch};
 use crate::limit::{BucketSpec, LimitKey, LimitRef, LimitSpec, LimitState, UNITS_PER_TOKEN};
@@ -910,13 +910,13 @@ impl Store for RedisStore {
         &self,
         limits: &[LimitRef],
         units: Units<'_>,
-        mode: super::backend::Mode,
+        mode: Asked,
         now: Nanos,
-    ) -> Result<Charge, StoreError> {
+    ) -> Decided {
         let mode = match mode {
-            super::backend::Mode::Charge => Mode::Charge,
-            super::backend::Mode::Probe => Mode::Probe,
-            super::backend::Mode::DryRun => Mode::DryRun,
+            Asked::Charge => Mode::Charge,
+            Asked::Probe => Mode::Probe,
+            Asked::DryRun => Mode::DryRun,
         };
         match units {
             Units::Same(n) => {
