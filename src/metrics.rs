@@ -120,173 +120,167 @@ impl Service {
     }
 }
 
+/// The labels of `plangate_decisions_total`: `grpc_service`, not `service` (a ServiceMonitor
+/// adds a `service` target label).
+const DECISION_LABELS: &[&str] = &[
+    "grpc_service",
+    "api",
+    "stage",
+    "plan",
+    "outcome",
+    "limit",
+    "shadow",
+];
+
+/// Seconds: from 5 µs (an answer from memory) to 100 ms.
+const DECISION_BUCKETS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1,
+];
+
+/// Seconds: as [`DECISION_BUCKETS`], up to 1 s (a Redis round trip under load).
+const STORE_BUCKETS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Defines metrics on a registry, each registered as it is made. Definitions are constants: a
+/// failure is a programming error every test would catch, never a runtime condition.
+struct Definer(Registry);
+
+impl Definer {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, m: prometheus::Result<M>) -> M {
+        let m = m.expect("metric definition");
+        self.0
+            .register(Box::new(m.clone()))
+            .expect("metric registration");
+        m
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help))
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help))
+    }
+
+    fn float_gauge(&self, name: &str, help: &str) -> Gauge {
+        self.add(Gauge::new(name, help))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    fn histograms(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels))
+    }
+}
+
 impl Metrics {
     /// Creates the metrics on a new registry.
     pub fn new() -> Self {
-        let registry = Registry::new();
-        // Unwraps below: metric definitions are constants; a failure is a programming error
-        // caught by every test, never a runtime condition.
-        let decisions = IntCounterVec::new(
-            Opts::new(
-                "plangate_decisions_total",
-                "Decisions made, by gRPC service (ext_authz, rls), api, stage, usage plan, outcome, \
+        let r = Definer(Registry::new());
+        let decisions = r.counters(
+            "plangate_decisions_total",
+            "Decisions made, by gRPC service (ext_authz, rls), api, stage, usage plan, outcome, \
                  the limit that refused (empty unless throttled or over quota), and shadow \
                  (true: a refusal let through in shadow mode; the outcome is enforcement's).",
-            ),
-            // `grpc_service`, not `service`: a ServiceMonitor adds a `service` target label.
-            &["grpc_service", "api", "stage", "plan", "outcome", "limit", "shadow"],
-        )
-        .expect("metric definition");
-        let decision_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "plangate_decision_duration_seconds",
-                "Time to decide one request (engine and store), by gRPC service.",
-            )
-            .buckets(vec![
-                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
-                0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-            ]),
+            DECISION_LABELS,
+        );
+        let decision_duration = r.histograms(
+            "plangate_decision_duration_seconds",
+            "Time to decide one request (engine and store), by gRPC service.",
+            DECISION_BUCKETS,
             &["grpc_service"],
-        )
-        .expect("metric definition");
-        let config_generation = IntGauge::new(
+        );
+        let config_generation = r.gauge(
             "plangate_config_generation",
             "Generation of the configuration in force (1 at start, +1 per reload that changed it).",
-        )
-        .expect("metric definition");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "plangate_build_info",
-                "Always 1; the version and source revision of this binary as labels.",
-            ),
+        );
+        let build_info = r.gauges(
+            "plangate_build_info",
+            "Always 1; the version and source revision of this binary as labels.",
             &["version", "revision"],
-        )
-        .expect("metric definition");
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("PLANGATE_REVISION")])
             .set(1);
-        let config_fingerprint = IntGauge::new(
+        let config_fingerprint = r.gauge(
             "plangate_config_fingerprint",
-            "The first 48 bits of the SHA-256 of the configuration files in force: replicas serving \
-             the same content show the same value.",
-        )
-        .expect("metric definition");
-        let config_reloads = IntCounterVec::new(
-            Opts::new(
-                "plangate_config_reloads_total",
-                "Configuration reloads, by result (success, error).",
-            ),
+            "The first 48 bits of the SHA-256 of the configuration files in force: replicas \
+             serving the same content show the same value.",
+        );
+        let config_reloads = r.counters(
+            "plangate_config_reloads_total",
+            "Configuration reloads, by result (success, error).",
             &["result"],
-        )
-        .expect("metric definition");
-        let config_last_success = Gauge::new(
+        );
+        let config_last_success = r.float_gauge(
             "plangate_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful configuration load.",
-        )
-        .expect("metric definition");
-        let api_keys =
-            IntGauge::new("plangate_api_keys", "API keys loaded.").expect("metric definition");
-        let usage_plans = IntGauge::new("plangate_usage_plans", "Usage plans loaded.")
-            .expect("metric definition");
-        let store_errors = IntCounter::new(
+        );
+        let api_keys = r.gauge("plangate_api_keys", "API keys loaded.");
+        let usage_plans = r.gauge("plangate_usage_plans", "Usage plans loaded.");
+        let store_errors = r.counter(
             "plangate_store_errors_total",
             "Counter store operations that failed.",
-        )
-        .expect("metric definition");
-        let store_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "plangate_store_duration_seconds",
-                "Time the counter store took to check and charge one decision's limits, by gRPC \
+        );
+        let store_duration = r.histograms(
+            "plangate_store_duration_seconds",
+            "Time the counter store took to check and charge one decision's limits, by gRPC \
                  service (the Redis round trip with a Redis store).",
-            )
-            .buckets(vec![
-                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
-                0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-            ]),
+            STORE_BUCKETS,
             &["grpc_service"],
-        )
-        .expect("metric definition");
-        let persist_errors = IntCounter::new(
+        );
+        let persist_errors = r.counter(
             "plangate_persist_errors_total",
             "Failed writes of the counters file (memory store with --data-dir): the counts stay \
              in memory and are written by the next flush that succeeds.",
-        )
-        .expect("metric definition");
-        let persist_last_success = Gauge::new(
+        );
+        let persist_last_success = r.float_gauge(
             "plangate_persist_last_success_timestamp_seconds",
             "Unix time of the last flush after which the counters file held every count.",
-        )
-        .expect("metric definition");
-        let store_up = IntGauge::new(
+        );
+        let store_up = r.gauge(
             "plangate_store_up",
             "1 when the counter store's last operation succeeded, 0 when it failed.",
-        )
-        .expect("metric definition");
+        );
         store_up.set(1);
-        let near_limit = IntCounterVec::new(
-            Opts::new(
-                "plangate_near_limit_total",
-                "Admitted decisions that left 10% or less of a limit (a bucket's burst, a \
+        let near_limit = r.counters(
+            "plangate_near_limit_total",
+            "Admitted decisions that left 10% or less of a limit (a bucket's burst, a \
                  quota's limit), by gRPC service and limit kind: who is about to be refused.",
-            ),
             &["grpc_service", "limit"],
-        )
-        .expect("metric definition");
-        let failure_policy = IntCounterVec::new(
-            Opts::new(
-                "plangate_failure_policy_decisions_total",
-                "Decisions made by the store failure policy (the store failed), by gRPC service \
+        );
+        let failure_policy = r.counters(
+            "plangate_failure_policy_decisions_total",
+            "Decisions made by the store failure policy (the store failed), by gRPC service \
                  and result (admitted: --store-failure open, refused: closed).",
-            ),
             &["grpc_service", "result"],
-        )
-        .expect("metric definition");
-        let rls_unknown_domain = IntCounter::new(
+        );
+        let rls_unknown_domain = r.counter(
             "plangate_rls_unknown_domain_total",
             "RLS requests for a domain plangate does not serve (answered OK without limits).",
-        )
-        .expect("metric definition");
-        let tls_handshake_failures = IntCounterVec::new(
-            Opts::new(
-                "plangate_tls_handshake_failures_total",
-                "TLS handshakes that failed or timed out, by listener (grpc, admin): a client \
+        );
+        let tls_handshake_failures = r.counters(
+            "plangate_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out, by listener (grpc, admin): a client \
                  without a valid certificate under mTLS, a plain-text client, a wrong CA.",
-            ),
             &["listener"],
-        )
-        .expect("metric definition");
-        let tls_reloads = IntCounterVec::new(
-            Opts::new(
-                "plangate_tls_reloads_total",
-                "Certificate files that changed and were taken (success) or rejected, the \
+        );
+        let tls_reloads = r.counters(
+            "plangate_tls_reloads_total",
+            "Certificate files that changed and were taken (success) or rejected, the \
                  certificates in force kept (error), by listener.",
-            ),
             &["listener", "result"],
-        )
-        .expect("metric definition");
-        for c in [
-            Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(tls_handshake_failures.clone()),
-            Box::new(tls_reloads.clone()),
-            Box::new(decision_duration.clone()),
-            Box::new(config_generation.clone()),
-            Box::new(config_fingerprint.clone()),
-            Box::new(build_info),
-            Box::new(config_reloads.clone()),
-            Box::new(config_last_success.clone()),
-            Box::new(api_keys.clone()),
-            Box::new(usage_plans.clone()),
-            Box::new(store_errors.clone()),
-            Box::new(store_duration.clone()),
-            Box::new(store_up.clone()),
-            Box::new(persist_errors.clone()),
-            Box::new(persist_last_success.clone()),
-            Box::new(near_limit.clone()),
-            Box::new(failure_policy.clone()),
-            Box::new(rls_unknown_domain.clone()),
-        ] {
-            registry.register(c).expect("metric registration");
-        }
+        );
         // Both results exist from the start, so a rate() over them works before the first error.
         config_reloads.with_label_values(&["success"]);
         config_reloads.with_label_values(&["error"]);
@@ -297,11 +291,10 @@ impl Metrics {
         }
         // The process: CPU, memory, file descriptors, start time (Linux).
         #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("metric registration");
+        r.0.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("metric registration");
         let per_service = |h: &HistogramVec| {
             [Service::ExtAuthz, Service::Rls].map(|s| h.with_label_values(&[s.as_str()]))
         };
@@ -317,7 +310,7 @@ impl Metrics {
             failing_since: AtomicI64::new(0),
             failing_last: AtomicI64::new(0),
             store_error_logged_at: AtomicI64::new(i64::MIN),
-            registry,
+            registry: r.0,
             decisions,
             config_generation,
             config_fingerprint,
