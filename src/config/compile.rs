@@ -151,41 +151,36 @@ impl Compiler {
         file: &ConfigFile,
         apis: &FastMap<String, Api>,
     ) -> (Option<String>, Option<String>) {
-        let root = Path::root();
-        let c = self;
-        let mut default_api = None;
-        let mut default_stage = None;
-        if let Some(d) = &file.defaults {
-            if let Some(a) = &d.api {
-                if !apis.contains_key(a) {
-                    c.err(
-                        root.key("defaults").key("api"),
-                        ErrorKind::UnknownDefault {
-                            what: "API",
-                            name: a.clone(),
-                        },
-                    );
-                }
-                default_api = Some(a.clone());
-            }
-            if let Some(s) = &d.stage {
-                let known = match &default_api {
-                    Some(a) => apis.get(a).is_some_and(|api| api.stages.contains_key(s)),
-                    None => apis.values().any(|api| api.stages.contains_key(s)),
-                };
-                if !known {
-                    c.err(
-                        root.key("defaults").key("stage"),
-                        ErrorKind::UnknownDefault {
-                            what: "stage",
-                            name: s.clone(),
-                        },
-                    );
-                }
-                default_stage = Some(s.clone());
+        let Some(d) = &file.defaults else {
+            return (None, None);
+        };
+        let mut unknown = |what: &'static str, name: &String| {
+            let at = Path::root()
+                .key("defaults")
+                .key(if what == "API" { "api" } else { "stage" });
+            self.err(
+                at,
+                ErrorKind::UnknownDefault {
+                    what,
+                    name: name.clone(),
+                },
+            );
+        };
+        if let Some(a) = &d.api
+            && !apis.contains_key(a)
+        {
+            unknown("API", a);
+        }
+        if let Some(s) = &d.stage {
+            let known = match &d.api {
+                Some(a) => apis.get(a).is_some_and(|api| api.stages.contains_key(s)),
+                None => apis.values().any(|api| api.stages.contains_key(s)),
+            };
+            if !known {
+                unknown("stage", s);
             }
         }
-        (default_api, default_stage)
+        (d.api.clone(), d.stage.clone())
     }
 }
 

@@ -384,10 +384,7 @@ impl RedisStore {
         limit: Duration,
         f: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(limit, f)
-            .await
-            .map_err(|_| timeout_error(limit))?
-            .map_err(store_error)
+        conn::bounded(limit, f, store_error).await
     }
 
     fn saw(&self, now: Nanos) {

@@ -142,8 +142,17 @@ pub async fn at_start<T>(
     t: Duration,
     step: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, StoreError> {
-    tokio::time::timeout(t, step)
+    bounded(t, step, auth_error).await
+}
+
+/// `f`, bounded by `t`: a timeout, or a Redis error named by `named`, as a store error.
+pub async fn bounded<T>(
+    t: Duration,
+    f: impl std::future::Future<Output = redis::RedisResult<T>>,
+    named: fn(redis::RedisError) -> StoreError,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(t, f)
         .await
         .map_err(|_| timeout_error(t))?
-        .map_err(auth_error)
+        .map_err(named)
 }
