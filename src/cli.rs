@@ -1,6 +1,9 @@
 //! The command line: one file per command under `cli/`, each with its `Args` and `run`. The
 //! service itself is the `plangate` library; commands only read flags, call it and print.
 
+use plangate::config::load::{
+    DEFAULT_MAX_CONFIG_BYTES as MAX_BYTES, DEFAULT_MAX_FLOW_DEPTH as MAX_DEPTH,
+};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -35,21 +38,11 @@ pub struct Cli {
     )]
     log_format: LogFormat,
     /// The largest configuration file read, in bytes (checked before reading it).
-    #[arg(
-        long,
-        global = true,
-        env = "PLANGATE_MAX_CONFIG_BYTES",
-        default_value_t = plangate::config::load::DEFAULT_MAX_CONFIG_BYTES
-    )]
+    #[arg(long, global = true, env = "PLANGATE_MAX_CONFIG_BYTES", default_value_t = MAX_BYTES)]
     max_config_bytes: u64,
     /// The deepest nesting of YAML flow collections (`[`, `{`) accepted (checked before
     /// parsing).
-    #[arg(
-        long,
-        global = true,
-        env = "PLANGATE_MAX_CONFIG_DEPTH",
-        default_value_t = plangate::config::load::DEFAULT_MAX_FLOW_DEPTH
-    )]
+    #[arg(long, global = true, env = "PLANGATE_MAX_CONFIG_DEPTH", default_value_t = MAX_DEPTH)]
     max_config_depth: usize,
     #[command(subcommand)]
     command: Command,

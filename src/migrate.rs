@@ -191,6 +191,18 @@ impl Cx<'_> {
         }
     }
 
+    /// The array under `key` of a file's top level (`$`).
+    fn top<'a>(&mut self, file: &'a Path, json: &'a Json, key: &str) -> Vec<(String, &'a Json)> {
+        self.list(
+            At {
+                file,
+                path: "$",
+                v: json,
+            },
+            key,
+        )
+    }
+
     /// The array under `key` (AWS lists are `items`, stages `item`); a missing key is empty.
     fn list<'a>(&mut self, at: At<'a>, key: &str) -> Vec<(String, &'a Json)> {
         match at.v.get(key) {
@@ -336,12 +348,7 @@ impl Cx<'_> {
     /// The APIs, with their stages and methods.
     fn apis(&mut self, file: &Path, json: &Json) -> Vec<Api> {
         let mut apis = Vec::new();
-        let root = At {
-            file,
-            path: "$",
-            v: json,
-        };
-        for (path, a) in self.list(root, "items") {
+        for (path, a) in self.top(file, json, "items") {
             let Some(id) = self.string(file, &path, a, "id") else {
                 continue;
             };
@@ -367,12 +374,7 @@ impl Cx<'_> {
         apis: &mut [Api],
     ) -> IndexMap<String, UsagePlanFile> {
         let mut plans = IndexMap::new();
-        let root = At {
-            file,
-            path: "$",
-            v: json,
-        };
-        for (path, p) in self.list(root, "items") {
+        for (path, p) in self.top(file, json, "items") {
             let Some(id) = self.string(file, &path, p, "id") else {
                 continue;
             };
@@ -509,24 +511,14 @@ impl Cx<'_> {
             else {
                 continue;
             };
-            let root = At {
-                file: &pfile,
-                path: "$",
-                v: &v,
-            };
-            for (path, k) in self.list(root, "items") {
+            for (path, k) in self.top(&pfile, &v, "items") {
                 if let Some(id) = self.string(&pfile, &path, k, "id") {
                     members.entry(id).or_default().push(plan.clone());
                 }
             }
         }
         let mut keys = Vec::new();
-        let root = At {
-            file,
-            path: "$",
-            v: json,
-        };
-        for (path, k) in self.list(root, "items") {
+        for (path, k) in self.top(file, json, "items") {
             if let Some(key) = self.key(file, &path, k, &members) {
                 keys.push(key);
             }
@@ -614,14 +606,9 @@ impl Cx<'_> {
         );
         if let Some((file, v)) = resources {
             api.resources_known = true;
-            let root = At {
-                file: &file,
-                path: "$",
-                v: &v,
-            };
             // Methods whose settings are not in the export: the first one's place, and how many.
             let mut unembedded: Option<(String, usize)> = None;
-            for (path, r) in self.list(root, "items") {
+            for (path, r) in self.top(&file, &v, "items") {
                 let Some(rpath) = self.string(&file, &path, r, "path") else {
                     continue;
                 };
@@ -671,12 +658,7 @@ impl Cx<'_> {
             return;
         };
         api.stages_known = true;
-        let root = At {
-            file: &file,
-            path: "$",
-            v: &v,
-        };
-        for (path, s) in self.list(root, "item") {
+        for (path, s) in self.top(&file, &v, "item") {
             let Some(name) = self.string(&file, &path, s, "stageName") else {
                 continue;
             };
@@ -757,12 +739,7 @@ impl Cx<'_> {
         else {
             return;
         };
-        let root = At {
-            file: &file,
-            path: "$",
-            v: &v,
-        };
-        for (path, r) in self.list(root, "items") {
+        for (path, r) in self.top(&file, &v, "items") {
             // AWS lists every type; those never customised say `defaultResponse: true`.
             if r.get("defaultResponse").and_then(Json::as_bool) == Some(true) {
                 continue;
