@@ -89,17 +89,28 @@ fn non_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
 
+/// A message that names decision `d`: the fields every such message shares (outcome, reason,
+/// the limit that decided, API, stage, method, key id, plan), then `rest`.
+macro_rules! naming {
+    ($message:path, $d:expr, { $($rest:tt)* }) => {{
+        let d: &Decision = $d;
+        $message {
+            outcome: outcome(d.outcome) as i32,
+            reason: d.reason.map_or("", |r| r.as_str()).to_owned(),
+            decided_by: d.decided_by.map_or("", |k| k.as_str()).to_owned(),
+            api: opt(&d.api),
+            stage: opt(&d.stage),
+            method: opt(&d.method),
+            api_key_id: opt(&d.key_id),
+            usage_plan_id: opt(&d.plan_id),
+            $($rest)*
+        }
+    }};
+}
+
 fn explained(d: &Decision) -> pb::ExplainResponse {
-    pb::ExplainResponse {
-        outcome: outcome(d.outcome) as i32,
+    naming!(pb::ExplainResponse, d, {
         outcome_name: d.outcome.as_str().to_owned(),
-        reason: d.reason.map_or("", |r| r.as_str()).to_owned(),
-        decided_by: d.decided_by.map_or("", |k| k.as_str()).to_owned(),
-        api: opt(&d.api),
-        stage: opt(&d.stage),
-        method: opt(&d.method),
-        api_key_id: opt(&d.key_id),
-        usage_plan_id: opt(&d.plan_id),
         customer_id: opt(&d.customer_id),
         limits: d
             .limits
@@ -133,7 +144,7 @@ fn explained(d: &Decision) -> pb::ExplainResponse {
             })
             .collect(),
         retry_after_seconds: d.retry_after_secs,
-    }
+    })
 }
 
 fn usage_status(e: UsageError) -> Status {
@@ -164,20 +175,11 @@ fn page_size(asked: u32, default: u32, max: u32) -> usize {
 }
 
 fn watched(w: &Watched, dropped: u64) -> pb::WatchDecisionsResponse {
-    let d = &w.decision;
-    pb::WatchDecisionsResponse {
+    naming!(pb::WatchDecisionsResponse, &w.decision, {
         time: Some(timestamp(w.time)),
         service: w.service.as_str().to_owned(),
-        outcome: outcome(d.outcome) as i32,
-        reason: d.reason.map_or("", |r| r.as_str()).to_owned(),
-        decided_by: d.decided_by.map_or("", |k| k.as_str()).to_owned(),
-        api: opt(&d.api),
-        stage: opt(&d.stage),
-        method: opt(&d.method),
-        api_key_id: opt(&d.key_id),
-        usage_plan_id: opt(&d.plan_id),
         dropped,
-    }
+    })
 }
 
 #[tonic::async_trait]
