@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use plangate::limit::{BucketSpec, LimitKey, LimitRef, LimitSpec, QuotaSpec, Window};
-use plangate::store::{MemoryStore, Mode, RedisOptions, RedisStore, Store, Units};
+use plangate::store::{Charge, MemoryStore, Mode, RedisOptions, RedisStore, Store, Units};
 
 const SEC: i64 = 1_000_000_000;
 
@@ -37,27 +37,40 @@ fn quota(key: &str, limit: u64, start: i64, end: i64) -> LimitRef {
     }
 }
 
+async fn charge(store: &dyn Store, limits: &[LimitRef], units: u64, now: i64) -> Charge {
+    store
+        .decide(limits, Units::Same(units), Mode::Charge, now)
+        .await
+        .unwrap()
+}
+
+async fn charge_each(store: &dyn Store, limits: &[LimitRef], units: &[u64], now: i64) -> Charge {
+    store
+        .decide(limits, Units::Each(units), Mode::Charge, now)
+        .await
+        .unwrap()
+}
+
+async fn probe(store: &dyn Store, limits: &[LimitRef], now: i64) -> Charge {
+    store
+        .decide(limits, Units::Same(1), Mode::Probe, now)
+        .await
+        .unwrap()
+}
+
+async fn dry_run(store: &dyn Store, limits: &[LimitRef], units: u64, now: i64) -> Charge {
+    store
+        .decide(limits, Units::Same(units), Mode::DryRun, now)
+        .await
+        .unwrap()
+}
+
 async fn all_or_nothing(store: &dyn Store) {
     let limits = [bucket("a", 1, 5), quota("a", 2, 0, 100 * SEC)];
-    assert!(
-        store
-            .decide(&limits, Units::Same(1), Mode::Charge, SEC)
-            .await
-            .unwrap()
-            .admitted
-    );
-    assert!(
-        store
-            .decide(&limits, Units::Same(1), Mode::Charge, SEC)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(charge(store, &limits, 1, SEC).await.admitted);
+    assert!(charge(store, &limits, 1, SEC).await.admitted);
     // The quota refuses; the bucket (3 left) must not be charged.
-    let c = store
-        .decide(&limits, Units::Same(1), Mode::Charge, SEC)
-        .await
-        .unwrap();
+    let c = charge(store, &limits, 1, SEC).await;
     assert!(!c.admitted);
     assert!(c.states[0].admitted && !c.states[1].admitted);
     assert_eq!(c.states[0].remaining, 3);
@@ -71,80 +84,32 @@ async fn all_or_nothing(store: &dyn Store) {
 async fn probe_charges_nothing(store: &dyn Store) {
     let limits = [bucket("p", 1, 1)];
     for _ in 0..3 {
-        let c = store
-            .decide(&limits, Units::Same(1), Mode::Probe, 0)
-            .await
-            .unwrap();
+        let c = probe(store, &limits, 0).await;
         assert!(c.admitted);
         assert_eq!(c.states[0].remaining, 1);
     }
-    assert!(
-        store
-            .decide(&limits, Units::Same(1), Mode::Charge, 0)
-            .await
-            .unwrap()
-            .admitted
-    );
-    assert!(
-        !store
-            .decide(&limits, Units::Same(1), Mode::Probe, 0)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(charge(store, &limits, 1, 0).await.admitted);
+    assert!(!probe(store, &limits, 0).await.admitted);
 }
 
 async fn windows_are_separate_counters(store: &dyn Store) {
     let first = [quota("w", 1, 0, 10 * SEC)];
     let second = [quota("w", 1, 10 * SEC, 20 * SEC)];
-    assert!(
-        store
-            .decide(&first, Units::Same(1), Mode::Charge, SEC)
-            .await
-            .unwrap()
-            .admitted
-    );
-    let c = store
-        .decide(&first, Units::Same(1), Mode::Charge, 2 * SEC)
-        .await
-        .unwrap();
+    assert!(charge(store, &first, 1, SEC).await.admitted);
+    let c = charge(store, &first, 1, 2 * SEC).await;
     assert!(!c.admitted);
     assert_eq!(c.states[0].retry_after, Some(8 * SEC));
-    assert!(
-        store
-            .decide(&second, Units::Same(1), Mode::Charge, 11 * SEC)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(charge(store, &second, 1, 11 * SEC).await.admitted);
 }
 
 async fn buckets_refill(store: &dyn Store) {
     let limits = [bucket("r", 2, 2)];
-    assert!(
-        store
-            .decide(&limits, Units::Same(2), Mode::Charge, 0)
-            .await
-            .unwrap()
-            .admitted
-    );
-    let c = store
-        .decide(&limits, Units::Same(1), Mode::Charge, SEC / 4)
-        .await
-        .unwrap();
+    assert!(charge(store, &limits, 2, 0).await.admitted);
+    let c = charge(store, &limits, 1, SEC / 4).await;
     assert!(!c.admitted);
     assert_eq!(c.states[0].retry_after, Some(SEC / 4));
-    assert!(
-        store
-            .decide(&limits, Units::Same(1), Mode::Charge, SEC / 2)
-            .await
-            .unwrap()
-            .admitted
-    );
-    let c = store
-        .decide(&limits, Units::Same(1), Mode::Probe, 10 * SEC)
-        .await
-        .unwrap();
+    assert!(charge(store, &limits, 1, SEC / 2).await.admitted);
+    let c = probe(store, &limits, 10 * SEC).await;
     assert_eq!(c.states[0].remaining, 2);
 }
 
@@ -164,14 +129,8 @@ async fn fractional_rates_agree_with_the_memory_store(store: &dyn Store) {
     for i in 0..200i64 {
         t += (i * 7_919_731) % (3 * SEC);
         let hits = 1 + (i as u64 % 3);
-        let want = reference
-            .decide(&limits, Units::Same(hits), Mode::Charge, t)
-            .await
-            .unwrap();
-        let got = store
-            .decide(&limits, Units::Same(hits), Mode::Charge, t)
-            .await
-            .unwrap();
+        let want = charge(&reference, &limits, hits, t).await;
+        let got = charge(store, &limits, hits, t).await;
         assert_eq!(got, want, "attempt {i} at {t}");
     }
 }
@@ -250,25 +209,14 @@ async fn usage_counts_admitted_units(store: &dyn Store) {
 async fn set_used_sets_the_quota(store: &dyn Store) {
     let q = quota("su", 10, 0, 100 * SEC);
     store.set_used(&q, 8, SEC).await.unwrap();
-    let c = store
-        .decide(std::slice::from_ref(&q), Units::Same(1), Mode::Probe, SEC)
-        .await
-        .unwrap();
+    let c = probe(store, std::slice::from_ref(&q), SEC).await;
     assert_eq!(c.states[0].remaining, 2);
     assert!(
-        store
-            .decide(std::slice::from_ref(&q), Units::Same(2), Mode::Charge, SEC)
+        charge(store, std::slice::from_ref(&q), 2, SEC)
             .await
-            .unwrap()
             .admitted
     );
-    assert!(
-        !store
-            .decide(&[q], Units::Same(1), Mode::Charge, SEC)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(!charge(store, &[q], 1, SEC).await.admitted);
 }
 
 /// A used count below zero (AWS's temporary extension: remaining above the limit) admits that
@@ -276,31 +224,17 @@ async fn set_used_sets_the_quota(store: &dyn Store) {
 async fn a_quota_extended_above_its_limit(store: &dyn Store) {
     let q = quota("ext", 10, 0, 100 * SEC);
     store.set_used(&q, -5, SEC).await.unwrap();
-    let c = store
-        .decide(std::slice::from_ref(&q), Units::Same(1), Mode::Probe, SEC)
-        .await
-        .unwrap();
+    let c = probe(store, std::slice::from_ref(&q), SEC).await;
     assert_eq!(c.states[0].remaining, 15);
-    let c = store
-        .decide(std::slice::from_ref(&q), Units::Same(12), Mode::Charge, SEC)
-        .await
-        .unwrap();
+    let c = charge(store, std::slice::from_ref(&q), 12, SEC).await;
     assert!(c.admitted);
     assert_eq!(c.states[0].remaining, 3);
     assert!(
-        !store
-            .decide(std::slice::from_ref(&q), Units::Same(4), Mode::Charge, SEC)
+        !charge(store, std::slice::from_ref(&q), 4, SEC)
             .await
-            .unwrap()
             .admitted
     );
-    assert!(
-        store
-            .decide(&[q], Units::Same(3), Mode::Charge, SEC)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(charge(store, &[q], 3, SEC).await.admitted);
 }
 
 /// A store to test, and what keeps it alive (a redis-server).
@@ -369,45 +303,21 @@ async fn the_first_initial_period_wins(store: &dyn Store) {
 async fn check_answers_for_n_units_and_charges_nothing(store: &dyn Store) {
     let limits = [bucket("n", 1, 5), quota("n", 4, 0, 100 * SEC)];
     for _ in 0..3 {
-        let c = store
-            .decide(&limits, Units::Same(4), Mode::DryRun, SEC)
-            .await
-            .unwrap();
+        let c = dry_run(store, &limits, 4, SEC).await;
         assert!(c.admitted);
         assert_eq!((c.states[0].remaining, c.states[1].remaining), (1, 0));
     }
     // Five units: the quota (4) refuses; a charge of five would too.
-    let c = store
-        .decide(&limits, Units::Same(5), Mode::DryRun, SEC)
-        .await
-        .unwrap();
+    let c = dry_run(store, &limits, 5, SEC).await;
     assert!(!c.admitted);
     assert!(c.states[0].admitted && !c.states[1].admitted);
-    assert!(
-        !store
-            .decide(&limits, Units::Same(5), Mode::Charge, SEC)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(!charge(store, &limits, 5, SEC).await.admitted);
     // Nothing was charged: four units still go through, once — with the states `check` said.
-    let dry = store
-        .decide(&limits, Units::Same(4), Mode::DryRun, SEC)
-        .await
-        .unwrap();
-    let c = store
-        .decide(&limits, Units::Same(4), Mode::Charge, SEC)
-        .await
-        .unwrap();
+    let dry = dry_run(store, &limits, 4, SEC).await;
+    let c = charge(store, &limits, 4, SEC).await;
     assert!(c.admitted);
     assert_eq!(c, dry);
-    assert!(
-        !store
-            .decide(&limits, Units::Same(1), Mode::DryRun, SEC)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(!dry_run(store, &limits, 1, SEC).await.admitted);
 }
 
 /// Several requests' limits with their own units, one call: all charged or none; a counter
@@ -420,10 +330,7 @@ async fn several_demands_are_all_or_nothing(store: &dyn Store) {
     );
     let limits = [shared.clone(), q1.clone(), shared.clone(), q2.clone()];
     // 2 + 2 of the shared bucket (5), 2 of quota one (3), 2 of quota two: admitted.
-    let c = store
-        .decide(&limits, Units::Each(&[2, 2, 2, 2]), Mode::Charge, SEC)
-        .await
-        .unwrap();
+    let c = charge_each(store, &limits, &[2, 2, 2, 2], SEC).await;
     assert!(c.admitted);
     assert_eq!(c.states.len(), 4);
     assert_eq!((c.states[0].remaining, c.states[2].remaining), (1, 1));
@@ -540,13 +447,7 @@ async fn a_script_that_runs_after_its_deadline_charges_nothing() {
     .unwrap();
     let limits = [quota("late", 1000, 0, 100 * SEC)];
     // Loaded once (a script Redis does not know yet would fail NOSCRIPT, not run late).
-    assert!(
-        store
-            .decide(&limits, Units::Same(1), Mode::Probe, SEC)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(probe(&store, &limits, SEC).await.admitted);
     // Redis busy for 1.5 s.
     let port = server.port;
     let sleeper = std::thread::spawn(move || {
@@ -568,19 +469,10 @@ async fn a_script_that_runs_after_its_deadline_charges_nothing() {
     assert_eq!(sleeper.join().unwrap().trim(), "+OK");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Redis is back and has run the queued scripts: none charged.
-    let probe = store
-        .decide(&limits, Units::Same(1), Mode::Probe, SEC)
-        .await
-        .unwrap();
+    let probe = probe(&store, &limits, SEC).await;
     assert_eq!(probe.states[0].remaining, 1000, "late scripts charged");
     // And it works again.
-    assert!(
-        store
-            .decide(&limits, Units::Same(1), Mode::Charge, SEC)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(charge(&store, &limits, 1, SEC).await.admitted);
 }
 
 /// Runs futures concurrently, in order.
@@ -649,20 +541,8 @@ async fn an_upgrade_from_the_earlier_redis_layout_loses_no_count() {
     };
     let limits = [quota("uk", 3, day, 2 * day), usage];
     let now = day + SEC;
-    assert!(
-        store
-            .decide(&limits, Units::Same(1), Mode::Charge, now)
-            .await
-            .unwrap()
-            .admitted
-    );
-    assert!(
-        !store
-            .decide(&limits, Units::Same(1), Mode::Charge, now)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(charge(&store, &limits, 1, now).await.admitted);
+    assert!(!charge(&store, &limits, 1, now).await.admitted);
     let mut rows = store
         .usage("plan", &[Arc::from("uk")], 0, 2 * day)
         .await
@@ -697,13 +577,7 @@ async fn shared_buckets_survive_a_switch_between_exact_and_leased() {
     let exact = RedisStore::connect(&opts(plangate::store::SharedBuckets::Exact))
         .await
         .unwrap();
-    assert!(
-        exact
-            .decide(&limits, Units::Same(4), Mode::Charge, SEC)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(charge(&exact, &limits, 4, SEC).await.admitted);
     drop(exact);
     let leased = RedisStore::connect(&opts(plangate::store::SharedBuckets::Leased))
         .await
@@ -711,12 +585,7 @@ async fn shared_buckets_survive_a_switch_between_exact_and_leased() {
     // 6 tokens left, no refill: 6 admitted, then refused.
     let mut admitted = 0;
     for _ in 0..8 {
-        if leased
-            .decide(&limits, Units::Same(1), Mode::Charge, SEC)
-            .await
-            .unwrap()
-            .admitted
-        {
+        if charge(&leased, &limits, 1, SEC).await.admitted {
             admitted += 1;
         }
     }
