@@ -16,22 +16,11 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
 }
 
 fn plans() -> String {
-    format!(
-        r#"
-version: 1
-defaults: {{ api: petstore, stage: prod }}
-apis:
-  petstore:
-    stages:
-      prod: {{}}
-usage_plans:
-  billed:
-    quota: {{ limit: 100, period: DAY }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: k1, value_sha256: {k}, usage_plans: [billed] }}
-"#,
-        k = sha(KEY)
+    common::petstore(
+        common::DEFAULTS,
+        &[("prod", "{}")],
+        &[("billed", "quota: { limit: 100, period: DAY }")],
+        &[("k1", KEY, "usage_plans: [billed]")],
     )
 }
 
@@ -535,7 +524,7 @@ fn nested_merge_keys_are_refused_before_they_expand() {
     // Anchors a configuration really uses are fine.
     let shared = plans().replace(
         "quota: { limit: 100, period: DAY }",
-        "quota: &q { limit: 100, period: DAY }\n    throttle: &t { rate: 5, burst: 5 }",
+        "quota: &q { limit: 100, period: DAY }, throttle: &t { rate: 5, burst: 5 }",
     ) + "  - { id: k2, value_sha256: "
         + &sha("fail-closed-other-0123456789")
         + ", usage_plans: [billed] }\n";
@@ -635,16 +624,12 @@ fn bounds_templates_and_error_counts_are_checked_at_load() {
         );
     }
     // A plan listing thousands of unknown stages: the first 1,000 errors, and a count.
-    let mut many = plans().replace(
-        "    api_stages: [{ api: petstore, stage: prod }]\n",
-        "    api_stages:\n      - { api: petstore, stage: prod }\n",
-    );
     let extra: String = (0..3_000)
-        .map(|i| format!("      - {{ api: petstore, stage: x{i} }}\n"))
+        .map(|i| format!(", {{ api: petstore, stage: x{i} }}"))
         .collect();
-    many = many.replace(
-        "      - { api: petstore, stage: prod }\n",
-        &format!("      - {{ api: petstore, stage: prod }}\n{extra}"),
+    let many = plans().replace(
+        "api_stages: [{ api: petstore, stage: prod }]",
+        &format!("api_stages: [{{ api: petstore, stage: prod }}{extra}]"),
     );
     let (ok, out) = validate(&write(&dir, "many.yaml", &many));
     assert!(!ok);

@@ -8,36 +8,24 @@ use std::time::Duration;
 
 use plangate::clock::Stopwatch;
 
-use common::{Plangate, RedisServer, authz_client, check_request, check_status, sha};
+use common::{Plangate, RedisServer, authz_client, check_request, check_status};
 
 const KEY: &str = "replica-key-0123456789abcdef";
 const BURSTY: &str = "bursty-key-0123456789abcdefg";
 
 fn config() -> String {
-    format!(
-        r#"
-version: 1
-account:
-  throttle: {{ rate: 1000000, burst: 1000000 }}
-defaults: {{ api: petstore, stage: prod }}
-apis:
-  petstore:
-    stages:
-      prod: {{}}
-usage_plans:
-  quota1000:
-    quota: {{ limit: 1000, period: MONTH }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-  burst300:
-    # One token per ~11.6 days: nothing refills during the test.
-    throttle: {{ rate: 0.000001, burst: 300 }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: q, value_sha256: {q}, usage_plans: [quota1000] }}
-  - {{ id: b, value_sha256: {b}, usage_plans: [burst300] }}
-"#,
-        q = sha(KEY),
-        b = sha(BURSTY),
+    common::petstore(
+        common::FAST_ACCOUNT,
+        &[("prod", "{}")],
+        &[
+            ("quota1000", "quota: { limit: 1000, period: MONTH }"),
+            // One token per ~11.6 days: nothing refills during the test.
+            ("burst300", "throttle: { rate: 0.000001, burst: 300 }"),
+        ],
+        &[
+            ("q", KEY, "usage_plans: [quota1000]"),
+            ("b", BURSTY, "usage_plans: [burst300]"),
+        ],
     )
 }
 

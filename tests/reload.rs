@@ -22,28 +22,19 @@ const OTHER: &str = "other-key-0123456789abcdefg";
 
 /// A config whose plan id and plan burst identify it: plan `p{n}` has burst 1,000,000 + n.
 fn config(n: u32, quota: u64, other_enabled: bool) -> String {
-    format!(
-        r#"
-version: 1
-account:
-  throttle: {{ rate: 1000000, burst: 1000000 }}
-defaults: {{ api: petstore, stage: prod }}
-apis:
-  petstore:
-    stages:
-      prod: {{}}
-usage_plans:
-  p{n}:
-    throttle: {{ rate: 1000000, burst: {burst} }}
-    quota: {{ limit: {quota}, period: DAY }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: k1, value_sha256: {key}, usage_plans: [p{n}] }}
-  - {{ id: k2, value_sha256: {other}, usage_plans: [p{n}], enabled: {other_enabled} }}
-"#,
-        burst = 1_000_000 + n,
-        key = common::sha(KEY),
-        other = common::sha(OTHER),
+    let plan = format!(
+        "throttle: {{ rate: 1000000, burst: {} }}, quota: {{ limit: {quota}, period: DAY }}",
+        1_000_000 + n
+    );
+    let (mine, other) = (
+        format!("usage_plans: [p{n}]"),
+        format!("usage_plans: [p{n}], enabled: {other_enabled}"),
+    );
+    common::petstore(
+        common::FAST_ACCOUNT,
+        &[("prod", "{}")],
+        &[(&format!("p{n}"), &plan)],
+        &[("k1", KEY, &mine), ("k2", OTHER, &other)],
     )
 }
 

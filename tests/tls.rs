@@ -15,27 +15,16 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{Plangate, RedisServer, check_request, check_status, sha};
+use common::{Plangate, RedisServer, check_request, check_status};
 
 const KEY: &str = "tls-key-0123456789abcdefghij";
 
 fn config() -> String {
-    format!(
-        r#"
-version: 1
-defaults: {{ api: petstore, stage: prod }}
-apis:
-  petstore:
-    stages:
-      prod: {{}}
-usage_plans:
-  two:
-    quota: {{ limit: 2, period: DAY }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: k, value_sha256: {k}, usage_plans: [two] }}
-"#,
-        k = sha(KEY)
+    common::petstore(
+        common::DEFAULTS,
+        &[("prod", "{}")],
+        &[("two", "quota: { limit: 2, period: DAY }")],
+        &[("k", KEY, "usage_plans: [two]")],
     )
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Plangate, authz_client, check_request, check_status, sha};
+use common::{Plangate, authz_client, check_request, check_status};
 use plangate::clock::{Clock, FakeClock, Stopwatch, SystemClock, parse_rfc3339};
 use plangate::engine::{Engine, Request};
 use plangate::store::MemoryStore;
@@ -18,26 +18,15 @@ const KEY: &str = "usage-key-0123456789abcdefg";
 const OTHER: &str = "usage-other-0123456789abcde";
 
 fn config(daily_limit: u64) -> String {
-    format!(
-        r#"
-version: 1
-account:
-  throttle: {{ rate: 1000000, burst: 1000000 }}
-defaults: {{ api: petstore, stage: prod }}
-apis:
-  petstore:
-    stages:
-      prod: {{}}
-usage_plans:
-  billed:
-    quota: {{ limit: {daily_limit}, period: DAY }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: k1, value_sha256: {k}, usage_plans: [billed] }}
-  - {{ id: k2, value_sha256: {o}, usage_plans: [billed] }}
-"#,
-        k = sha(KEY),
-        o = sha(OTHER),
+    let quota = format!("quota: {{ limit: {daily_limit}, period: DAY }}");
+    common::petstore(
+        common::FAST_ACCOUNT,
+        &[("prod", "{}")],
+        &[("billed", &quota)],
+        &[
+            ("k1", KEY, "usage_plans: [billed]"),
+            ("k2", OTHER, "usage_plans: [billed]"),
+        ],
     )
 }
 

@@ -837,3 +837,44 @@ impl Drop for Plangate {
         let _ = self.child.wait();
     }
 }
+
+/// Top-level settings for [`petstore`]: requests that name no API stage go to petstore/prod.
+pub const DEFAULTS: &str = "defaults: { api: petstore, stage: prod }";
+
+/// [`DEFAULTS`], and an account throttle no test reaches.
+pub const FAST_ACCOUNT: &str =
+    "account: { throttle: { rate: 1000000, burst: 1000000 } }\ndefaults: { api: petstore, stage: prod }";
+
+/// A plans file for API `petstore`, the way most tests need one: `top` (top-level settings,
+/// YAML lines, may be empty), the API's `stages` as (name, flow mapping), `plans` as (id,
+/// flow-mapping entries; granting `petstore/prod` unless they name `api_stages`), and `keys` as
+/// (id, value, more flow-mapping entries such as `usage_plans: [gold]`), stored as digests.
+pub fn petstore(
+    top: &str,
+    stages: &[(&str, &str)],
+    plans: &[(&str, &str)],
+    keys: &[(&str, &str, &str)],
+) -> String {
+    let mut y = format!("version: 1\n{top}\napis:\n  petstore:\n    stages:\n");
+    for (name, stage) in stages {
+        y.push_str(&format!("      {name}: {stage}\n"));
+    }
+    y.push_str("usage_plans:\n");
+    for (id, settings) in plans {
+        let grant = if settings.contains("api_stages") {
+            String::new()
+        } else {
+            let sep = if settings.is_empty() { "" } else { ", " };
+            format!("{sep}api_stages: [{{ api: petstore, stage: prod }}]")
+        };
+        y.push_str(&format!("  {id}: {{ {settings}{grant} }}\n"));
+    }
+    y.push_str("api_keys:\n");
+    for (id, value, more) in keys {
+        y.push_str(&format!(
+            "  - {{ id: {id}, value_sha256: {}, {more} }}\n",
+            sha(value)
+        ));
+    }
+    y
+}
