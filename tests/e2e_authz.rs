@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Stack, sha};
+use common::Stack;
 
 const GOOD: &str = "good-key-0123456789abcdef";
 const OFF: &str = "disabled-key-0123456789abc";
@@ -13,51 +13,27 @@ const QUOTA: &str = "quota-key-0123456789abcdef";
 const SHADOW: &str = "shadow-key-0123456789abcdef";
 
 fn plans() -> String {
-    format!(
-        r#"
-version: 1
-apis:
-  petstore:
-    stages:
-      prod:
-        throttle: {{ rate: 1000, burst: 1000 }}
-        unknown_methods: forbid
-        methods:
-          "/pets/GET": {{}}
-          "/pets/{{petId}}/GET": {{}}
-          "/health/GET": {{ api_key_required: false }}
-          "/admin/{{proxy+}}/ANY": {{ throttle: {{ rate: 0, burst: 0 }} }}
-      dev: {{}}
-usage_plans:
-  gold:
-    throttle: {{ rate: 100, burst: 100 }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-  tight:
-    throttle: {{ rate: 0.01, burst: 2 }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-  small:
-    quota: {{ limit: 3, period: DAY }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-  devplan:
-    api_stages: [{{ api: petstore, stage: dev }}]
-  trial:
-    enforce: false
-    throttle: {{ rate: 0.01, burst: 1 }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: good-1, value_sha256: {good}, usage_plans: [gold], customer_id: acme }}
-  - {{ id: off-1, value_sha256: {off}, usage_plans: [gold], enabled: false }}
-  - {{ id: dev-1, value_sha256: {dev}, usage_plans: [devplan] }}
-  - {{ id: tight-1, value_sha256: {tight}, usage_plans: [tight] }}
-  - {{ id: quota-1, value_sha256: {quota}, usage_plans: [small] }}
-  - {{ id: shadow-1, value_sha256: {shadow}, usage_plans: [trial] }}
-"#,
-        good = sha(GOOD),
-        off = sha(OFF),
-        dev = sha(DEV),
-        tight = sha(TIGHT),
-        quota = sha(QUOTA),
-        shadow = sha(SHADOW),
+    let prod = r#"{ throttle: { rate: 1000, burst: 1000 }, unknown_methods: forbid, methods: {
+        "/pets/GET": {}, "/pets/{petId}/GET": {}, "/health/GET": { api_key_required: false },
+        "/admin/{proxy+}/ANY": { throttle: { rate: 0, burst: 0 } } } }"#;
+    common::petstore(
+        "",
+        &[("prod", prod), ("dev", "{}")],
+        &[
+            ("gold", "throttle: { rate: 100, burst: 100 }"),
+            ("tight", "throttle: { rate: 0.01, burst: 2 }"),
+            ("small", "quota: { limit: 3, period: DAY }"),
+            ("devplan", "api_stages: [{ api: petstore, stage: dev }]"),
+            ("trial", "enforce: false, throttle: { rate: 0.01, burst: 1 }"),
+        ],
+        &[
+            ("good-1", GOOD, "usage_plans: [gold], customer_id: acme"),
+            ("off-1", OFF, "usage_plans: [gold], enabled: false"),
+            ("dev-1", DEV, "usage_plans: [devplan]"),
+            ("tight-1", TIGHT, "usage_plans: [tight]"),
+            ("quota-1", QUOTA, "usage_plans: [small]"),
+            ("shadow-1", SHADOW, "usage_plans: [trial]"),
+        ],
     )
 }
 

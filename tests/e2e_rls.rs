@@ -3,43 +3,27 @@
 
 mod common;
 
-use common::{Stack, sha};
+use common::Stack;
 
 const GOOD: &str = "good-key-0123456789abcdef";
 const TIGHT: &str = "tight-key-0123456789abcdef";
 const QUOTA: &str = "quota-key-0123456789abcdef";
 
 fn plans() -> String {
-    format!(
-        r#"
-version: 1
-apis:
-  petstore:
-    stages:
-      prod:
-        throttle: {{ rate: 1000, burst: 1000 }}
-        methods:
-          "/pets/GET": {{}}
-          "/bulk/POST": {{}}
-          "/health/GET": {{ api_key_required: false }}
-usage_plans:
-  gold:
-    throttle: {{ rate: 100, burst: 100 }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-  tight:
-    throttle: {{ rate: 0.01, burst: 3 }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-  small:
-    quota: {{ limit: 12, period: DAY }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: good-1, value_sha256: {good}, usage_plans: [gold], customer_id: acme }}
-  - {{ id: tight-1, value_sha256: {tight}, usage_plans: [tight] }}
-  - {{ id: quota-1, value_sha256: {quota}, usage_plans: [small] }}
-"#,
-        good = sha(GOOD),
-        tight = sha(TIGHT),
-        quota = sha(QUOTA),
+    let prod = r#"{ throttle: { rate: 1000, burst: 1000 }, methods: { "/pets/GET": {}, "/bulk/POST": {}, "/health/GET": { api_key_required: false } } }"#;
+    common::petstore(
+        "",
+        &[("prod", prod)],
+        &[
+            ("gold", "throttle: { rate: 100, burst: 100 }"),
+            ("tight", "throttle: { rate: 0.01, burst: 3 }"),
+            ("small", "quota: { limit: 12, period: DAY }"),
+        ],
+        &[
+            ("good-1", GOOD, "usage_plans: [gold], customer_id: acme"),
+            ("tight-1", TIGHT, "usage_plans: [tight]"),
+            ("quota-1", QUOTA, "usage_plans: [small]"),
+        ],
     )
 }
 

@@ -19,27 +19,18 @@ const KEY: &str = "mgmt-key-0123456789abcdef";
 const OTHER: &str = "mgmt-other-key-0123456789a";
 
 fn config() -> String {
-    format!(
-        r#"
-version: 1
-apis:
-  petstore:
-    stages:
-      prod:
-        methods:
-          "/pets/GET": {{ throttle: {{ rate: 0.01, burst: 100 }} }}
-usage_plans:
-  gold:
-    quota: {{ limit: 3, period: DAY }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: k1, name: First, value_sha256: {}, usage_plans: [gold], customer_id: acme }}
-  - {{ id: k2, value_sha256: {}, usage_plans: [gold] }}
-  - {{ id: k3, value_sha256: {}, usage_plans: [gold], enabled: false }}
-"#,
-        sha(KEY),
-        sha(OTHER),
-        sha("mgmt-third-key-0123456789a"),
+    common::petstore(
+        "",
+        &[(
+            "prod",
+            r#"{ methods: { "/pets/GET": { throttle: { rate: 0.01, burst: 100 } } } }"#,
+        )],
+        &[("gold", "quota: { limit: 3, period: DAY }")],
+        &[
+            ("k1", KEY, "name: First, usage_plans: [gold], customer_id: acme"),
+            ("k2", OTHER, "usage_plans: [gold]"),
+            ("k3", "mgmt-third-key-0123456789a", "usage_plans: [gold], enabled: false"),
+        ],
     )
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Plangate, sha};
+use common::Plangate;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
 const TOKEN: &str = "reflection-token-0123456789";
@@ -15,26 +15,20 @@ const USED: &str = "reflection-used-0123456789a";
 const FRESH: &str = "reflection-fresh-012345678";
 
 fn config() -> String {
-    format!(
-        r#"
-version: 1
-apis:
-  petstore:
-    stages:
-      prod:
-        throttle: {{ rate: 5, burst: 10 }}
-        methods: {{ "/pets/GET": {{}} }}
-usage_plans:
-  gold:
-    throttle: {{ rate: 2, burst: 4 }}
-    quota: {{ limit: 50, period: MONTH }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: used, value_sha256: {}, usage_plans: [gold] }}
-  - {{ id: fresh, value_sha256: {}, usage_plans: [gold], customer_id: acme }}
-"#,
-        sha(USED),
-        sha(FRESH),
+    common::petstore(
+        "",
+        &[(
+            "prod",
+            r#"{ throttle: { rate: 5, burst: 10 }, methods: { "/pets/GET": {} } }"#,
+        )],
+        &[(
+            "gold",
+            "throttle: { rate: 2, burst: 4 }, quota: { limit: 50, period: MONTH }",
+        )],
+        &[
+            ("used", USED, "usage_plans: [gold]"),
+            ("fresh", FRESH, "usage_plans: [gold], customer_id: acme"),
+        ],
     )
 }
 
