@@ -1,5 +1,7 @@
 //! The command line as a shell uses it.
 
+mod common;
+
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -111,10 +113,7 @@ fn bad_flags_are_clear_errors() {
 
 #[test]
 fn check_takes_a_host_for_custom_domain_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("plans.yaml");
-    std::fs::write(
-        &config,
+    let (_dir, config) = common::plans_dir(
         r#"
 version: 1
 apis:
@@ -127,8 +126,7 @@ domain_names:
   api.example.com:
     base_path_mappings: [{ base_path: v1, api: petstore, stage: prod }]
 "#,
-    )
-    .unwrap();
+    );
     let run = |host: &str| {
         let out = plangate()
             .args(["check", "--config", config.to_str().unwrap()])
@@ -204,13 +202,7 @@ fn serve_takes_every_flag_from_the_environment_and_health_answers() {
         );
     }
     // A server configured by the environment alone.
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("plans.yaml");
-    std::fs::write(
-        &config,
-        "version: 1\napis: { petstore: { stages: { prod: {} } } }\n",
-    )
-    .unwrap();
+    let (_dir, config) = common::plans_dir(common::MINIMAL);
     let (grpc, admin) = ports();
     let mut child = plangate()
         .arg("serve")
@@ -253,13 +245,9 @@ fn serve_takes_every_flag_from_the_environment_and_health_answers() {
 /// The bounds checked before parsing are flags (and env variables), for every command.
 #[test]
 fn config_bounds_are_configurable() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("plans.yaml");
-    std::fs::write(
-        &file,
+    let (_dir, file) = common::plans_dir(
         "version: 1\napis: { a: { stages: { s: { methods: { \"/x/GET\": {} } } } } }\n",
-    )
-    .unwrap();
+    );
     let validate = |extra: &[&str]| {
         let o = plangate()
             .args(extra)

@@ -24,7 +24,10 @@ fn plans() -> String {
             ("tight", "throttle: { rate: 0.01, burst: 2 }"),
             ("small", "quota: { limit: 3, period: DAY }"),
             ("devplan", "api_stages: [{ api: petstore, stage: dev }]"),
-            ("trial", "enforce: false, throttle: { rate: 0.01, burst: 1 }"),
+            (
+                "trial",
+                "enforce: false, throttle: { rate: 0.01, burst: 1 }",
+            ),
         ],
         &[
             ("good-1", GOOD, "usage_plans: [gold], customer_id: acme"),

@@ -81,12 +81,8 @@ async fn serve_and_check(
 
 #[tokio::test]
 async fn refusals_are_json_decision_events_without_key_values() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("plans.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let (_dir, config) = common::plans_dir(format!(
+        r#"
 version: 1
 apis:
   petstore:
@@ -100,10 +96,8 @@ usage_plans:
 api_keys:
   - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
 "#,
-            sha(KEY)
-        ),
-    )
-    .unwrap();
+        sha(KEY)
+    ));
     let checks = [
         (KEY, "req-admitted".to_owned()),
         (KEY, "req-over-quota".to_owned()),
@@ -173,16 +167,10 @@ api_keys:
 /// `--log-admitted-sample 0.5`: one admitted decision in two is logged at info, exactly.
 #[tokio::test]
 async fn a_share_of_admitted_decisions_is_logged() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("plans.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 1\napis: {{ petstore: {{ stages: {{ prod: {{ methods: {{ \"/pets/GET\": {{}} }} }} }} }} }}\nusage_plans:\n  gold: {{ api_stages: [{{ api: petstore, stage: prod }}] }}\napi_keys:\n  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}\n",
-            sha(KEY)
-        ),
-    )
-    .unwrap();
+    let (_dir, config) = common::plans_dir(format!(
+        "version: 1\napis: {{ petstore: {{ stages: {{ prod: {{ methods: {{ \"/pets/GET\": {{}} }} }} }} }} }}\nusage_plans:\n  gold: {{ api_stages: [{{ api: petstore, stage: prod }}] }}\napi_keys:\n  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}\n",
+        sha(KEY)
+    ));
     // A share outside 0..=1 is refused at once.
     let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
         .args([

@@ -27,9 +27,17 @@ fn config() -> String {
         )],
         &[("gold", "quota: { limit: 3, period: DAY }")],
         &[
-            ("k1", KEY, "name: First, usage_plans: [gold], customer_id: acme"),
+            (
+                "k1",
+                KEY,
+                "name: First, usage_plans: [gold], customer_id: acme",
+            ),
             ("k2", OTHER, "usage_plans: [gold]"),
-            ("k3", "mgmt-third-key-0123456789a", "usage_plans: [gold], enabled: false"),
+            (
+                "k3",
+                "mgmt-third-key-0123456789a",
+                "usage_plans: [gold], enabled: false",
+            ),
         ],
     )
 }
@@ -44,9 +52,7 @@ fn serve() -> Served {
 }
 
 fn serve_with(extra: &[&str]) -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plans.yaml");
-    std::fs::write(&path, config()).unwrap();
+    let (dir, path) = common::plans_dir(config());
     let mut args = vec!["--admin-token", TOKEN];
     args.extend_from_slice(extra);
     let p = Plangate::start(&path, &args, dir.path().join("plangate.log"));

@@ -58,9 +58,7 @@ struct Fleet {
 }
 
 fn fleet(cluster: RedisCluster, config: &str, extra: &[&str]) -> Fleet {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plans.yaml");
-    std::fs::write(&path, config).unwrap();
+    let (dir, path) = common::plans_dir(config);
     let url = cluster.url();
     let replicas = (0..2)
         .map(|i| {

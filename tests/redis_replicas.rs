@@ -36,9 +36,7 @@ struct Fleet {
 }
 
 fn fleet(n: usize, extra: &[&str]) -> Fleet {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plans.yaml");
-    std::fs::write(&path, config()).unwrap();
+    let (dir, path) = common::plans_dir(config());
     let redis = RedisServer::start();
     let url = redis.url();
     let replicas = (0..n)
@@ -252,7 +250,11 @@ async fn redis_outage_follows_the_policy_and_recovers() {
     }
     eprintln!("normal answers {recovered:?} after redis-server was back");
     assert!(f.replicas[0].alive(), "plangate crashed");
-    assert_eq!(common::http(admin, "GET", "/readyz", &[]).status, 200);
+    // Decisions that were in flight while Redis was down may still fail after the first normal
+    // answer; readiness follows the decisions, so it comes back once they succeed.
+    common::wait_until("ready after Redis came back", || {
+        common::http(admin, "GET", "/readyz", &[]).status == 200
+    });
     assert_eq!(f.replicas[0].metric("plangate_store_up"), Some(1.0));
 }
 
@@ -278,13 +280,7 @@ fn redis_authentication_errors_are_named_at_start() {
         r.command(&["CONFIG", "SET", "requirepass", "s3cret-pass"])
             .starts_with("+OK")
     );
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("plans.yaml");
-    std::fs::write(
-        &config,
-        "version: 1\napis: { petstore: { stages: { prod: {} } } }\n",
-    )
-    .unwrap();
+    let (_dir, config) = common::plans_dir(common::MINIMAL);
     let serve = |url: String| {
         std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
             .args(["serve", "--config", config.to_str().unwrap()])
@@ -314,13 +310,7 @@ fn the_store_url_can_come_from_a_file() {
         r.command(&["CONFIG", "SET", "requirepass", "file-pass-123"])
             .starts_with("+OK")
     );
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("plans.yaml");
-    std::fs::write(
-        &config,
-        "version: 1\napis: { petstore: { stages: { prod: {} } } }\n",
-    )
-    .unwrap();
+    let (dir, config) = common::plans_dir(common::MINIMAL);
     let url_file = dir.path().join("store-url");
     std::fs::write(
         &url_file,
@@ -379,9 +369,7 @@ async fn four_redis_commands_per_decision_with_leased_shared_buckets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_decisions_not_ping() {
     let redis = common::RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plans.yaml");
-    std::fs::write(&path, readiness_config()).unwrap();
+    let (dir, path) = common::plans_dir(readiness_config());
     let p = common::Plangate::start(
         &path,
         // A generous store timeout: on a loaded machine a 50 ms PING can time out, and this

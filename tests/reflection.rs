@@ -51,9 +51,7 @@ fn check_request(key: &str) -> envoy_types::ext_authz::v3::pb::CheckRequest {
 #[tokio::test]
 async fn a_client_without_plangate_types_discovers_and_calls_the_management_api() {
     let python = python();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plans.yaml");
-    std::fs::write(&path, config()).unwrap();
+    let (dir, path) = common::plans_dir(config());
     let p = Plangate::start(
         &path,
         &["--admin-token", TOKEN],

@@ -49,9 +49,7 @@ struct Served {
 }
 
 async fn serve(text: &str) -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plans.yaml");
-    std::fs::write(&path, text).unwrap();
+    let (dir, path) = common::plans_dir(text);
     let compiled = plangate::config::load_file(&path).unwrap();
     let mut snap = compiled.snapshot;
     snap.generation = 1;
@@ -300,9 +298,7 @@ fn get_metric(text: &str, name: &str) -> Option<f64> {
 
 #[test]
 fn sighup_reloads_and_admin_api_works() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plans.yaml");
-    std::fs::write(&path, config(1, 100, true)).unwrap();
+    let (_dir, path) = common::plans_dir(config(1, 100, true));
     let (grpc, admin) = (common::free_port(), common::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
         .args(["serve", "--no-watch", "--no-persist", "--config"])

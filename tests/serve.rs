@@ -93,13 +93,7 @@ async fn an_oversized_request_is_refused_before_decoding() {
     use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
     use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("plans.yaml");
-    std::fs::write(
-        &config,
-        "version: 1\napis: { petstore: { stages: { prod: {} } } }\n",
-    )
-    .unwrap();
+    let (dir, config) = common::plans_dir(common::MINIMAL);
     let p = common::Plangate::start(&config, &[], dir.path().join("plangate.log"));
     let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", p.grpc))
         .unwrap()

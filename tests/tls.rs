@@ -211,9 +211,7 @@ async fn check_over_tls(
 }
 
 fn start(extra: &[String]) -> (tempfile::TempDir, Plangate) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plans.yaml");
-    std::fs::write(&path, config()).unwrap();
+    let (dir, path) = common::plans_dir(config());
     let args: Vec<&str> = extra.iter().map(String::as_str).collect();
     let p = Plangate::start(&path, &args, dir.path().join("plangate.log"));
     (dir, p)
@@ -221,9 +219,7 @@ fn start(extra: &[String]) -> (tempfile::TempDir, Plangate) {
 
 /// `plangate serve` with `args` that must refuse to start: its stderr.
 fn serve_refused(args: &[&std::ffi::OsStr]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plans.yaml");
-    std::fs::write(&path, config()).unwrap();
+    let (_dir, path) = common::plans_dir(config());
     let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
         .args(["serve", "--no-watch", "--no-persist", "--config"])
         .arg(&path)

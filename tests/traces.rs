@@ -71,16 +71,10 @@ fn each_decision_is_a_span_under_the_callers_trace() {
             .await
     });
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("plans.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 1\napis: {{ petstore: {{ stages: {{ prod: {{ methods: {{ \"/pets/GET\": {{}} }} }} }} }} }}\ndefaults: {{ api: petstore, stage: prod }}\nusage_plans:\n  gold:\n    quota: {{ limit: 1, period: DAY }}\n    api_stages: [{{ api: petstore, stage: prod }}]\napi_keys:\n  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}\n",
-            sha(KEY)
-        ),
-    )
-    .unwrap();
+    let (dir, config) = common::plans_dir(format!(
+        "version: 1\napis: {{ petstore: {{ stages: {{ prod: {{ methods: {{ \"/pets/GET\": {{}} }} }} }} }} }}\ndefaults: {{ api: petstore, stage: prod }}\nusage_plans:\n  gold:\n    quota: {{ limit: 1, period: DAY }}\n    api_stages: [{{ api: petstore, stage: prod }}]\napi_keys:\n  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}\n",
+        sha(KEY)
+    ));
     let endpoint = format!("http://127.0.0.1:{port}");
     let p = Plangate::start(
         &config,

@@ -204,9 +204,7 @@ fn used_after_restart(dir: &Path, config: &Path) -> u64 {
 /// SIGTERM during load, restart: the quota's used count equals what was admitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("plans.yaml");
-    std::fs::write(&config, config_text()).unwrap();
+    let (dir, config) = common::plans_dir(config_text());
     let data = dir.path().join("data");
     // A long flush interval: only the final flush at shutdown can save the counts.
     let p = Plangate::start(
@@ -260,9 +258,7 @@ async fn graceful_stop_loses_nothing() {
 /// interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loses_at_most_one_flush_interval() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("plans.yaml");
-    std::fs::write(&config, config_text()).unwrap();
+    let (dir, config) = common::plans_dir(config_text());
     let data = dir.path().join("data");
     let interval = Duration::from_millis(500);
     let p = Plangate::start(
@@ -314,9 +310,7 @@ fn config_text() -> String {
 
 #[test]
 fn usage_cli_prints_table_and_csv() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("plans.yaml");
-    std::fs::write(&config, config_text()).unwrap();
+    let (dir, config) = common::plans_dir(config_text());
     let p = Plangate::start(&config, &[], dir.path().join("p.log"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

@@ -842,8 +842,7 @@ impl Drop for Plangate {
 pub const DEFAULTS: &str = "defaults: { api: petstore, stage: prod }";
 
 /// [`DEFAULTS`], and an account throttle no test reaches.
-pub const FAST_ACCOUNT: &str =
-    "account: { throttle: { rate: 1000000, burst: 1000000 } }\ndefaults: { api: petstore, stage: prod }";
+pub const FAST_ACCOUNT: &str = "account: { throttle: { rate: 1000000, burst: 1000000 } }\ndefaults: { api: petstore, stage: prod }";
 
 /// A plans file for API `petstore`, the way most tests need one: `top` (top-level settings,
 /// YAML lines, may be empty), the API's `stages` as (name, flow mapping), `plans` as (id,
@@ -878,3 +877,14 @@ pub fn petstore(
     }
     y
 }
+
+/// A new directory holding `plans` as `plans.yaml`: (the directory, the file's path).
+pub fn plans_dir(plans: impl AsRef<[u8]>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.yaml");
+    std::fs::write(&path, plans).unwrap();
+    (dir, path)
+}
+
+/// The smallest plans file: API `petstore`, stage `prod`, nothing else.
+pub const MINIMAL: &str = "version: 1\napis: { petstore: { stages: { prod: {} } } }\n";
