@@ -3,24 +3,16 @@
 //! they should and only then (tests/fixtures/alerts); the rules in docs/operations.md are valid
 //! and say what the PrometheusRule says.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{Succeeds, root};
 use serde_yaml_ng::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn promtool() -> PathBuf {
-    let out = Command::new(root().join("scripts/promtool.sh"))
-        .output()
-        .expect("scripts/promtool.sh");
-    assert!(
-        out.status.success(),
-        "scripts/promtool.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(root().join("scripts/promtool.sh")).succeeds();
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Stack, sha};
+use common::{Stack, Succeeds, sha};
 use plangate::clock::Stopwatch;
 
 const GOOD: &str = "istio-good-key-0123456789ab";
@@ -273,7 +273,7 @@ fn a_configmap_update_serves_within_seconds_and_keeps_counters() {
 /// A sidecar's mesh certificate: a self-signed one whose URI SAN is the workload's SPIFFE id.
 fn spiffe_certificate(dir: &std::path::Path, spiffe: &str) -> (String, String) {
     let (cert, key) = (dir.join("workload.pem"), dir.join("workload.key"));
-    let out = std::process::Command::new("openssl")
+    std::process::Command::new("openssl")
         .args([
             "req",
             "-x509",
@@ -288,13 +288,7 @@ fn spiffe_certificate(dir: &std::path::Path, spiffe: &str) -> (String, String) {
         .arg(&key)
         .arg("-out")
         .arg(&cert)
-        .output()
-        .expect("openssl (Debian package openssl; .ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .succeeds();
     (
         cert.to_string_lossy().into_owned(),
         key.to_string_lossy().into_owned(),

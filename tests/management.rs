@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Plangate, sha};
+use common::{Plangate, Succeeds, sha};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use plangate::management::pb;
@@ -489,13 +489,7 @@ fn the_explain_command_prints_what_check_prints() {
             ])
             .args(["--at", "2026-11-26T12:00:00Z"])
             .env("PLANGATE_ADMIN_TOKEN", TOKEN)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .succeeds();
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     let admin = format!("http://127.0.0.1:{}", s.p.admin);

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::Plangate;
+use common::{Plangate, Succeeds};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
 const TOKEN: &str = "reflection-token-0123456789";
@@ -33,14 +33,7 @@ fn config() -> String {
 }
 
 fn python() -> String {
-    let out = Command::new(common::root().join("scripts/grpc-venv.sh"))
-        .output()
-        .expect("scripts/grpc-venv.sh");
-    assert!(
-        out.status.success(),
-        "scripts/grpc-venv.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(common::root().join("scripts/grpc-venv.sh")).succeeds();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -73,13 +66,7 @@ async fn a_client_without_plangate_types_discovers_and_calls_the_management_api(
                 "gold",
                 &today,
             ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "the Python client failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .succeeds();
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     // Before any traffic, so that every counter (shared ones too) is as fresh as `check`'s.

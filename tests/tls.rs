@@ -15,7 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{Plangate, RedisServer, check_request, check_status};
+use common::{Plangate, RedisServer, Succeeds, check_request, check_status};
 
 const KEY: &str = "tls-key-0123456789abcdefghij";
 
@@ -29,16 +29,10 @@ fn config() -> String {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
+    Command::new("openssl")
         .args(args)
         .current_dir(dir)
-        .output()
-        .expect("openssl (Debian package openssl; .ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .succeeds();
 }
 
 /// Test certificates in one directory: `ca` (signs the others), `server` (names 127.0.0.1,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Plangate, authz_client, check_request, check_status};
+use common::{Plangate, Succeeds, authz_client, check_request, check_status};
 use plangate::clock::{Clock, FakeClock, Stopwatch, SystemClock, parse_rfc3339};
 use plangate::engine::{Engine, Request};
 use plangate::store::MemoryStore;
@@ -337,13 +337,7 @@ fn usage_cli_prints_table_and_csv() {
         .args([
             "--plan", "billed", "--start", &today, "--end", &today, "--format", "csv",
         ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .succeeds();
     let csv = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         csv,

