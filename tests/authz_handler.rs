@@ -1,5 +1,7 @@
 //! The ext_authz handler called directly: answers for well-formed and malformed requests.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +12,6 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use plangate::clock::FakeClock;
 use plangate::engine::Engine;
 use plangate::grpc::AuthzService;
-use plangate::store::MemoryStore;
 
 const KEY: &str = "handler-key-0123456789abcdef";
 
@@ -38,11 +39,7 @@ api_keys:
         hex::encode(plangate::snapshot::hash_key(KEY))
     );
     let c = plangate::config::load_str(&text, None, Path::new(".")).unwrap();
-    let engine = Engine::new(
-        c.snapshot,
-        Arc::new(MemoryStore::new()),
-        Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
-    );
+    let engine = common::engine_of(c.snapshot);
     AuthzService::new(Arc::new(engine), Default::default())
 }
 
@@ -277,14 +274,7 @@ api_keys:
         hex::encode(plangate::snapshot::hash_key(KEY))
     );
     let c = plangate::config::load_str(&text, None, Path::new(".")).unwrap();
-    let s = AuthzService::new(
-        Arc::new(Engine::new(
-            c.snapshot,
-            Arc::new(MemoryStore::new()),
-            Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
-        )),
-        Default::default(),
-    );
+    let s = AuthzService::new(Arc::new(common::engine_of(c.snapshot)), Default::default());
     let partner: &[(&str, &str)] = &[("api", "partner"), ("stage", "prod")];
     // petstore: the top-level source (x-api-key).
     let r = check(&s, request("GET", "/pets", &[("x-api-key", KEY)], EXT)).await;
@@ -346,14 +336,7 @@ api_keys:
         hex::encode(plangate::snapshot::hash_key(OTHER_KEY)),
     );
     let c = plangate::config::load_str(&text, None, Path::new(".")).unwrap();
-    let s = AuthzService::new(
-        Arc::new(Engine::new(
-            c.snapshot,
-            Arc::new(MemoryStore::new()),
-            Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
-        )),
-        Default::default(),
-    );
+    let s = AuthzService::new(Arc::new(common::engine_of(c.snapshot)), Default::default());
     let denied = |r: &CheckResponse| match &r.http_response {
         Some(HttpResponse::DeniedResponse(d)) => {
             let headers: HashMap<String, String> = d
@@ -434,14 +417,7 @@ api_keys:
     };
     let service = |text: &str, shadow: bool| {
         let c = plangate::config::load_str(text, None, Path::new(".")).unwrap();
-        let engine = Arc::new(
-            Engine::new(
-                c.snapshot,
-                Arc::new(MemoryStore::new()),
-                Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
-            )
-            .with_shadow(shadow),
-        );
+        let engine = Arc::new(common::engine_of(c.snapshot).with_shadow(shadow));
         let metrics: Arc<plangate::metrics::Metrics> = Default::default();
         (AuthzService::new(engine, metrics.clone()), metrics)
     };

@@ -2,6 +2,8 @@
 //! (the `host` attribute) and RLS (a `host` descriptor entry) alike — Istio can set neither
 //! context extensions nor per-route descriptors.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,10 +17,8 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
-use plangate::clock::FakeClock;
 use plangate::engine::{DenyReason, Engine, Outcome};
 use plangate::grpc::{AuthzService, RlsService};
-use plangate::store::MemoryStore;
 
 const KEY: &str = "domain-key-0123456789abcdef";
 
@@ -62,11 +62,7 @@ api_keys:
 fn engine(extra: &str) -> Arc<Engine> {
     let c = plangate::config::load_str(&config(extra), None, Path::new("."))
         .unwrap_or_else(|e| panic!("{e}"));
-    Arc::new(Engine::new(
-        c.snapshot,
-        Arc::new(MemoryStore::new()),
-        Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
-    ))
+    Arc::new(common::engine_of(c.snapshot))
 }
 
 async fn decide(

@@ -7,6 +7,8 @@
 //! `scripts/fuzz.sh` runs long passes. proptest shrinks a failure to a small case and keeps it
 //! in `tests/fuzz.proptest-regressions` as the seed of later runs.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,10 +21,8 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use envoy_types::pb::google::protobuf::UInt64Value;
-use plangate::clock::FakeClock;
 use plangate::engine::Engine;
 use plangate::grpc::{AuthzService, RlsService};
-use plangate::store::MemoryStore;
 use proptest::prelude::*;
 use prost::Message;
 
@@ -61,11 +61,7 @@ fn config() -> String {
 
 fn engine() -> Arc<Engine> {
     let c = plangate::config::load_str(&config(), None, Path::new(".")).unwrap();
-    Arc::new(Engine::new(
-        c.snapshot,
-        Arc::new(MemoryStore::new()),
-        Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
-    ))
+    Arc::new(common::engine_of(c.snapshot))
 }
 
 fn cases() -> u32 {

@@ -1,5 +1,7 @@
 //! The RLS handler called directly, and RLS and ext_authz sharing one engine's counters.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,11 +15,9 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{Code, 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::UInt64Value;
-use plangate::clock::FakeClock;
 use plangate::engine::Engine;
 use plangate::grpc::answer::rate_unit;
 use plangate::grpc::{AuthzService, RlsService};
-use plangate::store::MemoryStore;
 
 const KEY: &str = "rls-key-0123456789abcdefgh";
 
@@ -43,11 +43,7 @@ api_keys:
         hex::encode(plangate::snapshot::hash_key(KEY))
     );
     let c = plangate::config::load_str(&text, None, Path::new(".")).unwrap();
-    Arc::new(Engine::new(
-        c.snapshot,
-        Arc::new(MemoryStore::new()),
-        Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
-    ))
+    Arc::new(common::engine_of(c.snapshot))
 }
 
 fn descriptor(key: Option<&str>, hits: Option<u64>) -> RateLimitDescriptor {
@@ -330,11 +326,7 @@ api_keys:
         hex::encode(plangate::snapshot::hash_key(KEY))
     );
     let c = plangate::config::load_str(&text, None, Path::new(".")).unwrap();
-    let engine = Arc::new(Engine::new(
-        c.snapshot,
-        Arc::new(MemoryStore::new()),
-        Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
-    ));
+    let engine = Arc::new(common::engine_of(c.snapshot));
     let s = RlsService::new(engine, Default::default());
     let r = rls(&s, vec![descriptor(Some(KEY), None)], 0).await;
     assert_eq!(r.overall_code, Code::Ok as i32);

@@ -903,3 +903,15 @@ impl Succeeds for Command {
         out
     }
 }
+
+/// 2023-11-14T22:13:20Z in nanoseconds: the stopped clock of [`engine_of`].
+pub const T0: i64 = 1_700_000_000_000_000_000;
+
+/// An engine over `snapshot` with counters in memory and a clock stopped at [`T0`].
+pub fn engine_of(snapshot: plangate::snapshot::Snapshot) -> plangate::engine::Engine {
+    plangate::engine::Engine::new(
+        snapshot,
+        std::sync::Arc::new(plangate::store::MemoryStore::new()),
+        std::sync::Arc::new(plangate::clock::FakeClock::new(T0)),
+    )
+}
