@@ -20,23 +20,11 @@ fn service() -> AuthzService {
 }
 
 fn service_with(extra: &str) -> AuthzService {
-    let text = format!(
-        r#"
-version: 1
-{extra}
-apis:
-  petstore:
-    stages:
-      prod:
-        methods:
-          "/pets/GET": {{}}
-usage_plans:
-  gold:
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
-"#,
-        hex::encode(plangate::snapshot::hash_key(KEY))
+    let text = common::petstore(
+        extra,
+        &[("prod", r#"{ methods: { "/pets/GET": {} } }"#)],
+        &[("gold", "")],
+        &[("k1", KEY, "usage_plans: [gold]")],
     );
     let c = plangate::config::load_str(&text, None, Path::new(".")).unwrap();
     let engine = common::engine_of(c.snapshot);

@@ -22,25 +22,17 @@ use plangate::grpc::{AuthzService, RlsService};
 const KEY: &str = "rls-key-0123456789abcdefgh";
 
 fn engine() -> Arc<Engine> {
-    let text = format!(
-        r#"
-version: 1
-apis:
-  petstore:
-    stages:
-      prod:
-        throttle: {{ rate: 0.5, burst: 1000 }}
-        methods:
-          "/pets/GET": {{}}
-usage_plans:
-  gold:
-    throttle: {{ rate: 10, burst: 100 }}
-    quota: {{ limit: 10, period: DAY }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
-"#,
-        hex::encode(plangate::snapshot::hash_key(KEY))
+    let text = common::petstore(
+        "",
+        &[(
+            "prod",
+            r#"{ throttle: { rate: 0.5, burst: 1000 }, methods: { "/pets/GET": {} } }"#,
+        )],
+        &[(
+            "gold",
+            "throttle: { rate: 10, burst: 100 }, quota: { limit: 10, period: DAY }",
+        )],
+        &[("k1", KEY, "usage_plans: [gold]")],
     );
     let c = plangate::config::load_str(&text, None, Path::new(".")).unwrap();
     Arc::new(common::engine_of(c.snapshot))
