@@ -7,14 +7,14 @@
 //! `google.protobuf.Struct`, a map whose encoding order is the hash map's (random per process), so
 //! it is pinned field by field, in key order.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use plangate::clock::{FakeClock, parse_rfc3339};
@@ -70,31 +70,11 @@ api_keys:
     ))
 }
 
+/// A Check for `key` and `path` on petstore/prod, with identity headers a client made up.
 fn check_request(key: &str, path: &str) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: path.into(),
-                    headers: [
-                        ("x-api-key".to_string(), key.to_string()),
-                        ("x-plangate-api-key-id".to_string(), "spoofed".to_string()),
-                        ("x-plangate-extra".to_string(), "spoofed".to_string()),
-                    ]
-                    .into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: [
-                ("api".to_string(), "petstore".to_string()),
-                ("stage".to_string(), "prod".to_string()),
-            ]
-            .into(),
-            ..Default::default()
-        }),
-    }
+    let r = common::check_request_to(key, path, "petstore", "prod");
+    let r = common::with_header(r, "x-plangate-api-key-id", "spoofed");
+    common::with_header(r, "x-plangate-extra", "spoofed")
 }
 
 fn rls_request(key: &str, path: &str) -> RateLimitRequest {

@@ -119,9 +119,7 @@ version: 1
 apis:
   petstore:
     stages:
-      prod:
-        api_key_required: false
-        methods: { "/pets/GET": {} }
+      prod: { api_key_required: false, methods: { "/pets/GET": {} } }
 domain_names:
   api.example.com:
     base_path_mappings: [{ base_path: v1, api: petstore, stage: prod }]

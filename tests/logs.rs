@@ -8,37 +8,14 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::sha;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
 const KEY: &str = "logged-key-0123456789abcdef";
 const WRONG: &str = "wrong-key-0123456789abcdefg";
 
 fn check(key: &str, request_id: &str) -> envoy_types::ext_authz::v3::pb::CheckRequest {
-    envoy_types::ext_authz::v3::pb::CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: "/pets".into(),
-                    headers: [
-                        ("x-api-key".to_string(), key.to_string()),
-                        ("x-request-id".to_string(), request_id.to_string()),
-                    ]
-                    .into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: [
-                ("api".to_string(), "petstore".to_string()),
-                ("stage".to_string(), "prod".to_string()),
-            ]
-            .into(),
-            ..Default::default()
-        }),
-    }
+    let r = common::check_request_to(key, "/pets", "petstore", "prod");
+    common::with_header(r, "x-request-id", request_id)
 }
 
 /// Serves `config` with JSON logs (plus `extra` flags), sends each (key, request id) as a
@@ -81,22 +58,11 @@ async fn serve_and_check(
 
 #[tokio::test]
 async fn refusals_are_json_decision_events_without_key_values() {
-    let (_dir, config) = common::plans_dir(format!(
-        r#"
-version: 1
-apis:
-  petstore:
-    stages:
-      prod:
-        methods: {{ "/pets/GET": {{}} }}
-usage_plans:
-  gold:
-    quota: {{ limit: 1, period: DAY }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
-"#,
-        sha(KEY)
+    let (_dir, config) = common::plans_dir(common::petstore(
+        "",
+        &[("prod", r#"{ methods: { "/pets/GET": {} } }"#)],
+        &[("gold", "quota: { limit: 1, period: DAY }")],
+        &[("k1", KEY, "usage_plans: [gold]")],
     ));
     let checks = [
         (KEY, "req-admitted".to_owned()),

@@ -915,3 +915,20 @@ pub fn engine_of(snapshot: plangate::snapshot::Snapshot) -> plangate::engine::En
         std::sync::Arc::new(plangate::clock::FakeClock::new(T0)),
     )
 }
+
+/// `r` with one more request header.
+pub fn with_header(
+    mut r: envoy_types::ext_authz::v3::pb::CheckRequest,
+    name: &str,
+    value: &str,
+) -> envoy_types::ext_authz::v3::pb::CheckRequest {
+    if let Some(http) = r
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.headers.insert(name.to_owned(), value.to_owned());
+    }
+    r
+}
