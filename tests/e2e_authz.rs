@@ -60,14 +60,7 @@ fn admitted_request_reaches_upstream_with_identity_headers() {
     );
     assert_eq!(r.status, 200, "{r:?}\n{}", s.log("plangate.log"));
     let up = r.upstream_headers();
-    assert_eq!(
-        up.get("x-plangate-api-key-id").map(String::as_str),
-        Some("good-1")
-    );
-    assert_eq!(
-        up.get("x-plangate-usage-plan").map(String::as_str),
-        Some("gold")
-    );
+    r.assert_identity("good-1", "gold");
     assert_eq!(
         up.get("x-plangate-customer-id").map(String::as_str),
         Some("acme")

@@ -72,15 +72,7 @@ fn common_cases(s: &Stack, refused_identity: u16) {
     // A base path: /v1/pets on api.example.com is prod's /pets.
     let r = get(s, "api.example.com", "/v1/pets", Some(GOOD));
     assert_eq!(r.status, 200, "{r:?}");
-    let up = r.upstream_headers();
-    assert_eq!(
-        up.get("x-plangate-api-key-id").map(String::as_str),
-        Some("good-1")
-    );
-    assert_eq!(
-        up.get("x-plangate-usage-plan").map(String::as_str),
-        Some("gold")
-    );
+    r.assert_identity("good-1", "gold");
     // The upstream gets the path as sent: the base path is a routing matter for plangate only.
     assert!(r.body.contains(r#""path": "/v1/pets""#), "{}", r.body);
     // (none): the rest of api.example.com is beta.

@@ -36,15 +36,7 @@ fn rls_admits_and_sets_identity_headers() {
         &[("x-api-key", GOOD), ("x-plangate-api-key-id", "spoofed")],
     );
     assert_eq!(r.status, 200, "{r:?}\n{}", s.log("plangate.log"));
-    let up = r.upstream_headers();
-    assert_eq!(
-        up.get("x-plangate-api-key-id").map(String::as_str),
-        Some("good-1")
-    );
-    assert_eq!(
-        up.get("x-plangate-usage-plan").map(String::as_str),
-        Some("gold")
-    );
+    r.assert_identity("good-1", "gold");
     // Envoy's own X-RateLimit headers, from plangate's descriptor status.
     assert!(r.header("x-ratelimit-limit").is_some(), "{r:?}");
     assert!(r.header("x-ratelimit-remaining").is_some(), "{r:?}");

@@ -302,6 +302,15 @@ impl HttpResponse {
             .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
             .collect()
     }
+
+    /// Asserts the key id and usage plan plangate told the upstream.
+    #[track_caller]
+    pub fn assert_identity(&self, key_id: &str, plan: &str) {
+        let up = self.upstream_headers();
+        let told = |h: &str| up.get(h).map(String::as_str);
+        assert_eq!(told("x-plangate-api-key-id"), Some(key_id), "{up:?}");
+        assert_eq!(told("x-plangate-usage-plan"), Some(plan), "{up:?}");
+    }
 }
 
 /// A minimal HTTP/1.1 client: one request, `connection: close`, read to the end.
