@@ -108,12 +108,7 @@ async fn raw_header_map_is_read() {
     use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
     let s = service();
     let mut r = request("GET", "/pets", &[], EXT);
-    let http = r
-        .attributes
-        .as_mut()
-        .and_then(|a| a.request.as_mut())
-        .and_then(|r| r.http.as_mut())
-        .unwrap();
+    let http = common::http_of(&mut r);
     http.header_map = Some(HeaderMap {
         headers: [("x-api-key", KEY), ("x-plangate-extra", "spoof")]
             .into_iter()
@@ -385,22 +380,13 @@ const OTHER_KEY: &str = "handler-other-0123456789abcdef";
 #[tokio::test]
 async fn shadow_mode_lets_refusals_through_and_says_so() {
     let text = |plan_enforce: &str, stage_enforce: &str| {
-        format!(
-            r#"
-version: 1
-apis:
-  petstore:
-    stages:
-      prod: {{ {stage_enforce} methods: {{ "/pets/GET": {{}} }} }}
-usage_plans:
-  gold:
-    {plan_enforce}
-    throttle: {{ rate: 0.001, burst: 1 }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
-"#,
-            hex::encode(plangate::snapshot::hash_key(KEY))
+        let stage = format!(r#"{{ {stage_enforce} methods: {{ "/pets/GET": {{}} }} }}"#);
+        let plan = format!("{plan_enforce} throttle: {{ rate: 0.001, burst: 1 }}");
+        common::petstore(
+            "",
+            &[("prod", &stage)],
+            &[("gold", &plan)],
+            &[("k1", KEY, "usage_plans: [gold]")],
         )
     };
     let service = |text: &str, shadow: bool| {
@@ -421,7 +407,7 @@ api_keys:
         }
     };
     for (plan, stage, global) in [
-        ("enforce: false", "", false),
+        ("enforce: false,", "", false),
         ("", "enforce: false,", false),
         ("", "", true),
     ] {

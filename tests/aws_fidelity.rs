@@ -2,6 +2,8 @@
 //! (issue 14, "divergences"): `ANY`, case-sensitive verbs, one stage-default bucket for all
 //! unlisted paths of a verb, fine-grained plan throttles only under a plan throttle.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,13 +16,7 @@ const KEY: &str = "fidelity-key-0123456789abcdef";
 
 fn config(stage: &str, plan: &str) -> String {
     format!(
-        r#"
-version: 1
-apis:
-  petstore:
-    stages:
-      prod:
-{stage}
+        r#"{head}{stage}
 usage_plans:
   gold:
 {plan}
@@ -28,7 +24,8 @@ usage_plans:
 api_keys:
   - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}
 "#,
-        hex::encode(hash_key(KEY))
+        hex::encode(hash_key(KEY)),
+        head = common::PETSTORE_PROD,
     )
 }
 

@@ -17,19 +17,8 @@ const TIGHT: &str = "istio-tight-key-0123456789a";
 const QUOTA: &str = "istio-quota-key-0123456789a";
 
 fn plans(extra_mapping: &str) -> String {
-    format!(
-        r#"
-version: 1
-apis:
-  petstore:
-    stages:
-      prod:
-        methods:
-          "/pets/GET": {{}}
-      beta:
-        methods:
-          "/pets/GET": {{}}
-domain_names:
+    let domains = format!(
+        r#"domain_names:
   api.example.com:
     base_path_mappings:
       - {{ base_path: v1, api: petstore, stage: prod }}
@@ -37,24 +26,25 @@ domain_names:
 {extra_mapping}
   "*.tenants.example.net":
     base_path_mappings:
-      - {{ base_path: "(none)", api: petstore, stage: prod }}
-usage_plans:
-  gold:
-    api_stages: [{{ api: petstore, stage: prod }}, {{ api: petstore, stage: beta }}]
-  tight:
-    throttle: {{ rate: 0.01, burst: 2 }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-  small:
-    quota: {{ limit: 3, period: DAY }}
-    api_stages: [{{ api: petstore, stage: prod }}]
-api_keys:
-  - {{ id: good-1, value_sha256: {good}, usage_plans: [gold], customer_id: acme }}
-  - {{ id: tight-1, value_sha256: {tight}, usage_plans: [tight] }}
-  - {{ id: quota-1, value_sha256: {quota}, usage_plans: [small] }}
-"#,
-        good = sha(GOOD),
-        tight = sha(TIGHT),
-        quota = sha(QUOTA),
+      - {{ base_path: "(none)", api: petstore, stage: prod }}"#
+    );
+    let pets = r#"{ methods: { "/pets/GET": {} } }"#;
+    common::petstore(
+        &domains,
+        &[("prod", pets), ("beta", pets)],
+        &[
+            (
+                "gold",
+                "api_stages: [{ api: petstore, stage: prod }, { api: petstore, stage: beta }]",
+            ),
+            ("tight", "throttle: { rate: 0.01, burst: 2 }"),
+            ("small", "quota: { limit: 3, period: DAY }"),
+        ],
+        &[
+            ("good-1", GOOD, "usage_plans: [gold], customer_id: acme"),
+            ("tight-1", TIGHT, "usage_plans: [tight]"),
+            ("quota-1", QUOTA, "usage_plans: [small]"),
+        ],
     )
 }
 

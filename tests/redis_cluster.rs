@@ -397,12 +397,7 @@ async fn a_slot_moved_by_a_reshard_is_followed() {
         clients.push(authz_client(r.grpc).await);
     }
     for c in &mut clients {
-        let r = c
-            .check(check_request(&k, "/pets"))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(check_status(&r), 200);
+        assert_eq!(common::status(c, &k, "/pets").await, 200);
     }
     // Key k0's hash is `{plangate|k0}`.
     let (slot, from, to) = k0_slot(&f.cluster);
@@ -482,15 +477,7 @@ async fn replicas_recover_after_reshards_under_load_with_the_default_timeout() {
         let waited = Stopwatch::start();
         loop {
             let ready = common::http(r.admin, "GET", "/readyz", &[]).status == 200;
-            let decided = matches!(
-                check_status(
-                    &c.check(check_request(&key(0), "/pets"))
-                        .await
-                        .unwrap()
-                        .into_inner()
-                ),
-                200 | 429
-            );
+            let decided = matches!(common::status(&mut c, &key(0), "/pets").await, 200 | 429);
             if ready && decided {
                 break;
             }

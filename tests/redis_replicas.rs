@@ -263,12 +263,7 @@ async fn open_policy_admits_during_an_outage() {
     let mut f = fleet(1, &["--store-timeout-ms", "100"]);
     let mut c = authz_client(f.replicas[0].grpc).await;
     f.redis.stop();
-    let r = c
-        .check(check_request(KEY, "/pets"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(check_status(&r), 200);
+    assert_eq!(common::status(&mut c, KEY, "/pets").await, 200);
     assert!(f.replicas[0].alive());
 }
 

@@ -246,6 +246,26 @@ async fn invalid_file_keeps_the_old_snapshot_and_counters_survive() {
     assert_eq!(code(&mut c, OTHER).await, 7);
 }
 
+/// An engine serving the file at `path`, and its reloader watching it (100 ms debounce).
+async fn watching(path: &std::path::Path) -> (Arc<Engine>, Arc<Reloader>) {
+    let compiled = plangate::config::load_file(path).unwrap();
+    let engine = Arc::new(Engine::new(
+        compiled.snapshot,
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+    ));
+    let fingerprint = plangate::reload::fingerprint(&compiled.sources);
+    let reloader = Arc::new(Reloader::new(
+        path.to_path_buf(),
+        engine.clone(),
+        Arc::new(Metrics::new()),
+        compiled.sources,
+        fingerprint,
+    ));
+    reloader.watch(Duration::from_millis(100)).await.unwrap();
+    (engine, reloader)
+}
+
 /// Kubernetes ConfigMap update: `plans.yaml → ..data/plans.yaml`, `..data` swapped atomically.
 #[tokio::test]
 async fn configmap_symlink_swap_triggers_a_reload() {
@@ -255,23 +275,7 @@ async fn configmap_symlink_swap_triggers_a_reload() {
     std::fs::write(d.join("..v1/plans.yaml"), config(1, 100, true)).unwrap();
     std::os::unix::fs::symlink("..v1", d.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/plans.yaml", d.join("plans.yaml")).unwrap();
-    let path = d.join("plans.yaml");
-    let compiled = plangate::config::load_file(&path).unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(Engine::new(
-        compiled.snapshot,
-        Arc::new(MemoryStore::new()),
-        Arc::new(SystemClock),
-    ));
-    let fingerprint = plangate::reload::fingerprint(&compiled.sources);
-    let reloader = Arc::new(Reloader::new(
-        path,
-        engine.clone(),
-        metrics,
-        compiled.sources,
-        fingerprint,
-    ));
-    reloader.watch(Duration::from_millis(100)).await.unwrap();
+    let (engine, _reloader) = watching(&d.join("plans.yaml")).await;
 
     std::fs::create_dir(d.join("..v2")).unwrap();
     std::fs::write(d.join("..v2/plans.yaml"), config(2, 100, true)).unwrap();
@@ -648,21 +652,7 @@ async fn a_file_is_reloaded_when_its_writer_is_done_not_half_written() {
     };
     let head = "version: 1\napis: { petstore: { stages: { prod: {} } } }\nusage_plans:\n  gold: { api_stages: [{ api: petstore, stage: prod }] }\napi_keys:\n";
     std::fs::write(&path, format!("{head}{}", keys(2))).unwrap();
-    let compiled = plangate::config::load_file(&path).unwrap();
-    let engine = Arc::new(Engine::new(
-        compiled.snapshot,
-        Arc::new(MemoryStore::new()),
-        Arc::new(SystemClock),
-    ));
-    let fingerprint = plangate::reload::fingerprint(&compiled.sources);
-    let reloader = Arc::new(Reloader::new(
-        path.clone(),
-        engine.clone(),
-        Arc::new(Metrics::new()),
-        compiled.sources,
-        fingerprint,
-    ));
-    reloader.watch(Duration::from_millis(100)).await.unwrap();
+    let (engine, _reloader) = watching(&path).await;
 
     // The new file has 3 keys; its first half ends after key 1: a valid config of 1 key.
     let full = format!("{head}{}", keys(3));

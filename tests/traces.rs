@@ -85,12 +85,7 @@ fn each_decision_is_a_span_under_the_callers_trace() {
         let mut c = authz_client(p.grpc).await;
         for _ in 0..2 {
             let mut r = check_request(KEY, "/pets");
-            let http = r
-                .attributes
-                .as_mut()
-                .and_then(|a| a.request.as_mut())
-                .and_then(|r| r.http.as_mut())
-                .unwrap();
+            let http = common::http_of(&mut r);
             http.headers.insert(
                 "traceparent".into(),
                 format!("00-{TRACE_ID}-{PARENT_ID}-01"),

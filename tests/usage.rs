@@ -448,12 +448,7 @@ fn a_full_disk_loses_nothing_once_space_returns() {
         rt.block_on(async {
             let mut c = authz_client(p.grpc).await;
             for _ in 0..n {
-                let r = c
-                    .check(check_request(KEY, "/pets"))
-                    .await
-                    .unwrap()
-                    .into_inner();
-                assert_eq!(check_status(&r), 200);
+                assert_eq!(common::status(&mut c, KEY, "/pets").await, 200);
             }
         })
     };

@@ -931,13 +931,34 @@ pub fn with_header(
     name: &str,
     value: &str,
 ) -> envoy_types::ext_authz::v3::pb::CheckRequest {
-    if let Some(http) = r
-        .attributes
+    http_of(&mut r)
+        .headers
+        .insert(name.to_owned(), value.to_owned());
+    r
+}
+
+/// The status a Check for `key` on `path` gets from the server behind `c`.
+pub async fn status(
+    c: &mut envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
+        tonic::transport::Channel,
+    >,
+    key: &str,
+    path: &str,
+) -> i32 {
+    let r = c.check(check_request(key, path)).await.unwrap();
+    check_status(&r.into_inner())
+}
+
+/// The HTTP request inside a Check, to change it.
+pub fn http_of(
+    r: &mut envoy_types::ext_authz::v3::pb::CheckRequest,
+) -> &mut envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest {
+    r.attributes
         .as_mut()
         .and_then(|a| a.request.as_mut())
         .and_then(|r| r.http.as_mut())
-    {
-        http.headers.insert(name.to_owned(), value.to_owned());
-    }
-    r
+        .expect("a Check with an HTTP request")
 }
+
+/// The start of a plans file whose stage `prod` of API `petstore` follows, in block style.
+pub const PETSTORE_PROD: &str = "version: 1\napis:\n  petstore:\n    stages:\n      prod:\n";
