@@ -105,17 +105,20 @@ fn rows(report: &Report) -> Vec<(String, String, u64, Option<u64>)> {
     out
 }
 
-/// The report as CSV, one row per key and day.
+/// The report as CSV, one row per key and day (fields quoted where CSV needs it).
 fn to_csv(report: &Report) -> String {
-    let mut s = String::from("usage_plan_id,key_id,date,used,remaining\n");
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut write = |record: [&str; 5]| {
+        // Writing to memory cannot fail.
+        let _ = w.write_record(record);
+    };
+    write(["usage_plan_id", "key_id", "date", "used", "remaining"]);
     for (key, day, used, remaining) in rows(report) {
         let rem = remaining.map_or(String::new(), |r| r.to_string());
-        s.push_str(&format!(
-            "{},{key},{day},{used},{rem}\n",
-            report.usage_plan_id
-        ));
+        write([&report.usage_plan_id, &key, &day, &used.to_string(), &rem]);
     }
-    s
+    let bytes = w.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The report as a table, with a total.
