@@ -306,6 +306,10 @@ impl Reloader {
             self.watch_new_dirs(&mut state);
         }
         let me = Arc::downgrade(self);
+        // The debounce: wait `debounce` after a completed write, then take every event that came
+        // meanwhile as one. notify-debouncer-full would add rename stitching and a file-id cache
+        // (and a thread); they buy nothing here, since any completed write leads to comparing
+        // the files' content, not to interpreting the events.
         tokio::spawn(async move {
             while rx.recv().await.is_some() {
                 tokio::time::sleep(debounce).await;
