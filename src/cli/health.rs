@@ -2,10 +2,9 @@
 //! or ready (`/readyz`), for container HEALTHCHECKs and exec probes where no HTTP client is at
 //! hand. Exit 0 when it answers 200, 1 otherwise.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
-use std::time::Duration;
+
+use http_body_util::BodyExt;
 
 use super::error::CliError;
 use super::out::Out;
@@ -31,7 +30,13 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
     // A wildcard listen address is reached on loopback.
     let hostport = hostport.replace("0.0.0.0", "127.0.0.1");
     let path = if a.ready { "/readyz" } else { "/healthz" };
-    match get(&hostport, path, timeout) {
+    let rt = super::runtime::current_thread()?;
+    let answer = rt.block_on(async {
+        tokio::time::timeout(timeout, get(&hostport, path))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}").into()))
+    });
+    match answer {
         Ok((200, body)) => {
             Out::stdout().text(body);
             Ok(ExitCode::SUCCESS)
@@ -47,26 +52,17 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
     }
 }
 
-/// One HTTP/1.1 GET: (status, body).
-fn get(hostport: &str, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
-    let addr = hostport
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other("no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: {hostport}\r\nconnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_owned()))
+/// One HTTP/1.1 GET through hyper: (status, body).
+async fn get(hostport: &str, path: &str) -> Result<(u16, String), Box<dyn std::error::Error>> {
+    let stream = tokio::net::TcpStream::connect(hostport).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, hostport)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
