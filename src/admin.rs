@@ -24,8 +24,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// `None` when plangate was not started from a file (tests): reload is then unavailable.
     pub reloader: Option<Arc<Reloader>>,
-    /// Bearer token required by `/v1/*`, if set.
-    pub token: Option<Arc<str>>,
+    /// The token `/v1/*` needs.
+    pub token: AdminToken,
     /// Set once a shutdown began: `/readyz` answers 503 from then on, so that load balancers
     /// stop sending requests while the ones in flight finish.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
@@ -83,22 +83,39 @@ fn json_response(status: StatusCode, v: Value) -> Response {
         .into_response()
 }
 
-/// Compares in time independent of where the strings differ.
-pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The admin token: `/v1/*` and the management API need it as `Authorization: Bearer <token>`
+/// (HTTP header or gRPC metadata). The one place it is checked.
+#[derive(Clone, Default)]
+pub struct AdminToken(Option<Arc<str>>);
+
+impl AdminToken {
+    /// `None`: every caller is admitted (see `server::admin_token` for when that may start).
+    pub fn new(token: Option<Arc<str>>) -> Self {
+        AdminToken(token)
+    }
+
+    /// Whether an `authorization` value (absent: `None`) grants access. Compared in time
+    /// independent of where a wrong token differs.
+    pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(token) = &self.0 else {
+            return true;
+        };
+        let presented = authorization
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .unwrap_or(b"");
+        presented.len() == token.len()
+            && presented
+                .iter()
+                .zip(token.as_bytes())
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0
+    }
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !same(presented.as_bytes(), token.as_bytes()) {
-            return json_response(StatusCode::UNAUTHORIZED, json!({"message": "Unauthorized"}));
-        }
+    let authorization = req.headers().get(header::AUTHORIZATION);
+    if !state.token.admits(authorization.map(|v| v.as_bytes())) {
+        return json_response(StatusCode::UNAUTHORIZED, json!({"message": "Unauthorized"}));
     }
     next.run(req).await
 }

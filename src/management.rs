@@ -2,8 +2,6 @@
 //! explain a decision, read and set usage, list keys, show and reload the configuration, tail
 //! decisions. Served on the admin address beside the HTTP admin API, behind the same token.
 
-use std::sync::Arc;
-
 use tonic::Status;
 use tonic_health::ServingStatus;
 
@@ -22,19 +20,11 @@ pub const SERVICE_NAME: &str = "plangate.v1.Management";
 /// (`/plangate.v1.Management/Explain`, …) never collide with them.
 pub async fn routes(
     service: ManagementService,
-    token: Option<Arc<str>>,
+    token: crate::admin::AdminToken,
 ) -> Result<axum::Router, tonic_reflection::server::Error> {
     let authorize = move |req: tonic::Request<()>| -> Result<tonic::Request<()>, Status> {
-        let Some(token) = &token else {
-            return Ok(req);
-        };
-        let presented = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if crate::admin::same(presented.as_bytes(), token.as_bytes()) {
+        let authorization = req.metadata().get("authorization");
+        if token.admits(authorization.map(|v| v.as_bytes())) {
             Ok(req)
         } else {
             Err(Status::unauthenticated(

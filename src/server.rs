@@ -168,11 +168,11 @@ async fn load_tls(
 
 /// Loads the config and serves until SIGTERM/SIGINT.
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
-    let token = admin_token(
+    let token = admin::AdminToken::new(admin_token(
         opts.admin_token.as_deref(),
         opts.admin_addr,
         opts.admin_unauthenticated,
-    )?;
+    )?);
     if let Some(endpoint) = &opts.otlp_endpoint {
         crate::traces::init(endpoint).map_err(ServeError::Traces)?;
         tracing::info!(endpoint = %endpoint, "exporting traces over OTLP");
@@ -487,7 +487,15 @@ pub struct RequestLimits {
     /// Most descriptors in one RLS request, most entries in one descriptor.
     pub max_descriptors: usize,
     pub max_descriptor_entries: usize,
+    /// The longest a call may take (or less, when the client's `grpc-timeout` says so): then it
+    /// is answered CANCELLED ("Timeout expired") and its work dropped, so a stuck call holds
+    /// nothing for long.
+    pub call_timeout: Duration,
 }
+
+/// The default bound on one data-plane call: far above any decision (a Redis round trip is
+/// bounded by `--store-timeout`, 50 ms by default), far below "forever".
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default request size bound: 256 KiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024;
@@ -500,6 +508,7 @@ impl Default for RequestLimits {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_descriptors: crate::grpc::rls::DEFAULT_MAX_DESCRIPTORS,
             max_descriptor_entries: crate::grpc::rls::DEFAULT_MAX_DESCRIPTOR_ENTRIES,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
 }
@@ -563,6 +572,7 @@ pub async fn run_with(
         // Bounded per connection: streams at once (advertised in SETTINGS and enforced), and
         // the data a connection and a stream may have in flight.
         .max_concurrent_streams(limits.max_concurrent_streams)
+        .timeout(limits.call_timeout)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .initial_stream_window_size(STREAM_WINDOW)
         .http2_max_header_list_size(MAX_HEADER_LIST)

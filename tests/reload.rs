@@ -412,7 +412,7 @@ async fn metrics_text_parses_and_counts_decisions() {
         engine: s.engine.clone(),
         metrics: s.metrics.clone(),
         reloader: None,
-        token: None,
+        token: Default::default(),
         draining: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -255,3 +255,88 @@ fn a_corrupt_counters_file_is_refused_or_recovered() {
     let (_, stderr) = serve(&[]);
     assert!(stderr.contains("the counters file is empty"), "{stderr}");
 }
+
+/// A store whose every decision waits forever (a hung Redis connection, a deadlock).
+struct HungStore;
+
+#[async_trait::async_trait]
+impl plangate::store::Store for HungStore {
+    async fn decide(
+        &self,
+        _: &[plangate::limit::LimitRef],
+        _: plangate::store::Units<'_>,
+        _: plangate::store::Mode,
+        _: i64,
+    ) -> plangate::store::backend::Decided {
+        std::future::pending().await
+    }
+    async fn usage(
+        &self,
+        _: &str,
+        _: &[std::sync::Arc<str>],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<plangate::store::UsageRow>, plangate::store::StoreError> {
+        std::future::pending().await
+    }
+    async fn set_used(
+        &self,
+        _: &plangate::limit::LimitRef,
+        _: i64,
+        _: i64,
+    ) -> Result<(), plangate::store::StoreError> {
+        std::future::pending().await
+    }
+    async fn initial_period(&self, _: &str, _: i64) -> Result<i64, plangate::store::StoreError> {
+        std::future::pending().await
+    }
+}
+
+/// A call stuck in the store is answered (CANCELLED) once `call_timeout` has passed,
+/// instead of holding its stream (and memory) forever.
+#[tokio::test]
+async fn a_stuck_call_is_answered_when_its_time_is_up() {
+    let c = plangate::config::load_str(
+        &common::petstore(
+            common::DEFAULTS,
+            &[("prod", "{}")],
+            &[("gold", "")],
+            &[("k", "stuck-key-0123456789abcdefgh", "usage_plans: [gold]")],
+        ),
+        None,
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let engine = std::sync::Arc::new(plangate::engine::Engine::new(
+        c.snapshot,
+        std::sync::Arc::new(HungStore),
+        std::sync::Arc::new(plangate::clock::FakeClock::new(common::T0)),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let limits = plangate::server::RequestLimits {
+        call_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    tokio::spawn(plangate::server::run_with(
+        engine,
+        Default::default(),
+        listener.into(),
+        std::future::pending(),
+        std::time::Duration::from_secs(1),
+        limits,
+        Default::default(),
+    ));
+    let mut client = common::authz_client(port).await;
+    let call = client.check(common::check_request(
+        "stuck-key-0123456789abcdefgh",
+        "/pets",
+    ));
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(5), call)
+        .await
+        .expect("the stuck call was not answered within 5 s");
+    let status = answered.expect_err("a stuck call cannot have decided");
+    // tonic's own answer for a server-side timeout: CANCELLED, "Timeout expired".
+    assert_eq!(status.code(), tonic::Code::Cancelled, "{status:?}");
+    assert!(status.message().contains("Timeout"), "{status:?}");
+}

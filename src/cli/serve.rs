@@ -136,6 +136,10 @@ pub struct Args {
     /// SETTINGS_MAX_CONCURRENT_STREAMS); Envoy opens more connections when one is full.
     #[arg(long, env = "PLANGATE_MAX_CONCURRENT_STREAMS", default_value_t = server::DEFAULT_MAX_CONCURRENT_STREAMS)]
     max_concurrent_streams: u32,
+    /// The longest one data-plane call may take, in seconds (less when Envoy's `grpc-timeout`
+    /// says so): then it is answered CANCELLED ("Timeout expired") and its work dropped.
+    #[arg(long, env = "PLANGATE_CALL_TIMEOUT", default_value_t = server::DEFAULT_CALL_TIMEOUT.as_secs_f64())]
+    call_timeout: f64,
     /// Most descriptors in one RLS request.
     #[arg(long, env = "PLANGATE_MAX_DESCRIPTORS", default_value_t = DEFAULT_MAX_DESCRIPTORS)]
     max_descriptors: usize,
@@ -294,6 +298,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
             max_request_bytes: a.max_request_bytes,
             max_descriptors: a.max_descriptors,
             max_descriptor_entries: a.max_descriptor_entries,
+            call_timeout: runtime::seconds("--call-timeout", a.call_timeout)?,
         },
         shutdown_grace: runtime::seconds("--shutdown-grace", a.shutdown_grace)?,
         drain_delay: runtime::seconds("--drain-delay", a.drain_delay)?,
