@@ -41,6 +41,7 @@ pub use conn::RedisTls;
 use conn::{store_error, timeout_error};
 use lane::{Lane, Masters};
 use layout::Home;
+use layout::values::{BUCKET_PARAMS, LEASE_PARAMS, RECORD, RECORD_PARAMS, at, nth, pack_named};
 use lease::{Leases, Local, Params};
 
 const DECIDE: &str = include_str!("redis/decide.lua");
@@ -213,11 +214,6 @@ enum Part {
         usage: Option<usize>,
         legacy: (usize, usize),
     },
-}
-
-/// Little-endian doubles, as decide.lua's `struct.unpack("<d…")` reads them.
-fn packed(values: &[f64]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// A script's mode (see decide.lua).
@@ -675,13 +671,13 @@ impl RedisStore {
     ) -> Result<(u128, u128), StoreError> {
         let keys = [layout::hash_name(&self.prefix, &Home::Shared)];
         let mut cmd = self.decide_cmd(&keys, Mode::Lease, 0, now);
-        cmd.arg(1).arg(field).arg("b").arg(packed(&[
-            p.unit as f64,
-            p.refill as f64,
-            p.capacity as f64,
-            want as f64,
-            give as f64,
-        ]));
+        cmd.arg(1).arg(field).arg("b").arg(pack_named!(LEASE_PARAMS;
+            unit: p.unit as f64,
+            refill: p.refill as f64,
+            capacity: p.capacity as f64,
+            want: want as f64,
+            give: give as f64,
+        ));
         let reply = self.send_decide(&keys[0], cmd).await?;
         match reply.as_slice() {
             [grant, level] => Ok((
@@ -991,12 +987,10 @@ impl Store for RedisStore {
                         });
                     }
                 }
-                // The record: seven doubles; the last two are the day's usage and its start.
-                if let Some(r) = record.filter(|r| r.len() == 56) {
-                    let f = |i: usize| {
-                        f64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]))
-                    };
-                    let (used, day) = (f(5), f(6) as i64 * NANOS_PER_SEC);
+                // The record: today's usage and the day it counts.
+                if let Some(r) = record.filter(|r| r.len() == 8 * RECORD.len()) {
+                    let used = nth(&r, const { at(&RECORD, "used_today") });
+                    let day = nth(&r, const { at(&RECORD, "day") }) as i64 * NANOS_PER_SEC;
                     if used > 0.0 && (from..to).contains(&day) && !seen.contains(&day) {
                         rows.push(UsageRow {
                             key: chunk[n].to_string(),
@@ -1167,9 +1161,13 @@ fn entry_args(
         inv.arg(it.key).arg(&it.field);
         match &it.part {
             Part::Bucket(i) => {
-                let [d, refill, cap] = bucket(Some(*i));
-                inv.arg("b")
-                    .arg(packed(&[d, refill, cap, units[*i] as f64]));
+                let [unit, refill, capacity] = bucket(Some(*i));
+                inv.arg("b").arg(pack_named!(BUCKET_PARAMS;
+                    unit: unit,
+                    refill: refill,
+                    capacity: capacity,
+                    units: units[*i] as f64,
+                ));
             }
             Part::Record {
                 bucket: b,
@@ -1196,19 +1194,19 @@ fn entry_args(
                 } else {
                     units_of(*quota)
                 };
-                inv.arg("r").arg(packed(&[
-                    d,
-                    refill,
-                    cap,
-                    units_of(*b),
-                    limit,
-                    start,
-                    qunits,
-                    legacy.0 as f64,
-                    day,
-                    units_of(*usage),
-                    legacy.1 as f64,
-                ]));
+                inv.arg("r").arg(pack_named!(RECORD_PARAMS;
+                    unit: d,
+                    refill: refill,
+                    capacity: cap,
+                    bucket_units: units_of(*b),
+                    limit: limit,
+                    window_start: start,
+                    quota_units: qunits,
+                    quota_legacy: legacy.0 as f64,
+                    day: day,
+                    usage_units: units_of(*usage),
+                    usage_legacy: legacy.1 as f64,
+                ));
             }
         }
     }

@@ -26,14 +26,21 @@
 -- ARGV[5] = ms a key's hash is kept after a day's usage is first written
 -- ARGV[6] = past days' usage fields of days starting before this (Unix seconds) are deleted
 --           when a new day begins
--- Then 4 ARGV per limit: key index (into KEYS), field, kind, parameters (struct-packed doubles):
---   "b" a bucket:  unit (D), refill per ns, capacity (burst × D), units
---                  value: level, s, ns
---   "r" a plan's record of one key (any of its parts may be absent):
---                  bucket: unit (0: no throttle), refill, capacity, units;
---                  quota: limit (< 0: no quota), window start (Unix s), units, legacy;
---                  usage: day start (Unix s; < 0: no usage count), units, legacy
---                  value: level, s, ns, used, window start, used today, day start
+-- Then 4 ARGV per limit: key index (into KEYS), field, kind ("b" a bucket, "r" a plan's record
+-- of one key), parameters. Parameters and stored values are little-endian doubles, packed in
+-- these layouts (store/redis/layout.rs `values` names the same, a test holds them together):
+--
+-- layout: bucket = level, s, ns
+-- layout: bucket_params = unit, refill, capacity, units
+-- layout: record = level, s, ns, used, window_start, used_today, day
+-- layout: record_params = unit, refill, capacity, bucket_units, limit, window_start, quota_units, quota_legacy, day, usage_units, usage_legacy
+-- layout: lease_params = unit, refill, capacity, want, give
+--
+--   bucket: unit D (1/D token), refill per ns and capacity (burst × D) in those units; a level
+--           and the time (s, ns) it was stored at.
+--   record: a plan's throttle (unit 0: none), quota (limit < 0: none; used within the window
+--           starting at window_start, Unix s) and today's usage (day < 0: not counted; used_today
+--           within the day starting at day, Unix s). Any part may be absent.
 --   A legacy index points into KEYS at a counter of the earlier one-key-per-counter layout
 --   (single node only), read once when the record does not exist yet: an upgrade loses no
 --   count. 0: none.
@@ -50,6 +57,11 @@ if deadline > 0 then
 end
 
 local tonumber, floor, pack, unpack_s = tonumber, math.floor, struct.pack, struct.unpack
+local BUCKET = "<ddd"
+local BUCKET_PARAMS = "<dddd"
+local RECORD = "<ddddddd"
+local RECORD_PARAMS = "<ddddddddddd"
+local LEASE_PARAMS = "<ddddd"
 local now_s = tonumber(ARGV[1])
 local now_n = tonumber(ARGV[2])
 local mode = ARGV[3]
@@ -73,6 +85,12 @@ local function refilled(v, l, s, ns, refill, cap)
   return level
 end
 
+-- The one admission rule: a throttle (unit > 0) has `units` tokens in its level, a quota
+-- (limit >= 0) room for `qunits` more.
+local function admits(level, unit, units, used, limit, qunits)
+  return (unit <= 0 or level >= units * unit) and (limit < 0 or used + qunits <= limit)
+end
+
 local function legacy(index)
   if index > 0 then return tonumber(redis.call("GET", KEYS[index]) or "0") end
   return 0
@@ -85,7 +103,7 @@ local function record_read(v, unit, refill, cap, qstart, qlegacy, day, ulegacy)
   local l, s, ns, u, ws, du, d = cap, now_s, now_n, 0, -1, 0, -1
   local level, used, today = cap, 0, 0
   if v then
-    l, s, ns, u, ws, du, d = unpack_s("<ddddddd", v)
+    l, s, ns, u, ws, du, d = unpack_s(RECORD, v)
     if ws == qstart then used = u end
     if d == day then today = du end
   else
@@ -124,7 +142,7 @@ local function record_write(f, sign, level, used, today, l, s, ns, u, ws, du, d,
       if du < 0 then du = 0 end
     end
   end
-  return pack("<ddddddd", l, s, ns, u, ws, du, d), old_field, old_value, new_day
+  return pack(RECORD, l, s, ns, u, ws, du, d), old_field, old_value, new_day
 end
 
 -- A new day for key `k`: keep its hash for the usage retention, and drop days past it.
@@ -141,17 +159,17 @@ local function new_day_of(k)
   if #old > 0 then redis.call("HDEL", KEYS[k], unpack(old)) end
 end
 
--- A lease of a shared bucket (store/redis/lease.rs): one "b" entry whose parameters are unit,
--- refill, capacity, units wanted and units given back. The bucket is refilled to now, the units
+-- A lease of a shared bucket (store/redis/lease.rs): one "b" entry whose parameters are
+-- `lease_params`: the bucket, the units wanted and the units given back. The bucket is refilled to now, the units
 -- given back are added (up to the capacity), then up to the units wanted are taken. Returns
 -- { units granted, level left }.
 if mode == "l" then
   local f = ARGV[8]
-  local unit, refill, cap, want, give = unpack_s("<ddddd", ARGV[10])
+  local unit, refill, cap, want, give = unpack_s(LEASE_PARAMS, ARGV[10])
   local v = redis.call("HGET", KEYS[1], f)
   local level = cap
   if v then
-    local l, s, ns = unpack_s("<ddd", v)
+    local l, s, ns = unpack_s(BUCKET, v)
     level = refilled(v, l, s, ns, refill, cap)
   end
   level = level + give
@@ -160,7 +178,7 @@ if mode == "l" then
   if grant > level then grant = level end
   level = level - grant
   if grant > 0 or give > 0 then
-    redis.call("HSET", KEYS[1], f, pack("<ddd", level, now_s, now_n))
+    redis.call("HSET", KEYS[1], f, pack(BUCKET, level, now_s, now_n))
   end
   return { grant, level }
 end
@@ -171,10 +189,10 @@ if n == 1 and mode == "c" and ARGV[9] == "r" then
   local f = ARGV[8]
   local v = redis.call("HGET", KEYS[1], f)
   local unit, refill, cap, bunits, limit, qstart, qunits, qlegacy, day, uunits, ulegacy =
-    unpack_s("<ddddddddddd", ARGV[10])
+    unpack_s(RECORD_PARAMS, ARGV[10])
   local level, used, today, l, s, ns, u, ws, du, d =
     record_read(v, unit, refill, cap, qstart, qlegacy, day, ulegacy)
-  if (unit > 0 and level < bunits * unit) or (limit >= 0 and used + qunits > limit) then
+  if not admits(level, unit, bunits, used, limit, qunits) then
     return { 0, level, used, today }
   end
   local value, old_field, old_value, new_day = record_write(f, 1, level, used, today,
@@ -212,25 +230,24 @@ for i = 1, n do
   local a = 6 + (i - 1) * 4
   local v = values[tonumber(ARGV[a + 1])][pos[i]]
   if ARGV[a + 3] == "b" then
-    local unit, refill, cap, units = unpack_s("<dddd", ARGV[a + 4])
+    local unit, refill, cap, units = unpack_s(BUCKET_PARAMS, ARGV[a + 4])
     local level = cap
     if v then
-      local l, s, ns = unpack_s("<ddd", v)
+      local l, s, ns = unpack_s(BUCKET, v)
       level = refilled(v, l, s, ns, refill, cap)
     end
     out[#out + 1] = level
     state[i] = level
-    if level < units * unit then admitted = 0 end
+    if not admits(level, unit, units, 0, -1, 0) then admitted = 0 end
   else
     local unit, refill, cap, bunits, limit, qstart, qunits, qlegacy, day, _, ulegacy =
-      unpack_s("<ddddddddddd", ARGV[a + 4])
+      unpack_s(RECORD_PARAMS, ARGV[a + 4])
     local st = { record_read(v, unit, refill, cap, qstart, qlegacy, day, ulegacy) }
     out[#out + 1] = st[1]
     out[#out + 1] = st[2]
     out[#out + 1] = st[3]
     state[i] = st
-    if unit > 0 and st[1] < bunits * unit then admitted = 0 end
-    if limit >= 0 and st[2] + qunits > limit then admitted = 0 end
+    if not admits(st[1], unit, bunits, st[2], limit, qunits) then admitted = 0 end
   end
 end
 out[1] = admitted
@@ -249,13 +266,13 @@ if mode == "r" or mode == "s" or (mode == "c" and admitted == 1) then
     local f = ARGV[a + 2]
     local value
     if ARGV[a + 3] == "b" then
-      local unit, _, cap, units = unpack_s("<dddd", ARGV[a + 4])
+      local unit, _, cap, units = unpack_s(BUCKET_PARAMS, ARGV[a + 4])
       local left = state[i] - (sign or 0) * units * unit
       if left > cap then left = cap end
-      value = pack("<ddd", left, now_s, now_n)
+      value = pack(BUCKET, left, now_s, now_n)
     else
       local unit, _, cap, bunits, limit, qstart, qunits, _, day, uunits =
-        unpack_s("<ddddddddddd", ARGV[a + 4])
+        unpack_s(RECORD_PARAMS, ARGV[a + 4])
       local st = state[i]
       local old_field, old_value, fresh
       value, old_field, old_value, fresh = record_write(f, sign, st[1], st[2], st[3],

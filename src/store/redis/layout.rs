@@ -74,6 +74,99 @@ pub fn legacy_name(prefix: &str, key: &LimitKey) -> Option<String> {
         .then(|| format!("{{{prefix}}}|{}", key.name()))
 }
 
+/// The values decide.lua packs as little-endian doubles, by name and in order: the one
+/// definition of each layout. decide.lua declares the same (its `-- layout:` lines), and a test
+/// holds the two together.
+pub mod values {
+    /// A bucket's stored value (a shared bucket, a per-method throttle). Only the script reads
+    /// and writes it; declared here so that the test holds its layout too.
+    #[allow(dead_code)]
+    pub const BUCKET: [&str; 3] = ["level", "s", "ns"];
+    /// A bucket entry's parameters (kind `b`).
+    pub const BUCKET_PARAMS: [&str; 4] = ["unit", "refill", "capacity", "units"];
+    /// A plan's record of one key (field `r|<plan>`).
+    pub const RECORD: [&str; 7] = [
+        "level",
+        "s",
+        "ns",
+        "used",
+        "window_start",
+        "used_today",
+        "day",
+    ];
+    /// A record entry's parameters (kind `r`).
+    pub const RECORD_PARAMS: [&str; 11] = [
+        "unit",
+        "refill",
+        "capacity",
+        "bucket_units",
+        "limit",
+        "window_start",
+        "quota_units",
+        "quota_legacy",
+        "day",
+        "usage_units",
+        "usage_legacy",
+    ];
+
+    /// A lease's parameters: a shared bucket, the units wanted and the units given back.
+    pub const LEASE_PARAMS: [&str; 5] = ["unit", "refill", "capacity", "want", "give"];
+
+    /// `layout`'s values packed, each given by name (`pack_named!(BUCKET_PARAMS; unit: d, …)`):
+    /// names resolved to positions at compile time, every value of the layout given.
+    macro_rules! pack_named {
+        ($layout:expr; $($name:ident: $value:expr),+ $(,)?) => {{
+            use $crate::store::redis::layout::values::{at, pack};
+            const { assert!([$(stringify!($name)),+].len() == $layout.len()) };
+            let mut v = [0.0f64; $layout.len()];
+            $( v[const { at(&$layout, stringify!($name)) }] = $value; )+
+            pack(&v)
+        }};
+    }
+    pub(crate) use pack_named;
+
+    /// Doubles packed as decide.lua's `struct.unpack("<d…")` reads them.
+    pub fn pack(values: &[f64]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// The `i`th double of a packed value (0 when it is too short).
+    pub fn nth(packed: &[u8], i: usize) -> f64 {
+        packed
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0.0, f64::from_le_bytes)
+    }
+
+    /// The index of `name` in `layout`: a constant, resolved at compile time where it is used
+    /// in a `const`.
+    pub const fn at(layout: &[&str], name: &str) -> usize {
+        let mut i = 0;
+        while i < layout.len() {
+            if eq(layout[i], name) {
+                return i;
+            }
+            i += 1;
+        }
+        panic!("no such value in the layout")
+    }
+
+    const fn eq(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +199,51 @@ mod tests {
         assert_eq!(
             (hash_name("pg", &home).as_str(), field.as_str()),
             ("{pg}|shared", "a")
+        );
+    }
+
+    /// decide.lua declares every packed layout as Rust does, and packs and unpacks each with as
+    /// many doubles as it names.
+    #[test]
+    fn decide_lua_declares_the_same_layouts() {
+        let lua = include_str!("decide.lua");
+        let declared = |name: &str| -> Vec<String> {
+            let line = lua
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("-- layout: {name} = ")))
+                .unwrap_or_else(|| panic!("decide.lua declares no `{name}` layout"));
+            line.split(',').map(|v| v.trim().to_owned()).collect()
+        };
+        for (name, rust) in [
+            ("bucket", &values::BUCKET[..]),
+            ("bucket_params", &values::BUCKET_PARAMS[..]),
+            ("record", &values::RECORD[..]),
+            ("record_params", &values::RECORD_PARAMS[..]),
+            ("lease_params", &values::LEASE_PARAMS[..]),
+        ] {
+            assert_eq!(declared(name), rust, "the `{name}` layout");
+            // `local BUCKET = "<ddd"`: the format string has one `d` per value.
+            let format = lua
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("local {} = \"<", name.to_uppercase())))
+                .unwrap_or_else(|| panic!("decide.lua has no {} format", name.to_uppercase()));
+            assert_eq!(
+                format.matches('d').count(),
+                rust.len(),
+                "the `{name}` format"
+            );
+        }
+        // Nowhere else does the script spell a format of its own.
+        assert_eq!(
+            lua.matches("\"<d").count(),
+            5,
+            "a layout spelled outside its declaration"
+        );
+        assert_eq!(values::at(&values::RECORD, "day"), 6);
+        let packed = values::pack(&[1.0, 2.5]);
+        assert_eq!(
+            (values::nth(&packed, 1), values::nth(&packed, 2)),
+            (2.5, 0.0)
         );
     }
 }
