@@ -90,8 +90,15 @@ pub struct Current {
     pub used: u64,
     pub remaining: u64,
     pub period: &'static str,
-    pub period_start: String,
-    pub period_end: String,
+    /// The period's bounds: RFC 3339 in JSON, nanoseconds here.
+    #[serde(serialize_with = "rfc3339")]
+    pub period_start: Nanos,
+    #[serde(serialize_with = "rfc3339")]
+    pub period_end: Nanos,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &Nanos, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_rfc3339(*t))
 }
 
 fn plan<'a>(snap: &'a Snapshot, plan_id: &str) -> Result<&'a Plan, UsageError> {
@@ -164,8 +171,8 @@ async fn read(
         used: t.limit.saturating_sub(remaining),
         remaining,
         period: t.period.as_str(),
-        period_start: format_rfc3339(t.window.start),
-        period_end: format_rfc3339(t.window.end),
+        period_start: t.window.start,
+        period_end: t.window.end,
     })
 }
 

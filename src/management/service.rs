@@ -144,6 +144,7 @@ fn explained(d: &Decision) -> pb::ExplainResponse {
             })
             .collect(),
         retry_after_seconds: d.retry_after_secs,
+        json: d.explain().to_string(),
     })
 }
 
@@ -279,10 +280,9 @@ impl Management for ManagementService {
             .await
             .map_err(usage_status)?;
         tracing::info!(plan = %r.usage_plan_id, key_id = %r.key_id, remaining = r.remaining, "usage updated (gRPC)");
-        let window = |s: &str| crate::clock::parse_rfc3339(s).ok().map(timestamp);
         Ok(Response::new(pb::UpdateUsageResponse {
-            period_start: window(&c.period_start),
-            period_end: window(&c.period_end),
+            period_start: Some(timestamp(c.period_start)),
+            period_end: Some(timestamp(c.period_end)),
             usage_plan_id: c.usage_plan_id,
             key_id: c.key_id,
             limit: c.limit,
