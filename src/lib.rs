@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! server                   serve: listeners, wiring
-//! management               the typed gRPC management API (proto/plangate/v1)
+//! management, control      the typed gRPC management API (proto/plangate/v1); AWS's REST API
 //! admin                    the admin HTTP API
 //! grpc, reload             the wire (ext_authz, RLS); hot reload
 //! usage, metrics, traces   usage reports; Prometheus; OpenTelemetry spans
@@ -27,6 +27,7 @@
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod grpc;
 pub mod limit;

@@ -226,7 +226,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         token: token.clone(),
         draining: draining.clone(),
     })
-    .merge(management::routes(management, token).await?)
+    .merge(management::routes(management, token.clone()).await?)
+    .merge(crate::control::router(engine.clone(), token))
     .fallback(admin::not_found);
     let admin_task = spawn_admin(admin_listener, admin_tls, admin_router, opts.admin_addr)?;
     let hup_task = tokio::spawn(reload_on_sighup(reloader.clone(), hup));
