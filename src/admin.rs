@@ -94,6 +94,11 @@ impl AdminToken {
         AdminToken(token)
     }
 
+    /// Whether a token is set.
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Whether an `authorization` value (absent: `None`) grants access. Compared in time
     /// independent of where a wrong token differs.
     pub fn admits(&self, authorization: Option<&[u8]>) -> bool {

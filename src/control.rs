@@ -6,6 +6,9 @@
 //! is AWS's, not the SDKs' renamed view: lists carry `item`; errors carry `x-amzn-ErrorType`
 //! and `{"message": …}`.
 
+pub mod credentials;
+pub mod sigv4;
+
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -13,9 +16,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::header;
+use axum::middleware::Next;
+
 use crate::admin::AdminToken;
+use crate::clock::Clock;
 use crate::engine::Engine;
 use crate::snapshot::{Stage, Throttle};
+use credentials::{CredentialsFile, Role};
 
 /// AWS's error types, as `x-amzn-ErrorType` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +36,16 @@ pub enum AwsError {
     Conflict,
     Unauthorized,
     LimitExceeded,
+    /// A request with no signature where one is needed.
+    MissingAuthenticationToken,
+    /// A signature that is malformed, stale, or does not match.
+    InvalidSignature,
+    /// An access key the credentials file does not hold.
+    UnrecognizedClient,
+    /// A `read` key asking for a change.
+    AccessDenied,
+    /// A body over [`MAX_BODY`].
+    TooLarge,
 }
 
 impl AwsError {
@@ -35,6 +56,11 @@ impl AwsError {
             AwsError::Conflict => "ConflictException",
             AwsError::Unauthorized => "UnauthorizedException",
             AwsError::LimitExceeded => "LimitExceededException",
+            AwsError::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            AwsError::InvalidSignature => "InvalidSignatureException",
+            AwsError::UnrecognizedClient => "UnrecognizedClientException",
+            AwsError::AccessDenied => "AccessDeniedException",
+            AwsError::TooLarge => "RequestEntityTooLargeException",
         }
     }
 
@@ -45,6 +71,11 @@ impl AwsError {
             AwsError::Conflict => StatusCode::CONFLICT,
             AwsError::Unauthorized => StatusCode::UNAUTHORIZED,
             AwsError::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+            AwsError::MissingAuthenticationToken
+            | AwsError::InvalidSignature
+            | AwsError::UnrecognizedClient
+            | AwsError::AccessDenied => StatusCode::FORBIDDEN,
+            AwsError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -66,29 +97,102 @@ fn aws_json(status: StatusCode, v: Value) -> Response {
         .into_response()
 }
 
-/// The REST routes, on the engine's configuration; every call needs the admin token (when one
-/// is set) as `Authorization: Bearer <token>`.
-pub fn router(engine: std::sync::Arc<Engine>, token: AdminToken) -> Router {
+/// The largest request body read (a signature covers the body, so it is read whole).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Who may call the REST face: AWS clients signing with a key of `credentials` (Signature
+/// Version 4), or a caller presenting the admin token as `Authorization: Bearer <token>`.
+#[derive(Clone)]
+pub struct Access {
+    pub token: AdminToken,
+    /// Without a credentials file, only the token (or, with no token, anyone: see
+    /// `server::admin_token` for when that may start).
+    pub credentials: Option<Arc<CredentialsFile>>,
+}
+
+/// The REST routes, on the engine's configuration.
+pub fn router(engine: Arc<Engine>, access: Access) -> Router {
     Router::new()
         .route("/restapis", get(rest_apis))
         .route("/restapis/{api}/stages", get(stages))
-        .route_layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let admitted = token.admits(
-                    req.headers()
-                        .get(axum::http::header::AUTHORIZATION)
-                        .map(|v| v.as_bytes()),
-                );
-                async move {
-                    if admitted {
-                        next.run(req).await
-                    } else {
-                        AwsError::Unauthorized.answer("Unauthorized")
-                    }
-                }
-            },
-        ))
+        .route_layer(axum::middleware::from_fn_with_state(access, authenticate))
         .with_state(engine)
+}
+
+/// Admits a signed or token-bearing call, as [`Access`] says; AWS's errors otherwise.
+async fn authenticate(State(access): State<Access>, req: Request, next: Next) -> Response {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let signed = authorization
+        .as_deref()
+        .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 "));
+    if !signed {
+        // The bearer token, or nothing when neither a token nor credentials are set.
+        let anyone = !access.token.is_set() && access.credentials.is_none();
+        let bearer = access.token.is_set()
+            && access
+                .token
+                .admits(authorization.as_deref().map(str::as_bytes));
+        return if anyone || bearer {
+            next.run(req).await
+        } else {
+            AwsError::MissingAuthenticationToken.answer("Missing Authentication Token")
+        };
+    }
+    let Some(credentials) = &access.credentials else {
+        return AwsError::UnrecognizedClient.answer(
+            "The security token included in the request is invalid (no --aws-credentials file)",
+        );
+    };
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return AwsError::TooLarge.answer(format!("Request body over {MAX_BODY} bytes"));
+    };
+    if let Err((error, message)) = check_signature(&parts, &body, credentials) {
+        return error.answer(message);
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(body)))
+        .await
+}
+
+/// The signature of a call: its key must be known, the signature its, the time within 15
+/// minutes, and a `read` key may only read.
+fn check_signature(
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+    credentials: &CredentialsFile,
+) -> Result<(), (AwsError, String)> {
+    let keys = credentials.keys();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let signed = sigv4::Signed {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        header: &header,
+        body,
+    };
+    let now = crate::clock::SystemClock.now();
+    let key = match sigv4::verify(&signed, now, |id| keys.get(id).map(|(s, _)| s.as_str())) {
+        Ok(key) => key,
+        Err(sigv4::SigError::UnknownKey) => {
+            return Err((
+                AwsError::UnrecognizedClient,
+                "The security token included in the request is invalid".to_owned(),
+            ));
+        }
+        Err(e) => return Err((AwsError::InvalidSignature, e.to_string())),
+    };
+    let role = keys.get(&key).map(|(_, r)| *r);
+    if role == Some(Role::Read) && parts.method != axum::http::Method::GET {
+        return Err((
+            AwsError::AccessDenied,
+            format!("Access key {key} may only read"),
+        ));
+    }
+    Ok(())
 }
 
 /// `GetRestApis`: every API of the configuration, by its id (its name in the file).

@@ -36,6 +36,8 @@ pub struct ServeOptions {
     /// Serve the admin API without a token although the token is empty or the address is not
     /// loopback (see [`admin_token`]).
     pub admin_unauthenticated: bool,
+    /// Access keys AWS clients sign with (`--aws-credentials`), for the REST control plane.
+    pub aws_credentials: Option<PathBuf>,
     /// Watch the config and key files and reload on change.
     pub watch: bool,
     /// How long file events settle before a reload.
@@ -78,6 +80,8 @@ pub struct ServeOptions {
 pub enum ServeError {
     #[error("configuration rejected:\n{0}")]
     Config(ConfigErrors),
+    #[error("--aws-credentials: {0}")]
+    Credentials(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -168,6 +172,13 @@ async fn load_tls(
 
 /// Loads the config and serves until SIGTERM/SIGINT.
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    let credentials = match &opts.aws_credentials {
+        Some(path) => Some(Arc::new(
+            crate::control::credentials::CredentialsFile::open(path.clone())
+                .map_err(ServeError::Credentials)?,
+        )),
+        None => None,
+    };
     let token = admin::AdminToken::new(admin_token(
         opts.admin_token.as_deref(),
         opts.admin_addr,
@@ -227,7 +238,13 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         draining: draining.clone(),
     })
     .merge(management::routes(management, token.clone()).await?)
-    .merge(crate::control::router(engine.clone(), token))
+    .merge(crate::control::router(
+        engine.clone(),
+        crate::control::Access {
+            token,
+            credentials: credentials.clone(),
+        },
+    ))
     .fallback(admin::not_found);
     let admin_task = spawn_admin(admin_listener, admin_tls, admin_router, opts.admin_addr)?;
     let hup_task = tokio::spawn(reload_on_sighup(reloader.clone(), hup));

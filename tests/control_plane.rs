@@ -14,6 +14,29 @@ fn aws_bin() -> PathBuf {
 }
 
 fn served() -> (tempfile::TempDir, Plangate) {
+    served_with(&[])
+}
+
+const ADMIN_KEY: (&str, &str) = ("AKIDPLANGATEADMIN", "admin-secret-0123456789");
+const READ_KEY: (&str, &str) = ("AKIDPLANGATEREAD", "read-secret-0123456789");
+
+/// Served with `--aws-credentials` naming an admin and a read key (in a directory of its own).
+fn signed_served() -> ((tempfile::TempDir, tempfile::TempDir), Plangate) {
+    let creds = tempfile::tempdir().unwrap();
+    let file = creds.path().join("credentials.csv");
+    std::fs::write(
+        &file,
+        format!(
+            "access_key_id,secret_access_key,role\n{},{},admin\n{},{},read\n",
+            ADMIN_KEY.0, ADMIN_KEY.1, READ_KEY.0, READ_KEY.1
+        ),
+    )
+    .unwrap();
+    let (dir, p) = served_with(&["--aws-credentials", file.to_str().unwrap()]);
+    ((dir, creds), p)
+}
+
+fn served_with(args: &[&str]) -> (tempfile::TempDir, Plangate) {
     let plans = common::petstore(
         "",
         &[
@@ -27,20 +50,27 @@ fn served() -> (tempfile::TempDir, Plangate) {
         &[("k1", "control-key-0123456789abcdef", "usage_plans: [gold]")],
     );
     let (dir, path) = common::plans_dir(plans);
-    let p = Plangate::start(&path, &[], dir.path().join("plangate.log"));
+    let p = Plangate::start(&path, args, dir.path().join("plangate.log"));
     (dir, p)
 }
 
-/// boto3, unsigned, against the admin address: its answer as JSON (a `default=str` dump).
-fn boto3(admin: u16, script: &str) -> serde_json::Value {
+/// boto3 against the admin address — unsigned, or signing with `key` — running `script`: the
+/// `out` it fills, as JSON (a `default=str` dump). `client(id, secret)` makes another client.
+fn boto3(admin: u16, key: Option<(&str, &str)>, script: &str) -> serde_json::Value {
+    let (id, secret) = key.unwrap_or(("", ""));
     let program = format!(
         r#"
 import json, boto3
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
-c = boto3.client("apigateway", endpoint_url="http://127.0.0.1:{admin}", region_name="us-east-1",
-                 config=Config(signature_version=UNSIGNED))
+def client(id, secret):
+    if not id:
+        return boto3.client("apigateway", endpoint_url="http://127.0.0.1:{admin}",
+                            region_name="us-east-1", config=Config(signature_version=UNSIGNED))
+    return boto3.client("apigateway", endpoint_url="http://127.0.0.1:{admin}",
+                        region_name="eu-west-3", aws_access_key_id=id, aws_secret_access_key=secret)
+c = client("{id}", "{secret}")
 def error(call):
     try:
         call()
@@ -64,6 +94,7 @@ fn boto3_lists_the_apis_and_stages_of_the_configuration() {
     let (_dir, p) = served();
     let out = boto3(
         p.admin,
+        None,
         r#"
 out["apis"] = c.get_rest_apis()["items"]
 out["stages"] = c.get_stages(restApiId="petstore")["item"]
@@ -117,4 +148,64 @@ fn the_aws_cli_reads_the_same() {
     assert!(!missing.status.success());
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("NotFoundException"), "{err}");
+}
+
+/// Signature Version 4 as AWS's clients make it, checked against `--aws-credentials`: boto3 and
+/// the CLI with a known key are answered; a wrong secret, an unknown key, no signature, and a
+/// signature made 20 minutes ago are each refused with AWS's error type.
+#[test]
+fn aws_clients_sign_their_calls() {
+    let (_dir, p) = signed_served();
+    let out = boto3(
+        p.admin,
+        Some(ADMIN_KEY),
+        &format!(
+            r#"
+out["apis"] = c.get_rest_apis()["items"]
+out["read"] = client("{read}", "{read_secret}").get_stages(restApiId="petstore")["item"]
+out["wrong_secret"] = error(lambda: client("{admin}", "not-the-secret").get_rest_apis())
+out["unknown_key"] = error(lambda: client("AKIDNOBODY", "x").get_rest_apis())
+out["unsigned"] = error(lambda: client("", "").get_rest_apis())
+# A signature made 20 minutes ago (botocore reads the time through datetime).
+import datetime as _dt, botocore.auth
+_Real = _dt.datetime
+class _Past(_Real):
+    @classmethod
+    def utcnow(cls):
+        return _Real.utcnow() - _dt.timedelta(minutes=20)
+    @classmethod
+    def now(cls, tz=None):
+        return _Real.now(tz) - _dt.timedelta(minutes=20)
+botocore.auth.datetime.datetime = _Past
+out["stale"] = error(lambda: client("{admin}", "{admin_secret}").get_rest_apis())
+"#,
+            read = READ_KEY.0,
+            read_secret = READ_KEY.1,
+            admin = ADMIN_KEY.0,
+            admin_secret = ADMIN_KEY.1,
+        ),
+    );
+    assert_eq!(out["apis"][0]["id"], "petstore", "{out}");
+    assert_eq!(out["read"][1]["stageName"], "prod", "{out}");
+    for (case, code) in [
+        ("wrong_secret", "InvalidSignatureException"),
+        ("unknown_key", "UnrecognizedClientException"),
+        ("unsigned", "MissingAuthenticationTokenException"),
+        ("stale", "InvalidSignatureException"),
+    ] {
+        assert_eq!(out[case]["code"], code, "{case}: {out}");
+        assert_eq!(out[case]["status"], 403, "{case}: {out}");
+    }
+    // The AWS CLI, signing from its environment.
+    let cli = Command::new(aws_bin().join("aws"))
+        .args(["apigateway", "get-rest-apis", "--output", "json"])
+        .args(["--endpoint-url", &format!("http://127.0.0.1:{}", p.admin)])
+        .args(["--region", "ap-south-1"])
+        .env("AWS_ACCESS_KEY_ID", ADMIN_KEY.0)
+        .env("AWS_SECRET_ACCESS_KEY", ADMIN_KEY.1)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .succeeds();
+    let v: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(v["items"][0]["id"], "petstore", "{v}");
 }

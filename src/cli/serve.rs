@@ -33,6 +33,11 @@ pub struct Args {
     /// address other than loopback.
     #[arg(long, env = "PLANGATE_ADMIN_UNAUTHENTICATED")]
     admin_unauthenticated: bool,
+    /// Access keys AWS clients (the AWS CLI, boto3) sign the REST control plane's calls with: a
+    /// CSV file with the header `access_key_id,secret_access_key,role` (role `read` or `admin`),
+    /// read again when it changes.
+    #[arg(long, env = "PLANGATE_AWS_CREDENTIALS")]
+    aws_credentials: Option<std::path::PathBuf>,
     /// The most WatchDecisions streams (`plangate watch`) served at once; more are refused
     /// with RESOURCE_EXHAUSTED. Each costs every decision a copy.
     #[arg(long, env = "PLANGATE_MAX_WATCHERS", default_value_t = plangate::management::DEFAULT_MAX_WATCHERS)]
@@ -270,6 +275,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         admin_addr: a.admin_addr,
         admin_token: a.admin_token,
         admin_unauthenticated: a.admin_unauthenticated,
+        aws_credentials: a.aws_credentials,
         max_watchers: a.max_watchers,
         watch: !a.no_watch,
         watch_debounce: runtime::seconds("--watch-debounce", a.watch_debounce)?,
