@@ -239,7 +239,7 @@ fn stage_json(s: &Stage) -> Value {
         settings.insert("*/*".to_owned(), method_setting(t));
     }
     for m in &s.methods {
-        if let (Some(t), Some(key)) = (&m.throttle, settings_key(&m.name)) {
+        if let (Some(t), Some(key)) = (&m.throttle, crate::migrate::aws_settings_key(&m.name)) {
             settings.insert(key, method_setting(t));
         }
     }
@@ -248,31 +248,4 @@ fn stage_json(s: &Stage) -> Value {
 
 fn method_setting(t: &Throttle) -> Value {
     json!({ "throttlingRateLimit": t.rate, "throttlingBurstLimit": t.spec.burst })
-}
-
-/// A method key (`/pets/{petId}/GET`, `//GET` for the root) as AWS's method settings key
-/// (`~1pets~1{petId}/GET`, `~1/GET`): the resource path with `~` written `~0` and `/` `~1`.
-fn settings_key(method: &str) -> Option<String> {
-    let (path, verb) = method.rsplit_once('/')?;
-    let path = if path.is_empty() { "/" } else { path };
-    Some(format!(
-        "{}/{verb}",
-        path.replace('~', "~0").replace('/', "~1")
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn method_keys_become_aws_settings_keys() {
-        assert_eq!(settings_key("/pets/GET").as_deref(), Some("~1pets/GET"));
-        assert_eq!(
-            settings_key("/pets/{petId}/POST").as_deref(),
-            Some("~1pets~1{petId}/POST")
-        );
-        assert_eq!(settings_key("//GET").as_deref(), Some("~1/GET"));
-        assert_eq!(settings_key("/a~b/GET").as_deref(), Some("~1a~0b/GET"));
-    }
 }

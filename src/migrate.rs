@@ -811,6 +811,17 @@ fn method_key(path: &str, verb: &str) -> String {
     }
 }
 
+/// A method key (`/pets/{petId}/GET`, `//GET` for the root) as AWS's `methodSettings` key
+/// (`~1pets~1{petId}/GET`, `~1/GET`): [`settings_key`] the other way.
+pub fn aws_settings_key(method: &str) -> Option<String> {
+    let (path, verb) = method.rsplit_once('/')?;
+    let path = if path.is_empty() { "/" } else { path };
+    Some(format!(
+        "{}/{verb}",
+        path.replace('~', "~0").replace('/', "~1")
+    ))
+}
+
 /// A `methodSettings` key (`~1pets~1{petId}/GET`, the resource path with `/` written `~1` and
 /// `~` written `~0`) as a method key (`/pets/{petId}/GET`).
 fn settings_key(key: &str) -> Option<String> {
@@ -896,6 +907,11 @@ mod tests {
         );
         assert_eq!(settings_key("~1/GET").as_deref(), Some("//GET"));
         assert_eq!(settings_key("~1a~0b/GET").as_deref(), Some("/a~b/GET"));
+        // And back, for the control plane's GetStages.
+        for method in ["/pets/GET", "/pets/{petId}/POST", "//GET", "/a~b/GET"] {
+            let aws = aws_settings_key(method).unwrap();
+            assert_eq!(settings_key(&aws).as_deref(), Some(method), "{aws}");
+        }
         assert_eq!(settings_key("*/*"), None);
         assert_eq!(settings_key("pets/GET"), None);
         assert_eq!(method_key("/", "ANY"), "//ANY");

@@ -464,50 +464,6 @@ async fn shadow_mode_lets_refusals_through_and_says_so() {
     assert_eq!(summary(&r).1, Some(429));
 }
 
-/// A store that always fails (Redis down).
-struct DownStore;
-
-#[async_trait::async_trait]
-impl plangate::store::Store for DownStore {
-    async fn decide(
-        &self,
-        _: &[plangate::limit::LimitRef],
-        _: plangate::store::Units<'_>,
-        _: plangate::store::Mode,
-        _: plangate::clock::Nanos,
-    ) -> Result<plangate::store::Charge, plangate::store::StoreError> {
-        Err(down())
-    }
-    async fn usage(
-        &self,
-        _: &str,
-        _: &[std::sync::Arc<str>],
-        _: plangate::clock::Nanos,
-        _: plangate::clock::Nanos,
-    ) -> Result<Vec<plangate::store::UsageRow>, plangate::store::StoreError> {
-        Err(down())
-    }
-    async fn initial_period(
-        &self,
-        _: &str,
-        _: plangate::clock::Nanos,
-    ) -> Result<plangate::clock::Nanos, plangate::store::StoreError> {
-        Err(down())
-    }
-    async fn set_used(
-        &self,
-        _: &plangate::limit::LimitRef,
-        _: i64,
-        _: plangate::clock::Nanos,
-    ) -> Result<(), plangate::store::StoreError> {
-        Err(down())
-    }
-}
-
-fn down() -> plangate::store::StoreError {
-    plangate::store::StoreError::new(plangate::store::StoreErrorKind::Unavailable, "down")
-}
-
 /// In shadow mode the answer is always OK: a store failure that `closed` refuses is let
 /// through too, with its would-be outcome.
 #[tokio::test]
@@ -521,7 +477,7 @@ async fn shadow_mode_lets_a_store_failure_through_too() {
         Arc::new(
             Engine::new(
                 c.snapshot,
-                Arc::new(DownStore),
+                Arc::new(common::BrokenStore::Down),
                 Arc::new(FakeClock::new(1_700_000_000_000_000_000)),
             )
             .with_failure_policy(plangate::engine::FailurePolicy::Closed)

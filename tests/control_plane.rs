@@ -22,16 +22,13 @@ const READ_KEY: (&str, &str) = ("AKIDPLANGATEREAD", "read-secret-0123456789");
 
 /// Served with `--aws-credentials` naming an admin and a read key (in a directory of its own).
 fn signed_served() -> ((tempfile::TempDir, tempfile::TempDir), Plangate) {
-    let creds = tempfile::tempdir().unwrap();
-    let file = creds.path().join("credentials.csv");
-    std::fs::write(
-        &file,
+    let (creds, file) = common::file_in_new_dir(
+        "credentials.csv",
         format!(
             "access_key_id,secret_access_key,role\n{},{},admin\n{},{},read\n",
             ADMIN_KEY.0, ADMIN_KEY.1, READ_KEY.0, READ_KEY.1
         ),
-    )
-    .unwrap();
+    );
     let (dir, p) = served_with(&["--aws-credentials", file.to_str().unwrap()]);
     ((dir, creds), p)
 }

@@ -256,42 +256,6 @@ fn a_corrupt_counters_file_is_refused_or_recovered() {
     assert!(stderr.contains("the counters file is empty"), "{stderr}");
 }
 
-/// A store whose every decision waits forever (a hung Redis connection, a deadlock).
-struct HungStore;
-
-#[async_trait::async_trait]
-impl plangate::store::Store for HungStore {
-    async fn decide(
-        &self,
-        _: &[plangate::limit::LimitRef],
-        _: plangate::store::Units<'_>,
-        _: plangate::store::Mode,
-        _: i64,
-    ) -> plangate::store::backend::Decided {
-        std::future::pending().await
-    }
-    async fn usage(
-        &self,
-        _: &str,
-        _: &[std::sync::Arc<str>],
-        _: i64,
-        _: i64,
-    ) -> Result<Vec<plangate::store::UsageRow>, plangate::store::StoreError> {
-        std::future::pending().await
-    }
-    async fn set_used(
-        &self,
-        _: &plangate::limit::LimitRef,
-        _: i64,
-        _: i64,
-    ) -> Result<(), plangate::store::StoreError> {
-        std::future::pending().await
-    }
-    async fn initial_period(&self, _: &str, _: i64) -> Result<i64, plangate::store::StoreError> {
-        std::future::pending().await
-    }
-}
-
 /// A call stuck in the store is answered (CANCELLED) once `call_timeout` has passed,
 /// instead of holding its stream (and memory) forever.
 #[tokio::test]
@@ -309,7 +273,7 @@ async fn a_stuck_call_is_answered_when_its_time_is_up() {
     .unwrap();
     let engine = std::sync::Arc::new(plangate::engine::Engine::new(
         c.snapshot,
-        std::sync::Arc::new(HungStore),
+        std::sync::Arc::new(common::BrokenStore::Hung),
         std::sync::Arc::new(plangate::clock::FakeClock::new(common::T0)),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -882,10 +882,7 @@ pub fn petstore(
 
 /// A new directory holding `plans` as `plans.yaml`: (the directory, the file's path).
 pub fn plans_dir(plans: impl AsRef<[u8]>) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plans.yaml");
-    std::fs::write(&path, plans).unwrap();
-    (dir, path)
+    file_in_new_dir("plans.yaml", plans)
 }
 
 /// The smallest plans file: API `petstore`, stage `prod`, nothing else.
@@ -962,3 +959,63 @@ pub fn http_of(
 
 /// The start of a plans file whose stage `prod` of API `petstore` follows, in block style.
 pub const PETSTORE_PROD: &str = "version: 1\napis:\n  petstore:\n    stages:\n      prod:\n";
+
+/// A counter store that is broken one way: every call fails (`Down`: Redis unreachable) or
+/// never returns (`Hung`: a stuck connection).
+pub enum BrokenStore {
+    Down,
+    Hung,
+}
+
+impl BrokenStore {
+    async fn fail<T>(&self) -> Result<T, plangate::store::StoreError> {
+        match self {
+            BrokenStore::Down => Err(plangate::store::StoreError::new(
+                plangate::store::StoreErrorKind::Unavailable,
+                "down",
+            )),
+            BrokenStore::Hung => std::future::pending().await,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl plangate::store::Store for BrokenStore {
+    async fn decide(
+        &self,
+        _: &[plangate::limit::LimitRef],
+        _: plangate::store::Units<'_>,
+        _: plangate::store::Mode,
+        _: i64,
+    ) -> plangate::store::backend::Decided {
+        self.fail().await
+    }
+    async fn usage(
+        &self,
+        _: &str,
+        _: &[std::sync::Arc<str>],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<plangate::store::UsageRow>, plangate::store::StoreError> {
+        self.fail().await
+    }
+    async fn set_used(
+        &self,
+        _: &plangate::limit::LimitRef,
+        _: i64,
+        _: i64,
+    ) -> Result<(), plangate::store::StoreError> {
+        self.fail().await
+    }
+    async fn initial_period(&self, _: &str, _: i64) -> Result<i64, plangate::store::StoreError> {
+        self.fail().await
+    }
+}
+
+/// A new directory holding `contents` as file `name`: (the directory, the file's path).
+pub fn file_in_new_dir(name: &str, contents: impl AsRef<[u8]>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).unwrap();
+    (dir, path)
+}
