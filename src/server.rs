@@ -172,18 +172,7 @@ async fn load_tls(
 
 /// Loads the config and serves until SIGTERM/SIGINT.
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
-    let credentials = match &opts.aws_credentials {
-        Some(path) => Some(Arc::new(
-            crate::control::credentials::CredentialsFile::open(path.clone())
-                .map_err(ServeError::Credentials)?,
-        )),
-        None => None,
-    };
-    let token = admin::AdminToken::new(admin_token(
-        opts.admin_token.as_deref(),
-        opts.admin_addr,
-        opts.admin_unauthenticated,
-    )?);
+    let access = admin_access(&opts)?;
     if let Some(endpoint) = &opts.otlp_endpoint {
         crate::traces::init(endpoint).map_err(ServeError::Traces)?;
         tracing::info!(endpoint = %endpoint, "exporting traces over OTLP");
@@ -229,22 +218,17 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let management =
         management::ManagementService::new(engine.clone(), metrics.clone(), Some(reloader.clone()))
             .with_max_watchers(opts.max_watchers);
-    // One port, two protocols: the HTTP admin API and the gRPC management API (HTTP/2).
+    // One port, two protocols: the HTTP admin API, AWS's REST API, and the gRPC management API
+    // (HTTP/2).
     let admin_router = admin::router(AdminState {
         engine: engine.clone(),
         metrics: metrics.clone(),
         reloader: Some(reloader.clone()),
-        token: token.clone(),
+        token: access.token.clone(),
         draining: draining.clone(),
     })
-    .merge(management::routes(management, token.clone()).await?)
-    .merge(crate::control::router(
-        engine.clone(),
-        crate::control::Access {
-            token,
-            credentials: credentials.clone(),
-        },
-    ))
+    .merge(management::routes(management, access.token.clone()).await?)
+    .merge(crate::control::router(engine.clone(), access))
     .fallback(admin::not_found);
     let admin_task = spawn_admin(admin_listener, admin_tls, admin_router, opts.admin_addr)?;
     let hup_task = tokio::spawn(reload_on_sighup(reloader.clone(), hup));
@@ -300,6 +284,24 @@ fn spawn_admin(
         }
     });
     Ok(admin_task)
+}
+
+/// Who may use the admin address: the admin token (refused at start when it must be set and is
+/// not) and the AWS access keys of `--aws-credentials`.
+fn admin_access(opts: &ServeOptions) -> Result<crate::control::Access, ServeError> {
+    let credentials = match &opts.aws_credentials {
+        Some(path) => Some(Arc::new(
+            crate::control::credentials::CredentialsFile::open(path.clone())
+                .map_err(ServeError::Credentials)?,
+        )),
+        None => None,
+    };
+    let token = admin::AdminToken::new(admin_token(
+        opts.admin_token.as_deref(),
+        opts.admin_addr,
+        opts.admin_unauthenticated,
+    )?);
+    Ok(crate::control::Access { token, credentials })
 }
 
 /// The configuration at start, as generation 1, within `--start-timeout`: its snapshot, source
