@@ -2,7 +2,8 @@
 //! wire, errors — on the admin address, so that `aws apigateway … --endpoint-url` and boto3 with
 //! `endpoint_url` work unchanged (docs/control-plane.md).
 //!
-//! So far: `GetRestApis` and `GetStages`, read-only, from the configuration in force. The wire
+//! So far, read-only, from the configuration in force: `GetRestApis`, `GetStages`, `GetApiKeys`,
+//! `GetApiKey`; every call authenticated by Signature Version 4 or the admin token. The wire
 //! is AWS's, not the SDKs' renamed view: lists carry `item`; errors carry `x-amzn-ErrorType`
 //! and `{"message": …}`.
 
@@ -115,6 +116,8 @@ pub fn router(engine: Arc<Engine>, access: Access) -> Router {
     Router::new()
         .route("/restapis", get(rest_apis))
         .route("/restapis/{api}/stages", get(stages))
+        .route("/apikeys", get(api_keys))
+        .route("/apikeys/{key}", get(api_key))
         .route_layer(axum::middleware::from_fn_with_state(access, authenticate))
         .with_state(engine)
 }
@@ -193,6 +196,73 @@ fn check_signature(
         ));
     }
     Ok(())
+}
+
+/// `GetApiKeys`' query: paging (`limit`, 25 by default, at most 500; `position`, where the
+/// previous page stopped), and filters (`name`, a prefix of the key's name, as AWS's
+/// `nameQuery`; `customerId`). `includeValues` is accepted; values are never kept, so never
+/// shown.
+#[derive(serde::Deserialize)]
+struct KeysQuery {
+    limit: Option<usize>,
+    position: Option<String>,
+    name: Option<String>,
+    #[serde(rename = "customerId")]
+    customer_id: Option<String>,
+}
+
+/// `GetApiKeys`: the keys of the configuration, by id, a page at a time.
+async fn api_keys(
+    State(engine): State<Arc<Engine>>,
+    axum::extract::Query(q): axum::extract::Query<KeysQuery>,
+) -> Response {
+    let limit = q.limit.unwrap_or(25);
+    if !(1..=500).contains(&limit) {
+        return AwsError::BadRequest.answer("limit must be from 1 to 500");
+    }
+    let snap = engine.snapshot();
+    let mut keys: Vec<&crate::snapshot::ApiKey> = snap
+        .keys
+        .iter()
+        .filter(|k| q.position.as_deref().is_none_or(|p| &*k.id >= p))
+        .filter(|k| {
+            q.name
+                .as_deref()
+                .is_none_or(|n| k.name.as_deref().is_some_and(|m| m.starts_with(n)))
+        })
+        .filter(|k| q.customer_id.is_none() || k.customer_id.as_deref() == q.customer_id.as_deref())
+        .collect();
+    keys.sort_by(|a, b| a.id.cmp(&b.id));
+    let next = keys.get(limit).map(|k| k.id.to_string());
+    keys.truncate(limit);
+    let item: Vec<Value> = keys.into_iter().map(key_json).collect();
+    let mut page = json!({ "item": item });
+    if let Some(next) = next {
+        page["position"] = json!(next);
+    }
+    aws_json(StatusCode::OK, page)
+}
+
+/// `GetApiKey`: one key, by id.
+async fn api_key(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> Response {
+    let snap = engine.snapshot();
+    match snap.keys.iter().find(|k| *k.id == *id) {
+        Some(k) => aws_json(StatusCode::OK, key_json(k)),
+        None => AwsError::NotFound.answer(format!("Invalid API Key identifier specified {id}")),
+    }
+}
+
+/// A key as AWS's `ApiKey`: no value (plangate keeps only its hash); `stageKeys` empty (AWS's
+/// stage keys predate usage plans).
+fn key_json(k: &crate::snapshot::ApiKey) -> Value {
+    let mut v = json!({ "id": &*k.id, "enabled": k.enabled, "stageKeys": [] });
+    if let Some(name) = &k.name {
+        v["name"] = json!(&**name);
+    }
+    if let Some(c) = &k.customer_id {
+        v["customerId"] = json!(&**c);
+    }
+    v
 }
 
 /// `GetRestApis`: every API of the configuration, by its id (its name in the file).

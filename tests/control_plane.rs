@@ -206,3 +206,59 @@ out["stale"] = error(lambda: client("{admin}", "{admin_secret}").get_rest_apis()
     let v: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
     assert_eq!(v["items"][0]["id"], "petstore", "{v}");
 }
+
+/// `GetApiKeys` pages through the file's keys (boto3's paginator follows `position`), filters by
+/// name prefix and customer, and never shows a value; `GetApiKey` finds one by id.
+#[test]
+fn boto3_pages_and_filters_the_keys_of_the_configuration() {
+    let plans = common::petstore(
+        "",
+        &[("prod", "{}")],
+        &[("gold", "")],
+        &[
+            (
+                "k1",
+                "pages-key-one-0123456789ab",
+                "name: acme-prod, usage_plans: [gold], customer_id: acme",
+            ),
+            (
+                "k2",
+                "pages-key-two-0123456789ab",
+                "name: acme-test, usage_plans: [gold], customer_id: acme",
+            ),
+            (
+                "k3",
+                "pages-key-three-0123456789",
+                "name: globex, usage_plans: [gold], enabled: false",
+            ),
+        ],
+    );
+    let (dir, path) = common::plans_dir(plans);
+    let p = Plangate::start(&path, &[], dir.path().join("plangate.log"));
+    let out = boto3(
+        p.admin,
+        None,
+        r#"
+pages = c.get_paginator("get_api_keys").paginate(PaginationConfig={"PageSize": 2}, includeValues=True)
+out["pages"] = [[k["id"] for k in page["items"]] for page in pages]
+out["acme"] = [k["id"] for k in c.get_api_keys(nameQuery="acme")["items"]]
+out["customer"] = [k["id"] for k in c.get_api_keys(customerId="acme")["items"]]
+out["k3"] = c.get_api_key(apiKey="k3", includeValue=True)
+out["missing"] = error(lambda: c.get_api_key(apiKey="nobody"))
+out["bad_limit"] = error(lambda: c.get_api_keys(limit=501))
+"#,
+    );
+    assert_eq!(
+        out["pages"],
+        serde_json::json!([["k1", "k2"], ["k3"]]),
+        "{out}"
+    );
+    assert_eq!(out["acme"], serde_json::json!(["k1", "k2"]));
+    assert_eq!(out["customer"], serde_json::json!(["k1", "k2"]));
+    assert_eq!(out["k3"]["name"], "globex");
+    assert_eq!(out["k3"]["enabled"], false);
+    assert!(out["k3"].get("value").is_none(), "a value shown: {out}");
+    assert_eq!(out["missing"]["code"], "NotFoundException");
+    assert_eq!(out["bad_limit"]["code"], "BadRequestException");
+    assert_eq!(out["bad_limit"]["status"], 400);
+}
