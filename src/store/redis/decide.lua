@@ -238,8 +238,7 @@ for i = 1, n do
     end
     out[#out + 1] = level
     state[i] = level
-    -- admits()'s throttle half, inline: a function call per bucket costs measurable Redis CPU.
-    if level < units * unit then admitted = 0 end
+    if not admits(level, unit, units, 0, -1, 0) then admitted = 0 end
   else
     local unit, refill, cap, bunits, limit, qstart, qunits, qlegacy, day, _, ulegacy =
       unpack_s(RECORD_PARAMS, ARGV[a + 4])
