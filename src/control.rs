@@ -232,7 +232,12 @@ async fn api_keys(
         })
         .filter(|k| q.customer_id.is_none() || k.customer_id.as_deref() == q.customer_id.as_deref())
         .collect();
-    keys.sort_by(|a, b| a.id.cmp(&b.id));
+    // Only the page and the one after it need their order: picked in O(n), then sorted.
+    if keys.len() > limit + 1 {
+        keys.select_nth_unstable_by(limit, |a, b| a.id.cmp(&b.id));
+        keys.truncate(limit + 1);
+    }
+    keys.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     let next = keys.get(limit).map(|k| k.id.to_string());
     keys.truncate(limit);
     let item: Vec<Value> = keys.into_iter().map(key_json).collect();
