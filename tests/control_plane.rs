@@ -241,6 +241,8 @@ fn boto3_pages_and_filters_the_keys_of_the_configuration() {
         r#"
 pages = c.get_paginator("get_api_keys").paginate(PaginationConfig={"PageSize": 2}, includeValues=True)
 out["pages"] = [[k["id"] for k in page["items"]] for page in pages]
+first = c.get_api_keys(limit=1)
+out["first"] = [[k["id"] for k in first["items"]], first.get("position")]
 out["acme"] = [k["id"] for k in c.get_api_keys(nameQuery="acme")["items"]]
 out["customer"] = [k["id"] for k in c.get_api_keys(customerId="acme")["items"]]
 out["k3"] = c.get_api_key(apiKey="k3", includeValue=True)
@@ -253,6 +255,7 @@ out["bad_limit"] = error(lambda: c.get_api_keys(limit=501))
         serde_json::json!([["k1", "k2"], ["k3"]]),
         "{out}"
     );
+    assert_eq!(out["first"], serde_json::json!([["k1"], "k2"]), "{out}");
     assert_eq!(out["acme"], serde_json::json!(["k1", "k2"]));
     assert_eq!(out["customer"], serde_json::json!(["k1", "k2"]));
     assert_eq!(out["k3"]["name"], "globex");
