@@ -16,6 +16,7 @@
 //! grpc, reload             the wire (ext_authz, RLS); hot reload
 //! usage, metrics, traces   usage reports; Prometheus; OpenTelemetry spans
 //! engine, migrate          the decision in AWS order; import from AWS
+//! catalog                  keys and plans made at runtime, kept in the store, shared
 //! store, config            counters (memory, persisted, Redis); file → compile → snapshot
 //! snapshot                 the compiled model
 //! limit, transport         bucket and quota arithmetic, counter identities; TCP/TLS connections
@@ -25,6 +26,7 @@
 //! The contract (concepts, decision order, answers, operations) is docs/semantics.md.
 
 pub mod admin;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod control;

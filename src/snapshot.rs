@@ -125,6 +125,12 @@ pub struct Snapshot {
     pub plan_index: HashMap<String, u32>,
     pub keys: Vec<ApiKey>,
     pub key_index: FastMap<KeyHash, u32>,
+    /// Indices of `keys`, in the order of their ids (lookups and pages by id).
+    pub key_order: Vec<u32>,
+    /// The configuration file this was compiled from (empty: text without a file, such as the
+    /// embedded default): what the control plane names when it refuses to change what the
+    /// file defines.
+    pub source: String,
 }
 
 /// A token bucket's parameters, with the rate as written (for reports).
@@ -591,6 +597,30 @@ impl Snapshot {
     /// The key whose value hashes to `hash`.
     pub fn key_by_hash(&self, hash: &KeyHash) -> Option<&ApiKey> {
         self.key_index.get(hash).map(|&i| &self.keys[i as usize])
+    }
+
+    /// The key with id `id`.
+    pub fn key_by_id(&self, id: &str) -> Option<&ApiKey> {
+        let i = self
+            .key_order
+            .binary_search_by(|&i| (*self.keys[i as usize].id).cmp(id))
+            .ok()?;
+        Some(&self.keys[self.key_order[i] as usize])
+    }
+
+    /// The keys with ids from `from` on, in the order of their ids.
+    pub fn keys_from<'s>(&'s self, from: &str) -> impl Iterator<Item = &'s ApiKey> + 's {
+        let start = self
+            .key_order
+            .partition_point(|&i| *self.keys[i as usize].id < *from);
+        self.key_order[start..]
+            .iter()
+            .map(|&i| &self.keys[i as usize])
+    }
+
+    /// The plan with id `id`.
+    pub fn plan_by_id(&self, id: &str) -> Option<&Plan> {
+        self.plan_index.get(id).map(|&i| &self.plans[i as usize])
     }
 
     /// The plan of `key` that grants `stage`, with that plan's per-method throttles there.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::clock::Nanos;
 
 pub mod backend;
+pub mod catalog;
 pub mod error;
 pub mod memory;
 pub mod persist;

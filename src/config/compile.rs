@@ -74,6 +74,8 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
     let (mut entries, plain) = keys::yaml_entries(file);
     let csv_warnings = c.key_files(file, base_dir, &mut entries);
     let (keys, key_index) = c.keys(entries, &plans, &plan_index, &stage_names);
+    let mut key_order: Vec<u32> = (0..keys.len() as u32).collect();
+    key_order.sort_unstable_by(|&a, &b| keys[a as usize].id.cmp(&keys[b as usize].id));
     let (default_api, default_stage) = c.defaults(file, &apis);
     let responses = file.responses.clone().unwrap_or_default();
     let rls = rls_settings(file, &mut c);
@@ -115,6 +117,8 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
             plan_index,
             keys,
             key_index,
+            key_order,
+            source: String::new(),
         },
         warnings,
         sources,
@@ -342,63 +346,20 @@ impl Compiler {
     }
 
     fn throttle(&mut self, t: &ThrottleFile, path: &Path) -> Option<Throttle> {
-        // AWS's ThrottleSettings has both fields optional and does not say what one alone means;
-        // plangate reads `rate` alone as a bucket of one second of that rate (at least 1), and
-        // `burst` alone as the whole burst refilled every second (docs/config.md).
-        let (rate, burst) = match (t.rate, t.burst) {
-            (Some(r), Some(b)) => (r, b),
-            (Some(r), None) => {
-                let b = if r.is_finite() && r > 0.0 && r <= MAX_RATE {
-                    (r.ceil() as i64).max(1)
-                } else {
-                    0
-                };
-                (r, b)
+        match resolve_throttle(t.rate, t.burst) {
+            Ok(t) => Some(t),
+            Err(errors) => {
+                for (field, what, message) in errors {
+                    let at = if field.is_empty() {
+                        path.clone()
+                    } else {
+                        path.key(field)
+                    };
+                    self.invalid(at, what, message);
+                }
+                None
             }
-            (None, Some(b)) => (b as f64, b),
-            (None, None) => {
-                self.invalid(
-                    path.clone(),
-                    "throttle",
-                    "needs `rate`, `burst` or both".to_owned(),
-                );
-                return None;
-            }
-        };
-        let t = Resolved { rate, burst };
-        let mut ok = true;
-        if !t.rate.is_finite() || t.rate < 0.0 || t.rate > MAX_RATE {
-            self.invalid(
-                path.key("rate"),
-                "throttle rate",
-                format!("{} is not a number from 0 to {MAX_RATE}", t.rate),
-            );
-            ok = false;
         }
-        let rate_micro = (t.rate * 1e6).round();
-        if ok && t.rate > 0.0 && rate_micro < 1.0 {
-            self.invalid(
-                path.key("rate"),
-                "throttle rate",
-                format!("{} is below the smallest rate, 0.000001", t.rate),
-            );
-            ok = false;
-        }
-        if t.burst < 0 || t.burst as f64 > MAX_RATE {
-            self.invalid(
-                path.key("burst"),
-                "throttle burst",
-                format!("{} is not a whole number from 0 to {MAX_RATE}", t.burst),
-            );
-            ok = false;
-        }
-        ok.then_some(Throttle {
-            rate: t.rate,
-            spec: BucketSpec {
-                rate_micro: rate_micro as u64,
-                burst: t.burst as u64,
-            },
-        })
     }
 
     /// Customised refusals of one level (top level or an API).
@@ -1071,11 +1032,69 @@ fn stage_names(apis: &FastMap<String, Api>) -> Vec<(Arc<str>, Arc<str>)> {
     names
 }
 
-/// A throttle with both fields, after a missing one is filled in.
-struct Resolved {
-    rate: f64,
-    burst: i64,
-}
-
 /// The longest gateway response body, in bytes.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+/// A throttle from AWS's `ThrottleSettings` (`rate`, `burst`, either optional), within
+/// plangate's bounds; or what is wrong, as (field, what, message) — field `""` for the whole.
+/// AWS's ThrottleSettings has both fields optional and does not say what one alone means:
+/// plangate reads `rate` alone as a bucket of one second of that rate (at least 1), and `burst`
+/// alone as the whole burst refilled every second (docs/config.md). The one reading for files
+/// and for the control plane.
+pub fn resolve_throttle(
+    rate: Option<f64>,
+    burst: Option<i64>,
+) -> Result<Throttle, Vec<(&'static str, &'static str, String)>> {
+    let (rate, burst) = match (rate, burst) {
+        (Some(r), Some(b)) => (r, b),
+        (Some(r), None) => {
+            let b = if r.is_finite() && r > 0.0 && r <= MAX_RATE {
+                (r.ceil() as i64).max(1)
+            } else {
+                0
+            };
+            (r, b)
+        }
+        (None, Some(b)) => (b as f64, b),
+        (None, None) => {
+            return Err(vec![(
+                "",
+                "throttle",
+                "needs `rate`, `burst` or both".to_owned(),
+            )]);
+        }
+    };
+    let mut errors = Vec::new();
+    if !rate.is_finite() || rate < 0.0 || rate > MAX_RATE {
+        errors.push((
+            "rate",
+            "throttle rate",
+            format!("{rate} is not a number from 0 to {MAX_RATE}"),
+        ));
+    }
+    let rate_micro = (rate * 1e6).round();
+    if errors.is_empty() && rate > 0.0 && rate_micro < 1.0 {
+        errors.push((
+            "rate",
+            "throttle rate",
+            format!("{rate} is below the smallest rate, 0.000001"),
+        ));
+    }
+    if burst < 0 || burst as f64 > MAX_RATE {
+        errors.push((
+            "burst",
+            "throttle burst",
+            format!("{burst} is not a whole number from 0 to {MAX_RATE}"),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Throttle {
+        rate,
+        spec: BucketSpec {
+            rate_micro: rate_micro as u64,
+            burst: burst as u64,
+        },
+    })
+}

@@ -49,6 +49,7 @@ pub fn load_file(path: &FsPath) -> Result<Compiled, ConfigErrors> {
     let base = base_dir(path);
     let mut compiled = load_str(&text, Some(path), &base)?;
     compiled.sources.insert(0, path.to_path_buf());
+    compiled.snapshot.source = path.display().to_string();
     Ok(compiled)
 }
 

@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 
+use super::catalog::{Changes, Record, Written};
 use super::error::StoreError;
 use crate::clock::Nanos;
 use crate::limit::{LimitRef, LimitState};
@@ -110,6 +111,29 @@ pub trait Store: Send + Sync {
     fn persists(&self) -> bool {
         false
     }
+
+    /// Applies `records` to the runtime catalog as one write, durably, if the catalog's head
+    /// is still `expected` (see [`super::catalog`]).
+    async fn catalog_write(
+        &self,
+        _expected: u64,
+        _records: &[Record],
+    ) -> Result<Written, StoreError> {
+        Err(no_catalog())
+    }
+
+    /// The runtime catalog's writes after `after`, or all of it (`after` 0, or a log that no
+    /// longer reaches back).
+    async fn catalog_read(&self, _after: u64) -> Result<Changes, StoreError> {
+        Err(no_catalog())
+    }
+}
+
+fn no_catalog() -> StoreError {
+    StoreError::new(
+        super::error::StoreErrorKind::Unsupported,
+        "this store keeps no runtime catalog",
+    )
 }
 
 /// The quota of a limit, for operations that only take quotas.

@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::backend::{Charge, Decided, Mode, Store, Units, UsageRow, quota_of};
+use super::catalog::{Changes, MemoryCatalog, Record, Written};
 use super::error::{StoreError, StoreErrorKind};
 use super::persist::Persistence;
 use crate::clock::Nanos;
@@ -38,6 +39,8 @@ const SWEEP_INTERVAL: Nanos = 10 * crate::clock::NANOS_PER_SEC;
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     persistence: Option<Arc<Persistence>>,
+    /// The runtime catalog; its writes are on disk before they are applied here.
+    catalog: Mutex<MemoryCatalog>,
 }
 
 struct Inner {
@@ -78,6 +81,7 @@ impl MemoryStore {
                 initial_dirty: Vec::new(),
             }),
             persistence: None,
+            catalog: Mutex::new(MemoryCatalog::default()),
         }
     }
 
@@ -88,6 +92,8 @@ impl MemoryStore {
             ..MemoryStore::new()
         };
         let loaded = persistence.load(now)?;
+        let (head, records) = persistence.load_catalog()?;
+        *store.catalog.lock() = MemoryCatalog::loaded(head, records);
         let mut inner = store.inner.lock();
         for (key, used, until) in loaded.counters {
             inner.cells.insert(key, Cell::Count { used, until });
@@ -318,6 +324,28 @@ impl Store for MemoryStore {
 
     fn persists(&self) -> bool {
         self.persistence.is_some()
+    }
+
+    async fn catalog_write(
+        &self,
+        expected: u64,
+        records: &[Record],
+    ) -> Result<Written, StoreError> {
+        let mut catalog = self.catalog.lock();
+        let written = catalog.check(expected, records)?;
+        if let (Written::Applied(head), Some(p)) = (written, &self.persistence) {
+            // On disk first (a commit of one small transaction, under the catalog's lock: writes
+            // are serialized anyway).
+            p.write_catalog(head, records)?;
+        }
+        if let Written::Applied(_) = written {
+            catalog.apply(records.to_vec());
+        }
+        Ok(written)
+    }
+
+    async fn catalog_read(&self, after: u64) -> Result<Changes, StoreError> {
+        Ok(self.catalog.lock().since(after))
     }
 
     async fn initial_period(&self, name: &str, start: Nanos) -> Result<Nanos, StoreError> {

@@ -18,6 +18,12 @@ const COUNTERS: TableDefinition<&str, (u64, i64)> = TableDefinition::new("counte
 /// [`crate::store::Store::initial_period`]).
 const INITIAL: TableDefinition<&str, i64> = TableDefinition::new("initial_periods");
 
+/// The runtime catalog's records (see [`super::catalog`]): name → value.
+const CATALOG: TableDefinition<&str, &str> = TableDefinition::new("catalog");
+
+/// The runtime catalog's head: `head` → the number of its last write.
+const CATALOG_HEAD: TableDefinition<&str, u64> = TableDefinition::new("catalog_head");
+
 /// What the file holds: counters still current, and initial periods.
 pub struct Loaded {
     pub counters: Vec<(LimitKey, u64, Nanos)>,
@@ -121,6 +127,8 @@ impl Persistence {
         let tx = db.begin_write().map_err(|e| err("write", e))?;
         tx.open_table(COUNTERS).map_err(|e| err("table", e))?;
         tx.open_table(INITIAL).map_err(|e| err("table", e))?;
+        tx.open_table(CATALOG).map_err(|e| err("table", e))?;
+        tx.open_table(CATALOG_HEAD).map_err(|e| err("table", e))?;
         tx.commit().map_err(|e| err("commit", e))?;
         Ok(db)
     }
@@ -171,6 +179,66 @@ impl Persistence {
             counters: out,
             initial,
         })
+    }
+
+    /// The runtime catalog: its head and records.
+    pub fn load_catalog(&self) -> Result<(u64, Vec<(String, String)>), StoreError> {
+        let guard = self.db.lock();
+        let db = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::new(StoreErrorKind::Disk, "counters file not open"))?;
+        let tx = db.begin_read().map_err(|e| err("read", e))?;
+        let head = tx
+            .open_table(CATALOG_HEAD)
+            .map_err(|e| err("table", e))?
+            .get("head")
+            .map_err(|e| err("read", e))?
+            .map_or(0, |v| v.value());
+        let table = tx.open_table(CATALOG).map_err(|e| err("table", e))?;
+        let mut records = Vec::new();
+        for row in table.iter().map_err(|e| err("scan", e))? {
+            let (k, v) = row.map_err(|e| err("scan", e))?;
+            records.push((k.value().to_owned(), v.value().to_owned()));
+        }
+        Ok((head, records))
+    }
+
+    /// Writes one catalog write as write number `head`, durably (committed before it returns).
+    pub fn write_catalog(
+        &self,
+        head: u64,
+        records: &[super::catalog::Record],
+    ) -> Result<(), StoreError> {
+        let mut guard = self.db.lock();
+        if guard.is_none() {
+            *guard = Some(Self::open_file(&self.path)?);
+        }
+        let Some(db) = guard.as_ref() else {
+            return Err(StoreError::new(
+                StoreErrorKind::Disk,
+                "counters file not open",
+            ));
+        };
+        let result = (|| {
+            let tx = db.begin_write().map_err(|e| err("write", e))?;
+            {
+                let mut table = tx.open_table(CATALOG).map_err(|e| err("table", e))?;
+                for r in records {
+                    match &r.value {
+                        Some(v) => table.insert(r.name.as_str(), v.as_str()).map(drop),
+                        None => table.remove(r.name.as_str()).map(drop),
+                    }
+                    .map_err(|e| err("catalog", e))?;
+                }
+                let mut h = tx.open_table(CATALOG_HEAD).map_err(|e| err("table", e))?;
+                h.insert("head", head).map_err(|e| err("catalog", e))?;
+            }
+            tx.commit().map_err(|e| err("commit", e))
+        })();
+        if result.is_err() {
+            *guard = None;
+        }
+        result
     }
 
     /// Writes counters' current values, and new initial periods, in one transaction. After a

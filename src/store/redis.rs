@@ -22,6 +22,7 @@
 //! The script only keeps counters; what a level means (admitted, remaining, reset) is computed
 //! back here by the same [`crate::limit`] functions the memory store calls.
 
+mod catalog;
 mod conn;
 mod lane;
 mod layout;
@@ -159,6 +160,7 @@ impl redis::aio::ConnectionLike for Conn {
 pub struct RedisStore {
     conn: Conn,
     decide: redis::Script,
+    catalog_script: redis::Script,
     prefix: String,
     timeout: Duration,
     /// The leases of shared buckets, when leased.
@@ -313,6 +315,7 @@ impl RedisStore {
         let mut store = RedisStore {
             conn,
             decide,
+            catalog_script: redis::Script::new(catalog::SCRIPT),
             prefix: opts.prefix.clone(),
             timeout: opts.timeout,
             leases: leased.then(|| Arc::new(Leases::new(hold, opts.replicas))),
@@ -1048,6 +1051,18 @@ impl Store for RedisStore {
                 format!("the initial period `{name}` vanished from Redis"),
             )
         })
+    }
+
+    async fn catalog_write(
+        &self,
+        expected: u64,
+        records: &[super::catalog::Record],
+    ) -> Result<super::catalog::Written, StoreError> {
+        self.write_catalog(expected, records).await
+    }
+
+    async fn catalog_read(&self, after: u64) -> Result<super::catalog::Changes, StoreError> {
+        self.read_catalog(after).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

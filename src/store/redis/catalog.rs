@@ -1,0 +1,224 @@
+//! The runtime catalog in Redis: `{<prefix>}|catalog|head` (the number of the last write),
+//! `{<prefix>}|catalog|records` (a hash: record name → value) and `{<prefix>}|catalog|log` (a
+//! stream: one entry per write, its id `<number>-0`, about [`LOG_KEPT`] kept). One hash tag, so
+//! on a cluster all three live on one master and a write is one script there.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::RedisStore;
+use crate::store::catalog::{Changes, LOG_KEPT, Record, Written, check_size};
+use crate::store::error::{StoreError, StoreErrorKind};
+
+pub(super) const SCRIPT: &str = include_str!("catalog.lua");
+
+/// How long a catalog call may take: longer than a decision's timeout (an import is one
+/// write of thousands of records).
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Records read per HSCAN and log entries per XRANGE.
+const PAGE: usize = 1000;
+
+fn protocol(what: impl Into<String>) -> StoreError {
+    StoreError::new(StoreErrorKind::Protocol, what.into())
+}
+
+/// A write as its log entry: `[[name, value or null], …]`.
+fn encode(records: &[Record]) -> String {
+    let list: Vec<(&str, Option<&str>)> = records
+        .iter()
+        .map(|r| (r.name.as_str(), r.value.as_deref()))
+        .collect();
+    serde_json::to_string(&list).unwrap_or_default()
+}
+
+fn decode(entry: &str) -> Result<Vec<Record>, StoreError> {
+    let list: Vec<(String, Option<String>)> = serde_json::from_str(entry)
+        .map_err(|e| protocol(format!("an unreadable catalog log entry: {e}")))?;
+    Ok(list
+        .into_iter()
+        .map(|(name, value)| Record { name, value })
+        .collect())
+}
+
+impl RedisStore {
+    fn catalog_key(&self, part: &str) -> String {
+        format!("{{{}}}|catalog|{part}", self.prefix)
+    }
+
+    pub(super) async fn write_catalog(
+        &self,
+        expected: u64,
+        records: &[Record],
+    ) -> Result<Written, StoreError> {
+        check_size(records)?;
+        let mut inv = self.catalog_script.prepare_invoke();
+        inv.key(self.catalog_key("head"))
+            .key(self.catalog_key("records"))
+            .key(self.catalog_key("log"))
+            .arg(expected)
+            .arg(LOG_KEPT)
+            .arg(encode(records));
+        for r in records {
+            inv.arg(&r.name).arg(r.value.as_deref().unwrap_or(""));
+        }
+        let mut conn = self.conn();
+        let (applied, head): (i64, u64) =
+            Self::within(TIMEOUT, inv.invoke_async(&mut conn)).await?;
+        Ok(if applied == 1 {
+            Written::Applied(head)
+        } else {
+            Written::Stale(head)
+        })
+    }
+
+    async fn catalog_head(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let head: Option<u64> = Self::within(
+            TIMEOUT,
+            redis::cmd("GET")
+                .arg(self.catalog_key("head"))
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(head.unwrap_or(0))
+    }
+
+    /// The log's writes after `after`, up to `head`; `None` when the log no longer holds the
+    /// first of them.
+    async fn log_after(
+        &self,
+        after: u64,
+        head: u64,
+    ) -> Result<Option<Vec<(u64, Vec<Record>)>>, StoreError> {
+        let mut out: Vec<(u64, Vec<Record>)> = Vec::new();
+        let mut from = after + 1;
+        while from <= head {
+            let mut conn = self.conn();
+            let page: Vec<(String, Vec<String>)> = Self::within(
+                TIMEOUT,
+                redis::cmd("XRANGE")
+                    .arg(self.catalog_key("log"))
+                    .arg(format!("{from}-0"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(PAGE)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            if page.is_empty() {
+                break;
+            }
+            for (id, fields) in page {
+                let n: u64 = id
+                    .split_once('-')
+                    .and_then(|(n, _)| n.parse().ok())
+                    .ok_or_else(|| protocol(format!("a catalog log entry with id {id}")))?;
+                if n != from {
+                    // A gap: trimmed (or written by something else).
+                    return Ok(None);
+                }
+                let entry = match fields.as_slice() {
+                    [f, v] if f == "w" => v,
+                    _ => return Err(protocol(format!("catalog log entry {id} has no write"))),
+                };
+                out.push((n, decode(entry)?));
+                from += 1;
+            }
+        }
+        Ok((from > head).then_some(out))
+    }
+
+    pub(super) async fn read_catalog(&self, after: u64) -> Result<Changes, StoreError> {
+        let head = self.catalog_head().await?;
+        if after == head {
+            return Ok(Changes::Since(Vec::new()));
+        }
+        if after > 0
+            && after < head
+            && let Some(changes) = self.log_after(after, head).await?
+        {
+            return Ok(Changes::Since(changes));
+        }
+        self.whole_catalog().await
+    }
+
+    /// Every record: a scan of the hash from head `h0`, then the log's writes after `h0`
+    /// replayed over it (a record the scan saw changed is set again to its final value). Tried
+    /// again if the log was trimmed past `h0` meanwhile.
+    async fn whole_catalog(&self) -> Result<Changes, StoreError> {
+        for _ in 0..5 {
+            let h0 = self.catalog_head().await?;
+            let mut records: BTreeMap<String, String> = BTreeMap::new();
+            let mut cursor = "0".to_owned();
+            loop {
+                let mut conn = self.conn();
+                let (next, flat): (String, Vec<String>) = Self::within(
+                    TIMEOUT,
+                    redis::cmd("HSCAN")
+                        .arg(self.catalog_key("records"))
+                        .arg(&cursor)
+                        .arg("COUNT")
+                        .arg(PAGE)
+                        .query_async(&mut conn),
+                )
+                .await?;
+                let mut it = flat.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    records.insert(k, v);
+                }
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
+            }
+            let head = self.catalog_head().await?;
+            let Some(changes) = self.log_after(h0, head).await? else {
+                continue;
+            };
+            for (_, write) in changes {
+                for r in write {
+                    match r.value {
+                        Some(v) => records.insert(r.name, v),
+                        None => records.remove(&r.name),
+                    };
+                }
+            }
+            return Ok(Changes::Whole {
+                head,
+                records: records
+                    .into_iter()
+                    .map(|(name, v)| Record {
+                        name,
+                        value: Some(v),
+                    })
+                    .collect(),
+            });
+        }
+        Err(StoreError::new(
+            StoreErrorKind::Unavailable,
+            "the runtime catalog changed too fast to be read whole; try again",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_entries_round_trip() {
+        let w = vec![
+            Record {
+                name: "key/a".into(),
+                value: Some("{\"x\":\"\\u0000|\"}".into()),
+            },
+            Record {
+                name: "key/b".into(),
+                value: None,
+            },
+        ];
+        assert_eq!(decode(&encode(&w)).unwrap(), w);
+        assert!(decode("[[1]]").is_err());
+    }
+}
