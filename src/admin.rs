@@ -275,41 +275,6 @@ async fn key_usage(
     }
 }
 
-/// The remaining quota an UpdateUsage body sets: plangate's `{"remaining": N}`, or AWS's
-/// `{"patchOperations": [{"op": "replace", "path": "/remaining", "value": "N"}]}`.
-fn remaining_of(body: &Value) -> Result<u64, String> {
-    if let Some(n) = body.get("remaining") {
-        return n
-            .as_u64()
-            .ok_or_else(|| "`remaining` must be a whole number".to_owned());
-    }
-    let Some(ops) = body.get("patchOperations").and_then(Value::as_array) else {
-        return Err(
-            "body must be {\"remaining\": N} or {\"patchOperations\": [{\"op\": \"replace\", \"path\": \"/remaining\", \"value\": \"N\"}]}"
-                .to_owned(),
-        );
-    };
-    let [op] = ops.as_slice() else {
-        return Err("patchOperations must hold exactly one operation".to_owned());
-    };
-    let field = |k: &str| op.get(k).and_then(Value::as_str);
-    if field("op") != Some("replace") || field("path") != Some("/remaining") {
-        return Err(
-            "the only patch operation is {\"op\": \"replace\", \"path\": \"/remaining\"}"
-                .to_owned(),
-        );
-    }
-    // AWS sends the value as a string; a number is accepted too.
-    match op.get("value") {
-        Some(Value::String(v)) => v.parse::<u64>().ok(),
-        Some(v) => v.as_u64(),
-        None => None,
-    }
-    .ok_or_else(|| {
-        "the patch `value` must be a whole number (as a string, as AWS sends it)".to_owned()
-    })
-}
-
 /// AWS UpdateUsage: sets the remaining quota of the current period.
 async fn update_usage(
     State(state): State<AdminState>,
@@ -318,7 +283,7 @@ async fn update_usage(
 ) -> Response {
     let remaining = match body
         .map_err(|e| e.body_text())
-        .and_then(|axum::Json(b)| remaining_of(&b))
+        .and_then(|axum::Json(b)| usage::remaining_of(&b))
     {
         Ok(r) => r,
         Err(message) => {

@@ -19,6 +19,7 @@
 
 pub mod ops;
 pub mod records;
+pub mod views;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

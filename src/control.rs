@@ -8,6 +8,7 @@
 //! and `{"message": …}`.
 
 pub mod credentials;
+mod faces;
 pub mod sigv4;
 
 use axum::Router;
@@ -24,6 +25,9 @@ use axum::http::header;
 use axum::middleware::Next;
 
 use crate::admin::AdminToken;
+use crate::catalog::records::{ApiKeyRecord, UsagePlanRecord};
+use crate::catalog::views;
+use crate::catalog::{CatalogError, ErrorKind};
 use crate::clock::Clock;
 use crate::engine::Engine;
 use crate::snapshot::{Stage, Throttle};
@@ -47,6 +51,8 @@ pub enum AwsError {
     AccessDenied,
     /// A body over [`MAX_BODY`].
     TooLarge,
+    /// The store failed; a retry may succeed.
+    ServiceUnavailable,
 }
 
 impl AwsError {
@@ -62,6 +68,7 @@ impl AwsError {
             AwsError::UnrecognizedClient => "UnrecognizedClientException",
             AwsError::AccessDenied => "AccessDeniedException",
             AwsError::TooLarge => "RequestEntityTooLargeException",
+            AwsError::ServiceUnavailable => "ServiceUnavailableException",
         }
     }
 
@@ -77,6 +84,7 @@ impl AwsError {
             | AwsError::UnrecognizedClient
             | AwsError::AccessDenied => StatusCode::FORBIDDEN,
             AwsError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AwsError::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -116,8 +124,36 @@ pub fn router(engine: Arc<Engine>, access: Access) -> Router {
     Router::new()
         .route("/restapis", get(rest_apis))
         .route("/restapis/{api}/stages", get(stages))
-        .route("/apikeys", get(api_keys))
-        .route("/apikeys/{key}", get(api_key))
+        .route("/apikeys", get(api_keys).post(faces::create_api_key))
+        .route(
+            "/apikeys/{key}",
+            get(api_key)
+                .patch(faces::update_api_key)
+                .delete(faces::delete_api_key),
+        )
+        .route(
+            "/usageplans",
+            get(faces::usage_plans).post(faces::create_usage_plan),
+        )
+        .route(
+            "/usageplans/{plan}",
+            get(faces::usage_plan)
+                .patch(faces::update_usage_plan)
+                .delete(faces::delete_usage_plan),
+        )
+        .route(
+            "/usageplans/{plan}/keys",
+            get(faces::usage_plan_keys).post(faces::create_usage_plan_key),
+        )
+        .route(
+            "/usageplans/{plan}/keys/{key}",
+            get(faces::usage_plan_key).delete(faces::delete_usage_plan_key),
+        )
+        .route("/usageplans/{plan}/usage", get(faces::get_usage))
+        .route(
+            "/usageplans/{plan}/keys/{key}/usage",
+            axum::routing::patch(faces::update_usage),
+        )
         .route_layer(axum::middleware::from_fn_with_state(access, authenticate))
         .with_state(engine)
 }
@@ -211,63 +247,87 @@ struct KeysQuery {
     customer_id: Option<String>,
 }
 
-/// `GetApiKeys`: the keys of the configuration, by id, a page at a time.
+/// `GetApiKeys`: the keys of the configuration and of the runtime catalog, by id, a page at a
+/// time.
 async fn api_keys(
     State(engine): State<Arc<Engine>>,
-    axum::extract::Query(q): axum::extract::Query<KeysQuery>,
+    q: Result<axum::extract::Query<KeysQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let limit = q.limit.unwrap_or(25);
-    if !(1..=500).contains(&limit) {
-        return AwsError::BadRequest.answer("limit must be from 1 to 500");
-    }
+    let Ok(axum::extract::Query(q)) = q else {
+        return AwsError::BadRequest.answer("Invalid query string");
+    };
     let snap = engine.snapshot();
-    let mut keys: Vec<&crate::snapshot::ApiKey> = snap
-        .keys
-        .iter()
-        .filter(|k| q.position.as_deref().is_none_or(|p| &*k.id >= p))
-        .filter(|k| {
-            q.name
-                .as_deref()
-                .is_none_or(|n| k.name.as_deref().is_some_and(|m| m.starts_with(n)))
-        })
-        .filter(|k| q.customer_id.is_none() || k.customer_id.as_deref() == q.customer_id.as_deref())
-        .collect();
-    // Only the page and the one after it need their order: picked in O(n), then sorted.
-    if keys.len() > limit + 1 {
-        keys.select_nth_unstable_by(limit, |a, b| a.id.cmp(&b.id));
-        keys.truncate(limit + 1);
+    let filter = views::KeyFilter {
+        name: q.name,
+        customer_id: q.customer_id,
+    };
+    let page = views::Page {
+        limit: q.limit,
+        position: q.position,
+    };
+    let listed = views::keys(&engine.catalog().read(), &snap, &filter, &page);
+    match listed {
+        Ok((keys, position)) => {
+            let item: Vec<Value> = keys.iter().map(key_json).collect();
+            aws_json(
+                StatusCode::OK,
+                with_position(json!({ "item": item }), position),
+            )
+        }
+        Err(e) => catalog_error(e),
     }
-    keys.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    let next = keys.get(limit).map(|k| k.id.to_string());
-    keys.truncate(limit);
-    let item: Vec<Value> = keys.into_iter().map(key_json).collect();
-    let mut page = json!({ "item": item });
-    if let Some(next) = next {
-        page["position"] = json!(next);
+}
+
+fn with_position(mut page: Value, position: Option<String>) -> Value {
+    if let Some(p) = position {
+        page["position"] = json!(p);
     }
-    aws_json(StatusCode::OK, page)
+    page
 }
 
 /// `GetApiKey`: one key, by id.
 async fn api_key(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> Response {
     let snap = engine.snapshot();
-    match snap.keys.iter().find(|k| *k.id == *id) {
-        Some(k) => aws_json(StatusCode::OK, key_json(k)),
-        None => AwsError::NotFound.answer(format!("Invalid API Key identifier specified {id}")),
+    let found = views::key(&engine.catalog().read(), &snap, &id);
+    match found {
+        Ok((k, _)) => aws_json(StatusCode::OK, key_json(&k)),
+        Err(e) => catalog_error(e),
     }
 }
 
-/// A key as AWS's `ApiKey`: no value (plangate keeps only its hash); `stageKeys` empty (AWS's
-/// stage keys predate usage plans).
-fn key_json(k: &crate::snapshot::ApiKey) -> Value {
-    let mut v = json!({ "id": &*k.id, "enabled": k.enabled, "stageKeys": [] });
-    if let Some(name) = &k.name {
-        v["name"] = json!(&**name);
-    }
-    if let Some(c) = &k.customer_id {
-        v["customerId"] = json!(&**c);
+/// A key as AWS's `ApiKey`: never its value or its hash; no dates for the file's keys (the
+/// file has none).
+fn key_json(k: &ApiKeyRecord) -> Value {
+    let mut v = serde_json::to_value(k).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("valueSha256");
+        if k.created_date == 0 {
+            o.remove("createdDate");
+            o.remove("lastUpdatedDate");
+        }
     }
     v
+}
+
+/// A plan as AWS's `UsagePlan` (without plangate's own fields).
+fn plan_json(p: &UsagePlanRecord) -> Value {
+    let mut v = serde_json::to_value(p).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("initialPeriod");
+    }
+    v
+}
+
+/// A catalog error as AWS answers it.
+fn catalog_error(e: CatalogError) -> Response {
+    let kind = match e.kind {
+        ErrorKind::NotFound => AwsError::NotFound,
+        ErrorKind::BadRequest => AwsError::BadRequest,
+        ErrorKind::Conflict => AwsError::Conflict,
+        ErrorKind::LimitExceeded => AwsError::LimitExceeded,
+        ErrorKind::Unavailable => AwsError::ServiceUnavailable,
+    };
+    kind.answer(e.message)
 }
 
 /// `GetRestApis`: every API of the configuration, by its id (its name in the file).

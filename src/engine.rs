@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::catalog::Catalog;
 use crate::clock::{Clock, Nanos};
 use crate::limit::{LimitKey, LimitRef, LimitSpec, LimitState, Period};
 use crate::snapshot::{
@@ -425,6 +426,8 @@ pub enum FailurePolicy {
 /// The decision engine: the current snapshot, a counter store and a clock.
 pub struct Engine {
     snapshot: ArcSwap<Snapshot>,
+    /// Keys and plans made at runtime, beside the snapshot's.
+    catalog: Arc<Catalog>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     failure: FailurePolicy,
@@ -466,6 +469,7 @@ impl Engine {
     pub fn new(snapshot: Snapshot, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         Engine {
             snapshot: ArcSwap::from_pointee(snapshot),
+            catalog: Arc::new(Catalog::new(store.clone())),
             store,
             clock,
             failure: FailurePolicy::default(),
@@ -516,6 +520,17 @@ impl Engine {
     pub fn with_failure_policy(mut self, failure: FailurePolicy) -> Self {
         self.failure = failure;
         self
+    }
+
+    /// Uses `catalog` for runtime keys and plans (an empty one by default).
+    pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
+        self.catalog = catalog;
+        self
+    }
+
+    /// The runtime catalog.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
     }
 
     /// The counter store.
@@ -591,7 +606,7 @@ impl Engine {
                 out[i] = Some(self.decide_in(snap, r, now).await);
                 continue;
             }
-            match plan(snap, r, now, self.usage_retention_days) {
+            match plan(snap, &self.catalog, r, now, self.usage_retention_days) {
                 Ok(p) => charging.push((i, p)),
                 Err(d) => out[i] = Some(d),
             }
@@ -666,7 +681,7 @@ impl Engine {
 
     /// The decision as enforcement makes it (and charges it).
     async fn decide_enforced(&self, snap: &Snapshot, req: &Request<'_>, now: Nanos) -> Decision {
-        let planned = match plan(snap, req, now, self.usage_retention_days) {
+        let planned = match plan(snap, &self.catalog, req, now, self.usage_retention_days) {
             Ok(p) => p,
             Err(d) => return d,
         };
@@ -690,7 +705,7 @@ impl Engine {
     /// units, 0 meaning 1 — on the same counters, charging nothing (`plangate check`, the
     /// management API's Explain).
     pub async fn explain_in(&self, snap: &Snapshot, req: &Request<'_>, now: Nanos) -> Decision {
-        let planned = match plan(snap, req, now, self.usage_retention_days) {
+        let planned = match plan(snap, &self.catalog, req, now, self.usage_retention_days) {
             Ok(p) => p,
             Err(d) => return d,
         };
@@ -756,6 +771,7 @@ impl Planned {
 #[allow(clippy::result_large_err)]
 pub fn plan(
     snap: &Snapshot,
+    catalog: &Catalog,
     req: &Request<'_>,
     now: Nanos,
     usage_retention_days: u32,
@@ -813,7 +829,9 @@ pub fn plan(
         ); LIMIT_KINDS],
         kinds: 0,
     };
-    if key_required && let Err(reason) = key_limits(&mut planned, snap, req, stage, matched, now) {
+    if key_required
+        && let Err(reason) = key_limits(&mut planned, snap, catalog, req, stage, matched, now)
+    {
         return Err(deny(planned.decision, reason));
     }
     // 4. The stage method's throttle.
@@ -846,11 +864,73 @@ pub fn plan(
     Ok(planned)
 }
 
+/// The plan a key uses on a stage, as a decision needs it.
+struct PlanUse {
+    id: Arc<str>,
+    throttle: Option<Throttle>,
+    quota: Option<crate::limit::quota::Quota>,
+    /// The plan's throttle of the matched method, when it has one.
+    method: Option<Throttle>,
+}
+
+impl PlanUse {
+    fn of_file(
+        plan: &crate::snapshot::Plan,
+        methods: &[(usize, Throttle)],
+        matched: MethodMatch,
+    ) -> Self {
+        let method = match matched {
+            MethodMatch::Known(mi) => methods.iter().find(|(i, _)| *i == mi).map(|(_, t)| *t),
+            MethodMatch::Unknown => None,
+        };
+        PlanUse {
+            id: plan.id.clone(),
+            throttle: plan.throttle,
+            quota: plan.quota,
+            method,
+        }
+    }
+}
+
+/// The first of `plans` (ids of file or runtime plans) that covers `stage`.
+fn runtime_key_plan(
+    snap: &Snapshot,
+    catalog: &Catalog,
+    plans: &[Arc<str>],
+    stage: &Stage,
+    matched: MethodMatch,
+) -> Option<PlanUse> {
+    plans.iter().find_map(|id| {
+        if let Some(plan) = snap.plan_by_id(id) {
+            let (_, methods) = plan.stages.iter().find(|(s, _)| *s == stage.id)?;
+            return Some(PlanUse::of_file(plan, methods, matched));
+        }
+        let rp = catalog.plan(id)?;
+        let on = rp.on_stage(&stage.api, &stage.name)?;
+        let method = match matched {
+            MethodMatch::Known(mi) => on
+                .methods
+                .iter()
+                .find(|(m, _)| **m == *stage.methods[mi].name)
+                .map(|(_, t)| *t),
+            MethodMatch::Unknown => None,
+        };
+        Some(PlanUse {
+            id: rp.plan.id.clone(),
+            throttle: rp.plan.throttle,
+            quota: rp.plan.quota,
+            method,
+        })
+    })
+}
+
 /// For a stage that needs a key: the key (its id, customer, plan on the decision) and the
-/// plan's limits, in AWS's order; the reason to refuse when there is no usable key.
+/// plan's limits, in AWS's order; the reason to refuse when there is no usable key. The key is
+/// the file's, or else the runtime catalog's.
 fn key_limits(
     planned: &mut Planned,
     snap: &Snapshot,
+    catalog: &Catalog,
     req: &Request<'_>,
     stage: &Stage,
     matched: MethodMatch,
@@ -860,27 +940,39 @@ fn key_limits(
     let Some(value) = req.key_for(snap, &stage.api).filter(|k| !k.is_empty()) else {
         return Err(DenyReason::MissingKey);
     };
-    let Some(key) = snap.key_by_hash(&hash_key(value)) else {
+    let hash = hash_key(value);
+    let (key_id, used) = if let Some(key) = snap.key_by_hash(&hash) {
+        decision.key_id = Some(key.id.clone());
+        decision.customer_id = key.customer_id.clone();
+        if !key.enabled {
+            return Err(DenyReason::DisabledKey);
+        }
+        let used = snap
+            .plan_for(key, stage.id)
+            .map(|(plan, methods)| PlanUse::of_file(plan, methods, matched));
+        (key.id.clone(), used)
+    } else if let Some(key) = catalog.key(&hash) {
+        decision.key_id = Some(key.id.clone());
+        decision.customer_id = key.customer_id.clone();
+        if !key.enabled {
+            return Err(DenyReason::DisabledKey);
+        }
+        let used = runtime_key_plan(snap, catalog, &key.plans, stage, matched);
+        (key.id.clone(), used)
+    } else {
         return Err(DenyReason::UnknownKey);
     };
-    decision.key_id = Some(key.id.clone());
-    decision.customer_id = key.customer_id.clone();
-    if !key.enabled {
-        return Err(DenyReason::DisabledKey);
-    }
-    let Some((plan, plan_methods)) = snap.plan_for(key, stage.id) else {
+    let Some(plan) = used else {
         return Err(DenyReason::KeyNotInPlan);
     };
     decision.plan_id = Some(plan.id.clone());
 
     // 1. The plan's per-method throttle.
-    if let MethodMatch::Known(mi) = matched
-        && let Some((_, t)) = plan_methods.iter().find(|(i, _)| *i == mi)
-    {
+    if let (MethodMatch::Known(mi), Some(t)) = (matched, &plan.method) {
         planned.push(throttle_limit(
             LimitKey::PlanMethod {
                 plan: plan.id.clone(),
-                key: key.id.clone(),
+                key: key_id.clone(),
                 method: stage.methods[mi].counter.clone(),
             },
             LimitKind::PlanMethodThrottle,
@@ -892,7 +984,7 @@ fn key_limits(
         planned.push(throttle_limit(
             LimitKey::Plan {
                 plan: plan.id.clone(),
-                key: key.id.clone(),
+                key: key_id.clone(),
             },
             LimitKind::PlanThrottle,
             t,
@@ -902,7 +994,7 @@ fn key_limits(
     if let Some(q) = &plan.quota {
         let spec = q.spec_at(snap.week_start, now);
         planned.push((
-            LimitRef::quota(plan.id.clone(), key.id.clone(), spec),
+            LimitRef::quota(plan.id.clone(), key_id, spec),
             LimitKind::PlanQuota,
             LimitConfig::Quota {
                 limit: spec.limit,

@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::R
 use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
+use crate::catalog::Catalog;
 use crate::clock::{Clock, Stopwatch, SystemClock};
 use crate::config::ConfigErrors;
 use crate::engine::{Engine, FailurePolicy};
@@ -181,9 +182,19 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     metrics.set_admitted_sample(opts.log_admitted_sample);
     let (snapshot, sources, fingerprint) = first_load(&opts, &metrics).await?;
     let store = store::open(&opts.store, SystemClock.now()).await?;
+    let catalog = Arc::new(Catalog::load(store.clone()).await?);
+    tracing::info!(
+        keys = catalog.read().keys.len(),
+        plans = catalog.read().plans.len(),
+        head = catalog.head(),
+        "runtime catalog loaded"
+    );
+    let (stop_follow, follow_stop) = tokio::sync::watch::channel(false);
+    let follow_task = tokio::spawn(catalog.clone().follow(follow_stop));
     let engine = Arc::new(
         Engine::start(snapshot, store.clone(), Arc::new(SystemClock))
             .await?
+            .with_catalog(catalog)
             .with_failure_policy(opts.store_failure)
             .with_usage_retention_days(opts.usage_retention_days)
             .with_shadow(opts.shadow),
@@ -258,6 +269,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     admin_task.abort();
     hup_task.abort();
     flush_task.abort();
+    let _ = stop_follow.send(true);
+    follow_task.abort();
     final_flush(&*store, opts.shutdown_grace).await;
     // Spans still buffered are sent (blocking: off the async workers).
     let _ = tokio::task::spawn_blocking(crate::traces::shutdown).await;

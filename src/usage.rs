@@ -12,7 +12,7 @@ use crate::clock::{NANOS_PER_SEC, Nanos, format_rfc3339};
 use crate::engine::Engine;
 use crate::limit::quota::{midnight, window};
 use crate::limit::{LimitRef, Period, Window};
-use crate::snapshot::{Plan, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::store::StoreError;
 
 /// The longest report, in days.
@@ -101,21 +101,51 @@ fn rfc3339<S: serde::Serializer>(t: &Nanos, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_rfc3339(*t))
 }
 
-fn plan<'a>(snap: &'a Snapshot, plan_id: &str) -> Result<&'a Plan, UsageError> {
-    snap.plan_index
-        .get(plan_id)
-        .map(|&i| &snap.plans[i as usize])
-        .ok_or_else(|| UsageError::UnknownPlan(plan_id.to_owned()))
+/// What a usage report needs of a plan, the file's or the runtime catalog's.
+struct PlanInfo {
+    id: Arc<str>,
+    quota: Option<crate::limit::quota::Quota>,
 }
 
-fn check_key(snap: &Snapshot, plan_id: &str, key_id: &str) -> Result<(), UsageError> {
-    let key = snap
-        .keys
-        .iter()
-        .find(|k| &*k.id == key_id)
-        .ok_or_else(|| UsageError::UnknownKey(key_id.to_owned()))?;
-    let pi = snap.plan_index.get(plan_id).copied();
-    if !key.plans.iter().any(|&p| Some(p) == pi) {
+fn plan(engine: &Engine, snap: &Snapshot, plan_id: &str) -> Result<PlanInfo, UsageError> {
+    if let Some(p) = snap.plan_by_id(plan_id) {
+        return Ok(PlanInfo {
+            id: p.id.clone(),
+            quota: p.quota,
+        });
+    }
+    let rp = engine
+        .catalog()
+        .plan(plan_id)
+        .ok_or_else(|| UsageError::UnknownPlan(plan_id.to_owned()))?;
+    Ok(PlanInfo {
+        id: rp.plan.id.clone(),
+        quota: rp.plan.quota,
+    })
+}
+
+fn check_key(
+    engine: &Engine,
+    snap: &Snapshot,
+    plan_id: &str,
+    key_id: &str,
+) -> Result<(), UsageError> {
+    let in_plan = match snap.key_by_id(key_id) {
+        Some(key) => {
+            let pi = snap.plan_index.get(plan_id).copied();
+            key.plans.iter().any(|&p| Some(p) == pi)
+        }
+        None => {
+            let catalog = engine.catalog().read();
+            if !catalog.keys.contains_key(key_id) {
+                return Err(UsageError::UnknownKey(key_id.to_owned()));
+            }
+            catalog
+                .members
+                .contains(&(plan_id.to_owned(), key_id.to_owned()))
+        }
+    };
+    if !in_plan {
         return Err(UsageError::KeyNotInPlan {
             key: key_id.to_owned(),
             plan: plan_id.to_owned(),
@@ -136,9 +166,15 @@ struct Target {
 }
 
 /// Resolves plan, key and the quota period containing `now`, with its effective limit.
-fn target(snap: &Snapshot, plan_id: &str, key_id: &str, now: Nanos) -> Result<Target, UsageError> {
-    let p = plan(snap, plan_id)?;
-    check_key(snap, plan_id, key_id)?;
+fn target(
+    engine: &Engine,
+    snap: &Snapshot,
+    plan_id: &str,
+    key_id: &str,
+    now: Nanos,
+) -> Result<Target, UsageError> {
+    let p = plan(engine, snap, plan_id)?;
+    check_key(engine, snap, plan_id, key_id)?;
     let q = p
         .quota
         .ok_or_else(|| UsageError::NoQuota(plan_id.to_owned()))?;
@@ -183,7 +219,7 @@ pub async fn current(
     key_id: &str,
     now: Nanos,
 ) -> Result<Current, UsageError> {
-    let t = target(&engine.snapshot(), plan_id, key_id, now)?;
+    let t = target(engine, &engine.snapshot(), plan_id, key_id, now)?;
     read(engine, &t, plan_id, key_id, now).await
 }
 
@@ -197,7 +233,7 @@ pub async fn update(
     remaining: u64,
     now: Nanos,
 ) -> Result<Current, UsageError> {
-    let t = target(&engine.snapshot(), plan_id, key_id, now)?;
+    let t = target(engine, &engine.snapshot(), plan_id, key_id, now)?;
     let used = i64::try_from(i128::from(t.limit) - i128::from(remaining))
         .ok()
         .filter(|_| remaining <= MAX_REMAINING)
@@ -258,11 +294,14 @@ async fn usage_by_key(
         Some(k) => vec![Arc::from(k)],
         None => {
             let index = snap.plan_index.get(plan_id).copied();
-            snap.keys
+            let mut keys: Vec<Arc<str>> = snap
+                .keys
                 .iter()
                 .filter(|k| index.is_some_and(|i| k.plans.contains(&i)))
                 .map(|k| k.id.clone())
-                .collect()
+                .collect();
+            keys.extend(engine.catalog().read().keys_of(plan_id).map(Arc::from));
+            keys
         }
     };
     let rows = engine.store().usage(plan_id, &keys, from, to).await?;
@@ -328,9 +367,9 @@ pub async fn report_page(
         )));
     }
     let snap = engine.snapshot();
-    let p = plan(&snap, plan_id)?;
+    let p = plan(engine, &snap, plan_id)?;
     if let Some(k) = key_id {
-        check_key(&snap, plan_id, k)?;
+        check_key(engine, &snap, plan_id, k)?;
     }
     let days = days_between(start, end)?;
     let first = midnight(start);
@@ -386,5 +425,70 @@ pub async fn report_page(
         end_date: end.to_string(),
         items,
         position,
+    })
+}
+
+/// The `remaining` of an UpdateUsage body: AWS's `{"patchOperations": [{"op": "replace",
+/// "path": "/remaining", "value": "N"}]}`, or `{"remaining": N}`.
+pub fn remaining_of(body: &serde_json::Value) -> Result<u64, String> {
+    if let Some(n) = body.get("remaining") {
+        return n
+            .as_u64()
+            .ok_or_else(|| "`remaining` must be a whole number".to_owned());
+    }
+    let Some(ops) = body
+        .get("patchOperations")
+        .and_then(serde_json::Value::as_array)
+    else {
+        return Err(
+            "body must be {\"remaining\": N} or {\"patchOperations\": [{\"op\": \"replace\", \"path\": \"/remaining\", \"value\": \"N\"}]}"
+                .to_owned(),
+        );
+    };
+    let [op] = ops.as_slice() else {
+        return Err("patchOperations must hold exactly one operation".to_owned());
+    };
+    let field = |k: &str| op.get(k).and_then(serde_json::Value::as_str);
+    if field("op") != Some("replace") || field("path") != Some("/remaining") {
+        return Err(
+            "the only patch operation is {\"op\": \"replace\", \"path\": \"/remaining\"}"
+                .to_owned(),
+        );
+    }
+    // AWS sends the value as a string; a number is accepted too.
+    match op.get("value") {
+        Some(serde_json::Value::String(v)) => v.parse::<u64>().ok(),
+        Some(v) => v.as_u64(),
+        None => None,
+    }
+    .ok_or_else(|| {
+        "the patch `value` must be a whole number (as a string, as AWS sends it)".to_owned()
+    })
+}
+
+/// A report as AWS's `Usage` on the wire: the per-key days under `values`.
+pub fn aws_usage(r: &Report) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "usagePlanId": r.usage_plan_id,
+        "startDate": r.start_date,
+        "endDate": r.end_date,
+        "values": r.items,
+    });
+    if let Some(p) = &r.position {
+        v["position"] = serde_json::json!(p);
+    }
+    v
+}
+
+/// One key's current period as AWS's `Usage` (UpdateUsage's answer): that period, one
+/// `[used, remaining]`.
+pub fn aws_current(c: &Current) -> serde_json::Value {
+    let day = |t: Nanos| chrono::DateTime::from_timestamp_nanos(t).date_naive();
+    let last = day(c.period_end - 1);
+    serde_json::json!({
+        "usagePlanId": c.usage_plan_id,
+        "startDate": day(c.period_start).to_string(),
+        "endDate": last.to_string(),
+        "values": { c.key_id.as_str(): [[c.used, c.remaining]] },
     })
 }

@@ -61,7 +61,7 @@ api_keys:
 
 fn planned(snap: &Snapshot, method: &str, path: &str) -> Planned {
     let req = Request::new(method, path, Some(KEY), 1).stage(Some("petstore"), Some("prod"));
-    plan(snap, &req, 0, 90).unwrap_or_else(|d| panic!("refused: {:?}", d.reason))
+    plan(snap, &empty_catalog(), &req, 0, 90).unwrap_or_else(|d| panic!("refused: {:?}", d.reason))
 }
 
 #[test]
@@ -112,7 +112,11 @@ fn unlisted_methods_share_a_bucket_per_verb() {
 #[test]
 fn refusals_before_any_limit_name_their_reason() {
     let snap = snapshot("");
-    let refuse = |req: Request<'_>| plan(&snap, &req, 0, 90).err().and_then(|d| d.reason);
+    let refuse = |req: Request<'_>| {
+        plan(&snap, &empty_catalog(), &req, 0, 90)
+            .err()
+            .and_then(|d| d.reason)
+    };
     assert_eq!(
         refuse(Request::new("GET", "/pets", Some(KEY), 1).stage(Some("nope"), Some("prod"))),
         Some(DenyReason::UnknownApi)
@@ -163,4 +167,8 @@ fn paths_are_canonical_before_matching() {
         canonical_path("/pets/{id}/x"),
         std::borrow::Cow::Borrowed(_)
     ));
+}
+
+fn empty_catalog() -> crate::catalog::Catalog {
+    crate::catalog::Catalog::new(std::sync::Arc::new(crate::store::MemoryStore::new()))
 }

@@ -1,0 +1,299 @@
+//! Reading keys and plans of both sources — the configuration file's and the runtime
+//! catalog's — as one list in AWS's shapes, ordered by id, a page at a time. One
+//! implementation for every face.
+
+use std::collections::BTreeMap;
+
+use super::State;
+use super::ops::{CatalogError, ErrorKind, no_key, no_plan};
+use super::records::{ApiKeyRecord, ApiStage, QuotaSettings, ThrottleSettings, UsagePlanRecord};
+use crate::snapshot::{ApiKey, Plan, Snapshot, Throttle};
+
+/// Where a key or plan is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    File,
+    Runtime,
+}
+
+/// The largest page.
+pub const MAX_PAGE: usize = 500;
+/// AWS's default page.
+pub const DEFAULT_PAGE: usize = 25;
+
+/// A page request: at most `limit` items from id `position` on.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: Option<usize>,
+    pub position: Option<String>,
+}
+
+impl Page {
+    fn limit(&self) -> Result<usize, CatalogError> {
+        let l = self.limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&l) {
+            return Err(CatalogError::new(
+                ErrorKind::BadRequest,
+                format!("limit must be from 1 to {MAX_PAGE}"),
+            ));
+        }
+        Ok(l)
+    }
+}
+
+/// A file key as AWS's `ApiKey` (no dates: the file has none; no value, ever).
+pub fn file_key(k: &ApiKey) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: k.id.to_string(),
+        name: k.name.as_deref().map(str::to_owned),
+        description: None,
+        enabled: k.enabled,
+        customer_id: k.customer_id.as_deref().map(str::to_owned),
+        created_date: 0,
+        last_updated_date: 0,
+        stage_keys: Vec::new(),
+        tags: BTreeMap::new(),
+        value_sha256: String::new(),
+    }
+}
+
+fn settings(t: &Throttle) -> ThrottleSettings {
+    ThrottleSettings {
+        burst_limit: Some(t.spec.burst as i64),
+        rate_limit: Some(t.rate),
+    }
+}
+
+/// A file plan as AWS's `UsagePlan`.
+pub fn file_plan(snap: &Snapshot, p: &Plan) -> UsagePlanRecord {
+    let api_stages = p
+        .stages
+        .iter()
+        .filter_map(|(id, methods)| {
+            let stage = snap.stage_by_id(*id)?;
+            Some(ApiStage {
+                api_id: stage.api.to_string(),
+                stage: stage.name.to_string(),
+                throttle: methods
+                    .iter()
+                    .filter_map(|(mi, t)| {
+                        Some((stage.methods.get(*mi)?.name.to_string(), settings(t)))
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    UsagePlanRecord {
+        id: p.id.to_string(),
+        name: p.name.clone().unwrap_or_else(|| p.id.to_string()),
+        description: p.description.clone(),
+        api_stages,
+        throttle: p.throttle.as_ref().map(settings),
+        quota: p.quota.map(|q| QuotaSettings {
+            limit: q.limit as i64,
+            offset: q.offset as i64,
+            period: q.period.as_str().to_owned(),
+        }),
+        product_code: None,
+        tags: BTreeMap::new(),
+        initial_period: None,
+    }
+}
+
+/// Key `id`, from either source.
+pub fn key(
+    state: &State,
+    snap: &Snapshot,
+    id: &str,
+) -> Result<(ApiKeyRecord, Source), CatalogError> {
+    if let Some(k) = snap.key_by_id(id) {
+        return Ok((file_key(k), Source::File));
+    }
+    state
+        .keys
+        .get(id)
+        .map(|k| (k.clone(), Source::Runtime))
+        .ok_or_else(|| no_key(id))
+}
+
+/// Plan `id`, from either source.
+pub fn plan(
+    state: &State,
+    snap: &Snapshot,
+    id: &str,
+) -> Result<(UsagePlanRecord, Source), CatalogError> {
+    if let Some(p) = snap.plan_by_id(id) {
+        return Ok((file_plan(snap, p), Source::File));
+    }
+    state
+        .plans
+        .get(id)
+        .map(|p| (p.clone(), Source::Runtime))
+        .ok_or_else(|| no_plan(id))
+}
+
+/// Two id-ordered lists merged, `keep`-filtered, cut to a page: the page and where the next
+/// starts.
+fn merge_page<T>(
+    a: impl Iterator<Item = T>,
+    b: impl Iterator<Item = T>,
+    id: impl Fn(&T) -> &str,
+    keep: impl Fn(&T) -> bool,
+    limit: usize,
+) -> (Vec<T>, Option<String>) {
+    let mut a = a.filter(&keep).peekable();
+    let mut b = b.filter(&keep).peekable();
+    let mut out = Vec::with_capacity(limit + 1);
+    while out.len() <= limit {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if id(x) <= id(y) => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => None,
+        };
+        match next {
+            Some(item) => out.push(item),
+            None => break,
+        }
+    }
+    let position = (out.len() > limit).then(|| {
+        let last = out.pop();
+        last.map(|l| id(&l).to_owned()).unwrap_or_default()
+    });
+    (out, position)
+}
+
+/// `GetApiKeys`' filters.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    /// A prefix of the name (AWS's `nameQuery`).
+    pub name: Option<String>,
+    pub customer_id: Option<String>,
+}
+
+/// `GetApiKeys`: both sources' keys by id, a page at a time.
+pub fn keys(
+    state: &State,
+    snap: &Snapshot,
+    filter: &KeyFilter,
+    page: &Page,
+) -> Result<(Vec<ApiKeyRecord>, Option<String>), CatalogError> {
+    let limit = page.limit()?;
+    let from = page.position.clone().unwrap_or_default();
+    let keep = |k: &ApiKeyRecord| {
+        filter
+            .name
+            .as_deref()
+            .is_none_or(|n| k.name.as_deref().is_some_and(|m| m.starts_with(n)))
+            && (filter.customer_id.is_none() || k.customer_id == filter.customer_id)
+    };
+    Ok(merge_page(
+        snap.keys_from(&from).map(file_key),
+        state.keys.range(from.clone()..).map(|(_, k)| k.clone()),
+        |k| k.id.as_str(),
+        keep,
+        limit,
+    ))
+}
+
+/// `GetUsagePlans`: both sources' plans by id (those with key `key_id`, when given).
+pub fn plans(
+    state: &State,
+    snap: &Snapshot,
+    key_id: Option<&str>,
+    page: &Page,
+) -> Result<(Vec<UsagePlanRecord>, Option<String>), CatalogError> {
+    let limit = page.limit()?;
+    let from = page.position.clone().unwrap_or_default();
+    let with_key: Option<Vec<String>> = match key_id {
+        None => None,
+        Some(k) => Some(match snap.key_by_id(k) {
+            Some(fk) => fk
+                .plans
+                .iter()
+                .map(|&i| snap.plans[i as usize].id.to_string())
+                .collect(),
+            None => state.plans_of(k).map(str::to_owned).collect(),
+        }),
+    };
+    let mut file: Vec<&Plan> = snap.plans.iter().filter(|p| *p.id >= *from).collect();
+    file.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    Ok(merge_page(
+        file.into_iter().map(|p| file_plan(snap, p)),
+        state.plans.range(from.clone()..).map(|(_, p)| p.clone()),
+        |p| p.id.as_str(),
+        |p| with_key.as_ref().is_none_or(|w| w.contains(&p.id)),
+        limit,
+    ))
+}
+
+/// AWS's `UsagePlanKey`: a key of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanKey {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+/// `GetUsagePlanKeys`: the keys of plan `plan` (the file's keys in it, and runtime keys), by
+/// id; `name` a prefix of their names.
+pub fn plan_keys(
+    state: &State,
+    snap: &Snapshot,
+    plan: &str,
+    name: Option<&str>,
+    page: &Page,
+) -> Result<(Vec<PlanKey>, Option<String>), CatalogError> {
+    let limit = page.limit()?;
+    let from = page.position.clone().unwrap_or_default();
+    let index = snap.plan_index.get(plan).copied();
+    if index.is_none() && !state.plans.contains_key(plan) {
+        return Err(no_plan(plan));
+    }
+    let file = snap
+        .keys_from(&from)
+        .filter(|k| index.is_some_and(|i| k.plans.contains(&i)))
+        .map(|k| PlanKey {
+            id: k.id.to_string(),
+            name: k.name.as_deref().map(str::to_owned),
+        });
+    let runtime = state
+        .keys_of(plan)
+        .filter(|k| *k >= from.as_str())
+        .map(|k| PlanKey {
+            id: k.to_owned(),
+            name: state.keys.get(k).and_then(|r| r.name.clone()),
+        });
+    Ok(merge_page(
+        file,
+        runtime,
+        |k| k.id.as_str(),
+        |k| name.is_none_or(|n| k.name.as_deref().is_some_and(|m| m.starts_with(n))),
+        limit,
+    ))
+}
+
+/// `GetUsagePlanKey`: key `key` of plan `plan`.
+pub fn plan_key(
+    state: &State,
+    snap: &Snapshot,
+    plan: &str,
+    key: &str,
+) -> Result<PlanKey, CatalogError> {
+    let (record, _) = self::plan(state, snap, plan)?;
+    let in_plan = match snap.key_by_id(key) {
+        Some(k) => k
+            .plans
+            .iter()
+            .any(|&i| *snap.plans[i as usize].id == *record.id),
+        None => state.members.contains(&(plan.to_owned(), key.to_owned())),
+    };
+    if !in_plan {
+        return Err(no_key(key));
+    }
+    let (k, _) = self::key(state, snap, key)?;
+    Ok(PlanKey {
+        id: k.id,
+        name: k.name,
+    })
+}
