@@ -265,3 +265,160 @@ out["bad_limit"] = error(lambda: c.get_api_keys(limit=501))
     assert_eq!(out["bad_limit"]["code"], "BadRequestException");
     assert_eq!(out["bad_limit"]["status"], 400);
 }
+
+/// The runtime workflow with boto3, decided over gRPC: a plan on a stage of the file, a key,
+/// the key in the plan → admitted; its quota spent → 429; `update_usage` → admitted again;
+/// disabled → 403; back on, then out of the plan → 403. Every object listed and read back as
+/// AWS's shapes, and the errors AWS gives for bad input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_creates_a_plan_and_a_key_that_decisions_follow() {
+    let (_dir, p) = served();
+    let admin = p.admin;
+    let made = tokio::task::spawn_blocking(move || {
+        boto3(
+            admin,
+            None,
+            r#"
+plan = c.create_usage_plan(name="starter", description="<b>trial</b>",
+    apiStages=[{"apiId": "petstore", "stage": "prod"}],
+    throttle={"rateLimit": 100.0, "burstLimit": 200},
+    quota={"limit": 3, "period": "DAY"})
+key = c.create_api_key(name="acme", customerId="acme-co", enabled=True)
+out["plan"] = plan
+out["key"] = key
+out["member"] = c.create_usage_plan_key(usagePlanId=plan["id"], keyId=key["id"], keyType="API_KEY")
+out["plans"] = c.get_usage_plans(keyId=key["id"])["items"]
+out["plan_keys"] = c.get_usage_plan_keys(usagePlanId=plan["id"])["items"]
+out["read"] = c.get_api_key(apiKey=key["id"])
+out["again"] = error(lambda: c.create_usage_plan_key(usagePlanId=plan["id"], keyId=key["id"], keyType="API_KEY"))
+out["file_plan_too"] = error(lambda: c.create_usage_plan_key(usagePlanId="gold", keyId=key["id"], keyType="API_KEY"))
+out["no_stage"] = error(lambda: c.create_usage_plan(name="x", apiStages=[{"apiId": "petstore", "stage": "nope"}]))
+out["no_plan"] = error(lambda: c.get_usage_plan(usagePlanId="nope"))
+out["file_key"] = error(lambda: c.update_api_key(apiKey="k1", patchOperations=[{"op": "replace", "path": "/enabled", "value": "false"}]))
+out["file_plan"] = error(lambda: c.delete_usage_plan(usagePlanId="gold"))
+out["bad_path"] = error(lambda: c.update_api_key(apiKey=key["id"], patchOperations=[{"op": "replace", "path": "/value", "value": "x"}]))
+out["short_value"] = error(lambda: c.create_api_key(name="x", value="short"))
+"#,
+        )
+    })
+    .await
+    .unwrap();
+    let key = made["key"]["value"].as_str().unwrap().to_owned();
+    assert!(
+        key.len() >= 30 && key.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{made}"
+    );
+    let key_id = made["key"]["id"].as_str().unwrap().to_owned();
+    let plan_id = made["plan"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(made["plan"]["quota"]["limit"], 3, "{made}");
+    assert_eq!(made["plan"]["apiStages"][0]["stage"], "prod");
+    assert!(made["key"]["createdDate"].is_string(), "a date: {made}");
+    assert_eq!(made["member"]["id"], key_id.as_str());
+    assert_eq!(made["member"]["type"], "API_KEY");
+    assert_eq!(made["plans"][0]["id"], plan_id.as_str(), "{made}");
+    assert_eq!(made["plan_keys"][0]["name"], "acme", "{made}");
+    assert!(
+        made["read"].get("value").is_none(),
+        "a value read back: {made}"
+    );
+    assert_eq!(made["read"]["customerId"], "acme-co");
+    for (case, code) in [
+        ("again", "ConflictException"),
+        ("file_plan_too", "ConflictException"),
+        ("no_stage", "BadRequestException"),
+        ("no_plan", "NotFoundException"),
+        ("file_key", "ConflictException"),
+        ("file_plan", "ConflictException"),
+        ("bad_path", "BadRequestException"),
+        ("short_value", "BadRequestException"),
+    ] {
+        assert_eq!(made[case]["code"], code, "{case}: {made}");
+    }
+    assert!(
+        made["file_key"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("plans.yaml"),
+        "names the file: {made}"
+    );
+
+    let mut c = common::authz_client(p.grpc).await;
+    for _ in 0..3 {
+        assert_eq!(prod(&mut c, &key).await, 200);
+    }
+    assert_eq!(prod(&mut c, &key).await, 429);
+
+    let (k, pl) = (key_id.clone(), plan_id.clone());
+    let usage = tokio::task::spawn_blocking(move || {
+        boto3(
+            admin,
+            None,
+            &format!(
+                r#"
+import datetime
+today = datetime.date.today().isoformat()
+out["usage"] = c.get_usage(usagePlanId="{pl}", startDate=today, endDate=today)
+out["updated"] = c.update_usage(usagePlanId="{pl}", keyId="{k}", patchOperations=[{{"op": "replace", "path": "/remaining", "value": "2"}}])
+"#
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        usage["usage"]["items"][&key_id],
+        serde_json::json!([[3, 0]]),
+        "{usage}"
+    );
+    assert_eq!(
+        usage["updated"]["items"][&key_id],
+        serde_json::json!([[1, 2]]),
+        "{usage}"
+    );
+    assert_eq!(prod(&mut c, &key).await, 200);
+
+    let (k, pl) = (key_id.clone(), plan_id.clone());
+    tokio::task::spawn_blocking(move || {
+        boto3(
+            admin,
+            None,
+            &format!(
+                r#"c.update_api_key(apiKey="{k}", patchOperations=[{{"op": "replace", "path": "/enabled", "value": "false"}}])"#
+            ),
+        );
+        let _ = pl;
+    })
+    .await
+    .unwrap();
+    assert_eq!(prod(&mut c, &key).await, 403);
+    let (k, pl) = (key_id.clone(), plan_id.clone());
+    tokio::task::spawn_blocking(move || {
+        boto3(
+            admin,
+            None,
+            &format!(
+                r#"
+c.update_api_key(apiKey="{k}", patchOperations=[{{"op": "replace", "path": "/enabled", "value": "true"}}])
+c.delete_usage_plan_key(usagePlanId="{pl}", keyId="{k}")
+"#
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(prod(&mut c, &key).await, 403);
+}
+
+/// A GET of `/pets` with `key`, on petstore's prod stage: its status.
+async fn prod(
+    c: &mut envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
+        tonic::transport::Channel,
+    >,
+    key: &str,
+) -> i32 {
+    let r = c
+        .check(common::check_request_to(key, "/pets", "petstore", "prod"))
+        .await
+        .unwrap();
+    common::check_status(&r.into_inner())
+}
