@@ -42,7 +42,9 @@ pub use conn::RedisTls;
 use conn::{store_error, timeout_error};
 use lane::{Lane, Masters};
 use layout::Home;
-use layout::values::{BUCKET_PARAMS, LEASE_PARAMS, RECORD, RECORD_PARAMS, at, nth, pack_named};
+use layout::values::{
+    BUCKET_PARAMS, LEASE_PARAMS, RECORD, RECORD_PARAMS, RECORD_V1, at, nth, pack_named,
+};
 use lease::{Leases, Local, Params};
 
 const DECIDE: &str = include_str!("redis/decide.lua");
@@ -991,7 +993,9 @@ impl Store for RedisStore {
                     }
                 }
                 // The record: today's usage and the day it counts.
-                if let Some(r) = record.filter(|r| r.len() == 8 * RECORD.len()) {
+                if let Some(r) =
+                    record.filter(|r| [RECORD.len(), RECORD_V1.len()].contains(&(r.len() / 8)))
+                {
                     let used = nth(&r, const { at(&RECORD, "used_today") });
                     let day = nth(&r, const { at(&RECORD, "day") }) as i64 * NANOS_PER_SEC;
                     if used > 0.0 && (from..to).contains(&day) && !seen.contains(&day) {

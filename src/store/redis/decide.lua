@@ -30,14 +30,18 @@
 -- of one key), parameters. Parameters and stored values are little-endian doubles, packed in
 -- these layouts (store/redis/layout.rs `values` names the same, a test holds them together):
 --
--- layout: bucket = level, s, ns
+-- layout: bucket = level, s, ns, unit
+-- layout: bucket_v1 = level, s, ns
 -- layout: bucket_params = unit, refill, capacity, units
--- layout: record = level, s, ns, used, window_start, used_today, day
+-- layout: record = level, s, ns, used, window_start, used_today, day, unit
+-- layout: record_v1 = level, s, ns, used, window_start, used_today, day
 -- layout: record_params = unit, refill, capacity, bucket_units, limit, window_start, quota_units, quota_legacy, day, usage_units, usage_legacy
 -- layout: lease_params = unit, refill, capacity, want, give
 --
 --   bucket: unit D (1/D token), refill per ns and capacity (burst × D) in those units; a level
---           and the time (s, ns) it was stored at.
+--           and the time (s, ns) it was stored at, and the unit the level counts in (a throttle
+--           changed since counted in another: its tokens carry over, rounded down). A `_v1`
+--           value, stored before the unit was, counts in the unit of the request that reads it.
 --   record: a plan's throttle (unit 0: none), quota (limit < 0: none; used within the window
 --           starting at window_start, Unix s) and today's usage (day < 0: not counted; used_today
 --           within the day starting at day, Unix s). Any part may be absent.
@@ -57,9 +61,11 @@ if deadline > 0 then
 end
 
 local tonumber, floor, pack, unpack_s = tonumber, math.floor, struct.pack, struct.unpack
-local BUCKET = "<ddd"
+local BUCKET = "<dddd"
+local BUCKET_V1 = "<ddd"
 local BUCKET_PARAMS = "<dddd"
-local RECORD = "<ddddddd"
+local RECORD = "<dddddddd"
+local RECORD_V1 = "<ddddddd"
 local RECORD_PARAMS = "<ddddddddddd"
 local LEASE_PARAMS = "<ddddd"
 local now_s = tonumber(ARGV[1])
@@ -67,11 +73,25 @@ local now_n = tonumber(ARGV[2])
 local mode = ARGV[3]
 local n = (#ARGV - 6) / 4
 
--- A bucket's level at now, from its stored level and time (v: whether it was stored; a bucket
--- never seen is full).
-local function refilled(v, l, s, ns, refill, cap)
-  if not v then return cap end
+-- A stored bucket: level, s, ns, and the unit of its level.
+local function bucket_read(v, unit)
+  if #v == 24 then
+    local l, s, ns = unpack_s(BUCKET_V1, v)
+    return l, s, ns, unit
+  end
+  return unpack_s(BUCKET, v)
+end
+
+-- A bucket's level at now, from its stored level (counted in `lunit`; 0: never throttled, so
+-- full) and time (v: whether it was stored; a bucket never seen is full).
+local function refilled(v, l, s, ns, lunit, refill, cap, unit)
+  if not v or lunit <= 0 then return cap end
   local level = l
+  if lunit ~= unit then
+    -- The throttle changed since: the tokens the level held, in this unit.
+    local tokens = l / lunit
+    if tokens * unit >= cap then level = cap else level = floor(tokens * unit) end
+  end
   if level > cap then level = cap end
   local elapsed = (now_s - s) * 1000000000 + (now_n - ns)
   if elapsed > 0 and refill > 0 and level < cap then
@@ -100,25 +120,29 @@ end
 -- the quota's used count and today's usage at now, then the stored parts
 -- (level, s, ns, used, window start, usage, day).
 local function record_read(v, unit, refill, cap, qstart, qlegacy, day, ulegacy)
-  local l, s, ns, u, ws, du, d = cap, now_s, now_n, 0, -1, 0, -1
+  local l, s, ns, u, ws, du, d, lu = cap, now_s, now_n, 0, -1, 0, -1, unit
   local level, used, today = cap, 0, 0
   if v then
-    l, s, ns, u, ws, du, d = unpack_s(RECORD, v)
+    if #v == 56 then
+      l, s, ns, u, ws, du, d = unpack_s(RECORD_V1, v)
+    else
+      l, s, ns, u, ws, du, d, lu = unpack_s(RECORD, v)
+    end
     if ws == qstart then used = u end
     if d == day then today = du end
   else
     used = legacy(qlegacy)
     if day >= 0 then today = legacy(ulegacy) end
   end
-  if unit > 0 then level = refilled(v, l, s, ns, refill, cap) end
-  return level, used, today, l, s, ns, u, ws, du, d
+  if unit > 0 then level = refilled(v, l, s, ns, lu, refill, cap, unit) end
+  return level, used, today, l, s, ns, u, ws, du, d, lu
 end
 
 -- A record's new value after `sign` × the request's units (1: a charge, -1: a refund; nil: set
 -- the quota's used count to `qunits`). Parts the request does not name keep their stored
 -- values. Also returns the field and value of the day the record leaves (or nil), and whether a
 -- new day begins.
-local function record_write(f, sign, level, used, today, l, s, ns, u, ws, du, d,
+local function record_write(f, sign, level, used, today, l, s, ns, u, ws, du, d, lu,
                             unit, cap, bunits, limit, qstart, qunits, day, uunits)
   local old_field, old_value, new_day = nil, nil, false
   if not sign then
@@ -128,6 +152,10 @@ local function record_write(f, sign, level, used, today, l, s, ns, u, ws, du, d,
       l, s, ns = level - sign * bunits * unit, now_s, now_n
       if l > cap then l = cap end
     end
+  end
+  -- A level written now counts in this throttle's unit.
+  if unit > 0 and sign then lu = unit end
+  if sign then
     if limit >= 0 then u, ws = used + sign * qunits, qstart end
     if day >= 0 then
       if d ~= day then
@@ -142,7 +170,7 @@ local function record_write(f, sign, level, used, today, l, s, ns, u, ws, du, d,
       if du < 0 then du = 0 end
     end
   end
-  return pack(RECORD, l, s, ns, u, ws, du, d), old_field, old_value, new_day
+  return pack(RECORD, l, s, ns, u, ws, du, d, lu), old_field, old_value, new_day
 end
 
 -- A new day for key `k`: keep its hash for the usage retention, and drop days past it.
@@ -169,8 +197,8 @@ if mode == "l" then
   local v = redis.call("HGET", KEYS[1], f)
   local level = cap
   if v then
-    local l, s, ns = unpack_s(BUCKET, v)
-    level = refilled(v, l, s, ns, refill, cap)
+    local l, s, ns, lu = bucket_read(v, unit)
+    level = refilled(v, l, s, ns, lu, refill, cap, unit)
   end
   level = level + give
   if level > cap then level = cap end
@@ -178,7 +206,7 @@ if mode == "l" then
   if grant > level then grant = level end
   level = level - grant
   if grant > 0 or give > 0 then
-    redis.call("HSET", KEYS[1], f, pack(BUCKET, level, now_s, now_n))
+    redis.call("HSET", KEYS[1], f, pack(BUCKET, level, now_s, now_n, unit))
   end
   return { grant, level }
 end
@@ -190,13 +218,13 @@ if n == 1 and mode == "c" and ARGV[9] == "r" then
   local v = redis.call("HGET", KEYS[1], f)
   local unit, refill, cap, bunits, limit, qstart, qunits, qlegacy, day, uunits, ulegacy =
     unpack_s(RECORD_PARAMS, ARGV[10])
-  local level, used, today, l, s, ns, u, ws, du, d =
+  local level, used, today, l, s, ns, u, ws, du, d, lu =
     record_read(v, unit, refill, cap, qstart, qlegacy, day, ulegacy)
   if not admits(level, unit, bunits, used, limit, qunits) then
     return { 0, level, used, today }
   end
   local value, old_field, old_value, new_day = record_write(f, 1, level, used, today,
-    l, s, ns, u, ws, du, d, unit, cap, bunits, limit, qstart, qunits, day, uunits)
+    l, s, ns, u, ws, du, d, lu, unit, cap, bunits, limit, qstart, qunits, day, uunits)
   if old_field then
     redis.call("HSET", KEYS[1], f, value, old_field, old_value)
   else
@@ -233,8 +261,8 @@ for i = 1, n do
     local unit, refill, cap, units = unpack_s(BUCKET_PARAMS, ARGV[a + 4])
     local level = cap
     if v then
-      local l, s, ns = unpack_s(BUCKET, v)
-      level = refilled(v, l, s, ns, refill, cap)
+      local l, s, ns, lu = bucket_read(v, unit)
+      level = refilled(v, l, s, ns, lu, refill, cap, unit)
     end
     out[#out + 1] = level
     state[i] = level
@@ -269,14 +297,14 @@ if mode == "r" or mode == "s" or (mode == "c" and admitted == 1) then
       local unit, _, cap, units = unpack_s(BUCKET_PARAMS, ARGV[a + 4])
       local left = state[i] - (sign or 0) * units * unit
       if left > cap then left = cap end
-      value = pack(BUCKET, left, now_s, now_n)
+      value = pack(BUCKET, left, now_s, now_n, unit)
     else
       local unit, _, cap, bunits, limit, qstart, qunits, _, day, uunits =
         unpack_s(RECORD_PARAMS, ARGV[a + 4])
       local st = state[i]
       local old_field, old_value, fresh
       value, old_field, old_value, fresh = record_write(f, sign, st[1], st[2], st[3],
-        st[4], st[5], st[6], st[7], st[8], st[9], st[10],
+        st[4], st[5], st[6], st[7], st[8], st[9], st[10], st[11],
         unit, cap, bunits, limit, qstart, qunits, day, uunits)
       if old_field then
         w[#w + 1] = old_field

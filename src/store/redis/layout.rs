@@ -81,11 +81,25 @@ pub mod values {
     /// A bucket's stored value (a shared bucket, a per-method throttle). Only the script reads
     /// and writes it; declared here so that the test holds its layout too.
     #[allow(dead_code)]
-    pub const BUCKET: [&str; 3] = ["level", "s", "ns"];
+    pub const BUCKET: [&str; 4] = ["level", "s", "ns", "unit"];
+    /// A bucket stored before its unit was (read in the unit of the request that reads it).
+    #[allow(dead_code)]
+    pub const BUCKET_V1: [&str; 3] = ["level", "s", "ns"];
     /// A bucket entry's parameters (kind `b`).
     pub const BUCKET_PARAMS: [&str; 4] = ["unit", "refill", "capacity", "units"];
     /// A plan's record of one key (field `r|<plan>`).
-    pub const RECORD: [&str; 7] = [
+    pub const RECORD: [&str; 8] = [
+        "level",
+        "s",
+        "ns",
+        "used",
+        "window_start",
+        "used_today",
+        "day",
+        "unit",
+    ];
+    /// A record stored before its throttle's unit was: the same, without `unit`.
+    pub const RECORD_V1: [&str; 7] = [
         "level",
         "s",
         "ns",
@@ -216,6 +230,8 @@ mod tests {
         };
         for (name, rust) in [
             ("bucket", &values::BUCKET[..]),
+            ("bucket_v1", &values::BUCKET_V1[..]),
+            ("record_v1", &values::RECORD_V1[..]),
             ("bucket_params", &values::BUCKET_PARAMS[..]),
             ("record", &values::RECORD[..]),
             ("record_params", &values::RECORD_PARAMS[..]),
@@ -236,7 +252,7 @@ mod tests {
         // Nowhere else does the script spell a format of its own.
         assert_eq!(
             lua.matches("\"<d").count(),
-            5,
+            7,
             "a layout spelled outside its declaration"
         );
         assert_eq!(values::at(&values::RECORD, "day"), 6);
