@@ -9,6 +9,7 @@
 # Reported per setup: decisions/s (both replicas), Redis CPU per decision (used_cpu_user +
 # used_cpu_sys over all masters, read from Redis itself), and Redis commands per decision
 # (INFO commandstats over all masters: EVALSHA and the commands inside scripts).
+# GET is left out: the runtime catalog's poll, one per replica every 200 ms, no decision's.
 #   …-hi      the same with 4 × 32 calls in flight per replica instead of 2 × 16 (a loaded Redis
 #             batches more requests per read)
 # Usage: scripts/bench-redis.sh [SECONDS] [REV]        e.g. scripts/bench-redis.sh 10 14a7574
@@ -67,7 +68,7 @@ redis_totals() { # ports… → "cpu calls"
     c=$(cli "$p" info cpu | awk -F: '/^used_cpu_(user|sys):/ {s+=$2} END {print s}')
     r=$(cli "$p" info stats | awk -F: '/^total_reads_processed:/ {print $2+0}')
     reads=$((reads + r))
-    k=$(cli "$p" info commandstats | grep -v '^cmdstat_info:\|^cmdstat_config\|^cmdstat_role' |
+    k=$(cli "$p" info commandstats | grep -v '^cmdstat_info:\|^cmdstat_config\|^cmdstat_role\|^cmdstat_get:' |
         sed -n 's/^cmdstat_[^:]*:calls=\([0-9]*\),.*/\1/p' | awk '{s+=$1} END {print s+0}')
     cpu=$(python3 -c "print($cpu + $c)"); calls=$((calls + k))
   done
