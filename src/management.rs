@@ -5,6 +5,7 @@
 use tonic::Status;
 use tonic_health::ServingStatus;
 
+mod catalog;
 pub mod service;
 
 pub use service::{DEFAULT_MAX_WATCHERS, ManagementService};

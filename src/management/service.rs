@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::catalog;
 use super::pb;
 use super::pb::management_server::Management;
 use crate::clock::{NANOS_PER_SEC, Nanos};
@@ -160,18 +161,18 @@ fn usage_status(e: UsageError) -> Status {
 }
 
 /// A page token: an opaque form of the position to resume at.
-fn token(position: &str) -> String {
+pub(super) fn token(position: &str) -> String {
     hex::encode(position)
 }
 
-fn position(token: &str) -> Result<String, Status> {
+pub(super) fn position(token: &str) -> Result<String, Status> {
     hex::decode(token)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| Status::invalid_argument("page_token is not one this server gave"))
 }
 
-fn page_size(asked: u32, default: u32, max: u32) -> usize {
+pub(super) fn page_size(asked: u32, default: u32, max: u32) -> usize {
     (if asked == 0 { default } else { asked.min(max) }) as usize
 }
 
@@ -296,41 +297,112 @@ impl Management for ManagementService {
         &self,
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        let r = request.into_inner();
-        let snap = self.engine.snapshot();
-        let start: usize = match r.page_token.as_str() {
-            "" => 0,
-            t => position(t)?
-                .parse()
-                .map_err(|_| Status::invalid_argument("page_token is not one this server gave"))?,
-        };
-        let size = page_size(r.page_size, 100, 1000);
-        let api_keys = snap
-            .keys
-            .iter()
-            .skip(start)
-            .take(size)
-            .map(|k| pb::ApiKey {
-                id: k.id.to_string(),
-                name: k.name.as_deref().unwrap_or("").to_owned(),
-                customer_id: k.customer_id.as_deref().unwrap_or("").to_owned(),
-                enabled: k.enabled,
-                usage_plan_ids: k
-                    .plans
-                    .iter()
-                    .map(|&p| snap.plans[p as usize].id.to_string())
-                    .collect(),
-            })
-            .collect::<Vec<_>>();
-        let next = start + api_keys.len();
-        Ok(Response::new(pb::ListApiKeysResponse {
-            api_keys,
-            next_page_token: if next < snap.keys.len() {
-                token(&next.to_string())
-            } else {
-                String::new()
-            },
-        }))
+        catalog::list_api_keys(&self.engine, request.get_ref()).map(Response::new)
+    }
+
+    async fn get_api_key(
+        &self,
+        request: Request<pb::GetApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        catalog::get_api_key(&self.engine, &request.get_ref().id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        catalog::create_api_key(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_api_key(
+        &self,
+        request: Request<pb::UpdateApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        catalog::update_api_key(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_api_key(
+        &self,
+        request: Request<pb::DeleteApiKeyRequest>,
+    ) -> Result<Response<pb::DeleteApiKeyResponse>, Status> {
+        catalog::delete_api_key(&self.engine, &request.get_ref().id).await?;
+        Ok(Response::new(pb::DeleteApiKeyResponse {}))
+    }
+
+    async fn list_usage_plans(
+        &self,
+        request: Request<pb::ListUsagePlansRequest>,
+    ) -> Result<Response<pb::ListUsagePlansResponse>, Status> {
+        catalog::list_usage_plans(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_usage_plan(
+        &self,
+        request: Request<pb::GetUsagePlanRequest>,
+    ) -> Result<Response<pb::UsagePlan>, Status> {
+        catalog::get_usage_plan(&self.engine, &request.get_ref().id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_usage_plan(
+        &self,
+        request: Request<pb::CreateUsagePlanRequest>,
+    ) -> Result<Response<pb::UsagePlan>, Status> {
+        catalog::create_usage_plan(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_usage_plan(
+        &self,
+        request: Request<pb::UpdateUsagePlanRequest>,
+    ) -> Result<Response<pb::UsagePlan>, Status> {
+        catalog::update_usage_plan(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_usage_plan(
+        &self,
+        request: Request<pb::DeleteUsagePlanRequest>,
+    ) -> Result<Response<pb::DeleteUsagePlanResponse>, Status> {
+        catalog::delete_usage_plan(&self.engine, &request.get_ref().id).await?;
+        Ok(Response::new(pb::DeleteUsagePlanResponse {}))
+    }
+
+    async fn list_usage_plan_keys(
+        &self,
+        request: Request<pb::ListUsagePlanKeysRequest>,
+    ) -> Result<Response<pb::ListUsagePlanKeysResponse>, Status> {
+        catalog::list_usage_plan_keys(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_usage_plan_key(
+        &self,
+        request: Request<pb::CreateUsagePlanKeyRequest>,
+    ) -> Result<Response<pb::UsagePlanKey>, Status> {
+        catalog::create_usage_plan_key(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_usage_plan_key(
+        &self,
+        request: Request<pb::DeleteUsagePlanKeyRequest>,
+    ) -> Result<Response<pb::DeleteUsagePlanKeyResponse>, Status> {
+        catalog::delete_usage_plan_key(&self.engine, request.into_inner()).await?;
+        Ok(Response::new(pb::DeleteUsagePlanKeyResponse {}))
     }
 
     async fn get_config(
