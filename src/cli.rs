@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod bench;
+mod catalog;
 mod check;
 mod error;
 mod explain;
@@ -81,6 +82,12 @@ enum Command {
     /// Ask a running plangate whether it is alive (or, with --ready, ready): exit 0 or 1, for
     /// container HEALTHCHECKs and exec probes.
     Health(health::Args),
+    /// Create, list, enable, disable and delete API keys of a running plangate's runtime catalog
+    /// (its management API; the same operations as AWS's CLI against its REST face).
+    Keys(catalog::KeysArgs),
+    /// Create, list, change and delete usage plans of a running plangate's runtime catalog, and
+    /// add keys to plans or take them out.
+    Plans(catalog::PlansArgs),
     /// Print the SHA-256 of a key value, for `value_sha256` (`-` reads the value from stdin).
     HashKey(hash_key::Args),
 }
@@ -121,6 +128,8 @@ impl Cli {
             Command::HashKey(a) => hash_key::run(a),
             Command::Health(a) => health::run(a),
             Command::Watch(a) => watch::run(a),
+            Command::Keys(a) => catalog::run_keys(a),
+            Command::Plans(a) => catalog::run_plans(a),
         };
         match result {
             Ok(code) => code,

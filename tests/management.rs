@@ -390,6 +390,7 @@ async fn config_reload_and_keys() {
             .list_api_keys(authorized(pb::ListApiKeysRequest {
                 page_size: 2,
                 page_token: token.clone(),
+                ..Default::default()
             }))
             .await
             .unwrap()
@@ -413,6 +414,7 @@ async fn config_reload_and_keys() {
         .list_api_keys(authorized(pb::ListApiKeysRequest {
             page_size: 1,
             page_token: "zz".into(),
+            ..Default::default()
         }))
         .await;
     assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);

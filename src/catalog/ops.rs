@@ -693,38 +693,40 @@ fn runtime_plan<'s>(
     }
 }
 
+/// A patch path under `/apiStages/<api>:<stage>`.
+struct StagePath {
+    api: String,
+    stage: String,
+    /// `throttle/<resource path>/<METHOD>` and the field after it (`rateLimit`, `burstLimit`),
+    /// when the path goes that far; `None` for `…/throttle` (every method's).
+    method: Option<(String, Option<&'static str>)>,
+}
+
 /// `/apiStages/<api>:<stage>/throttle/<resource path>/<METHOD>[/rateLimit|/burstLimit]`, the
 /// resource path's `/` written `~1` (or not).
-fn stage_throttle_path(path: &str) -> Option<(String, String, Option<(String, Option<&str>)>)> {
+fn stage_throttle_path(path: &str) -> Option<StagePath> {
     let rest = path.strip_prefix("/apiStages/")?;
-    let (stage_ref, rest) = match rest.split_once('/') {
-        Some((s, r)) => (s, Some(r)),
-        None => (rest, None),
-    };
+    let (stage_ref, rest) = rest.split_once('/')?;
     let (api, stage) = stage_ref.split_once(':')?;
     let method = match rest {
-        None => return Some((api.to_owned(), stage.to_owned(), None)),
-        Some("throttle") => None,
-        Some(r) => {
+        "throttle" => None,
+        r => {
             let m = r
                 .strip_prefix("throttle/")?
                 .replace("~1", "/")
                 .replace("~0", "~");
-            let (m, field) = match m.rsplit_once('/') {
-                Some((m, f)) if f == "rateLimit" || f == "burstLimit" => (
-                    m.to_owned(),
-                    Some(if f == "rateLimit" {
-                        "rateLimit"
-                    } else {
-                        "burstLimit"
-                    }),
-                ),
+            Some(match m.rsplit_once('/') {
+                Some((m, "rateLimit")) => (m.to_owned(), Some("rateLimit")),
+                Some((m, "burstLimit")) => (m.to_owned(), Some("burstLimit")),
                 _ => (m, None),
-            };
-            Some((m, field))
+            })
         }
     };
-    Some((api.to_owned(), stage.to_owned(), method))
+    Some(StagePath {
+        api: api.to_owned(),
+        stage: stage.to_owned(),
+        method,
+    })
 }
 
 fn patch_number<T: std::str::FromStr>(op: &PatchOperation) -> Result<T, CatalogError> {
@@ -781,7 +783,7 @@ fn patch_plan(p: &mut UsagePlanRecord, op: &PatchOperation) -> Result<(), Catalo
             }
         }
         (kind @ ("replace" | "add" | "remove"), path) if path.starts_with("/apiStages/") => {
-            let Some((api, stage, method)) = stage_throttle_path(path) else {
+            let Some(StagePath { api, stage, method }) = stage_throttle_path(path) else {
                 return Err(invalid_patch(op));
             };
             let Some(s) = p

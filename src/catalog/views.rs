@@ -206,17 +206,14 @@ pub fn plans(
 ) -> Result<(Vec<UsagePlanRecord>, Option<String>), CatalogError> {
     let limit = page.limit()?;
     let from = page.position.clone().unwrap_or_default();
-    let with_key: Option<Vec<String>> = match key_id {
-        None => None,
-        Some(k) => Some(match snap.key_by_id(k) {
-            Some(fk) => fk
-                .plans
-                .iter()
-                .map(|&i| snap.plans[i as usize].id.to_string())
-                .collect(),
-            None => state.plans_of(k).map(str::to_owned).collect(),
-        }),
-    };
+    let with_key: Option<Vec<String>> = key_id.map(|k| match snap.key_by_id(k) {
+        Some(fk) => fk
+            .plans
+            .iter()
+            .map(|&i| snap.plans[i as usize].id.to_string())
+            .collect(),
+        None => state.plans_of(k).map(str::to_owned).collect(),
+    });
     let mut file: Vec<&Plan> = snap.plans.iter().filter(|p| *p.id >= *from).collect();
     file.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     Ok(merge_page(

@@ -12,12 +12,18 @@ pub struct AdminArgs {
     /// The admin address of a running plangate (`http://host:port`; `host:port` means http).
     #[arg(
         long,
+        global = true,
         env = "PLANGATE_ADMIN_ADDR",
         default_value = "http://127.0.0.1:9090"
     )]
     pub admin: String,
     /// Bearer token of the admin API.
-    #[arg(long, env = "PLANGATE_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "PLANGATE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
 }
 

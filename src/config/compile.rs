@@ -1065,7 +1065,7 @@ pub fn resolve_throttle(
         }
     };
     let mut errors = Vec::new();
-    if !rate.is_finite() || rate < 0.0 || rate > MAX_RATE {
+    if !rate.is_finite() || !(0.0..=MAX_RATE).contains(&rate) {
         errors.push((
             "rate",
             "throttle rate",

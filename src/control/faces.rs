@@ -17,33 +17,39 @@ use crate::usage::{self, UsageError};
 
 type Query_<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
+/// A refusal of a request's form: AWS's error and its message.
+type Refused = (AwsError, String);
+
 /// The body, whole (at most [`MAX_BODY`]).
-async fn body_of(body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| AwsError::TooLarge.answer(format!("Request body over {MAX_BODY} bytes")))
+async fn body_of(body: Body) -> Result<Bytes, Refused> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        (
+            AwsError::TooLarge,
+            format!("Request body over {MAX_BODY} bytes"),
+        )
+    })
 }
 
 /// A JSON body as `T` (an empty body as `T`'s default).
-async fn json_of<T: serde::de::DeserializeOwned + Default>(body: Body) -> Result<T, Response> {
+async fn json_of<T: serde::de::DeserializeOwned + Default>(body: Body) -> Result<T, Refused> {
     let bytes = body_of(body).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     serde_json::from_slice(&bytes)
-        .map_err(|e| AwsError::BadRequest.answer(format!("Invalid request body: {e}")))
+        .map_err(|e| (AwsError::BadRequest, format!("Invalid request body: {e}")))
 }
 
-fn query<T>(q: Query_<T>) -> Result<T, Response> {
+fn query<T>(q: Query_<T>) -> Result<T, Refused> {
     q.map(|Query(q)| q)
-        .map_err(|e| AwsError::BadRequest.answer(format!("Invalid query string: {e}")))
+        .map_err(|e| (AwsError::BadRequest, format!("Invalid query string: {e}")))
 }
 
 macro_rules! tried {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(r) => return r,
+            Err((error, message)) => return error.answer(message),
         }
     };
 }

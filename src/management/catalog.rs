@@ -383,8 +383,11 @@ pub fn list_api_keys(
             t => Some(super::service::position(t)?),
         },
     };
-    let (keys, next) =
-        views::keys(&state, &snap, &views::KeyFilter::default(), &page).map_err(status)?;
+    let filter = views::KeyFilter {
+        name: text(&r.name_query),
+        customer_id: text(&r.customer_id),
+    };
+    let (keys, next) = views::keys(&state, &snap, &filter, &page).map_err(status)?;
     Ok(pb::ListApiKeysResponse {
         api_keys: keys
             .iter()

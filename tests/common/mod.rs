@@ -72,6 +72,8 @@ pub struct Stack {
     pub listener: u16,
     pub grpc: u16,
     pub admin: u16,
+    /// plangate's admin address (HTTP admin API, AWS's REST API, the management API).
+    pub plangate_admin: u16,
     children: Vec<(String, Child)>,
     /// Versions written into a ConfigMap-style mount (see [`Stack::start_configmap`]).
     configmap_versions: std::cell::Cell<u32>,
@@ -157,8 +159,13 @@ impl Stack {
         envoy_replace: &[(String, String)],
     ) -> Result<Stack, String> {
         let dir = tempfile::tempdir().unwrap();
-        let (listener, grpc, upstream, admin) =
-            (free_port(), free_port(), free_port(), free_port());
+        let (listener, grpc, upstream, admin, plangate_admin) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
         let config = match layout {
             Layout::File => {
                 let config = dir.path().join("plans.yaml");
@@ -192,6 +199,7 @@ impl Stack {
             listener,
             grpc,
             admin,
+            plangate_admin,
             children: Vec::new(),
             configmap_versions: std::cell::Cell::new(1),
         };
@@ -208,7 +216,7 @@ impl Stack {
             .args(["serve", "--no-persist", "--config"])
             .arg(&config)
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-            .args(["--admin-addr", "127.0.0.1:0"])
+            .args(["--admin-addr", &format!("127.0.0.1:{plangate_admin}")])
             .args(plangate_args)
             .env("PLANGATE_LOG", "debug")
             .stdout(Stdio::null())
@@ -237,6 +245,7 @@ impl Stack {
             let child = &mut stack.children[i].1;
             try_wait_for_port(port, name, child)?;
         }
+        try_wait_for_port(plangate_admin, "plangate admin", &mut stack.children[1].1)?;
         still_running(&mut stack.children)?;
         // The listener must be our Envoy's, not another process that took the port (a TLS
         // listener is probed by the test's first request instead).
