@@ -422,3 +422,245 @@ async fn prod(
         .unwrap();
     common::check_status(&r.into_inner())
 }
+
+/// A call of the REST face, unsigned (no token, no credentials): status, error type, JSON.
+fn rest(admin: u16, method: &str, path: &str, body: &str) -> (u16, String, serde_json::Value) {
+    let r = common::http_with_body(
+        admin,
+        method,
+        path,
+        &[("content-type", "application/json")],
+        body,
+    );
+    let kind = r.header("x-amzn-errortype").unwrap_or("").to_owned();
+    (
+        r.status,
+        kind,
+        serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Hostile and malformed input: each refused with AWS's status and type, nothing half applied.
+#[test]
+fn bad_input_is_refused_as_aws_refuses_it() {
+    let (_dir, p) = served();
+    let a = p.admin;
+    let count = |path: &str| rest(a, "GET", path, "").2["item"].as_array().unwrap().len();
+    let (s, _, plan) = rest(
+        a,
+        "POST",
+        "/usageplans",
+        r#"{"name":"one","apiStages":[{"apiId":"petstore","stage":"prod"}]}"#,
+    );
+    assert_eq!(s, 201, "{plan}");
+    let plan = plan["id"].as_str().unwrap().to_owned();
+    let (_, _, plan2) = rest(
+        a,
+        "POST",
+        "/usageplans",
+        r#"{"name":"two","apiStages":[{"apiId":"petstore","stage":"prod"},{"apiId":"petstore","stage":"beta"}]}"#,
+    );
+    let plan2 = plan2["id"].as_str().unwrap().to_owned();
+    let (_, _, key) = rest(a, "POST", "/apikeys", r#"{"name":"k","enabled":true}"#);
+    let key = key["id"].as_str().unwrap().to_owned();
+    let member = format!(r#"{{"keyId":"{key}","keyType":"API_KEY"}}"#);
+    assert_eq!(
+        rest(a, "POST", &format!("/usageplans/{plan}/keys"), &member).0,
+        201
+    );
+    let keys_before = count("/apikeys");
+    let cases: Vec<(&str, String, String, u16, &str)> = vec![
+        // A key in two plans on one stage.
+        ("POST", format!("/usageplans/{plan2}/keys"), member.clone(), 409, "ConflictException"),
+        // A stage added to a plan that one of its keys already has through another plan.
+        (
+            "PATCH",
+            format!("/usageplans/{plan2}"),
+            r#"{"patchOperations":[{"op":"remove","path":"/apiStages","value":"petstore:prod"}]}"#.into(),
+            200,
+            "",
+        ),
+        ("POST", format!("/usageplans/{plan2}/keys"), member.clone(), 201, ""),
+        (
+            "PATCH",
+            format!("/usageplans/{plan2}"),
+            r#"{"patchOperations":[{"op":"add","path":"/apiStages","value":"petstore:prod"}]}"#.into(),
+            409,
+            "ConflictException",
+        ),
+        // Unknown ids.
+        ("GET", "/apikeys/nope".into(), String::new(), 404, "NotFoundException"),
+        ("PATCH", "/apikeys/nope".into(), r#"{"patchOperations":[]}"#.into(), 404, "NotFoundException"),
+        ("DELETE", "/usageplans/nope".into(), String::new(), 404, "NotFoundException"),
+        ("POST", "/usageplans/nope/keys".into(), member.clone(), 404, "NotFoundException"),
+        (
+            "POST",
+            format!("/usageplans/{plan}/keys"),
+            r#"{"keyId":"nope","keyType":"API_KEY"}"#.into(),
+            404,
+            "NotFoundException",
+        ),
+        // A stage that does not exist, a method that does not, fine-grained without a plan throttle.
+        (
+            "POST",
+            "/usageplans".into(),
+            r#"{"name":"x","apiStages":[{"apiId":"nope","stage":"prod"}]}"#.into(),
+            400,
+            "BadRequestException",
+        ),
+        (
+            "POST",
+            "/usageplans".into(),
+            r#"{"name":"x","throttle":{"rateLimit":1,"burstLimit":1},"apiStages":[{"apiId":"petstore","stage":"prod","throttle":{"/nope/GET":{"rateLimit":1,"burstLimit":1}}}]}"#.into(),
+            400,
+            "BadRequestException",
+        ),
+        (
+            "POST",
+            "/usageplans".into(),
+            r#"{"name":"x","apiStages":[{"apiId":"petstore","stage":"prod","throttle":{"/pets/GET":{"rateLimit":1,"burstLimit":1}}}]}"#.into(),
+            400,
+            "BadRequestException",
+        ),
+        // Numbers out of bounds, a period AWS does not have, a name missing.
+        (
+            "POST",
+            "/usageplans".into(),
+            r#"{"name":"x","quota":{"limit":5,"offset":6,"period":"DAY"}}"#.into(),
+            400,
+            "BadRequestException",
+        ),
+        ("POST", "/usageplans".into(), r#"{"name":"x","quota":{"limit":5,"period":"YEAR"}}"#.into(), 400, "BadRequestException"),
+        ("POST", "/usageplans".into(), r#"{"name":"x","throttle":{"rateLimit":-1}}"#.into(), 400, "BadRequestException"),
+        ("POST", "/usageplans".into(), r#"{"description":"no name"}"#.into(), 400, "BadRequestException"),
+        // Malformed patches and bodies.
+        (
+            "PATCH",
+            format!("/usageplans/{plan}"),
+            r#"{"patchOperations":[{"op":"replace","path":"/apiStages/petstore:prod/throttle/~1pets/GET/bogus","value":"1"}]}"#.into(),
+            400,
+            "BadRequestException",
+        ),
+        (
+            "PATCH",
+            format!("/usageplans/{plan}"),
+            r#"{"patchOperations":[{"op":"replace","path":"/throttle/rateLimit","value":"fast"}]}"#.into(),
+            400,
+            "BadRequestException",
+        ),
+        ("PATCH", format!("/apikeys/{key}"), r#"{"patchOperations":[{"op":"move","path":"/name"}]}"#.into(), 400, "BadRequestException"),
+        ("PATCH", format!("/apikeys/{key}"), r#"{"patchOperations":[{"op":"replace","path":"/enabled","value":"yes"}]}"#.into(), 400, "BadRequestException"),
+        ("POST", "/apikeys".into(), "{not json".into(), 400, "BadRequestException"),
+        ("POST", "/apikeys".into(), r#"{"name":7}"#.into(), 400, "BadRequestException"),
+        ("POST", "/apikeys".into(), r#"{"value":"short"}"#.into(), 400, "BadRequestException"),
+        ("POST", "/apikeys".into(), format!(r#"{{"name":"{}"}}"#, "n".repeat(1025)), 400, "BadRequestException"),
+        ("POST", "/apikeys".into(), format!(r#"{{"name":"{}"}}"#, "n".repeat(1 << 20)), 413, "RequestEntityTooLargeException"),
+        ("GET", "/apikeys?limit=abc".into(), String::new(), 400, "BadRequestException"),
+    ];
+    for (method, path, body, status, kind) in &cases {
+        let (s, k, v) = rest(a, method, path, body);
+        assert_eq!(
+            (s, k.as_str()),
+            (*status, *kind),
+            "{method} {path} {body:.120}: {v}"
+        );
+        if *status >= 400 {
+            assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        }
+    }
+    assert_eq!(
+        count("/apikeys"),
+        keys_before,
+        "a refused create made a key"
+    );
+    // A value given twice: the second is refused.
+    let value = r#"{"value":"a-caller-given-value-0123456789"}"#;
+    assert_eq!(rest(a, "POST", "/apikeys", value).0, 201);
+    assert_eq!(rest(a, "POST", "/apikeys", value).1, "ConflictException");
+    // The value of a file key is taken too.
+    let file_value = r#"{"value":"control-key-0123456789abcdef"}"#;
+    assert_eq!(
+        rest(a, "POST", "/apikeys", file_value).1,
+        "ConflictException"
+    );
+}
+
+/// ImportApiKeys with AWS's CSV: 10,000 rows with bad ones among them — warnings, the good
+/// rows imported; with `failonwarnings`, nothing imported at all.
+#[test]
+fn a_large_csv_import_with_bad_rows() {
+    let (_dir, p) = served();
+    let a = p.admin;
+    let (_, _, plan) = rest(
+        a,
+        "POST",
+        "/usageplans",
+        r#"{"name":"imports","apiStages":[{"apiId":"petstore","stage":"beta"}]}"#,
+    );
+    let plan = plan["id"].as_str().unwrap().to_owned();
+    let mut csv = String::from("Name,key,Description,Enabled,UsagePlanIds\n");
+    for i in 0..10_000 {
+        match i % 1000 {
+            // A short value, a bad Enabled, an unknown plan: three bad rows per thousand.
+            1 => csv.push_str(&format!("bad{i},short,,TRUE,\n")),
+            2 => csv.push_str(&format!("bad{i},imported-key-{i:08}-abcdefghijk,,maybe,\n")),
+            3 => csv.push_str(&format!(
+                "bad{i},imported-key-{i:08}-abcdefghijk,,TRUE,nope\n"
+            )),
+            _ => csv.push_str(&format!(
+                "cust{i},imported-key-{i:08}-abcdefghijk,imported,{},\"{plan}\"\n",
+                if i % 2 == 0 { "TRUE" } else { "false" }
+            )),
+        }
+    }
+    let keys = |a| {
+        let r = common::http(a, "GET", "/apikeys?limit=500&name=cust", &[]);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        v["item"].as_array().unwrap().len()
+    };
+    let import = |query: &str| {
+        common::http_with_body(
+            a,
+            "POST",
+            &format!("/apikeys?mode=import&format=csv{query}"),
+            &[("content-type", "text/csv")],
+            &csv,
+        )
+    };
+    let refused = import("&failonwarnings=true");
+    assert_eq!(
+        refused.status,
+        400,
+        "{}",
+        &refused.body[..200.min(refused.body.len())]
+    );
+    assert_eq!(
+        refused.header("x-amzn-errortype"),
+        Some("BadRequestException")
+    );
+    assert_eq!(keys(a), 0, "a refused import added keys");
+    let done = import("");
+    assert_eq!(
+        done.status,
+        201,
+        "{}",
+        &done.body[..200.min(done.body.len())]
+    );
+    let v: serde_json::Value = serde_json::from_str(&done.body).unwrap();
+    assert_eq!(v["ids"].as_array().unwrap().len(), 9_970);
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 30);
+    assert!(
+        v["warnings"][0].as_str().unwrap().contains("line 3"),
+        "{v:.300}"
+    );
+    assert_eq!(keys(a), 500, "a page of them");
+    // Imported again: the same keys, updated, no new ones.
+    let again: serde_json::Value = serde_json::from_str(&import("").body).unwrap();
+    assert_eq!(again["ids"].as_array().unwrap().len(), 9_970);
+    assert_eq!(again["ids"][0], v["ids"][0]);
+    // The plan has the enabled and disabled ones alike.
+    let r = common::http(a, "GET", &format!("/usageplans/{plan}/keys?limit=500"), &[]);
+    let listed: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(listed["item"].as_array().unwrap().len(), 500);
+    assert!(listed["position"].is_string());
+}
