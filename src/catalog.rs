@@ -124,6 +124,8 @@ pub struct Catalog {
     /// The newest head the store reported.
     seen: AtomicU64,
     applied_changes: AtomicU64,
+    /// When the store's changes were last read successfully (nanoseconds, Unix).
+    synced_at: std::sync::atomic::AtomicI64,
 }
 
 /// How often a replica asks the store for writes it has not applied.
@@ -143,6 +145,7 @@ impl Catalog {
             sync: tokio::sync::Mutex::new(()),
             seen: AtomicU64::new(0),
             applied_changes: AtomicU64::new(0),
+            synced_at: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -181,6 +184,11 @@ impl Catalog {
         self.seen
             .load(Ordering::Relaxed)
             .saturating_sub(self.head())
+    }
+
+    /// When the store's changes were last read (nanoseconds since the epoch; 0: never).
+    pub fn synced_at(&self) -> i64 {
+        self.synced_at.load(Ordering::Relaxed)
     }
 
     /// Writes applied here since start (own and others').
@@ -246,6 +254,10 @@ impl Catalog {
                 self.replace(head, records);
             }
         }
+        self.synced_at.store(
+            crate::clock::Clock::now(&crate::clock::SystemClock),
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 

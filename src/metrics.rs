@@ -68,6 +68,8 @@ pub struct Metrics {
     tls_reloads: IntCounterVec,
     /// TLS listeners whose counters are copied into the two above at each scrape.
     tls: parking_lot::Mutex<Vec<(&'static str, Arc<ReloadingTls>)>>,
+    /// The runtime catalog and its gauges, once watched.
+    catalog: parking_lot::Mutex<Option<CatalogMetrics>>,
     tap: tokio::sync::broadcast::Sender<Arc<Watched>>,
     /// Watchers alive: read on every decision with one relaxed load (the channel's own
     /// `receiver_count` takes a lock).
@@ -331,6 +333,7 @@ impl Metrics {
             tls_handshake_failures,
             tls_reloads,
             tls: parking_lot::Mutex::new(Vec::new()),
+            catalog: parking_lot::Mutex::new(None),
         }
     }
 
@@ -346,6 +349,56 @@ impl Metrics {
                 tls.push((name, l));
             }
         }
+    }
+
+    /// Reports `catalog` (sizes, changes applied, lag behind the store) from now on.
+    pub fn watch_catalog(&self, catalog: Arc<crate::catalog::Catalog>) {
+        let r = Definer(self.registry.clone());
+        *self.catalog.lock() = Some(CatalogMetrics {
+            keys: r.gauge(
+                "plangate_catalog_api_keys",
+                "API keys in the runtime catalog (made through the control plane; the file's are plangate_api_keys).",
+            ),
+            plans: r.gauge(
+                "plangate_catalog_usage_plans",
+                "Usage plans in the runtime catalog.",
+            ),
+            applied: r.counter(
+                "plangate_catalog_changes_applied_total",
+                "Catalog writes applied by this replica (its own and other replicas').",
+            ),
+            head: r.gauge(
+                "plangate_catalog_head",
+                "The number of the last catalog write this replica applied.",
+            ),
+            lag: r.gauge(
+                "plangate_catalog_lag_changes",
+                "Catalog writes the store has that this replica has not applied yet.",
+            ),
+            synced: r.float_gauge(
+                "plangate_catalog_synced_timestamp_seconds",
+                "Unix time this replica last read the store's catalog changes successfully \
+                 (every 200 ms while the store answers).",
+            ),
+            catalog,
+        });
+    }
+
+    fn copy_catalog(&self) {
+        let guard = self.catalog.lock();
+        let Some(m) = guard.as_ref() else { return };
+        let (keys, plans) = {
+            let state = m.catalog.read();
+            (state.keys.len(), state.plans.len())
+        };
+        m.keys.set(keys as i64);
+        m.plans.set(plans as i64);
+        m.head.set(m.catalog.head() as i64);
+        m.lag.set(m.catalog.lag() as i64);
+        m.applied
+            .inc_by(m.catalog.applied_changes().saturating_sub(m.applied.get()));
+        m.synced
+            .set(m.catalog.synced_at() as f64 / crate::clock::NANOS_PER_SEC as f64);
     }
 
     fn copy_tls_counters(&self) {
@@ -551,6 +604,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         self.copy_tls_counters();
+        self.copy_catalog();
         let mut buf = Vec::new();
         let families = self.registry.gather();
         if TextEncoder::new().encode(&families, &mut buf).is_err() {
@@ -586,4 +640,15 @@ mod tests {
         assert_eq!(m.store_failed(t0 + NANOS_PER_SEC), Some(1000));
         assert!(m.render().contains("plangate_store_errors_total 1001"));
     }
+}
+
+/// The runtime catalog's metrics, read from it at each scrape.
+struct CatalogMetrics {
+    catalog: Arc<crate::catalog::Catalog>,
+    keys: IntGauge,
+    plans: IntGauge,
+    applied: IntCounter,
+    head: IntGauge,
+    lag: IntGauge,
+    synced: prometheus::Gauge,
 }

@@ -189,6 +189,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         head = catalog.head(),
         "runtime catalog loaded"
     );
+    metrics.watch_catalog(catalog.clone());
     let (stop_follow, follow_stop) = tokio::sync::watch::channel(false);
     let follow_task = tokio::spawn(catalog.clone().follow(follow_stop));
     let engine = Arc::new(

@@ -399,6 +399,7 @@ fn sighup_reloads_and_admin_api_works() {
 #[tokio::test]
 async fn metrics_text_parses_and_counts_decisions() {
     let s = serve(&config(1, 3, true)).await;
+    s.metrics.watch_catalog(s.engine.catalog().clone());
     let mut c = client(s.grpc).await;
     for _ in 0..5 {
         c.check(check_request(KEY)).await.unwrap();
@@ -504,6 +505,12 @@ async fn metrics_text_parses_and_counts_decisions() {
         [
             "plangate_api_keys gauge",
             "plangate_build_info gauge",
+            "plangate_catalog_api_keys gauge",
+            "plangate_catalog_changes_applied_total counter",
+            "plangate_catalog_head gauge",
+            "plangate_catalog_lag_changes gauge",
+            "plangate_catalog_synced_timestamp_seconds gauge",
+            "plangate_catalog_usage_plans gauge",
             "plangate_config_fingerprint gauge",
             "plangate_config_generation gauge",
             "plangate_config_last_reload_success_timestamp_seconds gauge",
