@@ -88,6 +88,9 @@ enum Command {
     /// Create, list, change and delete usage plans of a running plangate's runtime catalog, and
     /// add keys to plans or take them out.
     Plans(catalog::PlansArgs),
+    /// Write the configuration in force and the runtime catalog of a running plangate as one
+    /// configuration file (key values as SHA-256 only): from API-managed to files.
+    Export(catalog::ExportArgs),
     /// Print the SHA-256 of a key value, for `value_sha256` (`-` reads the value from stdin).
     HashKey(hash_key::Args),
 }
@@ -130,6 +133,7 @@ impl Cli {
             Command::Watch(a) => watch::run(a),
             Command::Keys(a) => catalog::run_keys(a),
             Command::Plans(a) => catalog::run_plans(a),
+            Command::Export(a) => catalog::run_export(a),
         };
         match result {
             Ok(code) => code,

@@ -918,3 +918,71 @@ mod tests {
         assert_eq!(method_key("/pets/{proxy+}", "ANY"), "/pets/{proxy+}/ANY");
     }
 }
+
+/// `plangate export`: the configuration in force and the runtime catalog as one configuration
+/// file — the file's objects as they are, then the runtime plans and keys (AWS's shapes in the
+/// file's types; key values as SHA-256 only) — checked by the loader. A team that moves from
+/// the API to files starts from it.
+pub fn export(
+    snap: &crate::snapshot::Snapshot,
+    catalog: &crate::catalog::State,
+) -> Result<String, String> {
+    use crate::config::file::{ApiKeyFile, ApiStageFile, QuotaFile, ThrottleFile, UsagePlanFile};
+    let mut doc = crate::config::render::with_hashes(snap);
+    let throttle = |t: &crate::catalog::records::ThrottleSettings| ThrottleFile {
+        rate: t.rate_limit,
+        burst: t.burst_limit,
+    };
+    for p in catalog.plans.values() {
+        let quota = match &p.quota {
+            None => None,
+            Some(q) => Some(QuotaFile {
+                limit: q.limit,
+                period: crate::catalog::period_of(&q.period)
+                    .ok_or_else(|| format!("plan {}: quota period `{}`", p.id, q.period))?,
+                offset: q.offset,
+                starts_at: p.initial_period.filter(|_| q.offset != 0),
+            }),
+        };
+        let plan = UsagePlanFile {
+            enforce: None,
+            name: Some(p.name.clone()),
+            description: p.description.clone(),
+            throttle: p.throttle.as_ref().map(throttle),
+            quota,
+            api_stages: p
+                .api_stages
+                .iter()
+                .map(|s| ApiStageFile {
+                    api: s.api_id.clone(),
+                    stage: s.stage.clone(),
+                    throttle: s
+                        .throttle
+                        .iter()
+                        .map(|(m, t)| (m.clone(), throttle(t)))
+                        .collect(),
+                })
+                .collect(),
+        };
+        doc.usage_plans.insert(p.id.clone(), plan);
+    }
+    for k in catalog.keys.values() {
+        doc.api_keys.push(ApiKeyFile {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            description: k.description.clone(),
+            value: None,
+            value_sha256: Some(k.value_sha256.clone()),
+            enabled: k.enabled,
+            customer_id: k.customer_id.clone(),
+            usage_plans: catalog.plans_of(&k.id).map(str::to_owned).collect(),
+        });
+    }
+    let body = serde_yaml_ng::to_string(&doc).map_err(|e| e.to_string())?;
+    let yaml = format!(
+        "# Exported by `plangate export` (docs/control-plane.md): the configuration in force and the\n# runtime catalog. Key values are stored as SHA-256 digests only.\n{body}"
+    );
+    crate::config::load_str(&yaml, None, std::path::Path::new("."))
+        .map_err(|e| format!("the export does not load: {e}"))?;
+    Ok(yaml)
+}

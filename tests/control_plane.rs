@@ -664,3 +664,88 @@ fn a_large_csv_import_with_bad_rows() {
     assert_eq!(listed["item"].as_array().unwrap().len(), 500);
     assert!(listed["position"].is_string());
 }
+
+/// `plangate export` writes the file and the runtime catalog as one configuration file that
+/// decides the same on a fresh plangate; a reload of the file keeps the runtime catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_gives_a_file_that_decides_the_same_and_reloads_keep_the_catalog() {
+    let (dir, p) = served();
+    let a = p.admin;
+    let (plan, key, value) = tokio::task::spawn_blocking(move || {
+        let (_, _, plan) = rest(
+            a,
+            "POST",
+            "/usageplans",
+            r#"{"name":"runtime","apiStages":[{"apiId":"petstore","stage":"prod","throttle":{"/pets/GET":{"rateLimit":5,"burstLimit":5}}}],"throttle":{"rateLimit":10,"burstLimit":10},"quota":{"limit":100,"offset":10,"period":"MONTH"}}"#,
+        );
+        let plan = plan["id"].as_str().unwrap().to_owned();
+        let (_, _, key) = rest(
+            a,
+            "POST",
+            "/apikeys",
+            r#"{"name":"exported","customerId":"c-1","enabled":true}"#,
+        );
+        let (id, value) = (
+            key["id"].as_str().unwrap().to_owned(),
+            key["value"].as_str().unwrap().to_owned(),
+        );
+        let member = format!(r#"{{"keyId":"{id}","keyType":"API_KEY"}}"#);
+        assert_eq!(
+            rest(a, "POST", &format!("/usageplans/{plan}/keys"), &member).0,
+            201
+        );
+        (plan, id, value)
+    })
+    .await
+    .unwrap();
+    let mut c = common::authz_client(p.grpc).await;
+    assert_eq!(prod(&mut c, &value).await, 200);
+
+    // A reload (the file changed) keeps the runtime catalog.
+    let path = dir.path().join("plans.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("gold: {", "gold: { description: edited, "),
+    )
+    .unwrap();
+    let r = common::http(a, "POST", "/v1/reload", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        prod(&mut c, &value).await,
+        200,
+        "the runtime key after a reload"
+    );
+
+    let out = dir.path().join("exported.yaml");
+    std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args(["export", "--admin", &format!("127.0.0.1:{a}"), "--out"])
+        .arg(&out)
+        .succeeds();
+    let yaml = std::fs::read_to_string(&out).unwrap();
+    assert!(yaml.contains(&common::sha(&value)), "{yaml}");
+    assert!(!yaml.contains(&value), "a key value in the export");
+    assert!(yaml.contains("description: edited"), "{yaml}");
+    // A fresh plangate on the exported file alone decides the runtime key as before.
+    let q = Plangate::start(&out, &[], dir.path().join("exported.log"));
+    let mut c = common::authz_client(q.grpc).await;
+    let r = c
+        .check(common::check_request_to(
+            &value, "/pets", "petstore", "prod",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(common::check_status(&r), 200);
+    let got = common::http(q.admin, "GET", &format!("/apikeys/{key}"), &[]);
+    let got: serde_json::Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(got["customerId"], "c-1", "{got}");
+    let plan_now = common::http(q.admin, "GET", &format!("/usageplans/{plan}"), &[]);
+    let plan_now: serde_json::Value = serde_json::from_str(&plan_now.body).unwrap();
+    assert_eq!(plan_now["quota"]["offset"], 10, "{plan_now}");
+    assert_eq!(
+        plan_now["apiStages"][0]["throttle"]["/pets/GET"]["burstLimit"], 5,
+        "{plan_now}"
+    );
+    assert_eq!(prod(&mut c, "control-key-0123456789abcdef").await, 200);
+}

@@ -450,3 +450,30 @@ async fn plans(admin: &mut Admin, c: PlansCommand, out: &mut Out) -> Result<(), 
     }
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// Write the file here instead of standard output.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+/// Runs `plangate export`.
+pub fn run_export(a: ExportArgs) -> Result<ExitCode, CliError> {
+    let yaml = runtime::current_thread()?.block_on(async {
+        let mut admin = a.admin.connect().await?;
+        let req = admin.request(pb::ExportRequest {});
+        let r = admin.client().export(req).await.map_err(status)?;
+        Ok::<_, CliError>(r.into_inner().yaml)
+    })?;
+    match &a.out {
+        Some(path) => std::fs::write(path, yaml).map_err(|source| CliError::Write {
+            path: path.clone(),
+            source,
+        })?,
+        None => Out::stdout().text(yaml),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -25,6 +25,18 @@ pub fn redacted(snap: &Snapshot) -> serde_json::Value {
     v
 }
 
+/// [`in_force`] with every key's `value_sha256`: a file that decides as `snap` does (for
+/// `plangate export`; never shown by the admin API).
+pub fn with_hashes(snap: &Snapshot) -> ConfigFile {
+    let mut file = in_force(snap);
+    for (hash, &i) in &snap.key_index {
+        if let Some(k) = file.api_keys.get_mut(i as usize) {
+            k.value_sha256 = Some(hex::encode(hash));
+        }
+    }
+    file
+}
+
 /// `snap` in the file's types. Maps are sorted by name; keys keep their order.
 pub fn in_force(snap: &Snapshot) -> ConfigFile {
     let mut apis: Vec<(&String, _)> = snap.apis.iter().collect();

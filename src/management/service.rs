@@ -397,6 +397,19 @@ impl Management for ManagementService {
             .map(Response::new)
     }
 
+    async fn export(
+        &self,
+        _request: Request<pb::ExportRequest>,
+    ) -> Result<Response<pb::ExportResponse>, Status> {
+        let snap = self.engine.snapshot();
+        let yaml = {
+            let state = self.engine.catalog().read();
+            crate::migrate::export(&snap, &state)
+        }
+        .map_err(Status::failed_precondition)?;
+        Ok(Response::new(pb::ExportResponse { yaml }))
+    }
+
     async fn delete_usage_plan_key(
         &self,
         request: Request<pb::DeleteUsagePlanKeyRequest>,
