@@ -17,6 +17,7 @@
 //! looks a runtime key up in a concurrent map after the file's keys, and a runtime plan in a
 //! small table rebuilt when a plan changes.
 
+pub mod error;
 pub mod ops;
 pub mod records;
 pub mod views;
@@ -33,7 +34,7 @@ use crate::limit::quota::{Period, Quota};
 use crate::snapshot::{KeyHash, Plan, Throttle};
 use crate::store::catalog::{Changes, Record, Written};
 use crate::store::{Store, StoreError};
-pub use ops::{CatalogError, ErrorKind};
+pub use error::{CatalogError, ErrorKind};
 use records::{ApiKeyRecord, Named, UsagePlanRecord, parse_name};
 
 /// A runtime key, as decisions need it.

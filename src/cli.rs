@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod bench;
+mod bench_catalog;
 mod catalog;
 mod check;
 mod error;
@@ -76,6 +77,9 @@ enum Command {
     /// Load a running plangate over gRPC (Check or ShouldRateLimit) and report throughput and
     /// latency; with --baseline, also the ratio to a baseline server measured in the same run.
     Bench(bench::Args),
+    /// Measure the runtime catalog of two running replicas on one store: keys created per
+    /// second on one, and how long the other takes to know a new key (p50, p99).
+    BenchCatalog(bench_catalog::Args),
     /// Tail a running plangate's decisions, one JSON object per line (lossy: a slow reader is
     /// told how many it missed, never slows plangate).
     Watch(watch::Args),
@@ -128,6 +132,7 @@ impl Cli {
             Command::Serve(a) => serve::run(*a),
             Command::Usage(a) => usage::run(a),
             Command::Bench(a) => bench::run(a),
+            Command::BenchCatalog(a) => bench_catalog::run(a),
             Command::HashKey(a) => hash_key::run(a),
             Command::Health(a) => health::run(a),
             Command::Watch(a) => watch::run(a),

@@ -7,14 +7,15 @@
 //! is AWS's, not the SDKs' renamed view: lists carry `item`; errors carry `x-amzn-ErrorType`
 //! and `{"message": …}`.
 
+pub mod aws;
 pub mod credentials;
 mod faces;
 pub mod sigv4;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Value, json};
 
@@ -25,89 +26,13 @@ use axum::http::header;
 use axum::middleware::Next;
 
 use crate::admin::AdminToken;
-use crate::catalog::records::{ApiKeyRecord, UsagePlanRecord};
 use crate::catalog::views;
-use crate::catalog::{CatalogError, ErrorKind};
 use crate::clock::Clock;
 use crate::engine::Engine;
 use crate::snapshot::{Stage, Throttle};
+pub use aws::{AwsError, MAX_BODY};
+use aws::{aws_json, catalog_error, key_json, with_position};
 use credentials::{CredentialsFile, Role};
-
-/// AWS's error types, as `x-amzn-ErrorType` names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AwsError {
-    NotFound,
-    BadRequest,
-    Conflict,
-    Unauthorized,
-    LimitExceeded,
-    /// A request with no signature where one is needed.
-    MissingAuthenticationToken,
-    /// A signature that is malformed, stale, or does not match.
-    InvalidSignature,
-    /// An access key the credentials file does not hold.
-    UnrecognizedClient,
-    /// A `read` key asking for a change.
-    AccessDenied,
-    /// A body over [`MAX_BODY`].
-    TooLarge,
-    /// The store failed; a retry may succeed.
-    ServiceUnavailable,
-}
-
-impl AwsError {
-    fn name(self) -> &'static str {
-        match self {
-            AwsError::NotFound => "NotFoundException",
-            AwsError::BadRequest => "BadRequestException",
-            AwsError::Conflict => "ConflictException",
-            AwsError::Unauthorized => "UnauthorizedException",
-            AwsError::LimitExceeded => "LimitExceededException",
-            AwsError::MissingAuthenticationToken => "MissingAuthenticationTokenException",
-            AwsError::InvalidSignature => "InvalidSignatureException",
-            AwsError::UnrecognizedClient => "UnrecognizedClientException",
-            AwsError::AccessDenied => "AccessDeniedException",
-            AwsError::TooLarge => "RequestEntityTooLargeException",
-            AwsError::ServiceUnavailable => "ServiceUnavailableException",
-        }
-    }
-
-    fn status(self) -> StatusCode {
-        match self {
-            AwsError::NotFound => StatusCode::NOT_FOUND,
-            AwsError::BadRequest => StatusCode::BAD_REQUEST,
-            AwsError::Conflict => StatusCode::CONFLICT,
-            AwsError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AwsError::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
-            AwsError::MissingAuthenticationToken
-            | AwsError::InvalidSignature
-            | AwsError::UnrecognizedClient
-            | AwsError::AccessDenied => StatusCode::FORBIDDEN,
-            AwsError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            AwsError::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    /// The answer AWS gives: its status, `x-amzn-ErrorType`, and `{"message": …}`.
-    pub fn answer(self, message: impl Into<String>) -> Response {
-        let mut r = aws_json(self.status(), json!({ "message": message.into() }));
-        r.headers_mut()
-            .insert("x-amzn-errortype", HeaderValue::from_static(self.name()));
-        r
-    }
-}
-
-fn aws_json(status: StatusCode, v: Value) -> Response {
-    (
-        status,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
-    )
-        .into_response()
-}
-
-/// The largest request body read (a signature covers the body, so it is read whole).
-pub const MAX_BODY: usize = 1 << 20;
 
 /// Who may call the REST face: AWS clients signing with a key of `credentials` (Signature
 /// Version 4), or a caller presenting the admin token as `Authorization: Bearer <token>`.
@@ -278,13 +203,6 @@ async fn api_keys(
     }
 }
 
-fn with_position(mut page: Value, position: Option<String>) -> Value {
-    if let Some(p) = position {
-        page["position"] = json!(p);
-    }
-    page
-}
-
 /// `GetApiKey`: one key, by id.
 async fn api_key(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> Response {
     let snap = engine.snapshot();
@@ -293,41 +211,6 @@ async fn api_key(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> R
         Ok((k, _)) => aws_json(StatusCode::OK, key_json(&k)),
         Err(e) => catalog_error(e),
     }
-}
-
-/// A key as AWS's `ApiKey`: never its value or its hash; no dates for the file's keys (the
-/// file has none).
-fn key_json(k: &ApiKeyRecord) -> Value {
-    let mut v = serde_json::to_value(k).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("valueSha256");
-        if k.created_date == 0 {
-            o.remove("createdDate");
-            o.remove("lastUpdatedDate");
-        }
-    }
-    v
-}
-
-/// A plan as AWS's `UsagePlan` (without plangate's own fields).
-fn plan_json(p: &UsagePlanRecord) -> Value {
-    let mut v = serde_json::to_value(p).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("initialPeriod");
-    }
-    v
-}
-
-/// A catalog error as AWS answers it.
-fn catalog_error(e: CatalogError) -> Response {
-    let kind = match e.kind {
-        ErrorKind::NotFound => AwsError::NotFound,
-        ErrorKind::BadRequest => AwsError::BadRequest,
-        ErrorKind::Conflict => AwsError::Conflict,
-        ErrorKind::LimitExceeded => AwsError::LimitExceeded,
-        ErrorKind::Unavailable => AwsError::ServiceUnavailable,
-    };
-    kind.answer(e.message)
 }
 
 /// `GetRestApis`: every API of the configuration, by its id (its name in the file).

@@ -6,6 +6,7 @@ use tonic::Status;
 use tonic_health::ServingStatus;
 
 mod catalog;
+mod paging;
 pub mod service;
 
 pub use service::{DEFAULT_MAX_WATCHERS, ManagementService};

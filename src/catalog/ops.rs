@@ -7,50 +7,14 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::State;
+pub use super::error::{CatalogError, ErrorKind};
 use super::records::{
     ApiKeyRecord, ApiStage, QuotaSettings, ThrottleSettings, UsagePlanRecord, key_name,
     member_name, plan_name,
 };
 use crate::clock::Nanos;
 use crate::snapshot::{Snapshot, hash_key};
-use crate::store::StoreError;
 use crate::store::catalog::Record;
-
-/// AWS's error kinds for catalog operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    NotFound,
-    BadRequest,
-    Conflict,
-    LimitExceeded,
-    /// The store failed (a retry may help).
-    Unavailable,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct CatalogError {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl CatalogError {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        CatalogError {
-            kind,
-            message: message.into(),
-        }
-    }
-
-    pub fn store(e: StoreError) -> Self {
-        let kind = match e.kind() {
-            crate::store::StoreErrorKind::Config => ErrorKind::BadRequest,
-            crate::store::StoreErrorKind::Unsupported => ErrorKind::BadRequest,
-            _ => ErrorKind::Unavailable,
-        };
-        CatalogError::new(kind, format!("the runtime catalog: {e}"))
-    }
-}
 
 fn bad(message: impl Into<String>) -> CatalogError {
     CatalogError::new(ErrorKind::BadRequest, message)

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{AwsError, MAX_BODY, aws_json, catalog_error, key_json, plan_json, with_position};
+use super::aws::{AwsError, MAX_BODY, aws_json, catalog_error, key_json, plan_json, with_position};
 use crate::catalog::ops::{self, CatalogError, CreateApiKey, CreateUsagePlan, Patch};
 use crate::catalog::views;
 use crate::engine::Engine;

@@ -198,10 +198,10 @@ pub async fn delete_api_key(engine: &Engine, id: &str) -> Result<(), Status> {
 
 fn page(size: u32, token: &str) -> Result<views::Page, Status> {
     Ok(views::Page {
-        limit: Some(super::service::page_size(size, 25, views::MAX_PAGE as u32)),
+        limit: Some(super::paging::page_size(size, 25, views::MAX_PAGE as u32)),
         position: match token {
             "" => None,
-            t => Some(super::service::position(t)?),
+            t => Some(super::paging::position(t)?),
         },
     })
 }
@@ -231,7 +231,7 @@ pub async fn list_usage_plans(
                 usage_plan(p, from)
             })
             .collect(),
-        next_page_token: next.map(|n| super::service::token(&n)).unwrap_or_default(),
+        next_page_token: next.map(|n| super::paging::token(&n)).unwrap_or_default(),
     })
 }
 
@@ -330,7 +330,7 @@ pub async fn list_usage_plan_keys(
                 name: k.name.unwrap_or_default(),
             })
             .collect(),
-        next_page_token: next.map(|n| super::service::token(&n)).unwrap_or_default(),
+        next_page_token: next.map(|n| super::paging::token(&n)).unwrap_or_default(),
     })
 }
 
@@ -373,14 +373,14 @@ pub fn list_api_keys(
     let snap = engine.snapshot();
     let state = engine.catalog().read();
     let page = views::Page {
-        limit: Some(super::service::page_size(
+        limit: Some(super::paging::page_size(
             r.page_size,
             100,
             views::MAX_PAGE as u32,
         )),
         position: match r.page_token.as_str() {
             "" => None,
-            t => Some(super::service::position(t)?),
+            t => Some(super::paging::position(t)?),
         },
     };
     let filter = views::KeyFilter {
@@ -400,6 +400,6 @@ pub fn list_api_keys(
                 api_key(&state, &snap, k, from)
             })
             .collect(),
-        next_page_token: next.map(|n| super::service::token(&n)).unwrap_or_default(),
+        next_page_token: next.map(|n| super::paging::token(&n)).unwrap_or_default(),
     })
 }

@@ -9,6 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::catalog;
+use super::paging::{page_size, position, token};
 use super::pb;
 use super::pb::management_server::Management;
 use crate::clock::{NANOS_PER_SEC, Nanos};
@@ -158,22 +159,6 @@ fn usage_status(e: UsageError) -> Status {
         UsageError::BadRequest(_) => Status::invalid_argument(e.to_string()),
         UsageError::Store(_) => Status::unavailable(e.to_string()),
     }
-}
-
-/// A page token: an opaque form of the position to resume at.
-pub(super) fn token(position: &str) -> String {
-    hex::encode(position)
-}
-
-pub(super) fn position(token: &str) -> Result<String, Status> {
-    hex::decode(token)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| Status::invalid_argument("page_token is not one this server gave"))
-}
-
-pub(super) fn page_size(asked: u32, default: u32, max: u32) -> usize {
-    (if asked == 0 { default } else { asked.min(max) }) as usize
 }
 
 fn watched(w: &Watched, dropped: u64) -> pb::WatchDecisionsResponse {

@@ -162,7 +162,7 @@ impl redis::aio::ConnectionLike for Conn {
 pub struct RedisStore {
     conn: Conn,
     decide: redis::Script,
-    catalog_script: redis::Script,
+    catalog: catalog::RedisCatalog,
     prefix: String,
     timeout: Duration,
     /// The leases of shared buckets, when leased.
@@ -317,7 +317,7 @@ impl RedisStore {
         let mut store = RedisStore {
             conn,
             decide,
-            catalog_script: redis::Script::new(catalog::SCRIPT),
+            catalog: catalog::RedisCatalog::new(&opts.prefix),
             prefix: opts.prefix.clone(),
             timeout: opts.timeout,
             leases: leased.then(|| Arc::new(Leases::new(hold, opts.replicas))),
@@ -1062,11 +1062,13 @@ impl Store for RedisStore {
         expected: u64,
         records: &[super::catalog::Record],
     ) -> Result<super::catalog::Written, StoreError> {
-        self.write_catalog(expected, records).await
+        self.catalog
+            .write(&mut self.conn(), expected, records)
+            .await
     }
 
     async fn catalog_read(&self, after: u64) -> Result<super::catalog::Changes, StoreError> {
-        self.read_catalog(after).await
+        self.catalog.read(&mut self.conn(), after).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

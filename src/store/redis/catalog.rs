@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::RedisStore;
+use super::conn::{bounded, store_error};
 use crate::store::catalog::{Changes, LOG_KEPT, Record, Written, check_size};
 use crate::store::error::{StoreError, StoreErrorKind};
 
-pub(super) const SCRIPT: &str = include_str!("catalog.lua");
+const SCRIPT: &str = include_str!("catalog.lua");
 
 /// How long a catalog call may take: longer than a decision's timeout (an import is one
 /// write of thousands of records).
@@ -41,18 +41,38 @@ fn decode(entry: &str) -> Result<Vec<Record>, StoreError> {
         .collect())
 }
 
-impl RedisStore {
+/// The catalog's keys under one prefix, and its write script.
+pub(super) struct RedisCatalog {
+    prefix: String,
+    script: redis::Script,
+}
+
+async fn within<T>(
+    f: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    bounded(TIMEOUT, f, store_error).await
+}
+
+impl RedisCatalog {
+    pub(super) fn new(prefix: &str) -> Self {
+        RedisCatalog {
+            prefix: prefix.to_owned(),
+            script: redis::Script::new(SCRIPT),
+        }
+    }
+
     fn catalog_key(&self, part: &str) -> String {
         format!("{{{}}}|catalog|{part}", self.prefix)
     }
 
-    pub(super) async fn write_catalog(
+    pub(super) async fn write<C: redis::aio::ConnectionLike + Send>(
         &self,
+        conn: &mut C,
         expected: u64,
         records: &[Record],
     ) -> Result<Written, StoreError> {
         check_size(records)?;
-        let mut inv = self.catalog_script.prepare_invoke();
+        let mut inv = self.script.prepare_invoke();
         inv.key(self.catalog_key("head"))
             .key(self.catalog_key("records"))
             .key(self.catalog_key("log"))
@@ -62,9 +82,7 @@ impl RedisStore {
         for r in records {
             inv.arg(&r.name).arg(r.value.as_deref().unwrap_or(""));
         }
-        let mut conn = self.conn();
-        let (applied, head): (i64, u64) =
-            Self::within(TIMEOUT, inv.invoke_async(&mut conn)).await?;
+        let (applied, head): (i64, u64) = within(inv.invoke_async(conn)).await?;
         Ok(if applied == 1 {
             Written::Applied(head)
         } else {
@@ -72,13 +90,14 @@ impl RedisStore {
         })
     }
 
-    async fn catalog_head(&self) -> Result<u64, StoreError> {
-        let mut conn = self.conn();
-        let head: Option<u64> = Self::within(
-            TIMEOUT,
+    async fn head<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+    ) -> Result<u64, StoreError> {
+        let head: Option<u64> = within(
             redis::cmd("GET")
                 .arg(self.catalog_key("head"))
-                .query_async(&mut conn),
+                .query_async(conn),
         )
         .await?;
         Ok(head.unwrap_or(0))
@@ -86,24 +105,23 @@ impl RedisStore {
 
     /// The log's writes after `after`, up to `head`; `None` when the log no longer holds the
     /// first of them.
-    async fn log_after(
+    async fn log_after<C: redis::aio::ConnectionLike + Send>(
         &self,
+        conn: &mut C,
         after: u64,
         head: u64,
     ) -> Result<Option<Vec<(u64, Vec<Record>)>>, StoreError> {
         let mut out: Vec<(u64, Vec<Record>)> = Vec::new();
         let mut from = after + 1;
         while from <= head {
-            let mut conn = self.conn();
-            let page: Vec<(String, Vec<String>)> = Self::within(
-                TIMEOUT,
+            let page: Vec<(String, Vec<String>)> = within(
                 redis::cmd("XRANGE")
                     .arg(self.catalog_key("log"))
                     .arg(format!("{from}-0"))
                     .arg("+")
                     .arg("COUNT")
                     .arg(PAGE)
-                    .query_async(&mut conn),
+                    .query_async(conn),
             )
             .await?;
             if page.is_empty() {
@@ -129,38 +147,43 @@ impl RedisStore {
         Ok((from > head).then_some(out))
     }
 
-    pub(super) async fn read_catalog(&self, after: u64) -> Result<Changes, StoreError> {
-        let head = self.catalog_head().await?;
+    pub(super) async fn read<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        after: u64,
+    ) -> Result<Changes, StoreError> {
+        let head = self.head(conn).await?;
         if after == head {
             return Ok(Changes::Since(Vec::new()));
         }
         if after > 0
             && after < head
-            && let Some(changes) = self.log_after(after, head).await?
+            && let Some(changes) = self.log_after(conn, after, head).await?
         {
             return Ok(Changes::Since(changes));
         }
-        self.whole_catalog().await
+        self.whole(conn).await
     }
 
     /// Every record: a scan of the hash from head `h0`, then the log's writes after `h0`
     /// replayed over it (a record the scan saw changed is set again to its final value). Tried
     /// again if the log was trimmed past `h0` meanwhile.
-    async fn whole_catalog(&self) -> Result<Changes, StoreError> {
+    async fn whole<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+    ) -> Result<Changes, StoreError> {
         for _ in 0..5 {
-            let h0 = self.catalog_head().await?;
+            let h0 = self.head(conn).await?;
             let mut records: BTreeMap<String, String> = BTreeMap::new();
             let mut cursor = "0".to_owned();
             loop {
-                let mut conn = self.conn();
-                let (next, flat): (String, Vec<String>) = Self::within(
-                    TIMEOUT,
+                let (next, flat): (String, Vec<String>) = within(
                     redis::cmd("HSCAN")
                         .arg(self.catalog_key("records"))
                         .arg(&cursor)
                         .arg("COUNT")
                         .arg(PAGE)
-                        .query_async(&mut conn),
+                        .query_async(conn),
                 )
                 .await?;
                 let mut it = flat.into_iter();
@@ -172,8 +195,8 @@ impl RedisStore {
                 }
                 cursor = next;
             }
-            let head = self.catalog_head().await?;
-            let Some(changes) = self.log_after(h0, head).await? else {
+            let head = self.head(conn).await?;
+            let Some(changes) = self.log_after(conn, h0, head).await? else {
                 continue;
             };
             for (_, write) in changes {

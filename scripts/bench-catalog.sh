@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The runtime catalog, measured (docs/benchmarks.md, "Runtime catalog"):
+#  1. keys created per second on one replica with Redis, and how long a key made there takes to
+#     be known by a second replica on the same Redis (p50, p99): `plangate bench-catalog`;
+#  2. Check's server CPU per call with N runtime keys (ImportApiKeys into a plan of the file)
+#     against N keys of the file, in one run: both servers on core 0, the load generator on
+#     core 1, alternating rounds, every request admitted and charged.
+# Usage: scripts/bench-catalog.sh [KEYS] [SECONDS] [ROUNDS]     (default 1000000 5 5)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+keys="${1:-1000000}"; dur="${2:-5}"; rounds="${3:-5}"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cargo build --release --quiet
+bin="$root/target/release/plangate"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+
+# 1. Creates and propagation, two replicas on one Redis.
+python3 scripts/gen-keys.py 10 "$work/small" --high-limits
+rp=$(port)
+redis-server --port "$rp" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+  >"$work/redis.log" 2>&1 & pids+=($!)
+wait_port "$rp"
+a=$(port); b=$(port)
+for admin in "$a" "$b"; do
+  "$bin" serve --config "$work/small/keys.yaml" --grpc-addr "127.0.0.1:$(port)" \
+    --admin-addr "127.0.0.1:$admin" --store "redis://127.0.0.1:$rp" \
+    2>"$work/replica-$admin.log" & pids+=($!)
+done
+wait_port "$a"; wait_port "$b"
+"$bin" bench-catalog --admin "127.0.0.1:$a" --follower "127.0.0.1:$b" \
+  --creates 20000 --concurrency 16 --samples 300 > "$work/catalog.json"
+python3 - "$work/catalog.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+p = r["propagation_ms"]
+print(f"| keys created per second, one replica, Redis ({r['concurrency']} callers, {r['creates']} keys) | **{r['creates_per_second']:.0f}/s** |")
+print(f"| a key made on replica A known by replica B ({r['propagation_samples']} keys) | p50 **{p['p50']:.0f} ms**, p99 **{p['p99']:.0f} ms**, max {p['max']:.0f} ms |")
+PY
+
+# 2. Check CPU: N runtime keys against N file keys.
+python3 scripts/gen-keys.py "$keys" "$work/bk" --high-limits
+# The same file without its keys: the runtime server's.
+python3 - "$work/bk/keys.yaml" "$work/bk/nokeys.yaml" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+open(sys.argv[2], "w").write(text[: text.index("api_keys:")])
+PY
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick=$(getconf CLK_TCK)
+gf=$(port); af=$(port); gr=$(port); ar=$(port)
+taskset -c 0 "$bin" serve --config "$work/bk/keys.yaml" --grpc-addr "127.0.0.1:$gf" \
+  --admin-addr "127.0.0.1:$af" --no-persist 2>"$work/file.log" & pf=$!; pids+=($pf)
+taskset -c 0 "$bin" serve --config "$work/bk/nokeys.yaml" --grpc-addr "127.0.0.1:$gr" \
+  --admin-addr "127.0.0.1:$ar" --no-persist 2>"$work/runtime.log" & pr=$!; pids+=($pr)
+wait_port "$af"; wait_port "$ar"
+# The keys into the runtime catalog, 10,000 per ImportApiKeys call, in the file's plan `gold`.
+python3 - "$keys" "$ar" <<'PY'
+import http.client, sys
+n, port = int(sys.argv[1]), int(sys.argv[2])
+for start in range(0, n, 10000):
+    rows = "".join(f"k{i},bench-key-{i:012d},gold\n" for i in range(start, min(n, start + 10000)))
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    c.request("POST", "/apikeys?mode=import&format=csv&failonwarnings=true",
+              body="Name,Key,UsagePlanIds\n" + rows, headers={"content-type": "text/csv"})
+    r = c.getresponse(); body = r.read()
+    if r.status != 201:
+        sys.exit(f"import failed: {r.status} {body[:300]}")
+PY
+rss() { awk '/VmRSS/ {print $2 / 1024}' "/proc/$1/status"; }
+echo "| resident memory with $keys keys: file / runtime | $(rss $pf) MiB / $(rss $pr) MiB |"
+f0=$(cpu $pf); r0=$(cpu $pr)
+taskset -c 1 "$bin" bench --api check --target "127.0.0.1:$gr" --baseline "127.0.0.1:$gf" \
+  --duration "$dur" --rounds "$rounds" --keys "$keys" --connections 2 --concurrency 32 --json > "$work/check.json"
+f1=$(cpu $pf); r1=$(cpu $pr)
+python3 - "$work/check.json" "$((r1 - r0))" "$((f1 - f0))" "$tick" "$keys" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); rt, ft, tick, n = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+n_rt = sum(t["requests"] * (1 + 1 / t["seconds"]) for _, t in r["rounds"])
+n_f = sum(b["requests"] * (1 + 1 / b["seconds"]) for b, _ in r["rounds"])
+cr, cf = rt / tick / n_rt * 1e6, ft / tick / n_f * 1e6
+print(f"| Check with {n} keys: calls/s, file / runtime | {r['baseline_rps_median']:.0f} / {r['target_rps_median']:.0f} | **{r['ratio']:.3f}** |")
+print(f"| Check with {n} keys: server CPU per call, file / runtime | {cf:.2f} µs / {cr:.2f} µs | **{cr / cf:.3f}×** |")
+PY
