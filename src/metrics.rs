@@ -620,6 +620,17 @@ impl Default for Metrics {
     }
 }
 
+/// The runtime catalog's metrics, read from it at each scrape.
+struct CatalogMetrics {
+    catalog: Arc<crate::catalog::Catalog>,
+    keys: IntGauge,
+    plans: IntGauge,
+    applied: IntCounter,
+    head: IntGauge,
+    lag: IntGauge,
+    synced: prometheus::Gauge,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -640,15 +651,4 @@ mod tests {
         assert_eq!(m.store_failed(t0 + NANOS_PER_SEC), Some(1000));
         assert!(m.render().contains("plangate_store_errors_total 1001"));
     }
-}
-
-/// The runtime catalog's metrics, read from it at each scrape.
-struct CatalogMetrics {
-    catalog: Arc<crate::catalog::Catalog>,
-    keys: IntGauge,
-    plans: IntGauge,
-    applied: IntCounter,
-    head: IntGauge,
-    lag: IntGauge,
-    synced: prometheus::Gauge,
 }

@@ -894,31 +894,6 @@ fn read_export_file(file: &Path) -> std::io::Result<String> {
         .map_err(|e| Error::new(ErrorKind::InvalidData, format!("not UTF-8: {e}")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn method_settings_keys_are_resource_paths() {
-        assert_eq!(settings_key("~1pets/GET").as_deref(), Some("/pets/GET"));
-        assert_eq!(
-            settings_key("~1pets~1{petId}/POST").as_deref(),
-            Some("/pets/{petId}/POST")
-        );
-        assert_eq!(settings_key("~1/GET").as_deref(), Some("//GET"));
-        assert_eq!(settings_key("~1a~0b/GET").as_deref(), Some("/a~b/GET"));
-        // And back, for the control plane's GetStages.
-        for method in ["/pets/GET", "/pets/{petId}/POST", "//GET", "/a~b/GET"] {
-            let aws = aws_settings_key(method).unwrap();
-            assert_eq!(settings_key(&aws).as_deref(), Some(method), "{aws}");
-        }
-        assert_eq!(settings_key("*/*"), None);
-        assert_eq!(settings_key("pets/GET"), None);
-        assert_eq!(method_key("/", "ANY"), "//ANY");
-        assert_eq!(method_key("/pets/{proxy+}", "ANY"), "/pets/{proxy+}/ANY");
-    }
-}
-
 /// `plangate export`: the configuration in force and the runtime catalog as one configuration
 /// file — the file's objects as they are, then the runtime plans and keys (AWS's shapes in the
 /// file's types; key values as SHA-256 only) — checked by the loader. A team that moves from
@@ -985,4 +960,29 @@ pub fn export(
     crate::config::load_str(&yaml, None, std::path::Path::new("."))
         .map_err(|e| format!("the export does not load: {e}"))?;
     Ok(yaml)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_settings_keys_are_resource_paths() {
+        assert_eq!(settings_key("~1pets/GET").as_deref(), Some("/pets/GET"));
+        assert_eq!(
+            settings_key("~1pets~1{petId}/POST").as_deref(),
+            Some("/pets/{petId}/POST")
+        );
+        assert_eq!(settings_key("~1/GET").as_deref(), Some("//GET"));
+        assert_eq!(settings_key("~1a~0b/GET").as_deref(), Some("/a~b/GET"));
+        // And back, for the control plane's GetStages.
+        for method in ["/pets/GET", "/pets/{petId}/POST", "//GET", "/a~b/GET"] {
+            let aws = aws_settings_key(method).unwrap();
+            assert_eq!(settings_key(&aws).as_deref(), Some(method), "{aws}");
+        }
+        assert_eq!(settings_key("*/*"), None);
+        assert_eq!(settings_key("pets/GET"), None);
+        assert_eq!(method_key("/", "ANY"), "//ANY");
+        assert_eq!(method_key("/pets/{proxy+}", "ANY"), "/pets/{proxy+}/ANY");
+    }
 }
