@@ -302,3 +302,58 @@ fn stop(mut p: Plangate) {
         .unwrap();
     assert!(p.wait().success());
 }
+
+/// Redis goes away and comes back (its data kept, as a Redis with an append-only file keeps
+/// it): a change asked for meanwhile is refused with AWS's 503 and made nowhere; after, both
+/// replicas follow the log again and nothing made before is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_follow_again_after_a_redis_outage() {
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let url = redis.url();
+    let (dir, path) = common::plans_dir(config());
+    let args = ["--store", url.as_str(), "--store-timeout-ms", "2000"];
+    let a = Plangate::start(&path, &args, dir.path().join("a.log"));
+    let b = Plangate::start(&path, &args, dir.path().join("b.log"));
+    let (_, _, key) = plan_and_key(a.admin, json!({}));
+    let mut cb = authz_client(b.grpc).await;
+    wait_for_status(&mut cb, &key, 200, "B admits the key").await;
+
+    redis.stop();
+    let (status, _) = rest(a.admin, "POST", "/apikeys", json!({ "name": "during" }));
+    assert_eq!(status, 503, "a change while the store is away");
+    let r = common::http_with_body(a.admin, "POST", "/apikeys", &[], "{}");
+    assert_eq!(
+        r.header("x-amzn-errortype"),
+        Some("ServiceUnavailableException")
+    );
+    redis.restart();
+
+    // A's connection comes back by itself; a change made then reaches B.
+    let waited = plangate::clock::Stopwatch::start();
+    let made = loop {
+        let (status, v) = rest(
+            a.admin,
+            "POST",
+            "/apikeys",
+            json!({ "name": "after", "enabled": true }),
+        );
+        if status == 201 {
+            break v;
+        }
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(20),
+            "{status} {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let id = made["id"].as_str().unwrap();
+    common::wait_until("B knows the key made after the outage", || {
+        rest(b.admin, "GET", &format!("/apikeys/{id}"), Value::Null).0 == 200
+    });
+    assert_eq!(prod(&mut cb, &key).await, 200, "the key made before");
+    let names: Vec<Value> = ok(b.admin, "GET", "/apikeys?name=during", Value::Null)["item"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(names.is_empty(), "a refused change was made: {names:?}");
+}
