@@ -145,3 +145,10 @@ print(f"ratios to Envoy without a filter: ext_authz {r['ext_authz'] / r['plain']
       f"ratelimit {r['ratelimit'] / r['plain']:.3f} (baseline server {r['ratelimit-baseline'] / r['plain']:.3f})")
 print(f"plangate vs the baseline server behind the same filter: ext_authz {r['ext_authz'] / r['ext_authz-baseline']:.3f}, ratelimit {r['ratelimit'] / r['ratelimit-baseline']:.3f}")
 PY
+
+echo
+echo "## The runtime catalog: keys created per second, propagation, Check with runtime vs file keys"
+# Its own servers (the ones above are stopped first, so that nothing overlaps a measurement).
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
+if [ -n "$quick" ]; then scripts/bench-catalog.sh 100000 "$dur" "$rounds"
+else scripts/bench-catalog.sh 1000000 "$dur" "$rounds"; fi

@@ -74,7 +74,7 @@ impl RuntimePlan {
 }
 
 /// The catalog's objects, as of write `head`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct State {
     pub head: u64,
     pub keys: BTreeMap<String, ApiKeyRecord>,
@@ -83,8 +83,9 @@ pub struct State {
     pub members: BTreeSet<(String, String)>,
     /// (key id, plan id): the same, by key.
     pub key_plans: BTreeSet<(String, String)>,
-    /// Value hash → key id.
-    pub hashes: HashMap<KeyHash, String>,
+    /// The runtime keys as decisions see them, by value hash (the map [`Catalog::key`] reads):
+    /// also how a value already taken is found.
+    pub by_hash: Arc<KeyMap>,
 }
 
 impl State {
@@ -109,7 +110,7 @@ impl State {
     }
 }
 
-type KeyMap = DashMap<KeyHash, Arc<RuntimeKey>, foldhash::fast::RandomState>;
+pub type KeyMap = DashMap<KeyHash, Arc<RuntimeKey>, foldhash::fast::RandomState>;
 type PlanMap = HashMap<Arc<str>, Arc<RuntimePlan>, foldhash::fast::RandomState>;
 
 /// The runtime catalog of one replica.
@@ -138,10 +139,11 @@ const ATTEMPTS: usize = 16;
 impl Catalog {
     /// An empty catalog on `store` (see [`Catalog::load`]).
     pub fn new(store: Arc<dyn Store>) -> Self {
+        let state = State::default();
         Catalog {
             store,
-            state: parking_lot::RwLock::new(State::default()),
-            keys: ArcSwap::from_pointee(KeyMap::default()),
+            keys: ArcSwap::new(state.by_hash.clone()),
+            state: parking_lot::RwLock::new(state),
             plans: ArcSwap::from_pointee(PlanMap::default()),
             sync: tokio::sync::Mutex::new(()),
             seen: AtomicU64::new(0),
@@ -291,7 +293,7 @@ impl Catalog {
         if n <= state.head {
             return;
         }
-        let keys = self.keys.load();
+        let keys = state.by_hash.clone();
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let mut plans_changed = false;
         for r in records {
@@ -336,7 +338,7 @@ impl Catalog {
             head,
             ..State::default()
         };
-        let keys = KeyMap::default();
+        let keys = fresh.by_hash.clone();
         let mut members = Vec::new();
         for r in records {
             match parse_name(&r.name) {
@@ -357,7 +359,7 @@ impl Catalog {
         let plans = compile_plans(&fresh);
         let mut state = self.state.write();
         *state = fresh;
-        self.keys.store(Arc::new(keys));
+        self.keys.store(keys);
         self.plans.store(Arc::new(plans));
         self.applied_changes.fetch_add(1, Ordering::Relaxed);
     }
@@ -374,18 +376,13 @@ fn set_key(state: &mut State, keys: &KeyMap, id: &str, value: Option<&str>) {
             None
         }
     });
-    let new_hash = new.as_ref().and_then(|r| parse_hash(&r.value_sha256));
+    let new_hash = new.as_ref().map(|r| r.value_sha256);
     if let Some(old) = state.keys.remove(id)
-        && let Some(h) = parse_hash(&old.value_sha256)
-        && Some(h) != new_hash
+        && Some(old.value_sha256) != new_hash
     {
-        state.hashes.remove(&h);
-        keys.remove(&h);
+        keys.remove(&old.value_sha256);
     }
     if let Some(record) = new {
-        if let Some(h) = new_hash {
-            state.hashes.insert(h, id.to_owned());
-        }
         state.keys.insert(id.to_owned(), record);
     }
 }
@@ -408,11 +405,8 @@ fn index_key(state: &State, keys: &KeyMap, id: &str) {
     let Some(record) = state.keys.get(id) else {
         return;
     };
-    let Some(hash) = parse_hash(&record.value_sha256) else {
-        return;
-    };
     keys.insert(
-        hash,
+        record.value_sha256,
         Arc::new(RuntimeKey {
             id: id.into(),
             enabled: record.enabled,
@@ -420,12 +414,6 @@ fn index_key(state: &State, keys: &KeyMap, id: &str) {
             plans: state.plans_of(id).map(Arc::from).collect(),
         }),
     );
-}
-
-pub fn parse_hash(hex_text: &str) -> Option<KeyHash> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_text, &mut out).ok()?;
-    Some(out)
 }
 
 /// Every runtime plan, as decisions need it. A plan whose record no longer compiles (it was
@@ -510,3 +498,6 @@ pub fn compile_plan(p: &UsagePlanRecord) -> Result<RuntimePlan, String> {
         stages,
     })
 }
+
+#[cfg(test)]
+mod tests;

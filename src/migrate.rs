@@ -947,7 +947,7 @@ pub fn export(
             name: k.name.clone(),
             description: k.description.clone(),
             value: None,
-            value_sha256: Some(k.value_sha256.clone()),
+            value_sha256: Some(hex::encode(k.value_sha256)),
             enabled: k.enabled,
             customer_id: k.customer_id.clone(),
             usage_plans: catalog.plans_of(&k.id).map(str::to_owned).collect(),

@@ -185,7 +185,7 @@ pub struct NewKey {
 
 /// Whether a key value is taken, by a file key or a runtime one.
 fn value_taken(state: &State, snap: &Snapshot, hash: &crate::snapshot::KeyHash) -> bool {
-    snap.key_index.contains_key(hash) || state.hashes.contains_key(hash)
+    snap.key_index.contains_key(hash) || state.by_hash.contains_key(hash)
 }
 
 fn check_value(v: &str) -> Result<(), CatalogError> {
@@ -257,7 +257,7 @@ pub fn create_api_key(
         last_updated_date: seconds,
         stage_keys,
         tags: input.tags.clone(),
-        value_sha256: hex::encode(hash),
+        value_sha256: hash,
     };
     Ok((vec![put(key_name(&id), &record)], NewKey { record, value }))
 }
@@ -465,7 +465,10 @@ pub fn import_api_keys(
             continue;
         }
         // An existing runtime key with this value is updated, keeping its id.
-        let existing = state.hashes.get(&hash).and_then(|id| state.keys.get(id));
+        let existing = state
+            .by_hash
+            .get(&hash)
+            .and_then(|k| state.keys.get(&*k.id));
         let id = match (existing, made.get(&hash)) {
             (_, Some((id, _))) => id.clone(),
             (Some(k), None) => k.id.clone(),
@@ -486,7 +489,7 @@ pub fn import_api_keys(
             last_updated_date: seconds,
             stage_keys: existing.map(|k| k.stage_keys.clone()).unwrap_or_default(),
             tags: existing.map(|k| k.tags.clone()).unwrap_or_default(),
-            value_sha256: hex::encode(hash),
+            value_sha256: hash,
         };
         if let Some((_, at)) = made.get(&hash) {
             records[*at] = put(key_name(&id), &record);
@@ -679,6 +682,12 @@ fn stage_throttle_path(path: &str) -> Option<StagePath> {
                 .strip_prefix("throttle/")?
                 .replace("~1", "/")
                 .replace("~0", "~");
+            // The resource path's own leading `/` may have been taken for the separator.
+            let m = if m.starts_with('/') {
+                m
+            } else {
+                format!("/{m}")
+            };
             Some(match m.rsplit_once('/') {
                 Some((m, "rateLimit")) => (m.to_owned(), Some("rateLimit")),
                 Some((m, "burstLimit")) => (m.to_owned(), Some("burstLimit")),

@@ -55,8 +55,28 @@ pub struct ApiKeyRecord {
     pub stage_keys: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
-    /// plangate's: the SHA-256 of the value, in hex.
-    pub value_sha256: String,
+    /// plangate's: the SHA-256 of the value (in hex in JSON).
+    #[serde(with = "hex_hash")]
+    pub value_sha256: crate::snapshot::KeyHash,
+}
+
+/// A key hash as 64 hex digits.
+mod hex_hash {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &crate::snapshot::KeyHash, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(h))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<crate::snapshot::KeyHash, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&*text, &mut out)
+            .map_err(|e| serde::de::Error::custom(format!("valueSha256: {e}")))?;
+        Ok(out)
+    }
 }
 
 /// A plan made at runtime: AWS's `UsagePlan`.

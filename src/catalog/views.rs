@@ -53,7 +53,7 @@ pub fn file_key(k: &ApiKey) -> ApiKeyRecord {
         last_updated_date: 0,
         stage_keys: Vec::new(),
         tags: BTreeMap::new(),
-        value_sha256: String::new(),
+        value_sha256: [0; 32],
     }
 }
 

@@ -5,6 +5,10 @@
 //! against and is applied only if the head is still that one (optimistic concurrency over the
 //! whole catalog). So every replica applies the same writes in the same order, and a write is
 //! validated against everything written before it.
+//!
+//! The log holds the names a write changed, not their values: a reader takes the values as they
+//! are when it reads (the same, or a later write's), so the log stays small whatever the
+//! records weigh, and a reader that reads up to the head holds exactly the store's records.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -29,16 +33,20 @@ pub enum Written {
 /// What changed after a given write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Changes {
-    /// The writes after it, in order, each with its number.
+    /// The writes after it, in order, each with its number and the records it changed — with
+    /// their values as of the read (a later write may have changed them again; it follows).
     Since(Vec<(u64, Vec<Record>)>),
     /// The log no longer reaches back that far (or the whole catalog was asked for): every
     /// record, as of write `head`.
     Whole { head: u64, records: Vec<Record> },
 }
 
-/// How many writes a log keeps for replicas that follow it; one further behind reads the
-/// whole catalog.
-pub const LOG_KEPT: usize = 10_000;
+/// How many writes a log keeps for replicas that follow it (about: Redis trims in whole
+/// nodes); one further behind reads the whole catalog.
+pub const LOG_KEPT: usize = 1_000;
+
+/// How many names the memory store's log keeps at most, over all its writes.
+pub const LOG_KEPT_NAMES: usize = 100_000;
 
 /// The largest write, in records (an import of AWS's CSV is one write).
 pub const MAX_RECORDS: usize = 20_000;
@@ -49,7 +57,10 @@ pub const MAX_RECORDS: usize = 20_000;
 pub struct MemoryCatalog {
     head: u64,
     records: BTreeMap<String, String>,
-    log: VecDeque<(u64, Vec<Record>)>,
+    /// Each write's number and the names it changed.
+    log: VecDeque<(u64, Vec<String>)>,
+    /// Names in `log`.
+    logged: usize,
 }
 
 impl MemoryCatalog {
@@ -59,6 +70,7 @@ impl MemoryCatalog {
             head,
             records: records.into_iter().collect(),
             log: VecDeque::new(),
+            logged: 0,
         }
     }
 
@@ -79,15 +91,20 @@ impl MemoryCatalog {
     /// Applies a write [`MemoryCatalog::check`] accepted.
     pub fn apply(&mut self, records: Vec<Record>) -> u64 {
         self.head += 1;
-        for r in &records {
-            match &r.value {
-                Some(v) => self.records.insert(r.name.clone(), v.clone()),
+        let mut names = Vec::with_capacity(records.len());
+        for r in records {
+            match r.value {
+                Some(v) => self.records.insert(r.name.clone(), v),
                 None => self.records.remove(&r.name),
             };
+            names.push(r.name);
         }
-        self.log.push_back((self.head, records));
-        while self.log.len() > LOG_KEPT {
-            self.log.pop_front();
+        self.logged += names.len();
+        self.log.push_back((self.head, names));
+        while self.log.len() > LOG_KEPT || (self.logged > LOG_KEPT_NAMES && self.log.len() > 1) {
+            if let Some((_, gone)) = self.log.pop_front() {
+                self.logged -= gone.len();
+            }
         }
         self.head
     }
@@ -102,11 +119,15 @@ impl MemoryCatalog {
                     .front()
                     .is_some_and(|(first, _)| *first <= after + 1));
         if after > 0 && reaches {
+            let value = |name: &String| Record {
+                name: name.clone(),
+                value: self.records.get(name).cloned(),
+            };
             return Changes::Since(
                 self.log
                     .iter()
                     .filter(|(n, _)| *n > after)
-                    .cloned()
+                    .map(|(n, names)| (*n, names.iter().map(value).collect()))
                     .collect(),
             );
         }

@@ -4,7 +4,7 @@
 --
 -- KEYS[1] the head (a number), KEYS[2] the records (a hash), KEYS[3] the log (a stream)
 -- ARGV[1] the head expected, ARGV[2] how many writes the log keeps (about),
--- ARGV[3] the write as its log entry, then names and values.
+-- ARGV[3] the log entry: the names the write changes (JSON), then names and values.
 -- Returns {1, new head} when applied, {0, head} when stale.
 local head = tonumber(redis.call('GET', KEYS[1]) or '0')
 if head ~= tonumber(ARGV[1]) then

@@ -1,7 +1,8 @@
 //! The runtime catalog in Redis: `{<prefix>}|catalog|head` (the number of the last write),
 //! `{<prefix>}|catalog|records` (a hash: record name → value) and `{<prefix>}|catalog|log` (a
-//! stream: one entry per write, its id `<number>-0`, about [`LOG_KEPT`] kept). One hash tag, so
-//! on a cluster all three live on one master and a write is one script there.
+//! stream: one entry per write, its id `<number>-0`, holding the names the write changed; about
+//! [`LOG_KEPT`] kept). One hash tag, so on a cluster all three live on one master and a write
+//! is one script there. A reader takes the log's names, then their values with HMGET.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,22 +24,15 @@ fn protocol(what: impl Into<String>) -> StoreError {
     StoreError::new(StoreErrorKind::Protocol, what.into())
 }
 
-/// A write as its log entry: `[[name, value or null], …]`.
+/// A write as its log entry: the names it changes, `["key/…", …]`.
 fn encode(records: &[Record]) -> String {
-    let list: Vec<(&str, Option<&str>)> = records
-        .iter()
-        .map(|r| (r.name.as_str(), r.value.as_deref()))
-        .collect();
-    serde_json::to_string(&list).unwrap_or_default()
+    let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    serde_json::to_string(&names).unwrap_or_default()
 }
 
-fn decode(entry: &str) -> Result<Vec<Record>, StoreError> {
-    let list: Vec<(String, Option<String>)> = serde_json::from_str(entry)
-        .map_err(|e| protocol(format!("an unreadable catalog log entry: {e}")))?;
-    Ok(list
-        .into_iter()
-        .map(|(name, value)| Record { name, value })
-        .collect())
+fn decode(entry: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(entry)
+        .map_err(|e| protocol(format!("an unreadable catalog log entry: {e}")))
 }
 
 /// The catalog's keys under one prefix, and its write script.
@@ -110,8 +104,8 @@ impl RedisCatalog {
         conn: &mut C,
         after: u64,
         head: u64,
-    ) -> Result<Option<Vec<(u64, Vec<Record>)>>, StoreError> {
-        let mut out: Vec<(u64, Vec<Record>)> = Vec::new();
+    ) -> Result<Option<Vec<(u64, Vec<String>)>>, StoreError> {
+        let mut out: Vec<(u64, Vec<String>)> = Vec::new();
         let mut from = after + 1;
         while from <= head {
             let page: Vec<(String, Vec<String>)> = within(
@@ -147,6 +141,29 @@ impl RedisCatalog {
         Ok((from > head).then_some(out))
     }
 
+    /// The current values of `names` (`None`: removed), `PAGE` names per HMGET.
+    async fn values<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        names: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let mut out = Vec::with_capacity(names.len());
+        for chunk in names.chunks(PAGE) {
+            let values: Vec<Option<String>> = within(
+                redis::cmd("HMGET")
+                    .arg(self.catalog_key("records"))
+                    .arg(chunk)
+                    .query_async(conn),
+            )
+            .await?;
+            if values.len() != chunk.len() {
+                return Err(protocol("HMGET answered another number of values"));
+            }
+            out.extend(values);
+        }
+        Ok(out)
+    }
+
     pub(super) async fn read<C: redis::aio::ConnectionLike + Send>(
         &self,
         conn: &mut C,
@@ -158,8 +175,23 @@ impl RedisCatalog {
         }
         if after > 0
             && after < head
-            && let Some(changes) = self.log_after(conn, after, head).await?
+            && let Some(writes) = self.log_after(conn, after, head).await?
         {
+            let names: Vec<String> = writes.iter().flat_map(|(_, n)| n.iter().cloned()).collect();
+            let mut values = self.values(conn, &names).await?.into_iter();
+            let changes = writes
+                .into_iter()
+                .map(|(n, names)| {
+                    let records = names
+                        .into_iter()
+                        .map(|name| Record {
+                            name,
+                            value: values.next().flatten(),
+                        })
+                        .collect();
+                    (n, records)
+                })
+                .collect();
             return Ok(Changes::Since(changes));
         }
         self.whole(conn).await
@@ -196,16 +228,17 @@ impl RedisCatalog {
                 cursor = next;
             }
             let head = self.head(conn).await?;
-            let Some(changes) = self.log_after(conn, h0, head).await? else {
+            let Some(writes) = self.log_after(conn, h0, head).await? else {
                 continue;
             };
-            for (_, write) in changes {
-                for r in write {
-                    match r.value {
-                        Some(v) => records.insert(r.name, v),
-                        None => records.remove(&r.name),
-                    };
-                }
+            // Every name changed since the scan began, at its value now.
+            let names: Vec<String> = writes.into_iter().flat_map(|(_, n)| n).collect();
+            let values = self.values(conn, &names).await?;
+            for (name, value) in names.into_iter().zip(values) {
+                match value {
+                    Some(v) => records.insert(name, v),
+                    None => records.remove(&name),
+                };
             }
             return Ok(Changes::Whole {
                 head,
@@ -230,18 +263,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_entries_round_trip() {
+    fn log_entries_hold_the_names() {
         let w = vec![
             Record {
                 name: "key/a".into(),
-                value: Some("{\"x\":\"\\u0000|\"}".into()),
+                value: Some("{\"x\":1}".into()),
             },
             Record {
-                name: "key/b".into(),
+                name: "member/p|\"q/b".into(),
                 value: None,
             },
         ];
-        assert_eq!(decode(&encode(&w)).unwrap(), w);
+        assert_eq!(decode(&encode(&w)).unwrap(), ["key/a", "member/p|\"q/b"]);
         assert!(decode("[[1]]").is_err());
     }
 }
