@@ -128,6 +128,8 @@ pub struct Catalog {
     applied_changes: AtomicU64,
     /// When the store's changes were last read successfully (nanoseconds, Unix).
     synced_at: std::sync::atomic::AtomicI64,
+    /// Plan ids as the keys' plan lists share them.
+    plan_ids: parking_lot::Mutex<HashMap<String, Arc<str>>>,
 }
 
 /// How often a replica asks the store for writes it has not applied.
@@ -149,6 +151,7 @@ impl Catalog {
             seen: AtomicU64::new(0),
             applied_changes: AtomicU64::new(0),
             synced_at: std::sync::atomic::AtomicI64::new(0),
+            plan_ids: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -323,7 +326,7 @@ impl Catalog {
             }
         }
         for id in &touched {
-            index_key(&state, &keys, id);
+            index_key(&state, &keys, id, &mut self.plan_ids.lock());
         }
         if plans_changed {
             self.plans.store(Arc::new(compile_plans(&state)));
@@ -354,7 +357,7 @@ impl Catalog {
         }
         let ids: Vec<String> = fresh.keys.keys().cloned().collect();
         for id in &ids {
-            index_key(&fresh, &keys, id);
+            index_key(&fresh, &keys, id, &mut self.plan_ids.lock());
         }
         let plans = compile_plans(&fresh);
         let mut state = self.state.write();
@@ -401,7 +404,7 @@ fn set_plan(state: &mut State, id: &str, value: Option<&str>) {
 }
 
 /// Puts key `id` as decisions see it into `keys` (or takes it out when it is gone).
-fn index_key(state: &State, keys: &KeyMap, id: &str) {
+fn index_key(state: &State, keys: &KeyMap, id: &str, plan_ids: &mut HashMap<String, Arc<str>>) {
     let Some(record) = state.keys.get(id) else {
         return;
     };
@@ -411,7 +414,14 @@ fn index_key(state: &State, keys: &KeyMap, id: &str) {
             id: id.into(),
             enabled: record.enabled,
             customer_id: record.customer_id.as_deref().map(Arc::from),
-            plans: state.plans_of(id).map(Arc::from).collect(),
+            // One allocation per plan id, shared by its keys.
+            plans: state
+                .plans_of(id)
+                .map(|p| match plan_ids.get(p) {
+                    Some(shared) => shared.clone(),
+                    None => plan_ids.entry(p.to_owned()).or_insert(Arc::from(p)).clone(),
+                })
+                .collect(),
         }),
     );
 }

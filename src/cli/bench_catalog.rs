@@ -84,6 +84,9 @@ async fn measure(a: &Args) -> Result<serde_json::Value, CliError> {
     let mut follower = Admin::connect(&follower_address, a.admin.token.clone()).await?;
     let mut h = Histogram::<u64>::new(3).map_err(|e| CliError::Bench(e.to_string()))?;
     for i in 0..a.samples {
+        // Spread the creates over the follower's poll interval (a create made right after each
+        // answer would fall at the same point of it every time).
+        tokio::time::sleep(Duration::from_millis(i * 37 % 211)).await;
         let req = leader.request(create(format!("propagation-{i}")));
         let id = leader
             .client()

@@ -51,26 +51,24 @@ pub const LOG_KEPT_NAMES: usize = 100_000;
 /// The largest write, in records (an import of AWS's CSV is one write).
 pub const MAX_RECORDS: usize = 20_000;
 
-/// A catalog in this process's memory (the memory store's; persisted with its counters when
-/// those are).
+/// The memory store's catalog log: its head and its latest writes (values included, at most
+/// [`LOG_KEPT_NAMES`] records). The records themselves live in the one reader's catalog (this
+/// process's) and, when the store persists, on disk: a whole read comes from the disk, or from
+/// the log when it still reaches back to the first write.
 #[derive(Debug, Default)]
 pub struct MemoryCatalog {
     head: u64,
-    records: BTreeMap<String, String>,
-    /// Each write's number and the names it changed.
-    log: VecDeque<(u64, Vec<String>)>,
-    /// Names in `log`.
+    log: VecDeque<(u64, Vec<Record>)>,
+    /// Records in `log`.
     logged: usize,
 }
 
 impl MemoryCatalog {
-    /// A catalog holding `records` as of write `head` (loaded from disk).
-    pub fn loaded(head: u64, records: impl IntoIterator<Item = (String, String)>) -> Self {
+    /// A catalog whose last write was number `head` (loaded from disk).
+    pub fn at(head: u64) -> Self {
         MemoryCatalog {
             head,
-            records: records.into_iter().collect(),
-            log: VecDeque::new(),
-            logged: 0,
+            ..MemoryCatalog::default()
         }
     }
 
@@ -91,16 +89,8 @@ impl MemoryCatalog {
     /// Applies a write [`MemoryCatalog::check`] accepted.
     pub fn apply(&mut self, records: Vec<Record>) -> u64 {
         self.head += 1;
-        let mut names = Vec::with_capacity(records.len());
-        for r in records {
-            match r.value {
-                Some(v) => self.records.insert(r.name.clone(), v),
-                None => self.records.remove(&r.name),
-            };
-            names.push(r.name);
-        }
-        self.logged += names.len();
-        self.log.push_back((self.head, names));
+        self.logged += records.len();
+        self.log.push_back((self.head, records));
         while self.log.len() > LOG_KEPT || (self.logged > LOG_KEPT_NAMES && self.log.len() > 1) {
             if let Some((_, gone)) = self.log.pop_front() {
                 self.logged -= gone.len();
@@ -109,39 +99,42 @@ impl MemoryCatalog {
         self.head
     }
 
-    /// The writes after `after`, or the whole catalog when the log does not reach back to it.
-    pub fn since(&self, after: u64) -> Changes {
-        // A reader ahead of the head saw writes this catalog lost: it reads everything.
-        let reaches = after <= self.head
-            && (after == self.head
-                || self
-                    .log
-                    .front()
-                    .is_some_and(|(first, _)| *first <= after + 1));
-        if after > 0 && reaches {
-            let value = |name: &String| Record {
-                name: name.clone(),
-                value: self.records.get(name).cloned(),
-            };
-            return Changes::Since(
+    /// The writes after `after` from the log; the whole catalog when the log holds every write
+    /// (`after` 0, or a reader ahead of the head: it saw writes this catalog lost); `None`
+    /// when the log no longer reaches back that far (read the disk).
+    pub fn since(&self, after: u64) -> Option<Changes> {
+        let from_first = self.log.front().map_or(self.head + 1, |(n, _)| *n);
+        if after > 0 && after <= self.head && from_first <= after + 1 {
+            return Some(Changes::Since(
                 self.log
                     .iter()
                     .filter(|(n, _)| *n > after)
-                    .map(|(n, names)| (*n, names.iter().map(value).collect()))
+                    .cloned()
                     .collect(),
-            );
+            ));
         }
-        Changes::Whole {
+        if from_first > 1 {
+            return None;
+        }
+        let mut records = BTreeMap::new();
+        for (_, write) in &self.log {
+            for r in write {
+                match &r.value {
+                    Some(v) => records.insert(r.name.clone(), v.clone()),
+                    None => records.remove(&r.name),
+                };
+            }
+        }
+        Some(Changes::Whole {
             head: self.head,
-            records: self
-                .records
-                .iter()
+            records: records
+                .into_iter()
                 .map(|(name, v)| Record {
-                    name: name.clone(),
-                    value: Some(v.clone()),
+                    name,
+                    value: Some(v),
                 })
                 .collect(),
-        }
+        })
     }
 }
 
@@ -183,44 +176,44 @@ mod tests {
         assert_eq!(c.check(0, &[put("a", "1")]).unwrap(), Written::Applied(1));
         c.apply(vec![put("a", "1")]);
         assert_eq!(c.check(0, &[put("a", "2")]).unwrap(), Written::Stale(1));
-        c.apply(vec![
-            put("b", "2"),
-            Record {
-                name: "a".into(),
-                value: None,
-            },
-        ]);
+        let remove_a = Record {
+            name: "a".into(),
+            value: None,
+        };
+        c.apply(vec![put("b", "2"), remove_a.clone()]);
         assert_eq!(
             c.since(1),
-            Changes::Since(vec![(
-                2,
-                vec![
-                    put("b", "2"),
-                    Record {
-                        name: "a".into(),
-                        value: None
-                    }
-                ]
-            )])
+            Some(Changes::Since(vec![(2, vec![put("b", "2"), remove_a])]))
         );
-        assert_eq!(c.since(2), Changes::Since(vec![]));
+        assert_eq!(c.since(2), Some(Changes::Since(vec![])));
+        // The log holds every write: the whole catalog from it.
         assert_eq!(
             c.since(0),
-            Changes::Whole {
+            Some(Changes::Whole {
                 head: 2,
                 records: vec![put("b", "2")]
-            }
+            })
         );
     }
 
     #[test]
-    fn a_reader_behind_the_log_reads_everything() {
-        let mut c = MemoryCatalog::loaded(50, [("x".to_owned(), "1".to_owned())]);
+    fn a_reader_behind_the_log_reads_the_disk() {
+        let mut c = MemoryCatalog::at(50);
         c.apply(vec![put("y", "2")]);
-        // The log starts at 51: a reader at 10 missed writes it cannot see.
-        assert!(matches!(c.since(10), Changes::Whole { head: 51, .. }));
-        assert_eq!(c.since(50), Changes::Since(vec![(51, vec![put("y", "2")])]));
-        // A reader ahead of the catalog (it lost writes): everything.
-        assert!(matches!(c.since(60), Changes::Whole { head: 51, .. }));
+        // The log starts at 51: a reader at 10, or one reading everything, needs the disk.
+        assert_eq!(c.since(10), None);
+        assert_eq!(c.since(0), None);
+        assert_eq!(
+            c.since(50),
+            Some(Changes::Since(vec![(51, vec![put("y", "2")])]))
+        );
+        // A reader ahead of the catalog (it lost writes) reads everything too.
+        assert_eq!(c.since(60), None);
+        let mut big = MemoryCatalog::default();
+        for i in 0..(LOG_KEPT + 5) {
+            big.apply(vec![put(&format!("k{i}"), "v")]);
+        }
+        assert_eq!(big.since(0), None, "the log was trimmed");
+        assert!(matches!(big.since(big.head() - 1), Some(Changes::Since(w)) if w.len() == 1));
     }
 }

@@ -92,8 +92,7 @@ impl MemoryStore {
             ..MemoryStore::new()
         };
         let loaded = persistence.load(now)?;
-        let (head, records) = persistence.load_catalog()?;
-        *store.catalog.lock() = MemoryCatalog::loaded(head, records);
+        *store.catalog.lock() = MemoryCatalog::at(persistence.catalog_head()?);
         let mut inner = store.inner.lock();
         for (key, used, until) in loaded.counters {
             inner.cells.insert(key, Cell::Count { used, until });
@@ -345,7 +344,27 @@ impl Store for MemoryStore {
     }
 
     async fn catalog_read(&self, after: u64) -> Result<Changes, StoreError> {
-        Ok(self.catalog.lock().since(after))
+        if let Some(changes) = self.catalog.lock().since(after) {
+            return Ok(changes);
+        }
+        // Behind the log: the records on disk (written before each write was applied).
+        let Some(p) = &self.persistence else {
+            return Err(StoreError::new(
+                StoreErrorKind::Unsupported,
+                "the in-memory catalog's log no longer reaches back that far (one catalog reads a memory store)",
+            ));
+        };
+        let (head, records) = p.load_catalog()?;
+        Ok(Changes::Whole {
+            head,
+            records: records
+                .into_iter()
+                .map(|(name, v)| Record {
+                    name,
+                    value: Some(v),
+                })
+                .collect(),
+        })
     }
 
     async fn initial_period(&self, name: &str, start: Nanos) -> Result<Nanos, StoreError> {

@@ -181,6 +181,21 @@ impl Persistence {
         })
     }
 
+    /// The runtime catalog's head: the number of its last write.
+    pub fn catalog_head(&self) -> Result<u64, StoreError> {
+        let guard = self.db.lock();
+        let db = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::new(StoreErrorKind::Disk, "counters file not open"))?;
+        let tx = db.begin_read().map_err(|e| err("read", e))?;
+        Ok(tx
+            .open_table(CATALOG_HEAD)
+            .map_err(|e| err("table", e))?
+            .get("head")
+            .map_err(|e| err("read", e))?
+            .map_or(0, |v| v.value()))
+    }
+
     /// The runtime catalog: its head and records.
     pub fn load_catalog(&self) -> Result<(u64, Vec<(String, String)>), StoreError> {
         let guard = self.db.lock();
