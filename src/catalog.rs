@@ -37,14 +37,23 @@ use crate::store::{Store, StoreError};
 pub use error::{CatalogError, ErrorKind};
 use records::{ApiKeyRecord, Named, UsagePlanRecord, parse_name};
 
-/// A runtime key, as decisions need it.
+/// A runtime key, as decisions need it: held in the map by value hash itself (no allocation of
+/// its own), its first plan inline (most keys have one), so that a decision reads one entry.
 #[derive(Debug)]
 pub struct RuntimeKey {
     pub id: Arc<str>,
     pub enabled: bool,
     pub customer_id: Option<Arc<str>>,
-    /// The plans it is in (runtime or file plans), by id.
-    pub plans: Vec<Arc<str>>,
+    /// The plans it is in (runtime or file plans), by id: the first, and any others.
+    first_plan: Option<Arc<str>>,
+    more_plans: Box<[Arc<str>]>,
+}
+
+impl RuntimeKey {
+    /// The ids of its plans.
+    pub fn plans(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.first_plan.iter().chain(self.more_plans.iter())
+    }
 }
 
 /// A runtime plan, as decisions need it: its limits, and its stages by name (so that a reload
@@ -110,7 +119,7 @@ impl State {
     }
 }
 
-pub type KeyMap = DashMap<KeyHash, Arc<RuntimeKey>, foldhash::fast::RandomState>;
+pub type KeyMap = DashMap<KeyHash, RuntimeKey, foldhash::fast::RandomState>;
 type PlanMap = HashMap<Arc<str>, Arc<RuntimePlan>, foldhash::fast::RandomState>;
 
 /// The runtime catalog of one replica.
@@ -165,9 +174,10 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// The runtime key whose value hashes to `hash`.
-    pub fn key(&self, hash: &KeyHash) -> Option<Arc<RuntimeKey>> {
-        self.keys.load().get(hash).map(|k| k.clone())
+    /// `f` of the runtime key whose value hashes to `hash`, if there is one (run while the key
+    /// is read: keep `f` short, and never call back into the catalog's writes from it).
+    pub fn with_key<R>(&self, hash: &KeyHash, f: impl FnOnce(&RuntimeKey) -> R) -> Option<R> {
+        self.keys.load().get(hash).map(|k| f(&k))
     }
 
     /// The runtime plan `id`.
@@ -408,21 +418,22 @@ fn index_key(state: &State, keys: &KeyMap, id: &str, plan_ids: &mut HashMap<Stri
     let Some(record) = state.keys.get(id) else {
         return;
     };
+    // One allocation per plan id, shared by its keys.
+    let mut plans = state.plans_of(id).map(|p| match plan_ids.get(p) {
+        Some(shared) => shared.clone(),
+        None => plan_ids.entry(p.to_owned()).or_insert(Arc::from(p)).clone(),
+    });
+    let first_plan = plans.next();
+    let more_plans = plans.collect();
     keys.insert(
         record.value_sha256,
-        Arc::new(RuntimeKey {
+        RuntimeKey {
             id: id.into(),
             enabled: record.enabled,
             customer_id: record.customer_id.as_deref().map(Arc::from),
-            // One allocation per plan id, shared by its keys.
-            plans: state
-                .plans_of(id)
-                .map(|p| match plan_ids.get(p) {
-                    Some(shared) => shared.clone(),
-                    None => plan_ids.entry(p.to_owned()).or_insert(Arc::from(p)).clone(),
-                })
-                .collect(),
-        }),
+            first_plan,
+            more_plans,
+        },
     );
 }
 

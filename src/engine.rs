@@ -893,14 +893,14 @@ impl PlanUse {
 }
 
 /// The first of `plans` (ids of file or runtime plans) that covers `stage`.
-fn runtime_key_plan(
+fn runtime_key_plan<'p>(
     snap: &Snapshot,
     catalog: &Catalog,
-    plans: &[Arc<str>],
+    mut plans: impl Iterator<Item = &'p Arc<str>>,
     stage: &Stage,
     matched: MethodMatch,
 ) -> Option<PlanUse> {
-    plans.iter().find_map(|id| {
+    plans.find_map(|id| {
         if let Some(plan) = snap.plan_by_id(id) {
             let (_, methods) = plan.stages.iter().find(|(s, _)| *s == stage.id)?;
             return Some(PlanUse::of_file(plan, methods, matched));
@@ -951,14 +951,19 @@ fn key_limits(
             .plan_for(key, stage.id)
             .map(|(plan, methods)| PlanUse::of_file(plan, methods, matched));
         (key.id.clone(), used)
-    } else if let Some(key) = catalog.key(&hash) {
-        decision.key_id = Some(key.id.clone());
-        decision.customer_id = key.customer_id.clone();
-        if !key.enabled {
+    } else if let Some((id, customer, enabled, used)) = catalog.with_key(&hash, |key| {
+        let used = key
+            .enabled
+            .then(|| runtime_key_plan(snap, catalog, key.plans(), stage, matched))
+            .flatten();
+        (key.id.clone(), key.customer_id.clone(), key.enabled, used)
+    }) {
+        decision.key_id = Some(id.clone());
+        decision.customer_id = customer;
+        if !enabled {
             return Err(DenyReason::DisabledKey);
         }
-        let used = runtime_key_plan(snap, catalog, &key.plans, stage, matched);
-        (key.id.clone(), used)
+        (id, used)
     } else {
         return Err(DenyReason::UnknownKey);
     };
