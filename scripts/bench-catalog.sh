@@ -6,7 +6,7 @@
 #     against N keys of the file, in one run: both servers on core 0, the load generator on
 #     core 1, alternating rounds, every request admitted and charged.
 # Usage: scripts/bench-catalog.sh [KEYS] [SECONDS] [ROUNDS]     (default 1000000 5 5)
-# (ONLY=check measures part 2 only.) Part 2 runs twice, each server once in the load
+# (ONLY=check measures part 2 only, ONLY=creates part 1 only.) Part 2 runs twice, each server once in the load
 # generator's target slot and once in its baseline slot: the slot measured first was seen to pay
 # ~4% on these machines (the same server against itself, docs/benchmarks.md), and the mean of
 # the two orders cancels it.
@@ -52,6 +52,7 @@ print(f"| a key made on replica A known by replica B ({r['propagation_samples']}
 PY
 fi
 
+[ "${ONLY:-}" = creates ] && exit 0
 # 2. Check CPU: N runtime keys against N file keys.
 python3 scripts/gen-keys.py "$keys" "$work/bk" --high-limits
 # The same file without its keys: the runtime server's.
