@@ -298,6 +298,8 @@ out["file_key"] = error(lambda: c.update_api_key(apiKey="k1", patchOperations=[{
 out["file_plan"] = error(lambda: c.delete_usage_plan(usagePlanId="gold"))
 out["bad_path"] = error(lambda: c.update_api_key(apiKey=key["id"], patchOperations=[{"op": "replace", "path": "/value", "value": "x"}]))
 out["short_value"] = error(lambda: c.create_api_key(name="x", value="short"))
+out["imported"] = c.import_api_keys(body=b"Name,Key,UsagePlanIds\nimp,imported-by-boto3-0123456789,\nbad,short,\n", format="csv")
+out["import_refused"] = error(lambda: c.import_api_keys(body=b"Name,Key\nbad,short\n", format="csv", failOnWarnings=True))
 "#,
         )
     })
@@ -340,6 +342,22 @@ out["short_value"] = error(lambda: c.create_api_key(name="x", value="short"))
             .unwrap()
             .contains("plans.yaml"),
         "names the file: {made}"
+    );
+    // ImportApiKeys through boto3: the CSV as the body, a warning for the bad row; with
+    // failOnWarnings, refused.
+    assert_eq!(
+        made["imported"]["ids"].as_array().unwrap().len(),
+        1,
+        "{made}"
+    );
+    assert_eq!(
+        made["imported"]["warnings"].as_array().unwrap().len(),
+        1,
+        "{made}"
+    );
+    assert_eq!(
+        made["import_refused"]["code"], "BadRequestException",
+        "{made}"
     );
 
     let mut c = common::authz_client(p.grpc).await;
