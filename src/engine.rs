@@ -533,6 +533,23 @@ impl Engine {
         &self.catalog
     }
 
+    /// Makes one change to the runtime catalog: `op` validates it against the catalog, the
+    /// snapshot in force and the time now, and gives the records to write (see
+    /// [`Catalog::write`]). The one way every face (REST, gRPC) changes the catalog.
+    pub async fn change<T>(
+        &self,
+        op: impl Fn(
+            &crate::catalog::State,
+            &Snapshot,
+            Nanos,
+        )
+            -> Result<(Vec<crate::store::catalog::Record>, T), crate::catalog::CatalogError>,
+    ) -> Result<T, crate::catalog::CatalogError> {
+        let snap = self.snapshot();
+        let now = self.clock.now();
+        self.catalog.write(|st| op(st, &snap, now)).await
+    }
+
     /// The counter store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

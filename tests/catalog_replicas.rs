@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use serde_json::{Value, json};
 
 use common::{Plangate, RedisCluster, RedisServer, authz_client, check_status};
@@ -106,31 +103,12 @@ async fn wait_for_status(c: &mut Authz, key: &str, want: i32, what: &str) {
 
 /// 200 concurrent clients over the replicas, 10 attempts each with `key`: how many admitted.
 async fn admitted_across(replicas: &[Plangate], key: &str) -> u64 {
-    let admitted = Arc::new(AtomicU64::new(0));
-    let mut clients = Vec::new();
-    for r in replicas {
-        clients.push(authz_client(r.grpc).await);
-    }
-    let mut tasks = Vec::new();
-    for i in 0..200 {
-        let mut c = clients[i % clients.len()].clone();
-        let (admitted, key) = (admitted.clone(), key.to_owned());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..10 {
-                match prod(&mut c, &key).await {
-                    200 => {
-                        admitted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    429 => {}
-                    other => panic!("unexpected status {other}"),
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    admitted.load(Ordering::Relaxed)
+    let ports: Vec<u16> = replicas.iter().map(|r| r.grpc).collect();
+    let key = key.to_owned();
+    common::admitted_by_200_clients(&ports, move || {
+        common::check_request_to(&key, "/pets", "petstore", "prod")
+    })
+    .await
 }
 
 /// Two replicas on the store `url`: a key made on A is decided by B; a throttle changed on B is

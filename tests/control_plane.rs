@@ -395,36 +395,33 @@ out["updated"] = c.update_usage(usagePlanId="{pl}", keyId="{k}", patchOperations
     );
     assert_eq!(prod(&mut c, &key).await, 200);
 
-    let (k, pl) = (key_id.clone(), plan_id.clone());
-    tokio::task::spawn_blocking(move || {
-        boto3(
-            admin,
-            None,
-            &format!(
-                r#"c.update_api_key(apiKey="{k}", patchOperations=[{{"op": "replace", "path": "/enabled", "value": "false"}}])"#
-            ),
-        );
-        let _ = pl;
-    })
-    .await
-    .unwrap();
+    let k = &key_id;
+    boto3_off(
+        admin,
+        format!(
+            r#"c.update_api_key(apiKey="{k}", patchOperations=[{{"op": "replace", "path": "/enabled", "value": "false"}}])"#
+        ),
+    )
+    .await;
     assert_eq!(prod(&mut c, &key).await, 403);
-    let (k, pl) = (key_id.clone(), plan_id.clone());
-    tokio::task::spawn_blocking(move || {
-        boto3(
-            admin,
-            None,
-            &format!(
-                r#"
+    boto3_off(
+        admin,
+        format!(
+            r#"
 c.update_api_key(apiKey="{k}", patchOperations=[{{"op": "replace", "path": "/enabled", "value": "true"}}])
-c.delete_usage_plan_key(usagePlanId="{pl}", keyId="{k}")
+c.delete_usage_plan_key(usagePlanId="{plan_id}", keyId="{k}")
 "#
-            ),
-        )
-    })
-    .await
-    .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(prod(&mut c, &key).await, 403);
+}
+
+/// [`boto3`], unsigned, off the async workers.
+async fn boto3_off(admin: u16, script: String) -> serde_json::Value {
+    tokio::task::spawn_blocking(move || boto3(admin, None, &script))
+        .await
+        .unwrap()
 }
 
 /// A GET of `/pets` with `key`, on petstore's prod stage: its status.

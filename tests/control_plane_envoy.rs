@@ -66,6 +66,23 @@ fn aws(admin: u16, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `aws apigateway update-usage`: `remaining` left of the key's current period.
+fn update_usage(admin: u16, plan: &str, key: &str, remaining: u64) -> serde_json::Value {
+    let op = format!("op=replace,path=/remaining,value={remaining}");
+    aws(
+        admin,
+        &[
+            "update-usage",
+            "--usage-plan-id",
+            plan,
+            "--key-id",
+            key,
+            "--patch-operations",
+            &op,
+        ],
+    )
+}
+
 /// boto3, signed with the admin key, running `script` (which fills `out`).
 fn boto3(admin: u16, script: &str) -> serde_json::Value {
     let program = format!(
@@ -139,18 +156,7 @@ out["key"] = key
     assert_eq!(through_envoy(&s, &key), 200);
     assert_eq!(through_envoy(&s, &key), 429, "the quota of 2 is spent");
     // UpdateUsage gives one more.
-    let usage = aws(
-        admin,
-        &[
-            "update-usage",
-            "--usage-plan-id",
-            &plan_id,
-            "--key-id",
-            &key_id,
-            "--patch-operations",
-            "op=replace,path=/remaining,value=1",
-        ],
-    );
+    let usage = update_usage(admin, &plan_id, &key_id, 1);
     assert_eq!(
         usage["items"][&key_id],
         serde_json::json!([[1, 1]]),
@@ -158,18 +164,7 @@ out["key"] = key
     );
     assert_eq!(through_envoy(&s, &key), 200);
     assert_eq!(through_envoy(&s, &key), 429);
-    aws(
-        admin,
-        &[
-            "update-usage",
-            "--usage-plan-id",
-            &plan_id,
-            "--key-id",
-            &key_id,
-            "--patch-operations",
-            "op=replace,path=/remaining,value=100",
-        ],
-    );
+    update_usage(admin, &plan_id, &key_id, 100);
     // Disabled: 403.
     aws(
         admin,

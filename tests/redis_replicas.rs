@@ -3,7 +3,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use plangate::clock::Stopwatch;
@@ -55,36 +55,8 @@ fn fleet(n: usize, extra: &[&str]) -> Fleet {
 
 /// 200 concurrent clients split over two replicas, 10 attempts each on one key.
 async fn admitted_across_replicas(f: &Fleet, key: &'static str) -> u64 {
-    let admitted = Arc::new(AtomicU64::new(0));
-    let mut clients = Vec::new();
-    for r in &f.replicas {
-        clients.push(authz_client(r.grpc).await);
-    }
-    let mut tasks = Vec::new();
-    for i in 0..200 {
-        let mut c = clients[i % clients.len()].clone();
-        let admitted = admitted.clone();
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..10 {
-                let r = c
-                    .check(check_request(key, "/pets"))
-                    .await
-                    .unwrap()
-                    .into_inner();
-                match check_status(&r) {
-                    200 => {
-                        admitted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    429 => {}
-                    other => panic!("unexpected status {other}"),
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    admitted.load(Ordering::Relaxed)
+    let ports: Vec<u16> = f.replicas.iter().map(|r| r.grpc).collect();
+    common::admitted_by_200_clients(&ports, move || check_request(key, "/pets")).await
 }
 
 /// Exactness needs every decision to reach Redis: a generous timeout, and a closed policy so

@@ -79,11 +79,8 @@ pub async fn create_api_key(
         return import_api_keys(engine, q, body).await;
     }
     let input: CreateApiKey = tried!(json_of(body).await);
-    let snap = engine.snapshot();
-    let now = engine.clock().now();
     let made = engine
-        .catalog()
-        .write(|st| ops::create_api_key(st, &snap, &input, now))
+        .change(|st, snap, now| ops::create_api_key(st, snap, &input, now))
         .await;
     answer(made, |new| {
         tracing::info!(key_id = %new.record.id, "API key created");
@@ -128,11 +125,8 @@ pub async fn update_api_key(
     body: Body,
 ) -> Response {
     let patch: Patch = tried!(json_of(body).await);
-    let snap = engine.snapshot();
-    let now = engine.clock().now();
     let done = engine
-        .catalog()
-        .write(|st| ops::update_api_key(st, &snap, &id, &patch, now))
+        .change(|st, snap, now| ops::update_api_key(st, snap, &id, &patch, now))
         .await;
     answer(done, |k| {
         tracing::info!(key_id = %k.id, enabled = k.enabled, "API key updated");
@@ -142,10 +136,8 @@ pub async fn update_api_key(
 
 /// `DeleteApiKey`.
 pub async fn delete_api_key(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> Response {
-    let snap = engine.snapshot();
     let done = engine
-        .catalog()
-        .write(|st| ops::delete_api_key(st, &snap, &id))
+        .change(|st, snap, _| ops::delete_api_key(st, snap, &id))
         .await;
     answer(done, |()| {
         tracing::info!(key_id = %id, "API key deleted");
@@ -162,11 +154,8 @@ fn accepted() -> Response {
 /// `CreateUsagePlan`.
 pub async fn create_usage_plan(State(engine): State<Arc<Engine>>, body: Body) -> Response {
     let input: CreateUsagePlan = tried!(json_of(body).await);
-    let snap = engine.snapshot();
-    let now = engine.clock().now();
     let made = engine
-        .catalog()
-        .write(|st| ops::create_usage_plan(st, &snap, &input, now))
+        .change(|st, snap, now| ops::create_usage_plan(st, snap, &input, now))
         .await;
     answer(made, |p| {
         tracing::info!(plan = %p.id, "usage plan created");
@@ -214,11 +203,8 @@ pub async fn update_usage_plan(
     body: Body,
 ) -> Response {
     let patch: Patch = tried!(json_of(body).await);
-    let snap = engine.snapshot();
-    let now = engine.clock().now();
     let done = engine
-        .catalog()
-        .write(|st| ops::update_usage_plan(st, &snap, &id, &patch, now))
+        .change(|st, snap, now| ops::update_usage_plan(st, snap, &id, &patch, now))
         .await;
     answer(done, |p| {
         tracing::info!(plan = %p.id, "usage plan updated");
@@ -231,10 +217,8 @@ pub async fn delete_usage_plan(
     State(engine): State<Arc<Engine>>,
     Path(id): Path<String>,
 ) -> Response {
-    let snap = engine.snapshot();
     let done = engine
-        .catalog()
-        .write(|st| ops::delete_usage_plan(st, &snap, &id))
+        .change(|st, snap, _| ops::delete_usage_plan(st, snap, &id))
         .await;
     answer(done, |()| {
         tracing::info!(plan = %id, "usage plan deleted");
@@ -269,10 +253,10 @@ pub async fn create_usage_plan_key(
     let Some(key) = input.key_id.filter(|k| !k.is_empty()) else {
         return AwsError::BadRequest.answer("keyId is required");
     };
-    let snap = engine.snapshot();
     let done = engine
-        .catalog()
-        .write(|st| ops::create_usage_plan_key(st, &snap, &plan, &key, input.key_type.as_deref()))
+        .change(|st, snap, _| {
+            ops::create_usage_plan_key(st, snap, &plan, &key, input.key_type.as_deref())
+        })
         .await;
     answer(done, |k| {
         tracing::info!(plan = %plan, key_id = %k.id, "key added to usage plan");
@@ -336,10 +320,8 @@ pub async fn delete_usage_plan_key(
     State(engine): State<Arc<Engine>>,
     Path((plan, key)): Path<(String, String)>,
 ) -> Response {
-    let snap = engine.snapshot();
     let done = engine
-        .catalog()
-        .write(|st| ops::delete_usage_plan_key(st, &snap, &plan, &key))
+        .change(|st, snap, _| ops::delete_usage_plan_key(st, snap, &plan, &key))
         .await;
     answer(done, |()| {
         tracing::info!(plan = %plan, key_id = %key, "key removed from usage plan");

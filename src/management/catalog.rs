@@ -153,15 +153,12 @@ pub async fn create_api_key(
         customer_id: text(&r.customer_id),
         tags: tags(&r.tags),
     };
-    let snap = engine.snapshot();
-    let now = engine.clock().now();
     let new = engine
-        .catalog()
-        .write(|st| ops::create_api_key(st, &snap, &input, now))
+        .change(|st, snap, now| ops::create_api_key(st, snap, &input, now))
         .await
         .map_err(status)?;
     tracing::info!(key_id = %new.record.id, "API key created");
-    let state = engine.catalog().read();
+    let (snap, state) = (engine.snapshot(), engine.catalog().read());
     Ok(pb::CreateApiKeyResponse {
         api_key: Some(api_key(&state, &snap, &new.record, Source::Runtime)),
         value: new.value,
@@ -173,23 +170,18 @@ pub async fn update_api_key(
     r: pb::UpdateApiKeyRequest,
 ) -> Result<pb::ApiKey, Status> {
     let p = patch(&r.patch_operations);
-    let snap = engine.snapshot();
-    let now = engine.clock().now();
     let k = engine
-        .catalog()
-        .write(|st| ops::update_api_key(st, &snap, &r.id, &p, now))
+        .change(|st, snap, now| ops::update_api_key(st, snap, &r.id, &p, now))
         .await
         .map_err(status)?;
     tracing::info!(key_id = %k.id, enabled = k.enabled, "API key updated");
-    let state = engine.catalog().read();
+    let (snap, state) = (engine.snapshot(), engine.catalog().read());
     Ok(api_key(&state, &snap, &k, Source::Runtime))
 }
 
 pub async fn delete_api_key(engine: &Engine, id: &str) -> Result<(), Status> {
-    let snap = engine.snapshot();
     engine
-        .catalog()
-        .write(|st| ops::delete_api_key(st, &snap, id))
+        .change(|st, snap, _| ops::delete_api_key(st, snap, id))
         .await
         .map_err(status)?;
     tracing::info!(key_id = %id, "API key deleted");
@@ -270,11 +262,8 @@ pub async fn create_usage_plan(
         }),
         tags: tags(&r.tags),
     };
-    let snap = engine.snapshot();
-    let now = engine.clock().now();
     let p = engine
-        .catalog()
-        .write(|st| ops::create_usage_plan(st, &snap, &input, now))
+        .change(|st, snap, now| ops::create_usage_plan(st, snap, &input, now))
         .await
         .map_err(status)?;
     tracing::info!(plan = %p.id, "usage plan created");
@@ -286,11 +275,8 @@ pub async fn update_usage_plan(
     r: pb::UpdateUsagePlanRequest,
 ) -> Result<pb::UsagePlan, Status> {
     let p = patch(&r.patch_operations);
-    let snap = engine.snapshot();
-    let now = engine.clock().now();
     let plan = engine
-        .catalog()
-        .write(|st| ops::update_usage_plan(st, &snap, &r.id, &p, now))
+        .change(|st, snap, now| ops::update_usage_plan(st, snap, &r.id, &p, now))
         .await
         .map_err(status)?;
     tracing::info!(plan = %plan.id, "usage plan updated");
@@ -298,10 +284,8 @@ pub async fn update_usage_plan(
 }
 
 pub async fn delete_usage_plan(engine: &Engine, id: &str) -> Result<(), Status> {
-    let snap = engine.snapshot();
     engine
-        .catalog()
-        .write(|st| ops::delete_usage_plan(st, &snap, id))
+        .change(|st, snap, _| ops::delete_usage_plan(st, snap, id))
         .await
         .map_err(status)?;
     tracing::info!(plan = %id, "usage plan deleted");
@@ -338,10 +322,10 @@ pub async fn create_usage_plan_key(
     engine: &Engine,
     r: pb::CreateUsagePlanKeyRequest,
 ) -> Result<pb::UsagePlanKey, Status> {
-    let snap = engine.snapshot();
     let k = engine
-        .catalog()
-        .write(|st| ops::create_usage_plan_key(st, &snap, &r.usage_plan_id, &r.key_id, None))
+        .change(|st, snap, _| {
+            ops::create_usage_plan_key(st, snap, &r.usage_plan_id, &r.key_id, None)
+        })
         .await
         .map_err(status)?;
     tracing::info!(plan = %r.usage_plan_id, key_id = %k.id, "key added to usage plan");
@@ -355,10 +339,8 @@ pub async fn delete_usage_plan_key(
     engine: &Engine,
     r: pb::DeleteUsagePlanKeyRequest,
 ) -> Result<(), Status> {
-    let snap = engine.snapshot();
     engine
-        .catalog()
-        .write(|st| ops::delete_usage_plan_key(st, &snap, &r.usage_plan_id, &r.key_id))
+        .change(|st, snap, _| ops::delete_usage_plan_key(st, snap, &r.usage_plan_id, &r.key_id))
         .await
         .map_err(status)?;
     tracing::info!(plan = %r.usage_plan_id, key_id = %r.key_id, "key removed from usage plan");

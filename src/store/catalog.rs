@@ -41,6 +41,22 @@ pub enum Changes {
     Whole { head: u64, records: Vec<Record> },
 }
 
+impl Changes {
+    /// The whole catalog: `records` as of write `head`.
+    pub fn whole(head: u64, records: impl IntoIterator<Item = (String, String)>) -> Self {
+        Changes::Whole {
+            head,
+            records: records
+                .into_iter()
+                .map(|(name, v)| Record {
+                    name,
+                    value: Some(v),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// How many writes a log keeps for replicas that follow it (about: Redis trims in whole
 /// nodes); one further behind reads the whole catalog.
 pub const LOG_KEPT: usize = 1_000;
@@ -125,16 +141,7 @@ impl MemoryCatalog {
                 };
             }
         }
-        Some(Changes::Whole {
-            head: self.head,
-            records: records
-                .into_iter()
-                .map(|(name, v)| Record {
-                    name,
-                    value: Some(v),
-                })
-                .collect(),
-        })
+        Some(Changes::whole(self.head, records))
     }
 }
 

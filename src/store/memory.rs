@@ -355,16 +355,7 @@ impl Store for MemoryStore {
             ));
         };
         let (head, records) = p.load_catalog()?;
-        Ok(Changes::Whole {
-            head,
-            records: records
-                .into_iter()
-                .map(|(name, v)| Record {
-                    name,
-                    value: Some(v),
-                })
-                .collect(),
-        })
+        Ok(Changes::whole(head, records))
     }
 
     async fn initial_period(&self, name: &str, start: Nanos) -> Result<Nanos, StoreError> {

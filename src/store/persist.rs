@@ -181,13 +181,18 @@ impl Persistence {
         })
     }
 
-    /// The runtime catalog's head: the number of its last write.
-    pub fn catalog_head(&self) -> Result<u64, StoreError> {
+    /// A read transaction on the file.
+    fn reading(&self) -> Result<redb::ReadTransaction, StoreError> {
         let guard = self.db.lock();
         let db = guard
             .as_ref()
             .ok_or_else(|| StoreError::new(StoreErrorKind::Disk, "counters file not open"))?;
-        let tx = db.begin_read().map_err(|e| err("read", e))?;
+        db.begin_read().map_err(|e| err("read", e))
+    }
+
+    /// The runtime catalog's head: the number of its last write.
+    pub fn catalog_head(&self) -> Result<u64, StoreError> {
+        let tx = self.reading()?;
         Ok(tx
             .open_table(CATALOG_HEAD)
             .map_err(|e| err("table", e))?
@@ -198,17 +203,8 @@ impl Persistence {
 
     /// The runtime catalog: its head and records.
     pub fn load_catalog(&self) -> Result<(u64, Vec<(String, String)>), StoreError> {
-        let guard = self.db.lock();
-        let db = guard
-            .as_ref()
-            .ok_or_else(|| StoreError::new(StoreErrorKind::Disk, "counters file not open"))?;
-        let tx = db.begin_read().map_err(|e| err("read", e))?;
-        let head = tx
-            .open_table(CATALOG_HEAD)
-            .map_err(|e| err("table", e))?
-            .get("head")
-            .map_err(|e| err("read", e))?
-            .map_or(0, |v| v.value());
+        let head = self.catalog_head()?;
+        let tx = self.reading()?;
         let table = tx.open_table(CATALOG).map_err(|e| err("table", e))?;
         let mut records = Vec::new();
         for row in table.iter().map_err(|e| err("scan", e))? {
@@ -224,17 +220,7 @@ impl Persistence {
         head: u64,
         records: &[super::catalog::Record],
     ) -> Result<(), StoreError> {
-        let mut guard = self.db.lock();
-        if guard.is_none() {
-            *guard = Some(Self::open_file(&self.path)?);
-        }
-        let Some(db) = guard.as_ref() else {
-            return Err(StoreError::new(
-                StoreErrorKind::Disk,
-                "counters file not open",
-            ));
-        };
-        let result = (|| {
+        self.writing(|db| {
             let tx = db.begin_write().map_err(|e| err("write", e))?;
             {
                 let mut table = tx.open_table(CATALOG).map_err(|e| err("table", e))?;
@@ -249,7 +235,27 @@ impl Persistence {
                 h.insert("head", head).map_err(|e| err("catalog", e))?;
             }
             tx.commit().map_err(|e| err("commit", e))
-        })();
+        })
+    }
+
+    /// Runs `write` on the file, opening it again first if an earlier failure closed it; a
+    /// failure closes it (redb refuses every later transaction after an I/O error), and the
+    /// next write reopens it.
+    fn writing(
+        &self,
+        write: impl FnOnce(&Database) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut guard = self.db.lock();
+        if guard.is_none() {
+            *guard = Some(Self::open_file(&self.path)?);
+        }
+        let Some(db) = guard.as_ref() else {
+            return Err(StoreError::new(
+                StoreErrorKind::Disk,
+                "counters file not open",
+            ));
+        };
+        let result = write(db);
         if result.is_err() {
             *guard = None;
         }
@@ -264,22 +270,8 @@ impl Persistence {
         rows: &[(LimitKey, u64, Nanos)],
         initial: &[(String, Nanos)],
     ) -> Result<(), StoreError> {
-        let mut guard = self.db.lock();
-        if guard.is_none() {
-            *guard = Some(Self::open_file(&self.path)?);
-        }
-        let Some(db) = guard.as_ref() else {
-            return Err(StoreError::new(
-                StoreErrorKind::Disk,
-                "counters file not open",
-            ));
-        };
-        let result = Self::write_to(db, rows, initial);
-        if result.is_err() {
-            // Closed now; reopened (and written whole) at the next flush.
-            *guard = None;
-        }
-        result
+        // On a failure the file is closed; reopened (and written whole) at the next flush.
+        self.writing(|db| Self::write_to(db, rows, initial))
     }
 
     fn write_to(

@@ -1028,3 +1028,39 @@ pub fn file_in_new_dir(name: &str, contents: impl AsRef<[u8]>) -> (tempfile::Tem
     std::fs::write(&path, contents).unwrap();
     (dir, path)
 }
+
+/// 200 concurrent clients over the plangate gRPC ports `grpc` (in turn), 10 requests each made
+/// by `request`: how many were admitted. Any answer but 200 or 429 fails the test.
+pub async fn admitted_by_200_clients(
+    grpc: &[u16],
+    request: impl Fn() -> envoy_types::ext_authz::v3::pb::CheckRequest + Send + Sync + 'static,
+) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let admitted = std::sync::Arc::new(AtomicU64::new(0));
+    let request = std::sync::Arc::new(request);
+    let mut clients = Vec::new();
+    for &port in grpc {
+        clients.push(authz_client(port).await);
+    }
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let mut c = clients[i % clients.len()].clone();
+        let (admitted, request) = (admitted.clone(), request.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let r = c.check(request()).await.unwrap().into_inner();
+                match check_status(&r) {
+                    200 => {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    429 => {}
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    admitted.load(Ordering::Relaxed)
+}

@@ -240,16 +240,7 @@ impl RedisCatalog {
                     None => records.remove(&name),
                 };
             }
-            return Ok(Changes::Whole {
-                head,
-                records: records
-                    .into_iter()
-                    .map(|(name, v)| Record {
-                        name,
-                        value: Some(v),
-                    })
-                    .collect(),
-            });
+            return Ok(Changes::whole(head, records));
         }
         Err(StoreError::new(
             StoreErrorKind::Unavailable,

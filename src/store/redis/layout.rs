@@ -84,7 +84,7 @@ pub mod values {
     pub const BUCKET: [&str; 4] = ["level", "s", "ns", "unit"];
     /// A bucket stored before its unit was (read in the unit of the request that reads it).
     #[allow(dead_code)]
-    pub const BUCKET_V1: [&str; 3] = ["level", "s", "ns"];
+    pub const BUCKET_V1: [&str; 3] = first(&BUCKET);
     /// A bucket entry's parameters (kind `b`).
     pub const BUCKET_PARAMS: [&str; 4] = ["unit", "refill", "capacity", "units"];
     /// A plan's record of one key (field `r|<plan>`).
@@ -99,15 +99,18 @@ pub mod values {
         "unit",
     ];
     /// A record stored before its throttle's unit was: the same, without `unit`.
-    pub const RECORD_V1: [&str; 7] = [
-        "level",
-        "s",
-        "ns",
-        "used",
-        "window_start",
-        "used_today",
-        "day",
-    ];
+    pub const RECORD_V1: [&str; 7] = first(&RECORD);
+
+    /// The first `N` names of a layout: an earlier version of it.
+    const fn first<const N: usize>(layout: &[&'static str]) -> [&'static str; N] {
+        let mut out = [""; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = layout[i];
+            i += 1;
+        }
+        out
+    }
     /// A record entry's parameters (kind `r`).
     pub const RECORD_PARAMS: [&str; 11] = [
         "unit",
