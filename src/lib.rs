@@ -11,6 +11,7 @@
 //!
 //! ```text
 //! server                   serve: listeners, wiring
+//! console                  the operator console (HTML at /ui/)
 //! management, control      the typed gRPC management API (proto/plangate/v1); AWS's REST API
 //! admin                    the admin HTTP API
 //! grpc, reload             the wire (ext_authz, RLS); hot reload
@@ -29,6 +30,7 @@ pub mod admin;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod engine;
 pub mod grpc;

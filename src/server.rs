@@ -240,7 +240,13 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         draining: draining.clone(),
     })
     .merge(management::routes(management, access.token.clone()).await?)
-    .merge(crate::control::router(engine.clone(), access))
+    .merge(crate::control::router(engine.clone(), access.clone()))
+    .merge(crate::console::router(crate::console::Console {
+        engine: engine.clone(),
+        access,
+        sessions: Default::default(),
+        tls: admin_tls.is_some(),
+    }))
     .fallback(admin::not_found);
     let admin_task = spawn_admin(admin_listener, admin_tls, admin_router, opts.admin_addr)?;
     let hup_task = tokio::spawn(reload_on_sighup(reloader.clone(), hup));
@@ -293,7 +299,9 @@ fn spawn_admin(
     let admin_listener = transport::Listener::new(admin_listener, admin_tls, admin_connections())
         .map_err(|source| ServeError::Bind { addr, source })?;
     let admin_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin_listener, admin_router).await {
+        // The client's address reaches handlers (the console throttles failed sign-ins by it).
+        let service = admin_router.into_make_service_with_connect_info::<transport::ClientAddr>();
+        if let Err(e) = axum::serve(admin_listener, service).await {
             tracing::error!(error = %e, "admin listener failed");
         }
     });

@@ -515,6 +515,18 @@ impl Listener {
     }
 }
 
+/// A client's address, as the admin address's handlers see it (`ConnectInfo<ClientAddr>`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Listener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
 impl axum::serve::Listener for Listener {
     type Io = Conn;
     type Addr = std::net::SocketAddr;

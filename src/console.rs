@@ -1,0 +1,480 @@
+//! The operator console at `/ui/` on the admin address: server-rendered HTML (maud, which
+//! escapes every value it is given) over the same operations as the control plane
+//! (`Engine::change`, `catalog::views`) — no second implementation of any of them.
+//!
+//! Security: a session cookie from a sign-in ([`session`]); every change is a POST carrying the
+//! session's CSRF token from a page of the same origin; a strict Content-Security-Policy (no
+//! script, no style, no frame from anywhere but the console itself, no inline script); no key
+//! value or hash is ever rendered but the new key's value, once, on the page that answers its
+//! creation (not cached). `read` sessions see everything and change nothing: their pages have
+//! no forms, and the endpoints refuse them.
+//!
+//! This first slice: sign-in and sign-out, the overview, keys (search, paging, create, enable,
+//! disable, delete), plans (list and detail). docs/console.md says what is still to come.
+
+pub mod pages;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Form, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+
+use crate::catalog::views;
+use crate::catalog::{CatalogError, ops};
+use crate::control::Access;
+use crate::engine::Engine;
+use session::{COOKIE, Role, Session, Sessions, same};
+
+/// What the console's handlers share.
+#[derive(Clone)]
+pub struct Console {
+    pub engine: Arc<Engine>,
+    pub access: Access,
+    pub sessions: Arc<Sessions>,
+    /// The admin address serves TLS: cookies are `Secure`.
+    pub tls: bool,
+}
+
+/// The Content-Security-Policy of every console answer.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
+
+/// The console's routes.
+pub fn router(console: Console) -> Router {
+    let signed_in = Router::new()
+        .route("/ui/", get(overview))
+        .route("/ui/keys", get(keys).post(create_key))
+        .route("/ui/keys/{id}/{action}", post(key_action))
+        .route("/ui/plans", get(plans))
+        .route("/ui/plans/{id}", get(plan))
+        .route("/ui/signout", post(sign_out))
+        .route_layer(axum::middleware::from_fn_with_state(
+            console.clone(),
+            require_session,
+        ));
+    Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/signin", get(sign_in_page).post(sign_in))
+        .route("/ui/assets/console.css", get(css))
+        .merge(signed_in)
+        .layer(axum::middleware::from_fn(secure_headers))
+        .with_state(console)
+}
+
+/// Every answer: the CSP, no sniffing, no referrer, not cached.
+async fn secure_headers(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
+}
+
+async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("console/console.css"),
+    )
+        .into_response()
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Admits a request with a live session (put in its extensions); others go to the sign-in.
+async fn require_session(State(c): State<Console>, mut req: Request, next: Next) -> Response {
+    let now = c.engine.clock().now();
+    let session = cookie_value(req.headers()).and_then(|t| c.sessions.get(&t, now));
+    match session {
+        Some(s) => {
+            req.extensions_mut().insert(s);
+            next.run(req).await
+        }
+        None if req.method() == axum::http::Method::GET => {
+            Redirect::to("/ui/signin").into_response()
+        }
+        None => pages::error(
+            StatusCode::UNAUTHORIZED,
+            "Your session has ended: sign in again.",
+        ),
+    }
+}
+
+/// A change may come only from a console page of this session: its CSRF token, and (when the
+/// browser says) this origin. The refusal: its status and message.
+fn check_change(
+    session: &Session,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<(), (StatusCode, &'static str)> {
+    if session.role != Role::Admin {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "This session may read, not change (a read credential).",
+        ));
+    }
+    let site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("same-origin");
+    if !matches!(site, "same-origin" | "none") || !same(csrf.as_bytes(), session.csrf.as_bytes()) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "Refused: the form did not come from this console (CSRF).",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct SignIn {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    access_key_id: String,
+    #[serde(default)]
+    secret_access_key: String,
+}
+
+async fn sign_in_page() -> Response {
+    pages::sign_in(None)
+}
+
+/// Checks a sign-in: the admin token (an admin session), or an access key of the credentials
+/// file (its role). With neither configured, anyone is admitted, as on the rest of the admin
+/// address.
+fn credential_role(access: &Access, f: &SignIn) -> Option<(Role, String)> {
+    if !f.access_key_id.is_empty() {
+        let keys = access.credentials.as_ref()?.keys();
+        let (secret, role) = keys.get(&f.access_key_id)?;
+        if !same(secret.as_bytes(), f.secret_access_key.as_bytes()) {
+            return None;
+        }
+        let role = match role {
+            crate::control::credentials::Role::Admin => Role::Admin,
+            crate::control::credentials::Role::Read => Role::Read,
+        };
+        return Some((role, f.access_key_id.clone()));
+    }
+    let open = !access.token.is_set() && access.credentials.is_none();
+    let bearer = format!("Bearer {}", f.token);
+    (open || (access.token.is_set() && access.token.admits(Some(bearer.as_bytes()))))
+        .then(|| (Role::Admin, "admin token".to_owned()))
+}
+
+async fn sign_in(
+    State(c): State<Console>,
+    ConnectInfo(crate::transport::ClientAddr(peer)): ConnectInfo<crate::transport::ClientAddr>,
+    Form(f): Form<SignIn>,
+) -> Response {
+    let now = c.engine.clock().now();
+    if !c.sessions.may_try(peer.ip(), now) {
+        return pages::sign_in_status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins from this address: wait a minute.",
+        );
+    }
+    let Some((role, who)) = credential_role(&c.access, &f) else {
+        c.sessions.failed(peer.ip(), now);
+        tracing::warn!(client = %peer.ip(), "console sign-in failed");
+        return pages::sign_in_status(StatusCode::UNAUTHORIZED, "Wrong token or access key.");
+    };
+    let Some((token, _)) = c.sessions.open(role, who.clone(), now) else {
+        return pages::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The OS random source failed.",
+        );
+    };
+    tracing::info!(who = %who, read_only = role == Role::Read, "console sign-in");
+    let secure = if c.tls { "; Secure" } else { "" };
+    let cookie = format!(
+        "{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        session::LIFETIME / crate::clock::NANOS_PER_SEC
+    );
+    let mut r = Redirect::to("/ui/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[derive(serde::Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn sign_out(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !same(f.csrf.as_bytes(), session.csrf.as_bytes()) {
+        return pages::error(StatusCode::FORBIDDEN, "Refused: CSRF.");
+    }
+    if let Some(t) = cookie_value(&headers) {
+        c.sessions.close(&t);
+    }
+    let mut r = Redirect::to("/ui/signin").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "plangate_console=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    r
+}
+
+async fn overview(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+) -> Response {
+    let snap = c.engine.snapshot();
+    let store = c.engine.store().ping().await;
+    let state = c.engine.catalog().read();
+    pages::overview(
+        &session,
+        &snap,
+        &state,
+        store.err().map(|e| e.message().to_owned()),
+    )
+}
+
+#[derive(serde::Deserialize, Default)]
+struct KeysQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    customer: String,
+    #[serde(default)]
+    position: String,
+}
+
+async fn keys(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    Query(q): Query<KeysQuery>,
+) -> Response {
+    let snap = c.engine.snapshot();
+    let state = c.engine.catalog().read();
+    let filter = views::KeyFilter {
+        name: (!q.q.is_empty()).then(|| q.q.clone()),
+        customer_id: (!q.customer.is_empty()).then(|| q.customer.clone()),
+    };
+    let page = views::Page {
+        limit: Some(50),
+        position: (!q.position.is_empty()).then(|| q.position.clone()),
+    };
+    // An exact id first, then names starting with the query.
+    let by_id = (!q.q.is_empty())
+        .then(|| views::key(&state, &snap, &q.q).ok())
+        .flatten();
+    match views::keys(&state, &snap, &filter, &page) {
+        Ok((mut list, next)) => {
+            if let Some((k, _)) = by_id
+                && !list.iter().any(|l| l.id == k.id)
+            {
+                list.insert(0, k);
+            }
+            let plans = views::plans(
+                &state,
+                &snap,
+                None,
+                &views::Page {
+                    limit: Some(500),
+                    position: None,
+                },
+            )
+            .map(|(p, _)| p)
+            .unwrap_or_default();
+            pages::keys(
+                &session,
+                &list,
+                next.as_deref(),
+                &q.q,
+                &q.customer,
+                &plans,
+                &state,
+            )
+        }
+        Err(e) => catalog_error(e),
+    }
+}
+
+fn catalog_error(e: CatalogError) -> Response {
+    let status = match e.kind {
+        crate::catalog::ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        crate::catalog::ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        crate::catalog::ErrorKind::Conflict => StatusCode::CONFLICT,
+        crate::catalog::ErrorKind::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+        crate::catalog::ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    pages::error(status, &e.message)
+}
+
+#[derive(serde::Deserialize)]
+struct NewKey {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    customer_id: String,
+    #[serde(default)]
+    plan: String,
+}
+
+async fn create_key(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    Form(f): Form<NewKey>,
+) -> Response {
+    if let Err((status, message)) = check_change(&session, &headers, &f.csrf) {
+        return pages::error(status, message);
+    }
+    let input = ops::CreateApiKey {
+        name: (!f.name.is_empty()).then(|| f.name.clone()),
+        customer_id: (!f.customer_id.is_empty()).then(|| f.customer_id.clone()),
+        enabled: true,
+        ..Default::default()
+    };
+    let made = match c
+        .engine
+        .change(|st, snap, now| ops::create_api_key(st, snap, &input, now))
+        .await
+    {
+        Ok(k) => k,
+        Err(e) => return catalog_error(e),
+    };
+    tracing::info!(key_id = %made.record.id, who = %session.who, "console: API key created");
+    if !f.plan.is_empty() {
+        let id = made.record.id.clone();
+        if let Err(e) = c
+            .engine
+            .change(|st, snap, _| ops::create_usage_plan_key(st, snap, &f.plan, &id, None))
+            .await
+        {
+            return catalog_error(e);
+        }
+    }
+    pages::key_created(&session, &made.record, &made.value, &f.plan)
+}
+
+async fn key_action(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err((status, message)) = check_change(&session, &headers, &f.csrf) {
+        return pages::error(status, message);
+    }
+    let done = match action.as_str() {
+        "enable" | "disable" => {
+            let patch = ops::Patch {
+                patch_operations: vec![ops::PatchOperation {
+                    op: "replace".into(),
+                    path: "/enabled".into(),
+                    value: Some((action == "enable").to_string()),
+                    from: None,
+                }],
+            };
+            c.engine
+                .change(|st, snap, now| ops::update_api_key(st, snap, &id, &patch, now))
+                .await
+                .map(drop)
+        }
+        "delete" => {
+            c.engine
+                .change(|st, snap, _| ops::delete_api_key(st, snap, &id))
+                .await
+        }
+        _ => return pages::error(StatusCode::NOT_FOUND, "No such action."),
+    };
+    match done {
+        Ok(()) => {
+            tracing::info!(key_id = %id, action = %action, who = %session.who, "console: key changed");
+            Redirect::to("/ui/keys").into_response()
+        }
+        Err(e) => catalog_error(e),
+    }
+}
+
+async fn plans(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+) -> Response {
+    let snap = c.engine.snapshot();
+    let state = c.engine.catalog().read();
+    match views::plans(
+        &state,
+        &snap,
+        None,
+        &views::Page {
+            limit: Some(500),
+            position: None,
+        },
+    ) {
+        Ok((list, _)) => pages::plans(&session, &list, &state),
+        Err(e) => catalog_error(e),
+    }
+}
+
+async fn plan(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    Path(id): Path<String>,
+) -> Response {
+    let snap = c.engine.snapshot();
+    let state = c.engine.catalog().read();
+    let found = views::plan(&state, &snap, &id).and_then(|(p, source)| {
+        let keys = views::plan_keys(
+            &state,
+            &snap,
+            &id,
+            None,
+            &views::Page {
+                limit: Some(100),
+                position: None,
+            },
+        )?;
+        Ok((p, source, keys.0))
+    });
+    match found {
+        Ok((p, source, keys)) => pages::plan(&session, &p, source, &keys, &snap.source),
+        Err(e) => catalog_error(e),
+    }
+}

@@ -1,0 +1,286 @@
+//! The console's pages, rendered by maud: every value interpolated is HTML-escaped (names,
+//! descriptions and customer ids are the callers' text).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+
+use super::session::{Role, Session};
+use crate::catalog::State;
+use crate::catalog::records::{ApiKeyRecord, UsagePlanRecord};
+use crate::catalog::views::{PlanKey, Source};
+use crate::snapshot::Snapshot;
+
+fn page(status: StatusCode, title: &str, session: Option<&Session>, body: Markup) -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — plangate" }
+                link rel="stylesheet" href="/ui/assets/console.css";
+            }
+            body {
+                header {
+                    a.brand href="/ui/" { "plangate" }
+                    @if let Some(s) = session {
+                        nav aria-label="Main" {
+                            a href="/ui/" { "Overview" }
+                            a href="/ui/keys" { "Keys" }
+                            a href="/ui/plans" { "Plans" }
+                        }
+                        form.signout method="post" action="/ui/signout" {
+                            input type="hidden" name="csrf" value=(s.csrf);
+                            span.who { (s.who) @if s.role == Role::Read { " (read only)" } }
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    };
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+pub fn error(status: StatusCode, message: &str) -> Response {
+    page(
+        status,
+        "Error",
+        None,
+        html! { p.error role="alert" { (message) } p { a href="/ui/" { "Back to the console" } } },
+    )
+}
+
+fn sign_in_form(message: Option<&str>) -> Markup {
+    html! {
+        @if let Some(m) = message { p.error role="alert" { (m) } }
+        form method="post" action="/ui/signin" {
+            fieldset {
+                legend { "With the admin token" }
+                label for="token" { "Admin token" }
+                input #token type="password" name="token" autocomplete="current-password";
+            }
+            fieldset {
+                legend { "Or with an access key of the control plane" }
+                label for="akid" { "Access key id" }
+                input #akid type="text" name="access_key_id" autocomplete="username";
+                label for="secret" { "Secret access key" }
+                input #secret type="password" name="secret_access_key" autocomplete="current-password";
+            }
+            button type="submit" { "Sign in" }
+        }
+    }
+}
+
+pub fn sign_in(message: Option<&str>) -> Response {
+    page(StatusCode::OK, "Sign in", None, sign_in_form(message))
+}
+
+pub fn sign_in_status(status: StatusCode, message: &str) -> Response {
+    page(status, "Sign in", None, sign_in_form(Some(message)))
+}
+
+pub fn overview(
+    session: &Session,
+    snap: &Snapshot,
+    state: &State,
+    store_error: Option<String>,
+) -> Response {
+    let body = html! {
+        dl.facts {
+            dt { "Configuration" } dd { "generation " (snap.generation) @if !snap.source.is_empty() { ", from " code { (snap.source) } } }
+            dt { "Keys" } dd { (snap.keys.len()) " in the file, " (state.keys.len()) " made at runtime" }
+            dt { "Usage plans" } dd { (snap.plans.len()) " in the file, " (state.plans.len()) " made at runtime" }
+            dt { "Runtime catalog" } dd { "write " (state.head) }
+            dt { "Counter store" } dd {
+                @match &store_error { None => span.ok { "answering" }, Some(e) => span.error { "failing: " (e) } }
+            }
+        }
+    };
+    page(StatusCode::OK, "Overview", Some(session), body)
+}
+
+fn plan_names<'a>(
+    state: &'a State,
+    snap_plans: &'a [UsagePlanRecord],
+    key: &ApiKeyRecord,
+) -> Vec<&'a str> {
+    if key.created_date == 0 {
+        // A file key: its plans are listed by the plans page.
+        return Vec::new();
+    }
+    state
+        .plans_of(&key.id)
+        .map(|id| {
+            snap_plans
+                .iter()
+                .find(|p| p.id == id)
+                .map_or(id, |p| p.name.as_str())
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn keys(
+    session: &Session,
+    list: &[ApiKeyRecord],
+    next: Option<&str>,
+    q: &str,
+    customer: &str,
+    plans: &[UsagePlanRecord],
+    state: &State,
+) -> Response {
+    let admin = session.role == Role::Admin;
+    let body = html! {
+        form.search method="get" action="/ui/keys" role="search" {
+            label for="q" { "Name (prefix) or id" }
+            input #q type="search" name="q" value=(q);
+            label for="customer" { "Customer id" }
+            input #customer type="search" name="customer" value=(customer);
+            button type="submit" { "Search" }
+        }
+        @if admin {
+            details.create {
+                summary { "Create a key" }
+                form method="post" action="/ui/keys" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    label for="name" { "Name" }
+                    input #name type="text" name="name" maxlength="1024";
+                    label for="customer_id" { "Customer id" }
+                    input #customer_id type="text" name="customer_id" maxlength="1024";
+                    label for="plan" { "Usage plan" }
+                    select #plan name="plan" {
+                        option value="" { "(none)" }
+                        @for p in plans { option value=(p.id) { (p.name) " (" (p.id) ")" } }
+                    }
+                    button type="submit" { "Create" }
+                }
+            }
+        }
+        table {
+            caption { "API keys" }
+            thead { tr { th scope="col" { "Id" } th scope="col" { "Name" } th scope="col" { "Customer" } th scope="col" { "State" } th scope="col" { "Plans" } @if admin { th scope="col" { "Actions" } } } }
+            tbody {
+                @for k in list {
+                    tr {
+                        td { code { (k.id) } }
+                        td { (k.name.as_deref().unwrap_or("")) }
+                        td { (k.customer_id.as_deref().unwrap_or("")) }
+                        td { @if k.enabled { "enabled" } @else { "disabled" } }
+                        td { (plan_names(state, plans, k).join(", ")) }
+                        @if admin {
+                            td.actions {
+                                @if k.created_date == 0 {
+                                    span { "defined in the file" }
+                                } @else {
+                                    @let action = if k.enabled { "disable" } else { "enable" };
+                                    form method="post" action={ "/ui/keys/" (k.id) "/" (action) } {
+                                        input type="hidden" name="csrf" value=(session.csrf);
+                                        button type="submit" aria-label={ (action) " key " (k.id) } { (action) }
+                                    }
+                                    form method="post" action={ "/ui/keys/" (k.id) "/delete" } {
+                                        input type="hidden" name="csrf" value=(session.csrf);
+                                        button.danger type="submit" aria-label={ "delete key " (k.id) } { "delete" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(n) = next {
+            p { a href={ "/ui/keys?q=" (urlencode(q)) "&customer=" (urlencode(customer)) "&position=" (urlencode(n)) } { "Next page" } }
+        }
+    };
+    page(StatusCode::OK, "Keys", Some(session), body)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn key_created(session: &Session, k: &ApiKeyRecord, value: &str, plan: &str) -> Response {
+    let body = html! {
+        p { "Key " code { (k.id) } @if let Some(n) = &k.name { " (" (n) ")" } " was created"
+            @if !plan.is_empty() { " in plan " code { (plan) } } "." }
+        p.warning role="alert" { "Its value is shown this once: plangate keeps only its SHA-256. Copy it now." }
+        label for="value" { "Value" }
+        input #value type="text" readonly value=(value) size="48";
+        p { a href="/ui/keys" { "Back to the keys" } }
+    };
+    page(StatusCode::CREATED, "Key created", Some(session), body)
+}
+
+pub fn plans(session: &Session, list: &[UsagePlanRecord], state: &State) -> Response {
+    let body = html! {
+        table {
+            caption { "Usage plans" }
+            thead { tr { th scope="col" { "Id" } th scope="col" { "Name" } th scope="col" { "Stages" } th scope="col" { "Throttle" } th scope="col" { "Quota" } th scope="col" { "Source" } } }
+            tbody {
+                @for p in list {
+                    tr {
+                        td { a href={ "/ui/plans/" (urlencode(&p.id)) } { code { (p.id) } } }
+                        td { (p.name) }
+                        td { @for s in &p.api_stages { (s.api_id) ":" (s.stage) " " } }
+                        td { @if let Some(t) = &p.throttle { (t.rate_limit.unwrap_or(0.0)) "/s, burst " (t.burst_limit.unwrap_or(0)) } }
+                        td { @if let Some(q) = &p.quota { (q.limit) " per " (q.period) } }
+                        td { @if state.plans.contains_key(&p.id) { "runtime" } @else { "file" } }
+                    }
+                }
+            }
+        }
+    };
+    page(StatusCode::OK, "Usage plans", Some(session), body)
+}
+
+pub fn plan(
+    session: &Session,
+    p: &UsagePlanRecord,
+    source: Source,
+    keys: &[PlanKey],
+    file: &str,
+) -> Response {
+    let body = html! {
+        dl.facts {
+            dt { "Id" } dd { code { (p.id) } }
+            dt { "Name" } dd { (p.name) }
+            @if let Some(d) = &p.description { dt { "Description" } dd { (d) } }
+            dt { "Source" } dd { @match source { Source::File => { "the configuration file " code { (file) } " (read-only here)" }, Source::Runtime => "the runtime catalog" } }
+            dt { "Throttle" } dd { @if let Some(t) = &p.throttle { (t.rate_limit.unwrap_or(0.0)) " requests/s, burst " (t.burst_limit.unwrap_or(0)) } @else { "none" } }
+            dt { "Quota" } dd { @if let Some(q) = &p.quota { (q.limit) " per " (q.period) @if q.offset > 0 { ", less " (q.offset) " in the first period" } } @else { "none" } }
+        }
+        h2 { "API stages" }
+        ul {
+            @for s in &p.api_stages {
+                li { (s.api_id) ":" (s.stage)
+                    @if !s.throttle.is_empty() {
+                        ul { @for (m, t) in &s.throttle { li { code { (m) } ": " (t.rate_limit.unwrap_or(0.0)) "/s, burst " (t.burst_limit.unwrap_or(0)) } } }
+                    }
+                }
+            }
+        }
+        h2 { "Keys (first 100)" }
+        ul { @for k in keys { li { code { (k.id) } @if let Some(n) = &k.name { " " (n) } } } }
+    };
+    page(
+        StatusCode::OK,
+        &format!("Plan {}", p.name),
+        Some(session),
+        body,
+    )
+}
