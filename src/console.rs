@@ -49,6 +49,7 @@ pub fn router(console: Console) -> Router {
     let signed_in = Router::new()
         .route("/ui/", get(overview))
         .route("/ui/keys", get(keys).post(create_key))
+        .route("/ui/keys/{id}", get(key))
         .route("/ui/keys/{id}/{action}", post(key_action))
         .route("/ui/plans", get(plans))
         .route("/ui/plans/{id}", get(plan))
@@ -232,6 +233,75 @@ async fn sign_in(
 struct CsrfForm {
     #[serde(default)]
     csrf: String,
+    /// For `add-plan` and `remove-plan`: the plan.
+    #[serde(default)]
+    plan: String,
+}
+
+/// Days of usage a key's page shows.
+pub const USAGE_DAYS: u64 = 30;
+
+/// One key: its facts, its plans (add to one, remove from one), and its last 30 days of usage
+/// in each plan (the numbers GetUsage gives).
+async fn key(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    Path(id): Path<String>,
+) -> Response {
+    let snap = c.engine.snapshot();
+    let (record, source, plan_ids, all_plans) = {
+        let state = c.engine.catalog().read();
+        let (record, source) = match views::key(&state, &snap, &id) {
+            Ok(k) => k,
+            Err(e) => return catalog_error(e),
+        };
+        let plan_ids: Vec<String> = match source {
+            views::Source::Runtime => state.plans_of(&id).map(str::to_owned).collect(),
+            views::Source::File => snap
+                .key_by_id(&id)
+                .map(|k| {
+                    k.plans
+                        .iter()
+                        .map(|&i| snap.plans[i as usize].id.to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let all = views::plans(
+            &state,
+            &snap,
+            None,
+            &views::Page {
+                limit: Some(500),
+                position: None,
+            },
+        )
+        .map(|(p, _)| p)
+        .unwrap_or_default();
+        (record, source, plan_ids, all)
+    };
+    let now = c.engine.clock().now();
+    let today = chrono::DateTime::from_timestamp_nanos(now).date_naive();
+    let start = today - chrono::Days::new(USAGE_DAYS - 1);
+    let mut usage = Vec::new();
+    for plan in &plan_ids {
+        let report = crate::usage::report_page(
+            &c.engine,
+            plan,
+            start,
+            today,
+            Some(&id),
+            now,
+            &Default::default(),
+        )
+        .await;
+        let days = report
+            .ok()
+            .and_then(|mut r| r.items.remove(&id))
+            .unwrap_or_default();
+        usage.push((plan.clone(), days));
+    }
+    pages::key(&session, &record, source, &all_plans, &usage, start)
 }
 
 async fn sign_out(
@@ -422,12 +492,27 @@ async fn key_action(
                 .change(|st, snap, _| ops::delete_api_key(st, snap, &id))
                 .await
         }
+        "add-plan" => c
+            .engine
+            .change(|st, snap, _| ops::create_usage_plan_key(st, snap, &f.plan, &id, None))
+            .await
+            .map(drop),
+        "remove-plan" => {
+            c.engine
+                .change(|st, snap, _| ops::delete_usage_plan_key(st, snap, &f.plan, &id))
+                .await
+        }
         _ => return pages::error(StatusCode::NOT_FOUND, "No such action."),
     };
     match done {
         Ok(()) => {
-            tracing::info!(key_id = %id, action = %action, who = %session.who, "console: key changed");
-            Redirect::to("/ui/keys").into_response()
+            tracing::info!(key_id = %id, action = %action, plan = %f.plan, who = %session.who, "console: key changed");
+            let back = if action == "delete" {
+                "/ui/keys".to_owned()
+            } else {
+                format!("/ui/keys/{}", pages::urlencode(&id))
+            };
+            Redirect::to(&back).into_response()
         }
         Err(e) => catalog_error(e),
     }

@@ -167,6 +167,69 @@ fn sign_in_sessions_and_keys() {
         listed.body
     );
 
+    // The key's page: a request decided with it shows in its usage (chart and table); disabled
+    // there, it is refused; out of its plan, it is refused too.
+    let id = {
+        let at = page.body.find("/ui/keys/").unwrap() + 9;
+        let ids: Vec<&str> = page.body[at..]
+            .split("/ui/keys/")
+            .map(|s| s.split('"').next().unwrap())
+            .filter(|s| *s != "file-1" && !s.contains('/'))
+            .collect();
+        ids[0].to_owned()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let decide = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let mut c = common::authz_client(p.grpc).await;
+            let r = c
+                .check(common::check_request_to(value, "/pets", "petstore", "prod"))
+                .await
+                .unwrap();
+            common::check_status(&r.into_inner())
+        })
+    };
+    assert_eq!(decide(&rt), 200);
+    let detail = get(a, &format!("/ui/keys/{id}"), &cookie);
+    assert_eq!(detail.status, 200, "{}", detail.body);
+    assert!(detail.body.contains("<svg"), "a chart");
+    assert!(
+        detail.body.contains("<td>1</td>"),
+        "the request counted: {}",
+        detail.body
+    );
+    let r = form(
+        a,
+        &format!("/ui/keys/{id}/disable"),
+        Some(&cookie),
+        &format!("csrf={token}"),
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(decide(&rt), 403, "disabled");
+    form(
+        a,
+        &format!("/ui/keys/{id}/enable"),
+        Some(&cookie),
+        &format!("csrf={token}"),
+    );
+    assert_eq!(decide(&rt), 200);
+    let r = form(
+        a,
+        &format!("/ui/keys/{id}/remove-plan"),
+        Some(&cookie),
+        &format!("csrf={token}&plan=gold"),
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(decide(&rt), 403, "out of its plan");
+    let r = form(
+        a,
+        &format!("/ui/keys/{id}/add-plan"),
+        Some(&cookie),
+        &format!("csrf={token}&plan=gold"),
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(decide(&rt), 200, "back in it");
+
     // Sign out: the cookie is cleared and the old one no longer works.
     let out = form(a, "/ui/signout", Some(&cookie), &format!("csrf={token}"));
     assert_eq!(out.status, 303);

@@ -170,7 +170,7 @@ pub fn keys(
             tbody {
                 @for k in list {
                     tr {
-                        td { code { (k.id) } }
+                        td { a href={ "/ui/keys/" (urlencode(&k.id)) } { code { (k.id) } } }
                         td { (k.name.as_deref().unwrap_or("")) }
                         td { (k.customer_id.as_deref().unwrap_or("")) }
                         td { @if k.enabled { "enabled" } @else { "disabled" } }
@@ -203,7 +203,7 @@ pub fn keys(
     page(StatusCode::OK, "Keys", Some(session), body)
 }
 
-fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -280,6 +280,94 @@ pub fn plan(
     page(
         StatusCode::OK,
         &format!("Plan {}", p.name),
+        Some(session),
+        body,
+    )
+}
+
+/// A bar chart of daily usage, as inline SVG (no script; the numbers are in the table too).
+fn chart(days: &[(u64, Option<u64>)]) -> Markup {
+    let max = days.iter().map(|d| d.0).max().unwrap_or(0).max(1);
+    let (w, h, bar) = (days.len() as u64 * 12, 80u64, 10u64);
+    html! {
+        svg width=(w) height=(h) viewBox={ "0 0 " (w) " " (h) } role="img" aria-label="Requests per day, oldest first" {
+            @for (i, (used, _)) in days.iter().enumerate() {
+                @let bh = used * (h - 2) / max;
+                rect x=(i as u64 * 12) y=(h - bh) width=(bar) height=(bh) fill="#0b4fa8" {
+                    title { (used) }
+                }
+            }
+        }
+    }
+}
+
+pub fn key(
+    session: &Session,
+    k: &ApiKeyRecord,
+    source: Source,
+    all_plans: &[UsagePlanRecord],
+    usage: &[(String, Vec<(u64, Option<u64>)>)],
+    start: chrono::NaiveDate,
+) -> Response {
+    let admin = session.role == Role::Admin && source == Source::Runtime;
+    let member: Vec<&str> = usage.iter().map(|(p, _)| p.as_str()).collect();
+    let body = html! {
+        dl.facts {
+            dt { "Id" } dd { code { (k.id) } }
+            dt { "Name" } dd { (k.name.as_deref().unwrap_or("")) }
+            dt { "Customer" } dd { (k.customer_id.as_deref().unwrap_or("")) }
+            dt { "State" } dd { @if k.enabled { "enabled" } @else { "disabled" } }
+            dt { "Source" } dd { @match source { Source::File => "the configuration file (read-only here)", Source::Runtime => "the runtime catalog" } }
+        }
+        @if admin {
+            @let action = if k.enabled { "disable" } else { "enable" };
+            form method="post" action={ "/ui/keys/" (urlencode(&k.id)) "/" (action) } {
+                input type="hidden" name="csrf" value=(session.csrf);
+                button type="submit" { (action) " this key" }
+            }
+            form method="post" action={ "/ui/keys/" (urlencode(&k.id)) "/add-plan" } {
+                input type="hidden" name="csrf" value=(session.csrf);
+                label for="plan" { "Add to usage plan" }
+                select #plan name="plan" {
+                    @for p in all_plans.iter().filter(|p| !member.contains(&p.id.as_str())) {
+                        option value=(p.id) { (p.name) " (" (p.id) ")" }
+                    }
+                }
+                button type="submit" { "Add" }
+            }
+        }
+        h2 { "Usage, last " (usage.first().map_or(0, |u| u.1.len())) " days from " (start) }
+        @if usage.is_empty() { p { "In no usage plan." } }
+        @for (plan, days) in usage {
+            section aria-label={ "Usage in plan " (plan) } {
+                h3 { "Plan " code { (plan) } }
+                @if admin {
+                    form method="post" action={ "/ui/keys/" (urlencode(&k.id)) "/remove-plan" } {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        input type="hidden" name="plan" value=(plan);
+                        button.danger type="submit" { "Remove from this plan" }
+                    }
+                }
+                (chart(days))
+                table {
+                    caption { "Requests per day in plan " (plan) }
+                    thead { tr { th scope="col" { "Day" } th scope="col" { "Used" } th scope="col" { "Remaining" } } }
+                    tbody {
+                        @for (i, (used, remaining)) in days.iter().enumerate() {
+                            tr {
+                                td { (start + chrono::Days::new(i as u64)) }
+                                td { (used) }
+                                td { @if let Some(r) = remaining { (r) } @else { "no quota" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(
+        StatusCode::OK,
+        &format!("Key {}", k.id),
         Some(session),
         body,
     )
