@@ -285,6 +285,9 @@ pub fn plan(
     )
 }
 
+/// A plan's id and a key's `[used, remaining]` per day in it.
+pub type PlanUsage = (String, Vec<(u64, Option<u64>)>);
+
 /// A bar chart of daily usage, as inline SVG (no script; the numbers are in the table too).
 fn chart(days: &[(u64, Option<u64>)]) -> Markup {
     let max = days.iter().map(|d| d.0).max().unwrap_or(0).max(1);
@@ -306,7 +309,7 @@ pub fn key(
     k: &ApiKeyRecord,
     source: Source,
     all_plans: &[UsagePlanRecord],
-    usage: &[(String, Vec<(u64, Option<u64>)>)],
+    usage: &[PlanUsage],
     start: chrono::NaiveDate,
 ) -> Response {
     let admin = session.role == Role::Admin && source == Source::Runtime;
