@@ -12,6 +12,7 @@
 //! This first slice: sign-in and sign-out, the overview, keys (search, paging, create, enable,
 //! disable, delete), plans (list and detail). docs/console.md says what is still to come.
 
+pub mod live;
 pub mod pages;
 pub mod session;
 
@@ -38,6 +39,10 @@ pub struct Console {
     pub sessions: Arc<Sessions>,
     /// The admin address serves TLS: cookies are `Secure`.
     pub tls: bool,
+    /// The decision tap (Live) and how many watchers it may have at once.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub max_watchers: usize,
+    pub live: Arc<live::Live>,
 }
 
 /// The Content-Security-Policy of every console answer.
@@ -51,6 +56,7 @@ pub fn router(console: Console) -> Router {
         .route("/ui/keys", get(keys).post(create_key))
         .route("/ui/keys/{id}", get(key))
         .route("/ui/keys/{id}/{action}", post(key_action))
+        .route("/ui/live", get(live_page))
         .route("/ui/plans", get(plans))
         .route("/ui/plans/{id}", get(plan))
         .route("/ui/signout", post(sign_out))
@@ -562,4 +568,54 @@ async fn plan(
         Ok((p, source, keys)) => pages::plan(&session, &p, source, &keys, &snap.source),
         Err(e) => catalog_error(e),
     }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct LiveQuery {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    outcome: String,
+    #[serde(default)]
+    stage: String,
+    #[serde(default)]
+    paused: String,
+}
+
+/// The latest decisions, filtered by key id, outcome and API/stage; the page reloads itself
+/// every 2 s unless paused (no script: a refresh the browser does).
+async fn live_page(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    Query(q): Query<LiveQuery>,
+) -> Response {
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+    let Some(recent) = c.live.view(&c.metrics, clock, c.max_watchers) else {
+        return pages::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Every decision watcher is taken (--max-watchers): try again later.",
+        );
+    };
+    let shown: Vec<_> = recent
+        .into_iter()
+        .filter(|w| q.key.is_empty() || w.decision.key_id.as_deref() == Some(q.key.as_str()))
+        .filter(|w| q.outcome.is_empty() || w.decision.outcome.as_str() == q.outcome)
+        .filter(|w| {
+            q.stage.is_empty()
+                || format!(
+                    "{}:{}",
+                    w.decision.api.as_deref().unwrap_or(""),
+                    w.decision.stage.as_deref().unwrap_or("")
+                ) == q.stage
+        })
+        .collect();
+    pages::live(
+        &session,
+        &shown,
+        &q.key,
+        &q.outcome,
+        &q.stage,
+        !q.paused.is_empty(),
+        c.live.lost.load(std::sync::atomic::Ordering::Relaxed),
+    )
 }

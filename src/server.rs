@@ -246,6 +246,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         access,
         sessions: Default::default(),
         tls: admin_tls.is_some(),
+        metrics: metrics.clone(),
+        max_watchers: opts.max_watchers,
+        live: Default::default(),
     }))
     .fallback(admin::not_found);
     let admin_task = spawn_admin(admin_listener, admin_tls, admin_router, opts.admin_addr)?;

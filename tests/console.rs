@@ -189,7 +189,20 @@ fn sign_in_sessions_and_keys() {
             common::check_status(&r.into_inner())
         })
     };
+    // Live: looking starts the collector; the next decision appears there, with its key.
+    let live = get(a, "/ui/live", &cookie);
+    assert_eq!(live.status, 200);
+    assert!(
+        live.body.contains(r#"http-equiv="refresh""#),
+        "refreshes itself"
+    );
     assert_eq!(decide(&rt), 200);
+    common::wait_until("the decision in Live", || {
+        let live = get(a, &format!("/ui/live?key={id}&outcome=admitted"), &cookie);
+        live.body.contains(&format!("/ui/keys/{id}"))
+    });
+    let paused = get(a, "/ui/live?paused=1", &cookie);
+    assert!(!paused.body.contains("http-equiv"), "a paused page stays");
     let detail = get(a, &format!("/ui/keys/{id}"), &cookie);
     assert_eq!(detail.status, 200, "{}", detail.body);
     assert!(detail.body.contains("<svg"), "a chart");

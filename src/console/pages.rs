@@ -12,12 +12,23 @@ use crate::catalog::views::{PlanKey, Source};
 use crate::snapshot::Snapshot;
 
 fn page(status: StatusCode, title: &str, session: Option<&Session>, body: Markup) -> Response {
+    page_with(status, title, session, None, body)
+}
+
+fn page_with(
+    status: StatusCode,
+    title: &str,
+    session: Option<&Session>,
+    refresh: Option<u32>,
+    body: Markup,
+) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(r) = refresh { meta http-equiv="refresh" content=(r); }
                 title { (title) " — plangate" }
                 link rel="stylesheet" href="/ui/assets/console.css";
             }
@@ -28,6 +39,7 @@ fn page(status: StatusCode, title: &str, session: Option<&Session>, body: Markup
                         nav aria-label="Main" {
                             a href="/ui/" { "Overview" }
                             a href="/ui/keys" { "Keys" }
+                            a href="/ui/live" { "Live" }
                             a href="/ui/plans" { "Plans" }
                         }
                         form.signout method="post" action="/ui/signout" {
@@ -372,6 +384,79 @@ pub fn key(
         StatusCode::OK,
         &format!("Key {}", k.id),
         Some(session),
+        body,
+    )
+}
+
+fn when(t: crate::clock::Nanos) -> String {
+    crate::clock::format_rfc3339(t)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn live(
+    session: &Session,
+    shown: &[std::sync::Arc<crate::metrics::Watched>],
+    key: &str,
+    outcome: &str,
+    stage: &str,
+    paused: bool,
+    lost: u64,
+) -> Response {
+    let query = format!(
+        "key={}&outcome={}&stage={}",
+        urlencode(key),
+        urlencode(outcome),
+        urlencode(stage)
+    );
+    let body = html! {
+        form.search method="get" action="/ui/live" role="search" {
+            label for="key" { "Key id" }
+            input #key type="search" name="key" value=(key);
+            label for="outcome" { "Outcome" }
+            select #outcome name="outcome" {
+                option value="" { "any" }
+                @for o in ["admitted", "forbidden", "missing_authentication_token", "throttled", "quota_exceeded", "unavailable"] {
+                    option value=(o) selected[o == outcome] { (o) }
+                }
+            }
+            label for="stage" { "API:stage" }
+            input #stage type="search" name="stage" value=(stage);
+            @if paused { input type="hidden" name="paused" value="1"; }
+            button type="submit" { "Filter" }
+        }
+        p {
+            @if paused {
+                "Paused. " a href={ "/ui/live?" (query) } { "Resume" }
+            } @else {
+                "Refreshing every 2 s. " a href={ "/ui/live?" (query) "&paused=1" } { "Pause" }
+            }
+            @if lost > 0 { " (" (lost) " decisions were not kept: the page fell behind)" }
+        }
+        table {
+            caption { "The latest decisions, newest first" }
+            thead { tr { th scope="col" { "Time" } th scope="col" { "Service" } th scope="col" { "Outcome" } th scope="col" { "Reason" } th scope="col" { "Key" } th scope="col" { "Plan" } th scope="col" { "API:stage" } th scope="col" { "Method" } } }
+            tbody {
+                @for w in shown {
+                    @let d = &w.decision;
+                    tr {
+                        td { (when(w.time)) }
+                        td { (w.service.as_str()) }
+                        td { (d.outcome.as_str()) @if d.shadow { " (shadow)" } }
+                        td { (d.reason.map_or("", |r| r.as_str())) }
+                        td { @if let Some(k) = &d.key_id { a href={ "/ui/keys/" (urlencode(k)) } { code { (k) } } } }
+                        td { (d.plan_id.as_deref().unwrap_or("")) }
+                        td { (d.api.as_deref().unwrap_or("")) ":" (d.stage.as_deref().unwrap_or("")) }
+                        td { (d.method.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+    };
+    page_with(
+        StatusCode::OK,
+        "Live",
+        Some(session),
+        (!paused).then_some(2),
         body,
     )
 }
