@@ -57,6 +57,7 @@ pub fn router(console: Console) -> Router {
         .route("/ui/keys/{id}", get(key))
         .route("/ui/keys/{id}/{action}", post(key_action))
         .route("/ui/live", get(live_page))
+        .route("/ui/usage", get(usage_page))
         .route("/ui/plans", get(plans))
         .route("/ui/plans/{id}", get(plan))
         .route("/ui/signout", post(sign_out))
@@ -618,4 +619,103 @@ async fn live_page(
         !q.paused.is_empty(),
         c.live.lost.load(std::sync::atomic::Ordering::Relaxed),
     )
+}
+
+#[derive(serde::Deserialize, Default)]
+struct UsageQuery {
+    #[serde(default)]
+    plan: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    start: String,
+    #[serde(default)]
+    end: String,
+    #[serde(default)]
+    format: String,
+}
+
+/// Usage of a plan (one key or every key) over a date range — a chart and a table per key, or
+/// the CSV `plangate usage --format csv` writes: the numbers of GetUsage.
+async fn usage_page(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    Query(q): Query<UsageQuery>,
+) -> Response {
+    let snap = c.engine.snapshot();
+    let plans = {
+        let state = c.engine.catalog().read();
+        views::plans(
+            &state,
+            &snap,
+            None,
+            &views::Page {
+                limit: Some(500),
+                position: None,
+            },
+        )
+        .map(|(p, _)| p)
+        .unwrap_or_default()
+    };
+    let now = c.engine.clock().now();
+    let today = chrono::DateTime::from_timestamp_nanos(now).date_naive();
+    let default_start = (today - chrono::Days::new(USAGE_DAYS - 1)).to_string();
+    let start = if q.start.is_empty() {
+        default_start
+    } else {
+        q.start.clone()
+    };
+    let end = if q.end.is_empty() {
+        today.to_string()
+    } else {
+        q.end.clone()
+    };
+    if q.plan.is_empty() {
+        return pages::usage(&session, &plans, &q.plan, &q.key, &start, &end, None, None);
+    }
+    let report = async {
+        let s = crate::usage::parse_date(&start)?;
+        let e = crate::usage::parse_date(&end)?;
+        let key = (!q.key.is_empty()).then_some(q.key.as_str());
+        crate::usage::report_page(&c.engine, &q.plan, s, e, key, now, &Default::default()).await
+    }
+    .await;
+    match report {
+        Ok(r) if q.format == "csv" => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!(
+                        "attachment; filename=\"usage-{}-{}-{}.csv\"",
+                        pages::urlencode(&q.plan),
+                        r.start_date,
+                        r.end_date
+                    ),
+                ),
+            ],
+            crate::usage::to_csv(&r),
+        )
+            .into_response(),
+        Ok(r) => pages::usage(
+            &session,
+            &plans,
+            &q.plan,
+            &q.key,
+            &start,
+            &end,
+            Some(&r),
+            None,
+        ),
+        Err(e) => pages::usage(
+            &session,
+            &plans,
+            &q.plan,
+            &q.key,
+            &start,
+            &end,
+            None,
+            Some(&e.to_string()),
+        ),
+    }
 }

@@ -492,3 +492,34 @@ pub fn aws_current(c: &Current) -> serde_json::Value {
         "values": { c.key_id.as_str(): [[c.used, c.remaining]] },
     })
 }
+
+/// One row per key and day: `key_id,date,used,remaining`.
+pub fn rows(report: &Report) -> Vec<(String, String, u64, Option<u64>)> {
+    let Ok(start) = chrono::NaiveDate::parse_from_str(&report.start_date, "%Y-%m-%d") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, days) in &report.items {
+        for (i, (used, remaining)) in days.iter().enumerate() {
+            let day = start + chrono::Days::new(i as u64);
+            out.push((key.clone(), day.to_string(), *used, *remaining));
+        }
+    }
+    out
+}
+
+/// The report as CSV, one row per key and day (fields quoted where CSV needs it).
+pub fn to_csv(report: &Report) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut write = |record: [&str; 5]| {
+        // Writing to memory cannot fail.
+        let _ = w.write_record(record);
+    };
+    write(["usage_plan_id", "key_id", "date", "used", "remaining"]);
+    for (key, day, used, remaining) in rows(report) {
+        let rem = remaining.map_or(String::new(), |r| r.to_string());
+        write([&report.usage_plan_id, &key, &day, &used.to_string(), &rem]);
+    }
+    let bytes = w.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}

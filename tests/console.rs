@@ -211,6 +211,44 @@ fn sign_in_sessions_and_keys() {
         "the request counted: {}",
         detail.body
     );
+    // The usage page and its CSV: the numbers GetUsage gives.
+    let today = chrono::DateTime::from_timestamp_nanos(plangate::clock::Clock::now(
+        &plangate::clock::SystemClock,
+    ))
+    .date_naive()
+    .to_string();
+    let usage = get(
+        a,
+        &format!("/ui/usage?plan=gold&key={id}&start={today}&end={today}"),
+        &cookie,
+    );
+    assert_eq!(usage.status, 200);
+    assert!(usage.body.contains("<td>1</td>"), "{}", usage.body);
+    let csv = get(
+        a,
+        &format!("/ui/usage?plan=gold&key={id}&start={today}&end={today}&format=csv"),
+        &cookie,
+    );
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    let aws = common::http(
+        a,
+        "GET",
+        &format!("/usageplans/gold/usage?startDate={today}&endDate={today}&keyId={id}"),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+    );
+    let aws: serde_json::Value = serde_json::from_str(&aws.body).unwrap();
+    let (used, remaining) = (&aws["values"][&id][0][0], &aws["values"][&id][0][1]);
+    let remaining = if remaining.is_null() {
+        String::new()
+    } else {
+        remaining.to_string()
+    };
+    assert!(
+        csv.body
+            .contains(&format!("gold,{id},{today},{used},{remaining}")),
+        "{} vs {aws}",
+        csv.body
+    );
     let r = form(
         a,
         &format!("/ui/keys/{id}/disable"),

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use chrono::{Days, NaiveDate};
 use plangate::management::pb;
 use plangate::usage::Report;
 
@@ -46,7 +45,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
     let mut out = Out::stdout();
     match a.format {
         Format::Table => out.text(to_table(&report)),
-        Format::Csv => out.text(to_csv(&report)),
+        Format::Csv => out.text(plangate::usage::to_csv(&report)),
         Format::Json => out.line(serde_json::to_string_pretty(&report)?),
     }
     Ok(ExitCode::SUCCESS)
@@ -90,37 +89,6 @@ async fn fetch_report(a: &Args) -> Result<Report, CliError> {
     })
 }
 
-/// One row per key and day: `key_id,date,used,remaining`.
-fn rows(report: &Report) -> Vec<(String, String, u64, Option<u64>)> {
-    let Ok(start) = NaiveDate::parse_from_str(&report.start_date, "%Y-%m-%d") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (key, days) in &report.items {
-        for (i, (used, remaining)) in days.iter().enumerate() {
-            let day = start + Days::new(i as u64);
-            out.push((key.clone(), day.to_string(), *used, *remaining));
-        }
-    }
-    out
-}
-
-/// The report as CSV, one row per key and day (fields quoted where CSV needs it).
-fn to_csv(report: &Report) -> String {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut write = |record: [&str; 5]| {
-        // Writing to memory cannot fail.
-        let _ = w.write_record(record);
-    };
-    write(["usage_plan_id", "key_id", "date", "used", "remaining"]);
-    for (key, day, used, remaining) in rows(report) {
-        let rem = remaining.map_or(String::new(), |r| r.to_string());
-        write([&report.usage_plan_id, &key, &day, &used.to_string(), &rem]);
-    }
-    let bytes = w.into_inner().unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 /// The report as a table, with a total.
 fn to_table(report: &Report) -> String {
     let mut s = format!(
@@ -134,7 +102,7 @@ fn to_table(report: &Report) -> String {
         "remaining"
     );
     let mut total = 0;
-    for (key, day, used, remaining) in rows(report) {
+    for (key, day, used, remaining) in plangate::usage::rows(report) {
         total += used;
         let rem = remaining.map_or("-".to_owned(), |r| r.to_string());
         s.push_str(&format!("{key:<24} {day:<10} {used:>12} {rem:>12}\n"));

@@ -40,6 +40,7 @@ fn page_with(
                             a href="/ui/" { "Overview" }
                             a href="/ui/keys" { "Keys" }
                             a href="/ui/live" { "Live" }
+                            a href="/ui/usage" { "Usage" }
                             a href="/ui/plans" { "Plans" }
                         }
                         form.signout method="post" action="/ui/signout" {
@@ -459,4 +460,58 @@ pub fn live(
         (!paused).then_some(2),
         body,
     )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn usage(
+    session: &Session,
+    plans: &[UsagePlanRecord],
+    plan: &str,
+    key: &str,
+    start: &str,
+    end: &str,
+    report: Option<&crate::usage::Report>,
+    error: Option<&str>,
+) -> Response {
+    let day0 = chrono::NaiveDate::parse_from_str(start, "%Y-%m-%d").ok();
+    let body = html! {
+        form.search method="get" action="/ui/usage" {
+            label for="uplan" { "Usage plan" }
+            select #uplan name="plan" {
+                @for p in plans { option value=(p.id) selected[p.id == plan] { (p.name) " (" (p.id) ")" } }
+            }
+            label for="ukey" { "Key id (empty: every key)" }
+            input #ukey type="search" name="key" value=(key);
+            label for="ustart" { "From" }
+            input #ustart type="date" name="start" value=(start);
+            label for="uend" { "To" }
+            input #uend type="date" name="end" value=(end);
+            button type="submit" { "Show" }
+        }
+        @if let Some(e) = error { p.error role="alert" { (e) } }
+        @if let Some(r) = report {
+            p { a href={ "/ui/usage?plan=" (urlencode(plan)) "&key=" (urlencode(key)) "&start=" (urlencode(start)) "&end=" (urlencode(end)) "&format=csv" } { "Download CSV" } }
+            @if r.items.is_empty() { p { "No usage in this range." } }
+            @for (k, days) in &r.items {
+                section aria-label={ "Usage of key " (k) } {
+                    h2 { "Key " a href={ "/ui/keys/" (urlencode(k)) } { code { (k) } } ": " (days.iter().map(|d| d.0).sum::<u64>()) " requests" }
+                    (chart(days))
+                    table {
+                        caption { "Requests per day of key " (k) }
+                        thead { tr { th scope="col" { "Day" } th scope="col" { "Used" } th scope="col" { "Remaining" } } }
+                        tbody {
+                            @for (i, (used, remaining)) in days.iter().enumerate() {
+                                tr {
+                                    td { @if let Some(d) = day0 { (d + chrono::Days::new(i as u64)) } }
+                                    td { (used) }
+                                    td { @if let Some(x) = remaining { (x) } @else { "no quota" } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(StatusCode::OK, "Usage", Some(session), body)
 }
