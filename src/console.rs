@@ -46,8 +46,8 @@ pub struct Console {
 }
 
 /// The Content-Security-Policy of every console answer.
-pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-     frame-ancestors 'none'; base-uri 'none'";
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The console's routes.
 pub fn router(console: Console) -> Router {
@@ -69,6 +69,8 @@ pub fn router(console: Console) -> Router {
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/signin", get(sign_in_page).post(sign_in))
         .route("/ui/assets/console.css", get(css))
+        .route("/ui/assets/live.js", get(live_js))
+        .route("/ui/assets/favicon.svg", get(favicon))
         .merge(signed_in)
         .layer(axum::middleware::from_fn(secure_headers))
         .with_state(console)
@@ -104,6 +106,28 @@ async fn css() -> Response {
             (header::CACHE_CONTROL, "max-age=3600"),
         ],
         include_str!("console/console.css"),
+    )
+        .into_response()
+}
+
+async fn live_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("console/live.js"),
+    )
+        .into_response()
+}
+
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        include_str!("console/favicon.svg"),
     )
         .into_response()
 }
@@ -579,12 +603,10 @@ struct LiveQuery {
     outcome: String,
     #[serde(default)]
     stage: String,
-    #[serde(default)]
-    paused: String,
 }
 
-/// The latest decisions, filtered by key id, outcome and API/stage; the page reloads itself
-/// every 2 s unless paused (no script: a refresh the browser does).
+/// The latest decisions, filtered by key id, outcome and API/stage; a small script refreshes
+/// the table every 2 s until paused (without script: a Refresh link).
 async fn live_page(
     State(c): State<Console>,
     axum::Extension(session): axum::Extension<Session>,
@@ -616,7 +638,6 @@ async fn live_page(
         &q.key,
         &q.outcome,
         &q.stage,
-        !q.paused.is_empty(),
         c.live.lost.load(std::sync::atomic::Ordering::Relaxed),
     )
 }

@@ -193,7 +193,7 @@ fn sign_in_sessions_and_keys() {
     let live = get(a, "/ui/live", &cookie);
     assert_eq!(live.status, 200);
     assert!(
-        live.body.contains(r#"http-equiv="refresh""#),
+        live.body.contains(r#"src="/ui/assets/live.js""#),
         "refreshes itself"
     );
     assert_eq!(decide(&rt), 200);
@@ -201,8 +201,11 @@ fn sign_in_sessions_and_keys() {
         let live = get(a, &format!("/ui/live?key={id}&outcome=admitted"), &cookie);
         live.body.contains(&format!("/ui/keys/{id}"))
     });
-    let paused = get(a, "/ui/live?paused=1", &cookie);
-    assert!(!paused.body.contains("http-equiv"), "a paused page stays");
+    let js = get(a, "/ui/assets/live.js", &cookie);
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
     let detail = get(a, &format!("/ui/keys/{id}"), &cookie);
     assert_eq!(detail.status, 200, "{}", detail.body);
     assert!(detail.body.contains("<svg"), "a chart");

@@ -19,7 +19,7 @@ fn page_with(
     status: StatusCode,
     title: &str,
     session: Option<&Session>,
-    refresh: Option<u32>,
+    script: Option<&str>,
     body: Markup,
 ) -> Response {
     let markup = html! {
@@ -28,7 +28,8 @@ fn page_with(
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                @if let Some(r) = refresh { meta http-equiv="refresh" content=(r); }
+                link rel="icon" href="/ui/assets/favicon.svg" type="image/svg+xml";
+                @if let Some(src) = script { script src=(src) defer {} }
                 title { (title) " — plangate" }
                 link rel="stylesheet" href="/ui/assets/console.css";
             }
@@ -341,15 +342,16 @@ pub fn key(
                 input type="hidden" name="csrf" value=(session.csrf);
                 button type="submit" { (action) " this key" }
             }
-            form method="post" action={ "/ui/keys/" (urlencode(&k.id)) "/add-plan" } {
-                input type="hidden" name="csrf" value=(session.csrf);
-                label for="plan" { "Add to usage plan" }
-                select #plan name="plan" {
-                    @for p in all_plans.iter().filter(|p| !member.contains(&p.id.as_str())) {
-                        option value=(p.id) { (p.name) " (" (p.id) ")" }
+            @let others: Vec<&UsagePlanRecord> = all_plans.iter().filter(|p| !member.contains(&p.id.as_str())).collect();
+            @if !others.is_empty() {
+                form method="post" action={ "/ui/keys/" (urlencode(&k.id)) "/add-plan" } {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    label for="plan" { "Add to usage plan" }
+                    select #plan name="plan" {
+                        @for p in others { option value=(p.id) { (p.name) " (" (p.id) ")" } }
                     }
+                    button type="submit" { "Add" }
                 }
-                button type="submit" { "Add" }
             }
         }
         h2 { "Usage, last " (usage.first().map_or(0, |u| u.1.len())) " days from " (start) }
@@ -393,14 +395,12 @@ fn when(t: crate::clock::Nanos) -> String {
     crate::clock::format_rfc3339(t)
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn live(
     session: &Session,
     shown: &[std::sync::Arc<crate::metrics::Watched>],
     key: &str,
     outcome: &str,
     stage: &str,
-    paused: bool,
     lost: u64,
 ) -> Response {
     let query = format!(
@@ -422,21 +422,20 @@ pub fn live(
             }
             label for="stage" { "API:stage" }
             input #stage type="search" name="stage" value=(stage);
-            @if paused { input type="hidden" name="paused" value="1"; }
             button type="submit" { "Filter" }
         }
         p {
-            @if paused {
-                "Paused. " a href={ "/ui/live?" (query) } { "Resume" }
-            } @else {
-                "Refreshing every 2 s. " a href={ "/ui/live?" (query) "&paused=1" } { "Pause" }
-            }
+            span #live-status role="status" { "" }
+            " "
+            button #pause type="button" aria-pressed="false" hidden { "Pause" }
+            " "
+            a href={ "/ui/live?" (query) } { "Refresh" }
             @if lost > 0 { " (" (lost) " decisions were not kept: the page fell behind)" }
         }
         table {
             caption { "The latest decisions, newest first" }
             thead { tr { th scope="col" { "Time" } th scope="col" { "Service" } th scope="col" { "Outcome" } th scope="col" { "Reason" } th scope="col" { "Key" } th scope="col" { "Plan" } th scope="col" { "API:stage" } th scope="col" { "Method" } } }
-            tbody {
+            tbody #decisions {
                 @for w in shown {
                     @let d = &w.decision;
                     tr {
@@ -457,7 +456,7 @@ pub fn live(
         StatusCode::OK,
         "Live",
         Some(session),
-        (!paused).then_some(2),
+        Some("/ui/assets/live.js"),
         body,
     )
 }
