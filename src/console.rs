@@ -58,6 +58,7 @@ pub fn router(console: Console) -> Router {
         .route("/ui/keys/{id}/{action}", post(key_action))
         .route("/ui/live", get(live_page))
         .route("/ui/usage", get(usage_page))
+        .route("/ui/explain", get(explain_form).post(explain))
         .route("/ui/plans", get(plans))
         .route("/ui/plans/{id}", get(plan))
         .route("/ui/signout", post(sign_out))
@@ -739,4 +740,75 @@ async fn usage_page(
             Some(&e.to_string()),
         ),
     }
+}
+
+/// The API stages of the configuration, `api:stage`, sorted.
+fn stages(snap: &crate::snapshot::Snapshot) -> Vec<String> {
+    let mut out: Vec<String> = snap
+        .apis
+        .iter()
+        .flat_map(|(a, api)| api.stages.keys().map(move |s| format!("{a}:{s}")))
+        .collect();
+    out.sort();
+    out
+}
+
+async fn explain_form(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+) -> Response {
+    pages::explain(
+        &session,
+        &stages(&c.engine.snapshot()),
+        &Default::default(),
+        None,
+    )
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct ExplainForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    pub stage: String,
+    #[serde(default)]
+    pub method: String,
+    #[serde(default)]
+    pub path: String,
+    /// The key's value: posted, never in a URL, never shown back.
+    #[serde(default)]
+    key: String,
+}
+
+/// What plangate would decide for a key, method and path, limit by limit, on the live counters,
+/// charging nothing (`Engine::explain_in`, as the management API's Explain). A POST, so that the
+/// key stays out of URLs and logs; read sessions may ask.
+async fn explain(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    Form(f): Form<ExplainForm>,
+) -> Response {
+    if !same(f.csrf.as_bytes(), session.csrf.as_bytes()) {
+        return pages::error(StatusCode::FORBIDDEN, "Refused: CSRF.");
+    }
+    let snap = c.engine.snapshot();
+    let (api, stage) = f.stage.split_once(':').unwrap_or(("", ""));
+    let method = if f.method.is_empty() {
+        "GET"
+    } else {
+        f.method.as_str()
+    };
+    let path = if f.path.starts_with('/') {
+        f.path.as_str()
+    } else {
+        "/"
+    };
+    let key = (!f.key.is_empty()).then_some(f.key.as_str());
+    let req = crate::engine::Request::new(method, path, key, 1).stage(
+        (!api.is_empty()).then_some(api),
+        (!stage.is_empty()).then_some(stage),
+    );
+    let now = c.engine.clock().now();
+    let d = c.engine.explain_in(&snap, &req, now).await;
+    pages::explain(&session, &stages(&snap), &f, Some(&d.explain()))
 }

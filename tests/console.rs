@@ -284,6 +284,45 @@ fn sign_in_sessions_and_keys() {
     assert_eq!(r.status, 303);
     assert_eq!(decide(&rt), 200, "back in it");
 
+    // Explain: the decision for the key, limit by limit, charging nothing; the key's value is
+    // posted, never echoed back.
+    let form_page = get(a, "/ui/explain", &cookie);
+    assert!(form_page.body.contains("petstore:prod"));
+    let explained = form(
+        a,
+        "/ui/explain",
+        Some(&cookie),
+        &format!("csrf={token}&stage=petstore%3Aprod&method=GET&path=%2Fpets&key={value}"),
+    );
+    assert_eq!(explained.status, 200);
+    assert!(
+        explained.body.contains("Decision: admitted"),
+        "{}",
+        explained.body
+    );
+    assert!(explained.body.contains(&id), "the key's id");
+    assert!(
+        !explained.body.contains(value),
+        "the key's value shown back"
+    );
+    let before = get(a, &format!("/ui/keys/{id}"), &cookie).body;
+    form(
+        a,
+        "/ui/explain",
+        Some(&cookie),
+        &format!("csrf={token}&stage=petstore%3Aprod&method=GET&path=%2Fpets&key={value}"),
+    );
+    assert_eq!(
+        get(a, &format!("/ui/keys/{id}"), &cookie).body,
+        before,
+        "explain charged nothing (the key's usage unchanged)"
+    );
+    assert_eq!(
+        form(a, "/ui/explain", Some(&cookie), "stage=petstore%3Aprod").status,
+        403,
+        "no CSRF token"
+    );
+
     // Sign out: the cookie is cleared and the old one no longer works.
     let out = form(a, "/ui/signout", Some(&cookie), &format!("csrf={token}"));
     assert_eq!(out.status, 303);

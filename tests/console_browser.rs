@@ -84,7 +84,8 @@ fn an_operator_session_in_chromium() {
     for (page, violations) in v["pages"].as_object().unwrap() {
         assert_eq!(violations, &serde_json::json!([]), "axe on {page}");
     }
-    assert_eq!(v["pages"].as_object().unwrap().len(), 9, "{v}");
+    assert_eq!(v["pages"].as_object().unwrap().len(), 10, "{v}");
+    assert_eq!(v["explained"], "Decision: admitted", "{v}");
     assert_eq!(
         v["console"],
         serde_json::json!([]),

@@ -42,6 +42,7 @@ fn page_with(
                             a href="/ui/keys" { "Keys" }
                             a href="/ui/live" { "Live" }
                             a href="/ui/usage" { "Usage" }
+                            a href="/ui/explain" { "Explain" }
                             a href="/ui/plans" { "Plans" }
                         }
                         form.signout method="post" action="/ui/signout" {
@@ -513,4 +514,57 @@ pub fn usage(
         }
     };
     page(StatusCode::OK, "Usage", Some(session), body)
+}
+
+pub fn explain(
+    session: &Session,
+    stages: &[String],
+    asked: &super::ExplainForm,
+    result: Option<&serde_json::Value>,
+) -> Response {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let body = html! {
+        form method="post" action="/ui/explain" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label for="estage" { "API stage" }
+            select #estage name="stage" {
+                @for s in stages { option value=(s) selected[*s == asked.stage] { (s) } }
+            }
+            label for="emethod" { "Method" }
+            input #emethod type="text" name="method" value=(if asked.method.is_empty() { "GET" } else { &asked.method }) maxlength="16";
+            label for="epath" { "Path" }
+            input #epath type="text" name="path" value=(if asked.path.is_empty() { "/" } else { &asked.path }) maxlength="2048";
+            label for="ekey" { "API key value (not kept, not shown again)" }
+            input #ekey type="password" name="key" autocomplete="off";
+            button type="submit" { "Explain" }
+        }
+        @if let Some(r) = result {
+            h2 { "Decision: " (text(&r["outcome"])) }
+            dl.facts {
+                @for (label, field) in [("Reason", "reason"), ("Decided by", "decided_by"), ("API", "api"), ("Stage", "stage"), ("Method", "method"), ("Key", "key_id"), ("Usage plan", "usage_plan"), ("Customer", "customer_id"), ("Retry after (s)", "retry_after_seconds")] {
+                    @if !r[field].is_null() { dt { (label) } dd { (text(&r[field])) } }
+                }
+            }
+            table {
+                caption { "Every limit, in AWS's order (nothing charged)" }
+                thead { tr { th scope="col" { "Limit" } th scope="col" { "Setting" } th scope="col" { "Admits" } th scope="col" { "Remaining after" } th scope="col" { "Resets in (s)" } } }
+                tbody {
+                    @for l in r["limits"].as_array().into_iter().flatten() {
+                        tr {
+                            td { (text(&l["limit"])) }
+                            td { @if l["quota"].is_null() { (text(&l["rate"])) "/s, burst " (text(&l["burst"])) } @else { (text(&l["quota"])) " per " (text(&l["period"])) } }
+                            td { @if l["admitted"] == true { "yes" } @else { "no" } }
+                            td { (text(&l["remaining"])) }
+                            td { (text(&l["reset_seconds"])) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(StatusCode::OK, "Explain", Some(session), body)
 }
