@@ -757,24 +757,19 @@ async fn explain_form(
     State(c): State<Console>,
     axum::Extension(session): axum::Extension<Session>,
 ) -> Response {
-    pages::explain(
-        &session,
-        &stages(&c.engine.snapshot()),
-        &Default::default(),
-        None,
-    )
+    pages::explain(&session, &stages(&c.engine.snapshot()), ("", "", ""), None)
 }
 
 #[derive(serde::Deserialize, Default)]
-pub struct ExplainForm {
+struct ExplainForm {
     #[serde(default)]
     csrf: String,
     #[serde(default)]
-    pub stage: String,
+    stage: String,
     #[serde(default)]
-    pub method: String,
+    method: String,
     #[serde(default)]
-    pub path: String,
+    path: String,
     /// The key's value: posted, never in a URL, never shown back.
     #[serde(default)]
     key: String,
@@ -810,5 +805,10 @@ async fn explain(
     );
     let now = c.engine.clock().now();
     let d = c.engine.explain_in(&snap, &req, now).await;
-    pages::explain(&session, &stages(&snap), &f, Some(&d.explain()))
+    pages::explain(
+        &session,
+        &stages(&snap),
+        (&f.stage, &f.method, &f.path),
+        Some(&d.explain()),
+    )
 }

@@ -519,7 +519,7 @@ pub fn usage(
 pub fn explain(
     session: &Session,
     stages: &[String],
-    asked: &super::ExplainForm,
+    (stage, method, path): (&str, &str, &str),
     result: Option<&serde_json::Value>,
 ) -> Response {
     let text = |v: &serde_json::Value| match v {
@@ -532,12 +532,12 @@ pub fn explain(
             input type="hidden" name="csrf" value=(session.csrf);
             label for="estage" { "API stage" }
             select #estage name="stage" {
-                @for s in stages { option value=(s) selected[*s == asked.stage] { (s) } }
+                @for s in stages { option value=(s) selected[s == stage] { (s) } }
             }
             label for="emethod" { "Method" }
-            input #emethod type="text" name="method" value=(if asked.method.is_empty() { "GET" } else { &asked.method }) maxlength="16";
+            input #emethod type="text" name="method" value=(if method.is_empty() { "GET" } else { method }) maxlength="16";
             label for="epath" { "Path" }
-            input #epath type="text" name="path" value=(if asked.path.is_empty() { "/" } else { &asked.path }) maxlength="2048";
+            input #epath type="text" name="path" value=(if path.is_empty() { "/" } else { path }) maxlength="2048";
             label for="ekey" { "API key value (not kept, not shown again)" }
             input #ekey type="password" name="key" autocomplete="off";
             button type="submit" { "Explain" }
