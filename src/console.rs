@@ -299,17 +299,7 @@ async fn key(
                 })
                 .unwrap_or_default(),
         };
-        let all = views::plans(
-            &state,
-            &snap,
-            None,
-            &views::Page {
-                limit: Some(500),
-                position: None,
-            },
-        )
-        .map(|(p, _)| p)
-        .unwrap_or_default();
+        let all = views::every_plan(&state, &snap);
         (record, source, plan_ids, all)
     };
     let now = c.engine.clock().now();
@@ -409,17 +399,7 @@ async fn keys(
             {
                 list.insert(0, k);
             }
-            let plans = views::plans(
-                &state,
-                &snap,
-                None,
-                &views::Page {
-                    limit: Some(500),
-                    position: None,
-                },
-            )
-            .map(|(p, _)| p)
-            .unwrap_or_default();
+            let plans = views::every_plan(&state, &snap);
             pages::keys(
                 &session,
                 &list,
@@ -556,18 +536,7 @@ async fn plans(
 ) -> Response {
     let snap = c.engine.snapshot();
     let state = c.engine.catalog().read();
-    match views::plans(
-        &state,
-        &snap,
-        None,
-        &views::Page {
-            limit: Some(500),
-            position: None,
-        },
-    ) {
-        Ok((list, _)) => pages::plans(&session, &list, &state),
-        Err(e) => catalog_error(e),
-    }
+    pages::plans(&session, &views::every_plan(&state, &snap), &state)
 }
 
 async fn plan(
@@ -667,17 +636,7 @@ async fn usage_page(
     let snap = c.engine.snapshot();
     let plans = {
         let state = c.engine.catalog().read();
-        views::plans(
-            &state,
-            &snap,
-            None,
-            &views::Page {
-                limit: Some(500),
-                position: None,
-            },
-        )
-        .map(|(p, _)| p)
-        .unwrap_or_default()
+        views::every_plan(&state, &snap)
     };
     let now = c.engine.clock().now();
     let today = chrono::DateTime::from_timestamp_nanos(now).date_naive();

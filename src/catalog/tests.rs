@@ -255,3 +255,15 @@ fn random_values_use_the_whole_alphabet_and_nothing_else() {
         assert!((1000..1700).contains(&n), "{c}: {n}");
     }
 }
+
+#[tokio::test]
+async fn every_plan_lists_both_sources_by_id_unpaged() {
+    let (snap, c) = (snapshot(), catalog());
+    for _ in 0..3 {
+        plan_on(&c, &snap, vec![stage("petstore", "beta")]).await;
+    }
+    let all = super::views::every_plan(&c.read(), &snap);
+    assert_eq!(all.len(), 4);
+    assert!(all.iter().any(|p| p.id == "gold"));
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "by id");
+}

@@ -225,6 +225,21 @@ pub fn plans(
     ))
 }
 
+/// Every plan of both sources, by id, whole (plans are few: the file's, and at most
+/// `ops::MAX_PLANS` runtime ones) — for choosers and lists that are not paged.
+pub fn every_plan(state: &State, snap: &Snapshot) -> Vec<UsagePlanRecord> {
+    let mut file: Vec<&Plan> = snap.plans.iter().collect();
+    file.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    let (out, _) = merge_page(
+        file.into_iter().map(|p| file_plan(snap, p)),
+        state.plans.values().cloned(),
+        |p| p.id.as_str(),
+        |_| true,
+        snap.plans.len() + state.plans.len(),
+    );
+    out
+}
+
 /// AWS's `UsagePlanKey`: a key of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanKey {
