@@ -92,6 +92,10 @@ pub struct State {
     pub members: BTreeSet<(String, String)>,
     /// (key id, plan id): the same, by key.
     pub key_plans: BTreeSet<(String, String)>,
+    /// (name, key id) and (customer id, key id) of the keys that have one: the console's
+    /// searches by name prefix and by customer, a page at a time at any number of keys.
+    pub by_name: BTreeSet<(String, String)>,
+    pub by_customer: BTreeSet<(String, String)>,
     /// The runtime keys as decisions see them, by value hash (the map [`Catalog::key`] reads):
     /// also how a value already taken is found.
     pub by_hash: Arc<KeyMap>,
@@ -390,12 +394,24 @@ fn set_key(state: &mut State, keys: &KeyMap, id: &str, value: Option<&str>) {
         }
     });
     let new_hash = new.as_ref().map(|r| r.value_sha256);
-    if let Some(old) = state.keys.remove(id)
-        && Some(old.value_sha256) != new_hash
-    {
-        keys.remove(&old.value_sha256);
+    if let Some(old) = state.keys.remove(id) {
+        if Some(old.value_sha256) != new_hash {
+            keys.remove(&old.value_sha256);
+        }
+        if let Some(n) = old.name {
+            state.by_name.remove(&(n, id.to_owned()));
+        }
+        if let Some(c) = old.customer_id {
+            state.by_customer.remove(&(c, id.to_owned()));
+        }
     }
     if let Some(record) = new {
+        if let Some(n) = &record.name {
+            state.by_name.insert((n.clone(), id.to_owned()));
+        }
+        if let Some(c) = &record.customer_id {
+            state.by_customer.insert((c.clone(), id.to_owned()));
+        }
         state.keys.insert(id.to_owned(), record);
     }
 }

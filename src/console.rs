@@ -12,8 +12,11 @@
 //! This first slice: sign-in and sign-out, the overview, keys (search, paging, create, enable,
 //! disable, delete), plans (list and detail). docs/console.md says what is still to come.
 
+pub mod assets;
+pub mod consumer;
 pub mod live;
 pub mod pages;
+pub mod plan_form;
 pub mod session;
 
 use std::sync::Arc;
@@ -45,9 +48,8 @@ pub struct Console {
     pub live: Arc<live::Live>,
 }
 
-/// The Content-Security-Policy of every console answer.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub use assets::CSP;
+use assets::{css, favicon, live_js, secure_headers};
 
 /// The console's routes.
 pub fn router(console: Console) -> Router {
@@ -61,6 +63,10 @@ pub fn router(console: Console) -> Router {
         .route("/ui/explain", get(explain_form).post(explain))
         .route("/ui/plans", get(plans))
         .route("/ui/plans/{id}", get(plan))
+        .route("/ui/new-plan", get(new_plan_form).post(create_plan))
+        .route("/ui/plans/{id}/edit", get(edit_plan_form).post(edit_plan))
+        .route("/ui/plans/{id}/delete", post(delete_plan))
+        .route("/ui/keys/{id}/usage", post(set_usage))
         .route("/ui/signout", post(sign_out))
         .route_layer(axum::middleware::from_fn_with_state(
             console.clone(),
@@ -75,62 +81,6 @@ pub fn router(console: Console) -> Router {
         .merge(signed_in)
         .layer(axum::middleware::from_fn(secure_headers))
         .with_state(console)
-}
-
-/// Every answer: the CSP, no sniffing, no referrer, not cached.
-async fn secure_headers(req: Request, next: Next) -> Response {
-    let mut r = next.run(req).await;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    if !h.contains_key(header::CACHE_CONTROL) {
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    r
-}
-
-async fn css() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "max-age=3600"),
-        ],
-        include_str!("console/console.css"),
-    )
-        .into_response()
-}
-
-async fn live_js() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "max-age=3600"),
-        ],
-        include_str!("console/live.js"),
-    )
-        .into_response()
-}
-
-async fn favicon() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "image/svg+xml"),
-            (header::CACHE_CONTROL, "max-age=86400"),
-        ],
-        include_str!("console/favicon.svg"),
-    )
-        .into_response()
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
@@ -232,6 +182,7 @@ async fn sign_in(
 ) -> Response {
     let now = c.engine.clock().now();
     if !c.sessions.may_try(peer.ip(), now) {
+        c.metrics.console_signin("throttled");
         return pages::sign_in_status(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many failed sign-ins from this address: wait a minute.",
@@ -239,6 +190,7 @@ async fn sign_in(
     }
     let Some((role, who)) = credential_role(&c.access, &f) else {
         c.sessions.failed(peer.ip(), now);
+        c.metrics.console_signin("failed");
         tracing::warn!(client = %peer.ip(), "console sign-in failed");
         return pages::sign_in_status(StatusCode::UNAUTHORIZED, "Wrong token or access key.");
     };
@@ -248,6 +200,7 @@ async fn sign_in(
             "The OS random source failed.",
         );
     };
+    c.metrics.console_signin("ok");
     tracing::info!(who = %who, read_only = role == Role::Read, "console sign-in");
     let secure = if c.tls { "; Secure" } else { "" };
     let cookie = format!(
@@ -380,22 +333,26 @@ async fn keys(
 ) -> Response {
     let snap = c.engine.snapshot();
     let state = c.engine.catalog().read();
-    let filter = views::KeyFilter {
-        name: (!q.q.is_empty()).then(|| q.q.clone()),
-        customer_id: (!q.customer.is_empty()).then(|| q.customer.clone()),
-    };
     let page = views::Page {
         limit: Some(50),
         position: (!q.position.is_empty()).then(|| q.position.clone()),
     };
-    // An exact id first, then names starting with the query.
-    let by_id = (!q.q.is_empty())
+    // An exact id first (on the first page), then names starting with the query.
+    let by_id = (!q.q.is_empty() && q.position.is_empty())
         .then(|| views::key(&state, &snap, &q.q).ok())
         .flatten();
-    match views::keys(&state, &snap, &filter, &page) {
+    let found = views::search_keys(
+        &state,
+        &snap,
+        (!q.q.is_empty()).then_some(q.q.as_str()),
+        (!q.customer.is_empty()).then_some(q.customer.as_str()),
+        &page,
+    );
+    match found {
         Ok((mut list, next)) => {
             if let Some((k, _)) = by_id
                 && !list.iter().any(|l| l.id == k.id)
+                && (q.customer.is_empty() || k.customer_id.as_deref() == Some(q.customer.as_str()))
             {
                 list.insert(0, k);
             }
@@ -415,14 +372,17 @@ async fn keys(
 }
 
 fn catalog_error(e: CatalogError) -> Response {
-    let status = match e.kind {
+    pages::error(status_of(&e), &e.message)
+}
+
+fn status_of(e: &CatalogError) -> StatusCode {
+    match e.kind {
         crate::catalog::ErrorKind::NotFound => StatusCode::NOT_FOUND,
         crate::catalog::ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
         crate::catalog::ErrorKind::Conflict => StatusCode::CONFLICT,
         crate::catalog::ErrorKind::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
         crate::catalog::ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    pages::error(status, &e.message)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -545,24 +505,39 @@ async fn plan(
     Path(id): Path<String>,
 ) -> Response {
     let snap = c.engine.snapshot();
-    let state = c.engine.catalog().read();
-    let found = views::plan(&state, &snap, &id).and_then(|(p, source)| {
-        let keys = views::plan_keys(
-            &state,
-            &snap,
-            &id,
-            None,
-            &views::Page {
-                limit: Some(100),
-                position: None,
-            },
-        )?;
-        Ok((p, source, keys.0))
-    });
-    match found {
-        Ok((p, source, keys)) => pages::plan(&session, &p, source, &keys, &snap.source),
-        Err(e) => catalog_error(e),
-    }
+    let found = {
+        let state = c.engine.catalog().read();
+        views::plan(&state, &snap, &id).and_then(|(p, source)| {
+            let keys = views::plan_keys(
+                &state,
+                &snap,
+                &id,
+                None,
+                &views::Page {
+                    limit: Some(100),
+                    position: None,
+                },
+            )?;
+            Ok((p, source, keys.0, keys.1))
+        })
+    };
+    let (p, source, keys, next) = match found {
+        Ok(f) => f,
+        Err(e) => return catalog_error(e),
+    };
+    let now = c.engine.clock().now();
+    let today = chrono::DateTime::from_timestamp_nanos(now).date_naive();
+    let start = today - chrono::Days::new(USAGE_DAYS - 1);
+    let ids: Vec<Arc<str>> = keys.iter().map(|k| Arc::from(k.id.as_str())).collect();
+    let daily = crate::usage::daily_total(&c.engine, &id, &ids, start, USAGE_DAYS)
+        .await
+        .ok()
+        .map(|days| pages::PlanDaily {
+            start,
+            days: days.into_iter().map(|d| (d, None)).collect(),
+            partial: next.is_some(),
+        });
+    pages::plan(&session, &p, source, &keys, &snap.source, daily.as_ref())
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -770,4 +745,235 @@ async fn explain(
         (&f.stage, &f.method, &f.path),
         Some(&d.explain()),
     )
+}
+
+/// The configuration's stages and a runtime plan's, for the plan form's checkboxes.
+fn form_stages(snap: &crate::snapshot::Snapshot, f: &plan_form::PlanForm) -> Vec<String> {
+    let mut all = stages(snap);
+    for s in &f.stages {
+        if !all.contains(s) {
+            all.push(s.clone());
+        }
+    }
+    all
+}
+
+async fn new_plan_form(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+) -> Response {
+    if session.role != Role::Admin {
+        return pages::error(
+            StatusCode::FORBIDDEN,
+            "This session may read, not change (a read credential).",
+        );
+    }
+    let f = plan_form::PlanForm {
+        quota_period: "DAY".into(),
+        ..Default::default()
+    };
+    plan_form::page(&session, None, &f, &stages(&c.engine.snapshot()), None)
+}
+
+/// A plan form's body, read (with its CSRF token checked); the refusal as a page otherwise.
+fn plan_form_body(
+    session: &Session,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<plan_form::PlanForm, (StatusCode, String)> {
+    if body.len() > plan_form::MAX_FORM {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The form is larger than a plan form can be (64 KiB).".to_owned(),
+        ));
+    }
+    let f = plan_form::PlanForm::parse(body);
+    check_change(session, headers, &f.csrf).map_err(|(status, m)| (status, m.to_owned()))?;
+    Ok(f)
+}
+
+/// `CreateUsagePlan` from the form; back to the form, with the catalog's own words, when it
+/// refuses.
+async fn create_plan(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let f = match plan_form_body(&session, &headers, &body) {
+        Ok(f) => f,
+        Err((status, m)) => return pages::error(status, &m),
+    };
+    let snap = c.engine.snapshot();
+    let made = match f.create() {
+        Ok(input) => {
+            c.engine
+                .change(|st, snap, now| ops::create_usage_plan(st, snap, &input, now))
+                .await
+        }
+        Err(e) => return plan_form::page(&session, None, &f, &form_stages(&snap, &f), Some(&e)),
+    };
+    match made {
+        Ok(p) => {
+            tracing::info!(plan_id = %p.id, who = %session.who, "console: usage plan created");
+            Redirect::to(&format!("/ui/plans/{}", pages::urlencode(&p.id))).into_response()
+        }
+        Err(e) => plan_form::page(
+            &session,
+            None,
+            &f,
+            &form_stages(&snap, &f),
+            Some(&e.message),
+        ),
+    }
+}
+
+/// The runtime plan `id` (a file's plan is refused with the catalog's own error).
+fn runtime_plan(
+    c: &Console,
+    id: &str,
+) -> Result<crate::catalog::records::UsagePlanRecord, (StatusCode, String)> {
+    let snap = c.engine.snapshot();
+    let state = c.engine.catalog().read();
+    match views::plan(&state, &snap, id) {
+        Ok((p, views::Source::Runtime)) => Ok(p),
+        Ok((_, views::Source::File)) => Err((
+            StatusCode::CONFLICT,
+            format!(
+                "Usage plan {id} is defined in the configuration file {}: change it there.",
+                snap.source
+            ),
+        )),
+        Err(e) => Err((status_of(&e), e.message)),
+    }
+}
+
+async fn edit_plan_form(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    Path(id): Path<String>,
+) -> Response {
+    if session.role != Role::Admin {
+        return pages::error(
+            StatusCode::FORBIDDEN,
+            "This session may read, not change (a read credential).",
+        );
+    }
+    let p = match runtime_plan(&c, &id) {
+        Ok(p) => p,
+        Err((status, m)) => return pages::error(status, &m),
+    };
+    let f = plan_form::PlanForm::of(&p);
+    plan_form::page(
+        &session,
+        Some(&id),
+        &f,
+        &form_stages(&c.engine.snapshot(), &f),
+        None,
+    )
+}
+
+/// `UpdateUsagePlan` with the patch that takes the plan to the form (all of it, or nothing).
+async fn edit_plan(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let f = match plan_form_body(&session, &headers, &body) {
+        Ok(f) => f,
+        Err((status, m)) => return pages::error(status, &m),
+    };
+    let old = match runtime_plan(&c, &id) {
+        Ok(p) => p,
+        Err((status, m)) => return pages::error(status, &m),
+    };
+    let snap = c.engine.snapshot();
+    let done = match f.patch(&old) {
+        Ok(patch) => c
+            .engine
+            .change(|st, snap, now| ops::update_usage_plan(st, snap, &id, &patch, now))
+            .await
+            .map_err(|e| e.message),
+        Err(e) => Err(e),
+    };
+    match done {
+        Ok(_) => {
+            tracing::info!(plan_id = %id, who = %session.who, "console: usage plan changed");
+            Redirect::to(&format!("/ui/plans/{}", pages::urlencode(&id))).into_response()
+        }
+        Err(e) => plan_form::page(&session, Some(&id), &f, &form_stages(&snap, &f), Some(&e)),
+    }
+}
+
+async fn delete_plan(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err((status, message)) = check_change(&session, &headers, &f.csrf) {
+        return pages::error(status, message);
+    }
+    match c
+        .engine
+        .change(|st, snap, _| ops::delete_usage_plan(st, snap, &id))
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(plan_id = %id, who = %session.who, "console: usage plan deleted");
+            Redirect::to("/ui/plans").into_response()
+        }
+        Err(e) => catalog_error(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct UsageForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    plan: String,
+    /// What remains of this period after the change (the plan's limit: a reset).
+    #[serde(default)]
+    remaining: String,
+}
+
+/// AWS's UpdateUsage for one key in one plan: what remains of the current period (the limit:
+/// a reset). File keys too: their counters are the store's.
+async fn set_usage(
+    State(c): State<Console>,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<UsageForm>,
+) -> Response {
+    if let Err((status, message)) = check_change(&session, &headers, &f.csrf) {
+        return pages::error(status, message);
+    }
+    let Ok(remaining) = f.remaining.trim().parse::<u64>() else {
+        return pages::error(
+            StatusCode::BAD_REQUEST,
+            &format!("`{}` is not a number of requests", f.remaining),
+        );
+    };
+    let now = c.engine.clock().now();
+    match crate::usage::update(&c.engine, &f.plan, &id, remaining, now).await {
+        Ok(_) => {
+            tracing::info!(key_id = %id, plan = %f.plan, remaining, who = %session.who, "console: usage set");
+            Redirect::to(&format!("/ui/keys/{}", pages::urlencode(&id))).into_response()
+        }
+        Err(e) => pages::error(usage_status(&e), &e.to_string()),
+    }
+}
+
+fn usage_status(e: &crate::usage::UsageError) -> StatusCode {
+    use crate::usage::UsageError as E;
+    match e {
+        E::UnknownPlan(_) | E::UnknownKey(_) => StatusCode::NOT_FOUND,
+        E::BadRequest(_) | E::KeyNotInPlan { .. } | E::NoQuota(_) => StatusCode::BAD_REQUEST,
+        E::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }

@@ -64,6 +64,7 @@ pub struct Metrics {
     near_limit: IntCounterVec,
     failure_policy: IntCounterVec,
     rls_unknown_domain: IntCounter,
+    console_signins: IntCounterVec,
     tls_handshake_failures: IntCounterVec,
     tls_reloads: IntCounterVec,
     /// TLS listeners whose counters are copied into the two above at each scrape.
@@ -271,6 +272,15 @@ impl Metrics {
             "plangate_rls_unknown_domain_total",
             "RLS requests for a domain plangate does not serve (answered OK without limits).",
         );
+        let console_signins = r.counters(
+            "plangate_console_signins_total",
+            "Sign-ins to the console, by result: ok, failed (a wrong token or access key), \
+                 throttled (refused unread: too many failures from the address).",
+            &["result"],
+        );
+        for result in ["ok", "failed", "throttled"] {
+            console_signins.with_label_values(&[result]);
+        }
         let tls_handshake_failures = r.counters(
             "plangate_tls_handshake_failures_total",
             "TLS handshakes that failed or timed out, by listener (grpc, admin): a client \
@@ -330,6 +340,7 @@ impl Metrics {
             near_limit,
             failure_policy,
             rls_unknown_domain,
+            console_signins,
             tls_handshake_failures,
             tls_reloads,
             tls: parking_lot::Mutex::new(Vec::new()),
@@ -538,6 +549,11 @@ impl Metrics {
     }
 
     /// An RLS request named a domain plangate does not serve.
+    /// Counts a console sign-in: `ok`, `failed` or `throttled`.
+    pub fn console_signin(&self, result: &str) {
+        self.console_signins.with_label_values(&[result]).inc();
+    }
+
     pub fn rls_unknown_domain(&self) {
         self.rls_unknown_domain.inc();
     }

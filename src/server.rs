@@ -75,6 +75,8 @@ pub struct ServeOptions {
     pub grpc_tls: Option<TlsFiles>,
     /// TLS (and mTLS) for the admin listener; plain text when not set.
     pub admin_tls: Option<TlsFiles>,
+    /// Where the consumer usage page listens (off when not set).
+    pub consumer_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -251,7 +253,23 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         live: Default::default(),
     }))
     .fallback(admin::not_found);
-    let admin_task = spawn_admin(admin_listener, admin_tls, admin_router, opts.admin_addr)?;
+    let admin_task = spawn_admin(
+        admin_listener,
+        admin_tls,
+        admin_router,
+        opts.admin_addr,
+        "admin",
+    )?;
+    let consumer_task = match opts.consumer_addr {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let router = crate::console::consumer::router(crate::console::consumer::Consumer::new(
+                engine.clone(),
+            ));
+            Some(spawn_admin(listener, None, router, addr, "consumer page")?)
+        }
+        None => None,
+    };
     let hup_task = tokio::spawn(reload_on_sighup(reloader.clone(), hup));
     if opts.watch {
         reloader.watch(opts.watch_debounce).await?;
@@ -277,6 +295,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         task.abort();
     }
     admin_task.abort();
+    if let Some(t) = consumer_task {
+        t.abort();
+    }
     hup_task.abort();
     flush_task.abort();
     let _ = stop_follow.send(true);
@@ -295,17 +316,18 @@ fn spawn_admin(
     admin_tls: Option<Arc<ReloadingTls>>,
     admin_router: axum::Router,
     addr: SocketAddr,
+    what: &'static str,
 ) -> Result<tokio::task::JoinHandle<()>, ServeError> {
     // The bound address (with `:0`, the port the system chose).
     let admin_bound = admin_listener.local_addr().unwrap_or(addr);
-    tracing::info!(addr = %admin_bound, tls = admin_tls.is_some(), "admin HTTP listening");
+    tracing::info!(addr = %admin_bound, tls = admin_tls.is_some(), "{what} HTTP listening");
     let admin_listener = transport::Listener::new(admin_listener, admin_tls, admin_connections())
         .map_err(|source| ServeError::Bind { addr, source })?;
     let admin_task = tokio::spawn(async move {
         // The client's address reaches handlers (the console throttles failed sign-ins by it).
         let service = admin_router.into_make_service_with_connect_info::<transport::ClientAddr>();
         if let Err(e) = axum::serve(admin_listener, service).await {
-            tracing::error!(error = %e, "admin listener failed");
+            tracing::error!(error = %e, "{what} listener failed");
         }
     });
     Ok(admin_task)

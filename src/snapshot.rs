@@ -127,10 +127,22 @@ pub struct Snapshot {
     pub key_index: FastMap<KeyHash, u32>,
     /// Indices of `keys`, in the order of their ids (lookups and pages by id).
     pub key_order: Vec<u32>,
+    /// Indices of `keys` by (name, id) and by (customer id, id), of the keys that have one:
+    /// built on first use (the console's searches), not at every reload.
+    pub key_search: std::sync::OnceLock<KeySearch>,
     /// The configuration file this was compiled from (empty: text without a file, such as the
     /// embedded default): what the control plane names when it refuses to change what the
     /// file defines.
     pub source: String,
+}
+
+/// The file's keys in the orders the console searches them in.
+#[derive(Debug, Default)]
+pub struct KeySearch {
+    /// Keys with a name, by (name, id).
+    pub by_name: Vec<u32>,
+    /// Keys with a customer id, by (customer id, id).
+    pub by_customer: Vec<u32>,
 }
 
 /// A token bucket's parameters, with the rate as written (for reports).
@@ -606,6 +618,31 @@ impl Snapshot {
             .binary_search_by(|&i| (*self.keys[i as usize].id).cmp(id))
             .ok()?;
         Some(&self.keys[self.key_order[i] as usize])
+    }
+
+    /// The file's keys by name and by customer id (sorted on first use).
+    pub fn key_search(&self) -> &KeySearch {
+        self.key_search.get_or_init(|| {
+            let keys = &self.keys;
+            let mut by_name: Vec<u32> = (0..keys.len() as u32)
+                .filter(|&i| keys[i as usize].name.is_some())
+                .collect();
+            by_name.sort_unstable_by(|&a, &b| {
+                let (a, b) = (&keys[a as usize], &keys[b as usize]);
+                (&a.name, &a.id).cmp(&(&b.name, &b.id))
+            });
+            let mut by_customer: Vec<u32> = (0..keys.len() as u32)
+                .filter(|&i| keys[i as usize].customer_id.is_some())
+                .collect();
+            by_customer.sort_unstable_by(|&a, &b| {
+                let (a, b) = (&keys[a as usize], &keys[b as usize]);
+                (&a.customer_id, &a.id).cmp(&(&b.customer_id, &b.id))
+            });
+            KeySearch {
+                by_name,
+                by_customer,
+            }
+        })
     }
 
     /// The keys with ids from `from` on, in the order of their ids.

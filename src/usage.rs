@@ -321,6 +321,31 @@ async fn usage_by_key(
     Ok(per_key)
 }
 
+/// Requests per day of keys `keys` in plan `plan_id`, summed, for `days` days from `start`
+/// (the console's plan chart: a page of keys, not every key of a plan of a million).
+pub async fn daily_total(
+    engine: &Engine,
+    plan_id: &str,
+    keys: &[Arc<str>],
+    start: NaiveDate,
+    days: u64,
+) -> Result<Vec<u64>, UsageError> {
+    let days = days.clamp(1, MAX_REPORT_DAYS);
+    let first = midnight(start);
+    let to = midnight(start + Days::new(days));
+    let rows = engine.store().usage(plan_id, keys, first, to).await?;
+    let mut out = vec![0u64; days as usize];
+    for r in rows {
+        if let Some(slot) = usize::try_from((r.day_start - first) / (86_400 * NANOS_PER_SEC))
+            .ok()
+            .and_then(|i| out.get_mut(i))
+        {
+            *slot += r.used;
+        }
+    }
+    Ok(out)
+}
+
 /// The days from `start` to `end`, both included: at least one, at most [`MAX_REPORT_DAYS`].
 fn days_between(start: NaiveDate, end: NaiveDate) -> Result<u64, UsageError> {
     if end < start {

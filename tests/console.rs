@@ -12,7 +12,10 @@ const READ: (&str, &str) = ("AKIDCONSOLEREAD", "console-read-secret-0123456789")
 fn served() -> ((tempfile::TempDir, tempfile::TempDir), Plangate) {
     let plans = common::petstore(
         "",
-        &[("prod", "{}")],
+        &[
+            ("prod", "{}"),
+            ("beta", r#"{ methods: { "/pets/GET": {} } }"#),
+        ],
         &[("gold", "")],
         &[(
             "file-1",
@@ -384,4 +387,324 @@ fn failed_sign_ins_are_throttled() {
     let log = std::fs::read_to_string(&p.log).unwrap();
     assert!(log.contains("console sign-in failed"), "{log}");
     assert!(!log.contains("wrong"), "a presented token in the log");
+}
+
+/// The `Location` of a redirect.
+fn location(r: &HttpResponse) -> String {
+    r.header("location").unwrap_or_default().to_owned()
+}
+
+/// The value of the input `id` of a page.
+fn input_value(page: &str, id: &str) -> String {
+    let at = page.find(&format!(r#"id="{id}""#)).expect(id);
+    let from = at + page[at..].find("value=\"").unwrap() + 7;
+    page[from..from + page[from..].find('"').unwrap()].to_owned()
+}
+
+#[test]
+fn plans_are_made_changed_and_deleted_from_their_forms() {
+    let (_dirs, p) = served();
+    let a = p.admin;
+    let cookie = sign_in(a, &format!("token={TOKEN}"));
+    let new = get(a, "/ui/new-plan", &cookie);
+    assert_eq!(new.status, 200, "{}", new.body);
+    let token = csrf(&new.body);
+    assert!(new.body.contains("petstore:beta"), "a stage to choose");
+    // Made: names and descriptions are escaped wherever they are shown.
+    let made = form(
+        a,
+        "/ui/new-plan",
+        Some(&cookie),
+        &format!(
+            "csrf={token}&name={}&description={}&stage=petstore%3Abeta&rate=5&burst=10&quota_limit=100&quota_period=DAY&methods=",
+            enc("<i>Silver</i>"),
+            enc("<script>alert(1)</script>")
+        ),
+    );
+    assert_eq!(made.status, 303, "{}", made.body);
+    let at = location(&made);
+    let id = at.strip_prefix("/ui/plans/").unwrap().to_owned();
+    let page = get(a, &at, &cookie);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("&lt;i&gt;Silver&lt;/i&gt;"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<script>alert"), "unescaped");
+    assert!(page.body.contains("Edit this plan"));
+    assert!(page.body.contains("100 per DAY"));
+    let list = get(a, "/ui/plans", &cookie);
+    assert!(list.body.contains("&lt;i&gt;Silver"), "{}", list.body);
+    assert!(!list.body.contains("<i>Silver"));
+
+    // Edited: the form comes back filled; a new quota and a per-method throttle, saved whole.
+    let edit = get(a, &format!("/ui/plans/{id}/edit"), &cookie);
+    assert_eq!(edit.status, 200);
+    assert_eq!(input_value(&edit.body, "pquota"), "100");
+    let edited = |quota: &str, methods: &str, stage: &str| {
+        form(
+            a,
+            &format!("/ui/plans/{id}/edit"),
+            Some(&cookie),
+            &format!(
+                "csrf={token}&name=Silver&description=&stage={}&rate=5&burst=10&quota_limit={quota}&quota_period=WEEK&methods={}",
+                enc(stage),
+                enc(methods)
+            ),
+        )
+    };
+    let r = edited("200", "petstore:beta /pets GET 1 2", "petstore:beta");
+    assert_eq!(r.status, 303, "{}", r.body);
+    let page = get(a, &format!("/ui/plans/{id}"), &cookie);
+    assert!(page.body.contains("200 per WEEK"), "{}", page.body);
+    assert!(page.body.contains("/pets/GET"), "{}", page.body);
+    // Refused, with the reason, and nothing changed: a bad line, a stage that does not exist, a
+    // method the stage does not have.
+    let r = edited("300", "petstore:beta /pets GET fast 2", "petstore:beta");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("line 1"), "{}", r.body);
+    let r = edited("300", "", "petstore:nope");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("petstore:nope"), "{}", r.body);
+    let r = edited("300", "petstore:beta /cats GET 1 2", "petstore:beta");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        get(a, &format!("/ui/plans/{id}"), &cookie)
+            .body
+            .contains("200 per WEEK")
+    );
+    // Without the CSRF token: refused.
+    let r = form(
+        a,
+        &format!("/ui/plans/{id}/edit"),
+        Some(&cookie),
+        "name=x&stage=petstore%3Abeta",
+    );
+    assert_eq!(r.status, 403);
+    // The file's plan is not edited here.
+    assert_eq!(get(a, "/ui/plans/gold/edit", &cookie).status, 409);
+
+    // A key in the plan: decided, counted; its usage set back to the limit from its page.
+    let created = form(
+        a,
+        "/ui/keys",
+        Some(&cookie),
+        &format!("csrf={token}&name=silver-key&plan={id}"),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let value = input_value(&created.body, "value");
+    let key_id = {
+        let at = created.body.find("<code>").unwrap() + 6;
+        created.body[at..at + created.body[at..].find('<').unwrap()].to_owned()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        let mut c = common::authz_client(p.grpc).await;
+        let r = c
+            .check(common::check_request_to(
+                &value, "/pets", "petstore", "beta",
+            ))
+            .await
+            .unwrap();
+        common::check_status(&r.into_inner())
+    });
+    assert_eq!(status, 200);
+    let detail = get(a, &format!("/ui/keys/{key_id}"), &cookie);
+    assert!(
+        detail.body.contains("<td>1</td><td>199</td>"),
+        "{}",
+        detail.body
+    );
+    assert!(detail.body.contains("Set remaining"));
+    let r = form(
+        a,
+        &format!("/ui/keys/{key_id}/usage"),
+        Some(&cookie),
+        &format!("csrf={token}&plan={id}&remaining=200"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let detail = get(a, &format!("/ui/keys/{key_id}"), &cookie);
+    assert!(detail.body.contains("<td>200</td>"), "{}", detail.body);
+    let r = form(
+        a,
+        &format!("/ui/keys/{key_id}/usage"),
+        Some(&cookie),
+        &format!("csrf={token}&plan={id}&remaining=lots"),
+    );
+    assert_eq!(r.status, 400);
+
+    // Deleted: gone from the list; its key stays.
+    let r = form(
+        a,
+        &format!("/ui/plans/{id}/delete"),
+        Some(&cookie),
+        &format!("csrf={token}"),
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(get(a, &format!("/ui/plans/{id}"), &cookie).status, 404);
+    assert_eq!(get(a, &format!("/ui/keys/{key_id}"), &cookie).status, 200);
+
+    // A read session: no form, and the endpoints refuse.
+    let read = sign_in(
+        a,
+        &format!("access_key_id={}&secret_access_key={}", READ.0, READ.1),
+    );
+    let plans = get(a, "/ui/plans", &read);
+    assert!(!plans.body.contains("/ui/new-plan"));
+    assert_eq!(get(a, "/ui/new-plan", &read).status, 403);
+    let read_token = csrf(&plans.body);
+    let r = form(
+        a,
+        "/ui/new-plan",
+        Some(&read),
+        &format!("csrf={read_token}&name=x&stage=petstore%3Abeta"),
+    );
+    assert_eq!(r.status, 403);
+    let r = form(
+        a,
+        &format!("/ui/keys/{key_id}/usage"),
+        Some(&read),
+        &format!("csrf={read_token}&plan=gold&remaining=1"),
+    );
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn ten_thousand_sign_ins_are_refused_and_harm_no_session() {
+    let (_dirs, p) = served();
+    let a = p.admin;
+    let cookie = sign_in(a, &format!("token={TOKEN}"));
+    let mut counts = std::collections::BTreeMap::new();
+    for i in 0..10_000 {
+        let status = form(a, "/ui/signin", None, &format!("token=guess-{i}")).status;
+        *counts.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(
+        counts,
+        std::collections::BTreeMap::from([(401, 5), (429, 9_995)])
+    );
+    assert_eq!(
+        p.metric(r#"plangate_console_signins_total{result="throttled"}"#),
+        Some(9_995.0)
+    );
+    assert_eq!(
+        p.metric(r#"plangate_console_signins_total{result="failed"}"#),
+        Some(5.0)
+    );
+    // The session made before still works; the server still answers.
+    assert_eq!(get(a, "/ui/keys", &cookie).status, 200);
+    assert_eq!(common::http(a, "GET", "/healthz", &[]).status, 200);
+}
+
+#[test]
+fn the_consumer_page_shows_one_keys_own_numbers() {
+    let plans = common::petstore(
+        "",
+        &[("prod", "{}")],
+        &[("gold", "quota: { limit: 100, period: DAY }")],
+        &[
+            (
+                "k1",
+                "consumer-key-one-0123456789",
+                "usage_plans: [gold], name: first-customer",
+            ),
+            (
+                "k2",
+                "consumer-key-two-0123456789",
+                "usage_plans: [gold], name: second-customer",
+            ),
+        ],
+    );
+    let (dir, path) = common::plans_dir(plans);
+    let port = common::free_port();
+    let p = Plangate::start(
+        &path,
+        &[
+            "--admin-token",
+            TOKEN,
+            "--consumer-addr",
+            &format!("127.0.0.1:{port}"),
+        ],
+        dir.path().join("plangate.log"),
+    );
+    common::wait_until("the consumer page", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = common::authz_client(p.grpc).await;
+        for key in [
+            "consumer-key-one-0123456789",
+            "consumer-key-one-0123456789",
+            "consumer-key-one-0123456789",
+            "consumer-key-two-0123456789",
+        ] {
+            let r = c
+                .check(common::check_request_to(key, "/pets", "petstore", "prod"))
+                .await
+                .unwrap();
+            assert_eq!(common::check_status(&r.into_inner()), 200);
+        }
+    });
+    let home = common::http(port, "GET", "/", &[]);
+    assert_eq!(home.status, 200);
+    assert!(home.header("content-security-policy").is_some());
+    assert!(home.body.contains(r#"type="password""#));
+    let look = |key: &str| {
+        common::http_with_body(
+            port,
+            "POST",
+            "/",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            &format!("key={key}"),
+        )
+    };
+    let page = look("consumer-key-one-0123456789");
+    assert_eq!(page.status, 200, "{}", page.body);
+    // The numbers of GetUsage, of this key.
+    let today = chrono::DateTime::from_timestamp_nanos(plangate::clock::Clock::now(
+        &plangate::clock::SystemClock,
+    ))
+    .date_naive()
+    .to_string();
+    let aws = common::http(
+        p.admin,
+        "GET",
+        &format!("/usageplans/gold/usage?startDate={today}&endDate={today}&keyId=k1"),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+    );
+    let aws: serde_json::Value = serde_json::from_str(&aws.body).unwrap();
+    let (used, remaining) = (&aws["values"]["k1"][0][0], &aws["values"]["k1"][0][1]);
+    assert_eq!((used.as_u64(), remaining.as_u64()), (Some(3), Some(97)));
+    assert!(
+        page.body.contains(&format!(
+            "<td>{today}</td><td>{used}</td><td>{remaining}</td>"
+        )),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("97</span> of 100 requests remain"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("first-customer"));
+    // Nothing of the other key, and never the key itself.
+    assert!(!page.body.contains("k2") && !page.body.contains("second-customer"));
+    assert!(
+        !page.body.contains("consumer-key-one"),
+        "the key shown back"
+    );
+    // A wrong key: refused, as plainly as a right one is answered.
+    assert_eq!(look("no-such-key-0123456789").status, 403);
+    // Per address: 20 lookups a minute, then refused unread (the right key too).
+    let mut statuses: Vec<u16> = (0..20).map(|_| look("guess").status).collect();
+    statuses.dedup();
+    assert_eq!(statuses, [403, 429], "{statuses:?}");
+    assert_eq!(look("consumer-key-one-0123456789").status, 429);
+    // The key never reaches the log.
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    assert!(log.contains("consumer page HTTP listening"), "{log}");
+    assert!(!log.contains("consumer-key-one"), "a key in the log");
 }

@@ -515,6 +515,7 @@ async fn metrics_text_parses_and_counts_decisions() {
             "plangate_config_generation gauge",
             "plangate_config_last_reload_success_timestamp_seconds gauge",
             "plangate_config_reloads_total counter",
+            "plangate_console_signins_total counter",
             "plangate_decision_duration_seconds histogram",
             "plangate_decisions_total counter",
             "plangate_failure_policy_decisions_total counter",

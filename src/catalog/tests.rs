@@ -20,6 +20,7 @@ usage_plans:
   gold: { api_stages: [{ api: petstore, stage: prod }] }
 api_keys:
   - { id: f1, value: file-key-0123456789abcdef, usage_plans: [gold] }
+  - { id: f2, value: file-key-2123456789abcdef, name: acme-file, customer_id: acme }
 "#;
 
 fn snapshot() -> Snapshot {
@@ -266,4 +267,89 @@ async fn every_plan_lists_both_sources_by_id_unpaged() {
     assert_eq!(all.len(), 4);
     assert!(all.iter().any(|p| p.id == "gold"));
     assert!(all.windows(2).all(|w| w[0].id < w[1].id), "by id");
+}
+
+#[tokio::test]
+async fn the_console_searches_both_sources_by_name_and_customer_a_page_at_a_time() {
+    let (snap, c) = (snapshot(), catalog());
+    let mut made = Vec::new();
+    for (name, customer) in [
+        ("acme-a", "acme"),
+        ("acme-b", "other"),
+        ("acme-c", "acme"),
+        ("zeta", "acme"),
+    ] {
+        let input = CreateApiKey {
+            enabled: true,
+            name: Some(name.into()),
+            customer_id: Some(customer.into()),
+            ..Default::default()
+        };
+        let k = c
+            .write(|st| ops::create_api_key(st, &snap, &input, 0))
+            .await
+            .unwrap();
+        made.push(k.record.id);
+    }
+    let page = |position: Option<String>| super::views::Page {
+        limit: Some(2),
+        position,
+    };
+    let names = |list: &[super::records::ApiKeyRecord]| {
+        list.iter()
+            .map(|k| k.name.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    // By name prefix, in name order, the file's key among the runtime ones, paged.
+    {
+        let state = c.read();
+        let (first, next) =
+            super::views::search_keys(&state, &snap, Some("acme"), None, &page(None)).unwrap();
+        assert_eq!(names(&first), ["acme-a", "acme-b"]);
+        let (second, next) =
+            super::views::search_keys(&state, &snap, Some("acme"), None, &page(next)).unwrap();
+        assert_eq!(names(&second), ["acme-c", "acme-file"]);
+        assert!(next.is_none());
+        // By customer, in id order; with a name too, both.
+        let (of_acme, _) = super::views::search_keys(
+            &state,
+            &snap,
+            None,
+            Some("acme"),
+            &super::views::Page::default(),
+        )
+        .unwrap();
+        assert_eq!(of_acme.len(), 4);
+        assert!(of_acme.windows(2).all(|w| w[0].id < w[1].id));
+        let (both, _) = super::views::search_keys(
+            &state,
+            &snap,
+            Some("acme-"),
+            Some("acme"),
+            &super::views::Page::default(),
+        )
+        .unwrap();
+        assert_eq!(names(&both), ["acme-a", "acme-c", "acme-file"]);
+    }
+    // A renamed key moves in the index; a deleted one leaves it.
+    let rename = Patch {
+        patch_operations: vec![replace("/name", "omega")],
+    };
+    c.write(|st| ops::update_api_key(st, &snap, &made[0], &rename, 0))
+        .await
+        .unwrap();
+    c.write(|st| ops::delete_api_key(st, &snap, &made[2]))
+        .await
+        .unwrap();
+    let state = c.read();
+    let (left, _) = super::views::search_keys(
+        &state,
+        &snap,
+        Some("acme"),
+        None,
+        &super::views::Page::default(),
+    )
+    .unwrap();
+    assert_eq!(names(&left), ["acme-b", "acme-file"]);
+    assert_eq!(state.by_name.len(), 3);
 }

@@ -25,6 +25,11 @@ pub struct Args {
     /// Admin HTTP listen address (`/healthz`, `/readyz`, `/metrics`, `/v1/*`).
     #[arg(long, env = "PLANGATE_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
     admin_addr: SocketAddr,
+    /// Serve the consumer usage page on this address (off when not set): API consumers
+    /// present their key and see their own plans, remaining quota and last 30 days of usage.
+    /// Plain HTTP: put it behind a TLS-terminating proxy or ingress.
+    #[arg(long, env = "PLANGATE_CONSUMER_ADDR")]
+    consumer_addr: Option<SocketAddr>,
     /// Bearer token for the admin `/v1/*` endpoints (or PLANGATE_ADMIN_TOKEN).
     #[arg(long, env = "PLANGATE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -310,6 +315,7 @@ pub fn run(a: Args) -> Result<ExitCode, CliError> {
         drain_delay: runtime::seconds("--drain-delay", a.drain_delay)?,
         grpc_tls: tls_files(a.grpc_tls_cert, a.grpc_tls_key, a.grpc_tls_client_ca),
         admin_tls: tls_files(a.admin_tls_cert, a.admin_tls_key, a.admin_tls_client_ca),
+        consumer_addr: a.consumer_addr,
     };
     let rt = runtime::multi_thread()?;
     let served = rt.block_on(server::serve(opts));

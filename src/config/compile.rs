@@ -118,6 +118,7 @@ pub fn compile(file: &ConfigFile, base_dir: &FsPath) -> Result<Compiled, Vec<Con
             keys,
             key_index,
             key_order,
+            key_search: Default::default(),
             source: String::new(),
         },
         warnings,

@@ -11,7 +11,7 @@ use crate::catalog::records::{ApiKeyRecord, UsagePlanRecord};
 use crate::catalog::views::{PlanKey, Source};
 use crate::snapshot::Snapshot;
 
-fn page(status: StatusCode, title: &str, session: Option<&Session>, body: Markup) -> Response {
+pub fn page(status: StatusCode, title: &str, session: Option<&Session>, body: Markup) -> Response {
     page_with(status, title, session, None, body)
 }
 
@@ -52,6 +52,32 @@ fn page_with(
                         }
                     }
                 }
+                main { h1 { (title) } (body) }
+            }
+        }
+    };
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+/// A page of the consumer usage page's listener: no console navigation, its own asset path.
+pub fn consumer_page(status: StatusCode, title: &str, body: Markup) -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                link rel="icon" href="/assets/favicon.svg" type="image/svg+xml";
+                title { (title) }
+                link rel="stylesheet" href="/assets/console.css";
+            }
+            body {
+                header { a.brand href="/" { "API usage" } }
                 main { h1 { (title) } (body) }
             }
         }
@@ -243,6 +269,7 @@ pub fn key_created(session: &Session, k: &ApiKeyRecord, value: &str, plan: &str)
 
 pub fn plans(session: &Session, list: &[UsagePlanRecord], state: &State) -> Response {
     let body = html! {
+        @if session.role == Role::Admin { p { a href="/ui/new-plan" { "Create a usage plan" } } }
         table {
             caption { "Usage plans" }
             thead { tr { th scope="col" { "Id" } th scope="col" { "Name" } th scope="col" { "Stages" } th scope="col" { "Throttle" } th scope="col" { "Quota" } th scope="col" { "Source" } } }
@@ -263,14 +290,32 @@ pub fn plans(session: &Session, list: &[UsagePlanRecord], state: &State) -> Resp
     page(StatusCode::OK, "Usage plans", Some(session), body)
 }
 
+/// A plan's daily requests, summed over its keys (or the first of them, `partial`).
+pub struct PlanDaily {
+    pub start: chrono::NaiveDate,
+    pub days: Vec<(u64, Option<u64>)>,
+    pub partial: bool,
+}
+
 pub fn plan(
     session: &Session,
     p: &UsagePlanRecord,
     source: Source,
     keys: &[PlanKey],
     file: &str,
+    daily: Option<&PlanDaily>,
 ) -> Response {
+    let admin = session.role == Role::Admin && source == Source::Runtime;
     let body = html! {
+        @if admin {
+            p.actions {
+                a href={ "/ui/plans/" (urlencode(&p.id)) "/edit" } { "Edit this plan" }
+                form method="post" action={ "/ui/plans/" (urlencode(&p.id)) "/delete" } {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    button.danger type="submit" { "Delete this plan" }
+                }
+            }
+        }
         dl.facts {
             dt { "Id" } dd { code { (p.id) } }
             dt { "Name" } dd { (p.name) }
@@ -289,8 +334,13 @@ pub fn plan(
                 }
             }
         }
+        @if let Some(d) = daily {
+            h2 { "Requests per day from " (d.start) @if d.partial { " (of the keys listed below; the Usage page has every key)" } }
+            (chart(&d.days))
+            p { (d.days.iter().map(|x| x.0).sum::<u64>()) " requests in " (d.days.len()) " days." }
+        }
         h2 { "Keys (first 100)" }
-        ul { @for k in keys { li { code { (k.id) } @if let Some(n) = &k.name { " " (n) } } } }
+        ul { @for k in keys { li { a href={ "/ui/keys/" (urlencode(&k.id)) } { code { (k.id) } } @if let Some(n) = &k.name { " " (n) } } } }
     };
     page(
         StatusCode::OK,
@@ -304,7 +354,7 @@ pub fn plan(
 pub type PlanUsage = (String, Vec<(u64, Option<u64>)>);
 
 /// A bar chart of daily usage, as inline SVG (no script; the numbers are in the table too).
-fn chart(days: &[(u64, Option<u64>)]) -> Markup {
+pub fn chart(days: &[(u64, Option<u64>)]) -> Markup {
     let max = days.iter().map(|d| d.0).max().unwrap_or(0).max(1);
     let (w, h, bar) = (days.len() as u64 * 12, 80u64, 10u64);
     html! {
@@ -367,6 +417,16 @@ pub fn key(
                         button.danger type="submit" { "Remove from this plan" }
                     }
                 }
+                @if session.role == Role::Admin && days.last().is_some_and(|d| d.1.is_some()) {
+                    form.inline method="post" action={ "/ui/keys/" (urlencode(&k.id)) "/usage" } {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        input type="hidden" name="plan" value=(plan);
+                        @let id = format!("remaining-{plan}");
+                        label for=(id) { "Requests remaining in this quota period (the limit: a reset)" }
+                        input id=(id) type="text" inputmode="numeric" name="remaining" value=(limit_of(all_plans, plan).map(|l| l.to_string()).unwrap_or_default());
+                        button type="submit" { "Set remaining" }
+                    }
+                }
                 (chart(days))
                 table {
                     caption { "Requests per day in plan " (plan) }
@@ -390,6 +450,16 @@ pub fn key(
         Some(session),
         body,
     )
+}
+
+/// The quota limit of plan `id`, if it has one.
+fn limit_of(plans: &[UsagePlanRecord], id: &str) -> Option<i64> {
+    plans
+        .iter()
+        .find(|p| p.id == id)?
+        .quota
+        .as_ref()
+        .map(|q| q.limit)
 }
 
 fn when(t: crate::clock::Nanos) -> String {

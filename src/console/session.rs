@@ -42,14 +42,64 @@ pub const FAILURE_WINDOW: Nanos = 60 * NANOS_PER_SEC;
 /// The cookie's name.
 pub const COOKIE: &str = "plangate_console";
 
+/// Events per client address in a fixed window (failed sign-ins; the consumer page's
+/// lookups): an address with `max` of them in the window is refused until it ends.
+pub struct PerClient {
+    /// Client address → (events in the window, the window's start).
+    map: parking_lot::Mutex<HashMap<IpAddr, (u32, Nanos)>>,
+    max: u32,
+    window: Nanos,
+}
+
+impl PerClient {
+    pub fn new(max: u32, window: Nanos) -> PerClient {
+        PerClient {
+            map: Default::default(),
+            max,
+            window,
+        }
+    }
+
+    /// Whether `ip` is under its limit now.
+    pub fn allows(&self, ip: IpAddr, now: Nanos) -> bool {
+        self.map
+            .lock()
+            .get(&ip)
+            .is_none_or(|&(n, since)| n < self.max || now - since > self.window)
+    }
+
+    /// Counts an event of `ip` (the map is swept of ended windows when it grows large, so an
+    /// attacker's many addresses cost bounded memory).
+    pub fn count(&self, ip: IpAddr, now: Nanos) {
+        let mut map = self.map.lock();
+        if map.len() > 100_000 {
+            map.retain(|_, (_, since)| now - *since <= self.window);
+        }
+        let e = map.entry(ip).or_insert((0, now));
+        if now - e.1 > self.window {
+            *e = (0, now);
+        }
+        e.0 += 1;
+    }
+}
+
 /// Sessions and failed sign-ins.
-#[derive(Default)]
 pub struct Sessions {
     by_hash: parking_lot::Mutex<HashMap<[u8; 32], Session>>,
-    /// Client address → (failures in the window, the window's start).
-    failures: parking_lot::Mutex<HashMap<IpAddr, (u32, Nanos)>>,
+    failures: PerClient,
     failed_total: std::sync::atomic::AtomicU64,
     throttled_total: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Sessions {
+    fn default() -> Sessions {
+        Sessions {
+            by_hash: Default::default(),
+            failures: PerClient::new(MAX_FAILURES, FAILURE_WINDOW),
+            failed_total: Default::default(),
+            throttled_total: Default::default(),
+        }
+    }
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -106,10 +156,7 @@ impl Sessions {
     /// Whether `ip` may try to sign in now (fewer than [`MAX_FAILURES`] failures in the
     /// window); a refusal is counted.
     pub fn may_try(&self, ip: IpAddr, now: Nanos) -> bool {
-        let map = self.failures.lock();
-        let ok = map
-            .get(&ip)
-            .is_none_or(|&(n, since)| n < MAX_FAILURES || now - since > FAILURE_WINDOW);
+        let ok = self.failures.allows(ip, now);
         if !ok {
             self.throttled_total
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -121,15 +168,7 @@ impl Sessions {
     pub fn failed(&self, ip: IpAddr, now: Nanos) {
         self.failed_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut map = self.failures.lock();
-        if map.len() > 100_000 {
-            map.retain(|_, (_, since)| now - *since <= FAILURE_WINDOW);
-        }
-        let e = map.entry(ip).or_insert((0, now));
-        if now - e.1 > FAILURE_WINDOW {
-            *e = (0, now);
-        }
-        e.0 += 1;
+        self.failures.count(ip, now);
     }
 
     /// Sign-ins that failed, and those refused unread (throttled), since start.

@@ -26,7 +26,7 @@ use super::backend::{Charge, Decided, Mode, Store, Units, UsageRow, quota_of};
 use super::catalog::{Changes, MemoryCatalog, Record, Written};
 use super::error::{StoreError, StoreErrorKind};
 use super::persist::Persistence;
-use crate::clock::Nanos;
+use crate::clock::{NANOS_PER_SEC, Nanos};
 use crate::limit::{BucketState, FastMap, LimitKey, LimitRef, LimitSpec, count};
 
 const MIN_SWEEP: usize = 4096;
@@ -278,11 +278,40 @@ impl Store for MemoryStore {
     async fn usage(
         &self,
         plan: &str,
-        _keys: &[Arc<str>],
+        keys: &[Arc<str>],
         from: Nanos,
         to: Nanos,
     ) -> Result<Vec<UsageRow>, StoreError> {
         let inner = self.inner.lock();
+        // A few keys' days are looked up one by one; many keys' found by one pass over every
+        // counter (a key's page at a million keys must not read them all).
+        let day = 86_400 * NANOS_PER_SEC;
+        let first = from.div_euclid(day) * day;
+        let days = ((to - first).max(0) / day + 1) as usize;
+        if keys.len().saturating_mul(days) <= inner.cells.len() / 8 {
+            let plan: Arc<str> = Arc::from(plan);
+            let mut rows = Vec::new();
+            for key in keys {
+                for d in (0..days as i64).map(|n| first + n * day) {
+                    if !(from..to).contains(&d) {
+                        continue;
+                    }
+                    let k = LimitKey::Usage {
+                        plan: plan.clone(),
+                        key: key.clone(),
+                        day_start: d,
+                    };
+                    if let Some(Cell::Count { used, .. }) = inner.cells.get(&k) {
+                        rows.push(UsageRow {
+                            key: key.to_string(),
+                            day_start: d,
+                            used: *used,
+                        });
+                    }
+                }
+            }
+            return Ok(rows);
+        }
         Ok(inner
             .cells
             .iter()
