@@ -32,10 +32,16 @@ fn an_operator_session_in_chromium() {
             "usage_plans: [gold], name: filekey",
         )],
     );
+    let consumer = common::free_port();
     let s = Stack::start_custom(
         &plans,
         "ext_authz.yaml",
-        &["--admin-token".to_owned(), TOKEN.to_owned()],
+        &[
+            "--admin-token".to_owned(),
+            TOKEN.to_owned(),
+            "--consumer-addr".to_owned(),
+            format!("127.0.0.1:{consumer}"),
+        ],
         &[],
     );
     let shots = common::root().join("docs/ui");
@@ -47,6 +53,7 @@ fn an_operator_session_in_chromium() {
         .arg(TOKEN)
         .arg(common::root().join("tests/fixtures/axe/axe.min.js"))
         .arg(&shots)
+        .arg(consumer.to_string())
         .succeeds();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("{v:#}");
@@ -84,7 +91,35 @@ fn an_operator_session_in_chromium() {
     for (page, violations) in v["pages"].as_object().unwrap() {
         assert_eq!(violations, &serde_json::json!([]), "axe on {page}");
     }
-    assert_eq!(v["pages"].as_object().unwrap().len(), 10, "{v}");
+    assert_eq!(v["pages"].as_object().unwrap().len(), 15, "{v}");
+    // A runtime plan made and edited from its form; its description shown as text.
+    let made = v["plan_made"].as_str().unwrap();
+    assert!(
+        made.contains("Silver") && made.contains("500 per DAY"),
+        "{made}"
+    );
+    assert!(made.contains("<em>for trials</em>"), "escaped: {made}");
+    assert!(v["plan_edited"].as_str().unwrap().contains("700 per DAY"));
+    // Another origin's form: refused, no key made.
+    assert!(v["csrf_page"].as_str().unwrap().contains("CSRF"), "{v}");
+    assert_eq!(v["csrf_keys"], 0);
+    // The consumer page: today's row equals GetUsage for the key; the value never shown.
+    let key_id = v["key_id"].as_str().unwrap();
+    let today = v["consumer_cells"][0].as_str().unwrap();
+    let aws = common::http(
+        s.plangate_admin,
+        "GET",
+        &format!("/usageplans/gold/usage?startDate={today}&endDate={today}&keyId={key_id}"),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+    );
+    let aws: serde_json::Value = serde_json::from_str(&aws.body).unwrap();
+    let day = &aws["values"][key_id][0];
+    assert_eq!(
+        v["consumer_cells"],
+        serde_json::json!([today, day[0].to_string(), day[1].to_string()]),
+        "{aws}"
+    );
+    assert_eq!(v["consumer_shows_value"], false);
     assert_eq!(v["explained"], "Decision: admitted", "{v}");
     assert_eq!(
         v["console"],

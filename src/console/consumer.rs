@@ -192,7 +192,7 @@ fn page(key: &ApiKeyRecord, plans: &[PlanView], start: chrono::NaiveDate) -> Res
                     dt { "Quota" } dd {
                         @match (&p.quota, v.current) {
                             (Some(q), Some((limit, remaining, resets))) => {
-                                span.remaining { (remaining) } " of " (limit) " requests remain this " (q.period.to_lowercase())
+                                span.remaining { (remaining) } " of " (limit) " requests remain " (match q.period.as_str() { "DAY" => "today", "WEEK" => "this week", _ => "this month" })
                                 "; resets at " (crate::clock::format_rfc3339(resets))
                             }
                             (Some(q), None) => { (q.limit) " per " (q.period) }

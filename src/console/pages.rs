@@ -308,7 +308,7 @@ pub fn plan(
     let admin = session.role == Role::Admin && source == Source::Runtime;
     let body = html! {
         @if admin {
-            p.actions {
+            div.actions {
                 a href={ "/ui/plans/" (urlencode(&p.id)) "/edit" } { "Edit this plan" }
                 form method="post" action={ "/ui/plans/" (urlencode(&p.id)) "/delete" } {
                     input type="hidden" name="csrf" value=(session.csrf);
