@@ -223,6 +223,9 @@ struct CsrfForm {
     plan: String,
 }
 
+/// Keys per page of a plan's usage.
+pub const USAGE_PAGE: usize = 50;
+
 /// Days of usage a key's page shows.
 pub const USAGE_DAYS: u64 = 30;
 
@@ -599,6 +602,9 @@ struct UsageQuery {
     end: String,
     #[serde(default)]
     format: String,
+    /// A plan's usage: the key the page starts at.
+    #[serde(default)]
+    position: String,
 }
 
 /// Usage of a plan (one key or every key) over a date range — a chart and a table per key, or
@@ -629,11 +635,37 @@ async fn usage_page(
     if q.plan.is_empty() {
         return pages::usage(&session, &plans, &q.plan, &q.key, &start, &end, None, None);
     }
+    // One key; or for the whole plan, a page of its keys (by id, with or without usage), so
+    // that the page costs the same for a plan of a million keys. The CSV has every key.
+    let (page_keys, next) = if q.key.is_empty() && q.format != "csv" {
+        let state = c.engine.catalog().read();
+        let page = views::Page {
+            limit: Some(USAGE_PAGE),
+            position: (!q.position.is_empty()).then(|| q.position.clone()),
+        };
+        match views::plan_keys(&state, &snap, &q.plan, None, &page) {
+            Ok((keys, next)) => (
+                Some(
+                    keys.into_iter()
+                        .map(|k| Arc::from(k.id.as_str()))
+                        .collect::<Vec<Arc<str>>>(),
+                ),
+                next,
+            ),
+            Err(e) => return catalog_error(e),
+        }
+    } else {
+        (None, None)
+    };
     let report = async {
         let s = crate::usage::parse_date(&start)?;
         let e = crate::usage::parse_date(&end)?;
-        let key = (!q.key.is_empty()).then_some(q.key.as_str());
-        crate::usage::report_page(&c.engine, &q.plan, s, e, key, now, &Default::default()).await
+        let which = match (&page_keys, q.key.is_empty()) {
+            (Some(keys), _) => crate::usage::Keys::These(keys),
+            (None, false) => crate::usage::Keys::One(&q.key),
+            (None, true) => crate::usage::Keys::All,
+        };
+        crate::usage::report_of(&c.engine, &q.plan, s, e, which, now, &Default::default()).await
     }
     .await;
     match report {
@@ -660,7 +692,7 @@ async fn usage_page(
             &q.key,
             &start,
             &end,
-            Some(&r),
+            Some((&r, next.as_deref())),
             None,
         ),
         Err(e) => pages::usage(

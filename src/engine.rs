@@ -468,7 +468,11 @@ pub const DEFAULT_USAGE_RETENTION_DAYS: u32 = 90;
 impl Engine {
     pub fn new(snapshot: Snapshot, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         Engine {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            snapshot: {
+                let snapshot = Arc::new(snapshot);
+                warm_key_search(&snapshot);
+                ArcSwap::new(snapshot)
+            },
             catalog: Arc::new(Catalog::new(store.clone())),
             store,
             clock,
@@ -581,7 +585,9 @@ impl Engine {
 
     /// Replaces the snapshot as it is; counters are untouched.
     pub fn swap(&self, snapshot: Snapshot) {
-        self.snapshot.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        warm_key_search(&snapshot);
+        self.snapshot.store(snapshot);
     }
 
     pub fn clock(&self) -> &dyn Clock {
@@ -910,6 +916,24 @@ impl PlanUse {
 }
 
 /// The first of `plans` (ids of file or runtime plans) that covers `stage`.
+/// Sorts a large configuration's keys for the console's searches on a thread of their own (a
+/// few hundred milliseconds at a million keys), so that no page waits for it; a small one's
+/// are sorted by the first search that needs them.
+fn warm_key_search(snapshot: &Arc<Snapshot>) {
+    if snapshot.keys.len() < 10_000 {
+        return;
+    }
+    let snapshot = snapshot.clone();
+    let spawned = std::thread::Builder::new()
+        .name("key-search".into())
+        .spawn(move || {
+            snapshot.key_search();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not sort the keys for the console in the background");
+    }
+}
+
 fn runtime_key_plan<'p>(
     snap: &Snapshot,
     catalog: &Catalog,

@@ -143,6 +143,8 @@ pub struct KeySearch {
     pub by_name: Vec<u32>,
     /// Keys with a customer id, by (customer id, id).
     pub by_customer: Vec<u32>,
+    /// Per plan (by plan index): its keys, by id.
+    pub by_plan: Vec<Vec<u32>>,
 }
 
 /// A token bucket's parameters, with the rate as written (for reports).
@@ -638,9 +640,18 @@ impl Snapshot {
                 let (a, b) = (&keys[a as usize], &keys[b as usize]);
                 (&a.customer_id, &a.id).cmp(&(&b.customer_id, &b.id))
             });
+            let mut by_plan = vec![Vec::new(); self.plans.len()];
+            for &i in &self.key_order {
+                for &p in &keys[i as usize].plans {
+                    if let Some(list) = by_plan.get_mut(p as usize) {
+                        list.push(i);
+                    }
+                }
+            }
             KeySearch {
                 by_name,
                 by_customer,
+                by_plan,
             }
         })
     }

@@ -280,19 +280,31 @@ pub fn parse_date(s: &str) -> Result<NaiveDate, UsageError> {
 const FIRST_DATE: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
 const LAST_DATE: NaiveDate = NaiveDate::from_ymd_opt(2261, 12, 31).expect("a valid date");
 
-/// The plan's usage per key (of `key_id` only, when given) and day, from `from` to `to`.
+/// Whose usage a report holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Keys<'a> {
+    /// One key (checked to be in the plan), listed even without usage.
+    One(&'a str),
+    /// These keys of the plan (a page of them), each listed even without usage.
+    These(&'a [Arc<str>]),
+    /// Every key of the plan with usage in the range.
+    All,
+}
+
+/// The plan's usage per key (of `which`) and day, from `from` to `to`.
 async fn usage_by_key(
     engine: &Engine,
     snap: &Snapshot,
     plan_id: &str,
-    key_id: Option<&str>,
+    which: Keys<'_>,
     from: Nanos,
     to: Nanos,
 ) -> Result<BTreeMap<String, BTreeMap<Nanos, u64>>, UsageError> {
     // The plan's keys (a store that keeps usage per key reads theirs).
-    let keys: Vec<Arc<str>> = match key_id {
-        Some(k) => vec![Arc::from(k)],
-        None => {
+    let keys: Vec<Arc<str>> = match which {
+        Keys::One(k) => vec![Arc::from(k)],
+        Keys::These(keys) => keys.to_vec(),
+        Keys::All => {
             let index = snap.plan_index.get(plan_id).copied();
             let mut keys: Vec<Arc<str>> = snap
                 .keys
@@ -304,10 +316,14 @@ async fn usage_by_key(
             keys
         }
     };
+    let wanted: Option<std::collections::HashSet<&str>> = match which {
+        Keys::All => None,
+        _ => Some(keys.iter().map(|k| &**k).collect()),
+    };
     let rows = engine.store().usage(plan_id, &keys, from, to).await?;
     let mut per_key: BTreeMap<String, BTreeMap<Nanos, u64>> = BTreeMap::new();
     for r in rows {
-        if key_id.is_none_or(|k| k == r.key) {
+        if wanted.as_ref().is_none_or(|w| w.contains(r.key.as_str())) {
             *per_key
                 .entry(r.key)
                 .or_default()
@@ -315,8 +331,10 @@ async fn usage_by_key(
                 .or_default() += r.used;
         }
     }
-    if let Some(k) = key_id {
-        per_key.entry(k.to_owned()).or_default();
+    if wanted.is_some() {
+        for k in &keys {
+            per_key.entry(k.to_string()).or_default();
+        }
     }
     Ok(per_key)
 }
@@ -384,6 +402,23 @@ pub async fn report_page(
     now: Nanos,
     page: &Page,
 ) -> Result<Report, UsageError> {
+    let which = match key_id {
+        Some(k) => Keys::One(k),
+        None => Keys::All,
+    };
+    report_of(engine, plan_id, start, end, which, now, page).await
+}
+
+/// [`report_page`] of `which` keys.
+pub async fn report_of(
+    engine: &Engine,
+    plan_id: &str,
+    start: NaiveDate,
+    end: NaiveDate,
+    which: Keys<'_>,
+    now: Nanos,
+    page: &Page,
+) -> Result<Report, UsageError> {
     if let Some(l) = page.limit
         && !(1..=MAX_PAGE).contains(&l)
     {
@@ -393,7 +428,7 @@ pub async fn report_page(
     }
     let snap = engine.snapshot();
     let p = plan(engine, &snap, plan_id)?;
-    if let Some(k) = key_id {
+    if let Keys::One(k) = which {
         check_key(engine, &snap, plan_id, k)?;
     }
     let days = days_between(start, end)?;
@@ -404,9 +439,10 @@ pub async fn report_page(
         None => first,
     };
     let to = midnight(end + Days::new(1));
-    let mut per_key = usage_by_key(engine, &snap, plan_id, key_id, from, to).await?;
+    let mut per_key = usage_by_key(engine, &snap, plan_id, which, from, to).await?;
     // Keys whose only usage is before the range are not listed.
-    per_key.retain(|_, by_day| key_id.is_some() || by_day.range(first..to).next().is_some());
+    let all = matches!(which, Keys::All);
+    per_key.retain(|_, by_day| !all || by_day.range(first..to).next().is_some());
     let (keys, position) = page.of(per_key.keys());
     // Today's period, and the first day of it the report shows from the live counter.
     let today = midnight(chrono::DateTime::from_timestamp_nanos(now).date_naive());

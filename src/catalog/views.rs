@@ -210,10 +210,10 @@ pub fn search_keys(
 ) -> Result<(Vec<ApiKeyRecord>, Option<String>), CatalogError> {
     let limit = page.limit()?;
     let from = page.position.clone().unwrap_or_default();
-    let search = snap.key_search();
     // Items carry their order as a string: `name \0 id` or the id.
     let sort = |a: &str, id: &str| format!("{a}\0{id}");
     if let Some(name) = name {
+        let search = snap.key_search();
         let start = if from.as_str() > name {
             from.as_str()
         } else {
@@ -240,6 +240,7 @@ pub fn search_keys(
         return Ok((list.into_iter().map(|(_, k)| k).collect(), next));
     }
     if let Some(customer) = customer {
+        let search = snap.key_search();
         let file_at = search.by_customer.partition_point(|&i| {
             let k = &snap.keys[i as usize];
             (k.customer_id.as_deref().unwrap_or(""), &*k.id) < (customer, from.as_str())
@@ -330,9 +331,18 @@ pub fn plan_keys(
     if index.is_none() && !state.plans.contains_key(plan) {
         return Err(no_plan(plan));
     }
-    let file = snap
-        .keys_from(&from)
-        .filter(|k| index.is_some_and(|i| k.plans.contains(&i)))
+    let of_plan: &[u32] = match index {
+        Some(i) => snap
+            .key_search()
+            .by_plan
+            .get(i as usize)
+            .map_or(&[], Vec::as_slice),
+        None => &[],
+    };
+    let at = of_plan.partition_point(|&i| *snap.keys[i as usize].id < *from);
+    let file = of_plan[at..]
+        .iter()
+        .map(|&i| &snap.keys[i as usize])
         .map(|k| PlanKey {
             id: k.id.to_string(),
             name: k.name.as_deref().map(str::to_owned),

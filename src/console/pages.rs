@@ -540,7 +540,7 @@ pub fn usage(
     key: &str,
     start: &str,
     end: &str,
-    report: Option<&crate::usage::Report>,
+    report: Option<(&crate::usage::Report, Option<&str>)>,
     error: Option<&str>,
 ) -> Response {
     let day0 = chrono::NaiveDate::parse_from_str(start, "%Y-%m-%d").ok();
@@ -559,9 +559,9 @@ pub fn usage(
             button type="submit" { "Show" }
         }
         @if let Some(e) = error { p.error role="alert" { (e) } }
-        @if let Some(r) = report {
-            p { a href={ "/ui/usage?plan=" (urlencode(plan)) "&key=" (urlencode(key)) "&start=" (urlencode(start)) "&end=" (urlencode(end)) "&format=csv" } { "Download CSV" } }
-            @if r.items.is_empty() { p { "No usage in this range." } }
+        @if let Some((r, next)) = report {
+            p { a href={ "/ui/usage?plan=" (urlencode(plan)) "&key=" (urlencode(key)) "&start=" (urlencode(start)) "&end=" (urlencode(end)) "&format=csv" } { "Download CSV" } " (every key)" }
+            @if r.items.is_empty() { p { "No keys in this plan." } }
             @for (k, days) in &r.items {
                 section aria-label={ "Usage of key " (k) } {
                     h2 { "Key " a href={ "/ui/keys/" (urlencode(k)) } { code { (k) } } ": " (days.iter().map(|d| d.0).sum::<u64>()) " requests" }
@@ -580,6 +580,9 @@ pub fn usage(
                         }
                     }
                 }
+            }
+            @if let Some(n) = next {
+                p { a href={ "/ui/usage?plan=" (urlencode(plan)) "&start=" (urlencode(start)) "&end=" (urlencode(end)) "&position=" (urlencode(n)) } { "Next keys" } }
             }
         }
     };
