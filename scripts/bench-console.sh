@@ -95,7 +95,7 @@ pages=(
   "keys, name prefix of many (runtime)|/ui/keys?q=runtime+customer+07"
   "keys, name prefix of none|/ui/keys?q=nobody"
   "keys, by customer id|/ui/keys?customer=cust-4242"
-  "keys, by id|/ui/keys?q=f777777"
+  "keys, by id|/ui/keys?q=f477777"
   "keys, page 2 of a name prefix|/ui/keys?q=file+customer&position=file+customer+0000050%00f50"
   "plan detail, gold ($keys keys)|/ui/plans/gold"
   "plan detail, silver (10 runtime keys)|/ui/plans/$silver"
