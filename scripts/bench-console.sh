@@ -4,13 +4,39 @@
 # (ImportApiKeys, with names), all in plan `gold`; a small runtime plan `silver` of 10 keys and
 # a small file plan `bronze` of the file's last 10 keys, on another stage; usage made by a few seconds of Check traffic over every key. Each page is asked
 # for REPEATS times through one signed-in session; the server's own time (its `Server-Timing`
-# header: from the request read to the answer built) is reported as median, p90 and max.
-# Usage: scripts/bench-console.sh [KEYS] [REPEATS]       (default 1000000 30; DUMP=DIR keeps
-# the pages measured)
+# header: from the request read to the answer built) is reported as median, p90 and max — at
+# KEYS keys, and in the same run at BASE keys (the baseline: what a page costs when the catalog
+# is small), with the ratio of the medians.
+# Usage: scripts/bench-console.sh [KEYS] [REPEATS] [BASE]    (default 1000000 30 10000; DUMP=DIR
+# keeps the pages measured)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-keys="${1:-1000000}"; repeats="${2:-30}"
+keys="${1:-1000000}"; repeats="${2:-30}"; base="${3:-10000}"
+if [ -z "${ONE_SIZE_OUT:-}" ]; then
+  cargo build --release --quiet
+  out="$(mktemp -d)"
+  echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+  ONE_SIZE_OUT="$out/base" "$0" "$base" "$repeats"
+  ONE_SIZE_OUT="$out/big" "$0" "$keys" "$repeats"
+  python3 - "$out" "$keys" "$base" <<'PY'
+import sys
+out, keys, base = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+read = lambda f: [l.rstrip("\n").split("\t") for l in open(f"{out}/{f}")]
+small = {r[0]: r for r in read("base")}
+print(f"| page | {keys:,} keys: median | p90 | max | {base:,} keys: median | median ratio |")
+print("|---|---|---|---|---|---|")
+for label, med, p90, mx, status in read("big"):
+    if label == "rss":
+        print(f"| resident memory after the traffic | {float(med):.0f} MiB | | | {float(small['rss'][1]):.0f} MiB | |")
+        continue
+    b = small[label]
+    assert status == "200" and b[4] == "200", (label, status, b[4])
+    print(f"| {label} | **{float(med):.2f} ms** | {float(p90):.2f} ms | {float(mx):.2f} ms | {float(b[1]):.2f} ms | {float(med) / float(b[1]):.2f}× |")
+PY
+  rm -rf "$out"
+  exit 0
+fi
 work="$(mktemp -d)"
 pids=()
 cleanup() {
@@ -18,11 +44,9 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-cargo build --release --quiet
 bin="$root/target/release/plangate"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 1200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 half=$((keys / 2))
 python3 - "$half" "$work/plans.yaml" <<'PY'
 import hashlib, sys
@@ -86,29 +110,27 @@ rss=$(awk '/VmRSS/ {print $2 / 1024}' "/proc/${pids[0]}/status")
 cookie=$(curl -s -o /dev/null -D - -d "token=$token" "http://127.0.0.1:$a/ui/signin" \
   | awk -F'[=;]' 'tolower($1) ~ /^set-cookie: plangate_console/ {print $2}')
 [ -n "$cookie" ] || { echo "no console session" >&2; exit 1; }
-runtime_key=$(curl -s -H "authorization: Bearer $token" "http://127.0.0.1:$a/apikeys?nameQuery=runtime%20customer%200700000&limit=1" \
+runtime_key=$(curl -s -H "authorization: Bearer $token" "http://127.0.0.1:$a/apikeys?nameQuery=runtime%20customer%20$(printf %07d $((half + half / 2)))&limit=1" \
   | python3 -c 'import json,sys; i=json.load(sys.stdin)["item"]; print(i[0]["id"] if i else "")')
 [ -n "$runtime_key" ] || runtime_key=f1
 pages=(
   "keys, first page|/ui/keys"
-  "keys, name prefix of 1 key (file)|/ui/keys?q=file+customer+0123456"
-  "keys, name prefix of many (runtime)|/ui/keys?q=runtime+customer+07"
+  "keys, name prefix of 1 key (file)|/ui/keys?q=file+customer+$(printf %07d $((half / 4)))"
+  "keys, name prefix of half the keys (runtime)|/ui/keys?q=runtime+customer+"
   "keys, name prefix of none|/ui/keys?q=nobody"
-  "keys, by customer id|/ui/keys?customer=cust-4242"
-  "keys, by id|/ui/keys?q=f477777"
+  "keys, by customer id|/ui/keys?customer=cust-42"
+  "keys, by id|/ui/keys?q=f$((half * 9 / 10))"
   "keys, page 2 of a name prefix|/ui/keys?q=file+customer&position=file+customer+0000050%00f50"
-  "plan detail, gold ($keys keys)|/ui/plans/gold"
+  "plan detail, gold (every key)|/ui/plans/gold"
   "plan detail, silver (10 runtime keys)|/ui/plans/$silver"
   "plan detail, bronze (the file's last 10 keys)|/ui/plans/bronze"
-  "key detail + 30 days of usage (file key)|/ui/keys/f4242"
+  "key detail + 30 days of usage (file key)|/ui/keys/f42"
   "key detail + 30 days of usage (runtime key)|/ui/keys/$runtime_key"
-  "usage, one key, 30 days|/ui/usage?plan=gold&key=f4242"
+  "usage, one key, 30 days|/ui/usage?plan=gold&key=f42"
   "usage, plan gold, first 50 keys, 30 days|/ui/usage?plan=gold"
   "overview|/ui/"
   "plans|/ui/plans"
 )
-echo "| page | server time: median | p90 | max | status |"
-echo "|---|---|---|---|---|"
 for entry in "${pages[@]}"; do
   label="${entry%%|*}"; path="${entry#*|}"
   : > "$work/t"
@@ -124,7 +146,7 @@ for entry in "${pages[@]}"; do
 import sys
 t = sorted(float(x) for x in open(sys.argv[1]) if x.strip())
 q = lambda p: t[min(len(t) - 1, int(p * len(t)))]
-print(f"| {sys.argv[2]} | **{q(0.5):.2f} ms** | {q(0.9):.2f} ms | {t[-1]:.2f} ms | {sys.argv[3]} |")
+print(f"{sys.argv[2]}\t{q(0.5)}\t{q(0.9)}\t{t[-1]}\t{sys.argv[3]}")
 PY
-done
-echo "| resident memory, $keys keys (file + runtime) after the traffic | $rss MiB |"
+done >> "$ONE_SIZE_OUT"
+printf 'rss\t%s\t\t\t\n' "$rss" >> "$ONE_SIZE_OUT"

@@ -152,3 +152,8 @@ echo "## The runtime catalog: keys created per second, propagation, Check with r
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
 if [ -n "$quick" ]; then scripts/bench-catalog.sh 100000 "$dur" "$rounds"
 else scripts/bench-catalog.sh 1000000 "$dur" "$rounds"; fi
+
+echo
+echo "## The console: server time per page at a million keys, against 10,000"
+if [ -n "$quick" ]; then scripts/bench-console.sh 100000 10 10000
+else scripts/bench-console.sh 1000000 30 10000; fi
