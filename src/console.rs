@@ -310,12 +310,28 @@ async fn overview(
 ) -> Response {
     let snap = c.engine.snapshot();
     let store = c.engine.store().ping().await;
+    let now = c.engine.clock().now();
+    let counts = c.metrics.decision_counts();
+    let total = counts.iter().map(|x| x.2).sum();
+    // Watching decisions (while somebody looks) gives the keys nearest their quota.
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+    let nearest = c
+        .live
+        .view(&c.metrics, clock, c.max_watchers)
+        .map(|_| c.live.nearest(10, now));
+    let figures = pages::OverviewFigures {
+        rate: c.live.rate(now, total),
+        counts,
+        nearest,
+        fingerprint: c.metrics.config_fingerprint(),
+    };
     let state = c.engine.catalog().read();
     pages::overview(
         &session,
         &snap,
         &state,
         store.err().map(|e| e.message().to_owned()),
+        &figures,
     )
 }
 

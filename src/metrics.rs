@@ -549,6 +549,32 @@ impl Metrics {
     }
 
     /// An RLS request named a domain plangate does not serve.
+    /// The configuration fingerprint as the metric shows it (the first 6 bytes of its SHA-256).
+    pub fn config_fingerprint(&self) -> i64 {
+        self.config_fingerprint.get()
+    }
+
+    /// Decisions since start, summed by (outcome, the limit that refused — empty when none),
+    /// over every service, API, stage and plan (the console's overview).
+    pub fn decision_counts(&self) -> Vec<(String, String, u64)> {
+        use prometheus::core::Collector;
+        let mut out: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for family in self.decisions.collect() {
+            for m in family.get_metric() {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default()
+                };
+                *out.entry((label("outcome"), label("limit"))).or_default() +=
+                    m.get_counter().get_value() as u64;
+            }
+        }
+        out.into_iter().map(|((o, l), n)| (o, l, n)).collect()
+    }
+
     /// Counts a console sign-in: `ok`, `failed` or `throttled`.
     pub fn console_signin(&self, result: &str) {
         self.console_signins.with_label_values(&[result]).inc();

@@ -406,6 +406,11 @@ fn plans_are_made_changed_and_deleted_from_their_forms() {
     let (_dirs, p) = served();
     let a = p.admin;
     let cookie = sign_in(a, &format!("token={TOKEN}"));
+    // The overview: looking at it starts watching decisions (the keys nearest their quota).
+    let overview = get(a, "/ui/", &cookie);
+    assert_eq!(overview.status, 200);
+    assert!(overview.body.contains("Decisions per second"));
+    assert!(overview.body.contains("fingerprint"));
     let new = get(a, "/ui/new-plan", &cookie);
     assert_eq!(new.status, 200, "{}", new.body);
     let token = csrf(&new.body);
@@ -490,9 +495,21 @@ fn plans_are_made_changed_and_deleted_from_their_forms() {
         a,
         "/ui/keys",
         Some(&cookie),
-        &format!("csrf={token}&name=silver-key&plan={id}"),
+        &format!(
+            "csrf={token}&name=silver-key&plan={id}&customer_id={}",
+            enc("<img src=x onerror=alert(1)>")
+        ),
     );
     assert_eq!(created.status, 201, "{}", created.body);
+    // A customer id is shown as text wherever it appears, and found by the search.
+    let found = get(
+        a,
+        &format!("/ui/keys?customer={}", enc("<img src=x onerror=alert(1)>")),
+        &cookie,
+    );
+    assert!(found.body.contains("silver-key"), "{}", found.body);
+    assert!(found.body.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    assert!(!found.body.contains("<img src=x"));
     let value = input_value(&created.body, "value");
     let key_id = {
         let at = created.body.find("<code>").unwrap() + 6;
@@ -510,6 +527,16 @@ fn plans_are_made_changed_and_deleted_from_their_forms() {
         common::check_status(&r.into_inner())
     });
     assert_eq!(status, 200);
+    common::wait_until("the key among the nearest their quota", || {
+        let o = get(a, "/ui/", &cookie);
+        o.body.contains(&format!("/ui/keys/{key_id}")) && o.body.contains("199 of 200")
+    });
+    let overview = get(a, "/ui/", &cookie);
+    assert!(
+        overview.body.contains("<td>admitted</td><td>1</td>"),
+        "{}",
+        overview.body
+    );
     let detail = get(a, &format!("/ui/keys/{key_id}"), &cookie);
     assert!(
         detail.body.contains("<td>1</td><td>199</td>"),
@@ -707,4 +734,55 @@ fn the_consumer_page_shows_one_keys_own_numbers() {
     let log = std::fs::read_to_string(&p.log).unwrap();
     assert!(log.contains("consumer page HTTP listening"), "{log}");
     assert!(!log.contains("consumer-key-one"), "a key in the log");
+}
+
+/// libfaketime (Debian `faketime`, installed by .ci/run).
+fn libfaketime() -> String {
+    ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|a| format!("/usr/lib/{a}/faketime/libfaketime.so.1"))
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libfaketime (Debian package faketime; .ci/run installs it)")
+}
+
+#[test]
+fn an_expired_session_leads_to_the_sign_in() {
+    let plans = common::petstore("", &[("prod", "{}")], &[("gold", "")], &[]);
+    let (dir, path) = common::plans_dir(plans);
+    // The server's wall clock, moved forward by writing the offset to this file.
+    let offset = dir.path().join("faketime");
+    std::fs::write(&offset, "+0").unwrap();
+    let lib = libfaketime();
+    let p = Plangate::start_with_env(
+        &path,
+        &["--admin-token", TOKEN],
+        &[
+            ("LD_PRELOAD", &lib),
+            ("FAKETIME_TIMESTAMP_FILE", offset.to_str().unwrap()),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+        dir.path().join("plangate.log"),
+    );
+    let a = p.admin;
+    let cookie = sign_in(a, &format!("token={TOKEN}"));
+    let page = get(a, "/ui/keys", &cookie);
+    assert_eq!(page.status, 200);
+    let token = csrf(&page.body);
+    // Seven hours on: still signed in.
+    std::fs::write(&offset, "+7h").unwrap();
+    assert_eq!(get(a, "/ui/keys", &cookie).status, 200);
+    // Nine hours on (a session lasts eight): to the sign-in page; a change is refused.
+    std::fs::write(&offset, "+9h").unwrap();
+    let r = get(a, "/ui/keys", &cookie);
+    assert_eq!(r.status, 303);
+    assert_eq!(location(&r), "/ui/signin");
+    let r = form(
+        a,
+        "/ui/keys",
+        Some(&cookie),
+        &format!("csrf={token}&name=late"),
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.body.contains("sign in again"), "{}", r.body);
 }

@@ -1,8 +1,9 @@
-// The Live page's refresh: every 2 s, the table again from the same URL, unless paused. Without
-// script the page has a Refresh link; nothing else of the console needs script.
+// The refresh of the Live page and the overview: every 2 s, the element marked `data-live` again
+// from the same URL, unless paused. Without script the page has a Refresh link; nothing else of
+// the console needs script.
 "use strict";
 (function () {
-  const table = document.getElementById("decisions");
+  const table = document.querySelector("[data-live]");
   const button = document.getElementById("pause");
   const status = document.getElementById("live-status");
   if (!table || !button || !status) return;
@@ -20,7 +21,7 @@
       const r = await fetch(window.location.href, { credentials: "same-origin" });
       if (!r.ok) return;
       const doc = new DOMParser().parseFromString(await r.text(), "text/html");
-      const fresh = doc.getElementById("decisions");
+      const fresh = doc.getElementById(table.id);
       if (fresh) table.replaceChildren(...fresh.childNodes);
     } catch (e) {
       status.textContent = "Not refreshing: the console does not answer.";

@@ -128,24 +128,93 @@ pub fn sign_in_status(status: StatusCode, message: &str) -> Response {
     page(status, "Sign in", None, sign_in_form(Some(message)))
 }
 
+/// What the overview shows beyond the configuration and the catalog.
+pub struct OverviewFigures {
+    /// Decisions per second over the last minute of views (`None`: not yet known).
+    pub rate: Option<f64>,
+    /// Decisions since start by (outcome, limit that refused).
+    pub counts: Vec<(String, String, u64)>,
+    /// The keys nearest their quota (`None`: no watcher free for the collector).
+    pub nearest: Option<Vec<super::live::Near>>,
+    pub fingerprint: i64,
+}
+
 pub fn overview(
     session: &Session,
     snap: &Snapshot,
     state: &State,
     store_error: Option<String>,
+    f: &OverviewFigures,
 ) -> Response {
+    let total: u64 = f.counts.iter().map(|c| c.2).sum();
+    let mut by_outcome: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut by_limit: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (outcome, limit, n) in &f.counts {
+        *by_outcome.entry(outcome.as_str()).or_default() += n;
+        if !limit.is_empty() {
+            *by_limit.entry(limit.as_str()).or_default() += n;
+        }
+    }
     let body = html! {
-        dl.facts {
-            dt { "Configuration" } dd { "generation " (snap.generation) @if !snap.source.is_empty() { ", from " code { (snap.source) } } }
-            dt { "Keys" } dd { (snap.keys.len()) " in the file, " (state.keys.len()) " made at runtime" }
-            dt { "Usage plans" } dd { (snap.plans.len()) " in the file, " (state.plans.len()) " made at runtime" }
-            dt { "Runtime catalog" } dd { "write " (state.head) }
-            dt { "Counter store" } dd {
-                @match &store_error { None => span.ok { "answering" }, Some(e) => span.error { "failing: " (e) } }
+        p {
+            span #live-status role="status" { "" }
+            " "
+            button #pause type="button" aria-pressed="false" hidden { "Pause" }
+            " "
+            a href="/ui/" { "Refresh" }
+        }
+        div #overview-live data-live {
+            dl.facts {
+                dt { "Decisions per second" } dd { @match f.rate { Some(r) => { (format!("{r:.1}")) " (over the last minute of this page's views)" }, None => "measuring: shown from the next refresh" } }
+                dt { "Decisions since start" } dd { (total) }
+                dt { "Configuration" } dd { "generation " (snap.generation) ", fingerprint " code { (format!("{:012x}", f.fingerprint)) } " (the first 12 hex digits of its SHA-256)" @if !snap.source.is_empty() { ", from " code { (snap.source) } } }
+                dt { "Keys" } dd { (snap.keys.len()) " in the file, " (state.keys.len()) " made at runtime" }
+                dt { "Usage plans" } dd { (snap.plans.len()) " in the file, " (state.plans.len()) " made at runtime" }
+                dt { "Runtime catalog" } dd { "write " (state.head) }
+                dt { "Counter store" } dd {
+                    @match &store_error { None => span.ok { "answering" }, Some(e) => span.error { "failing: " (e) } }
+                }
+            }
+            div.columns {
+                table {
+                    caption { "Decisions since start, by outcome" }
+                    thead { tr { th scope="col" { "Outcome" } th scope="col" { "Decisions" } } }
+                    tbody { @for (o, n) in &by_outcome { tr { td { (o) } td { (n) } } } }
+                }
+                table {
+                    caption { "Refusals since start, by the limit that refused" }
+                    thead { tr { th scope="col" { "Limit" } th scope="col" { "Refusals" } } }
+                    tbody { @for (l, n) in &by_limit { tr { td { (l) } td { (n) } } } }
+                }
+            }
+            @match &f.nearest {
+                None => p { "The keys nearest their quota are not shown: every decision watcher is taken (--max-watchers)." },
+                Some(near) => {
+                    table {
+                        caption { "Keys nearest their quota (among the keys that made requests while the console was open)" }
+                        thead { tr { th scope="col" { "Key" } th scope="col" { "Plan" } th scope="col" { "Remaining" } th scope="col" { "Resets" } } }
+                        tbody {
+                            @for n in near {
+                                tr {
+                                    td { a href={ "/ui/keys/" (urlencode(&n.key)) } { code { (n.key) } } }
+                                    td { (n.plan) }
+                                    td { (n.remaining) " of " (n.limit) }
+                                    td { (when(n.resets)) }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     };
-    page(StatusCode::OK, "Overview", Some(session), body)
+    page_with(
+        StatusCode::OK,
+        "Overview",
+        Some(session),
+        Some("/ui/assets/live.js"),
+        body,
+    )
 }
 
 fn plan_names<'a>(
@@ -506,7 +575,7 @@ pub fn live(
         table {
             caption { "The latest decisions, newest first" }
             thead { tr { th scope="col" { "Time" } th scope="col" { "Service" } th scope="col" { "Outcome" } th scope="col" { "Reason" } th scope="col" { "Key" } th scope="col" { "Plan" } th scope="col" { "API:stage" } th scope="col" { "Method" } } }
-            tbody #decisions {
+            tbody #decisions data-live {
                 @for w in shown {
                     @let d = &w.decision;
                     tr {

@@ -772,9 +772,19 @@ pub struct Plangate {
 
 impl Plangate {
     pub fn start(config: &Path, extra: &[&str], log: PathBuf) -> Plangate {
+        Self::start_with_env(config, extra, &[], log)
+    }
+
+    /// [`Plangate::start`] with these environment variables (e.g. libfaketime's).
+    pub fn start_with_env(
+        config: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> Plangate {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(config, extra, log.clone()) {
+            match Self::try_start(config, extra, env, log.clone()) {
                 Ok(p) => return p,
                 Err(e) => last = e,
             }
@@ -785,7 +795,12 @@ impl Plangate {
         );
     }
 
-    fn try_start(config: &Path, extra: &[&str], log: PathBuf) -> Result<Plangate, String> {
+    fn try_start(
+        config: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> Result<Plangate, String> {
         let (grpc, admin) = (free_port(), free_port());
         let persist: &[&str] = if extra.contains(&"--data-dir") {
             &[]
@@ -800,6 +815,7 @@ impl Plangate {
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(extra)
             .env("PLANGATE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
