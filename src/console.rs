@@ -49,7 +49,7 @@ pub struct Console {
 }
 
 pub use assets::CSP;
-use assets::{css, favicon, live_js, secure_headers};
+use assets::{copy_js, css, favicon, live_js, secure_headers};
 
 /// The console's routes.
 pub fn router(console: Console) -> Router {
@@ -77,6 +77,7 @@ pub fn router(console: Console) -> Router {
         .route("/ui/signin", get(sign_in_page).post(sign_in))
         .route("/ui/assets/console.css", get(css))
         .route("/ui/assets/live.js", get(live_js))
+        .route("/ui/assets/copy.js", get(copy_js))
         .route("/ui/assets/favicon.svg", get(favicon))
         .merge(signed_in)
         .layer(axum::middleware::from_fn(secure_headers))

@@ -62,6 +62,8 @@ fn an_operator_session_in_chromium() {
         "{v}"
     );
     assert_eq!(v["value_length"], 40);
+    // The Copy button answers (copied, or the value selected where the browser refuses).
+    assert!(!v["copy_status"].as_str().unwrap_or("").is_empty(), "{v}");
     assert_eq!(
         v["envoy"]["admitted"],
         200,

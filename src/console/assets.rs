@@ -39,35 +39,34 @@ pub async fn secure_headers(req: Request, next: Next) -> Response {
     r
 }
 
-pub async fn css() -> Response {
+/// An asset of the binary, cached by the browser for an hour.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "max-age=3600"),
         ],
-        include_str!("console.css"),
+        body,
     )
         .into_response()
 }
 
+const JS: &str = "text/javascript; charset=utf-8";
+
+pub async fn css() -> Response {
+    asset("text/css; charset=utf-8", include_str!("console.css"))
+}
+
+/// The refresh of Live and the overview.
 pub async fn live_js() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "max-age=3600"),
-        ],
-        include_str!("live.js"),
-    )
-        .into_response()
+    asset(JS, include_str!("live.js"))
+}
+
+/// The new key's Copy button.
+pub async fn copy_js() -> Response {
+    asset(JS, include_str!("copy.js"))
 }
 
 pub async fn favicon() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "image/svg+xml"),
-            (header::CACHE_CONTROL, "max-age=86400"),
-        ],
-        include_str!("favicon.svg"),
-    )
-        .into_response()
+    asset("image/svg+xml", include_str!("favicon.svg"))
 }

@@ -331,9 +331,19 @@ pub fn key_created(session: &Session, k: &ApiKeyRecord, value: &str, plan: &str)
         p.warning role="alert" { "Its value is shown this once: plangate keeps only its SHA-256. Copy it now." }
         label for="value" { "Value" }
         input #value type="text" readonly value=(value) size="48";
+        " "
+        button #copy type="button" hidden { "Copy" }
+        " "
+        span #copy-status role="status" { "" }
         p { a href="/ui/keys" { "Back to the keys" } }
     };
-    page(StatusCode::CREATED, "Key created", Some(session), body)
+    page_with(
+        StatusCode::CREATED,
+        "Key created",
+        Some(session),
+        Some("/ui/assets/copy.js"),
+        body,
+    )
 }
 
 pub fn plans(session: &Session, list: &[UsagePlanRecord], state: &State) -> Response {
