@@ -15,43 +15,30 @@ pub fn page(status: StatusCode, title: &str, session: Option<&Session>, body: Ma
     page_with(status, title, session, None, body)
 }
 
-fn page_with(
-    status: StatusCode,
-    title: &str,
-    session: Option<&Session>,
-    script: Option<&str>,
-    body: Markup,
-) -> Response {
+/// Where a page's assets are served and what its header holds: the console's (under `/ui/`,
+/// with its navigation when signed in) or the consumer page's (under `/`).
+struct Shell<'a> {
+    assets: &'static str,
+    title_suffix: &'static str,
+    header: Markup,
+    script: Option<&'a str>,
+}
+
+fn render(status: StatusCode, title: &str, shell: Shell<'_>, body: Markup) -> Response {
+    let assets = shell.assets;
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                link rel="icon" href="/ui/assets/favicon.svg" type="image/svg+xml";
-                @if let Some(src) = script { script src=(src) defer {} }
-                title { (title) " — plangate" }
-                link rel="stylesheet" href="/ui/assets/console.css";
+                link rel="icon" href={ (assets) "favicon.svg" } type="image/svg+xml";
+                @if let Some(src) = shell.script { script src=(src) defer {} }
+                title { (title) (shell.title_suffix) }
+                link rel="stylesheet" href={ (assets) "console.css" };
             }
             body {
-                header {
-                    a.brand href="/ui/" { "plangate" }
-                    @if let Some(s) = session {
-                        nav aria-label="Main" {
-                            a href="/ui/" { "Overview" }
-                            a href="/ui/keys" { "Keys" }
-                            a href="/ui/live" { "Live" }
-                            a href="/ui/usage" { "Usage" }
-                            a href="/ui/explain" { "Explain" }
-                            a href="/ui/plans" { "Plans" }
-                        }
-                        form.signout method="post" action="/ui/signout" {
-                            input type="hidden" name="csrf" value=(s.csrf);
-                            span.who { (s.who) @if s.role == Role::Read { " (read only)" } }
-                            button type="submit" { "Sign out" }
-                        }
-                    }
-                }
+                header { (shell.header) }
                 main { h1 { (title) } (body) }
             }
         }
@@ -64,30 +51,49 @@ fn page_with(
         .into_response()
 }
 
-/// A page of the consumer usage page's listener: no console navigation, its own asset path.
-pub fn consumer_page(status: StatusCode, title: &str, body: Markup) -> Response {
-    let markup = html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                link rel="icon" href="/assets/favicon.svg" type="image/svg+xml";
-                title { (title) }
-                link rel="stylesheet" href="/assets/console.css";
+fn page_with(
+    status: StatusCode,
+    title: &str,
+    session: Option<&Session>,
+    script: Option<&str>,
+    body: Markup,
+) -> Response {
+    let header = html! {
+        a.brand href="/ui/" { "plangate" }
+        @if let Some(s) = session {
+            nav aria-label="Main" {
+                a href="/ui/" { "Overview" }
+                a href="/ui/keys" { "Keys" }
+                a href="/ui/live" { "Live" }
+                a href="/ui/usage" { "Usage" }
+                a href="/ui/explain" { "Explain" }
+                a href="/ui/plans" { "Plans" }
             }
-            body {
-                header { a.brand href="/" { "API usage" } }
-                main { h1 { (title) } (body) }
+            form.signout method="post" action="/ui/signout" {
+                input type="hidden" name="csrf" value=(s.csrf);
+                span.who { (s.who) @if s.role == Role::Read { " (read only)" } }
+                button type="submit" { "Sign out" }
             }
         }
     };
-    (
-        status,
-        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        markup.into_string(),
-    )
-        .into_response()
+    let shell = Shell {
+        assets: "/ui/assets/",
+        title_suffix: " — plangate",
+        header,
+        script,
+    };
+    render(status, title, shell, body)
+}
+
+/// A page of the consumer usage page's listener: no console navigation, its own asset path.
+pub fn consumer_page(status: StatusCode, title: &str, body: Markup) -> Response {
+    let shell = Shell {
+        assets: "/assets/",
+        title_suffix: "",
+        header: html! { a.brand href="/" { "API usage" } },
+        script: None,
+    };
+    render(status, title, shell, body)
 }
 
 pub fn error(status: StatusCode, message: &str) -> Response {
