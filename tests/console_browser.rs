@@ -82,6 +82,7 @@ fn an_operator_session_in_chromium() {
         .collect();
     assert!(cells.contains(&"1") && cells.contains(&"999"), "{cells:?}");
     assert_eq!(v["escaped_name"], true, "the name shown as text: {v}");
+    assert_eq!(v["overview_nearest"], true, "the key on the overview: {v}");
     assert_eq!(v["envoy"]["disabled"], 403, "{v}");
     assert!(v["after_signout"].as_str().unwrap().ends_with("/ui/signin"));
     assert!(
