@@ -12,6 +12,7 @@ use std::process::Command;
 use common::{Stack, Succeeds};
 
 const TOKEN: &str = "browser-token-0123456789abcdef";
+const READ: (&str, &str) = ("AKIDBROWSERREAD", "browser-read-secret-0123456789");
 
 #[test]
 fn an_operator_session_in_chromium() {
@@ -33,12 +34,21 @@ fn an_operator_session_in_chromium() {
         )],
     );
     let consumer = common::free_port();
+    let (_creds, credentials) = common::file_in_new_dir(
+        "credentials.csv",
+        format!(
+            "access_key_id,secret_access_key,role\n{},{},read\n",
+            READ.0, READ.1
+        ),
+    );
     let s = Stack::start_custom(
         &plans,
         "ext_authz.yaml",
         &[
             "--admin-token".to_owned(),
             TOKEN.to_owned(),
+            "--aws-credentials".to_owned(),
+            credentials.to_str().unwrap().to_owned(),
             "--consumer-addr".to_owned(),
             format!("127.0.0.1:{consumer}"),
         ],
@@ -54,6 +64,8 @@ fn an_operator_session_in_chromium() {
         .arg(common::root().join("tests/fixtures/axe/axe.min.js"))
         .arg(&shots)
         .arg(consumer.to_string())
+        .arg(READ.0)
+        .arg(READ.1)
         .succeeds();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("{v:#}");
@@ -83,6 +95,13 @@ fn an_operator_session_in_chromium() {
     assert!(cells.contains(&"1") && cells.contains(&"999"), "{cells:?}");
     assert_eq!(v["escaped_name"], true, "the name shown as text: {v}");
     assert_eq!(v["overview_nearest"], true, "the key on the overview: {v}");
+    // A read session: the only button on its pages is Sign out's (outside main); every change
+    // posted anyway is refused.
+    for (page, buttons) in v["read_buttons"].as_object().unwrap() {
+        assert_eq!(buttons, &serde_json::json!([]), "buttons on {page}");
+    }
+    assert_eq!(v["read_buttons"].as_object().unwrap().len(), 7);
+    assert_eq!(v["read_posts"], serde_json::json!([403, 403, 403, 403]));
     assert_eq!(v["envoy"]["disabled"], 403, "{v}");
     assert!(v["after_signout"].as_str().unwrap().ends_with("/ui/signin"));
     assert!(
