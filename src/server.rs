@@ -183,8 +183,34 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
     metrics.set_admitted_sample(opts.log_admitted_sample);
     let (snapshot, sources, fingerprint) = first_load(&opts, &metrics).await?;
-    let store = store::open(&opts.store, SystemClock.now()).await?;
-    let catalog = Arc::new(Catalog::load(store.clone()).await?);
+    // Redis that does not answer at start: serve unready and connect in the background (a
+    // Redis restart during a rollout must not crash-loop the new pods). A setting that is wrong
+    // (URL, password, version) still refuses to start.
+    let (store, deferred): (Arc<dyn Store>, Option<Arc<store::Deferred>>) = match store::open(
+        &opts.store,
+        SystemClock.now(),
+    )
+    .await
+    {
+        Ok(s) => (s, None),
+        Err(e)
+            if e.kind() == store::StoreErrorKind::Unavailable
+                && matches!(opts.store, StoreOptions::Redis(_)) =>
+        {
+            tracing::error!(
+                error = %e,
+                "the counter store does not answer: serving unready (decisions by the store failure policy) and connecting in the background"
+            );
+            let d = Arc::new(store::Deferred::default());
+            (d.clone(), Some(d))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let catalog = Arc::new(match deferred {
+        // Empty until the store answers; the follower then reads it whole.
+        Some(_) => Catalog::new(store.clone()),
+        None => Catalog::load(store.clone()).await?,
+    });
     tracing::info!(
         keys = catalog.read().keys.len(),
         plans = catalog.read().plans.len(),
@@ -194,9 +220,13 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     metrics.watch_catalog(catalog.clone());
     let (stop_follow, follow_stop) = tokio::sync::watch::channel(false);
     let follow_task = tokio::spawn(catalog.clone().follow(follow_stop));
+    let engine = match deferred {
+        // Quota offsets are resolved by the reload made once the store answers.
+        Some(_) => Engine::new(snapshot, store.clone(), Arc::new(SystemClock)),
+        None => Engine::start(snapshot, store.clone(), Arc::new(SystemClock)).await?,
+    };
     let engine = Arc::new(
-        Engine::start(snapshot, store.clone(), Arc::new(SystemClock))
-            .await?
+        engine
             .with_catalog(catalog)
             .with_failure_policy(opts.store_failure)
             .with_usage_retention_days(opts.usage_retention_days)
@@ -217,6 +247,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         )
         .with_timeout(opts.reload_timeout),
     );
+    let connect_task =
+        deferred.map(|d| tokio::spawn(connect_later(d, opts.store.clone(), reloader.clone())));
 
     let grpc_tls = load_tls("gRPC", &opts.grpc_tls, &[b"h2"]).await?;
     let admin_tls = load_tls("admin", &opts.admin_tls, &[b"h2", b"http/1.1"]).await?;
@@ -295,6 +327,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         task.abort();
     }
     admin_task.abort();
+    if let Some(t) = connect_task {
+        t.abort();
+    }
     if let Some(t) = consumer_task {
         t.abort();
     }
@@ -308,6 +343,37 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Connects to the store that did not answer at start, every second until it does; then hands
+/// it to `deferred` (decisions, the catalog's follower and `/readyz` use it from then on) and
+/// reloads the configuration, which resolves the quota offsets the store records.
+async fn connect_later(
+    deferred: Arc<store::Deferred>,
+    options: StoreOptions,
+    reloader: Arc<Reloader>,
+) {
+    let mut last_error = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match store::open(&options, SystemClock.now()).await {
+            Ok(s) => {
+                deferred.set(s);
+                tracing::info!("the counter store answers: ready");
+                if let Err(e) = reloader.reload("store connected").await {
+                    tracing::error!(error = %e, "reload after the store answered failed; the configuration in force stays");
+                }
+                return;
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if text != last_error {
+                    tracing::warn!(error = %text, "the counter store still does not answer; retrying every second");
+                    last_error = text;
+                }
+            }
+        }
+    }
 }
 
 /// Serves the admin port (HTTP API and the gRPC management API) in a task of its own.
@@ -592,12 +658,31 @@ pub async fn run_with(
 ) -> Result<(), ServeError> {
     let GrpcListener { tcp: listener, tls } = listener;
     let (health, health_service) = tonic_health::server::health_reporter();
-    // The config is loaded before the server starts: SERVING from the first call.
-    health.set_service_status("", ServingStatus::Serving).await;
-    for service in [AUTHZ_SERVICE, RLS_SERVICE] {
-        health
-            .set_service_status(service, ServingStatus::Serving)
-            .await;
+    // The config is loaded before the server starts: SERVING from the first call — unless the
+    // store has not answered since start: NOT_SERVING until it does.
+    let set_all = |status| {
+        let health = health.clone();
+        async move {
+            for service in ["", AUTHZ_SERVICE, RLS_SERVICE] {
+                health.set_service_status(service, status).await;
+            }
+        }
+    };
+    if engine.store().connected() {
+        set_all(ServingStatus::Serving).await;
+    } else {
+        set_all(ServingStatus::NotServing).await;
+        let engine = engine.clone();
+        let flag = drain.flag.clone();
+        let serving = set_all(ServingStatus::Serving);
+        tokio::spawn(async move {
+            while !engine.store().connected() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                serving.await;
+            }
+        });
     }
     match listener.local_addr() {
         Ok(addr) => {

@@ -16,12 +16,14 @@ use crate::clock::Nanos;
 
 pub mod backend;
 pub mod catalog;
+pub mod deferred;
 pub mod error;
 pub mod memory;
 pub mod persist;
 pub mod redis;
 
 pub use backend::{Charge, Mode, Store, Units, UsageRow};
+pub use deferred::Deferred;
 pub use error::{StoreError, StoreErrorKind};
 pub use memory::MemoryStore;
 pub use redis::{RedisOptions, RedisStore, RedisTls, SharedBuckets};

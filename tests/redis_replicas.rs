@@ -422,3 +422,78 @@ api_keys:
         common::sha("ready-key-0123456789abcdefg")
     )
 }
+
+/// Redis down at boot: plangate serves unready (`/readyz` 503, gRPC health NOT_SERVING, every
+/// decision by the store failure policy) instead of exiting, and becomes ready — deciding from
+/// Redis — once Redis answers, without a restart.
+#[test]
+fn redis_down_at_boot_serves_unready_then_ready() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let port = common::free_port();
+    let (dir, path) = common::plans_dir(config());
+    let mut p = Plangate::start(
+        &path,
+        &[
+            "--store",
+            &format!("redis://127.0.0.1:{port}"),
+            "--store-failure",
+            "closed",
+        ],
+        dir.path().join("plangate.log"),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let health = |grpc: u16| {
+        rt.block_on(async {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            HealthClient::new(ch)
+                .check(HealthCheckRequest {
+                    service: "envoy.service.auth.v3.Authorization".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+        })
+    };
+    let decide = |grpc: u16| {
+        rt.block_on(async {
+            let mut c = authz_client(grpc).await;
+            let r = c.check(check_request(KEY, "/pets")).await.unwrap();
+            check_status(&r.into_inner())
+        })
+    };
+    let ready = common::http(p.admin, "GET", "/readyz", &[]);
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(
+        ready.body.contains("not answered since start"),
+        "{}",
+        ready.body
+    );
+    assert_eq!(health(p.grpc), 2, "NOT_SERVING");
+    assert_eq!(decide(p.grpc), 503, "the failure policy (closed) answers");
+    // Redis comes up where the URL points.
+    let r = RedisServer::start_on(port, &[]);
+    common::wait_until("ready once Redis answers", || {
+        common::http(p.admin, "GET", "/readyz", &[]).status == 200
+    });
+    common::wait_until("gRPC health SERVING", || health(p.grpc) == 1);
+    assert_eq!(decide(p.grpc), 200);
+    assert!(
+        r.command(&["DBSIZE"])
+            .trim_start_matches(':')
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+            > 0,
+        "the decision counted in Redis"
+    );
+    assert!(p.alive(), "the same process");
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    assert!(log.contains("serving unready"), "{log}");
+    assert!(log.contains("the counter store answers: ready"), "{log}");
+}

@@ -79,6 +79,12 @@ pub trait Store: Send + Sync {
         Ok(())
     }
 
+    /// Whether the store has been reached since start (a store that did not answer at start is
+    /// [`super::Deferred`] until it does): gRPC health says NOT_SERVING until then.
+    fn connected(&self) -> bool {
+        true
+    }
+
     /// Daily usage of `plan` by `keys` (the plan's keys; a store may also report others), for
     /// days starting in `[from, to)`, in no particular order.
     async fn usage(
