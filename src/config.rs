@@ -17,4 +17,5 @@ mod split;
 pub use compile::{Compiled, compile};
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use file::ConfigFile;
+pub use keys::is_placeholder;
 pub use load::{base_dir, load_file, load_str, parse};

@@ -126,6 +126,12 @@ pub fn admin_token(
     unauthenticated: bool,
 ) -> Result<Option<Arc<str>>, ServeError> {
     match token {
+        Some(t) if crate::config::is_placeholder(t) => Err(ServeError::AdminAuth(
+            "the admin token is the example's placeholder (`replace-me…`): put a long random \
+             token in its place (e.g. `openssl rand -hex 32`; on Kubernetes, the `token` of the \
+             Secret plangate-admin)"
+                .into(),
+        )),
         Some(t) if !t.trim().is_empty() => Ok(Some(Arc::from(t))),
         _ if unauthenticated => Ok(None),
         Some(_) => Err(ServeError::AdminAuth(

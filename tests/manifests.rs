@@ -176,26 +176,67 @@ fn no_manifest_mounts_with_subpath() {
     }
 }
 
+/// The shipped example is a valid configuration — but its placeholders cannot work: the key
+/// placeholder refuses to load (naming what to put there), and so does the admin token's.
 #[test]
-fn the_example_plans_and_keys_are_a_valid_configuration() {
+fn the_example_plans_are_valid_and_its_placeholders_refuse_to_start() {
     let docs = documents(&deploy().join("kubernetes"));
     let plans =
         s(&kind_named(&docs, "ConfigMap", "plangate-plans")["data"]["plans.yaml"]).to_owned();
     let keys =
         s(&kind_named(&docs, "Secret", "plangate-keys")["stringData"]["keys.csv"]).to_owned();
+    let token = s(&kind_named(&docs, "Secret", "plangate-admin")["stringData"]["token"]).to_owned();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("keys.csv"), keys).unwrap();
     let plans = plans.replace(
         "/etc/plangate-keys/keys.csv",
         &dir.path().join("keys.csv").display().to_string(),
     );
     std::fs::write(dir.path().join("plans.yaml"), &plans).unwrap();
+    // As shipped: refused, saying what to put there.
+    std::fs::write(dir.path().join("keys.csv"), &keys).unwrap();
+    let e = plangate::config::load_file(&dir.path().join("plans.yaml"))
+        .err()
+        .expect("the placeholder key refused")
+        .to_string();
+    assert!(
+        e.contains("placeholder") && e.contains("customer's key"),
+        "{e}"
+    );
+    // With a real key in its place: valid.
+    let real = keys.replace(
+        keys.lines().nth(1).unwrap().split(',').nth(1).unwrap(),
+        "a-real-customer-key-0123456789",
+    );
+    std::fs::write(dir.path().join("keys.csv"), real).unwrap();
     let c = plangate::config::load_file(&dir.path().join("plans.yaml"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.snapshot.keys.len(), 1);
     assert!(
         !c.snapshot.domains.is_empty(),
         "the example names stages by host, for Istio"
+    );
+    // The admin token placeholder: plangate refuses to start.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args([
+            "serve",
+            "--config",
+            dir.path().join("plans.yaml").to_str().unwrap(),
+        ])
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--no-persist",
+        ])
+        .env("PLANGATE_ADMIN_TOKEN", &token)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("placeholder") && stderr.contains("openssl rand"),
+        "{stderr}"
     );
 }
 

@@ -108,7 +108,21 @@ pub(crate) fn check_value(v: &str) -> Result<(), String> {
     if v.chars().any(|c| c.is_control()) {
         return Err("key value contains control characters".to_owned());
     }
+    if is_placeholder(v) {
+        return Err(
+            "key value is the example's placeholder (`replace-me…`): put the customer's key there \
+             (20 to 128 characters), or remove the row"
+                .to_owned(),
+        );
+    }
     Ok(())
+}
+
+/// The shipped examples' placeholders (`replace-me…`), which must never work as a key or token.
+pub fn is_placeholder(v: &str) -> bool {
+    v.trim()
+        .get(..10)
+        .is_some_and(|p| p.eq_ignore_ascii_case("replace-me"))
 }
 
 fn parse_sha256(h: &str) -> Result<KeyHash, String> {
