@@ -195,8 +195,8 @@ fn the_example_plans_are_valid_and_its_placeholders_refuse_to_start() {
     // As shipped: refused, saying what to put there.
     std::fs::write(dir.path().join("keys.csv"), &keys).unwrap();
     let e = plangate::config::load_file(&dir.path().join("plans.yaml"))
-        .err()
-        .expect("the placeholder key refused")
+        .map(drop)
+        .expect_err("the placeholder key refused")
         .to_string();
     assert!(
         e.contains("placeholder") && e.contains("customer's key"),
