@@ -72,7 +72,7 @@ fn seq(v: &Value) -> &[Value] {
 
 #[test]
 fn kubernetes_base_has_the_essentials() {
-    let base = deploy().join("kubernetes");
+    let base = deploy().join("kubernetes/base");
     let docs = documents(&base);
     // Everything kustomize is told to read exists, and nothing else lies around unread.
     let kustomization = std::fs::read_to_string(base.join("kustomization.yaml")).unwrap();
@@ -180,7 +180,7 @@ fn no_manifest_mounts_with_subpath() {
 /// placeholder refuses to load (naming what to put there), and so does the admin token's.
 #[test]
 fn the_example_plans_are_valid_and_its_placeholders_refuse_to_start() {
-    let docs = documents(&deploy().join("kubernetes"));
+    let docs = documents(&deploy().join("kubernetes/base"));
     let plans =
         s(&kind_named(&docs, "ConfigMap", "plangate-plans")["data"]["plans.yaml"]).to_owned();
     let keys =
@@ -238,10 +238,29 @@ fn the_example_plans_are_valid_and_its_placeholders_refuse_to_start() {
         stderr.contains("placeholder") && stderr.contains("openssl rand"),
         "{stderr}"
     );
+    // The redis-cluster overlay's store URL placeholder: refused too.
+    let overlay = documents(&deploy().join("kubernetes/overlays/redis-cluster"));
+    let url = s(&kind_named(&overlay, "Secret", "plangate-store")["stringData"]["url"]).to_owned();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plangate"))
+        .args([
+            "serve",
+            "--config",
+            dir.path().join("plans.yaml").to_str().unwrap(),
+        ])
+        .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .env("PLANGATE_STORE", &url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("placeholder") && stderr.contains("plangate-store"),
+        "{stderr}"
+    );
 }
 
 #[test]
-fn redis_component_runs_two_replicas_on_redis() {
+fn redis_component_runs_replicas_on_redis() {
     let dir = deploy().join("kubernetes/components/redis");
     let k: Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
@@ -264,7 +283,8 @@ fn redis_component_runs_two_replicas_on_redis() {
     assert!(op("/spec/replicas")["value"].as_u64() >= Some(2));
     let store = op("/spec/template/spec/containers/0/args/-");
     assert_eq!(store["op"], "add");
-    assert!(s(&store["value"]).starts_with("--store=redis://redis."));
+    // Redis by its short name: the Service of whatever namespace the overlay sets.
+    assert_eq!(s(&store["value"]), "--store=redis://redis:6379");
     let docs = documents(&dir);
     kind_named(&docs, "Deployment", "redis");
     let svc = kind_named(&docs, "Service", "redis");
@@ -508,9 +528,10 @@ fn tls_component_serves_grpc_over_mtls_from_the_certificate_secret() {
     assert!(names.contains(&"plangate.plangate.svc"), "{names:?}");
     let envoy = std::fs::read_to_string(common::root().join("envoy/ext_authz_tls.yaml")).unwrap();
     assert!(envoy.contains("exact: plangate.plangate.svc"));
+    // The patch applies to plangate's workload, a Deployment or the embedded StatefulSet.
     let ops: Vec<Value> = seq(&k["patches"])
         .iter()
-        .filter(|p| p["target"]["kind"] == "Deployment")
+        .filter(|p| p["target"]["kind"] == "(Deployment|StatefulSet)")
         .flat_map(|p| serde_yaml_ng::from_str::<Vec<Value>>(s(&p["patch"])).unwrap())
         .collect();
     let added = |path: &str| -> Vec<&Value> {
@@ -545,4 +566,295 @@ fn tls_component_serves_grpc_over_mtls_from_the_certificate_secret() {
         let arg = format!("{flag}={dir}/{file}");
         assert!(args.contains(&arg.as_str()), "{arg} not in {args:?}");
     }
+}
+
+/// The tools of scripts/k8s-venv.sh: a real kustomize (kubectl) and kubernetes-validate.
+fn k8s_bin(tool: &str) -> PathBuf {
+    let out = Command::new(common::root().join("scripts/k8s-venv.sh"))
+        .output()
+        .expect("scripts/k8s-venv.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(tool)
+}
+
+/// `kubectl kustomize DIR`: the documents it renders.
+fn kustomize(dir: &Path) -> (String, Vec<Value>) {
+    let out = Command::new(k8s_bin("kubectl"))
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize_from(d, dir))
+        .filter(|v| !v.is_null())
+        .collect();
+    (text, docs)
+}
+
+/// kubernetes-validate --strict on a rendered file: its output, and whether it passed.
+fn validate(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("rendered.yaml");
+    std::fs::write(&f, text).unwrap();
+    let out = Command::new(k8s_bin("kubernetes-validate"))
+        .args(["--strict", "--quiet"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+const CLUSTER_SCOPED: &[&str] = &["Namespace", "ClusterRole", "ClusterRoleBinding"];
+
+/// Every overlay renders with a real kustomize; every namespaced object is in the namespace
+/// plangate's workload is in (the Namespace object too); the store URL names a Service of that
+/// namespace (or a Secret of it); the ServiceMonitor selects plangate's Service only; and the
+/// Kubernetes API's own schemas (kubernetes-validate --strict) accept every object — and refuse a
+/// deliberately broken copy.
+#[test]
+fn every_overlay_renders_into_one_namespace_and_validates() {
+    let overlays = deploy().join("kubernetes/overlays");
+    // Each overlay, and the redis one with the monitoring component (an overlay of it, as a
+    // user would write it, under target/).
+    let with_monitoring = common::root().join("target/manifests-test/redis-monitoring");
+    std::fs::create_dir_all(&with_monitoring).unwrap();
+    std::fs::write(
+        with_monitoring.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: plangate\n\
+         resources: [../../../deploy/kubernetes/overlays/redis]\n\
+         components: [../../../deploy/kubernetes/components/monitoring]\n",
+    )
+    .unwrap();
+    let mut dirs: Vec<PathBuf> = ["embedded", "redis", "redis-cluster"]
+        .iter()
+        .map(|o| overlays.join(o))
+        .collect();
+    dirs.push(with_monitoring);
+    for dir in dirs {
+        let (text, docs) = kustomize(&dir);
+        let workload = docs
+            .iter()
+            .find(|v| {
+                (v["kind"] == "Deployment" || v["kind"] == "StatefulSet")
+                    && v["metadata"]["name"] == "plangate"
+            })
+            .unwrap_or_else(|| panic!("{}: no plangate workload", dir.display()));
+        let ns = s(&workload["metadata"]["namespace"]).to_owned();
+        assert!(
+            !ns.is_empty(),
+            "{}: the workload has no namespace",
+            dir.display()
+        );
+        for v in &docs {
+            let kind = s(&v["kind"]);
+            if CLUSTER_SCOPED.contains(&kind) {
+                continue;
+            }
+            assert_eq!(
+                s(&v["metadata"]["namespace"]),
+                ns,
+                "{}: {kind} {} is not in {ns}",
+                dir.display(),
+                s(&v["metadata"]["name"])
+            );
+        }
+        assert!(
+            docs.iter()
+                .any(|v| v["kind"] == "Namespace" && v["metadata"]["name"] == ns.as_str())
+        );
+        let c = &seq(&workload["spec"]["template"]["spec"]["containers"])[0];
+        let args: Vec<&str> = seq(&c["args"]).iter().map(s).collect();
+        let store = args.iter().find_map(|a| a.strip_prefix("--store="));
+        let store_env = seq(&c["env"])
+            .iter()
+            .find(|e| e["name"] == "PLANGATE_STORE");
+        let services: Vec<&str> = docs
+            .iter()
+            .filter(|v| v["kind"] == "Service")
+            .map(|v| s(&v["metadata"]["name"]))
+            .collect();
+        match (store, store_env) {
+            (Some(url), _) => {
+                // `redis://host:port`: a Service of this namespace.
+                let host = url
+                    .split("://")
+                    .nth(1)
+                    .and_then(|r| r.split([':', '/']).next())
+                    .unwrap();
+                let host = host
+                    .strip_suffix(&format!(".{ns}.svc.cluster.local"))
+                    .or_else(|| host.strip_suffix(&format!(".{ns}.svc")))
+                    .unwrap_or(host);
+                assert!(
+                    services.contains(&host),
+                    "{}: --store points at {host}, not a Service of {ns} ({services:?})",
+                    dir.display()
+                );
+                assert!(
+                    workload["spec"]["replicas"].as_u64() >= Some(2),
+                    "several replicas on Redis"
+                );
+            }
+            (None, Some(env)) => {
+                let secret = s(&env["valueFrom"]["secretKeyRef"]["name"]);
+                kind_named_in(&docs, "Secret", secret);
+                assert!(workload["spec"]["replicas"].as_u64() >= Some(2));
+            }
+            (None, None) => {
+                // The embedded store: one replica, the data directory on a claim of its own.
+                assert_eq!(workload["kind"], "StatefulSet", "{}", dir.display());
+                assert_eq!(workload["spec"]["replicas"], 1);
+                let data = args
+                    .iter()
+                    .find_map(|a| a.strip_prefix("--data-dir="))
+                    .expect("--data-dir");
+                let mount = seq(&c["volumeMounts"])
+                    .iter()
+                    .find(|m| m["mountPath"] == data)
+                    .expect("a mount at --data-dir");
+                assert!(
+                    seq(&workload["spec"]["volumeClaimTemplates"])
+                        .iter()
+                        .any(|t| t["metadata"]["name"] == mount["name"]),
+                    "--data-dir on a PersistentVolumeClaim"
+                );
+                assert!(
+                    services.contains(&s(&workload["spec"]["serviceName"])),
+                    "the StatefulSet's governing Service"
+                );
+            }
+        }
+        // A ServiceMonitor, where there is one, selects plangate's Service and nothing else.
+        if let Some(sm) = docs.iter().find(|v| v["kind"] == "ServiceMonitor") {
+            assert_eq!(sm["metadata"]["labels"]["release"], "kube-prometheus-stack");
+            let sel = &sm["spec"]["selector"]["matchLabels"];
+            let picked: Vec<&str> = docs
+                .iter()
+                .filter(|v| v["kind"] == "Service")
+                .filter(|v| {
+                    sel.as_mapping()
+                        .unwrap()
+                        .iter()
+                        .all(|(k, val)| &v["metadata"]["labels"][k] == val)
+                })
+                .map(|v| s(&v["metadata"]["name"]))
+                .collect();
+            assert_eq!(picked, ["plangate"], "{}", dir.display());
+        }
+        let (ok, out) = validate(&text);
+        assert!(ok, "{}: {out}", dir.display());
+        // A broken copy fails: a port that is not a number, a field Kubernetes does not have.
+        let broken = text.replacen("containerPort: 50051", "containerPort: fifty", 1);
+        assert!(!validate(&broken).0, "a broken port passed");
+        let broken = text.replacen(
+            "readOnlyRootFilesystem: true",
+            "readOnlyRootFilesystm: true",
+            1,
+        );
+        assert!(!validate(&broken).0, "an unknown field passed --strict");
+    }
+}
+
+fn kind_named_in<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|v| v["kind"] == kind && v["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// The embedded overlay's rollout, simulated: the StatefulSet's own arguments, the same volume
+/// directory, the old process stopped (SIGTERM, as the kubelet does) before the new one starts —
+/// the quota used before is the quota used after.
+#[test]
+fn the_embedded_overlay_keeps_every_count_across_a_rollout() {
+    let docs = documents(&deploy().join("kubernetes/overlays/embedded"));
+    let sts = kind_named(&docs, "StatefulSet", "plangate");
+    let c = &seq(&sts["spec"]["template"]["spec"]["containers"])[0];
+    let args: Vec<String> = seq(&c["args"]).iter().map(|a| s(a).to_owned()).collect();
+    let data_arg = args
+        .iter()
+        .find(|a| a.starts_with("--data-dir="))
+        .expect("--data-dir")
+        .clone();
+    // The volume: a directory of this test, where the claim would be.
+    let volume = tempfile::tempdir().unwrap();
+    let plans = common::petstore(
+        "",
+        &[("prod", "{}")],
+        &[("gold", "quota: { limit: 100, period: MONTH }")],
+        &[("k1", "rollout-key-0123456789abcdef", "usage_plans: [gold]")],
+    );
+    let (dir, path) = common::plans_dir(plans);
+    let pod_args: Vec<String> = args
+        .iter()
+        .filter(|a| {
+            // The addresses, the config and the data directory are this test's.
+            !a.starts_with("--config=")
+                && !a.starts_with("--grpc-addr=")
+                && !a.starts_with("--admin-addr=")
+                && !a.starts_with("--data-dir=")
+                && *a != "serve"
+        })
+        .cloned()
+        .chain(["--data-dir".to_owned(), volume.path().display().to_string()])
+        .collect();
+    assert!(data_arg.len() > "--data-dir=".len());
+    let start = || {
+        let a: Vec<&str> = pod_args.iter().map(String::as_str).collect();
+        common::Plangate::start(&path, &a, dir.path().join("plangate.log"))
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let decide = |grpc: u16, n: usize| {
+        rt.block_on(async {
+            let mut c = common::authz_client(grpc).await;
+            for _ in 0..n {
+                let r = c
+                    .check(common::check_request_to(
+                        "rollout-key-0123456789abcdef",
+                        "/pets",
+                        "petstore",
+                        "prod",
+                    ))
+                    .await
+                    .unwrap();
+                assert_eq!(common::check_status(&r.into_inner()), 200);
+            }
+        })
+    };
+    let remaining = |admin: u16| {
+        let r = common::http(admin, "GET", "/v1/usageplans/gold/keys/k1/usage", &[]);
+        let v: Value = serde_yaml_ng::from_str(&r.body).unwrap_or(Value::Null);
+        (r.status, v["remaining"].as_u64())
+    };
+    let mut old = start();
+    decide(old.grpc, 7);
+    let before = remaining(old.admin);
+    assert_eq!(before, (200, Some(93)), "before the rollout");
+    // The kubelet's stop: SIGTERM, then the new pod once the old one is gone.
+    Command::new("kill")
+        .args(["-TERM", &old.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(old.wait().success());
+    let new = start();
+    assert_eq!(remaining(new.admin), before, "after the rollout");
+    decide(new.grpc, 1);
+    assert_eq!(remaining(new.admin), (200, Some(92)));
 }

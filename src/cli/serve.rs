@@ -234,6 +234,15 @@ fn store_options(a: &Args) -> Result<StoreOptions, CliError> {
             .to_owned(),
         None => a.store.clone(),
     };
+    if store_value.to_ascii_lowercase().contains("replace-me") {
+        return Err(CliError::Flag {
+            flag: "--store",
+            reason: "the store URL is the example's placeholder (`replace-me…`): put your Redis \
+                     Cluster's URL there, e.g. `redis-cluster://:PASSWORD@host1:6379,host2:6379` \
+                     (on Kubernetes, the `url` of the Secret plangate-store)"
+                .to_owned(),
+        });
+    }
     let store = StoreOptions::parse(
         &store_value,
         (!a.no_persist).then_some(a.data_dir.clone()),
