@@ -12,7 +12,7 @@ use plangate::clock::Stopwatch;
 use plangate::management::pb;
 use serde_json::json;
 
-use super::admin::{Admin, AdminArgs, status};
+use super::admin::{AdminArgs, status};
 use super::error::CliError;
 use super::out::Out;
 use super::runtime;
@@ -76,12 +76,13 @@ async fn measure(a: &Args) -> Result<serde_json::Value, CliError> {
 
     // Propagation: one key at a time, asked of the follower until it knows it.
     let mut leader = a.admin.connect().await?;
-    let follower_address = if a.follower.contains("://") {
-        a.follower.clone()
-    } else {
-        format!("http://{}", a.follower)
-    };
-    let mut follower = Admin::connect(&follower_address, a.admin.token.clone()).await?;
+    // The follower: the same client settings at its own address.
+    let mut follower = AdminArgs {
+        admin: Some(a.follower.clone()),
+        ..a.admin.clone()
+    }
+    .connect()
+    .await?;
     let mut h = Histogram::<u64>::new(3).map_err(|e| CliError::Bench(e.to_string()))?;
     for i in 0..a.samples {
         // Spread the creates over the follower's poll interval (a create made right after each
