@@ -858,3 +858,123 @@ fn the_embedded_overlay_keeps_every_count_across_a_rollout() {
     decide(new.grpc, 1);
     assert_eq!(remaining(new.admin), (200, Some(92)));
 }
+
+/// deploy/envoy-gateway/ and the Envoy configuration it stands for (envoy/envoy-gateway/, run
+/// through a real Envoy by tests/tls.rs) agree: the filter and cluster names follow the
+/// SecurityPolicy's namespace and name; the policy's backend is plangate's Service and gRPC port
+/// (in its namespace, with a ReferenceGrant that lets the policy's namespace refer to it); the
+/// BackendTLSPolicy's hostname is the SNI and SAN Envoy checks, and the name the TLS component's
+/// Certificate carries; the HTTPRoutes' hosts are the virtual hosts, and only the policy's route
+/// enables the filter.
+#[test]
+fn envoy_gateway_resources_agree_with_the_envoy_config_they_render() {
+    let (_, docs) = kustomize(&deploy().join("envoy-gateway"));
+    let find = |kind: &str, name: &str| kind_named_in(&docs, kind, name);
+    let policy = find("SecurityPolicy", "plangate");
+    let (ns, name) = (
+        s(&policy["metadata"]["namespace"]),
+        s(&policy["metadata"]["name"]),
+    );
+    let envoy: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(common::root().join("envoy/envoy-gateway/ext_authz.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let hcm =
+        &seq(&seq(&seq(&envoy["static_resources"]["listeners"])[0]["filter_chains"])[0]["filters"])
+            [0]["typed_config"];
+    let filter_name = format!("envoy.filters.http.ext_authz/securitypolicy/{ns}/{name}");
+    let filter = seq(&hcm["http_filters"])
+        .iter()
+        .find(|f| f["name"] == filter_name.as_str())
+        .unwrap_or_else(|| panic!("no filter {filter_name}"));
+    assert_eq!(filter["disabled"], true, "enabled per route only");
+    let cluster_name = format!("securitypolicy/{ns}/{name}/extauth/0");
+    assert_eq!(
+        filter["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"],
+        cluster_name.as_str()
+    );
+    // failOpen is failure_mode_allow: false, refused when plangate does not answer.
+    assert_eq!(
+        policy["spec"]["extAuth"]["failOpen"],
+        filter["typed_config"]["failure_mode_allow"]
+    );
+    // The backend: plangate's Service and gRPC port, across namespaces by a ReferenceGrant.
+    let backend = &seq(&policy["spec"]["extAuth"]["grpc"]["backendRefs"])[0];
+    let base = documents(&deploy().join("kubernetes/base"));
+    let svc = kind_named(&base, "Service", s(&backend["name"]));
+    let plangate_ns = s(&kind_named(&base, "Namespace", "plangate")["metadata"]["name"]);
+    assert_eq!(s(&backend["namespace"]), plangate_ns);
+    let grpc = seq(&svc["spec"]["ports"])
+        .iter()
+        .find(|p| p["name"] == "grpc")
+        .unwrap();
+    assert_eq!(backend["port"], grpc["port"]);
+    let grant = docs
+        .iter()
+        .find(|v| v["kind"] == "ReferenceGrant")
+        .expect("a ReferenceGrant");
+    assert_eq!(s(&grant["metadata"]["namespace"]), plangate_ns);
+    assert!(
+        seq(&grant["spec"]["from"])
+            .iter()
+            .any(|f| f["kind"] == "SecurityPolicy"
+                && f["namespace"] == ns
+                && f["group"] == "gateway.envoyproxy.io")
+    );
+    assert!(
+        seq(&grant["spec"]["to"])
+            .iter()
+            .any(|t| t["kind"] == "Service" && t["name"] == backend["name"])
+    );
+    // mTLS: the BackendTLSPolicy's hostname is what Envoy sends and checks, and what the TLS
+    // component's Certificate names; the EnvoyProxy gives Envoy a client certificate.
+    let tls_policy = find("BackendTLSPolicy", "plangate");
+    let hostname = s(&tls_policy["spec"]["validation"]["hostname"]);
+    assert_eq!(
+        seq(&tls_policy["spec"]["targetRefs"])[0]["sectionName"],
+        "grpc"
+    );
+    let cluster = seq(&envoy["static_resources"]["clusters"])
+        .iter()
+        .find(|c| c["name"] == cluster_name.as_str())
+        .unwrap();
+    let tls = &cluster["transport_socket"]["typed_config"];
+    assert_eq!(s(&tls["sni"]), hostname);
+    assert_eq!(
+        s(
+            &seq(&tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"])
+                [0]["matcher"]["exact"]
+        ),
+        hostname
+    );
+    assert!(!seq(&tls["common_tls_context"]["tls_certificates"]).is_empty());
+    let tls_component = documents(&deploy().join("kubernetes/components/tls"));
+    let cert = kind_named(&tls_component, "Certificate", "plangate-grpc");
+    assert!(seq(&cert["spec"]["dnsNames"]).iter().any(|d| d == hostname));
+    let proxy = find("EnvoyProxy", "eg-proxy");
+    assert!(!proxy["spec"]["backendTLS"]["clientCertificateRef"]["name"].is_null());
+    // The routes: the policy's HTTPRoute's host enables the filter on every route; the other
+    // HTTPRoute's does not.
+    let target = s(&seq(&policy["spec"]["targetRefs"])[0]["name"]);
+    for route in docs.iter().filter(|v| v["kind"] == "HTTPRoute") {
+        let host = s(&seq(&route["spec"]["hostnames"])[0]);
+        let vhost = seq(&hcm["route_config"]["virtual_hosts"])
+            .iter()
+            .find(|v| seq(&v["domains"]).iter().any(|d| d == host))
+            .unwrap_or_else(|| panic!("no virtual host for {host}"));
+        let enabled = seq(&vhost["routes"])
+            .iter()
+            .all(|r| !r["typed_per_filter_config"][filter_name.as_str()].is_null());
+        assert_eq!(
+            enabled,
+            route["metadata"]["name"] == target,
+            "{host}: the filter enabled where the policy targets"
+        );
+        assert_eq!(
+            seq(&vhost["routes"]).len(),
+            seq(&route["spec"]["rules"]).len(),
+            "{host}: a route per rule"
+        );
+    }
+}

@@ -654,3 +654,83 @@ fn every_admin_command_works_over_tls_and_mtls() {
         }
     }
 }
+
+/// Envoy Gateway's shape (envoy/envoy-gateway/ext_authz.yaml, what it renders for
+/// deploy/envoy-gateway/) through a real Envoy, with plangate over mutual TLS: the policy's
+/// ext_authz filter disabled in the chain and enabled per route, no context extensions (the API
+/// stage comes from the host and base path), the extauth cluster with the BackendTLSPolicy's SNI
+/// and CA and the EnvoyProxy's client certificate. Admitted, throttled, over quota, unknown key;
+/// a route the policy does not target is not checked.
+#[test]
+fn envoy_gateway_shaped_ext_authz_over_mutual_tls() {
+    const GOOD: &str = "eg-good-key-0123456789abcdef";
+    const TIGHT: &str = "eg-tight-key-0123456789abcde";
+    const QUOTA: &str = "eg-quota-key-0123456789abcde";
+    let certs = Certs::new();
+    let dir = format!("{}/", certs.dir.path().display());
+    let plans = common::petstore(
+        r#"domain_names:
+  api.example.com:
+    base_path_mappings:
+      - { base_path: v1, api: petstore, stage: prod }
+      - { base_path: "(none)", api: petstore, stage: beta }"#,
+        &[("prod", "{}"), ("beta", "{}")],
+        &[
+            (
+                "gold",
+                "api_stages: [{ api: petstore, stage: prod }, { api: petstore, stage: beta }]",
+            ),
+            ("tight", "throttle: { rate: 0.01, burst: 2 }"),
+            ("small", "quota: { limit: 3, period: DAY }"),
+        ],
+        &[
+            ("good-1", GOOD, "usage_plans: [gold]"),
+            ("tight-1", TIGHT, "usage_plans: [tight]"),
+            ("quota-1", QUOTA, "usage_plans: [small]"),
+        ],
+    );
+    let stack = common::Stack::start_custom(
+        &plans,
+        "envoy-gateway/ext_authz.yaml",
+        &certs.grpc_mtls_flags(),
+        &[("/etc/plangate/tls/".into(), dir)],
+    );
+    let get = |host: &str, path: &str, key: Option<&str>| {
+        let mut headers = vec![("host", host)];
+        if let Some(k) = key {
+            headers.push(("x-api-key", k));
+        }
+        stack.get("GET", path, &headers).status
+    };
+    let api = "api.example.com";
+    // Admitted, on both mappings (v1 → prod, the rest → beta).
+    assert_eq!(
+        get(api, "/v1/pets", Some(GOOD)),
+        200,
+        "{}",
+        stack.log("envoy.log")
+    );
+    assert_eq!(get(api, "/pets", Some(GOOD)), 200);
+    // Throttled: a burst of 2.
+    let tight: Vec<u16> = (0..3).map(|_| get(api, "/v1/pets", Some(TIGHT))).collect();
+    assert_eq!(tight, [200, 200, 429]);
+    // Over quota: 3 a day.
+    let quota: Vec<u16> = (0..4).map(|_| get(api, "/v1/pets", Some(QUOTA))).collect();
+    assert_eq!(quota, [200, 200, 200, 429]);
+    // An unknown key, and none: 403.
+    assert_eq!(
+        get(api, "/v1/pets", Some("eg-unknown-key-0123456789ab")),
+        403
+    );
+    assert_eq!(get(api, "/v1/pets", None), 403);
+    // A route of another HTTPRoute, which the policy does not target: no Check.
+    assert_eq!(get("status.example.com", "/pets", None), 200);
+    // Every Check went over TLS that Envoy completed with plangate's certificate.
+    let stats = common::http(stack.admin, "GET", "/stats?filter=securitypolicy", &[]).body;
+    let handshakes = stats
+        .lines()
+        .find(|l| l.contains("extauth/0.ssl.handshake:"))
+        .and_then(|l| l.rsplit(": ").next())
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(handshakes.is_some_and(|n| n >= 1), "{stats}");
+}
