@@ -978,3 +978,85 @@ fn envoy_gateway_resources_agree_with_the_envoy_config_they_render() {
         );
     }
 }
+
+/// The custom resources — the Prometheus Operator's, cert-manager's, Istio's, Gateway API's and
+/// Envoy Gateway's — validate against their CRDs' schemas (kubernetes-models' generated
+/// validators, scripts/crd-validators.sh, run with Node), as rendered by every overlay with
+/// each component and as shipped under deploy/istio and deploy/envoy-gateway; a broken copy
+/// fails.
+#[test]
+fn custom_resources_validate_against_their_crd_schemas() {
+    let out = Command::new(common::root().join("scripts/crd-validators.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let modules = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let work = common::root().join("target/manifests-test/crds");
+    std::fs::create_dir_all(&work).unwrap();
+    // Every overlay with every component, as a user's overlay would add them.
+    let mut rendered = Vec::new();
+    for overlay in ["embedded", "redis", "redis-cluster"] {
+        let dir = work.join(overlay);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("kustomization.yaml"),
+            format!(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+                 namespace: plangate\nresources: [../../../../deploy/kubernetes/overlays/{overlay}]\n\
+                 components: [../../../../deploy/kubernetes/components/monitoring, \
+                 ../../../../deploy/kubernetes/components/tls]\n"
+            ),
+        )
+        .unwrap();
+        rendered.push(kustomize(&dir).0);
+    }
+    rendered.push(kustomize(&deploy().join("envoy-gateway")).0);
+    for e in std::fs::read_dir(deploy().join("istio")).unwrap() {
+        rendered.push(std::fs::read_to_string(e.unwrap().path()).unwrap());
+    }
+    let validate = |texts: &[String]| {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let f = dir.path().join(format!("{i}.yaml"));
+                std::fs::write(&f, t).unwrap();
+                f
+            })
+            .collect();
+        let out = Command::new("node")
+            .arg(common::root().join("tests/fixtures/k8s/validate-crds.mjs"))
+            .arg(&modules)
+            .args(&files)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, report) = validate(&rendered);
+    assert!(ok, "{report}");
+    // ServiceMonitor, PrometheusRule and Certificate ×3, Envoy Gateway's 7, Istio's 3.
+    let checked: usize = report
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(checked >= 19, "{report}");
+    // Broken copies fail: a port that is not a number, a boolean that is a string, a kind
+    // that does not exist.
+    for (from, to) in [
+        ("port: 8080", "port: eighty"),
+        ("failOpen: false", "failOpen: \"no\""),
+        ("kind: ServiceMonitor", "kind: ServiceMonitr"),
+    ] {
+        let broken: Vec<String> = rendered.iter().map(|t| t.replacen(from, to, 1)).collect();
+        assert!(!validate(&broken).0, "{from} → {to} passed");
+    }
+}
