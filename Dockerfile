@@ -24,8 +24,10 @@ USER 65532:65532
 VOLUME /var/lib/plangate
 EXPOSE 50051 9090
 # Alive while the admin address answers /healthz (use `plangate health --ready` for readiness).
-# With --admin-tls-*, set PLANGATE_ADMIN=https://127.0.0.1:9090 and PLANGATE_ADMIN_CA (and
-# PLANGATE_ADMIN_CERT/_KEY under mTLS): the same flags reach it.
-HEALTHCHECK --interval=10s --timeout=3s CMD ["plangate", "health", "--admin", "127.0.0.1:9090"]
+# The address comes from the environment: PLANGATE_ADMIN, else PLANGATE_ADMIN_ADDR (what serve
+# listens on), else http://127.0.0.1:9090. With --admin-tls-*, set
+# PLANGATE_ADMIN=https://127.0.0.1:9090 and PLANGATE_ADMIN_CA (PLANGATE_ADMIN_CERT/_KEY under
+# mTLS): the HEALTHCHECK follows.
+HEALTHCHECK --interval=10s --timeout=3s CMD ["plangate", "health"]
 ENTRYPOINT ["plangate"]
 CMD ["serve", "--config", "/etc/plangate/plans.yaml", "--grpc-addr", "0.0.0.0:50051", "--data-dir", "/var/lib/plangate"]
