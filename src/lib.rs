@@ -21,12 +21,13 @@
 //! store, config            counters (memory, persisted, Redis); file → compile → snapshot
 //! snapshot                 the compiled model
 //! limit, transport         bucket and quota arithmetic, counter identities; TCP/TLS connections
-//! clock                    time as a parameter
+//! clock, baseline          time as a parameter; the benchmarks' empty handler
 //! ```
 //!
 //! The contract (concepts, decision order, answers, operations) is docs/semantics.md.
 
 pub mod admin;
+pub mod baseline;
 pub mod catalog;
 pub mod clock;
 pub mod config;
