@@ -214,15 +214,31 @@ fn start(extra: &[String]) -> (tempfile::TempDir, Plangate) {
 /// `plangate serve` with `args` that must refuse to start: its stderr.
 fn serve_refused(args: &[&std::ffi::OsStr]) -> String {
     let (_dir, path) = common::plans_dir(config());
-    let out = Command::new(env!("CARGO_BIN_EXE_plangate"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
         .args(["serve", "--no-watch", "--no-persist", "--config"])
         .arg(&path)
         .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
         .args(args)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success(), "started with {args:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    // Refusing takes moments; serving (unready, waiting for a store) would never end.
+    let waited = plangate::clock::Stopwatch::start();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if waited.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("plangate kept running with {args:?} instead of refusing to start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "started with {args:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    err
 }
 
 #[tokio::test]

@@ -77,8 +77,39 @@ pub fn store_error(e: redis::RedisError) -> StoreError {
 /// did not run there, so it may be sent again where the slot is.
 pub const REDIRECTED: &str = "the key's slot is on another node (MOVED/ASK)";
 
+/// Whether `e` is a TLS failure (a certificate refused or not trusted, a handshake alert): a
+/// setting to fix, not a Redis to wait for.
+fn is_tls_failure(e: &redis::RedisError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        source = s.source();
+    }
+    let text = e.to_string().to_ascii_lowercase();
+    [
+        "certificate",
+        "handshake",
+        "tls alert",
+        "received fatal alert",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+}
+
 /// A connection or PING error, with authentication failures named as such.
 pub fn auth_error(e: redis::RedisError) -> StoreError {
+    if is_tls_failure(&e) {
+        return StoreError::caused_by(
+            StoreErrorKind::Config,
+            format!(
+                "TLS with Redis failed ({e}): check --store-tls-ca, --store-tls-cert and \
+                 --store-tls-key"
+            ),
+            e,
+        );
+    }
     let text = e.to_string();
     if e.kind() == redis::ErrorKind::AuthenticationFailed
         || text.contains("WRONGPASS")
