@@ -181,7 +181,10 @@ async fn measure(port: u16, api: &str, calls: usize, keys: usize) -> PerCall {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut calls, mut keys, mut json) = (20_000usize, 1_000usize, false);
+    // `cargo bench` passes --bench; `cargo test` runs this too, without it: a short smoke run.
+    let bench = std::env::args().any(|a| a == "--bench");
+    let (mut calls, mut keys, mut json) =
+        (if bench { 20_000usize } else { 500 }, 1_000usize, false);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--calls" => calls = args.next().and_then(|v| v.parse().ok()).unwrap_or(calls),

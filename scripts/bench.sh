@@ -23,6 +23,11 @@ echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xarg
 echo
 cargo build --release --quiet
 
+# Allocations per answer: a figure that does not move with the host (benches/alloc.rs).
+echo "## allocations per call, plangate vs the empty handler"
+cargo bench --quiet --bench alloc 2>/dev/null | grep -E "^\||allocations" || true
+echo
+
 if [ -z "$quick" ]; then
   echo "## criterion"
   cargo bench --quiet --bench engine 2>/dev/null | grep -E "^engine|time:" || true
