@@ -15,10 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::CheckRequest;
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
@@ -74,54 +70,15 @@ fn server_runtime() -> tokio::runtime::Runtime {
 }
 
 fn key(i: usize) -> String {
-    format!("bench-key-{i:012}")
+    plangate::baseline::key_value(i)
 }
 
-/// A Check as Envoy sends it for the load generator's requests (`plangate bench`).
 fn check_request(key: &str) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: "/pets".into(),
-                    headers: [("x-api-key".to_string(), key.to_string())].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: [
-                ("api".to_string(), "petstore".to_string()),
-                ("stage".to_string(), "prod".to_string()),
-            ]
-            .into(),
-            ..Default::default()
-        }),
-    }
+    plangate::baseline::check_request("petstore", "prod", "/pets", key)
 }
 
 fn rls_request(key: &str) -> RateLimitRequest {
-    let entries = [
-        ("api", "petstore"),
-        ("stage", "prod"),
-        ("api_key", key),
-        ("method", "GET"),
-        ("path", "/pets"),
-    ]
-    .into_iter()
-    .map(|(k, v)| Entry {
-        key: k.into(),
-        value: v.into(),
-    })
-    .collect();
-    RateLimitRequest {
-        domain: "plangate".into(),
-        descriptors: vec![RateLimitDescriptor {
-            entries,
-            ..Default::default()
-        }],
-        hits_addend: 1,
-    }
+    plangate::baseline::rls_request("petstore", "prod", "/pets", key)
 }
 
 /// Allocations and bytes per call of `calls` calls (after as many unmeasured), one at a time.

@@ -9,11 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
@@ -167,55 +163,14 @@ pub struct Percentiles {
     pub max: u64,
 }
 
-/// The key value of bench key `i`.
-pub fn key_value(i: usize) -> String {
-    format!("bench-key-{i:012}")
-}
+pub use plangate::baseline::key_value;
 
 fn check_request(o: &BenchOptions, key: &str) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: o.path.clone(),
-                    headers: [("x-api-key".to_string(), key.to_string())].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: [
-                ("api".to_string(), o.api_name.clone()),
-                ("stage".to_string(), o.stage.clone()),
-            ]
-            .into(),
-            ..Default::default()
-        }),
-    }
+    plangate::baseline::check_request(&o.api_name, &o.stage, &o.path, key)
 }
 
 fn rls_request(o: &BenchOptions, key: &str) -> RateLimitRequest {
-    let entries = [
-        ("api", o.api_name.as_str()),
-        ("stage", o.stage.as_str()),
-        ("api_key", key),
-        ("method", "GET"),
-        ("path", o.path.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| Entry {
-        key: k.into(),
-        value: v.into(),
-    })
-    .collect();
-    RateLimitRequest {
-        domain: "plangate".into(),
-        descriptors: vec![RateLimitDescriptor {
-            entries,
-            ..Default::default()
-        }],
-        hits_addend: 1,
-    }
+    plangate::baseline::rls_request(&o.api_name, &o.stage, &o.path, key)
 }
 
 /// Loads `target` (`host:port`) once.
