@@ -165,7 +165,9 @@ fn builtin(d: &Decision, style: RateLimitHeaders) -> Answer {
         ),
     };
     let body = body.map(Cow::Borrowed);
-    let mut client_headers: Vec<(String, String)> = Vec::new();
+    // Room for every header an answer carries (error type, retry-after, three throttle and
+    // three quota headers): one allocation, no regrowth.
+    let mut client_headers: Vec<(String, String)> = Vec::with_capacity(9);
     if let Some(t) = error_type {
         client_headers.push(("content-type".into(), "application/json".into()));
         client_headers.push(("x-amzn-ErrorType".into(), t.into()));
@@ -181,7 +183,7 @@ fn builtin(d: &Decision, style: RateLimitHeaders) -> Answer {
     if let Some(q) = d.quota() {
         quota_headers(q, &mut client_headers);
     }
-    let mut upstream_headers = Vec::new();
+    let mut upstream_headers = Vec::with_capacity(if d.admitted() { 3 } else { 0 });
     if d.admitted() {
         if let Some(k) = &d.key_id {
             upstream_headers.push((KEY_ID_HEADER, k.to_string()));
@@ -233,12 +235,12 @@ fn secs_ceil(ns: Option<i64>) -> u64 {
 }
 
 fn rate_limit_headers(d: &Decision, style: RateLimitHeaders, out: &mut Vec<(String, String)>) {
-    let throttles: Vec<&LimitReport> = d
+    // Walked twice (the tightest, then every policy): an iterator, not a collected vector.
+    let throttles = d
         .limits
         .iter()
-        .filter(|l| matches!(l.config, LimitConfig::Throttle { .. }))
-        .collect();
-    let Some(tight) = tightest(throttles.iter().copied()) else {
+        .filter(|l| matches!(l.config, LimitConfig::Throttle { .. }));
+    let Some(tight) = tightest(throttles.clone()) else {
         return;
     };
     let Some((q, w)) = policy(tight) else {
@@ -258,10 +260,9 @@ fn rate_limit_headers(d: &Decision, style: RateLimitHeaders, out: &mut Vec<(Stri
         RateLimitHeaders::None => {}
         RateLimitHeaders::Ietf => {
             use std::fmt::Write as _;
-            let mut policies = String::with_capacity(48 * throttles.len());
-            for (q, w, name) in throttles
-                .iter()
-                .filter_map(|l| policy(l).map(|(q, w)| (q, w, l.kind.as_str())))
+            let mut policies = String::with_capacity(48 * d.limits.len());
+            for (q, w, name) in
+                throttles.filter_map(|l| policy(l).map(|(q, w)| (q, w, l.kind.as_str())))
             {
                 if !policies.is_empty() {
                     policies.push_str(", ");
