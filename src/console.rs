@@ -884,17 +884,10 @@ fn runtime_plan(
 ) -> Result<crate::catalog::records::UsagePlanRecord, (StatusCode, String)> {
     let snap = c.engine.snapshot();
     let state = c.engine.catalog().read();
-    match views::plan(&state, &snap, id) {
-        Ok((p, views::Source::Runtime)) => Ok(p),
-        Ok((_, views::Source::File)) => Err((
-            StatusCode::CONFLICT,
-            format!(
-                "Usage plan {id} is defined in the configuration file {}: change it there.",
-                snap.source
-            ),
-        )),
-        Err(e) => Err((status_of(&e), e.message)),
-    }
+    // The control plane's own rule and words (a file's plan: ConflictException naming the file).
+    ops::runtime_plan(&state, &snap, id)
+        .cloned()
+        .map_err(|e| (status_of(&e), e.message))
 }
 
 async fn edit_plan_form(

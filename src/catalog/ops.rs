@@ -648,7 +648,9 @@ pub fn create_usage_plan(
     Ok((vec![put(plan_name(&id), &plan)], plan))
 }
 
-fn runtime_plan<'s>(
+/// The runtime plan `id`; a plan of the configuration file is refused (ConflictException naming
+/// the file), an unknown one is NotFound.
+pub fn runtime_plan<'s>(
     state: &'s State,
     snap: &Snapshot,
     id: &str,

@@ -742,22 +742,15 @@ pub fn check_request(key: &str, path: &str) -> envoy_types::ext_authz::v3::pb::C
     }
 }
 
-/// [`check_request`] routed to `api` and `stage` by context extensions, as an Envoy route sets them.
+/// [`check_request`] routed to `api` and `stage` by context extensions, as an Envoy route sets them
+/// (the benchmarks' request: `plangate::baseline::check_request`).
 pub fn check_request_to(
     key: &str,
     path: &str,
     api: &str,
     stage: &str,
 ) -> envoy_types::ext_authz::v3::pb::CheckRequest {
-    let mut r = check_request(key, path);
-    if let Some(attributes) = r.attributes.as_mut() {
-        attributes.context_extensions = [
-            ("api".to_string(), api.to_string()),
-            ("stage".to_string(), stage.to_string()),
-        ]
-        .into();
-    }
-    r
+    plangate::baseline::check_request(api, stage, path, key)
 }
 
 /// The HTTP status a CheckResponse gives the client (200 when admitted).
