@@ -379,7 +379,7 @@ impl Decision {
     }
 
     /// A decision with nothing resolved yet.
-    fn new(outcome: Outcome, generation: u64) -> Self {
+    pub(crate) fn new(outcome: Outcome, generation: u64) -> Self {
         Decision {
             outcome,
             reason: None,

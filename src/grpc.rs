@@ -7,6 +7,9 @@ pub mod answer;
 pub mod authz;
 mod record;
 pub mod rls;
+pub mod serve;
+mod wire;
 
 pub use authz::AuthzService;
 pub use rls::RlsService;
+pub use serve::Served;

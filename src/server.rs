@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
@@ -16,7 +14,7 @@ use crate::catalog::Catalog;
 use crate::clock::{Clock, Stopwatch, SystemClock};
 use crate::config::ConfigErrors;
 use crate::engine::{Engine, FailurePolicy};
-use crate::grpc::{AuthzService, RlsService};
+use crate::grpc::{AuthzService, RlsService, Served};
 use crate::management;
 use crate::metrics::Metrics;
 use crate::reload::{self, Reloader};
@@ -738,11 +736,11 @@ pub async fn run_with(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(
-            AuthorizationServer::new(AuthzService::new(engine.clone(), metrics.clone()))
+            Served::new(AuthzService::new(engine.clone(), metrics.clone()))
                 .max_decoding_message_size(limits.max_request_bytes),
         )
         .add_service(
-            RateLimitServiceServer::new(
+            Served::new(
                 RlsService::new(engine, metrics)
                     .with_limits(limits.max_descriptors, limits.max_descriptor_entries),
             )

@@ -4,23 +4,24 @@
 //! for access logs) or an RLS `RateLimitResponse`.
 //!
 //! This is the only module that builds responses, so that ext_authz and RLS answers cannot drift
-//! apart: [`answer`] decides what a client sees, [`check_response`] and [`rls_response`] put it
-//! on each wire. `authz` and `rls` only read requests.
+//! apart: [`answer`] decides what a client sees, [`CheckWire`] and [`RlsWire`] put it on each
+//! wire. `authz` and `rls` only read requests.
+//!
+//! An answer costs no allocation: its texts borrow from the decision and the snapshot, numbers
+//! and rate-limit policies are rendered where they are written, and the protobuf is written
+//! straight into the response buffer (`grpc::wire`), byte for byte what prost would write for
+//! the same message (the tests below hold it to prost, `tests/answers_pinned.rs` to the bytes).
 
+use std::fmt::{self, Write as _};
+
+use bytes::BufMut;
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HeaderAppendAction, HttpStatusCode};
-use envoy_types::ext_authz::v3::{
-    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
-};
-use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
-    Code, DescriptorStatus, RateLimit, rate_limit::Unit,
-};
-use envoy_types::pb::google::protobuf::{Duration as PbDuration, Struct, Value, value::Kind};
-use tonic::Status;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{Code, rate_limit::Unit};
+use prost::Message as _;
+use smallvec::SmallVec;
 
-use std::borrow::Cow;
-
+use super::wire::{int32, len_field, put_len, put_str, put_varint_field, str_field, varint_field};
 use crate::engine::{Decision, DenyReason, LimitConfig, LimitReport, Outcome};
 use crate::limit::Period;
 use crate::snapshot::responses::{GatewayResponse, GatewayResponses, ResponseType};
@@ -34,49 +35,152 @@ pub const CUSTOMER_HEADER: &str = "x-plangate-customer-id";
 /// On a request let through in shadow mode: the outcome enforcement would have answered.
 pub const SHADOW_HEADER: &str = "x-plangate-shadow-outcome";
 
+/// A header value or a body, rendered where it is written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Text<'a> {
+    Str(&'a str),
+    /// A gateway response's body with its template variables filled in.
+    Owned(String),
+    Num(u64),
+    /// IETF `RateLimit-Policy`: each throttle of `limits` as `"name";q=…;w=…`.
+    Policies(&'a [LimitReport]),
+    /// IETF `RateLimit`: `"name";r=…;t=…`.
+    RateLimit {
+        name: &'static str,
+        remaining: u64,
+        reset: u64,
+    },
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Text::Str(s) => f.write_str(s),
+            Text::Owned(s) => f.write_str(s),
+            Text::Num(n) => f.write_str(itoa::Buffer::new().format(*n)),
+            Text::Policies(limits) => {
+                let mut first = true;
+                for l in limits.iter() {
+                    let Some((q, w)) = policy(l) else { continue };
+                    if !first {
+                        f.write_str(", ")?;
+                    }
+                    first = false;
+                    write!(f, "\"{}\";q={q};w={w}", l.kind.as_str())?;
+                }
+                Ok(())
+            }
+            Text::RateLimit {
+                name,
+                remaining,
+                reset,
+            } => write!(f, "\"{name}\";r={remaining};t={reset}"),
+        }
+    }
+}
+
+impl Text<'_> {
+    /// Its length in bytes, counted without rendering it anywhere.
+    pub fn len(&self) -> usize {
+        match self {
+            Text::Str(s) => s.len(),
+            Text::Owned(s) => s.len(),
+            Text::Num(n) => itoa::Buffer::new().format(*n).len(),
+            _ => {
+                struct Count(usize);
+                impl fmt::Write for Count {
+                    fn write_str(&mut self, s: &str) -> fmt::Result {
+                        self.0 += s.len();
+                        Ok(())
+                    }
+                }
+                let mut c = Count(0);
+                let _ = write!(c, "{self}");
+                c.0
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes it into `out`.
+    fn put(&self, out: &mut impl BufMut) {
+        match self {
+            Text::Str(s) => out.put_slice(s.as_bytes()),
+            Text::Owned(s) => out.put_slice(s.as_bytes()),
+            _ => {
+                struct Into<'b, B>(&'b mut B);
+                impl<B: BufMut> fmt::Write for Into<'_, B> {
+                    fn write_str(&mut self, s: &str) -> fmt::Result {
+                        self.0.put_slice(s.as_bytes());
+                        Ok(())
+                    }
+                }
+                let _ = write!(Into(out), "{self}");
+            }
+        }
+    }
+}
+
+/// A string field holding `t`, left out when empty.
+fn text_field(tag: u32, t: &Text<'_>) -> usize {
+    let n = t.len();
+    if n == 0 { 0 } else { len_field(tag, n) }
+}
+
+fn put_text(out: &mut impl BufMut, tag: u32, t: &Text<'_>) {
+    let n = t.len();
+    if n > 0 {
+        put_len(out, tag, n);
+        t.put(out);
+    }
+}
+
 /// The client-facing parts of an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer<'a> {
     /// HTTP status the client gets (200 means: let the request through).
     pub http_status: u16,
     /// Body of a refusal (JSON unless a gateway response says otherwise).
-    pub body: Option<Cow<'static, str>>,
-    /// Headers to the client (on refusal and on success).
-    pub client_headers: Vec<(String, String)>,
+    pub body: Option<Text<'a>>,
+    /// Headers to the client (on refusal and on success): room for every header of a built-in
+    /// answer (error type, retry-after, three throttle and three quota headers).
+    pub client_headers: SmallVec<[(&'a str, Text<'a>); 9]>,
     /// Headers to the upstream (admitted requests only).
-    pub upstream_headers: Vec<(&'static str, String)>,
+    pub upstream_headers: SmallVec<[(&'static str, Text<'a>); 4]>,
 }
 
-impl Answer {
+impl Answer<'_> {
     /// A request plangate cannot read (no HTTP attributes, no path).
     pub fn bad_request() -> Self {
         Answer {
             http_status: 400,
-            body: Some(Cow::Borrowed(r#"{"message":"Bad Request"}"#)),
-            client_headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("x-amzn-ErrorType".into(), "BadRequestException".into()),
-            ],
-            upstream_headers: Vec::new(),
+            body: Some(Text::Str(r#"{"message":"Bad Request"}"#)),
+            client_headers: [
+                ("content-type", Text::Str("application/json")),
+                ("x-amzn-ErrorType", Text::Str("BadRequestException")),
+            ]
+            .into_iter()
+            .collect(),
+            upstream_headers: SmallVec::new(),
         }
     }
 }
 
 /// The answer for `d` decided against `snap`: built-in, or as the request's API or the
 /// configuration customises it (gateway responses).
-pub fn answer(d: &Decision, snap: &Snapshot) -> Answer {
+pub fn answer<'a>(d: &'a Decision, snap: &'a Snapshot) -> Answer<'a> {
     if d.shadow && !d.admitted() {
         // Shadow mode: the client and the upstream see an admitted request; the upstream is
         // told what enforcement would have answered.
-        let mut through = d.clone();
-        through.outcome = Outcome::Admitted;
-        through.retry_after_secs = None;
-        let mut a = builtin(&through, snap.rate_limit_headers);
+        let mut a = builtin(d, Outcome::Admitted, None, snap.rate_limit_headers);
         a.upstream_headers
-            .push((SHADOW_HEADER, d.outcome.as_str().to_owned()));
+            .push((SHADOW_HEADER, Text::Str(d.outcome.as_str())));
         return a;
     }
-    let mut a = builtin(d, snap.rate_limit_headers);
+    let mut a = builtin(d, d.outcome, d.retry_after_secs, snap.rate_limit_headers);
     if let Some((t, message)) = response_type(d) {
         let api = d
             .api
@@ -115,12 +219,15 @@ fn response_type(d: &Decision) -> Option<(ResponseType, &'static str)> {
 
 /// Applies a gateway response: its status, its body, its headers (replacing plangate's own of
 /// the same name).
-fn customise(a: &mut Answer, r: &GatewayResponse, t: ResponseType, message: &str) {
+fn customise<'a>(a: &mut Answer<'a>, r: &'a GatewayResponse, t: ResponseType, message: &str) {
     if let Some(s) = r.status {
         a.http_status = s;
     }
     if let Some(b) = r.body_for(t, message) {
-        a.body = Some(Cow::Owned(b));
+        a.body = Some(match b {
+            std::borrow::Cow::Borrowed(b) => Text::Str(b),
+            std::borrow::Cow::Owned(b) => Text::Owned(b),
+        });
     }
     for (k, v) in &r.headers {
         match a
@@ -128,15 +235,21 @@ fn customise(a: &mut Answer, r: &GatewayResponse, t: ResponseType, message: &str
             .iter_mut()
             .find(|(h, _)| h.eq_ignore_ascii_case(k))
         {
-            Some(h) => h.1.clone_from(v),
-            None => a.client_headers.push((k.clone(), v.clone())),
+            Some(h) => h.1 = Text::Str(v),
+            None => a.client_headers.push((k, Text::Str(v))),
         }
     }
 }
 
-/// plangate's built-in answer for `d`, with rate-limit headers in `style`.
-fn builtin(d: &Decision, style: RateLimitHeaders) -> Answer {
-    let (http_status, body, error_type) = match d.outcome {
+/// plangate's built-in answer for `d` as `outcome` (its own, or admitted in shadow mode), with
+/// rate-limit headers in `style`.
+fn builtin(
+    d: &Decision,
+    outcome: Outcome,
+    retry_after_secs: Option<u64>,
+    style: RateLimitHeaders,
+) -> Answer<'_> {
+    let (http_status, body, error_type) = match outcome {
         Outcome::Admitted => (200, None, None),
         Outcome::Forbidden => (
             403,
@@ -164,40 +277,37 @@ fn builtin(d: &Decision, style: RateLimitHeaders) -> Answer {
             Some("ServiceUnavailableException"),
         ),
     };
-    let body = body.map(Cow::Borrowed);
-    // Room for every header an answer carries (error type, retry-after, three throttle and
-    // three quota headers): one allocation, no regrowth.
-    let mut client_headers: Vec<(String, String)> = Vec::with_capacity(9);
+    let mut client_headers = SmallVec::new();
     if let Some(t) = error_type {
-        client_headers.push(("content-type".into(), "application/json".into()));
-        client_headers.push(("x-amzn-ErrorType".into(), t.into()));
+        client_headers.push(("content-type", Text::Str("application/json")));
+        client_headers.push(("x-amzn-ErrorType", Text::Str(t)));
     }
-    if let Some(secs) = d.retry_after_secs {
-        client_headers.push(("retry-after".into(), secs.to_string()));
+    if let Some(secs) = retry_after_secs {
+        client_headers.push(("retry-after", Text::Num(secs)));
     }
     // Throttle headers: the evaluated throttles, the tightest one named (not on a quota refusal,
     // where the quota is what matters).
-    if d.outcome != Outcome::QuotaExceeded {
-        rate_limit_headers(d, style, &mut client_headers);
+    if outcome != Outcome::QuotaExceeded {
+        rate_limit_headers(d, retry_after_secs, style, &mut client_headers);
     }
     if let Some(q) = d.quota() {
         quota_headers(q, &mut client_headers);
     }
-    let mut upstream_headers = Vec::with_capacity(if d.admitted() { 3 } else { 0 });
-    if d.admitted() {
+    let mut upstream_headers = SmallVec::new();
+    if outcome == Outcome::Admitted {
         if let Some(k) = &d.key_id {
-            upstream_headers.push((KEY_ID_HEADER, k.to_string()));
+            upstream_headers.push((KEY_ID_HEADER, Text::Str(k)));
         }
         if let Some(p) = &d.plan_id {
-            upstream_headers.push((PLAN_HEADER, p.to_string()));
+            upstream_headers.push((PLAN_HEADER, Text::Str(p)));
         }
         if let Some(c) = &d.customer_id {
-            upstream_headers.push((CUSTOMER_HEADER, c.to_string()));
+            upstream_headers.push((CUSTOMER_HEADER, Text::Str(c)));
         }
     }
     Answer {
         http_status,
-        body,
+        body: body.map(Text::Str),
         client_headers,
         upstream_headers,
     }
@@ -234,13 +344,19 @@ fn secs_ceil(ns: Option<i64>) -> u64 {
     ns.map_or(0, |n| u64::try_from(n).unwrap_or(0).div_ceil(1_000_000_000))
 }
 
-fn rate_limit_headers(d: &Decision, style: RateLimitHeaders, out: &mut Vec<(String, String)>) {
-    // Walked twice (the tightest, then every policy): an iterator, not a collected vector.
+type Headers<'a> = SmallVec<[(&'a str, Text<'a>); 9]>;
+
+fn rate_limit_headers<'a>(
+    d: &'a Decision,
+    retry_after_secs: Option<u64>,
+    style: RateLimitHeaders,
+    out: &mut Headers<'a>,
+) {
     let throttles = d
         .limits
         .iter()
         .filter(|l| matches!(l.config, LimitConfig::Throttle { .. }));
-    let Some(tight) = tightest(throttles.clone()) else {
+    let Some(tight) = tightest(throttles) else {
         return;
     };
     let Some((q, w)) = policy(tight) else {
@@ -254,56 +370,67 @@ fn rate_limit_headers(d: &Decision, style: RateLimitHeaders, out: &mut Vec<(Stri
     let reset = if tight.state.admitted {
         secs_ceil(tight.state.reset_after)
     } else {
-        d.retry_after_secs.unwrap_or(w)
+        retry_after_secs.unwrap_or(w)
     };
     match style {
         RateLimitHeaders::None => {}
         RateLimitHeaders::Ietf => {
-            use std::fmt::Write as _;
-            let mut policies = String::with_capacity(48 * d.limits.len());
-            for (q, w, name) in
-                throttles.filter_map(|l| policy(l).map(|(q, w)| (q, w, l.kind.as_str())))
-            {
-                if !policies.is_empty() {
-                    policies.push_str(", ");
-                }
-                let _ = write!(policies, "\"{name}\";q={q};w={w}");
-            }
-            out.push(("ratelimit-policy".into(), policies));
+            out.push(("ratelimit-policy", Text::Policies(&d.limits)));
             out.push((
-                "ratelimit".into(),
-                format!("\"{}\";r={remaining};t={reset}", tight.kind.as_str()),
+                "ratelimit",
+                Text::RateLimit {
+                    name: tight.kind.as_str(),
+                    remaining,
+                    reset,
+                },
             ));
         }
         RateLimitHeaders::XRatelimit => {
-            out.push(("x-ratelimit-limit".into(), q.to_string()));
-            out.push(("x-ratelimit-remaining".into(), remaining.to_string()));
-            out.push(("x-ratelimit-reset".into(), reset.to_string()));
+            out.push(("x-ratelimit-limit", Text::Num(q)));
+            out.push(("x-ratelimit-remaining", Text::Num(remaining)));
+            out.push(("x-ratelimit-reset", Text::Num(reset)));
         }
     }
 }
 
-fn quota_headers(q: &LimitReport, out: &mut Vec<(String, String)>) {
+fn quota_headers<'a>(q: &LimitReport, out: &mut Headers<'a>) {
     if let LimitConfig::Quota { limit, .. } = q.config {
-        out.push(("x-quota-limit".into(), limit.to_string()));
-        out.push(("x-quota-remaining".into(), q.state.remaining.to_string()));
-        out.push((
-            "x-quota-reset".into(),
-            secs_ceil(q.state.reset_after).to_string(),
-        ));
+        out.push(("x-quota-limit", Text::Num(limit)));
+        out.push(("x-quota-remaining", Text::Num(q.state.remaining)));
+        out.push(("x-quota-reset", Text::Num(secs_ceil(q.state.reset_after))));
     }
 }
 
 // ---- ext_authz: CheckResponse ----
 
-fn string_value(s: impl Into<String>) -> Value {
-    Value {
-        kind: Some(Kind::StringValue(s.into())),
-    }
+/// `append_action` of every header plangate sets: `OVERWRITE_IF_EXISTS_OR_ADD`.
+const OVERWRITE: u64 = HeaderAppendAction::OverwriteIfExistsOrAdd as u64;
+
+/// A `HeaderValue` (`key` 1, `value` 2).
+fn header_value_len(k: &str, v: &Text<'_>) -> usize {
+    str_field(1, k.as_bytes()) + text_field(2, v)
 }
 
-/// Dynamic metadata for access logs (namespace `envoy.filters.http.ext_authz`).
-fn metadata(d: &Decision) -> Struct {
+fn put_header_value(out: &mut impl BufMut, tag: u32, k: &str, v: &Text<'_>) {
+    put_len(out, tag, header_value_len(k, v));
+    put_str(out, 1, k.as_bytes());
+    put_text(out, 2, v);
+}
+
+/// A `HeaderValueOption` (`header` 1, `append_action` 3) that overwrites.
+fn header_option_len(k: &str, v: &Text<'_>) -> usize {
+    len_field(1, header_value_len(k, v)) + varint_field(3, OVERWRITE)
+}
+
+fn put_header_option(out: &mut impl BufMut, tag: u32, k: &str, v: &Text<'_>) {
+    put_len(out, tag, header_option_len(k, v));
+    put_header_value(out, 1, k, v);
+    put_varint_field(out, 3, OVERWRITE);
+}
+
+/// The dynamic metadata fields of `d` (namespace `envoy.filters.http.ext_authz`, for access
+/// logs): the outcome, then what is known.
+fn metadata_fields(d: &Decision) -> impl Iterator<Item = (&'static str, &str)> + Clone {
     let opt = [
         ("api_key_id", d.key_id.as_deref()),
         ("usage_plan", d.plan_id.as_deref()),
@@ -314,105 +441,211 @@ fn metadata(d: &Decision) -> Struct {
         ("decided_by", d.decided_by.map(|k| k.as_str())),
         ("reason", d.reason.map(|r| r.as_str())),
     ];
-    let mut fields = std::collections::HashMap::with_capacity(1 + opt.len());
-    fields.insert("outcome".to_owned(), string_value(d.outcome.as_str()));
-    for (k, v) in opt {
-        if let Some(v) = v {
-            fields.insert(k.to_owned(), string_value(v));
+    std::iter::once(("outcome", d.outcome.as_str()))
+        .chain(opt.into_iter().filter_map(|(k, v)| Some((k, v?))))
+}
+
+/// A `Struct` map entry: `key` 1, `value` 2 (a `Value` whose `string_value` is 3, written even
+/// when empty: it is a set `oneof`).
+fn metadata_entry_len(k: &str, v: &str) -> usize {
+    str_field(1, k.as_bytes()) + len_field(2, len_field(3, v.len()))
+}
+
+fn metadata_len(d: &Decision) -> usize {
+    metadata_fields(d)
+        .map(|(k, v)| len_field(1, metadata_entry_len(k, v)))
+        .sum()
+}
+
+fn put_metadata(out: &mut impl BufMut, tag: u32, d: &Decision) {
+    put_len(out, tag, metadata_len(d));
+    for (k, v) in metadata_fields(d) {
+        put_len(out, 1, metadata_entry_len(k, v));
+        put_str(out, 1, k.as_bytes());
+        put_len(out, 2, len_field(3, v.len()));
+        put_len(out, 3, v.len());
+        out.put_slice(v.as_bytes());
+    }
+}
+
+/// An ext_authz `CheckResponse` ready to be written: the answer, the headers to remove from
+/// the request, the decision for dynamic metadata (when configured).
+#[derive(Debug)]
+pub struct CheckWire<'a> {
+    answer: Answer<'a>,
+    /// Client-sent `x-plangate-*` headers plangate does not overwrite, then the key's header
+    /// when the config does not forward it.
+    removed: SmallVec<[&'a str; 4]>,
+    metadata: Option<&'a Decision>,
+}
+
+impl<'a> CheckWire<'a> {
+    /// The answer for `d`, decided against `snap`. `client_identity_headers`: the
+    /// `x-plangate-*` header names the client sent (removed unless overwritten; repeats are
+    /// removed once); `key_header`: the header the key was read from (removed when the config
+    /// does not forward it).
+    pub fn new(
+        d: &'a Decision,
+        snap: &'a Snapshot,
+        client_identity_headers: impl Iterator<Item = &'a str>,
+        key_header: Option<&'a str>,
+    ) -> Self {
+        let answer = answer(d, snap);
+        let mut removed = SmallVec::new();
+        if answer.http_status == 200 {
+            for h in client_identity_headers {
+                if !answer.upstream_headers.iter().any(|(k, _)| *k == h) && !removed.contains(&h) {
+                    removed.push(h);
+                }
+            }
+            if !snap.forward_api_key
+                && let Some(h) = key_header
+            {
+                removed.push(h);
+            }
+        }
+        CheckWire {
+            answer,
+            removed,
+            metadata: snap.dynamic_metadata.then_some(d),
         }
     }
-    Struct { fields }
+
+    /// The answer to a request plangate cannot read (no HTTP attributes, no path).
+    pub fn bad_request() -> Self {
+        CheckWire {
+            answer: Answer::bad_request(),
+            removed: SmallVec::new(),
+            metadata: None,
+        }
+    }
+
+    /// `google.rpc.Status` of the call: OK, or a refusal's code and message.
+    fn status(&self) -> (tonic::Code, &'static str) {
+        match self.answer.http_status {
+            200 => (tonic::Code::Ok, ""),
+            400 => (tonic::Code::InvalidArgument, "bad request"),
+            429 => (tonic::Code::ResourceExhausted, "rate limited"),
+            503 => (tonic::Code::Unavailable, "counter store unavailable"),
+            _ => (tonic::Code::PermissionDenied, "forbidden"),
+        }
+    }
+
+    fn status_len(&self) -> usize {
+        let (code, message) = self.status();
+        varint_field(1, int32(code as i32)) + str_field(2, message.as_bytes())
+    }
+
+    /// `OkHttpResponse`: `headers` 2, `headers_to_remove` 5, `response_headers_to_add` 6.
+    fn ok_len(&self) -> usize {
+        let a = &self.answer;
+        let up: usize = a
+            .upstream_headers
+            .iter()
+            .map(|(k, v)| len_field(2, header_option_len(k, v)))
+            .sum();
+        let removed: usize = self.removed.iter().map(|h| len_field(5, h.len())).sum();
+        let client: usize = a
+            .client_headers
+            .iter()
+            .map(|(k, v)| len_field(6, header_option_len(k, v)))
+            .sum();
+        up + removed + client
+    }
+
+    /// The status Envoy gives the client: the answer's, if Envoy's `StatusCode` has it, else 403.
+    fn http_status(&self) -> u64 {
+        let s = HttpStatusCode::try_from(i32::from(self.answer.http_status))
+            .unwrap_or(HttpStatusCode::Forbidden);
+        int32(s as i32)
+    }
+
+    /// `DeniedHttpResponse`: `status` 1 (an `HttpStatus`, `code` 1), `headers` 2, `body` 3.
+    fn denied_len(&self) -> usize {
+        let a = &self.answer;
+        len_field(1, varint_field(1, self.http_status()))
+            + a.client_headers
+                .iter()
+                .map(|(k, v)| len_field(2, header_option_len(k, v)))
+                .sum::<usize>()
+            + a.body.as_ref().map_or(0, |b| text_field(3, b))
+    }
+
+    /// The length of the encoded `CheckResponse`.
+    pub fn encoded_len(&self) -> usize {
+        let body = if self.answer.http_status == 200 {
+            len_field(3, self.ok_len())
+        } else {
+            len_field(2, self.denied_len())
+        };
+        len_field(1, self.status_len())
+            + body
+            + self.metadata.map_or(0, |d| len_field(4, metadata_len(d)))
+    }
+
+    /// Writes the `CheckResponse`: `status` 1, `denied_response` 2 or `ok_response` 3,
+    /// `dynamic_metadata` 4.
+    pub fn encode(&self, out: &mut impl BufMut) {
+        let a = &self.answer;
+        let (code, message) = self.status();
+        put_len(out, 1, self.status_len());
+        put_varint_field(out, 1, int32(code as i32));
+        put_str(out, 2, message.as_bytes());
+        if a.http_status == 200 {
+            put_len(out, 3, self.ok_len());
+            for (k, v) in &a.upstream_headers {
+                put_header_option(out, 2, k, v);
+            }
+            for h in &self.removed {
+                put_str_always(out, 5, h);
+            }
+            for (k, v) in &a.client_headers {
+                put_header_option(out, 6, k, v);
+            }
+        } else {
+            put_len(out, 2, self.denied_len());
+            put_len(out, 1, varint_field(1, self.http_status()));
+            put_varint_field(out, 1, self.http_status());
+            for (k, v) in &a.client_headers {
+                put_header_option(out, 2, k, v);
+            }
+            if let Some(b) = &a.body {
+                put_text(out, 3, b);
+            }
+        }
+        if let Some(d) = self.metadata {
+            put_metadata(out, 4, d);
+        }
+    }
+
+    /// The same answer as prost's message (tests, and callers of the typed service).
+    pub fn to_message(&self) -> CheckResponse {
+        let mut buf = Vec::with_capacity(self.encoded_len());
+        self.encode(&mut buf);
+        CheckResponse::decode(buf.as_slice()).expect("plangate's own encoding decodes")
+    }
 }
 
-/// The ext_authz answer to a request plangate cannot read (no HTTP attributes, no path).
-pub fn check_bad_request() -> CheckResponse {
-    to_check_response(Answer::bad_request(), None, &[], None)
+/// An element of a `repeated string`: written even when empty (prost writes every element).
+fn put_str_always(out: &mut impl BufMut, tag: u32, s: &str) {
+    put_len(out, tag, s.len());
+    out.put_slice(s.as_bytes());
 }
 
-/// The ext_authz answer for `d`, decided against `snap`. `client_identity_headers`: the
-/// `x-plangate-*` headers the client sent (removed unless overwritten); `key_header`: the header
-/// the key was read from (removed when the config does not forward it).
+/// The ext_authz answer for `d`, decided against `snap`, as prost's message: see
+/// [`CheckWire::new`].
 pub fn check_response(
     d: &Decision,
     snap: &Snapshot,
     client_identity_headers: &[&str],
     key_header: Option<&str>,
 ) -> CheckResponse {
-    let a = answer(d, snap);
-    let drop_key = if snap.forward_api_key {
-        None
-    } else {
-        key_header
-    };
-    let meta = snap.dynamic_metadata.then_some(d);
-    to_check_response(a, meta, client_identity_headers, drop_key)
+    CheckWire::new(d, snap, client_identity_headers.iter().copied(), key_header).to_message()
 }
 
-fn to_check_response(
-    a: Answer,
-    metadata_of: Option<&Decision>,
-    client_identity_headers: &[&str],
-    drop_key_header: Option<&str>,
-) -> CheckResponse {
-    let mut resp = CheckResponse::new();
-    if a.http_status == 200 {
-        let mut ok = OkHttpResponseBuilder::new();
-        // Client-sent x-plangate-* headers that plangate does not overwrite are removed.
-        for h in client_identity_headers {
-            if !a.upstream_headers.iter().any(|(k, _)| k == h) {
-                ok.remove_header(*h);
-            }
-        }
-        for (k, v) in a.upstream_headers {
-            ok.add_header(
-                k,
-                v,
-                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-                false,
-            );
-        }
-        if let Some(h) = drop_key_header {
-            ok.remove_header(h);
-        }
-        for (k, v) in a.client_headers {
-            ok.add_response_header(
-                k,
-                v,
-                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-                false,
-            );
-        }
-        resp.set_status(Status::ok(""));
-        resp.set_http_response(ok.build());
-    } else {
-        let mut denied = DeniedHttpResponseBuilder::new();
-        denied.set_http_status(
-            HttpStatusCode::try_from(i32::from(a.http_status)).unwrap_or(HttpStatusCode::Forbidden),
-        );
-        for (k, v) in a.client_headers {
-            denied.add_header(
-                k,
-                v,
-                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-                false,
-            );
-        }
-        if let Some(b) = a.body {
-            denied.set_body(b.into_owned());
-        }
-        let status = match a.http_status {
-            400 => Status::invalid_argument("bad request"),
-            429 => Status::resource_exhausted("rate limited"),
-            503 => Status::unavailable("counter store unavailable"),
-            _ => Status::permission_denied("forbidden"),
-        };
-        resp.set_status(status);
-        resp.set_http_response(denied.build());
-    }
-    if let Some(d) = metadata_of {
-        resp.set_dynamic_metadata(Some(metadata(d)));
-    }
-    resp
+/// The ext_authz answer to a request plangate cannot read, as prost's message.
+pub fn check_bad_request() -> CheckResponse {
+    CheckWire::bad_request().to_message()
 }
 
 // ---- RLS: RateLimitResponse ----
@@ -445,131 +678,223 @@ fn clamp_u32(n: f64) -> u32 {
     }
 }
 
-fn current_limit(l: &LimitReport) -> RateLimit {
-    let (requests_per_unit, unit) = match l.config {
-        LimitConfig::Throttle { rate, .. } => rate_unit(rate),
-        LimitConfig::Quota { limit, period, .. } => (
-            u32::try_from(limit).unwrap_or(u32::MAX),
-            match period {
-                Period::Day => Unit::Day,
-                Period::Week => Unit::Week,
-                Period::Month => Unit::Month,
-            },
-        ),
-    };
-    RateLimit {
-        name: l.kind.as_str().to_owned(),
-        requests_per_unit,
-        unit: unit as i32,
-    }
-}
-
-/// Whole seconds, rounded up: Envoy truncates `duration_until_reset` to seconds for
-/// `X-RateLimit-Reset`, and "0" would tell a client to retry at once when it must not.
-fn duration(ns: i64) -> PbDuration {
-    PbDuration {
-        seconds: i64::try_from(u64::try_from(ns).unwrap_or(0).div_ceil(1_000_000_000))
-            .unwrap_or(i64::MAX),
-        nanos: 0,
-    }
-}
-
 /// Whether the request goes through: admitted, or refused in shadow mode.
 fn through(d: &Decision) -> bool {
     d.admitted() || d.shadow
 }
 
 /// One descriptor's status: the refusing limit, else the limit with the fewest units left.
-fn descriptor_status(d: &Decision) -> DescriptorStatus {
-    let code = if through(d) {
-        Code::Ok
-    } else {
-        Code::OverLimit
-    };
-    let Some(l) = tightest(d.limits.iter()) else {
-        return DescriptorStatus {
-            code: code as i32,
-            ..Default::default()
+#[derive(Debug, Clone, Copy)]
+struct DescriptorStatus {
+    code: Code,
+    /// `RateLimit`: `requests_per_unit` 1, `unit` 2, `name` 3.
+    limit: Option<(u32, Unit, &'static str)>,
+    remaining: u32,
+    /// `duration_until_reset`, whole seconds rounded up: Envoy truncates it to seconds for
+    /// `X-RateLimit-Reset`, and "0" would tell a client to retry at once when it must not.
+    reset_secs: Option<i64>,
+}
+
+impl DescriptorStatus {
+    fn of(d: &Decision) -> Self {
+        let code = if through(d) {
+            Code::Ok
+        } else {
+            Code::OverLimit
         };
-    };
-    let until = if l.state.admitted {
-        l.state.reset_after
-    } else {
-        l.state.retry_after.or(l.state.reset_after)
-    };
-    DescriptorStatus {
-        code: code as i32,
-        current_limit: Some(current_limit(l)),
-        limit_remaining: if d.admitted() {
-            u32::try_from(l.state.remaining).unwrap_or(u32::MAX)
+        let Some(l) = tightest(d.limits.iter()) else {
+            return DescriptorStatus {
+                code,
+                limit: None,
+                remaining: 0,
+                reset_secs: None,
+            };
+        };
+        let until = if l.state.admitted {
+            l.state.reset_after
         } else {
-            0
-        },
-        duration_until_reset: until.map(duration),
-        ..Default::default()
-    }
-}
-
-fn header_value(k: impl Into<String>, v: impl Into<String>) -> HeaderValue {
-    HeaderValue {
-        key: k.into(),
-        value: v.into(),
-        raw_value: Vec::new(),
-    }
-}
-
-/// The RLS answer for one decision per descriptor, in the request's order, decided against
-/// `snap`. The overall code and the headers follow the first refused descriptor, else the
-/// first one.
-pub fn rls_response(decisions: &[Decision], snap: &Snapshot) -> RateLimitResponse {
-    let statuses: Vec<DescriptorStatus> = decisions.iter().map(descriptor_status).collect();
-    // The first refusal decides; else the first shadowed one (its upstream header); else the
-    // first descriptor.
-    let deciding = decisions
-        .iter()
-        .find(|d| !through(d))
-        .or_else(|| decisions.iter().find(|d| d.shadow))
-        .or(decisions.first());
-    let over = decisions.iter().any(|d| !through(d));
-    let mut resp = RateLimitResponse {
-        overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
-        statuses,
-        ..Default::default()
-    };
-    if let Some(d) = deciding {
-        let a = answer(d, snap);
-        resp.response_headers_to_add = a
-            .client_headers
-            .iter()
-            .map(|(k, v)| header_value(k.clone(), v.clone()))
-            .collect();
-        if over {
-            resp.raw_body = a
-                .body
-                .map(|b| b.into_owned().into_bytes())
-                .unwrap_or_default();
-        } else {
-            resp.request_headers_to_add = a
-                .upstream_headers
-                .iter()
-                .map(|(k, v)| header_value(*k, v.clone()))
-                .collect();
+            l.state.retry_after.or(l.state.reset_after)
+        };
+        let (requests_per_unit, unit) = match l.config {
+            LimitConfig::Throttle { rate, .. } => rate_unit(rate),
+            LimitConfig::Quota { limit, period, .. } => (
+                u32::try_from(limit).unwrap_or(u32::MAX),
+                match period {
+                    Period::Day => Unit::Day,
+                    Period::Week => Unit::Week,
+                    Period::Month => Unit::Month,
+                },
+            ),
+        };
+        DescriptorStatus {
+            code,
+            limit: Some((requests_per_unit, unit, l.kind.as_str())),
+            remaining: if d.admitted() {
+                u32::try_from(l.state.remaining).unwrap_or(u32::MAX)
+            } else {
+                0
+            },
+            reset_secs: until.map(|ns| {
+                i64::try_from(u64::try_from(ns).unwrap_or(0).div_ceil(1_000_000_000))
+                    .unwrap_or(i64::MAX)
+            }),
         }
     }
-    resp
-}
 
-/// The RLS answer for a domain plangate does not serve: OK for each of `descriptors`, no limits.
-pub fn rls_unknown_domain(descriptors: usize) -> RateLimitResponse {
-    RateLimitResponse {
-        overall_code: Code::Ok as i32,
-        statuses: vec![
-            DescriptorStatus {
-                code: Code::Ok as i32,
-                ..Default::default()
-            };
-            descriptors
-        ],
-        ..Default::default()
+    fn limit_len(&self) -> usize {
+        self.limit.map_or(0, |(n, unit, name)| {
+            varint_field(1, u64::from(n))
+                + varint_field(2, int32(unit as i32))
+                + str_field(3, name.as_bytes())
+        })
+    }
+
+    /// `code` 1, `current_limit` 2, `limit_remaining` 3, `duration_until_reset` 4 (a
+    /// `Duration`: `seconds` 1).
+    fn len(&self) -> usize {
+        varint_field(1, int32(self.code as i32))
+            + self.limit.map_or(0, |_| len_field(2, self.limit_len()))
+            + varint_field(3, u64::from(self.remaining))
+            + self
+                .reset_secs
+                .map_or(0, |s| len_field(4, varint_field(1, int32_64(s))))
+    }
+
+    fn put(&self, out: &mut impl BufMut, tag: u32) {
+        put_len(out, tag, self.len());
+        put_varint_field(out, 1, int32(self.code as i32));
+        if let Some((n, unit, name)) = self.limit {
+            put_len(out, 2, self.limit_len());
+            put_varint_field(out, 1, u64::from(n));
+            put_varint_field(out, 2, int32(unit as i32));
+            put_str(out, 3, name.as_bytes());
+        }
+        put_varint_field(out, 3, u64::from(self.remaining));
+        if let Some(s) = self.reset_secs {
+            put_len(out, 4, varint_field(1, int32_64(s)));
+            put_varint_field(out, 1, int32_64(s));
+        }
     }
 }
+
+/// An `int64` as protobuf writes it.
+fn int32_64(v: i64) -> u64 {
+    v as u64
+}
+
+/// An RLS `RateLimitResponse` ready to be written.
+#[derive(Debug)]
+pub struct RlsWire<'a> {
+    over: bool,
+    statuses: SmallVec<[DescriptorStatus; 1]>,
+    /// The deciding descriptor's answer: the first refusal, else the first shadowed one (its
+    /// upstream header), else the first descriptor.
+    answer: Option<Answer<'a>>,
+}
+
+impl<'a> RlsWire<'a> {
+    /// The answer for one decision per descriptor, in the request's order, decided against
+    /// `snap`. The overall code and the headers follow the first refused descriptor, else the
+    /// first one.
+    pub fn new(decisions: &'a [Decision], snap: &'a Snapshot) -> Self {
+        let deciding = decisions
+            .iter()
+            .find(|d| !through(d))
+            .or_else(|| decisions.iter().find(|d| d.shadow))
+            .or(decisions.first());
+        RlsWire {
+            over: decisions.iter().any(|d| !through(d)),
+            statuses: decisions.iter().map(DescriptorStatus::of).collect(),
+            answer: deciding.map(|d| answer(d, snap)),
+        }
+    }
+
+    /// The answer for a domain plangate does not serve: OK for each of `descriptors`, no
+    /// limits.
+    pub fn unknown_domain(descriptors: usize) -> Self {
+        RlsWire {
+            over: false,
+            statuses: (0..descriptors)
+                .map(|_| DescriptorStatus {
+                    code: Code::Ok,
+                    limit: None,
+                    remaining: 0,
+                    reset_secs: None,
+                })
+                .collect(),
+            answer: None,
+        }
+    }
+
+    fn code(&self) -> Code {
+        if self.over { Code::OverLimit } else { Code::Ok }
+    }
+
+    /// The length of the encoded `RateLimitResponse`.
+    pub fn encoded_len(&self) -> usize {
+        let mut n = varint_field(1, int32(self.code() as i32))
+            + self
+                .statuses
+                .iter()
+                .map(|s| len_field(2, s.len()))
+                .sum::<usize>();
+        if let Some(a) = &self.answer {
+            n += a
+                .client_headers
+                .iter()
+                .map(|(k, v)| len_field(3, header_value_len(k, v)))
+                .sum::<usize>();
+            if self.over {
+                n += a.body.as_ref().map_or(0, |b| text_field(5, b));
+            } else {
+                n += a
+                    .upstream_headers
+                    .iter()
+                    .map(|(k, v)| len_field(4, header_value_len(k, v)))
+                    .sum::<usize>();
+            }
+        }
+        n
+    }
+
+    /// Writes the `RateLimitResponse`: `overall_code` 1, `statuses` 2,
+    /// `response_headers_to_add` 3, `request_headers_to_add` 4, `raw_body` 5.
+    pub fn encode(&self, out: &mut impl BufMut) {
+        put_varint_field(out, 1, int32(self.code() as i32));
+        for s in &self.statuses {
+            s.put(out, 2);
+        }
+        if let Some(a) = &self.answer {
+            for (k, v) in &a.client_headers {
+                put_header_value(out, 3, k, v);
+            }
+            if !self.over {
+                for (k, v) in &a.upstream_headers {
+                    put_header_value(out, 4, k, v);
+                }
+            } else if let Some(b) = &a.body {
+                put_text(out, 5, b);
+            }
+        }
+    }
+
+    /// The same answer as prost's message (tests, and callers of the typed service).
+    pub fn to_message(&self) -> RateLimitResponse {
+        let mut buf = Vec::with_capacity(self.encoded_len());
+        self.encode(&mut buf);
+        RateLimitResponse::decode(buf.as_slice()).expect("plangate's own encoding decodes")
+    }
+}
+
+/// The RLS answer for one decision per descriptor, as prost's message: see [`RlsWire::new`].
+pub fn rls_response(decisions: &[Decision], snap: &Snapshot) -> RateLimitResponse {
+    RlsWire::new(decisions, snap).to_message()
+}
+
+/// The RLS answer for a domain plangate does not serve, as prost's message.
+pub fn rls_unknown_domain(descriptors: usize) -> RateLimitResponse {
+    RlsWire::unknown_domain(descriptors).to_message()
+}
+
+#[cfg(test)]
+mod tests;

@@ -4,16 +4,28 @@
 //! before matching); header names arrive lower-case, repeated headers joined with `,`; with
 //! `encode_raw_headers` the headers come in `header_map` instead of `headers`. A `CheckResponse`
 //! whose status is not OK is a denial, and its `denied_response` is what the client sees.
+//!
+//! The request is read in place from the bytes received ([`CheckView`]): the handful of fields
+//! plangate reads, each header looked up where it lies, nothing else decoded (fields plangate
+//! does not read are not checked either). A request in a form the reader leaves to prost — a
+//! singular field given twice, a group — is decoded by prost and read again from prost's own
+//! encoding, so that every request means what it means to prost; one prost cannot decode is
+//! refused as tonic refuses it (INTERNAL).
 
+use std::ops::Range;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
+use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use prost::Message as _;
 use tonic::{Request, Response, Status};
 
-use super::answer::{self, IDENTITY_PREFIX};
+use super::answer::{CheckWire, IDENTITY_PREFIX};
 use super::record;
+use super::serve::{Encoded, Handler};
+use super::wire::{Unread, fields, map_entry, once};
 use crate::engine::{self, Decision, Engine, KeyLookup};
 use crate::metrics::{Metrics, Service};
 use crate::snapshot::{KeySource, Snapshot};
@@ -30,20 +42,201 @@ impl AuthzService {
     }
 }
 
-/// Reads a header from either encoding Envoy may use.
-fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    if let Some(v) = http.headers.get(name) {
-        return Some(v.as_str());
-    }
-    http.header_map.as_ref().and_then(|m| {
-        m.headers.iter().find(|h| h.key == name).map(|h| {
-            if h.value.is_empty() {
-                std::str::from_utf8(&h.raw_value).unwrap_or("")
-            } else {
-                h.value.as_str()
+/// A Check request's fields as plangate reads them, in place.
+#[derive(Debug)]
+struct CheckView<'a> {
+    /// `attributes` (an `AttributeContext`): its `context_extensions` are looked up here.
+    attributes: &'a [u8],
+    /// `attributes.request.http` (an `HttpRequest`): its `headers` are looked up here.
+    http: &'a [u8],
+    /// `http.header_map` (a `HeaderMap`), when Envoy encodes raw headers.
+    header_map: Option<&'a [u8]>,
+    id: &'a str,
+    method: &'a str,
+    path: &'a str,
+    host: &'a str,
+    /// `attributes.destination.principal`, when a destination is given.
+    principal: Option<&'a str>,
+    /// `attributes.metadata_context`, decoded (by prost) only when sent.
+    metadata: Option<Metadata>,
+}
+
+/// What a Check request is to plangate: readable, or a request to answer 400.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // on the stack, once per call: a box would be an allocation
+enum Read<'a> {
+    View(CheckView<'a>),
+    Bad(&'static str),
+}
+
+/// A singular `string` field, given once.
+fn set_str<'a>(slot: &mut Option<&'a str>, v: super::wire::Value<'a>) -> Result<(), Unread> {
+    once(slot, v.str()?)
+}
+
+/// Checks a `HeaderMap`'s headers (`key` and `value` strings, `raw_value` bytes).
+fn check_header_map(m: &[u8]) -> Result<(), Unread> {
+    for f in fields(m) {
+        if let (1, hv) = f? {
+            for g in fields(hv.bytes()?) {
+                match g? {
+                    (1 | 2, v) => drop(v.str()?),
+                    (3, v) => drop(v.bytes()?),
+                    _ => {}
+                }
             }
-        })
+        }
+    }
+    Ok(())
+}
+
+fn read_http(http: &[u8]) -> Result<(Option<&[u8]>, [&str; 4]), Unread> {
+    let (mut id, mut method, mut path, mut host) = (None, None, None, None);
+    let mut header_map = None;
+    for f in fields(http) {
+        match f? {
+            (1, v) => set_str(&mut id, v)?,
+            (2, v) => set_str(&mut method, v)?,
+            (3, v) => drop(map_entry(v.bytes()?)?),
+            (4, v) => set_str(&mut path, v)?,
+            (5, v) => set_str(&mut host, v)?,
+            (13, v) => {
+                let m = v.bytes()?;
+                check_header_map(m)?;
+                once(&mut header_map, m)?;
+            }
+            _ => {}
+        }
+    }
+    Ok((
+        header_map,
+        [id, method, path, host].map(|v: Option<&str>| v.unwrap_or("")),
+    ))
+}
+
+/// Reads `bytes` as a `CheckRequest`, or `Unread` for a form left to prost.
+fn read(bytes: &[u8]) -> Result<Read<'_>, Unread> {
+    let mut attributes = None;
+    for f in fields(bytes) {
+        if let (1, v) = f? {
+            once(&mut attributes, v.bytes()?)?;
+        }
+    }
+    let Some(attributes) = attributes else {
+        return Ok(Read::Bad("no attributes"));
+    };
+    let (mut request, mut destination, mut metadata) = (None, None, None);
+    for f in fields(attributes) {
+        match f? {
+            (2, v) => once(&mut destination, v.bytes()?)?,
+            (4, v) => once(&mut request, v.bytes()?)?,
+            (10, v) => drop(map_entry(v.bytes()?)?),
+            (11, v) => once(&mut metadata, v.bytes()?)?,
+            _ => {}
+        }
+    }
+    let mut http = None;
+    for f in fields(request.unwrap_or_default()) {
+        if let (2, v) = f? {
+            once(&mut http, v.bytes()?)?;
+        }
+    }
+    let Some(http) = http else {
+        return Ok(Read::Bad("no HTTP request in attributes"));
+    };
+    let principal = match destination {
+        None => None,
+        Some(peer) => {
+            let mut principal = None;
+            for f in fields(peer) {
+                if let (4, v) = f? {
+                    set_str(&mut principal, v)?;
+                }
+            }
+            Some(principal.unwrap_or(""))
+        }
+    };
+    let metadata = match metadata {
+        Some(m) if !m.is_empty() => Some(Metadata::decode(m).map_err(|_| Unread)?),
+        _ => None,
+    };
+    let (header_map, [id, method, path, host]) = read_http(http)?;
+    Ok(Read::View(CheckView {
+        attributes,
+        http,
+        header_map,
+        id,
+        method,
+        path,
+        host,
+        principal,
+        metadata,
+    }))
+}
+
+/// The `HeaderValue`s of a `HeaderMap`: (key, value — or the raw value when the value is
+/// empty and the raw value is UTF-8).
+fn raw_headers(m: &[u8]) -> impl Iterator<Item = (&str, &str)> {
+    fields(m).filter_map(|f| match f {
+        Ok((1, hv)) => {
+            let (mut k, mut v, mut raw): (&str, &str, &[u8]) = ("", "", &[]);
+            for g in fields(hv.bytes().ok()?) {
+                match g.ok()? {
+                    (1, x) => k = x.str().ok()?,
+                    (2, x) => v = x.str().ok()?,
+                    (3, x) => raw = x.bytes().ok()?,
+                    _ => {}
+                }
+            }
+            if v.is_empty() {
+                v = std::str::from_utf8(raw).unwrap_or("");
+            }
+            Some((k, v))
+        }
+        _ => None,
     })
+}
+
+/// The entries of the `map<string, string>` field `tag` of `message`, in order.
+fn map_entries(message: &[u8], tag: u32) -> impl Iterator<Item = (&str, &str)> {
+    fields(message).filter_map(move |f| match f {
+        Ok((t, v)) if t == tag => map_entry(v.bytes().ok()?).ok(),
+        _ => None,
+    })
+}
+
+/// A map's value for `key`: the last entry of that key wins, as in prost's map.
+fn map_get<'a>(message: &'a [u8], tag: u32, key: &str) -> Option<&'a str> {
+    map_entries(message, tag)
+        .filter(|(k, _)| *k == key)
+        .last()
+        .map(|(_, v)| v)
+}
+
+impl<'a> CheckView<'a> {
+    /// A header from either encoding Envoy may use.
+    fn header(&self, name: &str) -> Option<&'a str> {
+        map_get(self.http, 3, name).or_else(|| {
+            raw_headers(self.header_map?)
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v)
+        })
+    }
+
+    fn context_extension(&self, name: &str) -> Option<&'a str> {
+        map_get(self.attributes, 10, name)
+    }
+
+    /// The names of the headers the client sent that start with `x-plangate-`.
+    fn identity_headers(
+        http: &'a [u8],
+        header_map: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = &'a str> {
+        map_entries(http, 3)
+            .chain(header_map.into_iter().flat_map(raw_headers))
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with(IDENTITY_PREFIX))
+    }
 }
 
 /// Follows `path` through a metadata struct to a string.
@@ -62,20 +255,12 @@ fn metadata_key<'a>(root: &'a Struct, path: &[String]) -> Option<&'a str> {
     }
 }
 
-/// Reads the API key of a Check request from any key source.
-#[derive(Debug)]
-struct Keys<'a> {
-    attrs: &'a envoy_types::pb::envoy::service::auth::v3::AttributeContext,
-    http: &'a envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
-}
-
-impl KeyLookup for Keys<'_> {
+impl KeyLookup for CheckView<'_> {
     fn key(&self, source: &KeySource) -> Option<&str> {
         match source {
-            KeySource::Header(h) => header(self.http, h),
+            KeySource::Header(h) => self.header(h),
             KeySource::Metadata { namespace, path } => self
-                .attrs
-                .metadata_context
+                .metadata
                 .as_ref()
                 .and_then(|m| m.filter_metadata.get(namespace))
                 .and_then(|s| metadata_key(s, path)),
@@ -83,72 +268,132 @@ impl KeyLookup for Keys<'_> {
     }
 }
 
-#[tonic::async_trait]
-impl Authorization for AuthzService {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        let req = request.into_inner();
-        let bad = |why: &str| {
-            tracing::warn!(
-                problem = why,
-                "ext_authz: unreadable request, answering 400"
-            );
-            Ok(Response::new(answer::check_bad_request()))
+/// The answer to one Check, written when tonic sends it.
+#[derive(Debug)]
+pub struct CheckAnswer(Option<Decided>);
+
+#[derive(Debug)]
+struct Decided {
+    decision: Decision,
+    snap: Arc<Snapshot>,
+    /// The request, for the names of the identity headers its client sent.
+    request: Bytes,
+    http: Range<usize>,
+    header_map: Option<Range<usize>>,
+}
+
+/// Where `part` lies in `whole` (a sub-slice of it).
+fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    start..start + part.len()
+}
+
+impl CheckAnswer {
+    fn wire(&self) -> CheckWire<'_> {
+        let Some(d) = &self.0 else {
+            return CheckWire::bad_request();
         };
-        let Some(attrs) = req.attributes.as_ref() else {
-            return bad("no attributes");
+        let http = d.request.get(d.http.clone()).unwrap_or_default();
+        let header_map = d.header_map.clone().and_then(|r| d.request.get(r));
+        // The header the key was read from (the API's own source, else the config's).
+        let source = d
+            .decision
+            .api
+            .as_deref()
+            .and_then(|a| d.snap.apis.get(a))
+            .and_then(|a| a.key_source.as_ref())
+            .unwrap_or(&d.snap.key_source);
+        let key_header = match source {
+            KeySource::Header(h) => Some(h.as_str()),
+            KeySource::Metadata { .. } => None,
         };
-        let Some(http) = attrs.request.as_ref().and_then(|r| r.http.as_ref()) else {
-            return bad("no HTTP request in attributes");
+        CheckWire::new(
+            &d.decision,
+            &d.snap,
+            CheckView::identity_headers(http, header_map),
+            key_header,
+        )
+    }
+}
+
+impl Encoded for CheckAnswer {
+    fn encoded_len(&self) -> usize {
+        self.wire().encoded_len()
+    }
+
+    fn encode(&self, out: &mut impl bytes::BufMut) {
+        self.wire().encode(out)
+    }
+}
+
+/// `bytes` in prost's own encoding, when the reader left them to prost.
+fn canonical(bytes: &[u8]) -> Result<Bytes, Status> {
+    let req = CheckRequest::decode(bytes).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Bytes::from(req.encode_to_vec()))
+}
+
+impl AuthzService {
+    /// Decides the Check request in `bytes`.
+    pub async fn check_bytes(&self, bytes: Bytes) -> Result<CheckAnswer, Status> {
+        let recoded;
+        let (bytes, read) = match read(&bytes) {
+            Ok(r) => (&bytes, r),
+            Err(Unread) => {
+                recoded = canonical(&bytes)?;
+                let r = read(&recoded)
+                    .map_err(|_| Status::internal("a request plangate cannot read"))?;
+                (&recoded, r)
+            }
         };
-        let method = if http.method.is_empty() {
-            header(http, ":method").unwrap_or("")
+        let view = match read {
+            Read::View(v) => v,
+            Read::Bad(why) => return Ok(bad(why)),
+        };
+        let method = if view.method.is_empty() {
+            view.header(":method").unwrap_or("")
         } else {
-            http.method.as_str()
+            view.method
         };
-        let raw_path = if http.path.is_empty() {
-            header(http, ":path").unwrap_or("")
+        let raw_path = if view.path.is_empty() {
+            view.header(":path").unwrap_or("")
         } else {
-            http.path.as_str()
+            view.path
         };
         if method.is_empty() || !raw_path.starts_with('/') {
-            return bad("empty method or path");
+            return Ok(bad("empty method or path"));
         }
         let snap = self.engine.snapshot();
-        let keys = Keys { attrs, http };
-        let key = keys.key(&snap.key_source);
-        let ext = &attrs.context_extensions;
+        let key = view.key(&snap.key_source);
         // `hits` (optional): units to charge; "0" checks without charging, for deployments where
         // the ratelimit filter charges (envoy/both.yaml).
-        let hits = match ext.get("hits").map(|h| h.parse::<u64>()) {
+        let hits = match view.context_extension("hits").map(|h| h.parse::<u64>()) {
             None => 1,
             Some(Ok(h)) => h,
-            Some(Err(_)) => return bad("context extension `hits` is not a whole number"),
+            Some(Err(_)) => return Ok(bad("context extension `hits` is not a whole number")),
         };
         // Envoy sends the path with its query string; the constructor cuts it off. Without
         // `api`/`stage` context extensions (Istio cannot set them), the host decides.
         // Envoy sets `host` from `:authority` (HTTP/1 `Host`).
-        let host = if http.host.is_empty() {
-            header(http, ":authority").or_else(|| header(http, "host"))
+        let host = if view.host.is_empty() {
+            view.header(":authority").or_else(|| view.header("host"))
         } else {
-            Some(http.host.as_str())
+            Some(view.host)
         };
         let er = engine::Request::new(method, raw_path, key, hits)
             .stage(
-                ext.get("api").map(String::as_str),
-                ext.get("stage").map(String::as_str),
+                view.context_extension("api"),
+                view.context_extension("stage"),
             )
             .host(host)
             // The workload's identity as Envoy knows it from its own certificate (a SPIFFE id
             // under Istio mTLS): for `workloads`, ahead of the client-chosen host.
-            .principal(attrs.destination.as_ref().map(|d| d.principal.as_str()))
-            .key_lookup(&keys);
+            .principal(view.principal)
+            .key_lookup(&view);
         let now = self.engine.clock().now();
         // Envoy's request id, for the log: the `x-request-id` header it sets, else its stream id.
-        let request_id = header(http, "x-request-id")
-            .or_else(|| (!http.id.is_empty()).then_some(http.id.as_str()));
+        let request_id = view
+            .header("x-request-id")
+            .or_else(|| (!view.id.is_empty()).then_some(view.id));
         let decision = record::decide(
             &self.engine,
             &self.metrics,
@@ -158,40 +403,127 @@ impl Authorization for AuthzService {
             now,
             record::Caller {
                 request_id,
-                traceparent: header(http, "traceparent"),
+                traceparent: view.header("traceparent"),
             },
         )
         .await;
-        Ok(Response::new(answer_for(http, &decision, &snap)))
+        Ok(CheckAnswer(Some(Decided {
+            decision,
+            http: range_in(bytes, view.http),
+            header_map: view.header_map.map(|m| range_in(bytes, m)),
+            request: bytes.clone(),
+            snap,
+        })))
     }
 }
 
-/// The answer to Envoy for `decision` on `http`: client-sent identity headers removed, the key
-/// header forwarded or not as configured.
-fn answer_for(http: &HttpRequest, decision: &Decision, snap: &Snapshot) -> CheckResponse {
-    // Client-sent identity headers, from whichever encoding Envoy used (names arrive
-    // lower-case in both).
-    let raw_names = http
-        .header_map
-        .iter()
-        .flat_map(|m| m.headers.iter().map(|h| &h.key));
-    let client_identity: Vec<&str> = http
-        .headers
-        .keys()
-        .chain(raw_names)
-        .filter(|k| k.starts_with(IDENTITY_PREFIX))
-        .map(String::as_str)
-        .collect();
-    // The header the key was read from (the API's own source, else the config's).
-    let source = decision
-        .api
-        .as_deref()
-        .and_then(|a| snap.apis.get(a))
-        .and_then(|a| a.key_source.as_ref())
-        .unwrap_or(&snap.key_source);
-    let key_header = match source {
-        KeySource::Header(h) => Some(h.as_str()),
-        KeySource::Metadata { .. } => None,
-    };
-    answer::check_response(decision, snap, &client_identity, key_header)
+/// The answer to a request plangate cannot read, logged.
+fn bad(why: &str) -> CheckAnswer {
+    tracing::warn!(
+        problem = why,
+        "ext_authz: unreadable request, answering 400"
+    );
+    CheckAnswer(None)
+}
+
+impl Handler for AuthzService {
+    const SERVICE: &'static str = "envoy.service.auth.v3.Authorization";
+    const PATH: &'static str = "/envoy.service.auth.v3.Authorization/Check";
+    type Answer = CheckAnswer;
+
+    async fn handle(&self, request: Request<Bytes>) -> Result<CheckAnswer, Status> {
+        self.check_bytes(request.into_inner()).await
+    }
+}
+
+/// The typed service (prost messages in and out), for callers in-process: the same answer as
+/// on the wire, by the same path.
+#[tonic::async_trait]
+impl Authorization for AuthzService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let bytes = Bytes::from(request.into_inner().encode_to_vec());
+        let answer = self.check_bytes(bytes).await?;
+        Ok(Response::new(answer.wire().to_message()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_reads_what_prost_reads() {
+        use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+        use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+        use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+            HttpRequest, Peer, Request as AttrRequest,
+        };
+        let req = CheckRequest {
+            attributes: Some(AttributeContext {
+                destination: Some(Peer {
+                    principal: "spiffe://x".into(),
+                    ..Default::default()
+                }),
+                request: Some(AttrRequest {
+                    http: Some(HttpRequest {
+                        id: "7".into(),
+                        method: "GET".into(),
+                        path: "/pets?x=1".into(),
+                        host: "h".into(),
+                        headers: [("x-api-key".into(), "k".into())].into(),
+                        header_map: Some(HeaderMap {
+                            headers: vec![
+                                HeaderValue {
+                                    key: "x-raw".into(),
+                                    value: String::new(),
+                                    raw_value: b"r".to_vec(),
+                                },
+                                HeaderValue {
+                                    key: "x-plangate-a".into(),
+                                    value: "v".into(),
+                                    raw_value: Vec::new(),
+                                },
+                            ],
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                context_extensions: [("api".into(), "petstore".into())].into(),
+                ..Default::default()
+            }),
+        };
+        let bytes = req.encode_to_vec();
+        let Ok(Read::View(v)) = read(&bytes) else {
+            panic!("readable")
+        };
+        assert_eq!(
+            (v.id, v.method, v.path, v.host),
+            ("7", "GET", "/pets?x=1", "h")
+        );
+        assert_eq!(v.principal, Some("spiffe://x"));
+        assert_eq!(v.header("x-api-key"), Some("k"));
+        assert_eq!(v.header("x-raw"), Some("r"));
+        assert_eq!(v.header("nope"), None);
+        assert_eq!(v.context_extension("api"), Some("petstore"));
+        assert_eq!(v.context_extension("stage"), None);
+        let names: Vec<_> = CheckView::identity_headers(v.http, v.header_map).collect();
+        assert_eq!(names, ["x-plangate-a"]);
+
+        // A singular message given twice is a merge: left to prost.
+        let mut twice = bytes.clone();
+        twice.extend_from_slice(&bytes);
+        assert_eq!(read(&twice).map(|_| ()), Err(Unread));
+        // The later of two map entries of one key wins, as in prost's map.
+        let entries = [
+            0x1a, 6, 0x0a, 1, b'a', 0x12, 1, b'1', 0x1a, 6, 0x0a, 1, b'a', 0x12, 1, b'2',
+        ];
+        assert_eq!(map_get(&entries, 3, "a"), Some("2"));
+        assert!(matches!(read(&[]), Ok(Read::Bad("no attributes"))));
+        assert!(matches!(read(&[0x0a, 0]), Ok(Read::Bad(_))));
+        assert_eq!(read(&[0x0a, 5]).map(|_| ()), Err(Unread));
+    }
 }

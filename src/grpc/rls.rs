@@ -5,17 +5,25 @@
 //! by the same engine as ext_authz, on the same counters. Envoy quirks handled here: request-level `hits_addend` 0 means 1; a descriptor's own
 //! `hits_addend` (when present) wins, and 0 there means "check without charging"; `overall_code`
 //! must be OK or OVER_LIMIT (Envoy treats UNKNOWN as an error); `:path` includes the query string.
+//!
+//! As with Check (`grpc::authz`), the request is read in place from the bytes received, and a
+//! form the reader leaves to prost is decoded by prost and read again from prost's encoding.
 
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use bytes::Bytes;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use prost::Message as _;
+use smallvec::SmallVec;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use super::answer;
+use super::answer::RlsWire;
 use super::record;
-use crate::engine::{self, Engine};
+use super::serve::{Encoded, Handler};
+use super::wire::{Unread, fields, map_entry, once};
+use crate::engine::{self, Decision, Engine};
 use crate::metrics::{Metrics, Service};
 use crate::snapshot::Snapshot;
 
@@ -52,60 +60,193 @@ impl RlsService {
     }
 }
 
-/// The engine request a descriptor names.
-fn descriptor_request<'a>(snap: &Snapshot, entries: &'a [Entry], hits: u64) -> engine::Request<'a> {
-    let rls = &snap.rls;
-    let get = |k: &str| {
-        entries
-            .iter()
-            .find(|e| e.key == k)
-            .map(|e| e.value.as_str())
-    };
-    engine::Request::new(
-        get(&rls.method).unwrap_or(""),
-        get(&rls.path).unwrap_or(""),
-        get(&rls.api_key),
-        hits,
-    )
-    .stage(get(&rls.api), get(&rls.stage))
-    .host(get(&rls.host))
+/// A `RateLimitDescriptor` as plangate reads it, in place.
+#[derive(Debug, Clone, Copy)]
+struct DescriptorView<'a> {
+    /// The descriptor's message: its entries are looked up here.
+    message: &'a [u8],
+    entries: usize,
+    /// Its own `hits_addend` (a `UInt64Value`), when given.
+    hits: Option<u64>,
+    negative_hits: bool,
 }
 
-#[tonic::async_trait]
-impl RateLimitService for RlsService {
-    async fn should_rate_limit(
+impl<'a> DescriptorView<'a> {
+    fn read(message: &'a [u8]) -> Result<Self, Unread> {
+        let (mut entries, mut hits, mut negative) = (0, None, None);
+        for f in fields(message) {
+            match f? {
+                (1, v) => {
+                    map_entry(v.bytes()?)?;
+                    entries += 1;
+                }
+                (3, v) => {
+                    let mut value = None;
+                    for g in fields(v.bytes()?) {
+                        if let (1, x) = g? {
+                            once(&mut value, x.varint()?)?;
+                        }
+                    }
+                    once(&mut hits, value.unwrap_or(0))?;
+                }
+                (4, v) => once(&mut negative, v.varint()? != 0)?,
+                _ => {}
+            }
+        }
+        Ok(DescriptorView {
+            message,
+            entries,
+            hits,
+            negative_hits: negative.unwrap_or(false),
+        })
+    }
+
+    /// The value of the first entry of `key`.
+    fn get(&self, key: &str) -> Option<&'a str> {
+        fields(self.message)
+            .filter_map(|f| match f {
+                Ok((1, v)) => map_entry(v.bytes().ok()?).ok(),
+                _ => None,
+            })
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+/// A `RateLimitRequest` as plangate reads it, in place.
+#[derive(Debug)]
+struct RlsView<'a> {
+    message: &'a [u8],
+    domain: &'a str,
+    hits_addend: u32,
+    descriptors: usize,
+    /// The entries of the first descriptor that has more than the limit, if one has.
+    too_many_entries: Option<usize>,
+}
+
+impl<'a> RlsView<'a> {
+    fn read(message: &'a [u8], max_entries: usize) -> Result<Self, Unread> {
+        let (mut domain, mut hits) = (None, None);
+        let (mut descriptors, mut too_many_entries) = (0, None);
+        for f in fields(message) {
+            match f? {
+                (1, v) => once(&mut domain, v.str()?)?,
+                (2, v) => {
+                    let d = DescriptorView::read(v.bytes()?)?;
+                    descriptors += 1;
+                    if d.entries > max_entries && too_many_entries.is_none() {
+                        too_many_entries = Some(d.entries);
+                    }
+                }
+                // A `uint32`: prost keeps the low 32 bits of the varint.
+                (3, v) => once(&mut hits, v.varint()? as u32)?,
+                _ => {}
+            }
+        }
+        Ok(RlsView {
+            message,
+            domain: domain.unwrap_or(""),
+            hits_addend: hits.unwrap_or(0),
+            descriptors,
+            too_many_entries,
+        })
+    }
+
+    fn descriptors(&self) -> impl Iterator<Item = DescriptorView<'a>> + use<'a> {
+        fields(self.message).filter_map(|f| match f {
+            Ok((2, v)) => DescriptorView::read(v.bytes().ok()?).ok(),
+            _ => None,
+        })
+    }
+}
+
+/// The engine request a descriptor names.
+fn descriptor_request<'a>(
+    snap: &Snapshot,
+    d: &DescriptorView<'a>,
+    request_hits: u64,
+) -> engine::Request<'a> {
+    // A descriptor's own hits_addend wins; there 0 means check without charging. Negative
+    // hits (refunds) are not supported: such a descriptor only checks.
+    let hits = match (d.hits, d.negative_hits) {
+        (_, true) => 0,
+        (Some(h), false) => h,
+        (None, false) => request_hits,
+    };
+    let rls = &snap.rls;
+    engine::Request::new(
+        d.get(&rls.method).unwrap_or(""),
+        d.get(&rls.path).unwrap_or(""),
+        d.get(&rls.api_key),
+        hits,
+    )
+    .stage(d.get(&rls.api), d.get(&rls.stage))
+    .host(d.get(&rls.host))
+}
+
+/// The answer to one ShouldRateLimit, written when tonic sends it.
+#[derive(Debug)]
+pub struct RlsAnswer(Answered);
+
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // moved once per call: a box would be an allocation
+enum Answered {
+    UnknownDomain(usize),
+    Decided {
+        decisions: SmallVec<[Decision; 1]>,
+        snap: Arc<Snapshot>,
+    },
+}
+
+impl RlsAnswer {
+    fn wire(&self) -> RlsWire<'_> {
+        match &self.0 {
+            Answered::UnknownDomain(n) => RlsWire::unknown_domain(*n),
+            Answered::Decided { decisions, snap } => RlsWire::new(decisions, snap),
+        }
+    }
+}
+
+impl Encoded for RlsAnswer {
+    fn encoded_len(&self) -> usize {
+        self.wire().encoded_len()
+    }
+
+    fn encode(&self, out: &mut impl bytes::BufMut) {
+        self.wire().encode(out)
+    }
+}
+
+impl RlsService {
+    /// Decides the ShouldRateLimit request in `bytes`; `metadata` is the call's (Envoy's
+    /// request id and trace, when it passes them).
+    pub async fn should_rate_limit_bytes(
         &self,
-        request: Request<RateLimitRequest>,
-    ) -> Result<Response<RateLimitResponse>, Status> {
-        // Envoy's request id, when it passes one in the call's metadata (for the log).
-        let request_id = request
-            .metadata()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        // The caller's trace, when Envoy's tracing passes it in the call's metadata.
-        let traceparent = request
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let req = request.into_inner();
+        metadata: &MetadataMap,
+        bytes: Bytes,
+    ) -> Result<RlsAnswer, Status> {
+        let recoded;
+        let req = match RlsView::read(&bytes, self.max_entries) {
+            Ok(r) => r,
+            Err(Unread) => {
+                let typed = RateLimitRequest::decode(bytes.as_ref())
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                recoded = typed.encode_to_vec();
+                RlsView::read(&recoded, self.max_entries)
+                    .map_err(|_| Status::internal("a request plangate cannot read"))?
+            }
+        };
+        let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
         // A request Envoy would never send is refused whole, before any decision or charge.
-        if req.descriptors.len() > self.max_descriptors {
+        if req.descriptors > self.max_descriptors {
             return Err(Status::invalid_argument(format!(
                 "{} descriptors; at most {} (--max-descriptors)",
-                req.descriptors.len(),
-                self.max_descriptors
+                req.descriptors, self.max_descriptors
             )));
         }
-        if let Some(d) = req
-            .descriptors
-            .iter()
-            .find(|d| d.entries.len() > self.max_entries)
-        {
+        if let Some(n) = req.too_many_entries {
             return Err(Status::invalid_argument(format!(
-                "a descriptor of {} entries; at most {} (--max-descriptor-entries)",
-                d.entries.len(),
+                "a descriptor of {n} entries; at most {} (--max-descriptor-entries)",
                 self.max_entries
             )));
         }
@@ -117,59 +258,78 @@ impl RateLimitService for RlsService {
                 expected = %snap.rls.domain,
                 "RLS: unknown domain; answering OK without limits"
             );
-            return Ok(Response::new(answer::rls_unknown_domain(
-                req.descriptors.len(),
-            )));
+            return Ok(RlsAnswer(Answered::UnknownDomain(req.descriptors)));
         }
         // Request-level hits_addend: 0 (unset) means 1.
         let request_hits = u64::from(req.hits_addend.max(1));
         let now = self.engine.clock().now();
         let caller = record::Caller {
-            request_id: request_id.as_deref(),
-            traceparent: traceparent.as_deref(),
+            // Envoy's request id and the caller's trace, when Envoy passes them in the call's
+            // metadata (for the log).
+            request_id: text("x-request-id"),
+            traceparent: text("traceparent"),
         };
-        let reqs: Vec<engine::Request<'_>> = req
-            .descriptors
-            .iter()
-            .map(|desc| {
-                // A descriptor's own hits_addend wins; there 0 means check without charging.
-                // Negative hits (refunds) are not supported: such a descriptor only checks.
-                let hits = match (&desc.hits_addend, desc.is_negative_hits) {
-                    (_, true) => 0,
-                    (Some(h), false) => h.value,
-                    (None, false) => request_hits,
-                };
-                descriptor_request(&snap, &desc.entries, hits)
-            })
-            .collect();
+        let request = |desc| descriptor_request(&snap, &desc, request_hits);
         // One descriptor (what Envoy's shipped configurations send) is one decision; several
         // are decided all or nothing, as one Check is.
-        let decisions = match reqs.as_slice() {
-            [one] => vec![
-                record::decide(
-                    &self.engine,
-                    &self.metrics,
-                    Service::Rls,
-                    &snap,
-                    one,
-                    now,
-                    caller,
-                )
-                .await,
-            ],
-            all => {
-                record::decide_all(
-                    &self.engine,
-                    &self.metrics,
-                    Service::Rls,
-                    &snap,
-                    all,
-                    now,
-                    caller,
-                )
-                .await
+        let decisions: SmallVec<[Decision; 1]> = if req.descriptors == 1 {
+            let one = req.descriptors().map(request).next();
+            match one {
+                Some(one) => {
+                    let d = record::decide(
+                        &self.engine,
+                        &self.metrics,
+                        Service::Rls,
+                        &snap,
+                        &one,
+                        now,
+                        caller,
+                    )
+                    .await;
+                    SmallVec::from_buf([d])
+                }
+                None => SmallVec::new(),
             }
+        } else {
+            let all: Vec<engine::Request<'_>> = req.descriptors().map(request).collect();
+            record::decide_all(
+                &self.engine,
+                &self.metrics,
+                Service::Rls,
+                &snap,
+                &all,
+                now,
+                caller,
+            )
+            .await
+            .into()
         };
-        Ok(Response::new(answer::rls_response(&decisions, &snap)))
+        Ok(RlsAnswer(Answered::Decided { decisions, snap }))
+    }
+}
+
+impl Handler for RlsService {
+    const SERVICE: &'static str = "envoy.service.ratelimit.v3.RateLimitService";
+    const PATH: &'static str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
+    type Answer = RlsAnswer;
+
+    async fn handle(&self, request: Request<Bytes>) -> Result<RlsAnswer, Status> {
+        let (metadata, _, bytes) = request.into_parts();
+        self.should_rate_limit_bytes(&metadata, bytes).await
+    }
+}
+
+/// The typed service (prost messages in and out), for callers in-process: the same answer as
+/// on the wire, by the same path.
+#[tonic::async_trait]
+impl RateLimitService for RlsService {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        let bytes = Bytes::from(message.encode_to_vec());
+        let answer = self.should_rate_limit_bytes(&metadata, bytes).await?;
+        Ok(Response::new(answer.wire().to_message()))
     }
 }

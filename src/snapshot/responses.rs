@@ -5,6 +5,7 @@
 //! of that type, the API's `DEFAULT_4XX`/`DEFAULT_5XX`; then the same at the top level; else
 //! plangate's built-in answer (docs/semantics.md, "Answers").
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The response types plangate answers with (AWS names).
@@ -123,17 +124,17 @@ pub fn unsupported_variable(body: &str) -> Option<String> {
 impl GatewayResponse {
     /// The body for a refusal of type `t` whose built-in message is `message` (`Too Many
     /// Requests`).
-    pub fn body_for(&self, t: ResponseType, message: &str) -> Option<String> {
+    pub fn body_for(&self, t: ResponseType, message: &str) -> Option<Cow<'_, str>> {
         let b = self.body.as_deref()?;
         if !b.contains("$context.error.") {
-            return Some(b.to_owned());
+            return Some(Cow::Borrowed(b));
         }
         let quoted = serde_json::Value::from(message).to_string();
-        Some(
+        Some(Cow::Owned(
             b.replace("$context.error.messageString", &quoted)
                 .replace("$context.error.message", message)
                 .replace("$context.error.responseType", t.as_str()),
-        )
+        ))
     }
 }
 
