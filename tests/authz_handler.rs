@@ -501,3 +501,62 @@ async fn shadow_mode_lets_a_store_failure_through_too() {
         .map(|h| h.value.as_str());
     assert_eq!(shadow, Some("unavailable"));
 }
+
+/// The request as bytes (what the server receives): a request in a form the in-place reader
+/// leaves to prost — the same singular message given twice, which protobuf merges; a field of
+/// an unexpected wire type prost skips — is answered as its canonical form is; bytes prost
+/// cannot decode are refused as tonic refuses them (INTERNAL), never a panic.
+#[tokio::test]
+async fn requests_in_any_encoding_mean_what_they_mean_to_prost() {
+    use prost::Message;
+    let s = service();
+    let canonical = request("GET", "/pets", &[("x-api-key", KEY)], EXT);
+    let answer = |bytes: Vec<u8>| {
+        let s = &s;
+        async move {
+            s.check_bytes(bytes.into())
+                .await
+                .map(|a| summary(&a.to_message()))
+        }
+    };
+    let want = answer(canonical.encode_to_vec()).await.unwrap();
+    assert_eq!(want.0, 0, "admitted: {want:?}");
+
+    // `attributes` given twice: the HTTP request in the first, the context extensions in the
+    // second (a merge).
+    let mut first = canonical.clone();
+    first
+        .attributes
+        .as_mut()
+        .unwrap()
+        .context_extensions
+        .clear();
+    let mut second = canonical.clone();
+    second.attributes.as_mut().unwrap().request = None;
+    let mut split = first.encode_to_vec();
+    split.extend(second.encode_to_vec());
+    assert_eq!(CheckRequest::decode(split.as_slice()).unwrap(), canonical);
+    // A second request is charged too: the plan's bucket is deep enough for both.
+    assert_eq!(answer(split).await.unwrap().0, 0);
+
+    // An unknown field of every wire type, before the attributes: skipped by both readers (a
+    // group, by prost only).
+    let mut unknown = vec![0xf8, 0x07, 0x01, 0xfd, 0x07, 0, 0, 0, 0, 0xf9, 0x07];
+    unknown.extend([0u8; 8]);
+    unknown.extend([0xfb, 0x07, 0xfc, 0x07]);
+    unknown.extend(canonical.encode_to_vec());
+    assert_eq!(answer(unknown).await.unwrap().0, 0);
+
+    // Truncated, a bad length, invalid UTF-8 in a header value: INTERNAL, as from tonic.
+    let mut bad_utf8 = request("GET", "/pets", &[("x-api-key", "\u{e9}")], EXT).encode_to_vec();
+    let at = bad_utf8.windows(2).position(|w| w == [0xc3, 0xa9]).unwrap();
+    bad_utf8[at] = 0xff;
+    for bytes in [
+        canonical.encode_to_vec()[..10].to_vec(),
+        vec![0x0a, 0x7f],
+        bad_utf8,
+    ] {
+        let e = answer(bytes).await.expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::Internal, "{e:?}");
+    }
+}

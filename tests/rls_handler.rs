@@ -363,3 +363,53 @@ async fn several_descriptors_are_all_or_nothing() {
     let r = rls(&s, vec![descriptor(Some(KEY), Some(1))], 0).await;
     assert_eq!(r.overall_code, Code::OverLimit as i32, "the quota is spent");
 }
+
+/// The request as bytes (what the server receives): a descriptor's `hits_addend` given twice
+/// (a merge: the last value wins) is read as prost reads it; bytes prost cannot decode are
+/// refused as tonic refuses them (INTERNAL), never a panic.
+#[tokio::test]
+async fn requests_in_any_encoding_mean_what_they_mean_to_prost() {
+    use prost::Message;
+    let s = RlsService::new(engine(), Default::default());
+    let meta = tonic::metadata::MetadataMap::new();
+    let quota = |r: &RateLimitResponse| r.statuses[0].limit_remaining;
+    let request = |hits: u64| RateLimitRequest {
+        domain: "plangate".into(),
+        descriptors: vec![descriptor(Some(KEY), Some(hits))],
+        hits_addend: 1,
+    };
+    let r = s
+        .should_rate_limit_bytes(&meta, request(1).encode_to_vec().into())
+        .await
+        .unwrap()
+        .to_message();
+    assert_eq!(quota(&r), 9);
+    // The descriptor's hits_addend twice: 5, then 2 (merged: 2 wins).
+    let mut d = descriptor(Some(KEY), Some(5)).encode_to_vec();
+    let two = UInt64Value { value: 2 }.encode_to_vec();
+    d.extend([0x1a, two.len() as u8]);
+    d.extend(two);
+    let mut bytes = vec![0x0a, 8];
+    bytes.extend(b"plangate");
+    bytes.push(0x12);
+    bytes.push(d.len() as u8);
+    bytes.extend(&d);
+    let typed = RateLimitRequest::decode(bytes.as_slice()).unwrap();
+    assert_eq!(
+        typed.descriptors[0].hits_addend,
+        Some(UInt64Value { value: 2 })
+    );
+    let r = s
+        .should_rate_limit_bytes(&meta, bytes.into())
+        .await
+        .unwrap()
+        .to_message();
+    assert_eq!(quota(&r), 7, "charged 2");
+    for bytes in [vec![0x12, 0x05, 0x0a], vec![0x0a, 0x01, 0xff], vec![0x18]] {
+        let e = s
+            .should_rate_limit_bytes(&meta, bytes.into())
+            .await
+            .expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::Internal, "{e:?}");
+    }
+}

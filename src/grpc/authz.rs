@@ -289,6 +289,11 @@ fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
 }
 
 impl CheckAnswer {
+    /// The answer as prost's message (what Envoy decodes).
+    pub fn to_message(&self) -> CheckResponse {
+        self.wire().to_message()
+    }
+
     fn wire(&self) -> CheckWire<'_> {
         let Some(d) = &self.0 else {
             return CheckWire::bad_request();
@@ -446,7 +451,7 @@ impl Authorization for AuthzService {
     ) -> Result<Response<CheckResponse>, Status> {
         let bytes = Bytes::from(request.into_inner().encode_to_vec());
         let answer = self.check_bytes(bytes).await?;
-        Ok(Response::new(answer.wire().to_message()))
+        Ok(Response::new(answer.to_message()))
     }
 }
 

@@ -199,6 +199,11 @@ enum Answered {
 }
 
 impl RlsAnswer {
+    /// The answer as prost's message (what Envoy decodes).
+    pub fn to_message(&self) -> RateLimitResponse {
+        self.wire().to_message()
+    }
+
     fn wire(&self) -> RlsWire<'_> {
         match &self.0 {
             Answered::UnknownDomain(n) => RlsWire::unknown_domain(*n),
@@ -330,6 +335,6 @@ impl RateLimitService for RlsService {
         let (metadata, _, message) = request.into_parts();
         let bytes = Bytes::from(message.encode_to_vec());
         let answer = self.should_rate_limit_bytes(&metadata, bytes).await?;
-        Ok(Response::new(answer.wire().to_message()))
+        Ok(Response::new(answer.to_message()))
     }
 }
