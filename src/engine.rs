@@ -715,10 +715,11 @@ impl Engine {
         } else {
             Mode::Charge
         };
-        let charge = self
-            .store
-            .decide(&planned.refs, Units::Same(req.hits), mode, now)
-            .await;
+        let units = Units::Same(req.hits);
+        let charge = match self.store.decide_at_once(&planned.refs, units, mode, now) {
+            Some(c) => c,
+            None => self.store.decide(&planned.refs, units, mode, now).await,
+        };
         let mut d = self.settle(planned, charge);
         d.store_seconds = Some(watch.seconds());
         d

@@ -66,6 +66,18 @@ pub trait Store: Send + Sync {
         now: Nanos,
     ) -> Decided;
 
+    /// The same as [`Store::decide`], for a store that decides without waiting (in memory):
+    /// the answer path asks here first and saves `decide`'s boxed future. `None`: ask `decide`.
+    fn decide_at_once(
+        &self,
+        _limits: &[LimitRef],
+        _units: Units<'_>,
+        _mode: Mode,
+        _now: Nanos,
+    ) -> Option<Decided> {
+        None
+    }
+
     /// Each limit's state at `now`, storing nothing (usage reports: a quota's remaining).
     async fn read(&self, limits: &[LimitRef], now: Nanos) -> Result<Vec<LimitState>, StoreError> {
         Ok(self

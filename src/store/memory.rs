@@ -275,6 +275,16 @@ impl Store for MemoryStore {
         Ok(self.decide_now(limits, units, mode, now))
     }
 
+    fn decide_at_once(
+        &self,
+        limits: &[LimitRef],
+        units: Units<'_>,
+        mode: Mode,
+        now: Nanos,
+    ) -> Option<Decided> {
+        Some(Ok(self.decide_now(limits, units, mode, now)))
+    }
+
     async fn usage(
         &self,
         plan: &str,
