@@ -6,6 +6,12 @@
 #   node-l    one redis-server, shared buckets leased
 #   cluster   a 3-master Redis Cluster (shared buckets leased)
 #   old       one redis-server with plangate at REV (the earlier layout), when REV is given
+# and, for the floor of a counted decision (issue 28):
+#   floor-1   what envoyproxy/ratelimit sends per descriptor, INCRBY + EXPIRE pipelined, for one
+#             counter per decision (benches/redis_floor.rs: two clients × 32 in flight)
+#   quota     plangate on one node with one quota per key as the plan's only limit
+#             (`gen-keys.py --quota-only`: the quota and the key's daily usage, one record)
+#   floor-5   INCRBY + EXPIRE for each of a full plan's five counters, one pipeline a decision
 # Reported per setup: decisions/s (both replicas), Redis CPU per decision (used_cpu_user +
 # used_cpu_sys over all masters, read from Redis itself), and Redis commands per decision
 # (INFO commandstats over all masters: EVALSHA and the commands inside scripts).
@@ -30,6 +36,8 @@ trap cleanup EXIT
 
 (cd "$root" && cargo build --release --quiet)
 new="$root/target/release/plangate"
+floor=$(cd "$root" && cargo bench --bench redis_floor --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p')
+floor="$root/$floor"
 old=""
 if [ -n "$rev" ]; then
   git -C "$root" worktree add --force --detach "$work/old-tree" "$rev" >/dev/null
@@ -37,7 +45,9 @@ if [ -n "$rev" ]; then
   old="$root/target/bench-redis-old/release/plangate"
 fi
 python3 "$root/scripts/gen-keys.py" 1000 "$work/cfg" --high-limits
-config="$work/cfg/keys.yaml"
+python3 "$root/scripts/gen-keys.py" 1000 "$work/q1" --high-limits --quota-only
+full_config="$work/cfg/keys.yaml"
+config="$full_config"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cli() { redis-cli -p "$1" "${@:2}"; }
@@ -73,6 +83,24 @@ redis_totals() { # ports… → "cpu calls"
     cpu=$(python3 -c "print($cpu + $c)"); calls=$((calls + k))
   done
   echo "$cpu $calls $reads"
+}
+
+# One line of the table: setup, decisions/s, Redis CPU µs per decision, commands per decision,
+# decisions per Redis read, errors — from the two load generators' JSON.
+report() { # name cpu0 cpu1 calls reads
+  python3 - "$1" "$2" "$3" "$4" "$work/$1-bench-0.json" "$work/$1-bench-1.json" "$5" <<'PY'
+import json, sys
+name, cpu0, cpu1, calls = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+reads = int(sys.argv[7])
+def load(p):
+    t = open(p).read()
+    return json.loads(t[t.index("{"):])
+runs = [load(p) for p in sys.argv[5:7]]
+n = sum(r["requests"] for r in runs)
+errors = sum(r["errors"] for r in runs)
+rps = sum(r["requests_per_second"] for r in runs)
+print(f"{name:8s} {rps:10.0f} {1e6 * (cpu1 - cpu0) / n:10.2f} {calls / n:10.3f} {n / max(reads, 1):10.2f} {errors:8d}")
+PY
 }
 
 measure() { # name binary store-url extra-flags redis-ports…
@@ -116,23 +144,40 @@ measure() { # name binary store-url extra-flags redis-ports…
   if [ -n "${VERBOSE:-}" ]; then
     for p in "${ports[@]}"; do cli "$p" info commandstats | grep -o '^cmdstat_[a-z]*:calls=[0-9]*' | tr '\n' ' '; echo; done
   fi
-  python3 - "$name" "$cpu0" "$cpu1" "$calls" "$work/$name-bench-0.json" "$work/$name-bench-1.json" "$((reads1 - reads0))" <<'PY'
-import json, sys
-name, cpu0, cpu1, calls = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-reads = int(sys.argv[7])
-def load(p):
-    t = open(p).read()
-    return json.loads(t[t.index("{"):])
-runs = [load(p) for p in sys.argv[5:7]]
-n = sum(r["requests"] for r in runs)
-errors = sum(r["errors"] for r in runs)
-rps = sum(r["requests_per_second"] for r in runs)
-print(f"{name:8s} {rps:10.0f} {1e6 * (cpu1 - cpu0) / n:10.2f} {calls / n:10.3f} {n / max(reads, 1):10.2f} {errors:8d}")
-PY
+  report "$name" "$cpu0" "$cpu1" "$calls" "$((reads1 - reads0))"
+  stop_all
+}
+
+# The floor: benches/redis_floor.rs, two clients × 32 decisions in flight, COUNTERS
+# INCRBY + EXPIRE pairs per decision.
+measure_floor() { # name counters port
+  local name="$1" counters="$2" port="$3"
+  if [ -n "${ONLY:-}" ] && ! [[ ",$ONLY," == *",$name,"* ]]; then stop_all; return; fi
+  "$floor" --url "redis://127.0.0.1:$port" --counters "$counters" --seconds 2 >/dev/null
+  cli "$port" config resetstat >/dev/null
+  read -r cpu0 _ reads0 < <(redis_totals "$port")
+  local load=()
+  for i in 0 1; do
+    "$floor" --url "redis://127.0.0.1:$port" --counters "$counters" --seconds "$secs" \
+      --concurrency 32 >"$work/$name-bench-$i.json" &
+    load+=("$!")
+  done
+  wait "${load[@]}"
+  sleep 0.5
+  read -r cpu1 calls reads1 < <(redis_totals "$port")
+  report "$name" "$cpu0" "$cpu1" "$calls" "$((reads1 - reads0))"
   stop_all
 }
 
 echo "setup    decisions/s  Redis-µs-CPU/decision  commands/decision  decisions/read  errors"
+p=$(free_port); start_redis "$p" || exit 1
+measure_floor floor-1 1 "$p"
+config="$work/q1/keys.yaml"
+p=$(free_port); start_redis "$p" || exit 1
+measure quota "$new" "redis://127.0.0.1:$p" "" "$p"
+config="$full_config"
+p=$(free_port); start_redis "$p" || exit 1
+measure_floor floor-5 5 "$p"
 p=$(free_port); start_redis "$p" || exit 1
 measure node "$new" "redis://127.0.0.1:$p" "" "$p"
 p=$(free_port); start_redis "$p" || exit 1

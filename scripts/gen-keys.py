@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Writes a large plangate config for compile benchmarks.
 
-usage: gen-keys.py N OUT_DIR [--high-limits]
+usage: gen-keys.py N OUT_DIR [--high-limits] [--quota-only]
   → OUT_DIR/keys.yaml (N keys as value_sha256 in YAML)
     OUT_DIR/keys-csv.yaml + OUT_DIR/keys.csv (N keys in AWS CSV)
   --high-limits: limits no benchmark reaches, so every request is admitted and fully charged
+  --quota-only: the plan's quota is the only limit (no throttle anywhere): one counted limit
+                per key, and the key's daily usage
 Key values are derived from their index ("bench-key-%012d"), so a benchmark can present them.
 """
 import hashlib
@@ -42,6 +44,10 @@ def main():
         for a, b in HIGH.items():
             header = header.replace(a, b)
         header = header.replace("version: 1\n", "version: 1\naccount:\n  throttle: { rate: 100000000, burst: 100000000 }\n")
+    if "--quota-only" in sys.argv[3:]:
+        header = "\n".join(
+            l for l in header.split("\n") if "throttle" not in l and not l.startswith("account:")
+        )
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "keys.yaml"), "w") as f:
         f.write(header)

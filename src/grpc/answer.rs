@@ -12,7 +12,7 @@
 //! straight into the response buffer (`grpc::wire`), byte for byte what prost would write for
 //! the same message (the tests below hold it to prost, `tests/answers_pinned.rs` to the bytes).
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use bytes::BufMut;
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HeaderAppendAction, HttpStatusCode};
@@ -52,51 +52,54 @@ pub enum Text<'a> {
     },
 }
 
-impl fmt::Display for Text<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Text<'_> {
+    /// Hands its text to `emit` piece by piece: numbers through `itoa`, no `fmt` machinery
+    /// and no allocation (this runs for each header of each answer).
+    fn each(&self, emit: &mut impl FnMut(&str)) {
         match self {
-            Text::Str(s) => f.write_str(s),
-            Text::Owned(s) => f.write_str(s),
-            Text::Num(n) => f.write_str(itoa::Buffer::new().format(*n)),
+            Text::Str(s) => emit(s),
+            Text::Owned(s) => emit(s),
+            Text::Num(n) => emit(itoa::Buffer::new().format(*n)),
             Text::Policies(limits) => {
                 let mut first = true;
                 for l in limits.iter() {
                     let Some((q, w)) = policy(l) else { continue };
                     if !first {
-                        f.write_str(", ")?;
+                        emit(", ");
                     }
                     first = false;
-                    write!(f, "\"{}\";q={q};w={w}", l.kind.as_str())?;
+                    emit("\"");
+                    emit(l.kind.as_str());
+                    emit("\";q=");
+                    emit(itoa::Buffer::new().format(q));
+                    emit(";w=");
+                    emit(itoa::Buffer::new().format(w));
                 }
-                Ok(())
             }
             Text::RateLimit {
                 name,
                 remaining,
                 reset,
-            } => write!(f, "\"{name}\";r={remaining};t={reset}"),
+            } => {
+                emit("\"");
+                emit(name);
+                emit("\";r=");
+                emit(itoa::Buffer::new().format(*remaining));
+                emit(";t=");
+                emit(itoa::Buffer::new().format(*reset));
+            }
         }
     }
-}
 
-impl Text<'_> {
     /// Its length in bytes, counted without rendering it anywhere.
     pub fn len(&self) -> usize {
         match self {
             Text::Str(s) => s.len(),
             Text::Owned(s) => s.len(),
-            Text::Num(n) => itoa::Buffer::new().format(*n).len(),
             _ => {
-                struct Count(usize);
-                impl fmt::Write for Count {
-                    fn write_str(&mut self, s: &str) -> fmt::Result {
-                        self.0 += s.len();
-                        Ok(())
-                    }
-                }
-                let mut c = Count(0);
-                let _ = write!(c, "{self}");
-                c.0
+                let mut n = 0;
+                self.each(&mut |s| n += s.len());
+                n
             }
         }
     }
@@ -107,20 +110,19 @@ impl Text<'_> {
 
     /// Writes it into `out`.
     fn put(&self, out: &mut impl BufMut) {
-        match self {
-            Text::Str(s) => out.put_slice(s.as_bytes()),
-            Text::Owned(s) => out.put_slice(s.as_bytes()),
-            _ => {
-                struct Into<'b, B>(&'b mut B);
-                impl<B: BufMut> fmt::Write for Into<'_, B> {
-                    fn write_str(&mut self, s: &str) -> fmt::Result {
-                        self.0.put_slice(s.as_bytes());
-                        Ok(())
-                    }
-                }
-                let _ = write!(Into(out), "{self}");
+        self.each(&mut |s| out.put_slice(s.as_bytes()));
+    }
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut r = Ok(());
+        self.each(&mut |s| {
+            if r.is_ok() {
+                r = f.write_str(s);
             }
-        }
+        });
+        r
     }
 }
 

@@ -20,6 +20,7 @@ use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse}
 use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use prost::Message as _;
+use smallvec::SmallVec;
 use tonic::{Request, Response, Status};
 
 use super::answer::{CheckWire, IDENTITY_PREFIX};
@@ -47,10 +48,11 @@ impl AuthzService {
 struct CheckView<'a> {
     /// `attributes` (an `AttributeContext`): its `context_extensions` are looked up here.
     attributes: &'a [u8],
-    /// `attributes.request.http` (an `HttpRequest`): its `headers` are looked up here.
-    http: &'a [u8],
-    /// `http.header_map` (a `HeaderMap`), when Envoy encodes raw headers.
-    header_map: Option<&'a [u8]>,
+    /// The request's headers, read once: `http.headers` (a map: the last of a name wins), then
+    /// `http.header_map` (Envoy's raw encoding: the first of a name wins).
+    headers: Vec<(&'a str, &'a str)>,
+    /// How many of `headers` come from `http.headers`.
+    mapped: usize,
     id: &'a str,
     method: &'a str,
     path: &'a str,
@@ -74,42 +76,55 @@ fn set_str<'a>(slot: &mut Option<&'a str>, v: super::wire::Value<'a>) -> Result<
     once(slot, v.str()?)
 }
 
-/// Checks a `HeaderMap`'s headers (`key` and `value` strings, `raw_value` bytes).
-fn check_header_map(m: &[u8]) -> Result<(), Unread> {
-    for f in fields(m) {
-        if let (1, hv) = f? {
-            for g in fields(hv.bytes()?) {
-                match g? {
-                    (1 | 2, v) => drop(v.str()?),
-                    (3, v) => drop(v.bytes()?),
-                    _ => {}
-                }
-            }
+/// A `HeaderValue`: its key, and its value — or its raw value when the value is empty and the
+/// raw value is UTF-8 (`raw_value` is `bytes`: not refused when it is not).
+fn header_value(hv: &[u8]) -> Result<(&str, &str), Unread> {
+    let (mut k, mut v, mut raw): (&str, &str, &[u8]) = ("", "", &[]);
+    for f in fields(hv) {
+        match f? {
+            (1, x) => k = x.str()?,
+            (2, x) => v = x.str()?,
+            (3, x) => raw = x.bytes()?,
+            _ => {}
         }
     }
-    Ok(())
+    if v.is_empty() {
+        v = std::str::from_utf8(raw).unwrap_or("");
+    }
+    Ok((k, v))
 }
 
-fn read_http(http: &[u8]) -> Result<(Option<&[u8]>, [&str; 4]), Unread> {
+/// Room for the headers Envoy usually sends, in one allocation.
+const HEADERS: usize = 24;
+
+/// An `HttpRequest`: its headers (both encodings, see [`CheckView::headers`]) and how many of
+/// them come from the map; `id`, `method`, `path`, `host`.
+type Http<'a> = (Vec<(&'a str, &'a str)>, usize, [&'a str; 4]);
+
+fn read_http(http: &[u8]) -> Result<Http<'_>, Unread> {
     let (mut id, mut method, mut path, mut host) = (None, None, None, None);
+    let mut headers = Vec::with_capacity(HEADERS);
     let mut header_map = None;
     for f in fields(http) {
         match f? {
             (1, v) => set_str(&mut id, v)?,
             (2, v) => set_str(&mut method, v)?,
-            (3, v) => drop(map_entry(v.bytes()?)?),
+            (3, v) => headers.push(map_entry(v.bytes()?)?),
             (4, v) => set_str(&mut path, v)?,
             (5, v) => set_str(&mut host, v)?,
-            (13, v) => {
-                let m = v.bytes()?;
-                check_header_map(m)?;
-                once(&mut header_map, m)?;
-            }
+            (13, v) => once(&mut header_map, v.bytes()?)?,
             _ => {}
         }
     }
+    let mapped = headers.len();
+    for f in fields(header_map.unwrap_or_default()) {
+        if let (1, hv) = f? {
+            headers.push(header_value(hv.bytes()?)?);
+        }
+    }
     Ok((
-        header_map,
+        headers,
+        mapped,
         [id, method, path, host].map(|v: Option<&str>| v.unwrap_or("")),
     ))
 }
@@ -160,11 +175,11 @@ fn read(bytes: &[u8]) -> Result<Read<'_>, Unread> {
         Some(m) if !m.is_empty() => Some(Metadata::decode(m).map_err(|_| Unread)?),
         _ => None,
     };
-    let (header_map, [id, method, path, host]) = read_http(http)?;
+    let (headers, mapped, [id, method, path, host]) = read_http(http)?;
     Ok(Read::View(CheckView {
         attributes,
-        http,
-        header_map,
+        headers,
+        mapped,
         id,
         method,
         path,
@@ -172,29 +187,6 @@ fn read(bytes: &[u8]) -> Result<Read<'_>, Unread> {
         principal,
         metadata,
     }))
-}
-
-/// The `HeaderValue`s of a `HeaderMap`: (key, value — or the raw value when the value is
-/// empty and the raw value is UTF-8).
-fn raw_headers(m: &[u8]) -> impl Iterator<Item = (&str, &str)> {
-    fields(m).filter_map(|f| match f {
-        Ok((1, hv)) => {
-            let (mut k, mut v, mut raw): (&str, &str, &[u8]) = ("", "", &[]);
-            for g in fields(hv.bytes().ok()?) {
-                match g.ok()? {
-                    (1, x) => k = x.str().ok()?,
-                    (2, x) => v = x.str().ok()?,
-                    (3, x) => raw = x.bytes().ok()?,
-                    _ => {}
-                }
-            }
-            if v.is_empty() {
-                v = std::str::from_utf8(raw).unwrap_or("");
-            }
-            Some((k, v))
-        }
-        _ => None,
-    })
 }
 
 /// The entries of the `map<string, string>` field `tag` of `message`, in order.
@@ -216,11 +208,14 @@ fn map_get<'a>(message: &'a [u8], tag: u32, key: &str) -> Option<&'a str> {
 impl<'a> CheckView<'a> {
     /// A header from either encoding Envoy may use.
     fn header(&self, name: &str) -> Option<&'a str> {
-        map_get(self.http, 3, name).or_else(|| {
-            raw_headers(self.header_map?)
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v)
-        })
+        let (mapped, raw) = self.headers.split_at(self.mapped.min(self.headers.len()));
+        let named = |(k, _): &&(&str, &str)| *k == name;
+        mapped
+            .iter()
+            .rev()
+            .find(named)
+            .or_else(|| raw.iter().find(named))
+            .map(|(_, v)| *v)
     }
 
     fn context_extension(&self, name: &str) -> Option<&'a str> {
@@ -228,13 +223,10 @@ impl<'a> CheckView<'a> {
     }
 
     /// The names of the headers the client sent that start with `x-plangate-`.
-    fn identity_headers(
-        http: &'a [u8],
-        header_map: Option<&'a [u8]>,
-    ) -> impl Iterator<Item = &'a str> {
-        map_entries(http, 3)
-            .chain(header_map.into_iter().flat_map(raw_headers))
-            .map(|(k, _)| k)
+    fn identity_headers(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.headers
+            .iter()
+            .map(|(k, _)| *k)
             .filter(|k| k.starts_with(IDENTITY_PREFIX))
     }
 }
@@ -276,10 +268,10 @@ pub struct CheckAnswer(Option<Decided>);
 struct Decided {
     decision: Decision,
     snap: Arc<Snapshot>,
-    /// The request, for the names of the identity headers its client sent.
+    /// The request, for the names of the identity headers its client sent …
     request: Bytes,
-    http: Range<usize>,
-    header_map: Option<Range<usize>>,
+    /// … which are here (usually none).
+    identity: SmallVec<[Range<usize>; 2]>,
 }
 
 /// Where `part` lies in `whole` (a sub-slice of it).
@@ -298,8 +290,10 @@ impl CheckAnswer {
         let Some(d) = &self.0 else {
             return CheckWire::bad_request();
         };
-        let http = d.request.get(d.http.clone()).unwrap_or_default();
-        let header_map = d.header_map.clone().and_then(|r| d.request.get(r));
+        let identity = d
+            .identity
+            .iter()
+            .filter_map(|r| std::str::from_utf8(d.request.get(r.clone())?).ok());
         // The header the key was read from (the API's own source, else the config's).
         let source = d
             .decision
@@ -312,22 +306,15 @@ impl CheckAnswer {
             KeySource::Header(h) => Some(h.as_str()),
             KeySource::Metadata { .. } => None,
         };
-        CheckWire::new(
-            &d.decision,
-            &d.snap,
-            CheckView::identity_headers(http, header_map),
-            key_header,
-        )
+        CheckWire::new(&d.decision, &d.snap, identity, key_header)
     }
 }
 
 impl Encoded for CheckAnswer {
-    fn encoded_len(&self) -> usize {
-        self.wire().encoded_len()
-    }
-
-    fn encode(&self, out: &mut impl bytes::BufMut) {
-        self.wire().encode(out)
+    fn encode(&self, out: &mut tonic::codec::EncodeBuf<'_>) {
+        let wire = self.wire();
+        out.reserve(wire.encoded_len());
+        wire.encode(out);
     }
 }
 
@@ -414,8 +401,10 @@ impl AuthzService {
         .await;
         Ok(CheckAnswer(Some(Decided {
             decision,
-            http: range_in(bytes, view.http),
-            header_map: view.header_map.map(|m| range_in(bytes, m)),
+            identity: view
+                .identity_headers()
+                .map(|h| range_in(bytes, h.as_bytes()))
+                .collect(),
             request: bytes.clone(),
             snap,
         })))
@@ -515,7 +504,7 @@ mod tests {
         assert_eq!(v.header("nope"), None);
         assert_eq!(v.context_extension("api"), Some("petstore"));
         assert_eq!(v.context_extension("stage"), None);
-        let names: Vec<_> = CheckView::identity_headers(v.http, v.header_map).collect();
+        let names: Vec<_> = v.identity_headers().collect();
         assert_eq!(names, ["x-plangate-a"]);
 
         // A singular message given twice is a merge: left to prost.

@@ -213,12 +213,10 @@ impl RlsAnswer {
 }
 
 impl Encoded for RlsAnswer {
-    fn encoded_len(&self) -> usize {
-        self.wire().encoded_len()
-    }
-
-    fn encode(&self, out: &mut impl bytes::BufMut) {
-        self.wire().encode(out)
+    fn encode(&self, out: &mut tonic::codec::EncodeBuf<'_>) {
+        let wire = self.wire();
+        out.reserve(wire.encoded_len());
+        wire.encode(out);
     }
 }
 

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, Bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Body, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
@@ -19,8 +19,8 @@ use tonic::{Request, Response, Status};
 
 /// An answer that writes itself.
 pub trait Encoded: Send + 'static {
-    fn encoded_len(&self) -> usize;
-    fn encode(&self, out: &mut impl BufMut);
+    /// Writes the message into `out` (reserving its length first).
+    fn encode(&self, out: &mut EncodeBuf<'_>);
 }
 
 /// One unary method whose request arrives as bytes.
@@ -59,7 +59,6 @@ impl<A: Encoded> Encoder for RawCodec<A> {
     type Error = Status;
 
     fn encode(&mut self, item: A, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.reserve(item.encoded_len());
         item.encode(buf);
         Ok(())
     }
