@@ -35,32 +35,89 @@ pub const CUSTOMER_HEADER: &str = "x-plangate-customer-id";
 /// On a request let through in shadow mode: the outcome enforcement would have answered.
 pub const SHADOW_HEADER: &str = "x-plangate-shadow-outcome";
 
-/// A header value or a body, rendered where it is written.
+/// A header value or a body. Numbers are rendered once, rate-limit policies where they are
+/// written; every length is known without rendering (a length prefix precedes each string).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Text<'a> {
     Str(&'a str),
     /// A gateway response's body with its template variables filled in.
     Owned(String),
-    Num(u64),
-    /// IETF `RateLimit-Policy`: each throttle of `limits` as `"name";q=…;w=…`.
-    Policies(&'a [LimitReport]),
+    Num(Digits),
+    /// IETF `RateLimit-Policy`: each throttle of the limits as `"name";q=…;w=…`; its length.
+    Policies(&'a [LimitReport], usize),
     /// IETF `RateLimit`: `"name";r=…;t=…`.
     RateLimit {
         name: &'static str,
         remaining: u64,
         reset: u64,
+        len: usize,
     },
 }
 
-impl Text<'_> {
+/// A number's decimal digits, rendered once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Digits {
+    buf: [u8; 20],
+    len: u8,
+}
+
+impl Digits {
+    pub fn new(n: u64) -> Self {
+        let mut b = itoa::Buffer::new();
+        let s = b.format(n).as_bytes();
+        let mut buf = [0; 20];
+        buf[..s.len()].copy_from_slice(s);
+        Digits {
+            buf,
+            len: s.len() as u8,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for Digits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'a> Text<'a> {
+    pub fn num(n: u64) -> Self {
+        Text::Num(Digits::new(n))
+    }
+
+    pub fn policies(limits: &'a [LimitReport]) -> Self {
+        let mut len = 0;
+        Text::Policies(limits, 0).each(&mut |s| len += s.len());
+        Text::Policies(limits, len)
+    }
+
+    pub fn rate_limit(name: &'static str, remaining: u64, reset: u64) -> Self {
+        let mut t = Text::RateLimit {
+            name,
+            remaining,
+            reset,
+            len: 0,
+        };
+        let mut n = 0;
+        t.each(&mut |s| n += s.len());
+        if let Text::RateLimit { len, .. } = &mut t {
+            *len = n;
+        }
+        t
+    }
+
     /// Hands its text to `emit` piece by piece: numbers through `itoa`, no `fmt` machinery
-    /// and no allocation (this runs for each header of each answer).
+    /// and no allocation.
     fn each(&self, emit: &mut impl FnMut(&str)) {
         match self {
             Text::Str(s) => emit(s),
             Text::Owned(s) => emit(s),
-            Text::Num(n) => emit(itoa::Buffer::new().format(*n)),
-            Text::Policies(limits) => {
+            Text::Num(d) => emit(d.as_str()),
+            Text::Policies(limits, _) => {
                 let mut first = true;
                 for l in limits.iter() {
                     let Some((q, w)) = policy(l) else { continue };
@@ -80,6 +137,7 @@ impl Text<'_> {
                 name,
                 remaining,
                 reset,
+                ..
             } => {
                 emit("\"");
                 emit(name);
@@ -91,16 +149,13 @@ impl Text<'_> {
         }
     }
 
-    /// Its length in bytes, counted without rendering it anywhere.
+    /// Its length in bytes.
     pub fn len(&self) -> usize {
         match self {
             Text::Str(s) => s.len(),
             Text::Owned(s) => s.len(),
-            _ => {
-                let mut n = 0;
-                self.each(&mut |s| n += s.len());
-                n
-            }
+            Text::Num(d) => usize::from(d.len),
+            Text::Policies(_, len) | Text::RateLimit { len, .. } => *len,
         }
     }
 
@@ -110,7 +165,12 @@ impl Text<'_> {
 
     /// Writes it into `out`.
     fn put(&self, out: &mut impl BufMut) {
-        self.each(&mut |s| out.put_slice(s.as_bytes()));
+        match self {
+            Text::Str(s) => out.put_slice(s.as_bytes()),
+            Text::Owned(s) => out.put_slice(s.as_bytes()),
+            Text::Num(d) => out.put_slice(d.as_str().as_bytes()),
+            _ => self.each(&mut |s| out.put_slice(s.as_bytes())),
+        }
     }
 }
 
@@ -285,7 +345,7 @@ fn builtin(
         client_headers.push(("x-amzn-ErrorType", Text::Str(t)));
     }
     if let Some(secs) = retry_after_secs {
-        client_headers.push(("retry-after", Text::Num(secs)));
+        client_headers.push(("retry-after", Text::num(secs)));
     }
     // Throttle headers: the evaluated throttles, the tightest one named (not on a quota refusal,
     // where the quota is what matters).
@@ -377,29 +437,25 @@ fn rate_limit_headers<'a>(
     match style {
         RateLimitHeaders::None => {}
         RateLimitHeaders::Ietf => {
-            out.push(("ratelimit-policy", Text::Policies(&d.limits)));
+            out.push(("ratelimit-policy", Text::policies(&d.limits)));
             out.push((
                 "ratelimit",
-                Text::RateLimit {
-                    name: tight.kind.as_str(),
-                    remaining,
-                    reset,
-                },
+                Text::rate_limit(tight.kind.as_str(), remaining, reset),
             ));
         }
         RateLimitHeaders::XRatelimit => {
-            out.push(("x-ratelimit-limit", Text::Num(q)));
-            out.push(("x-ratelimit-remaining", Text::Num(remaining)));
-            out.push(("x-ratelimit-reset", Text::Num(reset)));
+            out.push(("x-ratelimit-limit", Text::num(q)));
+            out.push(("x-ratelimit-remaining", Text::num(remaining)));
+            out.push(("x-ratelimit-reset", Text::num(reset)));
         }
     }
 }
 
 fn quota_headers<'a>(q: &LimitReport, out: &mut Headers<'a>) {
     if let LimitConfig::Quota { limit, .. } = q.config {
-        out.push(("x-quota-limit", Text::Num(limit)));
-        out.push(("x-quota-remaining", Text::Num(q.state.remaining)));
-        out.push(("x-quota-reset", Text::Num(secs_ceil(q.state.reset_after))));
+        out.push(("x-quota-limit", Text::num(limit)));
+        out.push(("x-quota-remaining", Text::num(q.state.remaining)));
+        out.push(("x-quota-reset", Text::num(secs_ceil(q.state.reset_after))));
     }
 }
 
@@ -459,8 +515,8 @@ fn metadata_len(d: &Decision) -> usize {
         .sum()
 }
 
-fn put_metadata(out: &mut impl BufMut, tag: u32, d: &Decision) {
-    put_len(out, tag, metadata_len(d));
+fn put_metadata(out: &mut impl BufMut, tag: u32, d: &Decision, len: usize) {
+    put_len(out, tag, len);
     for (k, v) in metadata_fields(d) {
         put_len(out, 1, metadata_entry_len(k, v));
         put_str(out, 1, k.as_bytes());
@@ -479,9 +535,23 @@ pub struct CheckWire<'a> {
     /// when the config does not forward it.
     removed: SmallVec<[&'a str; 4]>,
     metadata: Option<&'a Decision>,
+    /// The lengths of `ok_response` or `denied_response`, and of the metadata (each needed
+    /// twice: for the message's length and for the field's own).
+    body_len: usize,
+    metadata_len: usize,
 }
 
 impl<'a> CheckWire<'a> {
+    fn sized(mut self) -> Self {
+        self.body_len = if self.answer.http_status == 200 {
+            self.ok_len()
+        } else {
+            self.denied_len()
+        };
+        self.metadata_len = self.metadata.map_or(0, metadata_len);
+        self
+    }
+
     /// The answer for `d`, decided against `snap`. `client_identity_headers`: the
     /// `x-plangate-*` header names the client sent (removed unless overwritten; repeats are
     /// removed once); `key_header`: the header the key was read from (removed when the config
@@ -510,7 +580,10 @@ impl<'a> CheckWire<'a> {
             answer,
             removed,
             metadata: snap.dynamic_metadata.then_some(d),
+            body_len: 0,
+            metadata_len: 0,
         }
+        .sized()
     }
 
     /// The answer to a request plangate cannot read (no HTTP attributes, no path).
@@ -519,7 +592,10 @@ impl<'a> CheckWire<'a> {
             answer: Answer::bad_request(),
             removed: SmallVec::new(),
             metadata: None,
+            body_len: 0,
+            metadata_len: 0,
         }
+        .sized()
     }
 
     /// `google.rpc.Status` of the call: OK, or a refusal's code and message.
@@ -594,7 +670,7 @@ impl<'a> CheckWire<'a> {
         put_varint_field(out, 1, int32(code as i32));
         put_str(out, 2, message.as_bytes());
         if a.http_status == 200 {
-            put_len(out, 3, self.ok_len());
+            put_len(out, 3, self.body_len);
             for (k, v) in &a.upstream_headers {
                 put_header_option(out, 2, k, v);
             }
@@ -605,7 +681,7 @@ impl<'a> CheckWire<'a> {
                 put_header_option(out, 6, k, v);
             }
         } else {
-            put_len(out, 2, self.denied_len());
+            put_len(out, 2, self.body_len);
             put_len(out, 1, varint_field(1, self.http_status()));
             put_varint_field(out, 1, self.http_status());
             for (k, v) in &a.client_headers {
@@ -616,7 +692,7 @@ impl<'a> CheckWire<'a> {
             }
         }
         if let Some(d) = self.metadata {
-            put_metadata(out, 4, d);
+            put_metadata(out, 4, d, self.metadata_len);
         }
     }
 

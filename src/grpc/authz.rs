@@ -46,8 +46,10 @@ impl AuthzService {
 /// A Check request's fields as plangate reads them, in place.
 #[derive(Debug)]
 struct CheckView<'a> {
-    /// `attributes` (an `AttributeContext`): its `context_extensions` are looked up here.
-    attributes: &'a [u8],
+    /// The context extensions plangate reads: `api`, `stage`, `hits`.
+    api: Option<&'a str>,
+    stage: Option<&'a str>,
+    hits: Option<&'a str>,
     /// The request's headers, read once: `http.headers` (a map: the last of a name wins), then
     /// `http.header_map` (Envoy's raw encoding: the first of a name wins).
     headers: Vec<(&'a str, &'a str)>,
@@ -141,11 +143,18 @@ fn read(bytes: &[u8]) -> Result<Read<'_>, Unread> {
         return Ok(Read::Bad("no attributes"));
     };
     let (mut request, mut destination, mut metadata) = (None, None, None);
+    // A map: the last entry of a key wins.
+    let (mut api, mut stage, mut hits) = (None, None, None);
     for f in fields(attributes) {
         match f? {
             (2, v) => once(&mut destination, v.bytes()?)?,
             (4, v) => once(&mut request, v.bytes()?)?,
-            (10, v) => drop(map_entry(v.bytes()?)?),
+            (10, v) => match map_entry(v.bytes()?)? {
+                ("api", v) => api = Some(v),
+                ("stage", v) => stage = Some(v),
+                ("hits", v) => hits = Some(v),
+                _ => {}
+            },
             (11, v) => once(&mut metadata, v.bytes()?)?,
             _ => {}
         }
@@ -177,7 +186,9 @@ fn read(bytes: &[u8]) -> Result<Read<'_>, Unread> {
     };
     let (headers, mapped, [id, method, path, host]) = read_http(http)?;
     Ok(Read::View(CheckView {
-        attributes,
+        api,
+        stage,
+        hits,
         headers,
         mapped,
         id,
@@ -187,22 +198,6 @@ fn read(bytes: &[u8]) -> Result<Read<'_>, Unread> {
         principal,
         metadata,
     }))
-}
-
-/// The entries of the `map<string, string>` field `tag` of `message`, in order.
-fn map_entries(message: &[u8], tag: u32) -> impl Iterator<Item = (&str, &str)> {
-    fields(message).filter_map(move |f| match f {
-        Ok((t, v)) if t == tag => map_entry(v.bytes().ok()?).ok(),
-        _ => None,
-    })
-}
-
-/// A map's value for `key`: the last entry of that key wins, as in prost's map.
-fn map_get<'a>(message: &'a [u8], tag: u32, key: &str) -> Option<&'a str> {
-    map_entries(message, tag)
-        .filter(|(k, _)| *k == key)
-        .last()
-        .map(|(_, v)| v)
 }
 
 impl<'a> CheckView<'a> {
@@ -216,10 +211,6 @@ impl<'a> CheckView<'a> {
             .find(named)
             .or_else(|| raw.iter().find(named))
             .map(|(_, v)| *v)
-    }
-
-    fn context_extension(&self, name: &str) -> Option<&'a str> {
-        map_get(self.attributes, 10, name)
     }
 
     /// The names of the headers the client sent that start with `x-plangate-`.
@@ -358,7 +349,7 @@ impl AuthzService {
         let key = view.key(&snap.key_source);
         // `hits` (optional): units to charge; "0" checks without charging, for deployments where
         // the ratelimit filter charges (envoy/both.yaml).
-        let hits = match view.context_extension("hits").map(|h| h.parse::<u64>()) {
+        let hits = match view.hits.map(|h| h.parse::<u64>()) {
             None => 1,
             Some(Ok(h)) => h,
             Some(Err(_)) => return Ok(bad("context extension `hits` is not a whole number")),
@@ -372,10 +363,7 @@ impl AuthzService {
             Some(view.host)
         };
         let er = engine::Request::new(method, raw_path, key, hits)
-            .stage(
-                view.context_extension("api"),
-                view.context_extension("stage"),
-            )
+            .stage(view.api, view.stage)
             .host(host)
             // The workload's identity as Envoy knows it from its own certificate (a SPIFFE id
             // under Istio mTLS): for `workloads`, ahead of the client-chosen host.
@@ -502,8 +490,7 @@ mod tests {
         assert_eq!(v.header("x-api-key"), Some("k"));
         assert_eq!(v.header("x-raw"), Some("r"));
         assert_eq!(v.header("nope"), None);
-        assert_eq!(v.context_extension("api"), Some("petstore"));
-        assert_eq!(v.context_extension("stage"), None);
+        assert_eq!((v.api, v.stage, v.hits), (Some("petstore"), None, None));
         let names: Vec<_> = v.identity_headers().collect();
         assert_eq!(names, ["x-plangate-a"]);
 
@@ -512,10 +499,17 @@ mod tests {
         twice.extend_from_slice(&bytes);
         assert_eq!(read(&twice).map(|_| ()), Err(Unread));
         // The later of two map entries of one key wins, as in prost's map.
-        let entries = [
-            0x1a, 6, 0x0a, 1, b'a', 0x12, 1, b'1', 0x1a, 6, 0x0a, 1, b'a', 0x12, 1, b'2',
-        ];
-        assert_eq!(map_get(&entries, 3, "a"), Some("2"));
+        let mut attrs = req.attributes.clone().unwrap().encode_to_vec();
+        attrs.extend([0x52, 8, 0x0a, 3, b'a', b'p', b'i', 0x12, 1, b'x']);
+        let mut later = vec![0x0a];
+        prost::encoding::encode_varint(attrs.len() as u64, &mut later);
+        later.extend(&attrs);
+        let typed = CheckRequest::decode(later.as_slice()).unwrap();
+        assert_eq!(typed.attributes.unwrap().context_extensions["api"], "x");
+        let Ok(Read::View(v)) = read(&later) else {
+            panic!("readable")
+        };
+        assert_eq!(v.api, Some("x"));
         assert!(matches!(read(&[]), Ok(Read::Bad("no attributes"))));
         assert!(matches!(read(&[0x0a, 0]), Ok(Read::Bad(_))));
         assert_eq!(read(&[0x0a, 5]).map(|_| ()), Err(Unread));

@@ -358,15 +358,11 @@ fn texts_know_their_length() {
     for t in [
         Text::Str("abc"),
         Text::Owned("héllo".into()),
-        Text::Num(0),
-        Text::Num(u64::MAX),
-        Text::Policies(&limits),
-        Text::Policies(&[]),
-        Text::RateLimit {
-            name: "plan_throttle",
-            remaining: 3,
-            reset: 10,
-        },
+        Text::num(0),
+        Text::num(u64::MAX),
+        Text::policies(&limits),
+        Text::policies(&[]),
+        Text::rate_limit("plan_throttle", 3, 10),
     ] {
         let s = t.to_string();
         assert_eq!(t.len(), s.len(), "{s}");
