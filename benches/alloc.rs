@@ -6,7 +6,10 @@
 //! account throttles, the plan's quota — and counted in daily usage; 1,000 keys taken in turn)
 //! and for the empty handler (`plangate::baseline`, a default tonic server) in the same process.
 //!
-//! `cargo bench --bench alloc` (or with `-- --calls N --keys K --json`).
+//! `cargo bench --bench alloc` (or with `-- --calls N --keys K --json`). `--only plangate:check`
+//! (or `baseline:rls`, …) measures that one server and call alone: under
+//! `valgrind --tool=callgrind --separate-threads=yes`, the server thread's instructions per call
+//! (`scripts/bench-instructions.sh`).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
@@ -142,11 +145,13 @@ fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let (mut calls, mut keys, mut json) =
         (if bench { 20_000usize } else { 500 }, 1_000usize, false);
+    let mut only = String::new();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--calls" => calls = args.next().and_then(|v| v.parse().ok()).unwrap_or(calls),
             "--keys" => keys = args.next().and_then(|v| v.parse().ok()).unwrap_or(keys),
             "--json" => json = true,
+            "--only" => only = args.next().unwrap_or_default(),
             _ => {} // cargo bench's own flags (--bench)
         }
     }
@@ -195,6 +200,16 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
+    if let Some((server, api)) = only.split_once(':') {
+        let port = if server == "plangate" {
+            plangate_port
+        } else {
+            baseline_port
+        };
+        let r = client.block_on(measure(port, api, calls, keys));
+        println!("{server} {api}: {:.1} allocations per call", r.allocations);
+        return;
+    }
     let mut rows = Vec::new();
     for api in ["check", "rls"] {
         let base = client.block_on(measure(baseline_port, api, calls, keys));

@@ -61,11 +61,10 @@ impl RlsService {
 }
 
 /// A `RateLimitDescriptor` as plangate reads it, in place.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct DescriptorView<'a> {
-    /// The descriptor's message: its entries are looked up here.
-    message: &'a [u8],
-    entries: usize,
+    /// Its entries, read once (room for what Envoy sends without an allocation).
+    entries: SmallVec<[(&'a str, &'a str); 8]>,
     /// Its own `hits_addend` (a `UInt64Value`), when given.
     hits: Option<u64>,
     negative_hits: bool,
@@ -73,13 +72,10 @@ struct DescriptorView<'a> {
 
 impl<'a> DescriptorView<'a> {
     fn read(message: &'a [u8]) -> Result<Self, Unread> {
-        let (mut entries, mut hits, mut negative) = (0, None, None);
+        let (mut entries, mut hits, mut negative) = (SmallVec::new(), None, None);
         for f in fields(message) {
             match f? {
-                (1, v) => {
-                    map_entry(v.bytes()?)?;
-                    entries += 1;
-                }
+                (1, v) => entries.push(map_entry(v.bytes()?)?),
                 (3, v) => {
                     let mut value = None;
                     for g in fields(v.bytes()?) {
@@ -94,7 +90,6 @@ impl<'a> DescriptorView<'a> {
             }
         }
         Ok(DescriptorView {
-            message,
             entries,
             hits,
             negative_hits: negative.unwrap_or(false),
@@ -103,13 +98,10 @@ impl<'a> DescriptorView<'a> {
 
     /// The value of the first entry of `key`.
     fn get(&self, key: &str) -> Option<&'a str> {
-        fields(self.message)
-            .filter_map(|f| match f {
-                Ok((1, v)) => map_entry(v.bytes().ok()?).ok(),
-                _ => None,
-            })
+        self.entries
+            .iter()
             .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
+            .map(|(_, v)| *v)
     }
 }
 
@@ -120,6 +112,8 @@ struct RlsView<'a> {
     domain: &'a str,
     hits_addend: u32,
     descriptors: usize,
+    /// The first descriptor (read once: Envoy's configurations send one).
+    first: Option<DescriptorView<'a>>,
     /// The entries of the first descriptor that has more than the limit, if one has.
     too_many_entries: Option<usize>,
 }
@@ -127,15 +121,18 @@ struct RlsView<'a> {
 impl<'a> RlsView<'a> {
     fn read(message: &'a [u8], max_entries: usize) -> Result<Self, Unread> {
         let (mut domain, mut hits) = (None, None);
-        let (mut descriptors, mut too_many_entries) = (0, None);
+        let (mut descriptors, mut too_many_entries, mut first) = (0, None, None);
         for f in fields(message) {
             match f? {
                 (1, v) => once(&mut domain, v.str()?)?,
                 (2, v) => {
                     let d = DescriptorView::read(v.bytes()?)?;
                     descriptors += 1;
-                    if d.entries > max_entries && too_many_entries.is_none() {
-                        too_many_entries = Some(d.entries);
+                    if d.entries.len() > max_entries && too_many_entries.is_none() {
+                        too_many_entries = Some(d.entries.len());
+                    }
+                    if first.is_none() {
+                        first = Some(d);
                     }
                 }
                 // A `uint32`: prost keeps the low 32 bits of the varint.
@@ -148,6 +145,7 @@ impl<'a> RlsView<'a> {
             domain: domain.unwrap_or(""),
             hits_addend: hits.unwrap_or(0),
             descriptors,
+            first,
             too_many_entries,
         })
     }
@@ -229,7 +227,7 @@ impl RlsService {
         bytes: Bytes,
     ) -> Result<RlsAnswer, Status> {
         let recoded;
-        let req = match RlsView::read(&bytes, self.max_entries) {
+        let mut req = match RlsView::read(&bytes, self.max_entries) {
             Ok(r) => r,
             Err(Unread) => {
                 let typed = RateLimitRequest::decode(bytes.as_ref())
@@ -276,7 +274,7 @@ impl RlsService {
         // One descriptor (what Envoy's shipped configurations send) is one decision; several
         // are decided all or nothing, as one Check is.
         let decisions: SmallVec<[Decision; 1]> = if req.descriptors == 1 {
-            let one = req.descriptors().map(request).next();
+            let one = req.first.take().map(request);
             match one {
                 Some(one) => {
                     let d = record::decide(

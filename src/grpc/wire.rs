@@ -159,20 +159,8 @@ pub(crate) fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-pub(crate) fn put_varint(out: &mut impl BufMut, mut v: u64) {
-    while v >= 0x80 {
-        out.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.put_u8(v as u8);
-}
-
 pub(crate) fn key_len(tag: u32) -> usize {
     varint_len(u64::from(tag) << 3)
-}
-
-pub(crate) fn put_key(out: &mut impl BufMut, tag: u32, wire: u32) {
-    put_varint(out, (u64::from(tag) << 3) | u64::from(wire));
 }
 
 /// The length of a length-delimited field of `len` bytes, key and length included.
@@ -180,10 +168,44 @@ pub(crate) fn len_field(tag: u32, len: usize) -> usize {
     key_len(tag) + varint_len(len as u64) + len
 }
 
+/// Up to two varints, written with one `put_slice` (a `BufMut` checks its room per call).
+struct Varints {
+    buf: [u8; 20],
+    len: usize,
+}
+
+impl Varints {
+    fn new() -> Self {
+        Varints {
+            buf: [0; 20],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, mut v: u64) -> &mut Self {
+        while v >= 0x80 && self.len < 19 {
+            self.buf[self.len] = (v as u8) | 0x80;
+            self.len += 1;
+            v >>= 7;
+        }
+        if let Some(b) = self.buf.get_mut(self.len) {
+            *b = v as u8;
+            self.len += 1;
+        }
+        self
+    }
+
+    fn put(&self, out: &mut impl BufMut) {
+        out.put_slice(&self.buf[..self.len]);
+    }
+}
+
 /// The key and length of a length-delimited field; its `len` bytes follow.
 pub(crate) fn put_len(out: &mut impl BufMut, tag: u32, len: usize) {
-    put_key(out, tag, LEN);
-    put_varint(out, len as u64);
+    Varints::new()
+        .push((u64::from(tag) << 3) | u64::from(LEN))
+        .push(len as u64)
+        .put(out);
 }
 
 /// A `string` or `bytes` field, left out when empty (proto3).
@@ -213,8 +235,10 @@ pub(crate) fn varint_field(tag: u32, v: u64) -> usize {
 
 pub(crate) fn put_varint_field(out: &mut impl BufMut, tag: u32, v: u64) {
     if v != 0 {
-        put_key(out, tag, VARINT);
-        put_varint(out, v);
+        Varints::new()
+            .push((u64::from(tag) << 3) | u64::from(VARINT))
+            .push(v)
+            .put(out);
     }
 }
 
@@ -241,12 +265,39 @@ mod tests {
             u64::MAX,
         ] {
             let mut out = Vec::new();
-            put_varint(&mut out, v);
+            Varints::new().push(v).put(&mut out);
             assert_eq!(out.len(), varint_len(v), "{v}");
             assert_eq!(out.len(), prost::encoding::encoded_len_varint(v));
             let mut f = Fields { rest: &out };
             assert_eq!(f.varint(), Ok(v));
             assert!(f.rest.is_empty());
+        }
+    }
+
+    #[test]
+    fn fields_are_written_as_prost_writes_them() {
+        for (tag, v) in [
+            (1, 0u64),
+            (2, 1),
+            (15, 300),
+            (16, u64::MAX),
+            (536_870_911, 7),
+        ] {
+            let mut ours = Vec::new();
+            put_varint_field(&mut ours, tag, v);
+            let mut theirs = Vec::new();
+            if v != 0 {
+                prost::encoding::uint64::encode(tag, &v, &mut theirs);
+            }
+            assert_eq!(ours, theirs, "{tag} {v}");
+            assert_eq!(ours.len(), varint_field(tag, v));
+            let mut ours = Vec::new();
+            put_len(&mut ours, tag, v as usize % 100_000);
+            ours.extend(std::iter::repeat_n(b'x', v as usize % 100_000));
+            let mut theirs = Vec::new();
+            prost::encoding::bytes::encode(tag, &vec![b'x'; v as usize % 100_000], &mut theirs);
+            assert_eq!(ours, theirs);
+            assert_eq!(ours.len(), len_field(tag, v as usize % 100_000));
         }
     }
 
