@@ -14,14 +14,15 @@
 
 use std::fmt;
 
-use bytes::BufMut;
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HeaderAppendAction, HttpStatusCode};
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{Code, rate_limit::Unit};
 use prost::Message as _;
 use smallvec::SmallVec;
 
-use super::wire::{int32, len_field, put_len, put_str, put_varint_field, str_field, varint_field};
+use super::wire::{
+    Message, Out, int32, len_field, put_len, put_str, put_varint_field, str_field, varint_field,
+};
 use crate::engine::{Decision, DenyReason, LimitConfig, LimitReport, Outcome};
 use crate::limit::Period;
 use crate::snapshot::responses::{GatewayResponse, GatewayResponses, ResponseType};
@@ -164,7 +165,7 @@ impl<'a> Text<'a> {
     }
 
     /// Writes it into `out`.
-    fn put(&self, out: &mut impl BufMut) {
+    fn put(&self, out: &mut impl Out) {
         match self {
             Text::Str(s) => out.put_slice(s.as_bytes()),
             Text::Owned(s) => out.put_slice(s.as_bytes()),
@@ -192,7 +193,7 @@ fn text_field(tag: u32, t: &Text<'_>) -> usize {
     if n == 0 { 0 } else { len_field(tag, n) }
 }
 
-fn put_text(out: &mut impl BufMut, tag: u32, t: &Text<'_>) {
+fn put_text(out: &mut impl Out, tag: u32, t: &Text<'_>) {
     let n = t.len();
     if n > 0 {
         put_len(out, tag, n);
@@ -469,7 +470,7 @@ fn header_value_len(k: &str, v: &Text<'_>) -> usize {
     str_field(1, k.as_bytes()) + text_field(2, v)
 }
 
-fn put_header_value(out: &mut impl BufMut, tag: u32, k: &str, v: &Text<'_>) {
+fn put_header_value(out: &mut impl Out, tag: u32, k: &str, v: &Text<'_>) {
     put_len(out, tag, header_value_len(k, v));
     put_str(out, 1, k.as_bytes());
     put_text(out, 2, v);
@@ -480,7 +481,7 @@ fn header_option_len(k: &str, v: &Text<'_>) -> usize {
     len_field(1, header_value_len(k, v)) + varint_field(3, OVERWRITE)
 }
 
-fn put_header_option(out: &mut impl BufMut, tag: u32, k: &str, v: &Text<'_>) {
+fn put_header_option(out: &mut impl Out, tag: u32, k: &str, v: &Text<'_>) {
     put_len(out, tag, header_option_len(k, v));
     put_header_value(out, 1, k, v);
     put_varint_field(out, 3, OVERWRITE);
@@ -515,7 +516,7 @@ fn metadata_len(d: &Decision) -> usize {
         .sum()
 }
 
-fn put_metadata(out: &mut impl BufMut, tag: u32, d: &Decision, len: usize) {
+fn put_metadata(out: &mut impl Out, tag: u32, d: &Decision, len: usize) {
     put_len(out, tag, len);
     for (k, v) in metadata_fields(d) {
         put_len(out, 1, metadata_entry_len(k, v));
@@ -649,8 +650,17 @@ impl<'a> CheckWire<'a> {
             + a.body.as_ref().map_or(0, |b| text_field(3, b))
     }
 
+    /// The same answer as prost's message (tests, and callers of the typed service).
+    pub fn to_message(&self) -> CheckResponse {
+        let mut buf = Vec::with_capacity(self.encoded_len());
+        self.encode(&mut buf);
+        CheckResponse::decode(buf.as_slice()).expect("plangate's own encoding decodes")
+    }
+}
+
+impl Message for CheckWire<'_> {
     /// The length of the encoded `CheckResponse`.
-    pub fn encoded_len(&self) -> usize {
+    fn encoded_len(&self) -> usize {
         let body = if self.answer.http_status == 200 {
             len_field(3, self.ok_len())
         } else {
@@ -663,7 +673,7 @@ impl<'a> CheckWire<'a> {
 
     /// Writes the `CheckResponse`: `status` 1, `denied_response` 2 or `ok_response` 3,
     /// `dynamic_metadata` 4.
-    pub fn encode(&self, out: &mut impl BufMut) {
+    fn encode(&self, out: &mut impl Out) {
         let a = &self.answer;
         let (code, message) = self.status();
         put_len(out, 1, self.status_len());
@@ -695,17 +705,10 @@ impl<'a> CheckWire<'a> {
             put_metadata(out, 4, d, self.metadata_len);
         }
     }
-
-    /// The same answer as prost's message (tests, and callers of the typed service).
-    pub fn to_message(&self) -> CheckResponse {
-        let mut buf = Vec::with_capacity(self.encoded_len());
-        self.encode(&mut buf);
-        CheckResponse::decode(buf.as_slice()).expect("plangate's own encoding decodes")
-    }
 }
 
 /// An element of a `repeated string`: written even when empty (prost writes every element).
-fn put_str_always(out: &mut impl BufMut, tag: u32, s: &str) {
+fn put_str_always(out: &mut impl Out, tag: u32, s: &str) {
     put_len(out, tag, s.len());
     out.put_slice(s.as_bytes());
 }
@@ -838,7 +841,7 @@ impl DescriptorStatus {
                 .map_or(0, |s| len_field(4, varint_field(1, int32_64(s))))
     }
 
-    fn put(&self, out: &mut impl BufMut, tag: u32) {
+    fn put(&self, out: &mut impl Out, tag: u32) {
         put_len(out, tag, self.len());
         put_varint_field(out, 1, int32(self.code as i32));
         if let Some((n, unit, name)) = self.limit {
@@ -908,8 +911,17 @@ impl<'a> RlsWire<'a> {
         if self.over { Code::OverLimit } else { Code::Ok }
     }
 
+    /// The same answer as prost's message (tests, and callers of the typed service).
+    pub fn to_message(&self) -> RateLimitResponse {
+        let mut buf = Vec::with_capacity(self.encoded_len());
+        self.encode(&mut buf);
+        RateLimitResponse::decode(buf.as_slice()).expect("plangate's own encoding decodes")
+    }
+}
+
+impl Message for RlsWire<'_> {
     /// The length of the encoded `RateLimitResponse`.
-    pub fn encoded_len(&self) -> usize {
+    fn encoded_len(&self) -> usize {
         let mut n = varint_field(1, int32(self.code() as i32))
             + self
                 .statuses
@@ -937,7 +949,7 @@ impl<'a> RlsWire<'a> {
 
     /// Writes the `RateLimitResponse`: `overall_code` 1, `statuses` 2,
     /// `response_headers_to_add` 3, `request_headers_to_add` 4, `raw_body` 5.
-    pub fn encode(&self, out: &mut impl BufMut) {
+    fn encode(&self, out: &mut impl Out) {
         put_varint_field(out, 1, int32(self.code() as i32));
         for s in &self.statuses {
             s.put(out, 2);
@@ -954,13 +966,6 @@ impl<'a> RlsWire<'a> {
                 put_text(out, 5, b);
             }
         }
-    }
-
-    /// The same answer as prost's message (tests, and callers of the typed service).
-    pub fn to_message(&self) -> RateLimitResponse {
-        let mut buf = Vec::with_capacity(self.encoded_len());
-        self.encode(&mut buf);
-        RateLimitResponse::decode(buf.as_slice()).expect("plangate's own encoding decodes")
     }
 }
 

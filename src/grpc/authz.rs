@@ -303,9 +303,7 @@ impl CheckAnswer {
 
 impl Encoded for CheckAnswer {
     fn encode(&self, out: &mut tonic::codec::EncodeBuf<'_>) {
-        let wire = self.wire();
-        out.reserve(wire.encoded_len());
-        wire.encode(out);
+        super::serve::write(out, &self.wire());
     }
 }
 

@@ -212,9 +212,7 @@ impl RlsAnswer {
 
 impl Encoded for RlsAnswer {
     fn encode(&self, out: &mut tonic::codec::EncodeBuf<'_>) {
-        let wire = self.wire();
-        out.reserve(wire.encoded_len());
-        wire.encode(out);
+        super::serve::write(out, &self.wire());
     }
 }
 

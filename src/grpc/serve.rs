@@ -11,16 +11,35 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Body, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
+use super::wire::{Message, Slice};
+
 /// An answer that writes itself.
 pub trait Encoded: Send + 'static {
     /// Writes the message into `out` (reserving its length first).
     fn encode(&self, out: &mut EncodeBuf<'_>);
+}
+
+/// Writes `message`: into a buffer on the stack when it fits (the
+/// usual answer is a few hundred bytes), then into tonic's buffer in one copy.
+pub(crate) fn write(out: &mut EncodeBuf<'_>, message: &impl Message) {
+    let len = message.encoded_len();
+    let mut stack = [0u8; 1024];
+    if let Some(buf) = stack.get_mut(..len) {
+        let mut s = Slice::new(buf);
+        message.encode(&mut s);
+        debug_assert_eq!(s.at, len, "the encoded length is the length written");
+        out.put_slice(&stack[..len]);
+    } else {
+        let mut v = Vec::with_capacity(len);
+        message.encode(&mut v);
+        out.put_slice(&v);
+    }
 }
 
 /// One unary method whose request arrives as bytes.

@@ -6,8 +6,6 @@
 //! defaults left out, a set `oneof` always — so that the bytes on the wire do not depend on who
 //! encoded them (tests/answers_pinned.rs, and `grpc::answer`'s tests against prost).
 
-use bytes::BufMut;
-
 /// Bytes that are not a well-formed message, or a form this reader leaves to prost (groups, a
 /// singular field given twice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +149,48 @@ pub(crate) fn map_entry(entry: &[u8]) -> Result<(&str, &str), Unread> {
 
 // ---- writing ----
 
+/// Where a message is written: a `Vec`, or a slice of known size (the answer is measured
+/// first, written into a buffer on the stack, and handed to tonic in one copy — `BytesMut`
+/// checks its room on every small write, which cost more than the writing).
+pub trait Out {
+    fn put_slice(&mut self, s: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    fn put_slice(&mut self, s: &[u8]) {
+        self.extend_from_slice(s);
+    }
+}
+
+/// A message that writes itself: its length first, then its bytes.
+pub trait Message {
+    fn encoded_len(&self) -> usize;
+    fn encode(&self, out: &mut impl Out);
+}
+
+/// A slice written from its start; `at` counts what was written (beyond the end: nothing
+/// written there, and `at` tells the caller the size was wrong).
+pub struct Slice<'a> {
+    buf: &'a mut [u8],
+    pub at: usize,
+}
+
+impl<'a> Slice<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        Slice { buf, at: 0 }
+    }
+}
+
+impl Out for Slice<'_> {
+    fn put_slice(&mut self, s: &[u8]) {
+        let end = self.at + s.len();
+        if let Some(d) = self.buf.get_mut(self.at..end) {
+            d.copy_from_slice(s);
+        }
+        self.at = end;
+    }
+}
+
 pub(crate) const VARINT: u32 = 0;
 pub(crate) const LEN: u32 = 2;
 
@@ -168,7 +208,7 @@ pub(crate) fn len_field(tag: u32, len: usize) -> usize {
     key_len(tag) + varint_len(len as u64) + len
 }
 
-/// Up to two varints, written with one `put_slice` (a `BufMut` checks its room per call).
+/// Up to two varints, written with one `put_slice` .
 struct Varints {
     buf: [u8; 20],
     len: usize,
@@ -195,13 +235,13 @@ impl Varints {
         self
     }
 
-    fn put(&self, out: &mut impl BufMut) {
+    fn put(&self, out: &mut impl Out) {
         out.put_slice(&self.buf[..self.len]);
     }
 }
 
 /// The key and length of a length-delimited field; its `len` bytes follow.
-pub(crate) fn put_len(out: &mut impl BufMut, tag: u32, len: usize) {
+pub(crate) fn put_len(out: &mut impl Out, tag: u32, len: usize) {
     Varints::new()
         .push((u64::from(tag) << 3) | u64::from(LEN))
         .push(len as u64)
@@ -217,7 +257,7 @@ pub(crate) fn str_field(tag: u32, s: &[u8]) -> usize {
     }
 }
 
-pub(crate) fn put_str(out: &mut impl BufMut, tag: u32, s: &[u8]) {
+pub(crate) fn put_str(out: &mut impl Out, tag: u32, s: &[u8]) {
     if !s.is_empty() {
         put_len(out, tag, s.len());
         out.put_slice(s);
@@ -233,7 +273,7 @@ pub(crate) fn varint_field(tag: u32, v: u64) -> usize {
     }
 }
 
-pub(crate) fn put_varint_field(out: &mut impl BufMut, tag: u32, v: u64) {
+pub(crate) fn put_varint_field(out: &mut impl Out, tag: u32, v: u64) {
     if v != 0 {
         Varints::new()
             .push((u64::from(tag) << 3) | u64::from(VARINT))

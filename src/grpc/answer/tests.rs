@@ -22,6 +22,7 @@ use tonic::Status;
 
 use super::*;
 use crate::engine::{LimitKind, LimitReport};
+use crate::grpc::wire::Message as _;
 use crate::limit::LimitState;
 
 fn snapshot(responses: &str) -> Snapshot {
