@@ -5,7 +5,7 @@
 # one); `valgrind --tool=callgrind --separate-threads=yes` counts each thread's instructions;
 # two runs of N and 2N calls (each after as many warm-up calls) and their difference give the
 # cost of one call, without start-up. Valgrind reports a CPU without the x86 SHA extensions, so
-# the key's SHA-256 runs in software here (about 6,700 instructions, a few hundred on a CPU
+# the key's SHA-256 runs in software here (about 3,400 instructions, a few hundred on a CPU
 # that has them).
 # Usage: scripts/bench-instructions.sh [N]     (default 1000)
 set -euo pipefail

@@ -5,6 +5,8 @@
 #   3. gRPC: `plangate bench` Check and RLS against plangate and the baseline server, in
 #      alternating rounds, with each server's CPU time per request
 #   4. Envoy: wrk through Envoy without ext_authz, with plangate ext_authz, with plangate RLS
+# and, first, the counts that do not move with the host: allocations per call (benches/alloc.rs)
+# and, without --quick, instructions per call (scripts/bench-instructions.sh, valgrind).
 # Usage: scripts/bench.sh [--quick]    (quick: shorter runs, no criterion)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,6 +29,11 @@ cargo build --release --quiet
 echo "## allocations per call, plangate vs the empty handler"
 cargo bench --quiet --bench alloc 2>/dev/null | grep -E "^\||allocations" || true
 echo
+if [ -z "$quick" ] && command -v valgrind >/dev/null; then
+  echo "## instructions per call (callgrind, server thread), plangate vs the empty handler"
+  scripts/bench-instructions.sh 1000
+  echo
+fi
 
 if [ -z "$quick" ]; then
   echo "## criterion"
