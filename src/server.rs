@@ -14,6 +14,7 @@ use crate::catalog::Catalog;
 use crate::clock::{Clock, Stopwatch, SystemClock};
 use crate::config::ConfigErrors;
 use crate::engine::{Engine, FailurePolicy};
+use crate::grpc::serve::Direct;
 use crate::grpc::{AuthzService, RlsService, Served};
 use crate::management;
 use crate::metrics::Metrics;
@@ -724,6 +725,13 @@ pub async fn run_with(
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    let authz = Served::new(AuthzService::new(engine.clone(), metrics.clone()))
+        .max_decoding_message_size(limits.max_request_bytes);
+    let rls = Served::new(
+        RlsService::new(engine, metrics)
+            .with_limits(limits.max_descriptors, limits.max_descriptor_entries),
+    )
+    .max_decoding_message_size(limits.max_request_bytes);
     let server = tonic::transport::Server::builder()
         // Bounded per connection: streams at once (advertised in SETTINGS and enforced), and
         // the data a connection and a stream may have in flight.
@@ -732,20 +740,14 @@ pub async fn run_with(
         .initial_connection_window_size(CONNECTION_WINDOW)
         .initial_stream_window_size(STREAM_WINDOW)
         .http2_max_header_list_size(MAX_HEADER_LIST)
+        // Check and ShouldRateLimit ahead of the router; their services are added too, for
+        // their other (unimplemented) methods.
+        .layer(Direct::new(authz.clone(), rls.clone()))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(
-            Served::new(AuthzService::new(engine.clone(), metrics.clone()))
-                .max_decoding_message_size(limits.max_request_bytes),
-        )
-        .add_service(
-            Served::new(
-                RlsService::new(engine, metrics)
-                    .with_limits(limits.max_descriptors, limits.max_descriptor_entries),
-            )
-            .max_decoding_message_size(limits.max_request_bytes),
-        )
+        .add_service(authz)
+        .add_service(rls)
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::select! {
         r = server => r?,

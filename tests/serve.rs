@@ -304,3 +304,58 @@ async fn a_stuck_call_is_answered_when_its_time_is_up() {
     assert_eq!(status.code(), tonic::Code::Cancelled, "{status:?}");
     assert!(status.message().contains("Timeout"), "{status:?}");
 }
+
+/// Check and ShouldRateLimit are answered ahead of tonic's router; any other method of their
+/// services is UNIMPLEMENTED, as from tonic's generated servers, and the router still serves
+/// the rest (gRPC health).
+#[tokio::test]
+async fn other_methods_of_the_envoy_services_are_unimplemented() {
+    let c = plangate::config::load_str(
+        &common::petstore(common::DEFAULTS, &[("prod", "{}")], &[], &[]),
+        None,
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let engine = std::sync::Arc::new(common::engine_of(c.snapshot));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(plangate::server::run(
+        engine,
+        Default::default(),
+        listener,
+        std::future::pending(),
+        std::time::Duration::from_secs(1),
+    ));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for path in [
+        "/envoy.service.auth.v3.Authorization/Nope",
+        "/envoy.service.ratelimit.v3.RateLimitService/Nope",
+        "/envoy.service.auth.v3.Authorization/check",
+    ] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary::<(), (), _>(
+                tonic::Request::new(()),
+                path.parse().unwrap(),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .expect_err("no such method");
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unimplemented,
+            "{path}: {status:?}"
+        );
+    }
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("the router still serves health");
+    assert_eq!(r.into_inner().status, 1, "SERVING");
+}

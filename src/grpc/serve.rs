@@ -185,3 +185,85 @@ fn unimplemented() -> http::Response<tonic::body::Body> {
     );
     response
 }
+
+/// Check and ShouldRateLimit answered ahead of tonic's router: a request for one of the two
+/// methods goes straight to its service; any other goes on to the router (axum), which would
+/// otherwise parse the route's parameters and box the call once more for every request (4
+/// allocations and a clone of the routed service each). Given to `Server::layer`, so that
+/// tonic's per-connection stack (the call timeout, connection info) still wraps it.
+pub struct Direct<A, R> {
+    a: Served<A>,
+    r: Served<R>,
+}
+
+impl<A, R> Direct<A, R> {
+    pub fn new(a: Served<A>, r: Served<R>) -> Self {
+        Direct { a, r }
+    }
+}
+
+impl<A, R> Clone for Direct<A, R> {
+    fn clone(&self) -> Self {
+        Direct {
+            a: self.a.clone(),
+            r: self.r.clone(),
+        }
+    }
+}
+
+impl<A, R, S> tower::Layer<S> for Direct<A, R> {
+    type Service = DirectService<A, R, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DirectService {
+            direct: self.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service [`Direct`] makes of the router.
+pub struct DirectService<A, R, S> {
+    direct: Direct<A, R>,
+    inner: S,
+}
+
+impl<A, R, S: Clone> Clone for DirectService<A, R, S> {
+    fn clone(&self) -> Self {
+        DirectService {
+            direct: self.direct.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<A, R, S> tonic::codegen::Service<http::Request<tonic::body::Body>> for DirectService<A, R, S>
+where
+    A: Handler,
+    R: Handler,
+    S: tonic::codegen::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let path = req.uri().path();
+        if path == A::PATH {
+            self.direct.a.call(req)
+        } else if path == R::PATH {
+            self.direct.r.call(req)
+        } else {
+            Box::pin(self.inner.call(req))
+        }
+    }
+}
