@@ -21,12 +21,12 @@ use super::wire::{Message, Slice};
 
 /// An answer that writes itself.
 pub trait Encoded: Send + 'static {
-    /// Writes the message into `out` (reserving its length first).
+    /// Writes the message into `out` ([`write`] does it in one copy).
     fn encode(&self, out: &mut EncodeBuf<'_>);
 }
 
-/// Writes `message`: into a buffer on the stack when it fits (the
-/// usual answer is a few hundred bytes), then into tonic's buffer in one copy.
+/// Writes `message`: into a buffer on the stack when it fits (the usual answer is a few hundred
+/// bytes), then into tonic's buffer in one copy.
 pub(crate) fn write(out: &mut EncodeBuf<'_>, message: &impl Message) {
     let len = message.encoded_len();
     let mut stack = [0u8; 1024];
