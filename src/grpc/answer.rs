@@ -652,23 +652,17 @@ impl<'a> CheckWire<'a> {
 
     /// The same answer as prost's message (tests, and callers of the typed service).
     pub fn to_message(&self) -> CheckResponse {
-        let mut buf = Vec::with_capacity(self.encoded_len());
-        self.encode(&mut buf);
-        CheckResponse::decode(buf.as_slice()).expect("plangate's own encoding decodes")
+        CheckResponse::decode(self.to_vec().as_slice()).expect("plangate's own encoding decodes")
     }
 }
 
 impl Message for CheckWire<'_> {
     /// The length of the encoded `CheckResponse`.
     fn encoded_len(&self) -> usize {
-        let body = if self.answer.http_status == 200 {
-            len_field(3, self.ok_len())
-        } else {
-            len_field(2, self.denied_len())
-        };
+        let body_tag = if self.answer.http_status == 200 { 3 } else { 2 };
         len_field(1, self.status_len())
-            + body
-            + self.metadata.map_or(0, |d| len_field(4, metadata_len(d)))
+            + len_field(body_tag, self.body_len)
+            + self.metadata.map_or(0, |_| len_field(4, self.metadata_len))
     }
 
     /// Writes the `CheckResponse`: `status` 1, `denied_response` 2 or `ok_response` 3,
@@ -722,11 +716,6 @@ pub fn check_response(
     key_header: Option<&str>,
 ) -> CheckResponse {
     CheckWire::new(d, snap, client_identity_headers.iter().copied(), key_header).to_message()
-}
-
-/// The ext_authz answer to a request plangate cannot read, as prost's message.
-pub fn check_bad_request() -> CheckResponse {
-    CheckWire::bad_request().to_message()
 }
 
 // ---- RLS: RateLimitResponse ----
@@ -913,9 +902,8 @@ impl<'a> RlsWire<'a> {
 
     /// The same answer as prost's message (tests, and callers of the typed service).
     pub fn to_message(&self) -> RateLimitResponse {
-        let mut buf = Vec::with_capacity(self.encoded_len());
-        self.encode(&mut buf);
-        RateLimitResponse::decode(buf.as_slice()).expect("plangate's own encoding decodes")
+        RateLimitResponse::decode(self.to_vec().as_slice())
+            .expect("plangate's own encoding decodes")
     }
 }
 
@@ -967,16 +955,6 @@ impl Message for RlsWire<'_> {
             }
         }
     }
-}
-
-/// The RLS answer for one decision per descriptor, as prost's message: see [`RlsWire::new`].
-pub fn rls_response(decisions: &[Decision], snap: &Snapshot) -> RateLimitResponse {
-    RlsWire::new(decisions, snap).to_message()
-}
-
-/// The RLS answer for a domain plangate does not serve, as prost's message.
-pub fn rls_unknown_domain(descriptors: usize) -> RateLimitResponse {
-    RlsWire::unknown_domain(descriptors).to_message()
 }
 
 #[cfg(test)]

@@ -166,6 +166,13 @@ impl Out for Vec<u8> {
 pub trait Message {
     fn encoded_len(&self) -> usize;
     fn encode(&self, out: &mut impl Out);
+
+    /// The message's bytes, in a `Vec` of their length.
+    fn to_vec(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(self.encoded_len());
+        self.encode(&mut buf);
+        buf
+    }
 }
 
 /// A slice written from its start; `at` counts what was written (beyond the end: nothing

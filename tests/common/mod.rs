@@ -724,22 +724,11 @@ pub async fn authz_client(
 
 /// A Check for `GET path` with `x-api-key: key` (API and stage from the config's defaults).
 pub fn check_request(key: &str, path: &str) -> envoy_types::ext_authz::v3::pb::CheckRequest {
-    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
-    envoy_types::ext_authz::v3::pb::CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: path.into(),
-                    headers: [("x-api-key".to_string(), key.to_string())].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+    let mut r = plangate::baseline::check_request("", "", path, key);
+    if let Some(a) = r.attributes.as_mut() {
+        a.context_extensions.clear();
     }
+    r
 }
 
 /// [`check_request`] routed to `api` and `stage` by context extensions, as an Envoy route sets them

@@ -22,7 +22,6 @@ use tonic::Status;
 
 use super::*;
 use crate::engine::{LimitKind, LimitReport};
-use crate::grpc::wire::Message as _;
 use crate::limit::LimitState;
 
 fn snapshot(responses: &str) -> Snapshot {
@@ -274,10 +273,13 @@ fn pb_rls(decisions: &[Decision], snap: &Snapshot) -> RateLimitResponse {
 
 // ---- the comparisons ----
 
-fn written(len: usize, encode: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
-    let mut buf = Vec::new();
-    encode(&mut buf);
-    assert_eq!(buf.len(), len, "encoded_len is the length written");
+fn written(m: &impl crate::grpc::wire::Message) -> Vec<u8> {
+    let buf = m.to_vec();
+    assert_eq!(
+        buf.len(),
+        m.encoded_len(),
+        "encoded_len is the length written"
+    );
     buf
 }
 
@@ -289,7 +291,7 @@ fn check_answers_are_what_prost_writes() {
         let snap = snapshot(style);
         for d in decisions() {
             let w = CheckWire::new(&d, &snap, identity.iter().copied(), Some("x-api-key"));
-            let bytes = written(w.encoded_len(), |b| w.encode(b));
+            let bytes = written(&w);
             let key = (!snap.forward_api_key).then_some("x-api-key");
             let meta = snap.dynamic_metadata.then_some(&d);
             let want = pb_check(&answer(&d, &snap), meta, &identity, key);
@@ -310,7 +312,7 @@ fn check_answers_are_what_prost_writes() {
     }
     assert_eq!(shapes, STYLES.len() * decisions().len());
     let bad = CheckWire::bad_request();
-    let bytes = written(bad.encoded_len(), |b| bad.encode(b));
+    let bytes = written(&bad);
     assert_eq!(
         bytes,
         pb_check(&Answer::bad_request(), None, &[], None).encode_to_vec()
@@ -328,13 +330,13 @@ fn rls_answers_are_what_prost_writes() {
         cases.push(&[]);
         for ds in cases {
             let w = RlsWire::new(ds, &snap);
-            let bytes = written(w.encoded_len(), |b| w.encode(b));
+            let bytes = written(&w);
             assert_eq!(bytes, pb_rls(ds, &snap).encode_to_vec(), "{style} / {ds:?}");
         }
     }
     for n in [0, 1, 3] {
         let w = RlsWire::unknown_domain(n);
-        let bytes = written(w.encoded_len(), |b| w.encode(b));
+        let bytes = written(&w);
         let want = RateLimitResponse {
             overall_code: Code::Ok as i32,
             statuses: vec![
