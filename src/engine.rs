@@ -20,7 +20,7 @@ use crate::clock::{Clock, Nanos};
 use crate::limit::{LimitKey, LimitRef, LimitSpec, LimitState, Period};
 use crate::snapshot::{
     HostMatch, MAX_KEY_BYTES, MethodMatch, PathParameters, Snapshot, Stage, Throttle, UnknownHosts,
-    UnknownMethods, hash_key,
+    UnknownMethods, seen,
 };
 use crate::store::{Charge, Mode, Store, StoreError, Units};
 
@@ -982,8 +982,11 @@ fn key_limits(
     let Some(value) = req.key_for(snap, &stage.api).filter(|k| !k.is_empty()) else {
         return Err(DenyReason::MissingKey);
     };
-    let hash = hash_key(value);
+    let (hash, seen) = seen::key_hash(value);
     let (key_id, used) = if let Some(key) = snap.key_by_hash(&hash) {
+        if !seen {
+            seen::remember(value, &hash);
+        }
         decision.key_id = Some(key.id.clone());
         decision.customer_id = key.customer_id.clone();
         if !key.enabled {
@@ -1000,6 +1003,9 @@ fn key_limits(
             .flatten();
         (key.id.clone(), key.customer_id.clone(), key.enabled, used)
     }) {
+        if !seen {
+            seen::remember(value, &hash);
+        }
         decision.key_id = Some(id.clone());
         decision.customer_id = customer;
         if !enabled {

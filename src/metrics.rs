@@ -10,6 +10,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
@@ -44,6 +45,8 @@ pub const FAILING_WINDOW: Nanos = 10 * crate::clock::NANOS_PER_SEC;
 /// Every metric plangate exports. Fields are private: each event has one method, so that a
 /// metric is updated in one way only.
 pub struct Metrics {
+    /// This instance among those of the process (see [`Metrics::decision_counter`]).
+    id: u64,
     registry: Registry,
     decisions: IntCounterVec,
     config_generation: IntGauge,
@@ -87,6 +90,30 @@ pub struct Metrics {
     failing_last: AtomicI64,
     store_error_logged_at: AtomicI64,
 }
+
+/// A `decisions` counter and its labels (see [`Metrics::decision_counter`]).
+struct Resolved {
+    metrics: u64,
+    service: Service,
+    api: Option<Arc<str>>,
+    stage: Option<Arc<str>>,
+    plan: Option<Arc<str>>,
+    outcome: crate::engine::Outcome,
+    decided_by: Option<LimitKind>,
+    shadow: bool,
+    counter: IntCounter,
+}
+
+/// Counters resolved per thread: a few plans × outcomes on a busy gateway.
+const RESOLVED_SLOTS: usize = 64;
+
+thread_local! {
+    static RESOLVED: std::cell::RefCell<Vec<Option<Resolved>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Tells one `Metrics` from another in the per-thread cache (an address could be reused).
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A watcher of decisions (see [`Metrics::watch`]); counted while it lives.
 pub struct Watcher {
@@ -313,6 +340,7 @@ impl Metrics {
         let decision_duration_of = per_service(&decision_duration);
         let store_duration_of = per_service(&store_duration);
         Metrics {
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
             tap: tokio::sync::broadcast::channel(TAP_CAPACITY).0,
             watchers: Arc::new(AtomicUsize::new(0)),
             admitted_every: AtomicU64::new(0),
@@ -447,17 +475,7 @@ impl Metrics {
                 decision: d.clone(),
             }));
         }
-        self.decisions
-            .with_label_values(&[
-                service.as_str(),
-                d.api.as_deref().unwrap_or(""),
-                d.stage.as_deref().unwrap_or(""),
-                d.plan_id.as_deref().unwrap_or(""),
-                d.outcome.as_str(),
-                d.decided_by.map_or("", LimitKind::as_str),
-                if d.shadow { "true" } else { "false" },
-            ])
-            .inc();
+        self.decision_counter(service, d).inc();
         self.decision_duration_of[service as usize].observe(seconds);
         if let Some(store) = d.store_seconds {
             self.store_duration_of[service as usize].observe(store);
@@ -484,6 +502,71 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// The `decisions` counter of `d`'s labels: from this thread's cache of the counters
+    /// resolved lately (a Vec lookup hashes seven strings and takes a lock), else resolved and
+    /// remembered. The cache holds the label strings it compares (so that an address cannot be
+    /// reused by another string while it is there).
+    fn decision_counter(&self, service: Service, d: &Decision) -> IntCounter {
+        let slot = {
+            let addr = |s: &Option<Arc<str>>| s.as_ref().map_or(0, |s| s.as_ptr() as usize);
+            let h = foldhash::fast::FixedState::default().hash_one((
+                self.id,
+                addr(&d.api),
+                addr(&d.stage),
+                addr(&d.plan_id),
+                d.outcome as u8,
+                d.decided_by.map_or(u8::MAX, |k| k as u8),
+                (service as u8) << 1 | u8::from(d.shadow),
+            ));
+            (h as usize) % RESOLVED_SLOTS
+        };
+        let same = |r: &Resolved| {
+            r.metrics == self.id
+                && r.service as u8 == service as u8
+                && r.outcome == d.outcome
+                && r.decided_by == d.decided_by
+                && r.shadow == d.shadow
+                && r.api == d.api
+                && r.stage == d.stage
+                && r.plan == d.plan_id
+        };
+        let cached = RESOLVED.with(|c| {
+            let c = c.try_borrow().ok()?;
+            c.get(slot)?.as_ref().filter(|r| same(r)).map(|r| r.counter.clone())
+        });
+        if let Some(counter) = cached {
+            return counter;
+        }
+        let counter = self.decisions.with_label_values(&[
+            service.as_str(),
+            d.api.as_deref().unwrap_or(""),
+            d.stage.as_deref().unwrap_or(""),
+            d.plan_id.as_deref().unwrap_or(""),
+            d.outcome.as_str(),
+            d.decided_by.map_or("", LimitKind::as_str),
+            if d.shadow { "true" } else { "false" },
+        ]);
+        RESOLVED.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                if c.is_empty() {
+                    c.resize_with(RESOLVED_SLOTS, || None);
+                }
+                c[slot] = Some(Resolved {
+                    metrics: self.id,
+                    service,
+                    api: d.api.clone(),
+                    stage: d.stage.clone(),
+                    plan: d.plan_id.clone(),
+                    outcome: d.outcome,
+                    decided_by: d.decided_by,
+                    shadow: d.shadow,
+                    counter: counter.clone(),
+                });
+            }
+        });
+        counter
     }
 
     /// Logs a share `rate` (0 to 1) of admitted decisions at info: one in round(1 / rate),
@@ -692,5 +775,45 @@ mod tests {
         // A second later, one line for the 999 since.
         assert_eq!(m.store_failed(t0 + NANOS_PER_SEC), Some(1000));
         assert!(m.render().contains("plangate_store_errors_total 1001"));
+    }
+
+    #[test]
+    fn each_decision_is_counted_under_its_own_labels_in_its_own_registry() {
+        use crate::engine::Outcome;
+        let (a, b) = (Metrics::new(), Metrics::new());
+        let decision = |plan: &str, outcome| {
+            let mut d = Decision::new(outcome, 1);
+            d.api = Some(Arc::from("petstore"));
+            d.stage = Some(Arc::from("prod"));
+            d.plan_id = Some(Arc::from(plan));
+            d
+        };
+        let gold = decision("gold", Outcome::Admitted);
+        for _ in 0..3 {
+            a.decided(Service::ExtAuthz, &gold, 0.0, 0);
+        }
+        b.decided(Service::ExtAuthz, &gold, 0.0, 0);
+        // The same labels in other strings; then other labels.
+        a.decided(Service::ExtAuthz, &decision("gold", Outcome::Admitted), 0.0, 0);
+        a.decided(Service::Rls, &gold, 0.0, 0);
+        a.decided(Service::ExtAuthz, &decision("silver", Outcome::Admitted), 0.0, 0);
+        let mut shadowed = decision("gold", Outcome::Throttled);
+        a.decided(Service::ExtAuthz, &shadowed, 0.0, 0);
+        shadowed.shadow = true;
+        a.decided(Service::ExtAuthz, &shadowed, 0.0, 0);
+        let series = |m: &Metrics, service: &str, plan: &str, outcome: &str, shadow: &str| {
+            let line = format!(
+                "plangate_decisions_total{{api=\"petstore\",grpc_service=\"{service}\",limit=\"\",outcome=\"{outcome}\",plan=\"{plan}\",shadow=\"{shadow}\",stage=\"prod\"}} "
+            );
+            let text = m.render();
+            let at = text.find(&line).unwrap_or_else(|| panic!("no {line} in\n{text}"));
+            text[at + line.len()..].lines().next().unwrap().to_string()
+        };
+        assert_eq!(series(&a, "ext_authz", "gold", "admitted", "false"), "4");
+        assert_eq!(series(&b, "ext_authz", "gold", "admitted", "false"), "1");
+        assert_eq!(series(&a, "rls", "gold", "admitted", "false"), "1");
+        assert_eq!(series(&a, "ext_authz", "silver", "admitted", "false"), "1");
+        assert_eq!(series(&a, "ext_authz", "gold", "throttled", "false"), "1");
+        assert_eq!(series(&a, "ext_authz", "gold", "throttled", "true"), "1");
     }
 }

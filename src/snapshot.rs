@@ -6,6 +6,7 @@
 //! picks the most specific template: literal segments, then `{param}`, then `{proxy+}`.
 
 pub mod responses;
+pub mod seen;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::*;
 use crate::limit::LimitKey;
+use crate::snapshot::hash_key;
 
 const KEY: &str = "engine-test-key-0123456789";
 
@@ -171,4 +172,35 @@ fn paths_are_canonical_before_matching() {
 
 fn empty_catalog() -> crate::catalog::Catalog {
     crate::catalog::Catalog::new(std::sync::Arc::new(crate::store::MemoryStore::new()))
+}
+
+#[test]
+fn a_key_seen_before_is_still_looked_up_in_the_current_snapshot() {
+    // The per-thread cache of key hashes (snapshot::seen) holds hashes, not keys: a key
+    // removed, disabled or given another plan is refused or re-planned on the next request.
+    let snap = snapshot("");
+    for _ in 0..2 {
+        let p = planned(&snap, "GET", "/pets");
+        assert_eq!(p.decision.key_id.as_deref(), Some("k1"));
+    }
+    assert!(crate::snapshot::seen::key_hash(KEY).1, "remembered");
+    let req = Request::new("GET", "/pets", Some(KEY), 1).stage(Some("petstore"), Some("prod"));
+    let edited = |from: &str, to: &str| {
+        let text = format!(
+            "version: 1\napis:\n  petstore:\n    stages:\n      prod: {{}}\nusage_plans:\n  gold:\n    api_stages: [{{ api: petstore, stage: prod }}]\napi_keys:\n  - {{ id: k1, value_sha256: {}, usage_plans: [gold] }}\n",
+            hex::encode(hash_key(KEY))
+        )
+        .replace(from, to);
+        crate::config::load_str(&text, None, Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .snapshot
+    };
+    let refused = |s: &Snapshot| plan(s, &empty_catalog(), &req, 0, 90).err().and_then(|d| d.reason);
+    let gone = edited(&hex::encode(hash_key(KEY)), &hex::encode(hash_key("other")));
+    assert_eq!(refused(&gone), Some(DenyReason::UnknownKey));
+    let disabled = edited("usage_plans: [gold] }", "usage_plans: [gold], enabled: false }");
+    assert_eq!(refused(&disabled), Some(DenyReason::DisabledKey));
+    let no_plan = edited("usage_plans: [gold] }", "usage_plans: [] }");
+    assert_eq!(refused(&no_plan), Some(DenyReason::KeyNotInPlan));
+    assert_eq!(refused(&edited("", "")), None);
 }

@@ -17,6 +17,9 @@
 //! Buckets are not persisted: after a restart they start full, which AWS's own throttles do too.
 
 use std::collections::{HashMap, HashSet};
+
+/// The changed counters' keys, hashed as the counters are.
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -48,7 +51,7 @@ struct Inner {
     sweep_at: usize,
     last_sweep: Nanos,
     /// Persisted counters changed since the last flush (only with persistence).
-    dirty: HashSet<LimitKey>,
+    dirty: FastSet<LimitKey>,
     /// Initial periods (see [`Store::initial_period`]), and those not yet written.
     initial: HashMap<String, Nanos>,
     initial_dirty: Vec<(String, Nanos)>,
@@ -76,7 +79,7 @@ impl MemoryStore {
                 cells: FastMap::default(),
                 sweep_at: MIN_SWEEP,
                 last_sweep: 0,
-                dirty: HashSet::new(),
+                dirty: FastSet::default(),
                 initial: HashMap::new(),
                 initial_dirty: Vec::new(),
             }),
@@ -222,7 +225,10 @@ impl MemoryStore {
     /// The changed persisted counters and the new initial periods, taken out of the dirty sets.
     fn take_dirty(&self) -> (Vec<PersistedCount>, Vec<(String, Nanos)>) {
         let mut inner = self.inner.lock();
-        let dirty = std::mem::take(&mut inner.dirty);
+        // The next set starts at this one's size: a set grown from empty again would rehash
+        // on the request path (several times per flush interval under load).
+        let size = inner.dirty.len();
+        let dirty = std::mem::replace(&mut inner.dirty, FastSet::with_capacity_and_hasher(size, Default::default()));
         let counters = dirty
             .into_iter()
             .filter_map(|k| match inner.cells.get(&k) {

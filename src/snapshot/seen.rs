@@ -1,0 +1,163 @@
+//! The SHA-256 of key values seen lately, per thread: a key presented again skips the hash.
+//!
+//! Only the hash is cached, never what it identifies: every request still looks its key up in
+//! the current snapshot and catalog, so a key disabled, deleted or moved to another plan is
+//! refused at once, with no cache to invalidate (SHA-256 does not change). Only values that
+//! named a known key are remembered, so random values cannot push known ones out.
+//!
+//! Per thread rather than per connection: Envoy sends every client's keys over a handful of
+//! connections, so a cache per connection would hold the same keys once per connection anyway;
+//! one per thread needs no lock and no plumbing through tonic. Its size is bounded
+//! ([`SETS`] × 2 values, ~200 KB per thread at most); a key that falls out is hashed again.
+//!
+//! The cached values are compared in constant time (the same work whether they differ at the
+//! first byte or the last), so how long a lookup takes says nothing about a remembered key.
+
+use std::cell::RefCell;
+use std::hash::BuildHasher;
+
+use super::{KeyHash, hash_key};
+
+/// Sets of two values each; a power of two.
+const SETS: usize = 2048;
+
+/// The longest value remembered (longer ones are hashed every time; AWS keys are 20–128
+/// characters).
+const MAX_LEN: usize = 256;
+
+struct Slot {
+    value: Box<[u8]>,
+    hash: KeyHash,
+}
+
+struct Seen {
+    /// `SETS` × 2 slots, allocated on first use.
+    slots: Vec<Option<Slot>>,
+    /// Per set: which of its two slots to replace next (the one not used last).
+    next: Vec<u8>,
+    index: foldhash::fast::RandomState,
+}
+
+thread_local! {
+    static SEEN: RefCell<Seen> = RefCell::new(Seen {
+        slots: Vec::new(),
+        next: Vec::new(),
+        index: foldhash::fast::RandomState::default(),
+    });
+}
+
+/// Equal bytes, compared without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+impl Seen {
+    fn set(&self, value: &[u8]) -> usize {
+        (self.index.hash_one(value) as usize) & (SETS - 1)
+    }
+
+    fn get(&mut self, value: &[u8]) -> Option<KeyHash> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let set = self.set(value);
+        for way in 0..2 {
+            if let Some(s) = &self.slots[set * 2 + way]
+                && same(&s.value, value)
+            {
+                self.next[set] = 1 - way as u8;
+                return Some(s.hash);
+            }
+        }
+        None
+    }
+
+    fn put(&mut self, value: &[u8], hash: KeyHash) {
+        if value.len() > MAX_LEN {
+            return;
+        }
+        if self.slots.is_empty() {
+            self.slots.resize_with(SETS * 2, || None);
+            self.next = vec![0; SETS];
+        }
+        let set = self.set(value);
+        let way = match (&self.slots[set * 2], &self.slots[set * 2 + 1]) {
+            (None, _) => 0,
+            (_, None) => 1,
+            _ => usize::from(self.next[set]),
+        };
+        self.slots[set * 2 + way] = Some(Slot {
+            value: value.into(),
+            hash,
+        });
+        self.next[set] = 1 - way as u8;
+    }
+}
+
+/// The SHA-256 of `value` ([`hash_key`]), and whether this thread had it cached.
+pub fn key_hash(value: &str) -> (KeyHash, bool) {
+    let cached = SEEN.with(|s| {
+        s.try_borrow_mut()
+            .ok()
+            .and_then(|mut s| s.get(value.as_bytes()))
+    });
+    match cached {
+        Some(h) => (h, true),
+        None => (hash_key(value), false),
+    }
+}
+
+/// Remembers that `value` hashes to `hash`: call it only for a value that named a key.
+pub fn remember(value: &str, hash: &KeyHash) {
+    SEEN.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            s.put(value.as_bytes(), *hash);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_is_hashed_then_remembered() {
+        let v = "known-key-value";
+        assert_eq!(key_hash(v), (hash_key(v), false));
+        assert_eq!(key_hash(v), (hash_key(v), false), "not remembered until told");
+        remember(v, &hash_key(v));
+        assert_eq!(key_hash(v), (hash_key(v), true));
+        assert_eq!(key_hash("another"), (hash_key("another"), false));
+    }
+
+    #[test]
+    fn the_hash_handed_over_is_the_values_own_whatever_was_seen_before() {
+        // Far more values than slots: every answer is still the value's own hash.
+        for round in 0..2 {
+            for i in 0..(SETS * 3) {
+                let v = format!("key-{i}");
+                let (h, _) = key_hash(&v);
+                assert_eq!(h, hash_key(&v), "round {round}, value {v}");
+                remember(&v, &h);
+            }
+        }
+        // The last values remembered are still there; a value longer than MAX_LEN never is.
+        let last = format!("key-{}", SETS * 3 - 1);
+        assert_eq!(key_hash(&last), (hash_key(&last), true));
+        let long = "k".repeat(MAX_LEN + 1);
+        remember(&long, &hash_key(&long));
+        assert_eq!(key_hash(&long), (hash_key(&long), false));
+    }
+
+    #[test]
+    fn same_compares_whole_values() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"xbc"));
+        assert!(!same(b"abc", b"abcd"));
+        assert!(same(b"", b""));
+    }
+}
