@@ -534,7 +534,10 @@ impl Metrics {
         };
         let cached = RESOLVED.with(|c| {
             let c = c.try_borrow().ok()?;
-            c.get(slot)?.as_ref().filter(|r| same(r)).map(|r| r.counter.clone())
+            c.get(slot)?
+                .as_ref()
+                .filter(|r| same(r))
+                .map(|r| r.counter.clone())
         });
         if let Some(counter) = cached {
             return counter;
@@ -794,9 +797,19 @@ mod tests {
         }
         b.decided(Service::ExtAuthz, &gold, 0.0, 0);
         // The same labels in other strings; then other labels.
-        a.decided(Service::ExtAuthz, &decision("gold", Outcome::Admitted), 0.0, 0);
+        a.decided(
+            Service::ExtAuthz,
+            &decision("gold", Outcome::Admitted),
+            0.0,
+            0,
+        );
         a.decided(Service::Rls, &gold, 0.0, 0);
-        a.decided(Service::ExtAuthz, &decision("silver", Outcome::Admitted), 0.0, 0);
+        a.decided(
+            Service::ExtAuthz,
+            &decision("silver", Outcome::Admitted),
+            0.0,
+            0,
+        );
         let mut shadowed = decision("gold", Outcome::Throttled);
         a.decided(Service::ExtAuthz, &shadowed, 0.0, 0);
         shadowed.shadow = true;
@@ -806,7 +819,9 @@ mod tests {
                 "plangate_decisions_total{{api=\"petstore\",grpc_service=\"{service}\",limit=\"\",outcome=\"{outcome}\",plan=\"{plan}\",shadow=\"{shadow}\",stage=\"prod\"}} "
             );
             let text = m.render();
-            let at = text.find(&line).unwrap_or_else(|| panic!("no {line} in\n{text}"));
+            let at = text
+                .find(&line)
+                .unwrap_or_else(|| panic!("no {line} in\n{text}"));
             text[at + line.len()..].lines().next().unwrap().to_string()
         };
         assert_eq!(series(&a, "ext_authz", "gold", "admitted", "false"), "4");

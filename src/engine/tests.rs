@@ -195,10 +195,17 @@ fn a_key_seen_before_is_still_looked_up_in_the_current_snapshot() {
             .unwrap_or_else(|e| panic!("{e}"))
             .snapshot
     };
-    let refused = |s: &Snapshot| plan(s, &empty_catalog(), &req, 0, 90).err().and_then(|d| d.reason);
+    let refused = |s: &Snapshot| {
+        plan(s, &empty_catalog(), &req, 0, 90)
+            .err()
+            .and_then(|d| d.reason)
+    };
     let gone = edited(&hex::encode(hash_key(KEY)), &hex::encode(hash_key("other")));
     assert_eq!(refused(&gone), Some(DenyReason::UnknownKey));
-    let disabled = edited("usage_plans: [gold] }", "usage_plans: [gold], enabled: false }");
+    let disabled = edited(
+        "usage_plans: [gold] }",
+        "usage_plans: [gold], enabled: false }",
+    );
     assert_eq!(refused(&disabled), Some(DenyReason::DisabledKey));
     let no_plan = edited("usage_plans: [gold] }", "usage_plans: [] }");
     assert_eq!(refused(&no_plan), Some(DenyReason::KeyNotInPlan));

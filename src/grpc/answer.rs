@@ -75,7 +75,12 @@ impl Digits {
     }
 
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    /// The digits, as written (no UTF-8 check: they are ASCII).
+    fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..usize::from(self.len)).unwrap_or_default()
     }
 }
 
@@ -169,7 +174,7 @@ impl<'a> Text<'a> {
         match self {
             Text::Str(s) => out.put_slice(s.as_bytes()),
             Text::Owned(s) => out.put_slice(s.as_bytes()),
-            Text::Num(d) => out.put_slice(d.as_str().as_bytes()),
+            Text::Num(d) => out.put_slice(d.as_bytes()),
             _ => self.each(&mut |s| out.put_slice(s.as_bytes())),
         }
     }
@@ -482,8 +487,11 @@ fn header_option_len(k: &str, v: &Text<'_>) -> usize {
 }
 
 fn put_header_option(out: &mut impl Out, tag: u32, k: &str, v: &Text<'_>) {
-    put_len(out, tag, header_option_len(k, v));
-    put_header_value(out, 1, k, v);
+    let value = header_value_len(k, v);
+    put_len(out, tag, len_field(1, value) + varint_field(3, OVERWRITE));
+    put_len(out, 1, value);
+    put_str(out, 1, k.as_bytes());
+    put_text(out, 2, v);
     put_varint_field(out, 3, OVERWRITE);
 }
 

@@ -154,11 +154,17 @@ pub(crate) fn map_entry(entry: &[u8]) -> Result<(&str, &str), Unread> {
 /// checks its room on every small write, which cost more than the writing).
 pub trait Out {
     fn put_slice(&mut self, s: &[u8]);
+    /// One byte (tags and lengths are written byte by byte: no copy call for a byte or two).
+    fn put_byte(&mut self, b: u8);
 }
 
 impl Out for Vec<u8> {
     fn put_slice(&mut self, s: &[u8]) {
         self.extend_from_slice(s);
+    }
+
+    fn put_byte(&mut self, b: u8) {
+        self.push(b);
     }
 }
 
@@ -196,6 +202,13 @@ impl Out for Slice<'_> {
         }
         self.at = end;
     }
+
+    fn put_byte(&mut self, b: u8) {
+        if let Some(d) = self.buf.get_mut(self.at) {
+            *d = b;
+        }
+        self.at += 1;
+    }
 }
 
 pub(crate) const VARINT: u32 = 0;
@@ -215,44 +228,19 @@ pub(crate) fn len_field(tag: u32, len: usize) -> usize {
     key_len(tag) + varint_len(len as u64) + len
 }
 
-/// Up to two varints, written with one `put_slice` .
-struct Varints {
-    buf: [u8; 20],
-    len: usize,
-}
-
-impl Varints {
-    fn new() -> Self {
-        Varints {
-            buf: [0; 20],
-            len: 0,
-        }
+/// A varint: 7 bits per byte, low bits first, the high bit set on all but the last.
+pub(crate) fn put_varint(out: &mut impl Out, mut v: u64) {
+    while v >= 0x80 {
+        out.put_byte((v as u8) | 0x80);
+        v >>= 7;
     }
-
-    fn push(&mut self, mut v: u64) -> &mut Self {
-        while v >= 0x80 && self.len < 19 {
-            self.buf[self.len] = (v as u8) | 0x80;
-            self.len += 1;
-            v >>= 7;
-        }
-        if let Some(b) = self.buf.get_mut(self.len) {
-            *b = v as u8;
-            self.len += 1;
-        }
-        self
-    }
-
-    fn put(&self, out: &mut impl Out) {
-        out.put_slice(&self.buf[..self.len]);
-    }
+    out.put_byte(v as u8);
 }
 
 /// The key and length of a length-delimited field; its `len` bytes follow.
 pub(crate) fn put_len(out: &mut impl Out, tag: u32, len: usize) {
-    Varints::new()
-        .push((u64::from(tag) << 3) | u64::from(LEN))
-        .push(len as u64)
-        .put(out);
+    put_varint(out, (u64::from(tag) << 3) | u64::from(LEN));
+    put_varint(out, len as u64);
 }
 
 /// A `string` or `bytes` field, left out when empty (proto3).
@@ -282,10 +270,8 @@ pub(crate) fn varint_field(tag: u32, v: u64) -> usize {
 
 pub(crate) fn put_varint_field(out: &mut impl Out, tag: u32, v: u64) {
     if v != 0 {
-        Varints::new()
-            .push((u64::from(tag) << 3) | u64::from(VARINT))
-            .push(v)
-            .put(out);
+        put_varint(out, (u64::from(tag) << 3) | u64::from(VARINT));
+        put_varint(out, v);
     }
 }
 
@@ -312,7 +298,7 @@ mod tests {
             u64::MAX,
         ] {
             let mut out = Vec::new();
-            Varints::new().push(v).put(&mut out);
+            put_varint(&mut out, v);
             assert_eq!(out.len(), varint_len(v), "{v}");
             assert_eq!(out.len(), prost::encoding::encoded_len_varint(v));
             let mut f = Fields { rest: &out };

@@ -8,7 +8,8 @@
 //! Per thread rather than per connection: Envoy sends every client's keys over a handful of
 //! connections, so a cache per connection would hold the same keys once per connection anyway;
 //! one per thread needs no lock and no plumbing through tonic. Its size is bounded
-//! ([`SETS`] × 2 values, ~200 KB per thread at most); a key that falls out is hashed again.
+//! ([`SETS`] × [`WAYS`] values, ~200 KB per thread at most, allocated on first use); a key that
+//! falls out is hashed again.
 //!
 //! The cached values are compared in constant time (the same work whether they differ at the
 //! first byte or the last), so how long a lookup takes says nothing about a remembered key.
@@ -18,8 +19,9 @@ use std::hash::BuildHasher;
 
 use super::{KeyHash, hash_key};
 
-/// Sets of two values each; a power of two.
-const SETS: usize = 2048;
+/// Sets of [`WAYS`] values each; a power of two.
+const SETS: usize = 1024;
+const WAYS: usize = 4;
 
 /// The longest value remembered (longer ones are hashed every time; AWS keys are 20–128
 /// characters).
@@ -31,9 +33,9 @@ struct Slot {
 }
 
 struct Seen {
-    /// `SETS` × 2 slots, allocated on first use.
+    /// `SETS` × `WAYS` slots, allocated on first use.
     slots: Vec<Option<Slot>>,
-    /// Per set: which of its two slots to replace next (the one not used last).
+    /// Per set: which of its slots to replace next (round robin).
     next: Vec<u8>,
     index: foldhash::fast::RandomState,
 }
@@ -51,7 +53,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .fold(0u8, |d, (x, y)| d | (x ^ y));
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+    a8.zip(b8).fold(0u64, |d, (x, y)| d | (word(x) ^ word(y))) | u64::from(tail) == 0
 }
 
 impl Seen {
@@ -59,20 +68,16 @@ impl Seen {
         (self.index.hash_one(value) as usize) & (SETS - 1)
     }
 
-    fn get(&mut self, value: &[u8]) -> Option<KeyHash> {
+    fn get(&self, value: &[u8]) -> Option<KeyHash> {
         if self.slots.is_empty() {
             return None;
         }
         let set = self.set(value);
-        for way in 0..2 {
-            if let Some(s) = &self.slots[set * 2 + way]
-                && same(&s.value, value)
-            {
-                self.next[set] = 1 - way as u8;
-                return Some(s.hash);
-            }
-        }
-        None
+        self.slots[set * WAYS..(set + 1) * WAYS]
+            .iter()
+            .flatten()
+            .find(|s| same(&s.value, value))
+            .map(|s| s.hash)
     }
 
     fn put(&mut self, value: &[u8], hash: KeyHash) {
@@ -80,30 +85,22 @@ impl Seen {
             return;
         }
         if self.slots.is_empty() {
-            self.slots.resize_with(SETS * 2, || None);
+            self.slots.resize_with(SETS * WAYS, || None);
             self.next = vec![0; SETS];
         }
         let set = self.set(value);
-        let way = match (&self.slots[set * 2], &self.slots[set * 2 + 1]) {
-            (None, _) => 0,
-            (_, None) => 1,
-            _ => usize::from(self.next[set]),
-        };
-        self.slots[set * 2 + way] = Some(Slot {
+        let way = usize::from(self.next[set]) % WAYS;
+        self.slots[set * WAYS + way] = Some(Slot {
             value: value.into(),
             hash,
         });
-        self.next[set] = 1 - way as u8;
+        self.next[set] = ((way + 1) % WAYS) as u8;
     }
 }
 
 /// The SHA-256 of `value` ([`hash_key`]), and whether this thread had it cached.
 pub fn key_hash(value: &str) -> (KeyHash, bool) {
-    let cached = SEEN.with(|s| {
-        s.try_borrow_mut()
-            .ok()
-            .and_then(|mut s| s.get(value.as_bytes()))
-    });
+    let cached = SEEN.with(|s| s.try_borrow().ok().and_then(|s| s.get(value.as_bytes())));
     match cached {
         Some(h) => (h, true),
         None => (hash_key(value), false),
@@ -127,7 +124,11 @@ mod tests {
     fn a_value_is_hashed_then_remembered() {
         let v = "known-key-value";
         assert_eq!(key_hash(v), (hash_key(v), false));
-        assert_eq!(key_hash(v), (hash_key(v), false), "not remembered until told");
+        assert_eq!(
+            key_hash(v),
+            (hash_key(v), false),
+            "not remembered until told"
+        );
         remember(v, &hash_key(v));
         assert_eq!(key_hash(v), (hash_key(v), true));
         assert_eq!(key_hash("another"), (hash_key("another"), false));
@@ -159,5 +160,12 @@ mod tests {
         assert!(!same(b"abc", b"xbc"));
         assert!(!same(b"abc", b"abcd"));
         assert!(same(b"", b""));
+        let long = b"0123456789abcdef0123";
+        assert!(same(long, long));
+        for i in 0..long.len() {
+            let mut other = *long;
+            other[i] ^= 1;
+            assert!(!same(long, &other), "byte {i}");
+        }
     }
 }

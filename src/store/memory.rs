@@ -228,7 +228,10 @@ impl MemoryStore {
         // The next set starts at this one's size: a set grown from empty again would rehash
         // on the request path (several times per flush interval under load).
         let size = inner.dirty.len();
-        let dirty = std::mem::replace(&mut inner.dirty, FastSet::with_capacity_and_hasher(size, Default::default()));
+        let dirty = std::mem::replace(
+            &mut inner.dirty,
+            FastSet::with_capacity_and_hasher(size, Default::default()),
+        );
         let counters = dirty
             .into_iter()
             .filter_map(|k| match inner.cells.get(&k) {
