@@ -33,6 +33,9 @@ struct Slot {
 }
 
 struct Seen {
+    /// Per set: a tag of each slot's value (its index hash's high bits, 0: empty), so that a
+    /// lookup reads one small line and only the slot whose tag matches.
+    tags: Vec<[u32; WAYS]>,
     /// `SETS` × `WAYS` slots, allocated on first use.
     slots: Vec<Option<Slot>>,
     /// Per set: which of its slots to replace next (round robin).
@@ -42,10 +45,26 @@ struct Seen {
 
 thread_local! {
     static SEEN: RefCell<Seen> = RefCell::new(Seen {
+        tags: Vec::new(),
         slots: Vec::new(),
         next: Vec::new(),
         index: foldhash::fast::RandomState::default(),
     });
+}
+
+/// Whether this CPU computes SHA-256 in hardware (x86 SHA extensions, Arm SHA2): then hashing
+/// a key costs less than looking it up here, and the cache is not used.
+fn hashing_is_cheap() -> bool {
+    #[cfg(test)]
+    if let Some(cheap) = tests::CHEAP.get() {
+        return cheap;
+    }
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("sha");
+    #[cfg(target_arch = "aarch64")]
+    return std::arch::is_aarch64_feature_detected!("sha2");
+    #[allow(unreachable_code)]
+    false
 }
 
 /// Equal bytes, compared without stopping at the first difference.
@@ -64,18 +83,20 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Seen {
-    fn set(&self, value: &[u8]) -> usize {
-        (self.index.hash_one(value) as usize) & (SETS - 1)
+    /// The set of `value` and its tag.
+    fn place(&self, value: &[u8]) -> (usize, u32) {
+        let h = self.index.hash_one(value);
+        ((h as usize) & (SETS - 1), ((h >> 32) as u32) | 1)
     }
 
     fn get(&self, value: &[u8]) -> Option<KeyHash> {
         if self.slots.is_empty() {
             return None;
         }
-        let set = self.set(value);
-        self.slots[set * WAYS..(set + 1) * WAYS]
-            .iter()
-            .flatten()
+        let (set, tag) = self.place(value);
+        (0..WAYS)
+            .filter(|&w| self.tags[set][w] == tag)
+            .filter_map(|w| self.slots[set * WAYS + w].as_ref())
             .find(|s| same(&s.value, value))
             .map(|s| s.hash)
     }
@@ -85,11 +106,13 @@ impl Seen {
             return;
         }
         if self.slots.is_empty() {
+            self.tags = vec![[0; WAYS]; SETS];
             self.slots.resize_with(SETS * WAYS, || None);
             self.next = vec![0; SETS];
         }
-        let set = self.set(value);
+        let (set, tag) = self.place(value);
         let way = usize::from(self.next[set]) % WAYS;
+        self.tags[set][way] = tag;
         self.slots[set * WAYS + way] = Some(Slot {
             value: value.into(),
             hash,
@@ -100,6 +123,9 @@ impl Seen {
 
 /// The SHA-256 of `value` ([`hash_key`]), and whether this thread had it cached.
 pub fn key_hash(value: &str) -> (KeyHash, bool) {
+    if hashing_is_cheap() {
+        return (hash_key(value), false);
+    }
     let cached = SEEN.with(|s| s.try_borrow().ok().and_then(|s| s.get(value.as_bytes())));
     match cached {
         Some(h) => (h, true),
@@ -109,6 +135,9 @@ pub fn key_hash(value: &str) -> (KeyHash, bool) {
 
 /// Remembers that `value` hashes to `hash`: call it only for a value that named a key.
 pub fn remember(value: &str, hash: &KeyHash) {
+    if hashing_is_cheap() {
+        return;
+    }
     SEEN.with(|s| {
         if let Ok(mut s) = s.try_borrow_mut() {
             s.put(value.as_bytes(), *hash);
@@ -117,8 +146,22 @@ pub fn remember(value: &str, hash: &KeyHash) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    thread_local! {
+        /// Overrides [`hashing_is_cheap`] on this thread: the cache is tested on every CPU.
+        pub(crate) static CHEAP: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(Some(false)) };
+    }
+
+    #[test]
+    fn with_sha_in_hardware_nothing_is_cached() {
+        CHEAP.set(Some(true));
+        let v = "a-value-on-a-cpu-with-sha";
+        remember(v, &hash_key(v));
+        assert_eq!(key_hash(v), (hash_key(v), false));
+        CHEAP.set(Some(false));
+    }
 
     #[test]
     fn a_value_is_hashed_then_remembered() {
