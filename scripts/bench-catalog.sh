@@ -21,6 +21,7 @@ echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xarg
 
 # 1. Creates and propagation, two replicas on one Redis.
 if [ "${ONLY:-}" != check ]; then
+need redis-server redis-server
 python3 scripts/gen-keys.py 10 "$work/small" --high-limits
 rp=$(port)
 redis-server --port "$rp" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
