@@ -5,8 +5,8 @@
 # one); `valgrind --tool=callgrind --separate-threads=yes` counts each thread's instructions;
 # two runs of N and 2N calls (each after as many warm-up calls) and their difference give the
 # cost of one call, without start-up. Valgrind reports a CPU without the x86 SHA extensions, so
-# the key's SHA-256 runs in software here (about 3,400 instructions, a few hundred on a CPU
-# that has them).
+# plangate takes the path of such a CPU: a key seen before comes from the per-thread cache of
+# key hashes (snapshot::seen), a new one is hashed in software (about 3,400 instructions).
 # Usage: scripts/bench-instructions.sh [N]     (default 1000)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
