@@ -265,8 +265,9 @@ pub struct ApiKey {
     pub name: Option<Box<str>>,
     pub enabled: bool,
     pub customer_id: Option<Arc<str>>,
-    /// Plan indices.
-    pub plans: Vec<u32>,
+    /// Plan indices, inline for one or two plans (most keys): no separate allocation to read
+    /// on every request.
+    pub plans: smallvec::SmallVec<[u32; 2]>,
 }
 
 /// Custom domain names (AWS `DomainName` + `BasePathMapping`): a host and the leading segments of

@@ -914,8 +914,8 @@ impl Compiler {
         plans: &[Plan],
         plan_index: &HashMap<String, u32>,
         stage_names: &[(Arc<str>, Arc<str>)],
-    ) -> Vec<u32> {
-        let mut key_plans: Vec<u32> = Vec::with_capacity(e.plans.len());
+    ) -> smallvec::SmallVec<[u32; 2]> {
+        let mut key_plans = smallvec::SmallVec::<[u32; 2]>::with_capacity(e.plans.len());
         // Stage id → plan that grants it, to find a key in two plans for one stage.
         let mut granted: Vec<(u32, u32)> = Vec::new();
         for (j, plan_id) in e.plans.iter().enumerate() {
