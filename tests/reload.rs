@@ -302,8 +302,10 @@ fn get_metric(text: &str, name: &str) -> Option<f64> {
 
 #[test]
 fn sighup_reloads_and_admin_api_works() {
-    let (_dir, path) = common::plans_dir(config(1, 100, true));
+    let (dir, path) = common::plans_dir(config(1, 100, true));
     let (grpc, admin) = (common::free_port(), common::free_port());
+    // Its log, to say why if it does not come up (a port taken in between, say).
+    let log = dir.path().join("stderr.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_plangate"))
         .args(["serve", "--no-watch", "--no-persist", "--config"])
         .arg(&path)
@@ -311,11 +313,15 @@ fn sighup_reloads_and_admin_api_works() {
         .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
         .env("PLANGATE_ADMIN_TOKEN", "s3cret-token")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let metrics = || common::http(admin, "GET", "/metrics", &[]).body;
     common::wait_until("admin listener", || {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("plangate exited before listening ({status}):\n{log}");
+        }
         std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
     });
     assert_eq!(
