@@ -983,10 +983,14 @@ fn key_limits(
         return Err(DenyReason::MissingKey);
     };
     let (hash, seen) = seen::key_hash(value);
-    let (key_id, used) = if let Some(key) = snap.key_by_hash(&hash) {
+    // A value that names a key, file or runtime, is remembered (disabled or not).
+    let known = || {
         if !seen {
             seen::remember(value, &hash);
         }
+    };
+    let (key_id, used) = if let Some(key) = snap.key_by_hash(&hash) {
+        known();
         decision.key_id = Some(key.id.clone());
         decision.customer_id = key.customer_id.clone();
         if !key.enabled {
@@ -1003,9 +1007,7 @@ fn key_limits(
             .flatten();
         (key.id.clone(), key.customer_id.clone(), key.enabled, used)
     }) {
-        if !seen {
-            seen::remember(value, &hash);
-        }
+        known();
         decision.key_id = Some(id.clone());
         decision.customer_id = customer;
         if !enabled {

@@ -21,6 +21,9 @@ pub use quota::{Period, Quota, QuotaSpec, Window};
 /// SipHash, std's default, costs several times more per lookup.
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// A set hashed as [`FastMap`] is.
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// The identity of a counter. Names are stable across reloads (ids from the config, not
 /// positions), so counters survive a reload that reorders or edits the file.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

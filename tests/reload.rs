@@ -317,13 +317,9 @@ fn sighup_reloads_and_admin_api_works() {
         .spawn()
         .unwrap();
     let metrics = || common::http(admin, "GET", "/metrics", &[]).body;
-    common::wait_until("admin listener", || {
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("plangate exited before listening ({status}):\n{log}");
-        }
-        std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
-    });
+    if let Err(e) = common::try_wait_for_port(admin, "plangate admin", &mut child) {
+        panic!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
     assert_eq!(
         get_metric(&metrics(), "plangate_config_generation"),
         Some(1.0)

@@ -476,22 +476,30 @@ fn header_value_len(k: &str, v: &Text<'_>) -> usize {
 }
 
 fn put_header_value(out: &mut impl Out, tag: u32, k: &str, v: &Text<'_>) {
-    put_len(out, tag, header_value_len(k, v));
+    put_header_value_of_len(out, tag, header_value_len(k, v), k, v);
+}
+
+/// [`put_header_value`] with its length known.
+fn put_header_value_of_len(out: &mut impl Out, tag: u32, len: usize, k: &str, v: &Text<'_>) {
+    put_len(out, tag, len);
     put_str(out, 1, k.as_bytes());
     put_text(out, 2, v);
 }
 
-/// A `HeaderValueOption` (`header` 1, `append_action` 3) that overwrites.
+/// A `HeaderValueOption` (`header` 1, `append_action` 3) that overwrites, around a
+/// `HeaderValue` of `value_len` bytes.
+fn option_len(value_len: usize) -> usize {
+    len_field(1, value_len) + varint_field(3, OVERWRITE)
+}
+
 fn header_option_len(k: &str, v: &Text<'_>) -> usize {
-    len_field(1, header_value_len(k, v)) + varint_field(3, OVERWRITE)
+    option_len(header_value_len(k, v))
 }
 
 fn put_header_option(out: &mut impl Out, tag: u32, k: &str, v: &Text<'_>) {
     let value = header_value_len(k, v);
-    put_len(out, tag, len_field(1, value) + varint_field(3, OVERWRITE));
-    put_len(out, 1, value);
-    put_str(out, 1, k.as_bytes());
-    put_text(out, 2, v);
+    put_len(out, tag, option_len(value));
+    put_header_value_of_len(out, 1, value, k, v);
     put_varint_field(out, 3, OVERWRITE);
 }
 

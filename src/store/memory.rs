@@ -16,10 +16,7 @@
 //! database (see `persist`) every flush interval and at shutdown, and read back at start.
 //! Buckets are not persisted: after a restart they start full, which AWS's own throttles do too.
 
-use std::collections::{HashMap, HashSet};
-
-/// The changed counters' keys, hashed as the counters are.
-type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -30,7 +27,7 @@ use super::catalog::{Changes, MemoryCatalog, Record, Written};
 use super::error::{StoreError, StoreErrorKind};
 use super::persist::Persistence;
 use crate::clock::{NANOS_PER_SEC, Nanos};
-use crate::limit::{BucketState, FastMap, LimitKey, LimitRef, LimitSpec, count};
+use crate::limit::{BucketState, FastMap, FastSet, LimitKey, LimitRef, LimitSpec, count};
 
 const MIN_SWEEP: usize = 4096;
 /// Requests with up to this many limits keep their levels on the stack.

@@ -36,7 +36,7 @@ pub fn wait_for_port(port: u16, what: &str, child: &mut Child) {
 }
 
 /// Waits until something listens on `port` while `child` runs.
-fn try_wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<(), String> {
+pub fn try_wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<(), String> {
     let waited = Stopwatch::start();
     while waited.elapsed() < Duration::from_secs(30) {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
