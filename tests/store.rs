@@ -237,6 +237,92 @@ async fn a_quota_extended_above_its_limit(store: &dyn Store) {
     assert!(charge(store, &[q], 3, SEC).await.admitted);
 }
 
+/// Replicas' clocks differ, and a request's `now` is taken before it waits for the store: a
+/// charge can arrive with an earlier time than one already stored. It refills nothing, and the
+/// stored time stays the later one — else the next charge refills the same interval again (a
+/// leased account bucket over-admitted by 0.3% this way in CI).
+async fn time_running_backwards_refills_nothing_twice(store: &dyn Store) {
+    let account = LimitRef {
+        key: LimitKey::Account,
+        ..bucket("", 1, 3)
+    };
+    let cases: [(&str, Vec<LimitRef>); 3] = [
+        ("a key's bucket", vec![bucket("tb", 1, 3)]),
+        ("a shared bucket", vec![account]),
+        (
+            "a key's bucket and quota",
+            vec![bucket("tq", 1, 3), quota("tq", 100, 0, 100 * SEC)],
+        ),
+    ];
+    for (what, limits) in cases {
+        assert!(charge(store, &limits, 1, 10 * SEC).await.admitted, "{what}");
+        // Full again at 12 s: 2 left after this one.
+        assert!(charge(store, &limits, 1, 12 * SEC).await.admitted, "{what}");
+        // From a clock 1 s behind: no refill, 1 left.
+        let c = charge(store, &limits, 1, 11 * SEC).await;
+        assert!(c.admitted, "{what}");
+        assert_eq!(c.states[0].remaining, 1, "{what}");
+        let c = probe(store, &limits, 12 * SEC).await;
+        assert_eq!(
+            c.states[0].remaining, 1,
+            "{what}: the second behind was refilled again"
+        );
+    }
+}
+
+/// A request from a clock behind, at a quota window's change: counted, and the later window's
+/// count is not restarted by it (it was, on Redis: one record holds one window's count, and each
+/// clock restarted the other's). A window that starts before the request's ends is a changed
+/// period instead: its count starts anew.
+async fn a_clock_behind_at_a_window_change_restarts_no_count(store: &dyn Store) {
+    let old = [quota("wb", 2, 0, 10 * SEC)];
+    let new = [quota("wb", 2, 10 * SEC, 20 * SEC)];
+    assert!(charge(store, &new, 1, 11 * SEC).await.admitted);
+    // 1 ms before the change, on a replica behind: counted in one window or the other.
+    assert!(charge(store, &old, 1, 10 * SEC - SEC / 1000).await.admitted);
+    let _ = charge(store, &new, 1, 11 * SEC).await;
+    assert!(
+        !charge(store, &new, 1, 11 * SEC).await.admitted,
+        "the new window admitted more than its limit"
+    );
+    // The plan's period lengthened (a window of 100 s containing the last one): a new count.
+    let longer = [quota("wb", 2, 0, 100 * SEC)];
+    assert!(charge(store, &longer, 1, 12 * SEC).await.admitted);
+}
+
+/// The same at a day's change for usage: every admitted unit stays counted on some day (Redis
+/// once wrote the earlier day's total over with what the clock behind had counted).
+async fn a_clock_behind_at_midnight_loses_no_usage(store: &dyn Store) {
+    let day = 86_400 * SEC;
+    let usage = |d: i64| {
+        [LimitRef {
+            key: LimitKey::Usage {
+                plan: Arc::from("plan"),
+                key: Arc::from("mu"),
+                day_start: d * day,
+            },
+            spec: LimitSpec::Usage {
+                retain_until: (d + 90) * day,
+            },
+        }]
+    };
+    charge(store, &usage(0), 3, SEC).await;
+    charge(store, &usage(1), 1, day + SEC).await;
+    charge(store, &usage(0), 1, day - SEC / 1000).await;
+    charge(store, &usage(1), 1, day + 2 * SEC).await;
+    charge(store, &usage(2), 1, 2 * day + SEC).await;
+    let keys: Vec<Arc<str>> = vec![Arc::from("mu")];
+    let rows = store.usage("plan", &keys, 0, 3 * day).await.unwrap();
+    let total: u64 = rows.iter().map(|r| r.used).sum();
+    assert_eq!(total, 7, "units lost: {rows:?}");
+    let day0: u64 = rows
+        .iter()
+        .filter(|r| r.day_start == 0)
+        .map(|r| r.used)
+        .sum();
+    assert!(day0 >= 3, "the first day's count was overwritten: {rows:?}");
+}
+
 /// A store to test, and what keeps it alive (a redis-server).
 struct Subject {
     store: Box<dyn Store>,
@@ -416,6 +502,18 @@ macro_rules! store_suite {
                 super::set_used_sets_the_quota(&*$make.store).await;
             }
             #[tokio::test]
+            async fn time_running_backwards_refills_nothing_twice() {
+                super::time_running_backwards_refills_nothing_twice(&*$make.store).await;
+            }
+            #[tokio::test]
+            async fn a_clock_behind_at_a_window_change_restarts_no_count() {
+                super::a_clock_behind_at_a_window_change_restarts_no_count(&*$make.store).await;
+            }
+            #[tokio::test]
+            async fn a_clock_behind_at_midnight_loses_no_usage() {
+                super::a_clock_behind_at_midnight_loses_no_usage(&*$make.store).await;
+            }
+            #[tokio::test]
             async fn fractional_rates_agree_with_the_memory_store() {
                 super::fractional_rates_agree_with_the_memory_store(&*$make.store).await;
             }
@@ -590,4 +688,40 @@ async fn shared_buckets_survive_a_switch_between_exact_and_leased() {
         }
     }
     assert_eq!(admitted, 6);
+}
+
+/// A lease taken with an earlier time than the bucket's stored one (another replica's clock is
+/// ahead) refills nothing and leaves the stored time alone.
+#[tokio::test]
+async fn a_lease_from_a_clock_behind_refills_nothing_twice() {
+    let server = common::RedisServer::start();
+    let leased = RedisStore::connect(&RedisOptions {
+        tls: Default::default(),
+        shared: plangate::store::SharedBuckets::Leased,
+        replicas: 2,
+        url: server.url(),
+        prefix: "lb".into(),
+        timeout: std::time::Duration::from_secs(2),
+    })
+    .await
+    .unwrap();
+    // 1/s, burst 4, two replicas: a batch is one token, so every charge takes a lease.
+    let limits = [LimitRef {
+        key: LimitKey::Account,
+        ..bucket("", 1, 4)
+    }];
+    for at in [10, 12, 11] {
+        assert!(
+            charge(&leased, &limits, 1, at * SEC).await.admitted,
+            "at {at} s"
+        );
+    }
+    // Full at 12 s, then 2 taken: 2 left.
+    let mut admitted = 0;
+    for _ in 0..4 {
+        if charge(&leased, &limits, 1, 12 * SEC).await.admitted {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 2, "the second behind was refilled again");
 }

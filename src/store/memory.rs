@@ -244,9 +244,26 @@ impl MemoryStore {
 type PersistedCount = (LimitKey, u64, Nanos);
 
 /// Sets a cell, in place when it exists (no key clone, one lookup).
-fn put(cells: &mut FastMap<LimitKey, Cell>, key: &LimitKey, cell: Cell) {
+/// Stores `cell` under `key`. A bucket's time never runs backwards: a request whose `now` was
+/// taken before another's that charged first (threads, replicas' clocks) refilled nothing, and
+/// storing its earlier time would refill that interval a second time.
+fn put(cells: &mut FastMap<LimitKey, Cell>, key: &LimitKey, mut cell: Cell) {
     match cells.get_mut(key) {
-        Some(c) => *c = cell,
+        Some(c) => {
+            if let (
+                Cell::Bucket {
+                    state: new,
+                    full_at,
+                },
+                Cell::Bucket { state: old, .. },
+            ) = (&mut cell, &*c)
+                && old.last > new.last
+            {
+                *full_at = full_at.saturating_add(old.last - new.last);
+                new.last = old.last;
+            }
+            *c = cell
+        }
         None => {
             cells.insert(key.clone(), cell);
         }

@@ -1197,12 +1197,13 @@ fn entry_args(
                 legacy,
             } => {
                 let [d, refill, cap] = bucket(*b);
-                let (limit, start) = match quota.map(|i| &limits[i].spec) {
+                let (limit, start, end) = match quota.map(|i| &limits[i].spec) {
                     Some(LimitSpec::Quota(q)) => (
                         q.limit as f64,
                         q.window.start.div_euclid(NANOS_PER_SEC) as f64,
+                        q.window.end.div_euclid(NANOS_PER_SEC) as f64,
                     ),
-                    _ => (-1.0, -1.0),
+                    _ => (-1.0, -1.0, -1.0),
                 };
                 let day = match usage.map(|i| &limits[i].key) {
                     Some(LimitKey::Usage { day_start, .. }) => {
@@ -1222,6 +1223,7 @@ fn entry_args(
                     bucket_units: units_of(*b),
                     limit: limit,
                     window_start: start,
+                    window_end: end,
                     quota_units: qunits,
                     quota_legacy: legacy.0 as f64,
                     day: day,

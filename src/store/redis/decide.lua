@@ -35,7 +35,7 @@
 -- layout: bucket_params = unit, refill, capacity, units
 -- layout: record = level, s, ns, used, window_start, used_today, day, unit
 -- layout: record_v1 = level, s, ns, used, window_start, used_today, day
--- layout: record_params = unit, refill, capacity, bucket_units, limit, window_start, quota_units, quota_legacy, day, usage_units, usage_legacy
+-- layout: record_params = unit, refill, capacity, bucket_units, limit, window_start, window_end, quota_units, quota_legacy, day, usage_units, usage_legacy
 -- layout: lease_params = unit, refill, capacity, want, give
 --
 --   bucket: unit D (1/D token), refill per ns and capacity (burst × D) in those units; a level
@@ -43,8 +43,10 @@
 --           changed since counted in another: its tokens carry over, rounded down). A `_v1`
 --           value, stored before the unit was, counts in the unit of the request that reads it.
 --   record: a plan's throttle (unit 0: none), quota (limit < 0: none; used within the window
---           starting at window_start, Unix s) and today's usage (day < 0: not counted; used_today
---           within the day starting at day, Unix s). Any part may be absent.
+--           starting at window_start, Unix s; a request's window ends at window_end) and
+--           today's usage (day < 0: not counted; used_today within the day starting at day,
+--           Unix s). Any part may be absent. A stored window or day later than the request's
+--           (its replica's clock is behind) is the one the request counts in.
 --   A legacy index points into KEYS at a counter of the earlier one-key-per-counter layout
 --   (single node only), read once when the record does not exist yet: an upgrade loses no
 --   count. 0: none.
@@ -66,7 +68,7 @@ local BUCKET_V1 = "<ddd"
 local BUCKET_PARAMS = "<dddd"
 local RECORD = "<dddddddd"
 local RECORD_V1 = "<ddddddd"
-local RECORD_PARAMS = "<ddddddddddd"
+local RECORD_PARAMS = "<dddddddddddd"
 local LEASE_PARAMS = "<ddddd"
 local now_s = tonumber(ARGV[1])
 local now_n = tonumber(ARGV[2])
@@ -105,6 +107,14 @@ local function refilled(v, l, s, ns, lunit, refill, cap, unit)
   return level
 end
 
+-- When a level is stored: now, unless the stored level (found as `v`, at s, ns) is from later.
+-- Replicas' clocks differ (and a request's now is taken before its script is queued): stored
+-- time never runs backwards, or a later call would refill the same interval a second time.
+local function stored_at(v, s, ns)
+  if v and (s > now_s or (s == now_s and ns > now_n)) then return s, ns end
+  return now_s, now_n
+end
+
 -- The one admission rule: a throttle (unit > 0) has `units` tokens in its level, a quota
 -- (limit >= 0) room for `qunits` more.
 local function admits(level, unit, units, used, limit, qunits)
@@ -118,8 +128,8 @@ end
 
 -- A record found as `v` (nil: none yet), for the request's parameters: the throttle's level,
 -- the quota's used count and today's usage at now, then the stored parts
--- (level, s, ns, used, window start, usage, day).
-local function record_read(v, unit, refill, cap, qstart, qlegacy, day, ulegacy)
+-- (level, s, ns, used, window start, usage, day), then the window and day the request counts in.
+local function record_read(v, unit, refill, cap, qstart, qend, qlegacy, day, ulegacy)
   local l, s, ns, u, ws, du, d, lu = cap, now_s, now_n, 0, -1, 0, -1, unit
   local level, used, today = cap, 0, 0
   if v then
@@ -128,6 +138,12 @@ local function record_read(v, unit, refill, cap, qstart, qlegacy, day, ulegacy)
     else
       l, s, ns, u, ws, du, d, lu = unpack_s(RECORD, v)
     end
+    -- A window or day later than the request's was stored by a replica whose clock is ahead:
+    -- the request counts in it. (Counting in its own would restart the stored count, and the
+    -- next request of the faster clock would restart this one: counts lost at every change.)
+    -- A window that starts before the request's ends is not later: the plan's period changed.
+    if qstart >= 0 and ws >= qend then qstart = ws end
+    if day >= 0 and d > day then day = d end
     if ws == qstart then used = u end
     if d == day then today = du end
   else
@@ -135,7 +151,7 @@ local function record_read(v, unit, refill, cap, qstart, qlegacy, day, ulegacy)
     if day >= 0 then today = legacy(ulegacy) end
   end
   if unit > 0 then level = refilled(v, l, s, ns, lu, refill, cap, unit) end
-  return level, used, today, l, s, ns, u, ws, du, d, lu
+  return level, used, today, l, s, ns, u, ws, du, d, lu, qstart, day
 end
 
 -- A record's new value after `sign` × the request's units (1: a charge, -1: a refund; nil: set
@@ -149,7 +165,8 @@ local function record_write(f, sign, level, used, today, l, s, ns, u, ws, du, d,
     u, ws = qunits, qstart
   else
     if unit > 0 then
-      l, s, ns = level - sign * bunits * unit, now_s, now_n
+      l = level - sign * bunits * unit
+      s, ns = stored_at(true, s, ns)
       if l > cap then l = cap end
     end
   end
@@ -195,18 +212,20 @@ if mode == "l" then
   local f = ARGV[8]
   local unit, refill, cap, want, give = unpack_s(LEASE_PARAMS, ARGV[10])
   local v = redis.call("HGET", KEYS[1], f)
-  local level = cap
+  local level, s, ns = cap, now_s, now_n
   if v then
-    local l, s, ns, lu = bucket_read(v, unit)
+    local l, lu
+    l, s, ns, lu = bucket_read(v, unit)
     level = refilled(v, l, s, ns, lu, refill, cap, unit)
   end
+  s, ns = stored_at(v, s, ns)
   level = level + give
   if level > cap then level = cap end
   local grant = want
   if grant > level then grant = level end
   level = level - grant
   if grant > 0 or give > 0 then
-    redis.call("HSET", KEYS[1], f, pack(BUCKET, level, now_s, now_n, unit))
+    redis.call("HSET", KEYS[1], f, pack(BUCKET, level, s, ns, unit))
   end
   return { grant, level }
 end
@@ -216,10 +235,11 @@ end
 if n == 1 and mode == "c" and ARGV[9] == "r" then
   local f = ARGV[8]
   local v = redis.call("HGET", KEYS[1], f)
-  local unit, refill, cap, bunits, limit, qstart, qunits, qlegacy, day, uunits, ulegacy =
+  local unit, refill, cap, bunits, limit, qstart, qend, qunits, qlegacy, day, uunits, ulegacy =
     unpack_s(RECORD_PARAMS, ARGV[10])
-  local level, used, today, l, s, ns, u, ws, du, d, lu =
-    record_read(v, unit, refill, cap, qstart, qlegacy, day, ulegacy)
+  local level, used, today, l, s, ns, u, ws, du, d, lu
+  level, used, today, l, s, ns, u, ws, du, d, lu, qstart, day =
+    record_read(v, unit, refill, cap, qstart, qend, qlegacy, day, ulegacy)
   if not admits(level, unit, bunits, used, limit, qunits) then
     return { 0, level, used, today }
   end
@@ -259,18 +279,19 @@ for i = 1, n do
   local v = values[tonumber(ARGV[a + 1])][pos[i]]
   if ARGV[a + 3] == "b" then
     local unit, refill, cap, units = unpack_s(BUCKET_PARAMS, ARGV[a + 4])
-    local level = cap
+    local level, s, ns = cap, now_s, now_n
     if v then
-      local l, s, ns, lu = bucket_read(v, unit)
+      local l, lu
+      l, s, ns, lu = bucket_read(v, unit)
       level = refilled(v, l, s, ns, lu, refill, cap, unit)
     end
     out[#out + 1] = level
-    state[i] = level
+    state[i] = { level, stored_at(v, s, ns) }
     if not admits(level, unit, units, 0, -1, 0) then admitted = 0 end
   else
-    local unit, refill, cap, bunits, limit, qstart, qunits, qlegacy, day, _, ulegacy =
+    local unit, refill, cap, bunits, limit, qstart, qend, qunits, qlegacy, day, _, ulegacy =
       unpack_s(RECORD_PARAMS, ARGV[a + 4])
-    local st = { record_read(v, unit, refill, cap, qstart, qlegacy, day, ulegacy) }
+    local st = { record_read(v, unit, refill, cap, qstart, qend, qlegacy, day, ulegacy) }
     out[#out + 1] = st[1]
     out[#out + 1] = st[2]
     out[#out + 1] = st[3]
@@ -295,17 +316,18 @@ if mode == "r" or mode == "s" or (mode == "c" and admitted == 1) then
     local value
     if ARGV[a + 3] == "b" then
       local unit, _, cap, units = unpack_s(BUCKET_PARAMS, ARGV[a + 4])
-      local left = state[i] - (sign or 0) * units * unit
+      local st = state[i]
+      local left = st[1] - (sign or 0) * units * unit
       if left > cap then left = cap end
-      value = pack(BUCKET, left, now_s, now_n, unit)
+      value = pack(BUCKET, left, st[2], st[3], unit)
     else
-      local unit, _, cap, bunits, limit, qstart, qunits, _, day, uunits =
+      local unit, _, cap, bunits, limit, _, _, qunits, _, _, uunits =
         unpack_s(RECORD_PARAMS, ARGV[a + 4])
       local st = state[i]
       local old_field, old_value, fresh
       value, old_field, old_value, fresh = record_write(f, sign, st[1], st[2], st[3],
         st[4], st[5], st[6], st[7], st[8], st[9], st[10], st[11],
-        unit, cap, bunits, limit, qstart, qunits, day, uunits)
+        unit, cap, bunits, limit, st[12], qunits, st[13], uunits)
       if old_field then
         w[#w + 1] = old_field
         w[#w + 1] = old_value

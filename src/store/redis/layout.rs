@@ -112,13 +112,14 @@ pub mod values {
         out
     }
     /// A record entry's parameters (kind `r`).
-    pub const RECORD_PARAMS: [&str; 11] = [
+    pub const RECORD_PARAMS: [&str; 12] = [
         "unit",
         "refill",
         "capacity",
         "bucket_units",
         "limit",
         "window_start",
+        "window_end",
         "quota_units",
         "quota_legacy",
         "day",
