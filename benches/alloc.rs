@@ -9,12 +9,14 @@
 //! `cargo bench --bench alloc` (or with `-- --calls N --keys K --json`). `--only plangate:check`
 //! (or `baseline:rls`, …) measures that one server and call alone: under
 //! `valgrind --tool=callgrind --separate-threads=yes`, the server thread's instructions per call
-//! (`scripts/bench-instructions.sh`).
+//! (`scripts/bench-instructions.sh`). With `--sites` as well, each measured allocation's stack
+//! is captured, and the allocations per call are printed by the crate that asked for them
+//! (`scripts/bench-attribution.sh`).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::CheckRequest;
@@ -28,14 +30,30 @@ struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 
+/// Whether each counted allocation's stack is captured (`--sites`, in the measured window).
+static CAPTURE: AtomicBool = AtomicBool::new(false);
+/// The captured stacks, with each allocation's size.
+static SITES: parking_lot::Mutex<Vec<(usize, std::backtrace::Backtrace)>> =
+    parking_lot::Mutex::new(Vec::new());
+
 thread_local! {
     static SERVER: Cell<bool> = const { Cell::new(false) };
+    /// Set while a stack is captured: its own allocations are neither counted nor captured.
+    static CAPTURING: Cell<bool> = const { Cell::new(false) };
 }
 
 fn count(size: usize) {
-    if SERVER.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    if !SERVER.try_with(Cell::get).unwrap_or(false) || CAPTURING.try_with(Cell::get).unwrap_or(true)
+    {
+        return;
+    }
+    ALLOCS.fetch_add(1, Ordering::Relaxed);
+    BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    if CAPTURE.load(Ordering::Relaxed) {
+        CAPTURING.with(|c| c.set(true));
+        let trace = std::backtrace::Backtrace::force_capture();
+        SITES.lock().push((size, trace));
+        CAPTURING.with(|c| c.set(false));
     }
 }
 
@@ -91,7 +109,7 @@ struct PerCall {
     bytes: f64,
 }
 
-async fn measure(port: u16, api: &str, calls: usize, keys: usize) -> PerCall {
+async fn measure(port: u16, api: &str, calls: usize, keys: usize, sites: bool) -> PerCall {
     let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .expect("an address")
         .connect()
@@ -125,10 +143,12 @@ async fn measure(port: u16, api: &str, calls: usize, keys: usize) -> PerCall {
         ALLOCS.load(Ordering::Relaxed),
         BYTES.load(Ordering::Relaxed),
     );
+    CAPTURE.store(sites, Ordering::Relaxed);
     for i in 0..calls {
         one(calls + i).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
+    CAPTURE.store(false, Ordering::Relaxed);
     let (a1, b1) = (
         ALLOCS.load(Ordering::Relaxed),
         BYTES.load(Ordering::Relaxed),
@@ -146,12 +166,14 @@ fn main() {
     let (mut calls, mut keys, mut json) =
         (if bench { 20_000usize } else { 500 }, 1_000usize, false);
     let mut only = String::new();
+    let mut sites = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--calls" => calls = args.next().and_then(|v| v.parse().ok()).unwrap_or(calls),
             "--keys" => keys = args.next().and_then(|v| v.parse().ok()).unwrap_or(keys),
             "--json" => json = true,
             "--only" => only = args.next().unwrap_or_default(),
+            "--sites" => sites = true,
             _ => {} // cargo bench's own flags (--bench)
         }
     }
@@ -206,14 +228,17 @@ fn main() {
         } else {
             baseline_port
         };
-        let r = client.block_on(measure(port, api, calls, keys));
+        let r = client.block_on(measure(port, api, calls, keys, sites));
         println!("{server} {api}: {:.1} allocations per call", r.allocations);
+        if sites {
+            print_sites(calls);
+        }
         return;
     }
     let mut rows = Vec::new();
     for api in ["check", "rls"] {
-        let base = client.block_on(measure(baseline_port, api, calls, keys));
-        let ours = client.block_on(measure(plangate_port, api, calls, keys));
+        let base = client.block_on(measure(baseline_port, api, calls, keys, false));
+        let ours = client.block_on(measure(plangate_port, api, calls, keys, false));
         rows.push((api, ours, base));
     }
     if json {
@@ -248,5 +273,129 @@ fn main() {
             ours.allocations - base.allocations,
             ours.bytes - base.bytes
         );
+    }
+}
+
+/// The crate of a frame, from its source path: a registry crate's name without its version,
+/// the standard library's `std`, this package's `plangate` (the bench itself `alloc_bench`).
+fn crate_of(path: &str) -> String {
+    // The standard library, and the crates it vendors (its hashbrown).
+    if path.starts_with("/rustc/") || path.starts_with("/rust/deps/") {
+        return "std".into();
+    }
+    if path.starts_with("./benches/") {
+        return "alloc_bench".into();
+    }
+    if path.starts_with("./src/") {
+        return "plangate".into();
+    }
+    // …/index.crates.io-<hash>/<name>-<version>/src/…
+    let Some((_, rest)) = path.split_once("/index.crates.io-") else {
+        return "(unknown)".into();
+    };
+    let dir = rest.split('/').nth(1).unwrap_or(rest);
+    match dir.rsplit_once('-') {
+        Some((name, version)) if version.starts_with(|c: char| c.is_ascii_digit()) => {
+            // A pre-release (`-rc.1`) leaves one more dash.
+            match name.rsplit_once('-') {
+                Some((n, v)) if v.starts_with(|c: char| c.is_ascii_digit()) => n.into(),
+                _ => name.into(),
+            }
+        }
+        _ => dir.into(),
+    }
+}
+
+/// Crates that allocate on behalf of their caller: an allocation belongs to the first frame
+/// outside them.
+const CONTAINERS: &[&str] = &[
+    "std",
+    "alloc_bench",
+    "bytes",
+    "hashbrown",
+    "smallvec",
+    "indexmap",
+    "slab",
+    "mimalloc",
+];
+
+/// `name<…>` as `name`: a function's name without its (often very long) type parameters.
+fn without_generics(name: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0usize;
+    let mut last = ' ';
+    for c in name.chars() {
+        match c {
+            '<' => depth += 1,
+            // `fn(A) -> B` inside the parameters closes nothing.
+            '>' if last != '-' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+        last = c;
+    }
+    out
+}
+
+/// A captured stack's frames as (function, source path and line), innermost first.
+fn frames(trace: &str) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for line in trace.lines() {
+        let line = line.trim_start();
+        if let Some(at) = line.strip_prefix("at ") {
+            if let Some(last) = out.last_mut() {
+                last.1 = at;
+            }
+        } else if let Some((n, function)) = line.split_once(": ")
+            && n.parse::<u32>().is_ok()
+        {
+            out.push((function.trim(), ""));
+        }
+    }
+    out
+}
+
+/// Prints the captured allocations per call, by the crate (and function) that asked for them.
+fn print_sites(calls: usize) {
+    let sites = std::mem::take(&mut *SITES.lock());
+    let mut by_function: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut by_crate: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for (size, trace) in &sites {
+        let text = trace.to_string();
+        let (krate, function) = frames(&text)
+            .into_iter()
+            .map(|(f, at)| (crate_of(at), f, at))
+            // A frame without a source line (no line tables) says nothing of its crate.
+            .find(|(c, _, at)| !at.is_empty() && !CONTAINERS.contains(&c.as_str()))
+            .map(|(c, f, at)| {
+                // The file, without its line and column: one row per function.
+                let file = at.split(':').next().unwrap_or(at);
+                let file = file.rsplit_once("/src/").map_or(file, |(_, f)| f);
+                (c.clone(), format!("{c}: {} ({file})", without_generics(f)))
+            })
+            .unwrap_or_else(|| ("(unknown)".into(), "(unknown)".into()));
+        for (map, name) in [(&mut by_crate, krate), (&mut by_function, function)] {
+            let e = map.entry(name).or_default();
+            e.0 += 1;
+            e.1 += *size as u64;
+        }
+    }
+    let per = |n: u64| n as f64 / calls as f64;
+    println!("| crate | allocations per call | bytes per call |");
+    println!("|---|---|---|");
+    let mut crates: Vec<_> = by_crate.into_iter().collect();
+    crates.sort_by_key(|c| std::cmp::Reverse(c.1.0));
+    for (name, (n, bytes)) in crates {
+        println!("| {name} | {:.2} | {:.0} |", per(n), per(bytes));
+    }
+    println!();
+    println!("| function that asked | allocations per call | bytes per call |");
+    println!("|---|---|---|");
+    let mut functions: Vec<_> = by_function.into_iter().collect();
+    functions.sort_by_key(|f| std::cmp::Reverse(f.1.0));
+    for (name, (n, bytes)) in functions {
+        if per(n) >= 0.01 {
+            println!("| `{name}` | {:.2} | {:.0} |", per(n), per(bytes));
+        }
     }
 }
