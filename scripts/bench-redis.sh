@@ -10,7 +10,11 @@
 #   floor-1   what envoyproxy/ratelimit sends per descriptor, INCRBY + EXPIRE pipelined, for one
 #             counter per decision (benches/redis_floor.rs: two clients × 32 in flight)
 #   quota     plangate on one node with one quota per key as the plan's only limit
-#             (`gen-keys.py --quota-only`: the quota and the key's daily usage, one record)
+#             (`gen-keys.py --quota-only`: the quota and the key's daily usage, one record) —
+#             and the account's throttle, which every deployment has (AWS's default when the
+#             file names none), in the decision's script
+#   quota-l   the same with shared buckets leased: the account's throttle taken in batches, the
+#             decision's script touching the key's record only
 #   floor-5   INCRBY + EXPIRE for each of a full plan's five counters, one pipeline a decision
 # Reported per setup: decisions/s (both replicas), Redis CPU per decision (used_cpu_user +
 # used_cpu_sys over all masters, read from Redis itself), and Redis commands per decision
@@ -142,7 +146,7 @@ measure() { # name binary store-url extra-flags redis-ports…
     for p in "${ports[@]}"; do printf ' %s' "$(cli "$p" dbsize)" >&2; done; echo >&2
   fi
   if [ -n "${VERBOSE:-}" ]; then
-    for p in "${ports[@]}"; do cli "$p" info commandstats | grep -o '^cmdstat_[a-z]*:calls=[0-9]*' | tr '\n' ' '; echo; done
+    for p in "${ports[@]}"; do cli "$p" info commandstats | grep -o '^cmdstat_[a-z]*:calls=[0-9]*,usec=[0-9]*,usec_per_call=[0-9.]*' | tr '\n' ' '; echo; done
   fi
   report "$name" "$cpu0" "$cpu1" "$calls" "$((reads1 - reads0))"
   stop_all
@@ -175,6 +179,8 @@ measure_floor floor-1 1 "$p"
 config="$work/q1/keys.yaml"
 p=$(free_port); start_redis "$p" || exit 1
 measure quota "$new" "redis://127.0.0.1:$p" "" "$p"
+p=$(free_port); start_redis "$p" || exit 1
+measure quota-l "$new" "redis://127.0.0.1:$p" "--store-shared leased" "$p"
 config="$full_config"
 p=$(free_port); start_redis "$p" || exit 1
 measure_floor floor-5 5 "$p"

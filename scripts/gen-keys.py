@@ -5,8 +5,10 @@ usage: gen-keys.py N OUT_DIR [--high-limits] [--quota-only]
   → OUT_DIR/keys.yaml (N keys as value_sha256 in YAML)
     OUT_DIR/keys-csv.yaml + OUT_DIR/keys.csv (N keys in AWS CSV)
   --high-limits: limits no benchmark reaches, so every request is admitted and fully charged
-  --quota-only: the plan's quota is the only limit (no throttle anywhere): one counted limit
-                per key, and the key's daily usage
+  --quota-only: the plan's quota is the only limit of a key (no stage or plan throttle): one
+                counted limit per key, and the key's daily usage. The account's throttle stays
+                (every deployment has one: AWS's default 10,000/s when the file names none);
+                with --high-limits it is one no benchmark reaches
 Key values are derived from their index ("bench-key-%012d"), so a benchmark can present them.
 """
 import hashlib
@@ -45,8 +47,11 @@ def main():
             header = header.replace(a, b)
         header = header.replace("version: 1\n", "version: 1\naccount:\n  throttle: { rate: 100000000, burst: 100000000 }\n")
     if "--quota-only" in sys.argv[3:]:
+        lines = header.split("\n")
         header = "\n".join(
-            l for l in header.split("\n") if "throttle" not in l and not l.startswith("account:")
+            l
+            for i, l in enumerate(lines)
+            if "throttle" not in l or (i > 0 and lines[i - 1].startswith("account:"))
         )
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "keys.yaml"), "w") as f:
