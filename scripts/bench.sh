@@ -6,7 +6,8 @@
 #      alternating rounds, with each server's CPU time per request
 #   4. Envoy: wrk through Envoy without ext_authz, with plangate ext_authz, with plangate RLS
 # and, first, the counts that do not move with the host: allocations per call (benches/alloc.rs)
-# and, without --quick, instructions per call (scripts/bench-instructions.sh, valgrind).
+# and, without --quick, instructions per call (scripts/bench-instructions.sh, valgrind) and
+# allocations and memcpy/memmove copies per call (scripts/bench-attribution.sh).
 # Usage: scripts/bench.sh [--quick]    (quick: shorter runs, no criterion)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -32,6 +33,10 @@ echo
 if [ -z "$quick" ] && command -v valgrind >/dev/null; then
   echo "## instructions per call (callgrind, server thread), plangate vs the empty handler"
   scripts/bench-instructions.sh 1000
+  echo
+  echo "## allocations and copies per call by crate (valgrind dhat), plangate vs the empty handler"
+  echo "## (totals here; scripts/bench-attribution.sh prints them per crate and function)"
+  scripts/bench-attribution.sh 500 | grep -E "^## |allocations per call$|^copies per call"
   echo
 fi
 
