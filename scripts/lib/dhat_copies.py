@@ -105,19 +105,18 @@ def main():
         by_crate[c][i] += v
     total = [sum(v[0] for v in by_crate.values()), sum(v[1] for v in by_crate.values())]
     print(f"copies per call: {total[0] / calls:.2f}, bytes copied per call: {total[1] / calls:.0f}")
-    print()
-    print("| crate | copies per call | bytes copied per call |")
-    print("|---|---|---|")
-    for name, (n, b) in sorted(by_crate.items(), key=lambda kv: -kv[1][1]):
-        if n / calls >= 0.01:
-            print(f"| {name} | {n / calls:.2f} | {b / calls:.0f} |")
-    print()
-    print("| function that copied | copies per call | bytes copied per call |")
-    print("|---|---|---|")
-    for name, (n, b) in sorted(by_fn.items(), key=lambda kv: -kv[1][1]):
-        if n / calls >= 0.01:
-            print(f"| `{name}` | {n / calls:.2f} | {b / calls:.0f} |")
+    table("crate", by_crate, calls, "{}")
+    table("function that copied", by_fn, calls, "`{}`")
 
+
+def table(what, rows, calls, name_format):
+    """Rows of (copies, bytes), per call, most bytes first; those under 0.01 a call left out."""
+    print()
+    print(f"| {what} | copies per call | bytes copied per call |")
+    print("|---|---|---|")
+    for name, (n, b) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
+        if n / calls >= 0.01:
+            print(f"| {name_format.format(name)} | {n / calls:.2f} | {b / calls:.0f} |")
 
 if __name__ == "__main__":
     main()
