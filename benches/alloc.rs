@@ -294,16 +294,13 @@ fn crate_of(path: &str) -> String {
         return "(unknown)".into();
     };
     let dir = rest.split('/').nth(1).unwrap_or(rest);
-    match dir.rsplit_once('-') {
-        Some((name, version)) if version.starts_with(|c: char| c.is_ascii_digit()) => {
-            // A pre-release (`-rc.1`) leaves one more dash.
-            match name.rsplit_once('-') {
-                Some((n, v)) if v.starts_with(|c: char| c.is_ascii_digit()) => n.into(),
-                _ => name.into(),
-            }
-        }
-        _ => dir.into(),
-    }
+    // The name ends at the first dash before a digit: `hyper-util-0.1.3`, `foo-1.0.0-rc.1`.
+    let end = dir
+        .as_bytes()
+        .windows(2)
+        .position(|w| w[0] == b'-' && w[1].is_ascii_digit())
+        .unwrap_or(dir.len());
+    dir[..end].into()
 }
 
 /// Crates that allocate on behalf of their caller: an allocation belongs to the first frame

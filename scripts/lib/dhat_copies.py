@@ -66,7 +66,8 @@ def crate_of(where):
         return "alloc_bench"
     m = re.search(r"/index\.crates\.io-[^/]+/([^/]+)/", path)
     if m:
-        return re.sub(r"-\d[^-]*(-[^-]+)?$", "", m.group(1))
+        # The name ends at the first dash before a digit: hyper-util-0.1.3, foo-1.0.0-rc.1.
+        return re.split(r"-(?=\d)", m.group(1), maxsplit=1)[0]
     if "/src/" in path and "/.cargo/" not in path:
         return "plangate"
     return "(unknown)"
