@@ -377,22 +377,28 @@ fn print_sites(calls: usize) {
             e.1 += *size as u64;
         }
     }
-    let per = |n: u64| n as f64 / calls as f64;
-    println!("| crate | allocations per call | bytes per call |");
-    println!("|---|---|---|");
-    let mut crates: Vec<_> = by_crate.into_iter().collect();
-    crates.sort_by_key(|c| std::cmp::Reverse(c.1.0));
-    for (name, (n, bytes)) in crates {
-        println!("| {name} | {:.2} | {:.0} |", per(n), per(bytes));
-    }
+    print_table("crate", by_crate, calls, |name| name.to_owned());
     println!();
-    println!("| function that asked | allocations per call | bytes per call |");
+    print_table("function that asked", by_function, calls, |name| {
+        format!("`{name}`")
+    });
+}
+
+/// Rows of (allocations, bytes) per call, most allocations first; under 0.01 a call left out.
+fn print_table(
+    what: &str,
+    rows: std::collections::BTreeMap<String, (u64, u64)>,
+    calls: usize,
+    show: impl Fn(&str) -> String,
+) {
+    let per = |n: u64| n as f64 / calls as f64;
+    println!("| {what} | allocations per call | bytes per call |");
     println!("|---|---|---|");
-    let mut functions: Vec<_> = by_function.into_iter().collect();
-    functions.sort_by_key(|f| std::cmp::Reverse(f.1.0));
-    for (name, (n, bytes)) in functions {
+    let mut rows: Vec<_> = rows.into_iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1.0));
+    for (name, (n, bytes)) in rows {
         if per(n) >= 0.01 {
-            println!("| `{name}` | {:.2} | {:.0} |", per(n), per(bytes));
+            println!("| {} | {:.2} | {:.0} |", show(&name), per(n), per(bytes));
         }
     }
 }

@@ -349,18 +349,27 @@ fn persisted() -> Subject {
     }
 }
 
-async fn redis() -> Subject {
-    let server = common::RedisServer::start();
-    let store = RedisStore::connect(&RedisOptions {
+/// A store on `server` under `prefix`, as two replicas would run it (2 s timeout).
+fn options(
+    server: &common::RedisServer,
+    prefix: &str,
+    shared: plangate::store::SharedBuckets,
+) -> RedisOptions {
+    RedisOptions {
         tls: Default::default(),
-        shared: Default::default(),
+        shared,
         replicas: 2,
         url: server.url(),
-        prefix: "test".into(),
+        prefix: prefix.into(),
         timeout: std::time::Duration::from_secs(2),
-    })
-    .await
-    .unwrap();
+    }
+}
+
+async fn redis() -> Subject {
+    let server = common::RedisServer::start();
+    let store = RedisStore::connect(&options(&server, "test", Default::default()))
+        .await
+        .unwrap();
     Subject {
         store: Box::new(store),
         _redis: Some(server),
@@ -534,12 +543,8 @@ async fn a_script_that_runs_after_its_deadline_charges_nothing() {
     use std::time::Duration;
     let server = common::RedisServer::start_with(&["--enable-debug-command", "yes"]);
     let store = RedisStore::connect(&RedisOptions {
-        tls: Default::default(),
-        shared: Default::default(),
-        replicas: 2,
-        url: server.url(),
-        prefix: "late".into(),
         timeout: Duration::from_millis(300),
+        ..options(&server, "late", Default::default())
     })
     .await
     .unwrap();
@@ -617,16 +622,9 @@ async fn an_upgrade_from_the_earlier_redis_layout_loses_no_count() {
     server.command(&["SET", "{up}|q|plan|uk|86400", "2"]);
     server.command(&["SET", "{up}|u|plan|uk|86400", "2"]);
     server.command(&["SET", "{up}|u|plan|uk|0", "7"]);
-    let store = RedisStore::connect(&RedisOptions {
-        tls: Default::default(),
-        shared: Default::default(),
-        replicas: 2,
-        url: server.url(),
-        prefix: "up".into(),
-        timeout: std::time::Duration::from_secs(2),
-    })
-    .await
-    .unwrap();
+    let store = RedisStore::connect(&options(&server, "up", Default::default()))
+        .await
+        .unwrap();
     let usage = LimitRef {
         key: LimitKey::Usage {
             plan: Arc::from("plan"),
@@ -656,14 +654,7 @@ async fn an_upgrade_from_the_earlier_redis_layout_loses_no_count() {
 #[tokio::test]
 async fn shared_buckets_survive_a_switch_between_exact_and_leased() {
     let server = common::RedisServer::start();
-    let opts = |shared| RedisOptions {
-        tls: Default::default(),
-        shared,
-        replicas: 2,
-        url: server.url(),
-        prefix: "sw".into(),
-        timeout: std::time::Duration::from_secs(2),
-    };
+    let opts = |shared| options(&server, "sw", shared);
     let account = LimitRef {
         key: LimitKey::Account,
         spec: LimitSpec::Bucket(BucketSpec {
@@ -695,14 +686,11 @@ async fn shared_buckets_survive_a_switch_between_exact_and_leased() {
 #[tokio::test]
 async fn a_lease_from_a_clock_behind_refills_nothing_twice() {
     let server = common::RedisServer::start();
-    let leased = RedisStore::connect(&RedisOptions {
-        tls: Default::default(),
-        shared: plangate::store::SharedBuckets::Leased,
-        replicas: 2,
-        url: server.url(),
-        prefix: "lb".into(),
-        timeout: std::time::Duration::from_secs(2),
-    })
+    let leased = RedisStore::connect(&options(
+        &server,
+        "lb",
+        plangate::store::SharedBuckets::Leased,
+    ))
     .await
     .unwrap();
     // 1/s, burst 4, two replicas: a batch is one token, so every charge takes a lease.

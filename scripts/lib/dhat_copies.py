@@ -3,9 +3,10 @@
 
 Usage: dhat_copies.py CALLS SHORT.json LONG.json
 SHORT ran CALLS measured calls and LONG twice as many, each after as many warm-up calls
-(benches/alloc.rs --calls): their difference is 2 × CALLS calls, without start-up. Only stacks of the server's runtime (tokio's
-multi-thread scheduler; the client in the same process runs a current-thread one) count: run
-valgrind with --num-callers deep enough to see it, and --fullpath-after= for the crates' paths.
+(benches/alloc.rs --calls): their difference is 2 × CALLS calls, without start-up. Only stacks
+of the server's runtime (tokio's multi-thread scheduler; the client in the same process runs a
+current-thread one) count: run valgrind with --num-callers deep enough to see it, and
+--fullpath-after= for the crates' paths.
 Each copy (memcpy, memmove, ...) belongs to the first frame outside libc and the containers
 (std, bytes, hashbrown, ...), by the source path of its crate: printed per crate and function.
 """
@@ -38,7 +39,8 @@ def short(name):
             elif c == ">" and last != "-":
                 depth -= 1
                 if depth == 0:
-                    return without_generics(name[1:i].split(" as ")[0]) + without_generics(name[i + 1:])
+                    own = name[1:i].split(" as ")[0]
+                    return without_generics(own) + without_generics(name[i + 1:])
             last = c
     return without_generics(name)
 
@@ -118,6 +120,7 @@ def table(what, rows, calls, name_format):
     for name, (n, b) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
         if n / calls >= 0.01:
             print(f"| {name_format.format(name)} | {n / calls:.2f} | {b / calls:.0f} |")
+
 
 if __name__ == "__main__":
     main()

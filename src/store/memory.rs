@@ -243,10 +243,10 @@ impl MemoryStore {
 /// A persisted counter: its key, used count, and when it stops mattering.
 type PersistedCount = (LimitKey, u64, Nanos);
 
-/// Sets a cell, in place when it exists (no key clone, one lookup).
-/// Stores `cell` under `key`. A bucket's time never runs backwards: a request whose `now` was
-/// taken before another's that charged first (threads, replicas' clocks) refilled nothing, and
-/// storing its earlier time would refill that interval a second time.
+/// Sets a cell, in place when it exists (no key clone, one lookup). A bucket's time never runs
+/// backwards: a request whose `now` was taken before another's that charged first (threads,
+/// replicas' clocks) refilled nothing, and storing its earlier time would refill that interval
+/// a second time.
 fn put(cells: &mut FastMap<LimitKey, Cell>, key: &LimitKey, mut cell: Cell) {
     match cells.get_mut(key) {
         Some(c) => {

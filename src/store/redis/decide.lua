@@ -107,11 +107,12 @@ local function refilled(v, l, s, ns, lunit, refill, cap, unit)
   return level
 end
 
--- When a level is stored: now, unless the stored level (found as `v`, at s, ns) is from later.
--- Replicas' clocks differ (and a request's now is taken before its script is queued): stored
--- time never runs backwards, or a later call would refill the same interval a second time.
-local function stored_at(v, s, ns)
-  if v and (s > now_s or (s == now_s and ns > now_n)) then return s, ns end
+-- When a level is stored: now, or the time (s, ns) it was found stored at when that is later
+-- (a value not found yet is "found at now"). Replicas' clocks differ, and a request's now is
+-- taken before its script is queued: stored time never runs backwards, or a later call would
+-- refill the same interval a second time.
+local function stored_at(s, ns)
+  if s > now_s or (s == now_s and ns > now_n) then return s, ns end
   return now_s, now_n
 end
 
@@ -166,7 +167,7 @@ local function record_write(f, sign, level, used, today, l, s, ns, u, ws, du, d,
   else
     if unit > 0 then
       l = level - sign * bunits * unit
-      s, ns = stored_at(true, s, ns)
+      s, ns = stored_at(s, ns)
       if l > cap then l = cap end
     end
   end
@@ -218,7 +219,7 @@ if mode == "l" then
     l, s, ns, lu = bucket_read(v, unit)
     level = refilled(v, l, s, ns, lu, refill, cap, unit)
   end
-  s, ns = stored_at(v, s, ns)
+  s, ns = stored_at(s, ns)
   level = level + give
   if level > cap then level = cap end
   local grant = want
@@ -286,7 +287,7 @@ for i = 1, n do
       level = refilled(v, l, s, ns, lu, refill, cap, unit)
     end
     out[#out + 1] = level
-    state[i] = { level, stored_at(v, s, ns) }
+    state[i] = { level, stored_at(s, ns) }
     if not admits(level, unit, units, 0, -1, 0) then admitted = 0 end
   else
     local unit, refill, cap, bunits, limit, qstart, qend, qunits, qlegacy, day, _, ulegacy =
